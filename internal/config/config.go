@@ -1,0 +1,372 @@
+// Package config parses, defaults and validates the cluster network
+// configuration (flannel's net-conf.json schema) into resolved values.
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"sort"
+	"strings"
+)
+
+// Backend types weft implements.
+const (
+	BackendVXLAN  = "vxlan"
+	BackendHostGW = "host-gw"
+	BackendUDP    = "udp"
+)
+
+// flannel backends weft does not implement (yet); named so the error is precise.
+var flannelOnlyBackends = map[string]bool{
+	"wireguard": true, "ipip": true, "ipsec": true, "alloc": true,
+	"gce": true, "aws-vpc": true, "ali-vpc": true, "tencent-vpc": true, "extension": true,
+}
+
+// Family is the resolved address plan of one IP family.
+type Family struct {
+	Network   netip.Prefix // the cluster network, host bits masked
+	SubnetLen int          // prefix length of each node's subnet
+	SubnetMin netip.Addr   // first subnet that may be leased
+	SubnetMax netip.Addr   // last subnet that may be leased
+}
+
+// Backend holds the resolved backend options.
+type Backend struct {
+	Type          string
+	VNI           int  // vxlan
+	Port          int  // vxlan (default 8472), udp (default 8285)
+	MTU           int  // 0 = derive from the underlay interface
+	GBP           bool // vxlan
+	Learning      bool // vxlan
+	DirectRouting bool // vxlan
+}
+
+// Config is a fully resolved network configuration.
+type Config struct {
+	EnableIPv4     bool
+	EnableIPv6     bool
+	IPv4           Family // valid only when EnableIPv4
+	IPv6           Family // valid only when EnableIPv6
+	EnableNFTables bool
+	Backend        Backend
+	// BackendDefaulted is true when the document had no Backend and the
+	// flannel-compatible default (udp) was applied.
+	BackendDefaulted bool
+	// UnknownKeys lists top-level keys weft does not know (ignored).
+	UnknownKeys []string
+}
+
+// Error is a validation error naming the offending key.
+type Error struct {
+	Key string
+	Msg string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("net-conf.json: %s: %s", e.Key, e.Msg) }
+
+func errorf(key, format string, args ...any) error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// raw mirrors the JSON document. encoding/json matches keys case-insensitively,
+// as flannel does.
+type raw struct {
+	Network        *string
+	IPv6Network    *string
+	EnableIPv4     *bool
+	EnableIPv6     *bool
+	SubnetLen      *int
+	SubnetMin      *string
+	SubnetMax      *string
+	IPv6SubnetLen  *int
+	IPv6SubnetMin  *string
+	IPv6SubnetMax  *string
+	EnableNFTables *bool
+	Backend        json.RawMessage
+}
+
+type rawBackend struct {
+	Type          *string
+	VNI           *int
+	Port          *int
+	MTU           *int
+	GBP           *bool
+	Learning      *bool
+	DirectRouting *bool
+}
+
+var knownKeys = map[string]bool{
+	"network": true, "ipv6network": true, "enableipv4": true, "enableipv6": true,
+	"subnetlen": true, "subnetmin": true, "subnetmax": true, "ipv6subnetlen": true,
+	"ipv6subnetmin": true, "ipv6subnetmax": true, "enablenftables": true, "backend": true,
+}
+
+// Parse parses, defaults and validates a net-conf.json document.
+func Parse(data []byte) (*Config, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(data, &top); err != nil {
+		return nil, &Error{Key: "(document)", Msg: "not a JSON object: " + jsonMsg(err)}
+	}
+	var r raw
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, typeError(err, "")
+	}
+	c := &Config{EnableIPv4: true}
+	for k := range top {
+		if !knownKeys[strings.ToLower(k)] {
+			c.UnknownKeys = append(c.UnknownKeys, k)
+		}
+	}
+	sort.Strings(c.UnknownKeys)
+	if r.EnableIPv4 != nil {
+		c.EnableIPv4 = *r.EnableIPv4
+	}
+	if r.EnableIPv6 != nil {
+		c.EnableIPv6 = *r.EnableIPv6
+	}
+	if r.EnableNFTables != nil {
+		c.EnableNFTables = *r.EnableNFTables
+	}
+	if !c.EnableIPv4 && !c.EnableIPv6 {
+		return nil, errorf("EnableIPv4", "both EnableIPv4 and EnableIPv6 are false; enable at least one family")
+	}
+	var err error
+	if c.EnableIPv4 {
+		c.IPv4, err = resolveFamily(familySpec{
+			bits: 32, maxLen: 30, defaultLen: 24, defaultUpTo: 22,
+			keyNet: "Network", keyLen: "SubnetLen", keyMin: "SubnetMin", keyMax: "SubnetMax",
+		}, r.Network, r.SubnetLen, r.SubnetMin, r.SubnetMax)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if c.EnableIPv6 {
+		c.IPv6, err = resolveFamily(familySpec{
+			bits: 128, maxLen: 126, defaultLen: 64, defaultUpTo: 62,
+			keyNet: "IPv6Network", keyLen: "IPv6SubnetLen", keyMin: "IPv6SubnetMin", keyMax: "IPv6SubnetMax",
+		}, r.IPv6Network, r.IPv6SubnetLen, r.IPv6SubnetMin, r.IPv6SubnetMax)
+		if err != nil {
+			return nil, err
+		}
+	}
+	c.Backend, c.BackendDefaulted, err = parseBackend(r.Backend)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+type familySpec struct {
+	bits, maxLen, defaultLen, defaultUpTo int
+	keyNet, keyLen, keyMin, keyMax        string
+}
+
+func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *string) (Family, error) {
+	var f Family
+	if network == nil || *network == "" {
+		return f, errorf(s.keyNet, "missing; set the cluster network, e.g. %q", example(s.bits))
+	}
+	p, err := netip.ParsePrefix(*network)
+	if err != nil {
+		return f, errorf(s.keyNet, "%q is not a CIDR (e.g. %q)", *network, example(s.bits))
+	}
+	if p.Addr().BitLen() != s.bits || (s.bits == 128 && p.Addr().Is4In6()) {
+		return f, errorf(s.keyNet, "%q is not an IPv%d network", *network, map[int]int{32: 4, 128: 6}[s.bits])
+	}
+	f.Network = p.Masked()
+	plen := f.Network.Bits()
+	if subnetLen != nil && *subnetLen > 0 {
+		f.SubnetLen = *subnetLen
+		if f.SubnetLen > s.maxLen {
+			return f, errorf(s.keyLen, "%d is longer than /%d; use a value between %d and %d", f.SubnetLen, s.maxLen, min(plen+2, s.maxLen), s.maxLen)
+		}
+		if f.SubnetLen < plen+2 {
+			return f, errorf(s.keyLen, "%d leaves room for fewer than four subnets in %s; use a value between %d and %d", f.SubnetLen, f.Network, plen+2, s.maxLen)
+		}
+	} else if subnetLen != nil && *subnetLen < 0 {
+		return f, errorf(s.keyLen, "%d is negative; use a value between %d and %d", *subnetLen, plen+2, s.maxLen)
+	} else {
+		if plen <= s.defaultUpTo {
+			f.SubnetLen = s.defaultLen
+		} else {
+			f.SubnetLen = plen + 2
+		}
+		if f.SubnetLen > s.maxLen {
+			return f, errorf(s.keyNet, "%s is too small: it must hold at least four subnets of at most /%d", f.Network, s.maxLen)
+		}
+	}
+	count := uint64(1) << min(uint(f.SubnetLen-plen), 63)
+	f.SubnetMin = NthSubnet(f.Network.Addr(), f.SubnetLen, 1)
+	f.SubnetMax = NthSubnet(f.Network.Addr(), f.SubnetLen, count-1)
+	for _, b := range []struct {
+		key string
+		val *string
+		dst *netip.Addr
+	}{{s.keyMin, smin, &f.SubnetMin}, {s.keyMax, smax, &f.SubnetMax}} {
+		if b.val == nil || *b.val == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(*b.val)
+		if err != nil {
+			return f, errorf(b.key, "%q is not an IP address", *b.val)
+		}
+		if !f.Network.Contains(a) {
+			return f, errorf(b.key, "%s is outside %s", a, f.Network)
+		}
+		if netip.PrefixFrom(a, f.SubnetLen).Masked().Addr() != a {
+			return f, errorf(b.key, "%s is not aligned to /%d (SubnetLen); use %s", a, f.SubnetLen, netip.PrefixFrom(a, f.SubnetLen).Masked().Addr())
+		}
+		*b.dst = a
+	}
+	return f, nil
+}
+
+// NthSubnet returns the network address of subnet n (of length subnetLen)
+// counted from base. It wraps within the address family.
+func NthSubnet(base netip.Addr, subnetLen int, n uint64) netip.Addr {
+	b := base.AsSlice()
+	v := new(big.Int).SetBytes(b)
+	off := new(big.Int).Lsh(new(big.Int).SetUint64(n), uint(len(b)*8-subnetLen))
+	v.Add(v, off)
+	out := make([]byte, len(b))
+	vb := v.Bytes()
+	if len(vb) > len(out) {
+		vb = vb[len(vb)-len(out):]
+	}
+	copy(out[len(out)-len(vb):], vb)
+	a, _ := netip.AddrFromSlice(out)
+	return a
+}
+
+// SubnetIndex is the inverse of NthSubnet: how many subnets of subnetLen lie
+// between base and a.
+func SubnetIndex(base, a netip.Addr, subnetLen int) uint64 {
+	d := new(big.Int).Sub(new(big.Int).SetBytes(a.AsSlice()), new(big.Int).SetBytes(base.AsSlice()))
+	d.Rsh(d, uint(base.BitLen()-subnetLen))
+	return d.Uint64()
+}
+
+func parseBackend(data json.RawMessage) (Backend, bool, error) {
+	b := Backend{}
+	if len(bytes.TrimSpace(data)) == 0 || string(bytes.TrimSpace(data)) == "null" {
+		b.Type = BackendUDP
+		b.Port = 8285
+		return b, true, nil
+	}
+	var r rawBackend
+	if err := json.Unmarshal(data, &r); err != nil {
+		return b, false, typeError(err, "Backend.")
+	}
+	if r.Type == nil || *r.Type == "" {
+		return b, false, errorf("Backend.Type", "missing; use one of vxlan, host-gw, udp")
+	}
+	b.Type = strings.ToLower(*r.Type)
+	switch b.Type {
+	case BackendVXLAN, BackendHostGW, BackendUDP:
+	default:
+		if flannelOnlyBackends[b.Type] {
+			return b, false, errorf("Backend.Type", "%q is a flannel backend weft does not implement; use one of vxlan, host-gw, udp", *r.Type)
+		}
+		return b, false, errorf("Backend.Type", "unknown backend %q; use one of vxlan, host-gw, udp", *r.Type)
+	}
+	if r.MTU != nil {
+		if *r.MTU < 0 || *r.MTU > 65535 {
+			return b, false, errorf("Backend.MTU", "%d is out of range; use 0 (derive from the interface) or a value up to 65535", *r.MTU)
+		}
+		b.MTU = *r.MTU
+	}
+	if r.Port != nil {
+		if *r.Port < 0 || *r.Port > 65535 {
+			return b, false, errorf("Backend.Port", "%d is not a UDP port; use 1-65535 (or 0 for the default)", *r.Port)
+		}
+		b.Port = *r.Port
+	}
+	switch b.Type {
+	case BackendVXLAN:
+		b.VNI = 1
+		if r.VNI != nil {
+			if *r.VNI < 0 || *r.VNI > 1<<24-1 {
+				return b, false, errorf("Backend.VNI", "%d is out of range; use 0-16777215", *r.VNI)
+			}
+			b.VNI = *r.VNI
+		}
+		b.GBP = r.GBP != nil && *r.GBP
+		b.Learning = r.Learning != nil && *r.Learning
+		b.DirectRouting = r.DirectRouting != nil && *r.DirectRouting
+		if b.Port == 0 {
+			b.Port = 8472 // the kernel's default, as flannel
+		}
+	case BackendUDP:
+		if b.Port == 0 {
+			b.Port = 8285
+		}
+	}
+	return b, false, nil
+}
+
+func example(bits int) string {
+	if bits == 32 {
+		return "10.244.0.0/16"
+	}
+	return "fd00:10:244::/56"
+}
+
+func typeError(err error, prefix string) error {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return errorf(prefix+fieldName(te.Field), "has the wrong type: %s where %s is expected", te.Value, te.Type)
+	}
+	return &Error{Key: "(document)", Msg: jsonMsg(err)}
+}
+
+func fieldName(f string) string {
+	if i := strings.LastIndex(f, "."); i >= 0 {
+		return f[i+1:]
+	}
+	return f
+}
+
+func jsonMsg(err error) string {
+	return strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// MarshalResolved renders the config with every default filled in, in the
+// net-conf.json schema.
+func (c *Config) MarshalResolved() ([]byte, error) {
+	m := map[string]any{
+		"EnableIPv4":     c.EnableIPv4,
+		"EnableIPv6":     c.EnableIPv6,
+		"EnableNFTables": c.EnableNFTables,
+	}
+	if c.EnableIPv4 {
+		m["Network"] = c.IPv4.Network.String()
+		m["SubnetLen"] = c.IPv4.SubnetLen
+		m["SubnetMin"] = c.IPv4.SubnetMin.String()
+		m["SubnetMax"] = c.IPv4.SubnetMax.String()
+	}
+	if c.EnableIPv6 {
+		m["IPv6Network"] = c.IPv6.Network.String()
+		m["IPv6SubnetLen"] = c.IPv6.SubnetLen
+		m["IPv6SubnetMin"] = c.IPv6.SubnetMin.String()
+		m["IPv6SubnetMax"] = c.IPv6.SubnetMax.String()
+	}
+	be := map[string]any{"Type": c.Backend.Type}
+	switch c.Backend.Type {
+	case BackendVXLAN:
+		be["VNI"] = c.Backend.VNI
+		be["Port"] = c.Backend.Port
+		be["GBP"] = c.Backend.GBP
+		be["Learning"] = c.Backend.Learning
+		be["DirectRouting"] = c.Backend.DirectRouting
+		be["MTU"] = c.Backend.MTU
+	case BackendUDP:
+		be["Port"] = c.Backend.Port
+		be["MTU"] = c.Backend.MTU
+	}
+	m["Backend"] = be
+	return json.MarshalIndent(m, "", "  ")
+}
