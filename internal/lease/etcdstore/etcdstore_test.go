@@ -1,0 +1,196 @@
+package etcdstore
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/lease/leasetest"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// embedded starts weft's own embedded etcd (the `weft store serve` code).
+func embedded(t *testing.T) string {
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	srv, err := StartServer(context.Background(), ServerOptions{
+		DataDir:    t.TempDir(),
+		ClientURLs: []string{url},
+		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return url
+}
+
+// external starts Debian's etcd-server binary, the external-cluster path.
+func external(t *testing.T) string {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("etcd binary missing in CI; .ci/run installs etcd-server")
+		}
+		t.Skip("etcd binary not installed (apt-get install etcd-server)")
+	}
+	cport, pport := freePort(t), freePort(t)
+	curl := fmt.Sprintf("http://127.0.0.1:%d", cport)
+	purl := fmt.Sprintf("http://127.0.0.1:%d", pport)
+	cmd := exec.Command(bin, "--data-dir", filepath.Join(t.TempDir(), "etcd"),
+		"--listen-client-urls", curl, "--advertise-client-urls", curl,
+		"--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+		"--initial-cluster", "default="+purl, "--log-level", "error")
+	cmd.Env = append(os.Environ(), "ETCD_UNSUPPORTED_ARCH="+os.Getenv("GOARCH"))
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	cli := client(t, curl)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := cli.Get(ctx, "probe")
+		cancel()
+		if err == nil {
+			return curl
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("external etcd did not come up: %v\n%s", err, out.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func client(t *testing.T, url string) *clientv3.Client {
+	t.Helper()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{url}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func harness(url string) func(t *testing.T) leasetest.Harness {
+	n := 0
+	return func(t *testing.T) leasetest.Harness {
+		n++
+		// A fresh prefix per subtest gives an empty store on one server.
+		s := NewFromClient(client(t, url), fmt.Sprintf("/test%d/coreos.com/network", n), nil)
+		ctx := context.Background()
+		return leasetest.Harness{
+			Store: s,
+			PutConfig: func(t *testing.T, doc string) {
+				if err := s.PutConfig(ctx, []byte(doc)); err != nil {
+					t.Fatal(err)
+				}
+			},
+			Reserve: func(t *testing.T, l lease.Lease) {
+				if err := s.Reserve(ctx, l); err != nil {
+					t.Fatal(err)
+				}
+			},
+			Delete: func(t *testing.T, key string) {
+				if _, err := s.Delete(ctx, key); err != nil {
+					t.Fatal(err)
+				}
+			},
+		}
+	}
+}
+
+func TestConformanceEmbedded(t *testing.T) { leasetest.Run(t, harness(embedded(t))) }
+func TestConformanceExternal(t *testing.T) { leasetest.Run(t, harness(external(t))) }
+
+// TestFlannelLayout reads back the raw keys and values from a real etcd and
+// compares them with COMPAT.md byte for byte.
+func TestFlannelLayout(t *testing.T) {
+	url := embedded(t)
+	cli := client(t, url)
+	ctx := context.Background()
+	s := NewFromClient(cli, DefaultPrefix, nil)
+	if err := s.PutConfig(ctx, []byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	want := netip.MustParsePrefix("10.244.3.0/24")
+	l, err := s.Acquire(ctx, lease.Request{
+		Attrs: lease.Attrs{
+			PublicIP:    netip.MustParseAddr("192.0.2.11"),
+			BackendType: "vxlan",
+			BackendData: []byte(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`),
+		},
+		TTL:    time.Hour,
+		Prefer: []netip.Prefix{want},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Get(ctx, "/coreos.com/network/subnets/10.244.3.0-24")
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("lease key not found: %v %v", resp, err)
+	}
+	kv := resp.Kvs[0]
+	const wantValue = `{"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
+	if string(kv.Value) != wantValue {
+		t.Errorf("value\n got %s\nwant %s", kv.Value, wantValue)
+	}
+	if kv.Lease == 0 || kv.Lease != l.StoreID {
+		t.Errorf("key is not attached to the etcd lease: %d vs %d", kv.Lease, l.StoreID)
+	}
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(kv.Lease))
+	if err != nil || ttl.GrantedTTL != 3600 {
+		t.Errorf("granted TTL %d, %v; want 3600", ttl.GrantedTTL, err)
+	}
+	// A record as flannel writes it for host-gw and udp decodes here.
+	for _, v := range []string{
+		`{"PublicIP":"192.0.2.12","PublicIPv6":null,"BackendType":"host-gw"}`,
+		`{"PublicIP":"192.0.2.13","PublicIPv6":null}`,
+	} {
+		if _, err := cli.Put(ctx, "/coreos.com/network/subnets/10.244.9.0-24", v); err != nil {
+			t.Fatal(err)
+		}
+		ls, err := s.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, l := range ls {
+			if l.Subnet == netip.MustParsePrefix("10.244.9.0/24") {
+				found = true
+				b, _ := l.Attrs.MarshalJSON()
+				if string(b) != v {
+					t.Errorf("round trip of %s gave %s", v, b)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("flannel record %s not listed", v)
+		}
+	}
+}

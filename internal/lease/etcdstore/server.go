@@ -1,0 +1,83 @@
+package etcdstore
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+)
+
+// ServerOptions configure the embedded etcd server (`weft store serve`).
+type ServerOptions struct {
+	DataDir    string
+	ClientURLs []string // e.g. http://192.0.2.2:2379
+	PeerURL    string   // default http://127.0.0.1:2380
+	Name       string
+	LogLevel   string // etcd's zap level; default "error"
+}
+
+// Server is a running embedded etcd.
+type Server struct {
+	e *embed.Etcd
+}
+
+// StartServer starts a single-member etcd and waits until it serves.
+func StartServer(ctx context.Context, o ServerOptions) (*Server, error) {
+	cfg := embed.NewConfig()
+	cfg.Dir = o.DataDir
+	cfg.Name = "weft"
+	if o.Name != "" {
+		cfg.Name = o.Name
+	}
+	cfg.LogLevel = "error"
+	if o.LogLevel != "" {
+		cfg.LogLevel = o.LogLevel
+	}
+	var urls []url.URL
+	for _, s := range o.ClientURLs {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("store: client URL %q: %w", s, err)
+		}
+		urls = append(urls, *u)
+	}
+	if len(urls) == 0 {
+		return nil, fmt.Errorf("store: no client URL to listen on")
+	}
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = urls, urls
+	peer := o.PeerURL
+	if peer == "" {
+		peer = "http://127.0.0.1:2380"
+	}
+	pu, err := url.Parse(peer)
+	if err != nil {
+		return nil, fmt.Errorf("store: peer URL %q: %w", peer, err)
+	}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("store: start embedded etcd in %s: %w", o.DataDir, err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Server{e: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("store: embedded etcd failed: %w", err)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	case <-time.After(60 * time.Second):
+		e.Close()
+		return nil, fmt.Errorf("store: embedded etcd not ready after 60s")
+	}
+}
+
+// Err reports a fatal server error.
+func (s *Server) Err() <-chan error { return s.e.Err() }
+
+// Close stops the server.
+func (s *Server) Close() { s.e.Close() }

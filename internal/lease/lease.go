@@ -1,0 +1,190 @@
+// Package lease defines a node's subnet lease, its flannel-compatible
+// encoding, the Store seam and the pure subnet allocator.
+package lease
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Attrs are the attributes a node publishes with its lease. The JSON form is
+// flannel's LeaseAttrs, byte for byte.
+type Attrs struct {
+	PublicIP      netip.Addr      // IPv4 underlay address
+	PublicIPv6    netip.Addr      // invalid when absent (JSON null)
+	BackendType   string          // "" for flannel's udp leases
+	BackendData   json.RawMessage // backend-specific, e.g. {"VNI":1,"VtepMAC":"..."}
+	BackendV6Data json.RawMessage
+}
+
+// Lease is one node's claim on a subnet.
+type Lease struct {
+	Subnet     netip.Prefix // IPv4 subnet; invalid in an IPv6-only network
+	IPv6Subnet netip.Prefix // invalid unless IPv6 is enabled
+	Attrs      Attrs
+	// Expiration is when the lease lapses unless renewed; zero for a
+	// reservation (a key without TTL), which never lapses.
+	Expiration time.Time
+	// StoreID is the store's handle of the lease (the etcd lease ID); 0 for
+	// a reservation.
+	StoreID int64
+}
+
+// Reservation reports whether the lease is permanent.
+func (l Lease) Reservation() bool { return l.StoreID == 0 }
+
+// Key is the lease's name in the store: "10.244.3.0-24", or for dual stack
+// "10.244.3.0-24&fd00:10:244:3::-64".
+func (l Lease) Key() string { return Key(l.Subnet, l.IPv6Subnet) }
+
+// Key builds a lease name from its subnets, in flannel's layout.
+func Key(v4, v6 netip.Prefix) string {
+	s := "0.0.0.0-0"
+	if v4.IsValid() {
+		s = v4.Addr().String() + "-" + strconv.Itoa(v4.Bits())
+	}
+	if v6.IsValid() {
+		s += "&" + v6.Addr().String() + "-" + strconv.Itoa(v6.Bits())
+	}
+	return s
+}
+
+// ParseKey is the inverse of Key.
+func ParseKey(key string) (v4, v6 netip.Prefix, err error) {
+	first, second, dual := strings.Cut(key, "&")
+	v4, err = parseKeyPrefix(first, true)
+	if err != nil {
+		return v4, v6, fmt.Errorf("lease key %q: %w", key, err)
+	}
+	if v4.Bits() == 0 && v4.Addr().IsUnspecified() {
+		v4 = netip.Prefix{}
+	}
+	if dual {
+		v6, err = parseKeyPrefix(second, false)
+		if err != nil {
+			return v4, v6, fmt.Errorf("lease key %q: %w", key, err)
+		}
+	}
+	if !v4.IsValid() && !v6.IsValid() {
+		return v4, v6, fmt.Errorf("lease key %q: no subnet", key)
+	}
+	return v4, v6, nil
+}
+
+func parseKeyPrefix(s string, want4 bool) (netip.Prefix, error) {
+	i := strings.LastIndexByte(s, '-')
+	if i < 0 {
+		return netip.Prefix{}, fmt.Errorf("%q is not ADDR-LEN", s)
+	}
+	p, err := netip.ParsePrefix(s[:i] + "/" + s[i+1:])
+	if err != nil {
+		return p, err
+	}
+	if p.Addr().Is4() != want4 || p.Addr().Zone() != "" {
+		return p, fmt.Errorf("%q has the wrong address family", s)
+	}
+	if p.Masked() != p {
+		return p, fmt.Errorf("%q has host bits set", s)
+	}
+	return p, nil
+}
+
+type attrsJSON struct {
+	PublicIP      string
+	PublicIPv6    *string
+	BackendType   string          `json:",omitempty"`
+	BackendData   json.RawMessage `json:",omitempty"`
+	BackendV6Data json.RawMessage `json:",omitempty"`
+}
+
+// MarshalJSON writes flannel's form:
+// {"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{...}}
+func (a Attrs) MarshalJSON() ([]byte, error) {
+	j := attrsJSON{PublicIP: "0.0.0.0", BackendType: a.BackendType, BackendData: a.BackendData, BackendV6Data: a.BackendV6Data}
+	if a.PublicIP.IsValid() {
+		j.PublicIP = a.PublicIP.String()
+	}
+	if a.PublicIPv6.IsValid() {
+		s := a.PublicIPv6.String()
+		j.PublicIPv6 = &s
+	}
+	return json.Marshal(j)
+}
+
+// UnmarshalJSON reads flannel's form. Unknown fields are ignored.
+func (a *Attrs) UnmarshalJSON(b []byte) error {
+	var j attrsJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(j.PublicIP)
+	if err != nil || !ip.Is4() {
+		return fmt.Errorf("PublicIP %q is not an IPv4 address", j.PublicIP)
+	}
+	*a = Attrs{PublicIP: ip, BackendType: j.BackendType}
+	if j.PublicIPv6 != nil {
+		ip6, err := netip.ParseAddr(*j.PublicIPv6)
+		if err != nil || !ip6.Is6() || ip6.Is4In6() {
+			return fmt.Errorf("PublicIPv6 %q is not an IPv6 address", *j.PublicIPv6)
+		}
+		a.PublicIPv6 = ip6
+	}
+	if len(j.BackendData) > 0 && !bytes.Equal(bytes.TrimSpace(j.BackendData), []byte("null")) {
+		a.BackendData = j.BackendData
+	}
+	if len(j.BackendV6Data) > 0 && !bytes.Equal(bytes.TrimSpace(j.BackendV6Data), []byte("null")) {
+		a.BackendV6Data = j.BackendV6Data
+	}
+	return nil
+}
+
+// ParseValue decodes a lease value read from the store.
+func ParseValue(b []byte) (Attrs, error) {
+	var a Attrs
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a, fmt.Errorf("decode lease value: %w", err)
+	}
+	return a, nil
+}
+
+// ErrNoFreeSubnet is wrapped by the error returned when a network has no
+// subnet left to lease.
+var ErrNoFreeSubnet = errors.New("out of subnets")
+
+// ErrNoConfig is returned by Store.Config when no network config is stored.
+var ErrNoConfig = errors.New("no network config")
+
+// Request describes the lease a node asks for.
+type Request struct {
+	Attrs Attrs
+	// Prefer lists subnets to try first, in order (e.g. the one in the node's
+	// old subnet.env). A lease already held by this node's PublicIP always
+	// wins over these.
+	Prefer []netip.Prefix
+	TTL    time.Duration
+}
+
+// Store is where leases live: etcd, or (in Kubernetes mode) Node objects.
+// Methods are safe for concurrent use.
+type Store interface {
+	// Config returns the raw network config document, or ErrNoConfig.
+	Config(ctx context.Context) ([]byte, error)
+	// Acquire returns this node's lease: the one already held by its
+	// PublicIP (refreshed with req.Attrs and req.TTL), else a new one,
+	// created only if no other node holds the subnet.
+	Acquire(ctx context.Context, req Request) (Lease, error)
+	// Renew extends a lease by its TTL. Renewing a reservation is a no-op.
+	Renew(ctx context.Context, l Lease) (Lease, error)
+	// List returns all current leases, reservations included.
+	List(ctx context.Context) ([]Lease, error)
+	// Watch calls changed whenever leases may have changed, until ctx is
+	// done. It carries no data: callers re-List (level-triggered).
+	Watch(ctx context.Context, changed func()) error
+}
