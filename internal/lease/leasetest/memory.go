@@ -26,7 +26,9 @@ type Memory struct {
 var _ lease.Store = (*Memory)(nil)
 
 // NewMemory returns an empty store.
-func NewMemory() *Memory { return &Memory{leases: map[string]lease.Lease{}, ttl: map[int64]time.Duration{}} }
+func NewMemory() *Memory {
+	return &Memory{leases: map[string]lease.Lease{}, ttl: map[int64]time.Duration{}}
+}
 
 // PutConfig sets the config document.
 func (m *Memory) PutConfig(doc []byte) {
