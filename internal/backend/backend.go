@@ -1,0 +1,218 @@
+// Package backend defines the desired state of a node's data plane, the
+// Backend seam, and the pure plan/diff of routes, neighbour and FDB entries
+// that the vxlan and host-gw backends share.
+package backend
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/weftnet/weft/internal/lease"
+)
+
+// Underlay describes the interface node-to-node traffic uses.
+type Underlay struct {
+	Name      string
+	LinkIndex int
+	Addr      netip.Addr     // the node's PublicIP
+	MTU       int            // the interface MTU
+	OnLink    []netip.Prefix // networks directly attached to the interface
+}
+
+// IsOnLink reports whether ip is directly reachable on the underlay.
+func (u Underlay) IsOnLink(ip netip.Addr) bool {
+	for _, p := range u.OnLink {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// NodeState is the whole desired state handed to a backend.
+type NodeState struct {
+	Network netip.Prefix  // the cluster network
+	Own     lease.Lease   // this node's lease
+	Peers   []lease.Lease // every other lease, of any backend type
+}
+
+// Report says what an Apply really changed.
+type Report struct {
+	Added, Removed int
+	// Skipped names peers that were not programmed, with the reason.
+	Skipped []string
+}
+
+// Backend programs the kernel for one backend type.
+type Backend interface {
+	// LeaseAttrs returns the backend part of this node's lease
+	// (BackendType, BackendData).
+	LeaseAttrs() lease.Attrs
+	// MTU is the MTU pods must use.
+	MTU() int
+	// Apply makes the kernel match state: it may be called again with the
+	// same state (idempotent), adds before it deletes, and removes entries
+	// for subnets no peer holds, including ones it did not create.
+	Apply(ctx context.Context, state NodeState) (Report, error)
+}
+
+// Route is a route in the main table.
+type Route struct {
+	Dst    netip.Prefix
+	Gw     netip.Addr
+	Link   int
+	OnLink bool
+}
+
+func (r Route) String() string {
+	s := fmt.Sprintf("%s via %s dev#%d", r.Dst, r.Gw, r.Link)
+	if r.OnLink {
+		s += " onlink"
+	}
+	return s
+}
+
+// Neigh is a permanent neighbour (ARP/NDP) entry.
+type Neigh struct {
+	IP   netip.Addr
+	MAC  string // canonical lower-case form
+	Link int
+}
+
+// FDB is a permanent bridge forwarding entry on a vxlan device:
+// "MAC dst IP self permanent".
+type FDB struct {
+	MAC  string
+	Dst  netip.Addr
+	Link int
+}
+
+// Plan is a set of kernel entries.
+type Plan struct {
+	Routes []Route
+	Neighs []Neigh
+	FDB    []FDB
+}
+
+// Diff compares a desired plan with what the kernel has and returns what
+// to write (add or replace) and what to delete. Routes are keyed by
+// destination, neighbours by (link, IP), FDB entries by (link, MAC): an entry
+// whose key is desired is replaced in place, never deleted.
+func Diff(want, have Plan) (add, del Plan) {
+	wr := map[netip.Prefix]Route{}
+	for _, r := range want.Routes {
+		wr[r.Dst] = r
+	}
+	hr := map[netip.Prefix]Route{}
+	for _, r := range have.Routes {
+		hr[r.Dst] = r
+	}
+	for _, r := range want.Routes {
+		if h, ok := hr[r.Dst]; !ok || h != r {
+			add.Routes = append(add.Routes, r)
+		}
+	}
+	for _, r := range have.Routes {
+		if _, ok := wr[r.Dst]; !ok {
+			del.Routes = append(del.Routes, r)
+		}
+	}
+	type nk struct {
+		link int
+		ip   netip.Addr
+	}
+	wn := map[nk]Neigh{}
+	for _, n := range want.Neighs {
+		wn[nk{n.Link, n.IP}] = n
+	}
+	hn := map[nk]Neigh{}
+	for _, n := range have.Neighs {
+		hn[nk{n.Link, n.IP}] = n
+	}
+	for _, n := range want.Neighs {
+		if h, ok := hn[nk{n.Link, n.IP}]; !ok || h != n {
+			add.Neighs = append(add.Neighs, n)
+		}
+	}
+	for _, n := range have.Neighs {
+		if _, ok := wn[nk{n.Link, n.IP}]; !ok {
+			del.Neighs = append(del.Neighs, n)
+		}
+	}
+	type fk struct {
+		link int
+		mac  string
+	}
+	wf := map[fk]FDB{}
+	for _, f := range want.FDB {
+		wf[fk{f.Link, f.MAC}] = f
+	}
+	hf := map[fk]FDB{}
+	for _, f := range have.FDB {
+		hf[fk{f.Link, f.MAC}] = f
+	}
+	for _, f := range want.FDB {
+		if h, ok := hf[fk{f.Link, f.MAC}]; !ok || h != f {
+			add.FDB = append(add.FDB, f)
+		}
+	}
+	for _, f := range have.FDB {
+		if _, ok := wf[fk{f.Link, f.MAC}]; !ok {
+			del.FDB = append(del.FDB, f)
+		}
+	}
+	return add, del
+}
+
+// Scope says which kernel entries a backend owns, so that it can remove
+// entries it did not create (left by a previous run or planted by hand) and
+// leave everything else alone.
+type Scope struct {
+	Network netip.Prefix // only routes to subnets of the cluster network
+	Own     netip.Prefix // never the node's own subnet (the CNI bridge has it)
+	// RouteLinks are the links whose routes into Network the backend owns.
+	RouteLinks []int
+	// NeighLinks are the links whose permanent neighbour and FDB entries
+	// the backend owns (the vxlan device; never the underlay).
+	NeighLinks []int
+}
+
+// Owns reports whether a route is in scope.
+func (s Scope) Owns(r Route) bool {
+	return slices.Contains(s.RouteLinks, r.Link) && r.Dst.Bits() > s.Network.Bits() &&
+		s.Network.Contains(r.Dst.Addr()) && r.Dst != s.Own
+}
+
+// Filter drops kernel entries outside the scope.
+func (s Scope) Filter(have Plan) Plan {
+	var out Plan
+	for _, r := range have.Routes {
+		if s.Owns(r) {
+			out.Routes = append(out.Routes, r)
+		}
+	}
+	for _, n := range have.Neighs {
+		if slices.Contains(s.NeighLinks, n.Link) {
+			out.Neighs = append(out.Neighs, n)
+		}
+	}
+	for _, f := range have.FDB {
+		if slices.Contains(s.NeighLinks, f.Link) {
+			out.FDB = append(out.FDB, f)
+		}
+	}
+	return out
+}
+
+// CanonicalMAC normalises a MAC address string, or returns "" if invalid.
+func CanonicalMAC(s string) string {
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return ""
+	}
+	return strings.ToLower(hw.String())
+}

@@ -1,0 +1,73 @@
+// Package vxlan is the kernel VXLAN overlay backend, wire-compatible with
+// flannel: device flannel.<VNI>, UDP 8472, per-peer neighbour, FDB entry and
+// onlink route; DirectRouting uses plain routes to on-link peers.
+package vxlan
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+)
+
+// Overhead is what VXLAN encapsulation adds to a packet (outer IPv4, UDP,
+// VXLAN header, inner Ethernet).
+const Overhead = 50
+
+// Data is the vxlan BackendData of a lease: {"VNI":1,"VtepMAC":"..."}.
+type Data struct {
+	VNI     int
+	VtepMAC string
+}
+
+// DeviceName is flannel's name for the device of a VNI.
+func DeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
+
+// Plan computes the kernel entries for the peers in st. dev is the vxlan
+// device's link index. Peers of another backend type, or with unusable
+// backend data, are skipped and named in the second result.
+func Plan(st backend.NodeState, dev int, u backend.Underlay, directRouting bool) (backend.Plan, []string) {
+	var p backend.Plan
+	var skipped []string
+	for _, peer := range st.Peers {
+		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != config.BackendVXLAN || !peer.Subnet.IsValid() {
+			continue
+		}
+		if directRouting && u.IsOnLink(peer.Attrs.PublicIP) {
+			p.Routes = append(p.Routes, backend.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Link: u.LinkIndex})
+			continue
+		}
+		mac, err := peerMAC(peer)
+		if err != nil {
+			skipped = append(skipped, fmt.Sprintf("%s (%s): %v", peer.Subnet, peer.Attrs.PublicIP, err))
+			continue
+		}
+		gw := peer.Subnet.Addr() // the peer's device holds its subnet's network address
+		p.Neighs = append(p.Neighs, backend.Neigh{IP: gw, MAC: mac, Link: dev})
+		p.FDB = append(p.FDB, backend.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Link: dev})
+		p.Routes = append(p.Routes, backend.Route{Dst: peer.Subnet, Gw: gw, Link: dev, OnLink: true})
+	}
+	return p, skipped
+}
+
+func peerMAC(l lease.Lease) (string, error) {
+	var d Data
+	if err := json.Unmarshal(l.Attrs.BackendData, &d); err != nil {
+		return "", fmt.Errorf("bad vxlan BackendData: %w", err)
+	}
+	mac := backend.CanonicalMAC(d.VtepMAC)
+	if mac == "" {
+		return "", fmt.Errorf("bad VtepMAC %q", d.VtepMAC)
+	}
+	return mac, nil
+}
+
+// Scope is what the vxlan backend owns: routes into the cluster network on
+// the device and (for DirectRouting) on the underlay, and all permanent
+// neighbour and FDB entries on the device.
+func Scope(network, own netip.Prefix, dev int, u backend.Underlay) backend.Scope {
+	return backend.Scope{Network: network, Own: own, RouteLinks: []int{dev, u.LinkIndex}, NeighLinks: []int{dev}}
+}

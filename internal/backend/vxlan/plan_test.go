@@ -1,0 +1,51 @@
+package vxlan
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/lease"
+)
+
+func peer(subnet, ip, typ, data string) lease.Lease {
+	return lease.Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ, BackendData: []byte(data)}}
+}
+
+func TestPlan(t *testing.T) {
+	u := backend.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	st := backend.NodeState{
+		Network: netip.MustParsePrefix("10.244.0.0/16"),
+		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`),
+	}
+	st.Peers = []lease.Lease{
+		st.Own,
+		peer("10.244.2.0/24", "192.0.2.2", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`),
+		peer("10.244.3.0/24", "198.51.100.3", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:03"}`),
+		peer("10.244.4.0/24", "192.0.2.4", "host-gw", ``),
+		peer("10.244.5.0/24", "192.0.2.5", "vxlan", `{"VNI":1,"VtepMAC":"zz"}`),
+	}
+	p, skipped := Plan(st, 7, u, false)
+	if len(p.Routes) != 2 || len(p.Neighs) != 2 || len(p.FDB) != 2 || len(skipped) != 1 {
+		t.Fatalf("plan %+v skipped %v", p, skipped)
+	}
+	want := backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Link: 7, OnLink: true}
+	if p.Routes[0] != want {
+		t.Errorf("route %v, want %v", p.Routes[0], want)
+	}
+	if p.Neighs[0] != (backend.Neigh{IP: netip.MustParseAddr("10.244.2.0"), MAC: "02:00:00:00:00:02", Link: 7}) {
+		t.Errorf("neigh %v", p.Neighs[0])
+	}
+	if p.FDB[1] != (backend.FDB{MAC: "02:00:00:00:00:03", Dst: netip.MustParseAddr("198.51.100.3"), Link: 7}) {
+		t.Errorf("fdb %v", p.FDB[1])
+	}
+	// DirectRouting: the on-link peer gets a plain route, the other stays on vxlan.
+	p, _ = Plan(st, 7, u, true)
+	// (the peer with a bad MAC is on-link, so it needs no MAC)
+	if len(p.Routes) != 3 || p.Routes[0] != (backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}) {
+		t.Errorf("direct routing: %v", p.Routes)
+	}
+	if len(p.Neighs) != 1 || p.Neighs[0].IP != netip.MustParseAddr("10.244.3.0") {
+		t.Errorf("direct routing neighs: %v", p.Neighs)
+	}
+}

@@ -1,0 +1,151 @@
+package vxlan
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/netns/netnstest"
+)
+
+// underlay makes eth0 (a veth; this kernel may lack dummy links) with 192.0.2.1/24 in a fresh namespace.
+func underlay(t *testing.T) (*netlink.Handle, backend.Underlay) {
+	name := netnstest.New(t)
+	h, err := netns.Handle(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MTU: 1500}, PeerName: "eth0-peer"}); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := h.LinkByName("eth0")
+	addr, _ := netlink.ParseAddr("192.0.2.1/24")
+	if err := h.AddrAdd(l, addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		t.Fatal(err)
+	}
+	u, err := backend.FindUnderlay(h, "eth0", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, u
+}
+
+func TestApplyInNamespace(t *testing.T) {
+	h, u := underlay(t)
+	if u.Addr != netip.MustParseAddr("192.0.2.1") || u.MTU != 1500 {
+		t.Fatalf("underlay %+v", u)
+	}
+	cfg := config.Backend{Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: true}
+	b, err := New(h, cfg, u, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.LinkByName("flannel.1"); err == nil {
+		t.Fatal("New created the device before the lease was held")
+	}
+	own := peer("10.244.1.0/24", "192.0.2.1", "vxlan", "")
+	p2 := peer("10.244.2.0/24", "192.0.2.2", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`)
+	p3 := peer("10.244.3.0/24", "198.51.100.3", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:03"}`)
+	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, p2, p3}}
+	ctx := context.Background()
+	rep, err := b.Apply(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 4 { // direct route for p2; neigh, fdb, route for p3
+		t.Errorf("added %d entries, want 4", rep.Added)
+	}
+	dev, err := h.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dev.Attrs().MTU != 1450 || dev.Attrs().HardwareAddr.String() != b.mac {
+		t.Errorf("device MTU %d MAC %s", dev.Attrs().MTU, dev.Attrs().HardwareAddr)
+	}
+	addrs, _ := h.AddrList(dev, netlink.FAMILY_V4)
+	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
+		t.Errorf("device addresses %v", addrs)
+	}
+	scope := Scope(st.Network, own.Subnet, dev.Attrs().Index, u)
+	have, err := backend.Kernel{H: h}.Read(scope)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(have.Routes) != 2 || len(have.Neighs) != 1 || len(have.FDB) != 1 {
+		t.Fatalf("kernel has %+v", have)
+	}
+	// Idempotent.
+	if rep, err := b.Apply(ctx, st); err != nil || rep.Added+rep.Removed != 0 {
+		t.Errorf("second apply changed %+v, %v", rep, err)
+	}
+	// Plant a route for a subnet no lease holds, and one outside the network.
+	stray := &netlink.Route{LinkIndex: dev.Attrs().Index, Dst: mustNet("10.244.9.0/24"), Gw: net.ParseIP("10.244.9.0"), Flags: int(netlink.FLAG_ONLINK)}
+	foreign := &netlink.Route{LinkIndex: u.LinkIndex, Dst: mustNet("203.0.113.0/24"), Gw: net.ParseIP("192.0.2.254")}
+	for _, r := range []*netlink.Route{stray, foreign} {
+		if err := h.RouteAdd(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Remove p3 and delete p2's route by hand: the next apply restores and cleans.
+	if err := h.RouteDel(&netlink.Route{LinkIndex: u.LinkIndex, Dst: mustNet("10.244.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	st.Peers = []lease.Lease{own, p2}
+	rep, err = b.Apply(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 1 || rep.Removed != 4 {
+		t.Errorf("report %+v, want 1 added, 4 removed", rep)
+	}
+	have, _ = backend.Kernel{H: h}.Read(scope)
+	if len(have.Routes) != 1 || len(have.Neighs) != 0 || len(have.FDB) != 0 {
+		t.Errorf("after removal kernel has %+v", have)
+	}
+	rs, _ := h.RouteList(nil, netlink.FAMILY_V4)
+	found := false
+	for _, r := range rs {
+		if r.Dst != nil && r.Dst.String() == "203.0.113.0/24" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("a route outside the cluster network was removed")
+	}
+	// A restart reuses the device and its MAC; a new MTU is applied.
+	cfg.MTU = 1400
+	b2, err := New(h, cfg, u, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b2.mac != b.mac {
+		t.Errorf("restart changed the VTEP MAC: %s -> %s", b.mac, b2.mac)
+	}
+	if _, err := b2.Apply(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ = h.LinkByName("flannel.1")
+	if dev.Attrs().MTU != 1350 || dev.Attrs().HardwareAddr.String() != b.mac {
+		t.Errorf("after restart: MTU %d MAC %s", dev.Attrs().MTU, dev.Attrs().HardwareAddr)
+	}
+}
+
+func mustNet(s string) *net.IPNet {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		panic(err)
+	}
+	return n
+}

@@ -1,0 +1,137 @@
+// Package subnetenv reads and writes subnet.env, the file through which the
+// agent hands the node's subnet to CNI plugins, in flannel's format.
+package subnetenv
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// DefaultPath is flannel's default location.
+const DefaultPath = "/run/flannel/subnet.env"
+
+// Env is the content of subnet.env.
+type Env struct {
+	Network     netip.Prefix // FLANNEL_NETWORK
+	Subnet      netip.Prefix // FLANNEL_SUBNET: first address of the subnet, with its length
+	IPv6Network netip.Prefix // FLANNEL_IPV6_NETWORK (optional)
+	IPv6Subnet  netip.Prefix // FLANNEL_IPV6_SUBNET (optional)
+	MTU         int          // FLANNEL_MTU
+	IPMasq      bool         // FLANNEL_IPMASQ
+}
+
+// GatewayPrefix turns a subnet (10.244.3.0/24) into the form subnet.env
+// carries (10.244.3.1/24): the first address, with the subnet's length.
+func GatewayPrefix(subnet netip.Prefix) netip.Prefix {
+	return netip.PrefixFrom(subnet.Masked().Addr().Next(), subnet.Bits())
+}
+
+// Marshal renders the file, in flannel's key order.
+func (e Env) Marshal() []byte {
+	var b bytes.Buffer
+	if e.Network.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", e.Network)
+	}
+	if e.IPv6Network.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\n", e.IPv6Network)
+	}
+	if e.Subnet.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", e.Subnet)
+	}
+	if e.IPv6Subnet.IsValid() {
+		fmt.Fprintf(&b, "FLANNEL_IPV6_SUBNET=%s\n", e.IPv6Subnet)
+	}
+	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", e.MTU)
+	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", e.IPMasq)
+	return b.Bytes()
+}
+
+// Write writes the file atomically (temporary file, fsync, rename), mode 0644.
+func Write(path string, e Env) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, ".subnet.env-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp) // no-op after a successful rename
+	if _, err := f.Write(e.Marshal()); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("chmod %s: %w", tmp, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", tmp, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
+	}
+	return nil
+}
+
+// Read parses the file. A missing file is reported with os.ErrNotExist.
+func Read(path string) (Env, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Env{}, fmt.Errorf("read subnet file: %w", err)
+	}
+	e, err := Parse(data)
+	if err != nil {
+		return e, fmt.Errorf("subnet file %s: %w", path, err)
+	}
+	return e, nil
+}
+
+// Parse parses the file's content.
+func Parse(data []byte) (Env, error) {
+	var e Env
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			return e, fmt.Errorf("line %d: %q is not KEY=VALUE", n, line)
+		}
+		var err error
+		switch k {
+		case "FLANNEL_NETWORK":
+			e.Network, err = netip.ParsePrefix(v)
+		case "FLANNEL_SUBNET":
+			e.Subnet, err = netip.ParsePrefix(v)
+		case "FLANNEL_IPV6_NETWORK":
+			e.IPv6Network, err = netip.ParsePrefix(v)
+		case "FLANNEL_IPV6_SUBNET":
+			e.IPv6Subnet, err = netip.ParsePrefix(v)
+		case "FLANNEL_MTU":
+			e.MTU, err = strconv.Atoi(v)
+		case "FLANNEL_IPMASQ":
+			e.IPMasq, err = strconv.ParseBool(v)
+		}
+		if err != nil {
+			return e, fmt.Errorf("line %d: %s: %w", n, k, err)
+		}
+	}
+	if !e.Subnet.IsValid() && !e.IPv6Subnet.IsValid() {
+		return e, fmt.Errorf("no FLANNEL_SUBNET or FLANNEL_IPV6_SUBNET")
+	}
+	return e, nil
+}
