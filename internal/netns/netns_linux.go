@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -117,6 +118,9 @@ func Do(name string, fn func() error) error {
 	return n.Do(func(ns.NetNS) error { return fn() })
 }
 
+// execReady is set by HandleExec: only then may Command re-execute us.
+var execReady atomic.Bool
+
 // ExecArg is the hidden subcommand of the weft binary that enters a
 // namespace and execs a program: `weft __netns-exec NAME PROGRAM ARGS...`.
 const ExecArg = "__netns-exec"
@@ -125,6 +129,13 @@ const ExecArg = "__netns-exec"
 // re-executing the current binary (which calls Exec), the same as
 // `ip netns exec NAME argv...`.
 func Command(name string, argv ...string) *exec.Cmd {
+	if !execReady.Load() {
+		// Re-executing a binary that does not handle ExecArg would run the
+		// binary itself again (a test binary would rerun its tests).
+		cmd := exec.Command("/nonexistent")
+		cmd.Err = errors.New("netns: Command used in a binary that does not call netns.HandleExec")
+		return cmd
+	}
 	self, err := os.Executable()
 	if err != nil {
 		self = "/proc/self/exe"
@@ -151,4 +162,17 @@ func Exec(name string, argv []string) error {
 		return fmt.Errorf("netns %s: enter: %w", name, err)
 	}
 	return syscall.Exec(prog, argv, os.Environ())
+}
+
+// HandleExec must be called first in main (and in TestMain of tests that
+// use Command): when the process was started by Command it enters the
+// namespace and execs the target, and otherwise returns.
+func HandleExec() {
+	execReady.Store(true)
+	if len(os.Args) < 3 || os.Args[1] != ExecArg {
+		return
+	}
+	err := Exec(os.Args[2], os.Args[3:])
+	fmt.Fprintf(os.Stderr, "weft: %v\n", err)
+	os.Exit(127)
 }
