@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/lease/etcdstore"
+)
+
+func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("weft store: say serve, init, leases or evict")
+	}
+	switch args[0] {
+	case "serve":
+		return storeServe(ctx, args[1:], stderr)
+	case "init":
+		return storeInit(ctx, args[1:], stdout, stderr)
+	case "leases":
+		return storeLeases(ctx, args[1:], stdout, stderr)
+	case "evict":
+		return storeEvict(ctx, args[1:], stdout, stderr)
+	default:
+		return fmt.Errorf("weft store: unknown command %q (serve, init, leases, evict)", args[0])
+	}
+}
+
+func storeServe(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("weft store serve", stderr)
+	dataDir := fs.String("data-dir", "/var/lib/weft/store", "etcd data directory")
+	listen := fs.String("listen-client-urls", "http://127.0.0.1:2379", "comma-separated client URLs to serve")
+	peer := fs.String("listen-peer-url", "http://127.0.0.1:2380", "peer URL (single member)")
+	logLevel := fs.String("log-level", "info", "weft's log level")
+	etcdLog := fs.String("etcd-log-level", "error", "etcd's own log level")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, *logLevel)
+	srv, err := etcdstore.StartServer(ctx, etcdstore.ServerOptions{
+		DataDir: *dataDir, ClientURLs: strings.Split(*listen, ","), PeerURL: *peer, LogLevel: *etcdLog,
+	})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	log.Info("embedded etcd serving", "client-urls", *listen, "data-dir", *dataDir)
+	select {
+	case <-ctx.Done():
+		log.Info("stopping the store")
+		return nil
+	case err := <-srv.Err():
+		return fmt.Errorf("store: %w", err)
+	}
+}
+
+func connect(ef *etcdFlags, stderr io.Writer) (*etcdstore.Store, error) {
+	return etcdstore.New(ef.options(), newLogger(stderr, "warn"))
+}
+
+func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("weft store init", stderr)
+	var ef etcdFlags
+	ef.register(fs)
+	network := fs.String("network", "", "cluster network, e.g. 10.244.0.0/16")
+	backendType := fs.String("backend", "vxlan", "backend: vxlan, host-gw or udp")
+	direct := fs.Bool("direct-routing", false, "vxlan: plain routes to on-link peers")
+	subnetLen := fs.Int("subnet-len", 0, "prefix length of each node's subnet (default per net-conf.json rules)")
+	file := fs.String("config", "", "a net-conf.json file (instead of --network and --backend)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	var doc []byte
+	switch {
+	case *file != "":
+		b, err := os.ReadFile(*file)
+		if err != nil {
+			return err
+		}
+		doc = b
+	case *network != "":
+		m := map[string]any{"Network": *network, "Backend": map[string]any{"Type": *backendType}}
+		if *direct {
+			m["Backend"].(map[string]any)["DirectRouting"] = true
+		}
+		if *subnetLen > 0 {
+			m["SubnetLen"] = *subnetLen
+		}
+		doc, _ = json.Marshal(m)
+	default:
+		return errors.New("weft store init: give --network (and --backend) or --config FILE")
+	}
+	if _, err := config.Parse(doc); err != nil {
+		return err
+	}
+	s, err := connect(&ef, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := s.PutConfig(cctx, doc); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "wrote %s/config: %s\n", ef.prefix, doc)
+	return nil
+}
+
+func storeLeases(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("weft store leases", stderr)
+	var ef etcdFlags
+	ef.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	s, err := connect(&ef, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ls, err := s.List(cctx)
+	if err != nil {
+		return err
+	}
+	sort.Slice(ls, func(i, j int) bool { return ls[i].Subnet.Addr().Less(ls[j].Subnet.Addr()) })
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tKIND\tDATA")
+	for _, l := range ls {
+		kind := "lease"
+		if l.Reservation() {
+			kind = "reservation"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendType, kind, l.Attrs.BackendData)
+	}
+	return tw.Flush()
+}
+
+func storeEvict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("weft store evict", stderr)
+	var ef etcdFlags
+	ef.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return errors.New("weft store evict: give one subnet, e.g. 10.244.3.0/24")
+	}
+	p, err := netip.ParsePrefix(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("weft store evict: %q is not a subnet", fs.Arg(0))
+	}
+	s, err := connect(&ef, stderr)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ok, err := s.Delete(cctx, lease.Key(p.Masked(), netip.Prefix{}))
+	if err != nil {
+		return err
+	}
+	if !ok {
+		fmt.Fprintf(stdout, "no lease for %s\n", p)
+		return nil
+	}
+	fmt.Fprintf(stdout, "evicted %s\n", p)
+	return nil
+}
+
+func runConfig(args []string, stdout, stderr io.Writer) error {
+	if len(args) != 2 || args[0] != "check" {
+		return errors.New("usage: weft config check FILE")
+	}
+	doc, err := os.ReadFile(args[1])
+	if err != nil {
+		return err
+	}
+	c, err := config.Parse(doc)
+	if err != nil {
+		return err
+	}
+	out, err := c.MarshalResolved()
+	if err != nil {
+		return err
+	}
+	for _, k := range c.UnknownKeys {
+		fmt.Fprintf(stderr, "warning: unknown key %q is ignored\n", k)
+	}
+	if c.BackendDefaulted {
+		fmt.Fprintln(stderr, "warning: no Backend given: udp is the flannel-compatible default; vxlan is recommended")
+	}
+	fmt.Fprintf(stdout, "%s\n", out)
+	return nil
+}

@@ -1,0 +1,440 @@
+// Package agent is the per-node daemon: it leases the node's subnet, writes
+// subnet.env, and keeps the kernel in line with all leases, level-triggered.
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/subnetenv"
+)
+
+// Options configure an agent. Zero durations take the defaults.
+type Options struct {
+	Store       lease.Store
+	Iface       string     // underlay interface; "" = find it
+	PublicIP    netip.Addr // "" = the interface's address
+	SubnetFile  string
+	IPMasq      bool
+	LeaseTTL    time.Duration // default 24h
+	RenewMargin time.Duration // default 1h (capped to half the TTL)
+	Resync      time.Duration // default 30s
+	HealthzAddr string        // "" = no health server
+	Log         *slog.Logger
+	// Ready, if set, is called once the first sync has succeeded.
+	Ready func()
+}
+
+// Platform is what the agent needs from the node's kernel; Linux provides it.
+type Platform interface {
+	Underlay(iface string, publicIP netip.Addr) (backend.Underlay, error)
+	Backend(cfg *config.Config, u backend.Underlay, log *slog.Logger) (backend.Backend, error)
+	EnableForwarding() error
+	// Masquerade installs (on=true) or removes weft's nftables table.
+	Masquerade(on bool, network, subnet netip.Prefix) error
+}
+
+// Agent is one node's daemon.
+type Agent struct {
+	o    Options
+	p    Platform
+	log  *slog.Logger
+	m    *metrics
+	kick chan struct{} // 1-slot: coalesced "something changed"
+
+	mu        sync.Mutex // guards the fields below
+	leaseOK   bool
+	syncErr   error
+	synced    bool
+	skipped   []string
+	own       lease.Lease
+	lastSync  time.Time
+	peerCount int
+}
+
+// New returns an agent.
+func New(o Options, p Platform) *Agent {
+	if o.LeaseTTL <= 0 {
+		o.LeaseTTL = 24 * time.Hour
+	}
+	if o.RenewMargin <= 0 {
+		o.RenewMargin = time.Hour
+	}
+	if o.RenewMargin > o.LeaseTTL/2 {
+		o.RenewMargin = o.LeaseTTL / 2
+	}
+	if o.Resync <= 0 {
+		o.Resync = 30 * time.Second
+	}
+	if o.SubnetFile == "" {
+		o.SubnetFile = subnetenv.DefaultPath
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return &Agent{o: o, p: p, log: o.Log, m: newMetrics(), kick: make(chan struct{}, 1)}
+}
+
+// trigger asks for a sync; bursts coalesce into one.
+func (a *Agent) trigger() {
+	select {
+	case a.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run starts the agent and blocks until ctx ends. On return the data plane
+// is left in place, so a restart does not interrupt pod traffic.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg, err := a.loadConfig(ctx)
+	if err != nil {
+		return err
+	}
+	if cfg.EnableIPv6 {
+		return errors.New("net-conf.json: EnableIPv6: weft's data plane is IPv4-only for now; set EnableIPv6 to false")
+	}
+	u, err := a.p.Underlay(a.o.Iface, a.o.PublicIP)
+	if err != nil {
+		return fmt.Errorf("find the underlay interface: %w", err)
+	}
+	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "mtu", u.MTU)
+	be, err := a.p.Backend(cfg, u, a.log)
+	if err != nil {
+		return err
+	}
+	attrs := be.LeaseAttrs()
+	attrs.PublicIP = u.Addr
+	req := lease.Request{Attrs: attrs, TTL: a.o.LeaseTTL}
+	if old, err := subnetenv.Read(a.o.SubnetFile); err == nil && old.Subnet.IsValid() {
+		req.Prefer = []netip.Prefix{old.Subnet.Masked()}
+	}
+	own, err := a.acquire(ctx, req)
+	if err != nil {
+		return err
+	}
+	a.log.Info("leased subnet", "subnet", own.Subnet, "expires", own.Expiration.Format(time.RFC3339), "reservation", own.Reservation())
+	if err := a.p.EnableForwarding(); err != nil {
+		return err
+	}
+	env := subnetenv.Env{Network: cfg.IPv4.Network, Subnet: subnetenv.GatewayPrefix(own.Subnet), MTU: be.MTU(), IPMasq: a.o.IPMasq}
+	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.own, a.leaseOK = own, true
+	a.mu.Unlock()
+
+	g, ctx := errgroup.WithContext(ctx)
+	if a.o.HealthzAddr != "" {
+		ln, err := net.Listen("tcp", a.o.HealthzAddr)
+		if err != nil {
+			return fmt.Errorf("health server: listen on %s: %w", a.o.HealthzAddr, err)
+		}
+		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return fmt.Errorf("health server: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+	}
+	g.Go(func() error { return a.o.Store.Watch(ctx, a.trigger) })
+	g.Go(func() error { return a.renewLoop(ctx, req) })
+	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req, env) })
+	err = g.Wait()
+	if ctx.Err() != nil && err == nil {
+		a.log.Info("stopping; the data plane stays in place")
+	}
+	return err
+}
+
+// loadConfig reads and validates the network config, waiting for the
+// store to become reachable but failing at once on a bad config.
+func (a *Agent) loadConfig(ctx context.Context) (*config.Config, error) {
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		doc, err := a.o.Store.Config(rctx)
+		cancel()
+		if err == nil {
+			cfg, err := config.Parse(doc)
+			if err != nil {
+				return nil, err
+			}
+			if len(cfg.UnknownKeys) > 0 {
+				a.log.Warn("net-conf.json has keys weft does not know; they are ignored", "keys", cfg.UnknownKeys)
+			}
+			if cfg.BackendDefaulted {
+				a.log.Warn("net-conf.json has no Backend: using udp as flannel does; vxlan is recommended")
+			}
+			return cfg, nil
+		}
+		if errors.Is(err, lease.ErrNoConfig) {
+			return nil, err
+		}
+		a.log.Warn("cannot read the network config; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// acquire leases a subnet, retrying while the store is unreachable; a full
+// network is final.
+func (a *Agent) acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		l, err := a.o.Store.Acquire(rctx, req)
+		cancel()
+		if err == nil {
+			return l, nil
+		}
+		var cerr *config.Error
+		if errors.Is(err, lease.ErrNoFreeSubnet) || errors.Is(err, lease.ErrNoConfig) || errors.As(err, &cerr) {
+			return l, err
+		}
+		a.log.Warn("cannot acquire a lease; retrying", "err", err, "in", delay)
+		select {
+		case <-ctx.Done():
+			return l, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+func (a *Agent) renewLoop(ctx context.Context, req lease.Request) error {
+	for {
+		a.mu.Lock()
+		own := a.own
+		a.mu.Unlock()
+		if own.Reservation() {
+			<-ctx.Done()
+			return nil
+		}
+		wait := time.Until(own.Expiration.Add(-a.o.RenewMargin))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(max(wait, 0)):
+		}
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		l, err := a.o.Store.Renew(rctx, own)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.m.renewals.WithLabelValues("error").Inc()
+			a.log.Error("lease renewal failed; retrying", "subnet", own.Subnet, "err", err)
+			a.mu.Lock()
+			a.leaseOK = false
+			a.mu.Unlock()
+			if time.Now().After(own.Expiration) {
+				a.trigger() // the sync loop re-acquires a lapsed lease
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(2 * time.Second):
+			}
+			continue
+		}
+		a.m.renewals.WithLabelValues("ok").Inc()
+		a.mu.Lock()
+		if a.own.Key() == l.Key() {
+			a.own, a.leaseOK = l, true
+		}
+		a.mu.Unlock()
+	}
+}
+
+func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, env subnetenv.Env) error {
+	tick := time.NewTicker(a.o.Resync)
+	defer tick.Stop()
+	a.trigger()
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	backoff := 200 * time.Millisecond
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.kick:
+		case <-tick.C:
+		case <-retry.C:
+		}
+		err := a.sync(ctx, cfg, be, req, &env)
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.mu.Lock()
+		a.syncErr = err
+		first := err == nil && !a.synced
+		if err == nil {
+			a.synced = true
+		}
+		a.mu.Unlock()
+		if err != nil {
+			a.log.Error("sync failed; retrying", "err", err, "in", backoff)
+			retry.Reset(backoff)
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		backoff = 200 * time.Millisecond
+		if first && a.o.Ready != nil {
+			a.o.Ready()
+		}
+	}
+}
+
+// sync derives the desired state from all leases and applies it.
+func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, env *subnetenv.Env) (err error) {
+	start := time.Now()
+	defer func() {
+		a.m.syncDuration.Observe(time.Since(start).Seconds())
+		res := "ok"
+		if err != nil {
+			res = "error"
+		}
+		a.m.syncs.WithLabelValues(res).Inc()
+	}()
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	leases, err := a.o.Store.List(rctx)
+	cancel()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	own := a.own
+	a.mu.Unlock()
+	if !slices.ContainsFunc(leases, func(l lease.Lease) bool { return l.Key() == own.Key() }) {
+		// Our lease vanished (expired, or deleted by hand): take it back.
+		a.log.Warn("this node's lease is gone from the store; acquiring it again", "subnet", own.Subnet)
+		req.Prefer = []netip.Prefix{own.Subnet}
+		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		l, err := a.o.Store.Acquire(rctx, req)
+		cancel()
+		if err != nil {
+			a.mu.Lock()
+			a.leaseOK = false
+			a.mu.Unlock()
+			return fmt.Errorf("re-acquire lease: %w", err)
+		}
+		if l.Subnet != own.Subnet {
+			a.log.Error("this node's subnet changed: pods keep their old addresses until recreated", "old", own.Subnet, "new", l.Subnet)
+			env.Subnet = subnetenv.GatewayPrefix(l.Subnet)
+			if err := subnetenv.Write(a.o.SubnetFile, *env); err != nil {
+				return err
+			}
+		}
+		a.mu.Lock()
+		a.own, a.leaseOK = l, true
+		a.mu.Unlock()
+		own = l
+		leases = append(leases, l)
+	}
+	st := backend.NodeState{Network: cfg.IPv4.Network, Own: own}
+	for _, l := range leases {
+		if l.Key() != own.Key() {
+			st.Peers = append(st.Peers, l)
+		}
+	}
+	rep, err := be.Apply(ctx, st)
+	a.m.applied.WithLabelValues("add").Add(float64(rep.Added))
+	a.m.applied.WithLabelValues("remove").Add(float64(rep.Removed))
+	a.m.leases.Set(float64(len(leases)))
+	a.m.skipped.Set(float64(len(rep.Skipped)))
+	if rep.Added+rep.Removed > 0 {
+		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(st.Peers))
+	}
+	a.mu.Lock()
+	if !slices.Equal(a.skipped, rep.Skipped) {
+		for _, s := range rep.Skipped {
+			a.log.Warn("peer skipped", "peer", s)
+		}
+	}
+	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(st.Peers)
+	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return a.p.Masquerade(a.o.IPMasq, cfg.IPv4.Network, own.Subnet)
+}
+
+// Status is what /readyz reports.
+type Status struct {
+	Ready    bool     `json:"ready"`
+	Subnet   string   `json:"subnet,omitempty"`
+	LeaseOK  bool     `json:"leaseOK"`
+	Synced   bool     `json:"synced"`
+	SyncErr  string   `json:"syncError,omitempty"`
+	Skipped  []string `json:"skippedPeers,omitempty"`
+	Peers    int      `json:"peers"`
+	LastSync string   `json:"lastSync,omitempty"`
+}
+
+// Status returns the agent's readiness.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	s := Status{LeaseOK: a.leaseOK, Synced: a.synced, Skipped: a.skipped, Peers: a.peerCount}
+	if a.own.Subnet.IsValid() {
+		s.Subnet = a.own.Subnet.String()
+	}
+	if a.syncErr != nil {
+		s.SyncErr = a.syncErr.Error()
+	}
+	if !a.lastSync.IsZero() {
+		s.LastSync = a.lastSync.Format(time.RFC3339Nano)
+	}
+	s.Ready = s.LeaseOK && s.Synced && a.syncErr == nil
+	return s
+}
+
+func (a *Agent) handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		s := a.Status()
+		w.Header().Set("Content-Type", "application/json")
+		if !s.Ready {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		_ = json.NewEncoder(w).Encode(s)
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(a.m.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// HealthzAddr formats a listen address from flannel's flags.
+func HealthzAddr(ip string, port int) string {
+	if port <= 0 {
+		return ""
+	}
+	return net.JoinHostPort(ip, strconv.Itoa(port))
+}

@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/backend/hostgw"
+	"github.com/weftnet/weft/internal/backend/vxlan"
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/firewall"
+)
+
+// Linux is the Platform of a Linux node: netlink in the agent's own
+// network namespace.
+type Linux struct {
+	h  *netlink.Handle
+	fw *firewall.Firewall
+}
+
+var _ Platform = (*Linux)(nil)
+
+// NewLinux opens netlink and nftables in the current namespace.
+func NewLinux() (*Linux, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	fw, err := firewall.New(-1)
+	if err != nil {
+		return nil, err
+	}
+	return &Linux{h: h, fw: fw}, nil
+}
+
+// Underlay implements Platform.
+func (l *Linux) Underlay(iface string, publicIP netip.Addr) (backend.Underlay, error) {
+	return backend.FindUnderlay(l.h, iface, publicIP)
+}
+
+// Backend implements Platform.
+func (l *Linux) Backend(cfg *config.Config, u backend.Underlay, log *slog.Logger) (backend.Backend, error) {
+	switch cfg.Backend.Type {
+	case config.BackendVXLAN:
+		return vxlan.New(l.h, cfg.Backend, u, log)
+	case config.BackendHostGW:
+		return hostgw.New(l.h, u), nil
+	default:
+		return nil, fmt.Errorf("net-conf.json: Backend.Type: %q is not available in this build yet; use vxlan or host-gw", cfg.Backend.Type)
+	}
+}
+
+// EnableForwarding is `sysctl -w net.ipv4.ip_forward=1` for this namespace.
+func (l *Linux) EnableForwarding() error {
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}
+
+// Masquerade implements Platform.
+func (l *Linux) Masquerade(on bool, network, subnet netip.Prefix) error {
+	if !on {
+		return l.fw.Delete(network)
+	}
+	return l.fw.Apply(network, firewall.Rules(network, subnet))
+}

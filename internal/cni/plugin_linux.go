@@ -1,0 +1,318 @@
+package cni
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+
+	"github.com/containernetworking/cni/pkg/skel"
+	"github.com/containernetworking/cni/pkg/types"
+	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
+)
+
+// Funcs are the plugin's commands, for skel.PluginMainFuncs.
+var Funcs = skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status, GC: GC}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// ensureBridge creates or repairs the node bridge in the current (host)
+// namespace: `ip link add cni0 type bridge; ip addr replace GW/LEN dev cni0;
+// ip link set cni0 up`.
+func ensureBridge(name string, n node) (netlink.Link, error) {
+	br, err := netlink.LinkByName(name)
+	if err != nil {
+		if !errors.As(err, new(netlink.LinkNotFoundError)) {
+			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+		la := netlink.NewLinkAttrs()
+		la.Name, la.MTU = name, n.mtu
+		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !os.IsExist(err) {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if br, err = netlink.LinkByName(name); err != nil {
+			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return nil, fmt.Errorf("%s exists and is not a bridge (%s)", name, br.Type())
+	}
+	want := netip.PrefixFrom(n.gw, n.subnet.Bits())
+	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	has := false
+	for _, a := range addrs {
+		if a.IPNet.String() == ipNet(want).String() {
+			has = true
+			continue
+		}
+		// The node's subnet changed: the old address must go.
+		if err := netlink.AddrDel(br, &a); err != nil {
+			return nil, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, name, err)
+		}
+	}
+	if !has {
+		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: ipNet(want)}); err != nil && !os.IsExist(err) {
+			return nil, fmt.Errorf("add %s to %s: %w", want, name, err)
+		}
+	}
+	if err := netlink.LinkSetUp(br); err != nil {
+		return nil, fmt.Errorf("set %s up: %w", name, err)
+	}
+	return br, nil
+}
+
+// hostVethName derives the host-side name from the attachment, so that a
+// retried ADD or a DEL finds the same interface: "veth" + 8 hex digits.
+func hostVethName(att Attachment) string {
+	sum := sha256.Sum256([]byte(att.ContainerID + "/" + att.IfName))
+	return "veth" + hex.EncodeToString(sum[:4])
+}
+
+// podHandle opens a netlink handle inside the pod's namespace.
+func podHandle(path string) (*netlink.Handle, vns.NsHandle, error) {
+	fd, err := vns.GetFromPath(path)
+	if err != nil {
+		return nil, fd, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("weft-cni: open netns %q: %v", path, err), "")
+	}
+	h, err := netlink.NewHandleAt(fd)
+	if err != nil {
+		fd.Close()
+		return nil, fd, fmt.Errorf("weft-cni: netlink in %s: %w", path, err)
+	}
+	return h, fd, nil
+}
+
+// Add implements CNI ADD.
+func Add(args *skel.CmdArgs) (err error) {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	n, err := conf.node()
+	if err != nil {
+		return err
+	}
+	st, err := conf.store()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	br, err := ensureBridge(conf.Bridge, n)
+	if err != nil {
+		return err
+	}
+	ph, pfd, err := podHandle(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer pfd.Close()
+	defer ph.Close()
+	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	addr, err := st.Allocate(n.subnet, att)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	hostName := hostVethName(att)
+	defer func() {
+		if err != nil { // leave nothing half-done
+			if l, lerr := netlink.LinkByName(hostName); lerr == nil {
+				_ = netlink.LinkDel(l)
+			}
+			_ = st.Release(att)
+		}
+	}()
+	// `ip link add vethXXXX mtu MTU type veth peer name eth0 netns POD`
+	veth := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: hostName, MTU: n.mtu, MasterIndex: br.Attrs().Index},
+		PeerName:      args.IfName,
+		PeerNamespace: netlink.NsFd(int(pfd)),
+	}
+	if old, lerr := netlink.LinkByName(hostName); lerr == nil {
+		_ = netlink.LinkDel(old) // a previous, interrupted ADD of the same attachment
+	}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("weft-cni: create veth %s/%s: %w", hostName, args.IfName, err)
+	}
+	hostLink, err := netlink.LinkByName(hostName)
+	if err != nil {
+		return fmt.Errorf("weft-cni: look up %s: %w", hostName, err)
+	}
+	if err := netlink.LinkSetUp(hostLink); err != nil {
+		return fmt.Errorf("weft-cni: set %s up: %w", hostName, err)
+	}
+	pod, err := ph.LinkByName(args.IfName)
+	if err != nil {
+		return fmt.Errorf("weft-cni: look up %s in the pod: %w", args.IfName, err)
+	}
+	if pod.Attrs().MTU != n.mtu {
+		if err := ph.LinkSetMTU(pod, n.mtu); err != nil {
+			return fmt.Errorf("weft-cni: set MTU of %s: %w", args.IfName, err)
+		}
+	}
+	own := netip.PrefixFrom(addr, n.subnet.Bits())
+	if err := ph.AddrAdd(pod, &netlink.Addr{IPNet: ipNet(own)}); err != nil {
+		return fmt.Errorf("weft-cni: add %s to %s: %w", own, args.IfName, err)
+	}
+	if err := ph.LinkSetUp(pod); err != nil {
+		return fmt.Errorf("weft-cni: set %s up: %w", args.IfName, err)
+	}
+	if lo, err := ph.LinkByName("lo"); err == nil {
+		_ = ph.LinkSetUp(lo)
+	}
+	// `ip route add default via GW dev IFNAME`
+	if err := ph.RouteAdd(&netlink.Route{LinkIndex: pod.Attrs().Index, Gw: n.gw.AsSlice()}); err != nil {
+		return fmt.Errorf("weft-cni: add default route via %s: %w", n.gw, err)
+	}
+	idx := 1
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: hostName, Mac: hostLink.Attrs().HardwareAddr.String()},
+			{Name: args.IfName, Mac: pod.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
+		},
+		IPs:    []*current.IPConfig{{Interface: &idx, Address: *ipNet(own), Gateway: n.gw.AsSlice()}},
+		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: n.gw.AsSlice()}},
+	}
+	return types.PrintResult(result, conf.CNIVersion)
+}
+
+// Del implements CNI DEL: idempotent; a missing namespace, interface or
+// allocation is success.
+func Del(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	st, err := conf.store()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
+	// Deleting the host end removes the pair, wherever the pod is.
+	if l, err := netlink.LinkByName(hostVethName(att)); err == nil {
+		if err := netlink.LinkDel(l); err != nil {
+			return fmt.Errorf("weft-cni: delete %s: %w", hostVethName(att), err)
+		}
+	}
+	if args.Netns != "" {
+		if ph, pfd, err := podHandle(args.Netns); err == nil {
+			if l, err := ph.LinkByName(args.IfName); err == nil {
+				_ = ph.LinkDel(l)
+			}
+			ph.Close()
+			pfd.Close()
+		}
+	}
+	return st.Release(att)
+}
+
+// Check implements CNI CHECK: the interface, its address and the default
+// route are as ADD left them.
+func Check(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	n, err := conf.node()
+	if err != nil {
+		return err
+	}
+	st, err := conf.store()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	addr, ok, err := st.Lookup(Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("weft-cni: no address allocated to %s/%s", args.ContainerID, args.IfName)
+	}
+	ph, pfd, err := podHandle(args.Netns)
+	if err != nil {
+		return err
+	}
+	defer pfd.Close()
+	defer ph.Close()
+	want := ipNet(netip.PrefixFrom(addr, n.subnet.Bits())).String()
+	link, err := ph.LinkByName(args.IfName)
+	if err != nil {
+		return fmt.Errorf("weft-cni: interface %s: %w", args.IfName, err)
+	}
+	addrs, err := ph.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, a := range addrs {
+		found = found || a.IPNet.String() == want
+	}
+	if !found {
+		return fmt.Errorf("weft-cni: %s lacks address %s", args.IfName, want)
+	}
+	routes, err := ph.RouteList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return err
+	}
+	for _, r := range routes {
+		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw.Equal(n.gw.AsSlice()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("weft-cni: %s has no default route via %s", args.IfName, n.gw)
+}
+
+// Status implements CNI STATUS: ready when subnet.env is there and the
+// allocation directory is usable.
+func Status(args *skel.CmdArgs) error {
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if _, err := conf.node(); err != nil {
+		var te *types.Error
+		if errors.As(err, &te) {
+			return types.NewError(types.ErrPluginNotAvailable, te.Msg, te.Details)
+		}
+		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+	}
+	if _, err := conf.store(); err != nil {
+		return types.NewError(types.ErrPluginNotAvailable, err.Error(), "")
+	}
+	return nil
+}
+
+// GC implements CNI GC: it releases the allocations of attachments the
+// runtime no longer knows.
+func GC(args *skel.CmdArgs) error {
+	var gc struct {
+		NetConf
+		ValidAttachments []types.GCAttachment `json:"cni.dev/valid-attachments"`
+	}
+	conf, err := ParseConf(args.StdinData)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(args.StdinData, &gc); err != nil {
+		return types.NewError(types.ErrDecodingFailure, "weft-cni: GC input", err.Error())
+	}
+	st, err := conf.store()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	keep := make([]Attachment, 0, len(gc.ValidAttachments))
+	for _, a := range gc.ValidAttachments {
+		keep = append(keep, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
+	}
+	return st.GC(keep)
+}

@@ -1,0 +1,162 @@
+// Package lab builds a real multi-node weft cluster inside network
+// namespaces on one machine: an underlay switch or router, a control
+// namespace running the store, one namespace per node running its own agent
+// process, pods attached through the CNI protocol, and an external host.
+// It touches only namespaces it created and configures nothing in the root
+// namespace.
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"golang.org/x/sys/unix"
+)
+
+// RunDir holds each lab's state, logs and files.
+const RunDir = "/run/weft-lab"
+
+// Host is a namespace with an underlay address.
+type Host struct {
+	Name string     `json:"name"` // short name: ctl, ext, n1, ...
+	NS   string     `json:"netns"`
+	Addr netip.Addr `json:"addr"`
+	Side string     `json:"side,omitempty"` // l3: "a" or "b"
+	PID  int        `json:"pid,omitempty"`  // the process weft runs there, if any
+}
+
+// Node is a cluster node.
+type Node struct {
+	Host
+	Agent      string   `json:"agent"` // "weft"
+	Dir        string   `json:"dir"`
+	SubnetFile string   `json:"subnetFile"`
+	CNIConfDir string   `json:"cniConfDir"`
+	CNIBinDirs []string `json:"cniBinDirs"`
+	LogFile    string   `json:"logFile"`
+}
+
+// Pod is a pod namespace attached to a node through CNI.
+type Pod struct {
+	Name string     `json:"name"` // n1-p1
+	NS   string     `json:"netns"`
+	Node string     `json:"node"`
+	Addr netip.Addr `json:"addr"`
+	ID   string     `json:"containerID"`
+}
+
+// State is everything a lab created, written before each creation so that
+// `down` can remove it all after any failure.
+type State struct {
+	Name          string       `json:"name"`
+	Backend       string       `json:"backend"`
+	DirectRouting bool         `json:"directRouting"`
+	Topology      string       `json:"topology"`
+	Network       string       `json:"network"`
+	Weft          string       `json:"weftBinary"`
+	Underlay      string       `json:"underlayNetns"`
+	Ctl           Host         `json:"ctl"`
+	Ext           Host         `json:"ext"`
+	Nodes         []*Node      `json:"nodes"`
+	Pods          []*Pod       `json:"pods"`
+	Namespaces    []string     `json:"namespaces"` // every namespace created, in order
+	Endpoint      string       `json:"etcdEndpoint"`
+	Gateways      []netip.Addr `json:"gateways,omitempty"`
+}
+
+var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
+
+// checkName keeps namespace and interface names short and safe.
+func checkName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("lab name %q: use 1-8 lower-case letters and digits, starting with a letter", name)
+	}
+	return nil
+}
+
+func dir(name string) string       { return filepath.Join(RunDir, name) }
+func statePath(name string) string { return filepath.Join(dir(name), "state.json") }
+
+// load reads a lab's state; os.ErrNotExist if there is no such lab.
+func load(name string) (*State, error) {
+	b, err := os.ReadFile(statePath(name))
+	if err != nil {
+		return nil, err
+	}
+	var s State
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("lab %s: corrupt state %s: %w", name, statePath(name), err)
+	}
+	return &s, nil
+}
+
+// save writes the state atomically.
+func (s *State) save() error {
+	if err := os.MkdirAll(dir(s.Name), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := statePath(s.Name) + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, statePath(s.Name))
+}
+
+// lock serialises lab commands on one lab.
+func lock(name string) (func(), error) {
+	if err := os.MkdirAll(RunDir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(RunDir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
+func (s *State) node(name string) (*Node, error) {
+	for _, n := range s.Nodes {
+		if n.Name == name || n.NS == name {
+			return n, nil
+		}
+	}
+	return nil, fmt.Errorf("lab %s has no node %q", s.Name, name)
+}
+
+// target resolves a short or full name to a namespace.
+func (s *State) target(t string) (string, error) {
+	for _, h := range []Host{s.Ctl, s.Ext} {
+		if t == h.Name || t == h.NS {
+			return h.NS, nil
+		}
+	}
+	if t == "underlay" || t == s.Underlay {
+		return s.Underlay, nil
+	}
+	for _, n := range s.Nodes {
+		if t == n.Name || t == n.NS {
+			return n.NS, nil
+		}
+	}
+	for _, p := range s.Pods {
+		if t == p.Name || t == p.NS {
+			return p.NS, nil
+		}
+	}
+	return "", fmt.Errorf("lab %s has no %q (try ctl, ext, n1, n1-p1)", s.Name, t)
+}
+
+var errNoLab = errors.New("no such lab")
