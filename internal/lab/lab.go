@@ -31,6 +31,7 @@ const usage = `weft lab — a real multi-node weft cluster in network namespaces
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
   weft lab agent stop|start|restart NODE [--name NAME]
   weft lab node add [--pods M] | remove NODE [--name NAME]
+  weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab down [--name NAME]
 `
 
@@ -75,6 +76,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "node":
 		fs.IntVar(&pods, "pods", 2, "pods on the new node")
 	}
+	count := fs.Int("count", 10, "ping: echo requests to send")
+	interval := fs.Duration("interval", 50*time.Millisecond, "ping: time between echo requests")
 	// The command of exec follows "--"; flags may follow positional
 	// arguments (weft lab agent stop n1 --name x).
 	var command []string
@@ -161,6 +164,28 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return nil
+	case "ping":
+		if len(pos) != 2 {
+			return errors.New("usage: weft lab ping [--count N] [--interval D] FROM TO")
+		}
+		from, err := s.target(pos[0])
+		if err != nil {
+			return err
+		}
+		to, err := s.addrOf(pos[1])
+		if err != nil {
+			return err
+		}
+		st, err := ping(ctx, from, to, *count, *interval)
+		st.From, st.To = pos[0], pos[1]
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, st)
+		if st.Received < st.Sent {
+			return ExitError(1)
+		}
+		return nil
 	case "agent":
 		if len(pos) != 1 {
 			return errors.New("usage: weft lab agent stop|start|restart NODE")
@@ -234,7 +259,8 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 		return err
 	}
 	defer func() {
-		if err != nil {
+		var ee ExitError
+		if err != nil && !errors.As(err, &ee) { // a failed check keeps the lab for inspection
 			fmt.Fprintf(w, "lab %s: %v\nremoving what was created...\n", s.Name, err)
 			if derr := s.down(w); derr != nil {
 				fmt.Fprintf(w, "cleanup: %v\n", derr)

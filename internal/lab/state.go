@@ -159,4 +159,24 @@ func (s *State) target(t string) (string, error) {
 	return "", fmt.Errorf("lab %s has no %q (try ctl, ext, n1, n1-p1)", s.Name, t)
 }
 
+// addrOf resolves a pod, node or host name to its address.
+func (s *State) addrOf(t string) (netip.Addr, error) {
+	for _, p := range s.Pods {
+		if t == p.Name || t == p.NS {
+			return p.Addr, nil
+		}
+	}
+	for _, h := range []Host{s.Ctl, s.Ext} {
+		if t == h.Name || t == h.NS {
+			return h.Addr, nil
+		}
+	}
+	for _, n := range s.Nodes {
+		if t == n.Name || t == n.NS {
+			return n.Addr, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("lab %s has no %q", s.Name, t)
+}
+
 var errNoLab = errors.New("no such lab")
