@@ -1,0 +1,218 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/lease/leasetest"
+)
+
+// fakePlatform records what the agent asks of the kernel.
+type fakePlatform struct {
+	mu       sync.Mutex // guards the fields below
+	calls    []string
+	states   []backend.NodeState
+	failNext int // Apply fails this many more times
+}
+
+func (f *fakePlatform) record(c string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, c)
+}
+
+func (f *fakePlatform) Underlay(string, netip.Addr) (backend.Underlay, error) {
+	f.record("underlay")
+	return backend.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), MTU: 1500,
+		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, nil
+}
+
+func (f *fakePlatform) Backend(cfg *config.Config, u backend.Underlay, _ *slog.Logger) (backend.Backend, error) {
+	f.record("backend")
+	return fakeBackend{f}, nil
+}
+
+func (f *fakePlatform) EnableForwarding() error { f.record("forwarding"); return nil }
+
+func (f *fakePlatform) Masquerade(on bool, n, s netip.Prefix) error {
+	f.record("masquerade")
+	return nil
+}
+
+func (f *fakePlatform) lastState() (backend.NodeState, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.states) == 0 {
+		return backend.NodeState{}, 0
+	}
+	return f.states[len(f.states)-1], len(f.states)
+}
+
+type fakeBackend struct{ f *fakePlatform }
+
+func (fakeBackend) LeaseAttrs() lease.Attrs { return lease.Attrs{BackendType: "host-gw"} }
+func (fakeBackend) MTU() int                { return 1500 }
+func (b fakeBackend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
+	b.f.mu.Lock()
+	defer b.f.mu.Unlock()
+	b.f.states = append(b.f.states, st)
+	if b.f.failNext > 0 {
+		b.f.failNext--
+		return backend.Report{}, errors.New("injected kernel failure")
+	}
+	return backend.Report{Added: len(st.Peers)}, nil
+}
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+func start(t *testing.T, store lease.Store, p Platform, subnetFile string) (*Agent, context.CancelFunc, chan error) {
+	t.Helper()
+	a := New(Options{Store: store, SubnetFile: subnetFile, IPMasq: true, Resync: time.Hour, Log: quiet()}, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	return a, cancel, done
+}
+
+func TestLevelTriggered(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := &fakePlatform{}
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	a, _, _ := start(t, m, p, file)
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	b, err := os.ReadFile(file)
+	if err != nil || !strings.Contains(string(b), "FLANNEL_NETWORK=10.244.0.0/16\n") {
+		t.Fatalf("subnet.env: %q %v", b, err)
+	}
+	// A burst of lease events: every sync sees the whole current set.
+	for i := range 20 {
+		m.Reserve(lease.Lease{Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 244, byte(100 + i), 0}), 24),
+			Attrs: lease.Attrs{PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(100 + i)}), BackendType: "host-gw"}})
+	}
+	eventually(t, "20 peers", func() bool { st, _ := p.lastState(); return len(st.Peers) == 20 })
+	_, syncs := p.lastState()
+	if syncs > 12 {
+		t.Errorf("20 events cost %d syncs; they should coalesce", syncs)
+	}
+	m.Delete(lease.Key(netip.MustParsePrefix("10.244.100.0/24"), netip.Prefix{}))
+	eventually(t, "19 peers", func() bool { st, _ := p.lastState(); return len(st.Peers) == 19 })
+}
+
+func TestFailedSyncIsRetriedAndReadinessFollows(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := &fakePlatform{failNext: 3}
+	a, _, _ := start(t, m, p, filepath.Join(t.TempDir(), "subnet.env"))
+	// The first syncs fail: not ready, but retried without any new event.
+	eventually(t, "ready after retries", func() bool { return a.Status().Ready })
+	if _, n := p.lastState(); n < 4 {
+		t.Errorf("only %d applies; failures must be retried", n)
+	}
+	p.mu.Lock()
+	p.failNext = 1000
+	p.mu.Unlock()
+	m.Reserve(lease.Lease{Subnet: netip.MustParsePrefix("10.244.200.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.200"), BackendType: "host-gw"}})
+	eventually(t, "not ready", func() bool { return !a.Status().Ready })
+	if s := a.Status(); !strings.Contains(s.SyncErr, "injected") {
+		t.Errorf("status does not say why: %+v", s)
+	}
+	p.mu.Lock()
+	p.failNext = 0
+	p.mu.Unlock()
+	eventually(t, "ready again", func() bool { return a.Status().Ready })
+}
+
+func TestOwnLeaseDeletedIsTakenBack(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := &fakePlatform{}
+	a, _, _ := start(t, m, p, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	subnet := a.Status().Subnet
+	m.Delete(lease.Key(netip.MustParsePrefix(subnet), netip.Prefix{}))
+	eventually(t, "lease back", func() bool {
+		ls, _ := m.List(context.Background())
+		return len(ls) == 1 && ls[0].Subnet.String() == subnet
+	})
+}
+
+func TestRestartKeepsSubnetFromSubnetFile(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	if err := os.WriteFile(file, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.77.1/24\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a, _, _ := start(t, m, &fakePlatform{}, file)
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	if got := a.Status().Subnet; got != "10.244.77.0/24" {
+		t.Errorf("subnet %s; the old subnet.env asked for 10.244.77.0/24", got)
+	}
+}
+
+// A bad config stops the agent before it touches the node.
+func TestBadConfigChangesNothing(t *testing.T) {
+	for _, doc := range []string{
+		`{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"banana"}}`,
+		`not json`,
+	} {
+		m := leasetest.NewMemory()
+		m.PutConfig([]byte(doc))
+		p := &fakePlatform{}
+		file := filepath.Join(t.TempDir(), "subnet.env")
+		a := New(Options{Store: m, SubnetFile: file, Log: quiet()}, p)
+		err := a.Run(context.Background())
+		var ce *config.Error
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: error %v is not a config error", doc, err)
+		}
+		if len(p.calls) != 0 {
+			t.Errorf("%s: the agent touched the node: %v", doc, p.calls)
+		}
+		if _, err := os.Stat(file); !os.IsNotExist(err) {
+			t.Errorf("%s: subnet.env written", doc)
+		}
+		if ls, _ := m.List(context.Background()); len(ls) != 0 {
+			t.Errorf("%s: a lease was taken", doc)
+		}
+	}
+}
+
+func TestFullNetworkFails(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.1.0","Backend":{"Type":"host-gw"}}`))
+	m.Reserve(lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.9")}})
+	a := New(Options{Store: m, SubnetFile: filepath.Join(t.TempDir(), "s"), Log: quiet()}, &fakePlatform{})
+	err := a.Run(context.Background())
+	if !errors.Is(err, lease.ErrNoFreeSubnet) || !strings.Contains(err.Error(), "10.244.0.0/16") {
+		t.Fatalf("error %v does not say the network is out of subnets", err)
+	}
+}
