@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/netns/netnstest"
+)
+
+func TestMain(m *testing.M) {
+	netns.HandleExec()
+	os.Exit(m.Run())
+}
+
+// TestNoHeavyDependencies guards the plugin's size: it must link neither
+// the etcd client nor client-go.
+func TestNoHeavyDependencies(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		for _, banned := range []string{"go.etcd.io/", "k8s.io/", "github.com/prometheus/", "github.com/google/nftables"} {
+			if strings.HasPrefix(dep, banned) {
+				t.Errorf("weft-cni depends on %s", dep)
+			}
+		}
+	}
+}
+
+type plugin struct {
+	bin, node, conf string
+}
+
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "weft-cni")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// call runs the plugin in the node namespace like a runtime does.
+func (p plugin) call(command, id, podNS, stdin string) (map[string]any, error) {
+	cmd := netns.Command(p.node, p.bin)
+	cmd.Env = []string{"CNI_COMMAND=" + command, "CNI_CONTAINERID=" + id, "CNI_IFNAME=eth0", "CNI_PATH=" + filepath.Dir(p.bin)}
+	if podNS != "" {
+		cmd.Env = append(cmd.Env, "CNI_NETNS="+podNS)
+	}
+	if stdin == "" {
+		stdin = p.conf
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var res map[string]any
+	if out.Len() > 0 {
+		if jerr := json.Unmarshal(out.Bytes(), &res); jerr != nil {
+			return nil, fmt.Errorf("output is not JSON: %q (%v)", out.String(), err)
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("%s failed: %v: %s %s", command, err, out.String(), errb.String())
+	}
+	return res, nil
+}
+
+func setup(t *testing.T) (plugin, string) {
+	netnstest.RequireRoot(t)
+	dir := t.TempDir()
+	env := filepath.Join(dir, "subnet.env")
+	if err := os.WriteFile(env, []byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`{"cniVersion":"1.1.0","name":"weft","type":"weft-cni","subnetFile":%q,"dataDir":%q}`, env, filepath.Join(dir, "ipam"))
+	return plugin{bin: build(t), node: netnstest.New(t), conf: conf}, env
+}
+
+func TestParallelAddDel(t *testing.T) {
+	p, _ := setup(t)
+	const n = 50
+	pods := make([]string, n)
+	for i := range pods {
+		pods[i] = netns.Path(netnstest.New(t))
+	}
+	ips := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			res, err := p.call("ADD", fmt.Sprintf("c%d", i), pods[i], "")
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ipl, _ := res["ips"].([]any)
+			if len(ipl) != 1 {
+				t.Errorf("ADD c%d: result %v", i, res)
+				return
+			}
+			ips[i] = ipl[0].(map[string]any)["address"].(string)
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for i, ip := range ips {
+		if j, dup := seen[ip]; dup && ip != "" {
+			t.Errorf("pods %d and %d both got %s", j, i, ip)
+		}
+		seen[ip] = i
+		if !strings.HasPrefix(ip, "10.244.5.") || !strings.HasSuffix(ip, "/24") {
+			t.Errorf("pod %d got %q, outside 10.244.5.0/24", i, ip)
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("%d distinct addresses for %d pods", len(seen), n)
+	}
+	for i := range n {
+		if _, err := p.call("CHECK", fmt.Sprintf("c%d", i), pods[i], ""); err != nil {
+			t.Errorf("CHECK c%d: %v", i, err)
+		}
+	}
+	for i := range n {
+		for range 2 {
+			if _, err := p.call("DEL", fmt.Sprintf("c%d", i), pods[i], ""); err != nil {
+				t.Errorf("DEL c%d: %v", i, err)
+			}
+		}
+	}
+	// DEL of a pod whose namespace is gone, and of one never added.
+	if _, err := p.call("DEL", "ghost", "/run/netns/does-not-exist", ""); err != nil {
+		t.Errorf("DEL with a missing namespace: %v", err)
+	}
+	if _, err := p.call("CHECK", "c0", pods[0], ""); err == nil {
+		t.Error("CHECK passed after DEL")
+	}
+}
+
+func TestErrors(t *testing.T) {
+	p, env := setup(t)
+	pod := netns.Path(netnstest.New(t))
+	res, err := p.call("ADD", "x", pod, `{"cniVersion":"1.1.0", bad json`)
+	if err == nil || res["code"] != float64(6) || res["msg"] == "" {
+		t.Errorf("malformed config: %v %v; want a CNI error with code 6", res, err)
+	}
+	res, err = p.call("ADD", "x", pod, `{"cniVersion":"1.1.0","type":"weft-cni"}`)
+	if err == nil || res["code"] != float64(7) {
+		t.Errorf("config without name: %v %v; want code 7", res, err)
+	}
+	if _, err := p.call("STATUS", "", "", ""); err != nil {
+		t.Errorf("STATUS with subnet.env: %v", err)
+	}
+	if err := os.Remove(env); err != nil {
+		t.Fatal(err)
+	}
+	res, err = p.call("STATUS", "", "", "")
+	if err == nil || res["code"] != float64(50) || !strings.Contains(fmt.Sprint(res["msg"]), "agent") {
+		t.Errorf("STATUS without subnet.env: %v %v; want code 50 naming the agent", res, err)
+	}
+	res, err = p.call("ADD", "x", pod, "")
+	if err == nil || res["code"] != float64(11) {
+		t.Errorf("ADD without subnet.env: %v %v; want code 11 (try again later)", res, err)
+	}
+	res, err = p.call("VERSION", "", "", "")
+	if err != nil || !strings.Contains(fmt.Sprint(res["supportedVersions"]), "1.1.0") {
+		t.Errorf("VERSION: %v %v", res, err)
+	}
+}
+
+func TestGC(t *testing.T) {
+	p, _ := setup(t)
+	a, b := netns.Path(netnstest.New(t)), netns.Path(netnstest.New(t))
+	if _, err := p.call("ADD", "keep", a, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.call("ADD", "gone", b, ""); err != nil {
+		t.Fatal(err)
+	}
+	gc := strings.TrimSuffix(p.conf, "}") + `,"cni.dev/valid-attachments":[{"containerID":"keep","ifname":"eth0"}]}`
+	if _, err := p.call("GC", "", "", gc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.call("CHECK", "keep", a, ""); err != nil {
+		t.Errorf("GC broke a valid attachment: %v", err)
+	}
+	if _, err := p.call("CHECK", "gone", b, ""); err == nil || !strings.Contains(err.Error(), "no address allocated") {
+		t.Errorf("GC kept the allocation of a removed attachment: %v", err)
+	}
+}
