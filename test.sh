@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# weft's test suite: unit tests, privileged tests in throwaway network
+# namespaces, lab end-to-end tests (root), and a short fuzzing pass over every
+# parser of outside input. Run it as root for the full suite; as another user
+# the privileged and lab tests skip.
+set -euo pipefail
+cd "$(dirname "$0")"
+export PATH="$PATH:/usr/local/go/bin"
+
+go vet ./...
+go test -race -count=1 ./...
+
+fuzz_time="${WEFT_FUZZ_TIME:-10s}"
+while read -r pkg target; do
+  go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzz_time" "$pkg"
+done <<'TARGETS'
+./internal/config FuzzParse
+./internal/lease FuzzParseValue
+./internal/lease FuzzParseKey
+./internal/subnetenv FuzzParse
+./internal/cni FuzzParseConf
+TARGETS
