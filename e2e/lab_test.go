@@ -237,6 +237,10 @@ func TestVXLANOnL2(t *testing.T) {
 		if dev.Attrs().HardwareAddr.String() != mac {
 			t.Errorf("VTEP MAC changed across a restart: %s -> %s", mac, dev.Attrs().HardwareAddr)
 		}
+		// IPAM allocations and pod plumbing survive: CNI CHECK passes for all.
+		if out, err := l.run("check"); err != nil || !strings.Contains(out, "CNI CHECK: 6 of 6 pods pass") {
+			t.Errorf("check after restarts: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("PlantedEntriesRemovedAtStart", func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/containernetworking/cni/libcni"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
@@ -51,8 +52,10 @@ func (r Result) OK() bool { return r.ICMP && r.TCP && r.SeenAs == r.Want }
 type Report struct {
 	Lab     string   `json:"lab"`
 	Results []Result `json:"results"`
-	Passed  int      `json:"passed"`
-	Failed  int      `json:"failed"`
+	// CNICheck holds the error of CNI CHECK per pod ("" when it passed).
+	CNICheck map[string]string `json:"cniCheck"`
+	Passed   int               `json:"passed"`
+	Failed   int               `json:"failed"`
 }
 
 // listener answers each TCP connection with the source address it sees.
@@ -207,11 +210,30 @@ func (s *State) check(ctx context.Context) (*Report, error) {
 		}()
 	}
 	wg.Wait()
-	rep := &Report{Lab: s.Name, Results: jobs}
+	rep := &Report{Lab: s.Name, Results: jobs, CNICheck: map[string]string{}}
 	for _, r := range jobs {
 		if r.OK() {
 			rep.Passed++
 		} else {
+			rep.Failed++
+		}
+	}
+	// CNI CHECK, as a runtime runs it: interface, address and routes of
+	// each pod are still what ADD made.
+	for _, p := range s.Pods {
+		rep.CNICheck[p.Name] = ""
+		n, err := s.node(p.Node)
+		if err == nil {
+			var c interface {
+				CheckNetworkList(context.Context, *libcni.NetworkConfigList, *libcni.RuntimeConf) error
+			}
+			var list *libcni.NetworkConfigList
+			if c, list, err = s.cni(n); err == nil {
+				err = c.CheckNetworkList(ctx, list, p.rt())
+			}
+		}
+		if err != nil {
+			rep.CNICheck[p.Name] = err.Error()
 			rep.Failed++
 		}
 	}
@@ -263,6 +285,14 @@ func (r *Report) printMatrix(w io.Writer, s *State) {
 			fmt.Fprintf(w, "  %s -> %s: %s\n", x.From, x.To, x.Err)
 		}
 	}
+	bad := 0
+	for _, p := range s.Pods {
+		if e := r.CNICheck[p.Name]; e != "" {
+			fmt.Fprintf(w, "  CNI CHECK %s: %s\n", p.Name, e)
+			bad++
+		}
+	}
+	fmt.Fprintf(w, "CNI CHECK: %d of %d pods pass\n", len(s.Pods)-bad, len(s.Pods))
 	fmt.Fprintf(w, "%d passed, %d failed\n", r.Passed, r.Failed)
 }
 
