@@ -43,12 +43,16 @@ func storeServe(ctx context.Context, args []string, stderr io.Writer) error {
 	peer := fs.String("listen-peer-url", "http://127.0.0.1:2380", "peer URL (single member)")
 	logLevel := fs.String("log-level", "info", "weft's log level")
 	etcdLog := fs.String("etcd-log-level", "error", "etcd's own log level")
+	cert := fs.String("cert-file", "", "TLS certificate for clients (client URLs must be https)")
+	key := fs.String("key-file", "", "TLS key for clients")
+	clientCA := fs.String("client-ca-file", "", "require client certificates signed by this CA")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	log := newLogger(stderr, *logLevel)
 	srv, err := etcdstore.StartServer(ctx, etcdstore.ServerOptions{
 		DataDir: *dataDir, ClientURLs: strings.Split(*listen, ","), PeerURL: *peer, LogLevel: *etcdLog,
+		CertFile: *cert, KeyFile: *key, ClientCAFile: *clientCA,
 	})
 	if err != nil {
 		return err

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"time"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
@@ -16,6 +17,10 @@ type ServerOptions struct {
 	PeerURL    string   // default http://127.0.0.1:2380
 	Name       string
 	LogLevel   string // etcd's zap level; default "error"
+	// TLS for clients: with CertFile and KeyFile set the client URLs must be
+	// https; with ClientCAFile set, clients must present a certificate
+	// signed by it.
+	CertFile, KeyFile, ClientCAFile string
 }
 
 // Server is a running embedded etcd.
@@ -47,6 +52,10 @@ func StartServer(ctx context.Context, o ServerOptions) (*Server, error) {
 		return nil, fmt.Errorf("store: no client URL to listen on")
 	}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = urls, urls
+	if o.CertFile != "" || o.KeyFile != "" {
+		cfg.ClientTLSInfo = transport.TLSInfo{CertFile: o.CertFile, KeyFile: o.KeyFile,
+			TrustedCAFile: o.ClientCAFile, ClientCertAuth: o.ClientCAFile != ""}
+	}
 	peer := o.PeerURL
 	if peer == "" {
 		peer = "http://127.0.0.1:2380"
