@@ -173,53 +173,54 @@ func (a *Agent) Run(ctx context.Context) error {
 // loadConfig reads and validates the network config, waiting for the
 // store to become reachable but failing at once on a bad config.
 func (a *Agent) loadConfig(ctx context.Context) (*config.Config, error) {
-	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
-		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		doc, err := a.o.Store.Config(rctx)
-		cancel()
-		if err == nil {
-			cfg, err := config.Parse(doc)
-			if err != nil {
-				return nil, err
-			}
-			if len(cfg.UnknownKeys) > 0 {
-				a.log.Warn("net-conf.json has keys weft does not know; they are ignored", "keys", cfg.UnknownKeys)
-			}
-			if cfg.BackendDefaulted {
-				a.log.Warn("net-conf.json has no Backend: using udp as flannel does; vxlan is recommended")
-			}
-			return cfg, nil
+	var cfg *config.Config
+	err := a.retry(ctx, "read the network config", func(ctx context.Context) (bool, error) {
+		doc, err := a.o.Store.Config(ctx)
+		if err != nil {
+			return errors.Is(err, lease.ErrNoConfig), err
 		}
-		if errors.Is(err, lease.ErrNoConfig) {
-			return nil, err
-		}
-		a.log.Warn("cannot read the network config; retrying", "err", err, "in", delay)
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(delay):
-		}
+		cfg, err = config.Parse(doc)
+		return true, err
+	})
+	if err != nil {
+		return nil, err
 	}
+	if len(cfg.UnknownKeys) > 0 {
+		a.log.Warn("net-conf.json has keys weft does not know; they are ignored", "keys", cfg.UnknownKeys)
+	}
+	if cfg.BackendDefaulted {
+		a.log.Warn("net-conf.json has no Backend: using udp as flannel does; vxlan is recommended")
+	}
+	return cfg, nil
 }
 
 // acquire leases a subnet, retrying while the store is unreachable; a full
-// network is final.
+// network or a bad config is final.
 func (a *Agent) acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
-	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		l, err := a.o.Store.Acquire(rctx, req)
-		cancel()
-		if err == nil {
-			return l, nil
-		}
+	var l lease.Lease
+	err := a.retry(ctx, "acquire a lease", func(ctx context.Context) (bool, error) {
+		var err error
+		l, err = a.o.Store.Acquire(ctx, req)
 		var cerr *config.Error
-		if errors.Is(err, lease.ErrNoFreeSubnet) || errors.Is(err, lease.ErrNoConfig) || errors.As(err, &cerr) {
-			return l, err
+		return errors.Is(err, lease.ErrNoFreeSubnet) || errors.Is(err, lease.ErrNoConfig) || errors.As(err, &cerr), err
+	})
+	return l, err
+}
+
+// retry calls try with a timeout until it succeeds or says its error is
+// final, backing off from 0.5s to 10s, and respecting ctx.
+func (a *Agent) retry(ctx context.Context, what string, try func(context.Context) (final bool, err error)) error {
+	for delay := 500 * time.Millisecond; ; delay = min(delay*2, 10*time.Second) {
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		final, err := try(tctx)
+		cancel()
+		if err == nil || final {
+			return err
 		}
-		a.log.Warn("cannot acquire a lease; retrying", "err", err, "in", delay)
+		a.log.Warn("cannot "+what+"; retrying", "err", err, "in", delay)
 		select {
 		case <-ctx.Done():
-			return l, ctx.Err()
+			return ctx.Err()
 		case <-time.After(delay):
 		}
 	}

@@ -103,66 +103,39 @@ type Plan struct {
 // destination, neighbours by (link, IP), FDB entries by (link, MAC): an entry
 // whose key is desired is replaced in place, never deleted.
 func Diff(want, have Plan) (add, del Plan) {
-	wr := map[netip.Prefix]Route{}
-	for _, r := range want.Routes {
-		wr[r.Dst] = r
-	}
-	hr := map[netip.Prefix]Route{}
-	for _, r := range have.Routes {
-		hr[r.Dst] = r
-	}
-	for _, r := range want.Routes {
-		if h, ok := hr[r.Dst]; !ok || h != r {
-			add.Routes = append(add.Routes, r)
-		}
-	}
-	for _, r := range have.Routes {
-		if _, ok := wr[r.Dst]; !ok {
-			del.Routes = append(del.Routes, r)
-		}
-	}
+	add.Routes, del.Routes = diffBy(want.Routes, have.Routes, func(r Route) netip.Prefix { return r.Dst })
 	type nk struct {
 		link int
 		ip   netip.Addr
 	}
-	wn := map[nk]Neigh{}
-	for _, n := range want.Neighs {
-		wn[nk{n.Link, n.IP}] = n
-	}
-	hn := map[nk]Neigh{}
-	for _, n := range have.Neighs {
-		hn[nk{n.Link, n.IP}] = n
-	}
-	for _, n := range want.Neighs {
-		if h, ok := hn[nk{n.Link, n.IP}]; !ok || h != n {
-			add.Neighs = append(add.Neighs, n)
-		}
-	}
-	for _, n := range have.Neighs {
-		if _, ok := wn[nk{n.Link, n.IP}]; !ok {
-			del.Neighs = append(del.Neighs, n)
-		}
-	}
+	add.Neighs, del.Neighs = diffBy(want.Neighs, have.Neighs, func(n Neigh) nk { return nk{n.Link, n.IP} })
 	type fk struct {
 		link int
 		mac  string
 	}
-	wf := map[fk]FDB{}
-	for _, f := range want.FDB {
-		wf[fk{f.Link, f.MAC}] = f
+	add.FDB, del.FDB = diffBy(want.FDB, have.FDB, func(f FDB) fk { return fk{f.Link, f.MAC} })
+	return add, del
+}
+
+// diffBy returns the wanted entries missing from have or different there,
+// and the entries of have whose key is not wanted at all.
+func diffBy[E comparable, K comparable](want, have []E, key func(E) K) (add, del []E) {
+	w := make(map[K]bool, len(want))
+	for _, e := range want {
+		w[key(e)] = true
 	}
-	hf := map[fk]FDB{}
-	for _, f := range have.FDB {
-		hf[fk{f.Link, f.MAC}] = f
+	h := make(map[K]E, len(have))
+	for _, e := range have {
+		h[key(e)] = e
 	}
-	for _, f := range want.FDB {
-		if h, ok := hf[fk{f.Link, f.MAC}]; !ok || h != f {
-			add.FDB = append(add.FDB, f)
+	for _, e := range want {
+		if cur, ok := h[key(e)]; !ok || cur != e {
+			add = append(add, e)
 		}
 	}
-	for _, f := range have.FDB {
-		if _, ok := wf[fk{f.Link, f.MAC}]; !ok {
-			del.FDB = append(del.FDB, f)
+	for _, e := range have {
+		if !w[key(e)] {
+			del = append(del, e)
 		}
 	}
 	return add, del

@@ -93,19 +93,28 @@ func podHandle(path string) (*netlink.Handle, vns.NsHandle, error) {
 	return h, fd, nil
 }
 
-// Add implements CNI ADD.
-func Add(args *skel.CmdArgs) (err error) {
+// load reads the plugin's config, the node's subnet and the IPAM store.
+func load(args *skel.CmdArgs) (*NetConf, node, *Store, error) {
 	conf, err := ParseConf(args.StdinData)
 	if err != nil {
-		return err
+		return nil, node{}, nil, err
 	}
 	n, err := conf.node()
 	if err != nil {
-		return err
+		return nil, node{}, nil, err
 	}
 	st, err := conf.store()
 	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
+		return nil, node{}, nil, types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	return conf, n, st, nil
+}
+
+// Add implements CNI ADD.
+func Add(args *skel.CmdArgs) (err error) {
+	conf, n, st, err := load(args)
+	if err != nil {
+		return err
 	}
 	br, err := ensureBridge(conf.Bridge, n)
 	if err != nil {
@@ -219,17 +228,9 @@ func Del(args *skel.CmdArgs) error {
 // Check implements CNI CHECK: the interface, its address and the default
 // route are as ADD left them.
 func Check(args *skel.CmdArgs) error {
-	conf, err := ParseConf(args.StdinData)
+	_, n, st, err := load(args)
 	if err != nil {
 		return err
-	}
-	n, err := conf.node()
-	if err != nil {
-		return err
-	}
-	st, err := conf.store()
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	addr, ok, err := st.Lookup(Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
 	if err != nil {
