@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
@@ -117,6 +118,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	be, err := a.p.Backend(cfg, u, a.log)
 	if err != nil {
 		return err
+	}
+	if c, ok := be.(prometheus.Collector); ok { // the backend's own counters
+		a.m.reg.MustRegister(c)
 	}
 	attrs := be.LeaseAttrs()
 	attrs.PublicIP = u.Addr

@@ -10,6 +10,7 @@ import (
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/backend/hostgw"
+	"github.com/weftnet/weft/internal/backend/udp"
 	"github.com/weftnet/weft/internal/backend/vxlan"
 	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/firewall"
@@ -49,8 +50,10 @@ func (l *Linux) Backend(cfg *config.Config, u backend.Underlay, log *slog.Logger
 		return vxlan.New(l.h, cfg.Backend, u, log)
 	case config.BackendHostGW:
 		return hostgw.New(l.h, u), nil
+	case config.BackendUDP:
+		return udp.New(l.h, cfg.Backend, u, log), nil
 	default:
-		return nil, fmt.Errorf("net-conf.json: Backend.Type: %q is not available in this build yet; use vxlan or host-gw", cfg.Backend.Type)
+		return nil, fmt.Errorf("net-conf.json: Backend.Type: %q is not available; use vxlan, host-gw or udp", cfg.Backend.Type)
 	}
 }
 

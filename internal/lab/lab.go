@@ -24,7 +24,7 @@ import (
 
 const usage = `weft lab — a real multi-node weft cluster in network namespaces
 
-  weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw]
+  weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
               [--direct-routing] [--topology l2|l3]
   weft lab status [--name NAME] [--json]
   weft lab check [--name NAME] [--json]
@@ -68,7 +68,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "up":
 		fs.IntVar(&spec.Nodes, "nodes", 3, "number of nodes")
 		fs.IntVar(&spec.PodsPerNode, "pods-per-node", 2, "pods per node")
-		fs.StringVar(&spec.Backend, "backend", "vxlan", "vxlan or host-gw")
+		fs.StringVar(&spec.Backend, "backend", "vxlan", "vxlan, host-gw or udp")
 		fs.BoolVar(&spec.DirectRouting, "direct-routing", false, "vxlan: plain routes to on-link peers")
 		fs.StringVar(&spec.Topology, "topology", "l2", "l2 (one bridge) or l3 (two subnets and a router)")
 	case "status", "check":
@@ -239,8 +239,8 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 		return fmt.Errorf("--nodes %d: use 1 to 60", spec.Nodes)
 	case spec.PodsPerNode < 0 || spec.PodsPerNode > 50:
 		return fmt.Errorf("--pods-per-node %d: use 0 to 50", spec.PodsPerNode)
-	case spec.Backend != "vxlan" && spec.Backend != "host-gw":
-		return fmt.Errorf("--backend %q: use vxlan or host-gw", spec.Backend)
+	case spec.Backend != "vxlan" && spec.Backend != "host-gw" && spec.Backend != "udp":
+		return fmt.Errorf("--backend %q: use vxlan, host-gw or udp", spec.Backend)
 	case spec.Topology != "l2" && spec.Topology != "l3":
 		return fmt.Errorf("--topology %q: use l2 or l3", spec.Topology)
 	case spec.DirectRouting && spec.Backend != "vxlan":
@@ -576,6 +576,8 @@ func (s *State) picture(w io.Writer) {
 			switch {
 			case s.Backend == "host-gw":
 				kind = "direct route (host-gw)"
+			case s.Backend == "udp":
+				kind = "udp/8285 via flannel0 (userspace)"
 			case s.DirectRouting && a.Side == b.Side:
 				kind = "direct route (same segment)"
 			}

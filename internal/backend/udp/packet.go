@@ -1,0 +1,154 @@
+// Package udp is the userspace backend: pod packets leave through the TUN
+// device flannel0 and travel to the peer as the payload of one UDP datagram
+// each (flannel's udp wire format, port 8285), moved in batches with
+// offloads by wireguard-go's tun and conn packages.
+//
+// Only peers get in: a datagram whose source is not a current lease's
+// PublicIP and port is dropped, and so is an inner packet whose source is
+// outside the sending peer's subnet.
+package udp
+
+import (
+	"encoding/binary"
+	"net/netip"
+)
+
+// Overhead is what the outer IPv4 and UDP headers add.
+const Overhead = 28
+
+// table is an immutable snapshot of the peers; the data path reads it
+// through an atomic pointer, so lease changes never pause traffic. Lookups
+// are map accesses: the same cost with 5 or 5000 leases.
+type table struct {
+	own       netip.Prefix // this node's subnet
+	gw        netip.Addr   // the address ICMP errors come from (flannel0's)
+	subnetLen int
+	bySubnet  map[netip.Prefix]netip.AddrPort // peer subnet -> its endpoint
+	byPeer    map[netip.AddrPort]netip.Prefix // endpoint -> its subnet
+}
+
+func newTable(own netip.Prefix, gw netip.Addr, peers map[netip.Prefix]netip.AddrPort) *table {
+	t := &table{own: own, gw: gw, subnetLen: own.Bits(), bySubnet: peers, byPeer: make(map[netip.AddrPort]netip.Prefix, len(peers))}
+	for s, ep := range peers {
+		t.byPeer[ep] = s
+	}
+	return t
+}
+
+// verdict is what the data path does with a packet.
+type verdict int
+
+const (
+	forward     verdict = iota
+	malformed           // not a well-formed IPv4 packet
+	stranger            // datagram from an address:port that holds no lease
+	spoofed             // inner source outside the sender's subnet
+	unreachable         // no lease holds the destination: ICMP back
+	expired             // TTL ran out: ICMP back
+)
+
+// ipv4 checks that p is one well-formed IPv4 packet (version, header
+// length, total length, header checksum) and returns its header length.
+func ipv4(p []byte) (hlen int, ok bool) {
+	if len(p) < 20 || p[0]>>4 != 4 {
+		return 0, false
+	}
+	hlen = int(p[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(p[2:4]))
+	if hlen < 20 || total < hlen || total != len(p) {
+		return 0, false
+	}
+	return hlen, checksum(p[:hlen], 0) == 0xffff
+}
+
+func src(p []byte) netip.Addr { return netip.AddrFrom4([4]byte(p[12:16])) }
+func dst(p []byte) netip.Addr { return netip.AddrFrom4([4]byte(p[16:20])) }
+
+// outbound decides where a packet read from the TUN device goes. On
+// forward it has decremented the TTL (patching the checksum) and returns the
+// peer's endpoint.
+func (t *table) outbound(p []byte) (netip.AddrPort, verdict) {
+	if _, ok := ipv4(p); !ok {
+		return netip.AddrPort{}, malformed
+	}
+	ep, ok := t.bySubnet[netip.PrefixFrom(dst(p), t.subnetLen).Masked()]
+	if !ok {
+		return netip.AddrPort{}, unreachable
+	}
+	if p[8] <= 1 {
+		return netip.AddrPort{}, expired
+	}
+	// TTL is the high byte of the 16-bit word at offset 8: decrementing it
+	// adds 0x0100 to the one's-complement checksum (RFC 1624).
+	p[8]--
+	sum := uint32(binary.BigEndian.Uint16(p[10:12])) + 0x0100
+	sum = (sum & 0xffff) + (sum >> 16)
+	binary.BigEndian.PutUint16(p[10:12], uint16(sum))
+	return ep, forward
+}
+
+// inbound decides whether a datagram's payload from from may enter the TUN
+// device.
+func (t *table) inbound(from netip.AddrPort, p []byte) verdict {
+	subnet, ok := t.byPeer[netip.AddrPortFrom(from.Addr().Unmap(), from.Port())]
+	if !ok {
+		return stranger
+	}
+	if _, ok := ipv4(p); !ok {
+		return malformed
+	}
+	if !subnet.Contains(src(p)) {
+		return spoofed
+	}
+	return forward
+}
+
+// icmpError builds the ICMP error (type, code) answering packet p, from
+// t.gw to p's source: the original header and 8 bytes of payload, as
+// RFC 792 asks. It returns nil for packets that must not be answered.
+func (t *table) icmpError(p []byte, typ, code byte) []byte {
+	hlen, ok := ipv4(p)
+	if !ok || p[9] == 1 && len(p) > hlen && p[hlen] != 8 && p[hlen] != 0 {
+		return nil // never answer an ICMP error with another
+	}
+	quote := min(len(p), hlen+8)
+	n := 20 + 8 + quote
+	out := make([]byte, n)
+	out[0] = 0x45
+	binary.BigEndian.PutUint16(out[2:4], uint16(n))
+	out[8] = 64 // TTL
+	out[9] = 1  // ICMP
+	gw := t.gw.As4()
+	copy(out[12:16], gw[:])
+	copy(out[16:20], p[12:16])
+	binary.BigEndian.PutUint16(out[10:12], ^checksum(out[:20], 0))
+	icmp := out[20:]
+	icmp[0], icmp[1] = typ, code
+	copy(icmp[8:], p[:quote])
+	binary.BigEndian.PutUint16(icmp[2:4], ^checksum(icmp, 0))
+	return out
+}
+
+// ICMP types and codes used.
+const (
+	icmpUnreachable    = 3
+	icmpNetUnreachable = 0
+	icmpTimeExceeded   = 11
+	icmpTTLExceeded    = 0
+)
+
+// checksum is the Internet checksum's one's-complement sum (not inverted).
+func checksum(b []byte, initial uint32) uint16 {
+	sum := initial
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum > 0xffff {
+		sum = (sum & 0xffff) + (sum >> 16)
+	}
+	return uint16(sum)
+}

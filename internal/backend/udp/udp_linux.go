@@ -1,0 +1,316 @@
+package udp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vishvananda/netlink"
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+)
+
+// DeviceName is flannel's name for the udp backend's TUN device.
+const DeviceName = "flannel0"
+
+// offset is the headroom left in front of each packet buffer: the TUN
+// device writes its virtio-net header there.
+const offset = 16
+
+// Backend is the udp backend.
+type Backend struct {
+	h   *netlink.Handle
+	cfg config.Backend
+	u   backend.Underlay
+	log *slog.Logger
+
+	peers atomic.Pointer[table] // the data path's view of the leases
+	stats stats
+
+	mu   sync.Mutex // guards the fields below
+	dev  tun.Device
+	bind conn.Bind
+	eps  map[netip.AddrPort]conn.Endpoint // parsed endpoints, by peer
+	stop context.CancelFunc
+	done sync.WaitGroup
+}
+
+var (
+	_ backend.Backend      = (*Backend)(nil)
+	_ prometheus.Collector = (*Backend)(nil)
+)
+
+// New prepares the backend; it touches nothing until Apply.
+func New(h *netlink.Handle, cfg config.Backend, u backend.Underlay, log *slog.Logger) *Backend {
+	return &Backend{h: h, cfg: cfg, u: u, log: log}
+}
+
+// LeaseAttrs implements backend.Backend. flannel's udp leases carry no
+// BackendType, and flannel ignores leases whose type differs from its own,
+// so weft writes none either.
+func (b *Backend) LeaseAttrs() lease.Attrs { return lease.Attrs{} }
+
+// MTU implements backend.Backend.
+func (b *Backend) MTU() int {
+	mtu := b.u.MTU
+	if b.cfg.MTU > 0 {
+		mtu = b.cfg.MTU
+	}
+	return mtu - Overhead
+}
+
+// isPeer reports whether a lease is a udp lease.
+func isPeer(l lease.Lease) bool {
+	return l.Attrs.BackendType == "" || l.Attrs.BackendType == config.BackendUDP
+}
+
+// Apply implements backend.Backend: it starts the device and socket on the
+// first call and swaps in a new peer table on every call.
+func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
+	var rep backend.Report
+	if err := b.start(st); err != nil {
+		return rep, err
+	}
+	peers := map[netip.Prefix]netip.AddrPort{}
+	for _, l := range st.Peers {
+		if l.Key() == st.Own.Key() || !isPeer(l) || !l.Subnet.IsValid() {
+			continue
+		}
+		if l.Subnet.Bits() != st.Own.Subnet.Bits() {
+			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s (%s): subnet length differs from this node's /%d", l.Subnet, l.Attrs.PublicIP, st.Own.Subnet.Bits()))
+			continue
+		}
+		peers[l.Subnet] = netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.cfg.Port))
+	}
+	// Parse each peer's endpoint once; the data path reuses it.
+	b.mu.Lock()
+	eps := make(map[netip.AddrPort]conn.Endpoint, len(peers))
+	for _, ep := range peers {
+		if e, ok := b.eps[ep]; ok {
+			eps[ep] = e
+			continue
+		}
+		e, err := b.bind.ParseEndpoint(ep.String())
+		if err != nil {
+			b.mu.Unlock()
+			return rep, fmt.Errorf("udp: peer endpoint %s: %w", ep, err)
+		}
+		eps[ep] = e
+		rep.Added++
+	}
+	rep.Removed = len(b.eps) + rep.Added - len(eps)
+	b.eps = eps
+	b.mu.Unlock()
+	b.peers.Store(newTable(st.Own.Subnet, st.Own.Subnet.Addr(), peers))
+	return rep, nil
+}
+
+// start creates flannel0 and the UDP socket once, same as
+// `ip tuntap add flannel0 mode tun; ip addr add OWN/NETLEN dev flannel0;
+// ip link set flannel0 up`, which routes the cluster network to flannel0.
+func (b *Backend) start(st backend.NodeState) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dev != nil {
+		return nil
+	}
+	dev, err := tun.CreateTUN(DeviceName, b.MTU())
+	if err != nil {
+		return fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
+	}
+	fail := func(err error) error {
+		dev.Close()
+		return err
+	}
+	link, err := b.h.LinkByName(DeviceName)
+	if err != nil {
+		return fail(fmt.Errorf("udp: look up %s: %w", DeviceName, err))
+	}
+	// IPv4 only: no link-local address, so no router solicitations to drop.
+	if err := b.h.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
+		b.log.Debug("udp: turn off IPv6 address generation on "+DeviceName, "err", err)
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: st.Own.Subnet.Addr().AsSlice(), Mask: net.CIDRMask(st.Network.Bits(), 32)}}
+	if err := b.h.AddrReplace(link, addr); err != nil {
+		return fail(fmt.Errorf("udp: address %s on %s: %w", addr.IPNet, DeviceName, err))
+	}
+	if err := b.h.LinkSetUp(link); err != nil {
+		return fail(fmt.Errorf("udp: set %s up: %w", DeviceName, err))
+	}
+	bind := conn.NewStdNetBind()
+	fns, _, err := bind.Open(uint16(b.cfg.Port))
+	if err != nil {
+		return fail(fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err))
+	}
+	b.dev, b.bind, b.eps = dev, bind, map[netip.AddrPort]conn.Endpoint{}
+	b.peers.Store(newTable(st.Own.Subnet, st.Own.Subnet.Addr(), nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
+	b.log.Info("udp backend up", "device", DeviceName, "mtu", b.MTU(), "port", b.cfg.Port,
+		"tun-batch", dev.BatchSize(), "udp-batch", bind.BatchSize())
+	if dev.BatchSize() == 1 {
+		b.log.Warn("the kernel offers no TUN offloads (virtio-net header, TSO/GRO): one packet per read and write")
+	}
+	b.done.Add(1 + len(fns))
+	go func() { defer b.done.Done(); b.tunToUDP(ctx) }()
+	for _, fn := range fns {
+		go func() { defer b.done.Done(); b.udpToTUN(ctx, fn) }()
+	}
+	return nil
+}
+
+// Close stops the data path and removes the device.
+func (b *Backend) Close() error {
+	b.mu.Lock()
+	dev, bind, stop := b.dev, b.bind, b.stop
+	b.dev = nil
+	b.mu.Unlock()
+	if dev == nil {
+		return nil
+	}
+	stop()
+	err := errors.Join(bind.Close(), dev.Close())
+	b.done.Wait()
+	return err
+}
+
+func buffers(n int) (bufs [][]byte, sizes []int) {
+	bufs = make([][]byte, n)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+65535)
+	}
+	return bufs, make([]int, n)
+}
+
+// tunToUDP reads batches from flannel0 and sends each packet to its peer,
+// one batch per peer.
+func (b *Backend) tunToUDP(ctx context.Context) {
+	bufs, sizes := buffers(b.dev.BatchSize())
+	byPeer := map[netip.AddrPort][][]byte{}
+	var icmp [][]byte
+	for ctx.Err() == nil {
+		n, err := b.dev.Read(bufs, sizes, offset)
+		if err != nil {
+			switch {
+			case ctx.Err() != nil || errors.Is(err, os.ErrClosed):
+				return
+			case errors.Is(err, tun.ErrTooManySegments):
+				b.stats.malformed.Add(1) // a super-packet larger than a batch
+			default:
+				b.log.Error("udp: read from TUN", "err", err)
+			}
+			if n == 0 {
+				continue
+			}
+		}
+		t := b.peers.Load()
+		clear(byPeer)
+		icmp = icmp[:0]
+		for i := range n {
+			p := bufs[i][offset : offset+sizes[i]]
+			ep, v := t.outbound(p)
+			b.stats.count(v)
+			switch v {
+			case forward:
+				byPeer[ep] = append(byPeer[ep], p)
+			case unreachable:
+				icmp = appendICMP(icmp, t.icmpError(p, icmpUnreachable, icmpNetUnreachable))
+			case expired:
+				icmp = appendICMP(icmp, t.icmpError(p, icmpTimeExceeded, icmpTTLExceeded))
+			}
+		}
+		b.mu.Lock()
+		eps := b.eps
+		b.mu.Unlock()
+		for peer, pkts := range byPeer {
+			e, ok := eps[peer]
+			if !ok {
+				continue
+			}
+			for len(pkts) > 0 {
+				k := min(len(pkts), b.bind.BatchSize())
+				if err := b.bind.Send(pkts[:k], e); err != nil {
+					b.stats.sendErrors.Add(1)
+				} else {
+					b.stats.txPackets.Add(uint64(k))
+				}
+				pkts = pkts[k:]
+			}
+		}
+		if len(icmp) > 0 {
+			if _, err := b.dev.Write(icmp, offset); err != nil {
+				b.log.Debug("udp: write ICMP to TUN", "err", err)
+			}
+		}
+	}
+}
+
+func appendICMP(out [][]byte, pkt []byte) [][]byte {
+	if pkt == nil {
+		return out
+	}
+	buf := make([]byte, offset+len(pkt))
+	copy(buf[offset:], pkt)
+	return append(out, buf)
+}
+
+// udpToTUN receives batches of datagrams and writes the admitted packets
+// to flannel0 in one call.
+func (b *Backend) udpToTUN(ctx context.Context, recv conn.ReceiveFunc) {
+	batch := b.bind.BatchSize()
+	bufs, sizes := buffers(batch)
+	pkts := make([][]byte, batch)
+	for i := range bufs {
+		pkts[i] = bufs[i][offset:]
+	}
+	eps := make([]conn.Endpoint, batch)
+	out := make([][]byte, 0, batch)
+	for ctx.Err() == nil {
+		n, err := recv(pkts, sizes, eps)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			b.log.Debug("udp: receive", "err", err)
+			continue
+		}
+		t := b.peers.Load()
+		out = out[:0]
+		for i := range n {
+			from := endpointAddr(eps[i])
+			v := t.inbound(from, pkts[i][:sizes[i]])
+			b.stats.count(v)
+			if v == forward {
+				out = append(out, bufs[i][:offset+sizes[i]])
+			}
+		}
+		if len(out) == 0 {
+			continue
+		}
+		if _, err := b.dev.Write(out, offset); err != nil {
+			b.stats.writeErrors.Add(1)
+			b.log.Debug("udp: write to TUN", "err", err)
+		} else {
+			b.stats.rxPackets.Add(uint64(len(out)))
+		}
+	}
+}
+
+func endpointAddr(e conn.Endpoint) netip.AddrPort {
+	if se, ok := e.(*conn.StdNetEndpoint); ok {
+		return se.AddrPort
+	}
+	ap, _ := netip.ParseAddrPort(e.DstToString())
+	return ap
+}
