@@ -19,4 +19,6 @@ done <<'TARGETS'
 ./internal/lease FuzzParseKey
 ./internal/subnetenv FuzzParse
 ./internal/cni FuzzParseConf
+./internal/backend/udp FuzzInbound
+./internal/backend/udp FuzzOutbound
 TARGETS

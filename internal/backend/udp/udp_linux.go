@@ -78,10 +78,15 @@ func isPeer(l lease.Lease) bool {
 // Apply implements backend.Backend: it starts the device and socket on the
 // first call and swaps in a new peer table on every call.
 func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
-	var rep backend.Report
 	if err := b.start(st); err != nil {
-		return rep, err
+		return backend.Report{}, err
 	}
+	return b.setPeers(st)
+}
+
+// setPeers builds the peer table from the leases and swaps it in.
+func (b *Backend) setPeers(st backend.NodeState) (backend.Report, error) {
+	var rep backend.Report
 	peers := map[netip.Prefix]netip.AddrPort{}
 	for _, l := range st.Peers {
 		if l.Key() == st.Own.Key() || !isPeer(l) || !l.Subnet.IsValid() {
@@ -116,22 +121,33 @@ func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Repo
 	return rep, nil
 }
 
-// start creates flannel0 and the UDP socket once, same as
-// `ip tuntap add flannel0 mode tun; ip addr add OWN/NETLEN dev flannel0;
-// ip link set flannel0 up`, which routes the cluster network to flannel0.
+// start opens the device and socket once and starts the data path.
 func (b *Backend) start(st backend.NodeState) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.dev != nil {
+	running := b.dev != nil
+	b.mu.Unlock()
+	if running {
 		return nil
 	}
+	dev, bind, fns, err := b.open(st)
+	if err != nil {
+		return err
+	}
+	b.run(dev, bind, fns, st.Own.Subnet)
+	return nil
+}
+
+// open creates flannel0 and the UDP socket, same as
+// `ip tuntap add flannel0 mode tun; ip addr add OWN/NETLEN dev flannel0;
+// ip link set flannel0 up`, which routes the cluster network to flannel0.
+func (b *Backend) open(st backend.NodeState) (tun.Device, conn.Bind, []conn.ReceiveFunc, error) {
 	dev, err := tun.CreateTUN(DeviceName, b.MTU())
 	if err != nil {
-		return fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
+		return nil, nil, nil, fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
 	}
-	fail := func(err error) error {
+	fail := func(err error) (tun.Device, conn.Bind, []conn.ReceiveFunc, error) {
 		dev.Close()
-		return err
+		return nil, nil, nil, err
 	}
 	link, err := b.h.LinkByName(DeviceName)
 	if err != nil {
@@ -153,21 +169,28 @@ func (b *Backend) start(st backend.NodeState) error {
 	if err != nil {
 		return fail(fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err))
 	}
-	b.dev, b.bind, b.eps = dev, bind, map[netip.AddrPort]conn.Endpoint{}
-	b.peers.Store(newTable(st.Own.Subnet, st.Own.Subnet.Addr(), nil))
-	ctx, cancel := context.WithCancel(context.Background())
-	b.stop = cancel
 	b.log.Info("udp backend up", "device", DeviceName, "mtu", b.MTU(), "port", b.cfg.Port,
 		"tun-batch", dev.BatchSize(), "udp-batch", bind.BatchSize())
 	if dev.BatchSize() == 1 {
 		b.log.Warn("the kernel offers no TUN offloads (virtio-net header, TSO/GRO): one packet per read and write")
 	}
+	return dev, bind, fns, nil
+}
+
+// run starts one goroutine per direction (and per receive function) over
+// dev and bind, which the Backend owns from now on.
+func (b *Backend) run(dev tun.Device, bind conn.Bind, fns []conn.ReceiveFunc, own netip.Prefix) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dev, b.bind, b.eps = dev, bind, map[netip.AddrPort]conn.Endpoint{}
+	b.peers.Store(newTable(own, own.Addr(), nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	b.stop = cancel
 	b.done.Add(1 + len(fns))
-	go func() { defer b.done.Done(); b.tunToUDP(ctx) }()
+	go func() { defer b.done.Done(); b.tunToUDP(ctx, dev, bind) }()
 	for _, fn := range fns {
-		go func() { defer b.done.Done(); b.udpToTUN(ctx, fn) }()
+		go func() { defer b.done.Done(); b.udpToTUN(ctx, dev, bind, fn) }()
 	}
-	return nil
 }
 
 // Close stops the data path and removes the device.
@@ -195,12 +218,12 @@ func buffers(n int) (bufs [][]byte, sizes []int) {
 
 // tunToUDP reads batches from flannel0 and sends each packet to its peer,
 // one batch per peer.
-func (b *Backend) tunToUDP(ctx context.Context) {
-	bufs, sizes := buffers(b.dev.BatchSize())
+func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) {
+	bufs, sizes := buffers(dev.BatchSize())
 	byPeer := map[netip.AddrPort][][]byte{}
 	var icmp [][]byte
 	for ctx.Err() == nil {
-		n, err := b.dev.Read(bufs, sizes, offset)
+		n, err := dev.Read(bufs, sizes, offset)
 		if err != nil {
 			switch {
 			case ctx.Err() != nil || errors.Is(err, os.ErrClosed):
@@ -239,8 +262,8 @@ func (b *Backend) tunToUDP(ctx context.Context) {
 				continue
 			}
 			for len(pkts) > 0 {
-				k := min(len(pkts), b.bind.BatchSize())
-				if err := b.bind.Send(pkts[:k], e); err != nil {
+				k := min(len(pkts), bind.BatchSize())
+				if err := bind.Send(pkts[:k], e); err != nil {
 					b.stats.sendErrors.Add(1)
 				} else {
 					b.stats.txPackets.Add(uint64(k))
@@ -249,7 +272,7 @@ func (b *Backend) tunToUDP(ctx context.Context) {
 			}
 		}
 		if len(icmp) > 0 {
-			if _, err := b.dev.Write(icmp, offset); err != nil {
+			if _, err := dev.Write(icmp, offset); err != nil {
 				b.log.Debug("udp: write ICMP to TUN", "err", err)
 			}
 		}
@@ -267,8 +290,8 @@ func appendICMP(out [][]byte, pkt []byte) [][]byte {
 
 // udpToTUN receives batches of datagrams and writes the admitted packets
 // to flannel0 in one call.
-func (b *Backend) udpToTUN(ctx context.Context, recv conn.ReceiveFunc) {
-	batch := b.bind.BatchSize()
+func (b *Backend) udpToTUN(ctx context.Context, dev tun.Device, bind conn.Bind, recv conn.ReceiveFunc) {
+	batch := bind.BatchSize()
 	bufs, sizes := buffers(batch)
 	pkts := make([][]byte, batch)
 	for i := range bufs {
@@ -298,7 +321,7 @@ func (b *Backend) udpToTUN(ctx context.Context, recv conn.ReceiveFunc) {
 		if len(out) == 0 {
 			continue
 		}
-		if _, err := b.dev.Write(out, offset); err != nil {
+		if _, err := dev.Write(out, offset); err != nil {
 			b.stats.writeErrors.Add(1)
 			b.log.Debug("udp: write to TUN", "err", err)
 		} else {

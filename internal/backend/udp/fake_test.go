@@ -1,0 +1,127 @@
+package udp
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// fakeTUN is an in-memory tun.Device: tests queue batches for Read and
+// collect what the data path writes.
+type fakeTUN struct {
+	batch   int
+	in      chan [][]byte
+	out     chan []byte
+	mu      sync.Mutex // guards pending
+	pending [][]byte
+	closed  chan struct{}
+	once    sync.Once
+}
+
+func newFakeTUN(batch int) *fakeTUN {
+	return &fakeTUN{batch: batch, in: make(chan [][]byte, 16), out: make(chan []byte, 4096), closed: make(chan struct{})}
+}
+
+func (t *fakeTUN) File() *os.File { return nil }
+func (t *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
+	t.mu.Lock()
+	if len(t.pending) == 0 {
+		t.mu.Unlock()
+		select {
+		case b := <-t.in:
+			t.mu.Lock()
+			t.pending = b
+		case <-t.closed:
+			return 0, os.ErrClosed
+		}
+	}
+	defer t.mu.Unlock()
+	n := min(len(bufs), len(t.pending))
+	for i := range n {
+		sizes[i] = copy(bufs[i][offset:], t.pending[i])
+	}
+	t.pending = t.pending[n:]
+	return n, nil
+}
+func (t *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
+	for _, b := range bufs {
+		t.out <- append([]byte(nil), b[offset:]...)
+	}
+	return len(bufs), nil
+}
+func (t *fakeTUN) MTU() (int, error)        { return 1472, nil }
+func (t *fakeTUN) Name() (string, error)    { return "fake0", nil }
+func (t *fakeTUN) Events() <-chan tun.Event { return nil }
+func (t *fakeTUN) BatchSize() int           { return t.batch }
+func (t *fakeTUN) Close() error             { t.once.Do(func() { close(t.closed) }); return nil }
+
+type datagram struct {
+	from netip.AddrPort
+	data []byte
+}
+
+type sent struct {
+	to   netip.AddrPort
+	pkts [][]byte
+}
+
+// fakeBind is an in-memory conn.Bind: tests queue received datagrams and
+// collect sends, with their batch boundaries.
+type fakeBind struct {
+	batch  int
+	in     chan []datagram
+	sent   chan sent
+	closed chan struct{}
+	once   sync.Once
+}
+
+func newFakeBind(batch int) *fakeBind {
+	return &fakeBind{batch: batch, in: make(chan []datagram, 16), sent: make(chan sent, 4096), closed: make(chan struct{})}
+}
+
+func (b *fakeBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
+	var pending []datagram
+	recv := func(pkts [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		if len(pending) == 0 {
+			select {
+			case pending = <-b.in:
+			case <-b.closed:
+				return 0, net.ErrClosed
+			}
+		}
+		n := min(len(pkts), len(pending))
+		for i := range n {
+			sizes[i] = copy(pkts[i], pending[i].data)
+			eps[i] = &conn.StdNetEndpoint{AddrPort: pending[i].from}
+		}
+		pending = pending[n:]
+		return n, nil
+	}
+	return []conn.ReceiveFunc{recv}, port, nil
+}
+func (b *fakeBind) Close() error         { b.once.Do(func() { close(b.closed) }); return nil }
+func (b *fakeBind) SetMark(uint32) error { return nil }
+func (b *fakeBind) BatchSize() int       { return b.batch }
+func (b *fakeBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if len(bufs) > b.batch {
+		return errors.New("fakeBind: batch larger than BatchSize")
+	}
+	s := sent{to: ep.(*conn.StdNetEndpoint).AddrPort}
+	for _, p := range bufs {
+		s.pkts = append(s.pkts, append([]byte(nil), p...))
+	}
+	b.sent <- s
+	return nil
+}
+func (b *fakeBind) ParseEndpoint(s string) (conn.Endpoint, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil, err
+	}
+	return &conn.StdNetEndpoint{AddrPort: ap}, nil
+}
