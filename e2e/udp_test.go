@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/binary"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/netns"
+)
+
+// metric reads one counter from a node's agent, from inside the node.
+func (l *lab) metric(node, series string) float64 {
+	l.t.Helper()
+	var body string
+	err := netns.Do(l.name+"-"+node, func() error {
+		c, err := net.DialTimeout("tcp4", "127.0.0.1:9570", time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		req, _ := http.NewRequest("GET", "http://node/metrics", nil)
+		if err := req.Write(c); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var sb strings.Builder
+		_, err = bufio.NewReader(resp.Body).WriteTo(&sb)
+		body = sb.String()
+		return err
+	})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	if m == nil {
+		l.t.Fatalf("no %s in the metrics of %s", series, node)
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+func ipv4UDP(src, dst netip.Addr, dport uint16, payload []byte) []byte {
+	p := make([]byte, 28+len(payload))
+	p[0] = 0x45
+	binary.BigEndian.PutUint16(p[2:4], uint16(len(p)))
+	p[8], p[9] = 64, 17
+	s, d := src.As4(), dst.As4()
+	copy(p[12:16], s[:])
+	copy(p[16:20], d[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(p[10:12], ^uint16(sum))
+	binary.BigEndian.PutUint16(p[20:22], 40000)
+	binary.BigEndian.PutUint16(p[22:24], dport)
+	binary.BigEndian.PutUint16(p[24:26], uint16(8+len(payload)))
+	copy(p[28:], payload)
+	return p
+}
+
+func TestUDPOnL2(t *testing.T) {
+	l, out := newLab(t, "--backend", "udp")
+	if !strings.Contains(out, "36 passed, 0 failed") {
+		t.Fatalf("udp l2:\n%s", out)
+	}
+	st := l.status()
+	addr := map[string]netip.Addr{}
+	for _, p := range st.Pods {
+		addr[p.Name] = netip.MustParseAddr(p.Addr)
+	}
+
+	t.Run("StrangerGetsNothingThrough", func(t *testing.T) {
+		// n1-p1 listens; ext, which holds no lease, sends datagrams to n1's
+		// port 8285 carrying packets that claim to come from n2-p1.
+		var pc net.PacketConn
+		if err := netns.Do(l.name+"-n1-p1", func() error {
+			var err error
+			pc, err = net.ListenPacket("udp4", ":9999")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		before := l.metric("n1", `weft_udp_dropped_total{reason="stranger"}`)
+		err := netns.Do(l.name+"-ext", func() error {
+			c, err := net.Dial("udp4", "192.0.2.11:8285")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for i := range 20 {
+				if _, err := c.Write(ipv4UDP(addr["n2-p1"], addr["n1-p1"], 9999, []byte(fmt.Sprintf("forged %d", i)))); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = pc.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 1500)
+		if n, from, err := pc.ReadFrom(buf); err == nil {
+			t.Fatalf("a stranger's datagram reached the pod: %q from %s", buf[:n], from)
+		}
+		after := l.metric("n1", `weft_udp_dropped_total{reason="stranger"}`)
+		if after-before != 20 {
+			t.Errorf("stranger drops went from %v to %v, want +20", before, after)
+		}
+		t.Logf("n1 dropped %v datagrams from a stranger; none reached the pod", after-before)
+	})
+
+	t.Run("RestartGap", func(t *testing.T) {
+		ping := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "200", "--interval", "50ms", "n1-p1", "n2-p1")
+		var pout strings.Builder
+		ping.Stdout, ping.Stderr = &pout, &pout
+		if err := ping.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		l.must("agent", "restart", "n2")
+		time.Sleep(2 * time.Second)
+		l.must("agent", "restart", "n1")
+		_ = ping.Wait()
+		t.Log(strings.TrimSpace(pout.String()))
+		m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(pout.String())
+		if m == nil {
+			t.Fatalf("ping output: %s", pout.String())
+		}
+		gap, _ := time.ParseDuration(m[1])
+		if gap >= time.Second {
+			t.Errorf("the restarts interrupted traffic for %s, want under 1s", gap)
+		}
+	})
+}
+
+func TestUDPOnL3(t *testing.T) {
+	_, out := newLab(t, "--backend", "udp", "--topology", "l3")
+	if !strings.Contains(out, "36 passed, 0 failed") {
+		t.Fatalf("udp l3:\n%s", out)
+	}
+}
