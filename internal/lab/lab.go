@@ -32,6 +32,7 @@ const usage = `weft lab — a real multi-node weft cluster in network namespaces
   weft lab agent stop|start|restart NODE [--name NAME]
   weft lab node add [--pods M] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
+  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp]
   weft lab down [--name NAME]
 `
 
@@ -76,6 +77,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "node":
 		fs.IntVar(&pods, "pods", 2, "pods on the new node")
 	}
+	secs := fs.Int("seconds", 5, "bench: seconds per measurement")
+	modes := fs.String("modes", "veth,host-gw,vxlan,udp", "bench: data paths to measure")
 	count := fs.Int("count", 10, "ping: echo requests to send")
 	interval := fs.Duration("interval", 50*time.Millisecond, "ping: time between echo requests")
 	// The command of exec follows "--"; flags may follow positional
@@ -99,6 +102,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if err := checkName(*name); err != nil {
 		return err
+	}
+	if cmd == "bench" {
+		if *name == "weft" {
+			*name = "bench" // leave a lab under the default name alone
+		}
+		return bench(ctx, *name, strings.Split(*modes, ","), *secs, stdout)
 	}
 	unlock, err := lock(*name)
 	if err != nil {
