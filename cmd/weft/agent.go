@@ -51,6 +51,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	healthzIP := fs.String("healthz-ip", "0.0.0.0", "address of the health server")
 	healthzPort := fs.Int("healthz-port", 0, "port of /healthz, /readyz and /metrics (0: off)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	pprof := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	a := agent.New(agent.Options{
 		Store: store, Iface: *iface, PublicIP: pip, SubnetFile: *subnetFile, IPMasq: *ipMasq,
 		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,
-		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Log: log,
+		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Pprof: *pprof, Log: log,
 	}, plat)
 	return a.Run(ctx)
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -37,6 +38,7 @@ type Options struct {
 	RenewMargin time.Duration // default 1h (capped to half the TTL)
 	Resync      time.Duration // default 30s
 	HealthzAddr string        // "" = no health server
+	Pprof       bool          // serve /debug/pprof/ on the health server
 	Log         *slog.Logger
 	// Ready, if set, is called once the first sync has succeeded.
 	Ready func()
@@ -433,6 +435,10 @@ func (a *Agent) handler() http.Handler {
 		_ = json.NewEncoder(w).Encode(s)
 	})
 	mux.Handle("/metrics", promhttp.HandlerFor(a.m.reg, promhttp.HandlerOpts{}))
+	if a.o.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	return mux
 }
 

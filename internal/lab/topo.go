@@ -379,7 +379,7 @@ func (s *State) addNode(i, total int) (*Node, error) {
 func (s *State) agentArgs(n *Node) []string {
 	args := append([]string{s.Weft, "agent"}, s.etcdArgs()...)
 	return append(args, "--iface", "eth0", "--subnet-file", n.SubnetFile, "--ip-masq",
-		"--healthz-port", strconv.Itoa(healthz), "--resync-interval", "10s")
+		"--healthz-port", strconv.Itoa(healthz), "--resync-interval", "10s", "--pprof")
 }
 
 func (s *State) startAgent(n *Node) error {
