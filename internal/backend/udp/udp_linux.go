@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
@@ -208,18 +209,33 @@ func (b *Backend) Close() error {
 	return err
 }
 
-func buffers(n int) (bufs [][]byte, sizes []int) {
+// buffers returns n packet buffers with headroom, mapped outside the Go
+// heap: they are long-lived and large (64 KiB each, for GSO and GRO), and on
+// the heap they would raise the garbage collector's target by their size, so
+// that the agent's RSS grew by the same again in garbage before each
+// collection. Pages never written cost no memory.
+func buffers(n int) (bufs [][]byte, sizes []int, free func()) {
+	const size = offset + 65535
+	mem, err := unix.Mmap(-1, 0, n*size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil { // fall back to the heap
+		mem = make([]byte, n*size)
+	}
 	bufs = make([][]byte, n)
 	for i := range bufs {
-		bufs[i] = make([]byte, offset+65535)
+		bufs[i] = mem[i*size : (i+1)*size : (i+1)*size]
 	}
-	return bufs, make([]int, n)
+	return bufs, make([]int, n), func() {
+		if err == nil {
+			_ = unix.Munmap(mem)
+		}
+	}
 }
 
 // tunToUDP reads batches from flannel0 and sends each packet to its peer,
 // one batch per peer.
 func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) {
-	bufs, sizes := buffers(dev.BatchSize())
+	bufs, sizes, free := buffers(dev.BatchSize())
+	defer free()
 	byPeer := map[netip.AddrPort][][]byte{}
 	var icmp [][]byte
 	for ctx.Err() == nil {
@@ -238,7 +254,13 @@ func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) 
 			}
 		}
 		t := b.peers.Load()
-		clear(byPeer)
+		// Keep each peer's slice between batches: no garbage per batch.
+		if len(byPeer) > 2*len(t.bySubnet)+8 {
+			clear(byPeer) // peers came and went
+		}
+		for k, v := range byPeer {
+			byPeer[k] = v[:0]
+		}
 		icmp = icmp[:0]
 		for i := range n {
 			p := bufs[i][offset : offset+sizes[i]]
@@ -292,7 +314,8 @@ func appendICMP(out [][]byte, pkt []byte) [][]byte {
 // to flannel0 in one call.
 func (b *Backend) udpToTUN(ctx context.Context, dev tun.Device, bind conn.Bind, recv conn.ReceiveFunc) {
 	batch := bind.BatchSize()
-	bufs, sizes := buffers(batch)
+	bufs, sizes, free := buffers(batch)
+	defer free()
 	pkts := make([][]byte, batch)
 	for i := range bufs {
 		pkts[i] = bufs[i][offset:]
