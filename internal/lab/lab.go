@@ -210,7 +210,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := s.startAgent(n); err != nil {
 				return err
 			}
-			return s.waitReady(ctx, n, 30*time.Second)
+			return s.waitReady(ctx, n, 30*time.Second, -1)
 		case "restart":
 			if err := s.stopAgent(n); err != nil {
 				return err
@@ -218,7 +218,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			if err := s.startAgent(n); err != nil {
 				return err
 			}
-			return s.waitReady(ctx, n, 30*time.Second)
+			return s.waitReady(ctx, n, 30*time.Second, -1)
 		}
 		return fmt.Errorf("weft lab agent: unknown action %q (stop, start, restart)", verb)
 	case "node":
@@ -292,7 +292,7 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 		}
 	}
 	for _, n := range s.Nodes {
-		if err := s.waitReady(ctx, n, 60*time.Second); err != nil {
+		if err := s.waitReady(ctx, n, 60*time.Second, len(s.Nodes)-1); err != nil {
 			return err
 		}
 	}
@@ -342,10 +342,13 @@ func (s *State) readyz(n *Node) (map[string]any, error) {
 	return out, err
 }
 
-func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration) error {
+// waitReady waits until n's agent is ready and, when peers >= 0, has
+// synced with that many other leases, so that a check right after sees a
+// converged cluster.
+func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration, peers int) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if st, err := s.readyz(n); err == nil && st["ready"] == true {
+		if st, err := s.readyz(n); err == nil && st["ready"] == true && (peers < 0 || st["peers"] == float64(peers)) {
 			return nil
 		}
 		if !alive(n.PID) {
@@ -386,8 +389,15 @@ func (s *State) nodeAdd(ctx context.Context, pods int, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := s.waitReady(ctx, n, 60*time.Second); err != nil {
+	if err := s.waitReady(ctx, n, 60*time.Second, len(s.Nodes)-1); err != nil {
 		return err
+	}
+	for _, other := range s.Nodes { // and every other node knows the new one
+		if other != n && ours(other.PID, "agent") {
+			if err := s.waitReady(ctx, other, 30*time.Second, len(s.Nodes)-1); err != nil {
+				return err
+			}
+		}
 	}
 	for j := 1; j <= pods; j++ {
 		if _, err := s.addPod(ctx, n, j); err != nil {

@@ -185,6 +185,8 @@ type Store interface {
 	// List returns all current leases, reservations included.
 	List(ctx context.Context) ([]Lease, error)
 	// Watch calls changed whenever leases may have changed, until ctx is
-	// done. It carries no data: callers re-List (level-triggered).
+	// done, and once as soon as the watch is live, so that a List after
+	// that call misses nothing. It carries no data: callers re-List
+	// (level-triggered).
 	Watch(ctx context.Context, changed func()) error
 }

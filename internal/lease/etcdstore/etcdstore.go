@@ -246,17 +246,20 @@ func (s *Store) Reserve(ctx context.Context, l lease.Lease) error {
 	return nil
 }
 
-// Watch implements lease.Store. It re-establishes the watch after errors
-// and signals a change then, since events may have been missed.
+// Watch implements lease.Store. It signals a change as soon as the watch
+// is live and again after re-establishing it after an error, since events
+// may have been missed in between.
 func (s *Store) Watch(ctx context.Context, changed func()) error {
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for resp := range s.cli.Watch(wctx, s.subnetsKey(), clientv3.WithPrefix()) {
+		for resp := range s.cli.Watch(wctx, s.subnetsKey(), clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {
 			if err := resp.Err(); err != nil {
 				s.log.Warn("etcd watch interrupted", "err", err)
 				break
 			}
-			if len(resp.Events) > 0 {
+			// Once the watch is live, a change is signalled: a List made
+			// before it could have missed a lease created in between.
+			if resp.Created || len(resp.Events) > 0 {
 				changed()
 			}
 		}

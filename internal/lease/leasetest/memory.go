@@ -150,6 +150,7 @@ func (m *Memory) Watch(ctx context.Context, changed func()) error {
 	m.mu.Lock()
 	m.waiters = append(m.waiters, ch)
 	m.mu.Unlock()
+	changed() // the watch is live: anything before it is covered by a List now
 	for {
 		select {
 		case <-ctx.Done():

@@ -146,7 +146,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			defer close(done)
 			_ = h.Store.Watch(wctx, func() { ch <- struct{}{} })
 		}()
-		time.Sleep(200 * time.Millisecond) // let the watch start
+		waitSignal(t, ch, "the watch going live")
 		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour})
 		if err != nil {
 			t.Fatal(err)
