@@ -8,6 +8,13 @@ cd "$(dirname "$0")"
 export PATH="$PATH:/usr/local/go/bin"
 
 go vet ./...
+
+# The reference flanneld, built unmodified from its module, for the tests
+# that run weft beside the real flannel.
+mkdir -p bin
+(cd tools/flannel && go build -o ../../bin/flanneld github.com/flannel-io/flannel)
+export WEFT_FLANNELD="$PWD/bin/flanneld"
+
 go test -race -count=1 ./...
 
 fuzz_time="${WEFT_FUZZ_TIME:-10s}"

@@ -25,12 +25,12 @@ import (
 const usage = `weft lab — a real multi-node weft cluster in network namespaces
 
   weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
-              [--direct-routing] [--topology l2|l3]
+              [--direct-routing] [--topology l2|l3] [--flannel-nodes n3,...] [--flanneld PATH]
   weft lab status [--name NAME] [--json]
   weft lab check [--name NAME] [--json]
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
   weft lab agent stop|start|restart NODE [--name NAME]
-  weft lab node add [--pods M] | remove NODE [--name NAME]
+  weft lab node add [--pods M] [--agent weft|flannel] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp]
   weft lab down [--name NAME]
@@ -72,10 +72,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&spec.Backend, "backend", "vxlan", "vxlan, host-gw or udp")
 		fs.BoolVar(&spec.DirectRouting, "direct-routing", false, "vxlan: plain routes to on-link peers")
 		fs.StringVar(&spec.Topology, "topology", "l2", "l2 (one bridge) or l3 (two subnets and a router)")
+		fs.Func("flannel-nodes", "nodes that run the reference flanneld instead of weft (e.g. n3)", func(v string) error {
+			spec.FlannelNodes = strings.Split(v, ",")
+			return nil
+		})
+		fs.StringVar(&spec.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
 	case "status", "check":
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	case "node":
 		fs.IntVar(&pods, "pods", 2, "pods on the new node")
+		fs.StringVar(&spec.Flanneld, "agent", "weft", "the new node's agent: weft or flannel")
 	}
 	secs := fs.Int("seconds", 5, "bench: seconds per measurement")
 	modes := fs.String("modes", "veth,host-gw,vxlan,udp", "bench: data paths to measure")
@@ -224,7 +230,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "node":
 		switch verb {
 		case "add":
-			return s.nodeAdd(ctx, pods, stdout)
+			if spec.Flanneld != "weft" && spec.Flanneld != "flannel" {
+				return fmt.Errorf("--agent %q: use weft or flannel", spec.Flanneld)
+			}
+			if spec.Flanneld == "flannel" {
+				if err := s.findFlanneld(""); err != nil {
+					return err
+				}
+			}
+			return s.nodeAdd(ctx, pods, spec.Flanneld, stdout)
 		case "remove":
 			if len(pos) != 1 {
 				return errors.New("usage: weft lab node remove NODE")
@@ -264,6 +278,19 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 	}
 	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting,
 		Topology: spec.Topology, Network: network, Weft: weft}
+	agentOf := map[string]string{}
+	for _, n := range spec.FlannelNodes {
+		i, err := strconv.Atoi(strings.TrimPrefix(n, "n"))
+		if !strings.HasPrefix(n, "n") || err != nil || i < 1 || i > spec.Nodes {
+			return fmt.Errorf("--flannel-nodes: %q is not a node of this lab (n1 to n%d)", n, spec.Nodes)
+		}
+		agentOf[n] = "flannel"
+	}
+	if len(agentOf) > 0 {
+		if err := s.findFlanneld(spec.Flanneld); err != nil {
+			return err
+		}
+	}
 	if err := s.save(); err != nil {
 		return err
 	}
@@ -287,7 +314,11 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 		return err
 	}
 	for i := 1; i <= spec.Nodes; i++ {
-		if _, err := s.addNode(i, spec.Nodes); err != nil {
+		agent := agentOf["n"+strconv.Itoa(i)]
+		if agent == "" {
+			agent = "weft"
+		}
+		if _, err := s.addNode(i, spec.Nodes, agent); err != nil {
 			return err
 		}
 	}
@@ -348,7 +379,14 @@ func (s *State) readyz(n *Node) (map[string]any, error) {
 func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration, peers int) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		if st, err := s.readyz(n); err == nil && st["ready"] == true && (peers < 0 || st["peers"] == float64(peers)) {
+		if n.Agent == "flannel" {
+			// flanneld has no readiness with peers: its subnet file says it
+			// holds its lease; give it a moment to program its peers.
+			if _, err := os.Stat(n.SubnetFile); err == nil && alive(n.PID) {
+				time.Sleep(time.Second)
+				return nil
+			}
+		} else if st, err := s.readyz(n); err == nil && st["ready"] == true && (peers < 0 || st["peers"] == float64(peers)) {
 			return nil
 		}
 		if !alive(n.PID) {
@@ -375,7 +413,27 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-func (s *State) nodeAdd(ctx context.Context, pods int, w io.Writer) error {
+// findFlanneld locates the reference flanneld: path, else the one already
+// in the state, else beside the weft binary.
+func (s *State) findFlanneld(path string) error {
+	if path == "" {
+		path = s.Flanneld
+	}
+	if path == "" {
+		path = filepath.Join(filepath.Dir(s.Weft), "flanneld")
+	}
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no flanneld at %s: build the reference one with '(cd tools/flannel && go build -o ../../bin/flanneld github.com/flannel-io/flannel)' or give --flanneld", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return err
+	}
+	s.Flanneld = abs
+	return nil
+}
+
+func (s *State) nodeAdd(ctx context.Context, pods int, agent string, w io.Writer) error {
 	i := 1
 	used := map[string]bool{}
 	for _, n := range s.Nodes {
@@ -385,7 +443,7 @@ func (s *State) nodeAdd(ctx context.Context, pods int, w io.Writer) error {
 		i++
 	}
 	total := max(len(s.Nodes)+1, i)
-	n, err := s.addNode(i, total)
+	n, err := s.addNode(i, total, agent)
 	if err != nil {
 		return err
 	}
@@ -393,7 +451,7 @@ func (s *State) nodeAdd(ctx context.Context, pods int, w io.Writer) error {
 		return err
 	}
 	for _, other := range s.Nodes { // and every other node knows the new one
-		if other != n && ours(other.PID, "agent") {
+		if other != n && other.Agent == "weft" && ours(other.PID, other.SubnetFile) {
 			if err := s.waitReady(ctx, other, 30*time.Second, len(s.Nodes)-1); err != nil {
 				return err
 			}
@@ -497,12 +555,15 @@ func (s *State) status() LabStatus {
 	st := LabStatus{Name: s.Name, Backend: s.Backend, Direct: s.DirectRouting, Topology: s.Topology,
 		Store: s.Endpoint, StorePID: s.Ctl.PID, StoreUp: ours(s.Ctl.PID, "serve"), External: s.Ext, Pods: s.Pods}
 	for _, n := range s.Nodes {
-		ns := NodeStatus{Name: n.Name, NS: n.NS, Addr: n.Addr.String(), AgentPID: n.PID, Running: ours(n.PID, "agent"),
+		ns := NodeStatus{Name: n.Name, NS: n.NS, Addr: n.Addr.String(), AgentPID: n.PID, Running: ours(n.PID, n.SubnetFile),
 			SubnetFile: n.SubnetFile, CNIConfDir: n.CNIConfDir, CNIBinDirs: n.CNIBinDirs, Log: n.LogFile}
 		if env, err := subnetenv.Read(n.SubnetFile); err == nil {
 			ns.Subnet = env.Subnet.Masked().String()
 		}
-		if ns.Running {
+		if ns.Running && n.Agent == "flannel" {
+			_, err := os.Stat(n.SubnetFile)
+			ns.Ready = err == nil
+		} else if ns.Running {
 			if r, err := s.readyz(n); err == nil {
 				ns.Ready = r["ready"] == true
 				if sk, ok := r["skippedPeers"].([]any); ok {

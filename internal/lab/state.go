@@ -59,6 +59,7 @@ type State struct {
 	Topology      string       `json:"topology"`
 	Network       string       `json:"network"`
 	Weft          string       `json:"weftBinary"`
+	Flanneld      string       `json:"flanneldBinary,omitempty"`
 	Underlay      string       `json:"underlayNetns"`
 	Ctl           Host         `json:"ctl"`
 	Ext           Host         `json:"ext"`

@@ -26,7 +26,9 @@ type Spec struct {
 	PodsPerNode   int
 	Backend       string
 	DirectRouting bool
-	Topology      string // l2 or l3
+	Topology      string   // l2 or l3
+	FlannelNodes  []string // nodes running the reference flanneld (n3, ...)
+	Flanneld      string   // its binary; for `node add`, the agent kind
 }
 
 // Underlay plan. All addresses are in the TEST-NET ranges.
@@ -222,8 +224,9 @@ func start(ns, logFile string, argv ...string) (int, error) {
 	return pid, nil
 }
 
-// ours reports whether pid is a live process this lab started in ns: its
-// command line is the lab's netns re-exec of weft, or weft itself after exec.
+// ours reports whether pid is a live process this lab started: a weft or
+// flanneld process whose command line holds want (a node's subnet file, or
+// "serve" for the store).
 func ours(pid int, want string) bool {
 	if pid <= 0 {
 		return false
@@ -238,7 +241,8 @@ func ours(pid int, want string) bool {
 	}
 	for _, a := range args {
 		if a == want {
-			return strings.Contains(filepath.Base(args[0]), "weft")
+			base := filepath.Base(args[0])
+			return strings.Contains(base, "weft") || strings.Contains(base, "flanneld")
 		}
 	}
 	return false
@@ -349,14 +353,15 @@ func (s *State) startExt() error {
 	return s.attach(s.Ext, side)
 }
 
-// addNode creates node i's namespace, plugs it in and starts its agent.
-func (s *State) addNode(i, total int) (*Node, error) {
+// addNode creates node i's namespace, plugs it in and starts its agent:
+// weft's, or with agent "flannel" the reference flanneld.
+func (s *State) addNode(i, total int, agent string) (*Node, error) {
 	addr, side := s.nodeAddr(i, total)
 	name := "n" + strconv.Itoa(i)
 	nd := filepath.Join(dir(s.Name), name)
 	n := &Node{
 		Host:       Host{Name: name, NS: s.Name + "-" + name, Addr: addr, Side: side},
-		Agent:      "weft",
+		Agent:      agent,
 		Dir:        nd,
 		SubnetFile: filepath.Join(nd, "subnet.env"),
 		CNIConfDir: filepath.Join(nd, "cni", "net.d"),
@@ -373,17 +378,32 @@ func (s *State) addNode(i, total int) (*Node, error) {
 	if err := writeConflist(n); err != nil {
 		return n, err
 	}
+	if agent == "flannel" {
+		// flanneld leaves IP forwarding to the node's set-up (kubelet or the
+		// OS); weft's agent turns it on itself.
+		if err := netns.Do(n.NS, func() error {
+			return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		}); err != nil {
+			return n, fmt.Errorf("%s: enable forwarding: %w", n.NS, err)
+		}
+	}
 	return n, s.startAgent(n)
 }
 
 func (s *State) agentArgs(n *Node) []string {
+	if n.Agent == "flannel" {
+		// flanneld with the flags weft shares with it; it masquerades with
+		// iptables (the iptables package must be installed).
+		return []string{s.Flanneld, "--etcd-endpoints", s.Endpoint, "--iface", "eth0",
+			"--subnet-file", n.SubnetFile, "--ip-masq", "--healthz-port", strconv.Itoa(healthz)}
+	}
 	args := append([]string{s.Weft, "agent"}, s.etcdArgs()...)
 	return append(args, "--iface", "eth0", "--subnet-file", n.SubnetFile, "--ip-masq",
 		"--healthz-port", strconv.Itoa(healthz), "--resync-interval", "10s", "--pprof")
 }
 
 func (s *State) startAgent(n *Node) error {
-	if ours(n.PID, "agent") {
+	if ours(n.PID, n.SubnetFile) {
 		return fmt.Errorf("the agent of %s already runs (pid %d)", n.Name, n.PID)
 	}
 	pid, err := start(n.NS, n.LogFile, s.agentArgs(n)...)
@@ -395,7 +415,7 @@ func (s *State) startAgent(n *Node) error {
 }
 
 func (s *State) stopAgent(n *Node) error {
-	err := stop(n.PID, "agent", 10*time.Second)
+	err := stop(n.PID, n.SubnetFile, 10*time.Second)
 	n.PID = 0
 	if serr := s.save(); err == nil {
 		err = serr
@@ -412,7 +432,7 @@ func cniBinDirs(weft string) []string {
 func (s *State) down(w io.Writer) error {
 	var errs []error
 	for _, n := range s.Nodes {
-		if err := stop(n.PID, "agent", 10*time.Second); err != nil {
+		if err := stop(n.PID, n.SubnetFile, 10*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}
