@@ -217,7 +217,14 @@ func TestVXLANOnL2(t *testing.T) {
 		l.must("agent", "restart", "n2")
 		time.Sleep(2 * time.Second)
 		l.must("agent", "restart", "n1")
-		err = ping.Wait()
+		pingDone := make(chan error, 1)
+		go func() { pingDone <- ping.Wait() }()
+		select {
+		case <-pingDone:
+			t.Fatal("the ping ended before the restarts did: they did not overlap")
+		case <-time.After(100 * time.Millisecond):
+		}
+		err = <-pingDone
 		t.Log(strings.TrimSpace(pout.String()))
 		if err != nil || !strings.Contains(pout.String(), "200 sent, 200 received, 0 lost") {
 			t.Errorf("packets lost across agent restarts: %v %s", err, pout.String())

@@ -139,7 +139,14 @@ func TestUDPOnL2(t *testing.T) {
 		l.must("agent", "restart", "n2")
 		time.Sleep(2 * time.Second)
 		l.must("agent", "restart", "n1")
-		_ = ping.Wait()
+		pingDone := make(chan error, 1)
+		go func() { pingDone <- ping.Wait() }()
+		select {
+		case <-pingDone:
+			t.Fatal("the ping ended before the restarts did: they did not overlap")
+		case <-time.After(100 * time.Millisecond):
+		}
+		_ = <-pingDone
 		t.Log(strings.TrimSpace(pout.String()))
 		m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(pout.String())
 		if m == nil {

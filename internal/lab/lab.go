@@ -115,11 +115,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return bench(ctx, *name, strings.Split(*modes, ","), *secs, stdout)
 	}
-	unlock, err := lock(*name)
-	if err != nil {
-		return err
+	// Commands that change the lab take its lock; status, check, exec and
+	// ping only read the state, and must run while the others do (a ping
+	// across an agent restart).
+	switch cmd {
+	case "up", "down", "agent", "node":
+		unlock, err := lock(*name)
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
-	defer unlock()
 	if cmd == "up" {
 		spec.Name = *name
 		return up(ctx, spec, stdout)

@@ -450,6 +450,7 @@ func (s *State) down(w io.Writer) error {
 	if err := os.RemoveAll(dir(s.Name)); err != nil {
 		return err
 	}
+	_ = os.Remove(filepath.Join(RunDir, s.Name+".lock")) // held by us until we return
 	fmt.Fprintf(w, "lab %s: removed %d namespaces\n", s.Name, len(s.Namespaces))
 	return nil
 }
