@@ -30,6 +30,7 @@ const usage = `weft lab — a real multi-node weft cluster in network namespaces
   weft lab check [--name NAME] [--json]
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
   weft lab agent stop|start|restart NODE [--name NAME]
+  weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp]
@@ -79,6 +80,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fs.StringVar(&spec.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
 	case "status", "check":
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	case "agent":
+		fs.StringVar(&spec.Backend, "to", "", "switch: the agent to run, weft or flannel")
+		fs.StringVar(&spec.Flanneld, "flanneld", "", "switch: the flanneld binary (default: beside weft)")
 	case "node":
 		fs.IntVar(&pods, "pods", 2, "pods on the new node")
 		fs.StringVar(&spec.Flanneld, "agent", "weft", "the new node's agent: weft or flannel")
@@ -231,6 +235,29 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 			return s.waitReady(ctx, n, 30*time.Second, -1)
+		case "switch":
+			// The migration step: stop one agent and start the other on
+			// the same node, store, subnet file and kernel state.
+			if spec.Backend != "weft" && spec.Backend != "flannel" {
+				return errors.New("weft lab agent switch NODE --to weft|flannel")
+			}
+			if spec.Backend == "flannel" {
+				if err := s.findFlanneld(spec.Flanneld); err != nil {
+					return err
+				}
+			}
+			if err := s.stopAgent(n); err != nil {
+				return err
+			}
+			n.Agent = spec.Backend
+			if err := s.startAgent(n); err != nil {
+				return err
+			}
+			if err := s.waitReady(ctx, n, 30*time.Second, -1); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "%s now runs %s (pid %d)\n", n.Name, n.Agent, n.PID)
+			return nil
 		}
 		return fmt.Errorf("weft lab agent: unknown action %q (stop, start, restart)", verb)
 	case "node":
@@ -531,6 +558,7 @@ func (s *State) nodeRemove(ctx context.Context, name string, w io.Writer) error 
 type NodeStatus struct {
 	Name       string   `json:"name"`
 	NS         string   `json:"netns"`
+	Agent      string   `json:"agent"`
 	Addr       string   `json:"addr"`
 	Subnet     string   `json:"subnet"`
 	AgentPID   int      `json:"agentPID"`
@@ -561,7 +589,7 @@ func (s *State) status() LabStatus {
 	st := LabStatus{Name: s.Name, Backend: s.Backend, Direct: s.DirectRouting, Topology: s.Topology,
 		Store: s.Endpoint, StorePID: s.Ctl.PID, StoreUp: ours(s.Ctl.PID, "serve"), External: s.Ext, Pods: s.Pods}
 	for _, n := range s.Nodes {
-		ns := NodeStatus{Name: n.Name, NS: n.NS, Addr: n.Addr.String(), AgentPID: n.PID, Running: ours(n.PID, n.SubnetFile),
+		ns := NodeStatus{Name: n.Name, NS: n.NS, Agent: n.Agent, Addr: n.Addr.String(), AgentPID: n.PID, Running: ours(n.PID, n.SubnetFile),
 			SubnetFile: n.SubnetFile, CNIConfDir: n.CNIConfDir, CNIBinDirs: n.CNIBinDirs, Log: n.LogFile}
 		if env, err := subnetenv.Read(n.SubnetFile); err == nil {
 			ns.Subnet = env.Subnet.Masked().String()
@@ -589,13 +617,13 @@ func (st LabStatus) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, ", topology %s, store %s (pid %d, running %v)\n\n", st.Topology, st.Store, st.StorePID, st.StoreUp)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tNETNS\tUNDERLAY\tSUBNET\tAGENT PID\tREADY\tSUBNET FILE\tCNI CONF DIR")
+	fmt.Fprintln(tw, "NODE\tNETNS\tUNDERLAY\tSUBNET\tAGENT\tPID\tREADY\tSUBNET FILE\tCNI CONF DIR")
 	for _, n := range st.Nodes {
 		pid := strconv.Itoa(n.AgentPID)
 		if !n.Running {
 			pid = "stopped"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.Name, n.NS, n.Addr, n.Subnet, pid, n.Ready, n.SubnetFile, n.CNIConfDir)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.Name, n.NS, n.Addr, n.Subnet, n.Agent, pid, n.Ready, n.SubnetFile, n.CNIConfDir)
 	}
 	tw.Flush()
 	for _, n := range st.Nodes {
