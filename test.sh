@@ -17,7 +17,11 @@ export WEFT_FLANNELD="$PWD/bin/flanneld"
 
 go test -race -count=1 ./...
 
+# Differential tests against flannel's own library (a module of its own).
+(cd tools/flannel && go vet ./... && go test -count=1 ./...)
+
 fuzz_time="${WEFT_FUZZ_TIME:-10s}"
+(cd tools/flannel && go test -run '^$' -fuzz '^FuzzConfigAgainstFlannel$' -fuzztime "$fuzz_time" ./difftest)
 while read -r pkg target; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzz_time" "$pkg"
 done <<'TARGETS'

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/netip"
 	"sort"
 	"strings"
@@ -134,6 +135,9 @@ func Parse(data []byte) (*Config, error) {
 	if !c.EnableIPv4 && !c.EnableIPv6 {
 		return nil, errorf("EnableIPv4", "both EnableIPv4 and EnableIPv6 are false; enable at least one family")
 	}
+	if err := flannelSyntax(top); err != nil {
+		return nil, err
+	}
 	var err error
 	if c.EnableIPv4 {
 		c.IPv4, err = resolveFamily(familySpec{
@@ -170,9 +174,13 @@ func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *st
 	if network == nil || *network == "" {
 		return f, errorf(s.keyNet, "missing; set the cluster network, e.g. %q", example(s.bits))
 	}
-	p, err := netip.ParsePrefix(*network)
+	p, err := parseCIDR(*network)
 	if err != nil {
 		return f, errorf(s.keyNet, "%q is not a CIDR (e.g. %q)", *network, example(s.bits))
+	}
+	if p.Bits() == 0 && p.Addr().IsUnspecified() {
+		// flannel reads 0.0.0.0/0 (and ::/0) as "not set"
+		return f, errorf(s.keyNet, "%q is the whole address space; set the cluster network, e.g. %q", *network, example(s.bits))
 	}
 	if p.Addr().BitLen() != s.bits || (s.bits == 128 && p.Addr().Is4In6()) {
 		return f, errorf(s.keyNet, "%q is not an IPv%d network", *network, map[int]int{32: 4, 128: 6}[s.bits])
@@ -214,6 +222,9 @@ func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *st
 		if err != nil {
 			return f, errorf(b.key, "%q is not an IP address", *b.val)
 		}
+		if a.IsUnspecified() {
+			continue // flannel reads 0.0.0.0 and :: as "not set"
+		}
 		if !f.Network.Contains(a) {
 			return f, errorf(b.key, "%s is outside %s", a, f.Network)
 		}
@@ -223,6 +234,59 @@ func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *st
 		*b.dst = a
 	}
 	return f, nil
+}
+
+// flannelSyntax checks every address key that is present, whatever its
+// family's switch says, as flannel's types do when the document is decoded:
+// the raw value with its quotes trimmed must parse, and the IPv4 keys must
+// hold IPv4. (A present "" or null fails there too.)
+func flannelSyntax(top map[string]json.RawMessage) error {
+	for k, raw := range top {
+		v := string(bytes.Trim(raw, `"`))
+		var ok bool
+		what := "an IP address"
+		switch strings.ToLower(k) {
+		case "network":
+			_, n, err := net.ParseCIDR(v)
+			ok, what = err == nil && n.IP.To4() != nil, "an IPv4 CIDR"
+		case "subnetmin", "subnetmax":
+			ip := net.ParseIP(v)
+			ok, what = ip != nil && ip.To4() != nil, "an IPv4 address"
+		case "ipv6network":
+			_, _, err := net.ParseCIDR(v)
+			ok, what = err == nil, "a CIDR"
+		case "ipv6subnetmin", "ipv6subnetmax":
+			ok = string(bytes.TrimSpace(raw)) == "null" || net.ParseIP(v) != nil
+		default:
+			continue
+		}
+		if !ok {
+			return errorf(canonicalKey(k), "%s is not %s", raw, what)
+		}
+	}
+	return nil
+}
+
+// canonicalKey spells a known key as the schema does.
+func canonicalKey(k string) string {
+	for _, c := range []string{"Network", "SubnetMin", "SubnetMax", "IPv6Network", "IPv6SubnetMin", "IPv6SubnetMax"} {
+		if strings.EqualFold(c, k) {
+			return c
+		}
+	}
+	return k
+}
+
+// parseCIDR parses a CIDR as flannel does (net.ParseCIDR, which for
+// instance takes "/08" for "/8"), and returns it masked.
+func parseCIDR(s string) (netip.Prefix, error) {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	a, _ := netip.AddrFromSlice(n.IP)
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(a, ones), nil
 }
 
 // NthSubnet returns the network address of subnet n (of length subnetLen)

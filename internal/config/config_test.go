@@ -21,6 +21,7 @@ func TestDefaults(t *testing.T) {
 		{`{"Network":"10.244.7.9/16"}`, 24, "10.244.1.0", "10.244.255.0", "udp", true},
 		{`{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.16.0.0","SubnetMax":"10.32.0.0","Backend":{"Type":"vxlan"}}`, 20, "10.16.0.0", "10.32.0.0", "vxlan", false},
 		{`{"Network":"10.244.0.0/28","Backend":{"Type":"vxlan"}}`, 30, "10.244.0.4", "10.244.0.12", "vxlan", false},
+		{`{"Network":"10.244.0.0/16","SubnetMin":"0.0.0.0","Backend":{"Type":"vxlan"}}`, 24, "10.244.1.0", "10.244.255.0", "vxlan", false},
 	} {
 		c, err := Parse([]byte(tc.doc))
 		if err != nil {
@@ -104,6 +105,7 @@ func TestInvalid(t *testing.T) {
 		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"10.0.0.0/8","Backend":{"Type":"vxlan"}}`, "IPv6Network"},
 		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetLen":127,"Backend":{"Type":"vxlan"}}`, "IPv6SubnetLen"},
 		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","IPv6SubnetMin":"fd00:0:0:1::1","Backend":{"Type":"vxlan"}}`, "IPv6SubnetMin"},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"fd00::/56","Network":"garbage","Backend":{"Type":"vxlan"}}`, "Network"},
 	} {
 		_, err := Parse([]byte(tc.doc))
 		if err == nil {

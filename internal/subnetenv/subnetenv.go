@@ -32,20 +32,15 @@ func GatewayPrefix(subnet netip.Prefix) netip.Prefix {
 	return netip.PrefixFrom(subnet.Masked().Addr().Next(), subnet.Bits())
 }
 
-// Marshal renders the file, in flannel's key order.
+// Marshal renders the file, in flannel's key order: each family's network
+// and subnet together, IPv4 first.
 func (e Env) Marshal() []byte {
 	var b bytes.Buffer
 	if e.Network.IsValid() {
-		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\n", e.Network)
+		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\n", e.Network, e.Subnet)
 	}
 	if e.IPv6Network.IsValid() {
-		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\n", e.IPv6Network)
-	}
-	if e.Subnet.IsValid() {
-		fmt.Fprintf(&b, "FLANNEL_SUBNET=%s\n", e.Subnet)
-	}
-	if e.IPv6Subnet.IsValid() {
-		fmt.Fprintf(&b, "FLANNEL_IPV6_SUBNET=%s\n", e.IPv6Subnet)
+		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s\n", e.IPv6Network, e.IPv6Subnet)
 	}
 	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", e.MTU)
 	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", e.IPMasq)

@@ -1,0 +1,167 @@
+// Package difftest compares weft with flannel's own library on the same
+// inputs: what weft accepts must be what flannel accepts, with the same
+// defaults, except for the deliberate differences listed in deliberate.
+package difftest
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+
+	fsubnet "github.com/flannel-io/flannel/pkg/subnet"
+
+	"github.com/weftnet/weft/internal/config"
+)
+
+// corpus: flannel's documented examples, edge cases of SubnetLen, SubnetMin
+// and SubnetMax for both families, and invalid documents.
+var corpus = []string{
+	// flannel's documentation (Documentation/configuration.md, backends.md)
+	`{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0", "Backend": {"Type": "udp", "Port": 7890}}`,
+	`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}`,
+	`{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`,
+	`{"EnableIPv4": true, "EnableIPv6": true, "Network": "10.42.0.0/16", "IPv6Network": "2001:cafe:42::/56", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv6": true, "EnableIPv4": false, "IPv6Network": "2001:cafe:42::/56", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.244.0.0/16"}`,
+	// SubnetLen edges
+	`{"Network": "10.0.0.0/22", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/23", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/28", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/29", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": 30, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": 31, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": 18, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": 17, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": 0, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": -1, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetLen": "24", "Backend": {"Type": "vxlan"}}`,
+	// SubnetMin / SubnetMax edges
+	`{"Network": "10.0.0.0/16", "SubnetMin": "10.0.5.0", "SubnetMax": "10.0.9.0", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetMin": "10.0.5.1", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetMax": "10.1.0.0", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetMin": "0.0.0.0", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetMin": "10.0.9.0", "SubnetMax": "10.0.5.0", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetMin": "bogus", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "SubnetMin": "fd00::", "Backend": {"Type": "vxlan"}}`,
+	// IPv6 edges
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/62", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/63", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/124", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/125", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "IPv6SubnetLen": 127, "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "IPv6SubnetLen": 60, "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "IPv6SubnetMin": "fd00:0:0:10::", "IPv6SubnetMax": "fd00:0:0:20::", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "IPv6SubnetMin": "fd00:0:0:10::1", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "IPv6SubnetMax": "fd01::", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "IPv6SubnetMin": "::", "Backend": {"Type": "vxlan"}}`,
+	// invalid documents
+	`not json`,
+	`[]`,
+	`{}`,
+	`{"Network": ""}`,
+	`{"Network": "10.0.0.0"}`,
+	`{"Network": "10.0.0.0/33"}`,
+	`{"Network": "fd00::/64"}`,
+	`{"Network": 17}`,
+	`{"EnableIPv4": false, "EnableIPv6": true}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "10.0.0.0/8", "Backend": {"Type": "vxlan"}}`,
+	`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fd00::/56", "Network": "garbage", "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "Backend": "vxlan"}`,
+	`{"Network": "10.0.0.0/16", "EnableIPv4": "yes"}`,
+	// keys in other cases, unknown keys
+	`{"network": "10.9.0.0/16", "subnetlen": 26, "backend": {"type": "vxlan"}, "Frobnicate": 1}`,
+	// deliberate differences (see deliberate)
+	`{"EnableIPv4": false, "EnableIPv6": false, "Backend": {"Type": "vxlan"}}`,
+	`{"Network": "10.0.0.0/16", "Backend": {"Type": "banana"}}`,
+	`{"Network": "10.0.0.0/16", "Backend": {}}`,
+	`{"Network": "10.0.0.0/16", "Backend": {"Type": "wireguard"}}`,
+}
+
+// flannelParse is what flanneld does with <prefix>/config: ParseConfig,
+// then CheckNetworkConfig (which also fills in the defaults).
+func flannelParse(doc string) (*fsubnet.Config, error) {
+	c, err := fsubnet.ParseConfig(doc)
+	if err != nil {
+		return nil, err
+	}
+	if err := fsubnet.CheckNetworkConfig(c); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// deliberate reports why weft may reject a document flannel accepts.
+// flannel checks these later (at backend start) or not at all.
+func deliberate(c *fsubnet.Config) string {
+	switch {
+	case !c.EnableIPv4 && !c.EnableIPv6:
+		return "both families disabled: weft rejects it in the config"
+	case c.BackendType != "vxlan" && c.BackendType != "host-gw" && c.BackendType != "udp":
+		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType)
+	}
+	return ""
+}
+
+// compare checks one document and returns what differs, or "".
+func compare(doc string) string {
+	fc, ferr := flannelParse(doc)
+	wc, werr := config.Parse([]byte(doc))
+	switch {
+	case ferr != nil && werr != nil:
+		return ""
+	case ferr != nil:
+		return fmt.Sprintf("flannel rejects (%v), weft accepts", ferr)
+	case werr != nil:
+		if why := deliberate(fc); why != "" {
+			return ""
+		}
+		return fmt.Sprintf("flannel accepts, weft rejects (%v)", werr)
+	}
+	var diffs []string
+	eq := func(what string, f, w any) {
+		if fmt.Sprint(f) != fmt.Sprint(w) {
+			diffs = append(diffs, fmt.Sprintf("%s: flannel %v, weft %v", what, f, w))
+		}
+	}
+	eq("EnableIPv4", fc.EnableIPv4, wc.EnableIPv4)
+	eq("EnableIPv6", fc.EnableIPv6, wc.EnableIPv6)
+	eq("Backend.Type", fc.BackendType, wc.Backend.Type)
+	if fc.EnableIPv4 {
+		eq("Network", fc.Network.String(), wc.IPv4.Network.String())
+		eq("SubnetLen", fc.SubnetLen, wc.IPv4.SubnetLen)
+		eq("SubnetMin", fc.SubnetMin.String(), wc.IPv4.SubnetMin.String())
+		eq("SubnetMax", fc.SubnetMax.String(), wc.IPv4.SubnetMax.String())
+	}
+	if fc.EnableIPv6 {
+		eq("IPv6Network", netip.MustParsePrefix(fc.IPv6Network.String()), wc.IPv6.Network)
+		eq("IPv6SubnetLen", fc.IPv6SubnetLen, wc.IPv6.SubnetLen)
+		eq("IPv6SubnetMin", netip.MustParseAddr(fc.IPv6SubnetMin.String()), wc.IPv6.SubnetMin)
+		eq("IPv6SubnetMax", netip.MustParseAddr(fc.IPv6SubnetMax.String()), wc.IPv6.SubnetMax)
+	}
+	return strings.Join(diffs, "; ")
+}
+
+func TestConfigAgainstFlannel(t *testing.T) {
+	agree := 0
+	for _, doc := range corpus {
+		if d := compare(doc); d != "" {
+			t.Errorf("%s\n    %s", doc, d)
+		} else {
+			agree++
+		}
+	}
+	t.Logf("%d of %d documents: weft and flannel agree (or differ deliberately)", agree, len(corpus))
+}
+
+func FuzzConfigAgainstFlannel(f *testing.F) {
+	for _, doc := range corpus {
+		f.Add(doc)
+	}
+	f.Fuzz(func(t *testing.T, doc string) {
+		if d := compare(doc); d != "" {
+			t.Fatalf("%s\n    %s", doc, d)
+		}
+	})
+}
