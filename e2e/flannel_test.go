@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -115,5 +116,56 @@ func TestMigrationUnderLoad(t *testing.T) {
 				t.Errorf("check after migration:\n%s", out)
 			}
 		})
+	}
+}
+
+// TestConcurrentLeasesWithFlanneld starts 20 flanneld and 20 weft agents at
+// once on one etcd: 40 distinct subnets, and each side programs the other's.
+func TestConcurrentLeasesWithFlanneld(t *testing.T) {
+	if bin == "" {
+		t.Skip("needs root")
+	}
+	fl := flanneld(t)
+	var flannelNodes []string
+	for i := 1; i <= 40; i += 2 {
+		flannelNodes = append(flannelNodes, fmt.Sprintf("n%d", i))
+	}
+	l, _ := newLab(t, "--nodes", "40", "--pods-per-node", "0", "--flannel-nodes", strings.Join(flannelNodes, ","), "--flanneld", fl)
+	out := l.must("exec", "ctl", "--", filepath.Join(bin, "weft"), "store", "leases", "--etcd-endpoints", "http://192.0.2.2:2379")
+	subnets := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n")[1:] {
+		f := strings.Fields(line)
+		if subnets[f[0]] {
+			t.Errorf("subnet %s leased twice", f[0])
+		}
+		subnets[f[0]] = true
+	}
+	if len(subnets) != 40 {
+		t.Fatalf("%d leases for 40 agents:\n%s", len(subnets), out)
+	}
+	st := l.status()
+	ready := map[string]int{}
+	for _, n := range st.Nodes {
+		if n.Ready {
+			ready[n.Agent]++
+		}
+	}
+	if ready["weft"] != 20 || ready["flannel"] != 20 {
+		t.Errorf("ready agents: %v, want 20 of each", ready)
+	}
+	for _, node := range []string{"n1", "n2"} { // a flanneld node and a weft node
+		routes, err := l.handle(node).RouteList(nil, 2 /* AF_INET */)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, r := range routes {
+			if r.Dst != nil && strings.HasPrefix(r.Dst.String(), "10.244.") && r.Gw != nil {
+				n++
+			}
+		}
+		if n != 39 {
+			t.Errorf("%s has routes to %d peers, want 39", node, n)
+		}
 	}
 }

@@ -36,11 +36,13 @@ func GatewayPrefix(subnet netip.Prefix) netip.Prefix {
 // and subnet together, IPv4 first.
 func (e Env) Marshal() []byte {
 	var b bytes.Buffer
-	if e.Network.IsValid() {
-		fmt.Fprintf(&b, "FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s\n", e.Network, e.Subnet)
-	}
-	if e.IPv6Network.IsValid() {
-		fmt.Fprintf(&b, "FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s\n", e.IPv6Network, e.IPv6Subnet)
+	for _, kv := range []struct {
+		key string
+		val netip.Prefix
+	}{{"FLANNEL_NETWORK", e.Network}, {"FLANNEL_SUBNET", e.Subnet}, {"FLANNEL_IPV6_NETWORK", e.IPv6Network}, {"FLANNEL_IPV6_SUBNET", e.IPv6Subnet}} {
+		if kv.val.IsValid() {
+			fmt.Fprintf(&b, "%s=%s\n", kv.key, kv.val)
+		}
 	}
 	fmt.Fprintf(&b, "FLANNEL_MTU=%d\n", e.MTU)
 	fmt.Fprintf(&b, "FLANNEL_IPMASQ=%t\n", e.IPMasq)

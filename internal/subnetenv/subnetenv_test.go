@@ -41,6 +41,8 @@ func TestWriteExactFormat(t *testing.T) {
 
 func FuzzParse(f *testing.F) {
 	f.Add([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n"))
+	f.Add([]byte("FLANNEL_SUBNET=10.244.3.1/24\n"))
+	f.Add([]byte("FLANNEL_NETWORK=10.42.0.0/16\nFLANNEL_SUBNET=10.42.7.1/24\nFLANNEL_IPV6_NETWORK=2001:cafe:42::/56\nFLANNEL_IPV6_SUBNET=2001:cafe:42:7::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		e, err := Parse(data)
 		if err != nil {
