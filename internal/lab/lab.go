@@ -355,9 +355,16 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 			return err
 		}
 	}
-	for _, n := range s.Nodes {
-		if err := s.waitReady(ctx, n, 60*time.Second, len(s.Nodes)-1); err != nil {
-			return err
+	// flanneld nodes first: one that lost a lease race is restarted there,
+	// and the weft nodes cannot see all peers before it has a lease.
+	s.out, s.restarts = w, map[string]int{}
+	for _, agent := range []string{"flannel", "weft"} {
+		for _, n := range s.Nodes {
+			if n.Agent == agent {
+				if err := s.waitReady(ctx, n, 60*time.Second, len(s.Nodes)-1); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	for _, n := range s.Nodes {
@@ -410,6 +417,12 @@ func (s *State) readyz(n *Node) (map[string]any, error) {
 // synced with that many other leases, so that a check right after sees a
 // converged cluster.
 func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration, peers int) error {
+	if s.restarts == nil {
+		s.restarts = map[string]int{}
+	}
+	if s.out == nil {
+		s.out = io.Discard
+	}
 	deadline := time.Now().Add(timeout)
 	for {
 		if n.Agent == "flannel" {
@@ -418,6 +431,18 @@ func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration, p
 			if _, err := os.Stat(n.SubnetFile); err == nil && alive(n.PID) {
 				time.Sleep(time.Second)
 				return nil
+			}
+			// flanneld exits when it loses the race for a subnet instead of
+			// trying another; its supervisor (systemd, a DaemonSet) starts
+			// it again, and so does the lab.
+			if log, _ := os.ReadFile(n.LogFile); !alive(n.PID) && strings.Contains(string(log), "subnet already exists") && s.restarts[n.Name] < 5 {
+				s.restarts[n.Name]++
+				n.PID = 0
+				if err := s.startAgent(n); err != nil {
+					return err
+				}
+				fmt.Fprintf(s.out, "flanneld on %s lost a race for a subnet and exited (flannel does not retry); restarted it, as its supervisor would\n", n.Name)
+				continue
 			}
 		} else if st, err := s.readyz(n); err == nil && st["ready"] == true && (peers < 0 || st["peers"] == float64(peers)) {
 			return nil
@@ -428,7 +453,7 @@ func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration, p
 		}
 		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(n.LogFile)
-			return fmt.Errorf("the agent of %s is not ready after %s; its log:\n%s", n.Name, timeout, tail(string(log), 15))
+			return fmt.Errorf("the agent of %s is not ready after %s; its log:\n%s%s", n.Name, timeout, tail(string(log), 15), s.leaseless())
 		}
 		select {
 		case <-ctx.Done():
@@ -436,6 +461,20 @@ func (s *State) waitReady(ctx context.Context, n *Node, timeout time.Duration, p
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// leaseless describes the nodes whose agent holds no lease yet: the usual
+// reason another node does not see all its peers.
+func (s *State) leaseless() string {
+	var b strings.Builder
+	for _, n := range s.Nodes {
+		if _, err := os.Stat(n.SubnetFile); err == nil {
+			continue
+		}
+		log, _ := os.ReadFile(n.LogFile)
+		fmt.Fprintf(&b, "\n%s (%s, pid %d, running %v) has no lease; its log:\n%s\n", n.Name, n.Agent, n.PID, alive(n.PID), tail(string(log), 10))
+	}
+	return b.String()
 }
 
 func tail(s string, n int) string {

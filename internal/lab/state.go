@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -68,6 +69,9 @@ type State struct {
 	Namespaces    []string     `json:"namespaces"` // every namespace created, in order
 	Endpoint      string       `json:"etcdEndpoint"`
 	Gateways      []netip.Addr `json:"gateways,omitempty"`
+
+	out      io.Writer      // where up reports what it does
+	restarts map[string]int // flanneld restarts by node, during up
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,7}$`)
