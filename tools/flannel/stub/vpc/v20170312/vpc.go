@@ -61,12 +61,18 @@ type Client struct{}
 // NewClientWithSecretId returns a client whose calls all fail.
 func NewClientWithSecretId(id, key, region string) (*Client, error) { return &Client{}, errStub }
 
-func NewDescribeRouteTablesRequest() *DescribeRouteTablesRequest { return &DescribeRouteTablesRequest{} }
-func NewCreateRoutesRequest() *CreateRoutesRequest                { return &CreateRoutesRequest{} }
-func NewDeleteRoutesRequest() *DeleteRoutesRequest                { return &DeleteRoutesRequest{} }
+func NewDescribeRouteTablesRequest() *DescribeRouteTablesRequest {
+	return &DescribeRouteTablesRequest{}
+}
+func NewCreateRoutesRequest() *CreateRoutesRequest { return &CreateRoutesRequest{} }
+func NewDeleteRoutesRequest() *DeleteRoutesRequest { return &DeleteRoutesRequest{} }
 
 func (c *Client) DescribeRouteTables(*DescribeRouteTablesRequest) (*DescribeRouteTablesResponse, error) {
 	return nil, errStub
 }
-func (c *Client) CreateRoutes(*CreateRoutesRequest) (*CreateRoutesResponse, error) { return nil, errStub }
-func (c *Client) DeleteRoutes(*DeleteRoutesRequest) (*DeleteRoutesResponse, error) { return nil, errStub }
+func (c *Client) CreateRoutes(*CreateRoutesRequest) (*CreateRoutesResponse, error) {
+	return nil, errStub
+}
+func (c *Client) DeleteRoutes(*DeleteRoutesRequest) (*DeleteRoutesResponse, error) {
+	return nil, errStub
+}
