@@ -137,6 +137,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	s, err := load(*name)
 	if errors.Is(err, os.ErrNotExist) {
 		if cmd == "down" {
+			_ = os.Remove(filepath.Join(RunDir, *name+".lock")) // taken just above
 			fmt.Fprintf(stdout, "lab %s: nothing to remove\n", *name)
 			return nil
 		}
