@@ -178,6 +178,33 @@ func fdbCount(h *netlink.Handle) int {
 	return n
 }
 
+// pingAcrossRestarts pings n1-p1 -> n2-p1 at 20/s for 10 s while
+// restarting the agents of n2 and then n1, and returns the ping's summary.
+// It fails the test if the restarts did not happen while the ping ran.
+func (l *lab) pingAcrossRestarts(t *testing.T) (string, error) {
+	t.Helper()
+	ping := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "200", "--interval", "50ms", "n1-p1", "n2-p1")
+	var out bytes.Buffer
+	ping.Stdout, ping.Stderr = &out, &out
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	l.must("agent", "restart", "n2")
+	time.Sleep(2 * time.Second)
+	l.must("agent", "restart", "n1")
+	done := make(chan error, 1)
+	go func() { done <- ping.Wait() }()
+	select {
+	case <-done:
+		t.Fatal("the ping ended before the restarts did: they did not overlap")
+	case <-time.After(100 * time.Millisecond):
+	}
+	err := <-done
+	t.Log(strings.TrimSpace(out.String()))
+	return out.String(), err
+}
+
 var passRE = regexp.MustCompile(`(\d+) passed, 0 failed`)
 
 func TestVXLANOnL2(t *testing.T) {
@@ -207,27 +234,9 @@ func TestVXLANOnL2(t *testing.T) {
 			t.Fatal(err)
 		}
 		mac := dev.Attrs().HardwareAddr.String()
-		ping := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "200", "--interval", "50ms", "n1-p1", "n2-p1")
-		var pout bytes.Buffer
-		ping.Stdout, ping.Stderr = &pout, &pout
-		if err := ping.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(2 * time.Second)
-		l.must("agent", "restart", "n2")
-		time.Sleep(2 * time.Second)
-		l.must("agent", "restart", "n1")
-		pingDone := make(chan error, 1)
-		go func() { pingDone <- ping.Wait() }()
-		select {
-		case <-pingDone:
-			t.Fatal("the ping ended before the restarts did: they did not overlap")
-		case <-time.After(100 * time.Millisecond):
-		}
-		err = <-pingDone
-		t.Log(strings.TrimSpace(pout.String()))
-		if err != nil || !strings.Contains(pout.String(), "200 sent, 200 received, 0 lost") {
-			t.Errorf("packets lost across agent restarts: %v %s", err, pout.String())
+		out, err := l.pingAcrossRestarts(t)
+		if err != nil || !strings.Contains(out, "200 sent, 200 received, 0 lost") {
+			t.Errorf("packets lost across agent restarts: %v %s", err, out)
 		}
 		after := l.status()
 		for i := range before.Nodes {

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -129,28 +127,10 @@ func TestUDPOnL2(t *testing.T) {
 	})
 
 	t.Run("RestartGap", func(t *testing.T) {
-		ping := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "200", "--interval", "50ms", "n1-p1", "n2-p1")
-		var pout strings.Builder
-		ping.Stdout, ping.Stderr = &pout, &pout
-		if err := ping.Start(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(2 * time.Second)
-		l.must("agent", "restart", "n2")
-		time.Sleep(2 * time.Second)
-		l.must("agent", "restart", "n1")
-		pingDone := make(chan error, 1)
-		go func() { pingDone <- ping.Wait() }()
-		select {
-		case <-pingDone:
-			t.Fatal("the ping ended before the restarts did: they did not overlap")
-		case <-time.After(100 * time.Millisecond):
-		}
-		_ = <-pingDone
-		t.Log(strings.TrimSpace(pout.String()))
-		m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(pout.String())
+		out, _ := l.pingAcrossRestarts(t)
+		m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(out)
 		if m == nil {
-			t.Fatalf("ping output: %s", pout.String())
+			t.Fatalf("ping output: %s", out)
 		}
 		gap, _ := time.ParseDuration(m[1])
 		if gap >= time.Second {

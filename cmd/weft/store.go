@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -121,8 +122,9 @@ func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	return nil
 }
 
-func storeLeases(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("weft store leases", stderr)
+// withStore parses the etcd flags of a store subcommand (and any others fs
+// has), connects, and runs fn with a 15 s deadline.
+func withStore(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer, fn func(context.Context, *etcdstore.Store) error) error {
 	var ef etcdFlags
 	ef.register(fs)
 	if err := parse(fs, args); err != nil {
@@ -135,54 +137,50 @@ func storeLeases(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	defer s.Close()
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	ls, err := s.List(cctx)
-	if err != nil {
-		return err
-	}
-	sort.Slice(ls, func(i, j int) bool { return ls[i].Subnet.Addr().Less(ls[j].Subnet.Addr()) })
-	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tKIND\tDATA")
-	for _, l := range ls {
-		kind := "lease"
-		if l.Reservation() {
-			kind = "reservation"
+	return fn(cctx, s)
+}
+
+func storeLeases(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return withStore(ctx, newFlags("weft store leases", stderr), args, stderr, func(ctx context.Context, s *etcdstore.Store) error {
+		ls, err := s.List(ctx)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendType, kind, l.Attrs.BackendData)
-	}
-	return tw.Flush()
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Subnet.Addr().Less(ls[j].Subnet.Addr()) })
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SUBNET\tPUBLIC-IP\tBACKEND\tKIND\tDATA")
+		for _, l := range ls {
+			kind := "lease"
+			if l.Reservation() {
+				kind = "reservation"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", l.Subnet, l.Attrs.PublicIP, l.Attrs.BackendType, kind, l.Attrs.BackendData)
+		}
+		return tw.Flush()
+	})
 }
 
 func storeEvict(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("weft store evict", stderr)
-	var ef etcdFlags
-	ef.register(fs)
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	if fs.NArg() != 1 {
-		return errors.New("weft store evict: give one subnet, e.g. 10.244.3.0/24")
-	}
-	p, err := netip.ParsePrefix(fs.Arg(0))
-	if err != nil {
-		return fmt.Errorf("weft store evict: %q is not a subnet", fs.Arg(0))
-	}
-	s, err := connect(&ef, stderr)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	ok, err := s.Delete(cctx, lease.Key(p.Masked(), netip.Prefix{}))
-	if err != nil {
-		return err
-	}
-	if !ok {
-		fmt.Fprintf(stdout, "no lease for %s\n", p)
+	return withStore(ctx, fs, args, stderr, func(ctx context.Context, s *etcdstore.Store) error {
+		if fs.NArg() != 1 {
+			return errors.New("weft store evict: give one subnet, e.g. 10.244.3.0/24")
+		}
+		p, err := netip.ParsePrefix(fs.Arg(0))
+		if err != nil {
+			return fmt.Errorf("weft store evict: %q is not a subnet", fs.Arg(0))
+		}
+		ok, err := s.Delete(ctx, lease.Key(p.Masked(), netip.Prefix{}))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			fmt.Fprintf(stdout, "no lease for %s\n", p)
+			return nil
+		}
+		fmt.Fprintf(stdout, "evicted %s\n", p)
 		return nil
-	}
-	fmt.Fprintf(stdout, "evicted %s\n", p)
-	return nil
+	})
 }
 
 func runConfig(args []string, stdout, stderr io.Writer) error {
