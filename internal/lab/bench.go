@@ -77,7 +77,8 @@ func benchLab(ctx context.Context, name, backend string, secs int) (BenchResult,
 		defer s.down(io.Discard)
 	}
 	if err != nil {
-		return r, fmt.Errorf("%w\n%s", err, sink.String())
+		// A failed check comes back as ExitError: say why, not just "exit 1".
+		return r, fmt.Errorf("the %s lab did not come up cleanly (%v):\n%s", backend, err, sink.String())
 	}
 	src, dst := s.Pods[0], s.Pods[1]
 	cpu0 := agentsCPU(s)

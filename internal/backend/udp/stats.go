@@ -33,7 +33,7 @@ func (s *stats) count(v verdict) {
 
 var (
 	packetsDesc = prometheus.NewDesc("weft_udp_packets_total", "Packets carried by the udp backend, by direction.", []string{"direction"}, nil)
-	droppedDesc = prometheus.NewDesc("weft_udp_dropped_total", "Packets the udp backend dropped, by reason: stranger (sender holds no lease), spoofed (inner source outside the sender's subnet), malformed, unreachable (no lease for the destination), ttl, send-error, write-error.", []string{"reason"}, nil)
+	droppedDesc = prometheus.NewDesc("weft_udp_dropped_total", "Packets the udp backend dropped, by reason: stranger (sender holds no lease), spoofed (inner source outside the sender's subnet), malformed, unreachable (no lease for the destination), ttl, send-error, write-error, receive-error.", []string{"reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -57,4 +57,5 @@ func (b *Backend) Collect(ch chan<- prometheus.Metric) {
 	c(droppedDesc, &s.expired, "ttl")
 	c(droppedDesc, &s.sendErrors, "send-error")
 	c(droppedDesc, &s.writeErrors, "write-error")
+	c(droppedDesc, &s.recvErrors, "receive-error")
 }

@@ -328,7 +328,9 @@ func (b *Backend) udpToTUN(ctx context.Context, dev tun.Device, bind conn.Bind, 
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			b.log.Debug("udp: receive", "err", err)
+			if b.stats.recvErrors.Add(1) == 1 { // say it once; the metric counts the rest
+				b.log.Warn("udp: receive from the socket failed", "err", err)
+			}
 			continue
 		}
 		t := b.peers.Load()
