@@ -14,6 +14,7 @@ type stats struct {
 	malformed               atomic.Uint64
 	unreachable, expired    atomic.Uint64
 	sendErrors, writeErrors atomic.Uint64
+	recvErrors              atomic.Uint64
 }
 
 func (s *stats) count(v verdict) {
