@@ -75,51 +75,42 @@ func connect(ef *etcdFlags, stderr io.Writer) (*etcdstore.Store, error) {
 
 func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("weft store init", stderr)
-	var ef etcdFlags
-	ef.register(fs)
 	network := fs.String("network", "", "cluster network, e.g. 10.244.0.0/16")
 	backendType := fs.String("backend", "vxlan", "backend: vxlan, host-gw or udp")
 	direct := fs.Bool("direct-routing", false, "vxlan: plain routes to on-link peers")
 	subnetLen := fs.Int("subnet-len", 0, "prefix length of each node's subnet (default per net-conf.json rules)")
 	file := fs.String("config", "", "a net-conf.json file (instead of --network and --backend)")
-	if err := parse(fs, args); err != nil {
-		return err
-	}
-	var doc []byte
-	switch {
-	case *file != "":
-		b, err := os.ReadFile(*file)
-		if err != nil {
+	return withStore(ctx, fs, args, stderr, func(ctx context.Context, s *etcdstore.Store) error {
+		var doc []byte
+		switch {
+		case *file != "":
+			b, err := os.ReadFile(*file)
+			if err != nil {
+				return err
+			}
+			doc = b
+		case *network != "":
+			be := map[string]any{"Type": *backendType}
+			if *direct {
+				be["DirectRouting"] = true
+			}
+			m := map[string]any{"Network": *network, "Backend": be}
+			if *subnetLen > 0 {
+				m["SubnetLen"] = *subnetLen
+			}
+			doc, _ = json.Marshal(m)
+		default:
+			return errors.New("weft store init: give --network (and --backend) or --config FILE")
+		}
+		if _, err := config.Parse(doc); err != nil {
 			return err
 		}
-		doc = b
-	case *network != "":
-		m := map[string]any{"Network": *network, "Backend": map[string]any{"Type": *backendType}}
-		if *direct {
-			m["Backend"].(map[string]any)["DirectRouting"] = true
+		if err := s.PutConfig(ctx, doc); err != nil {
+			return err
 		}
-		if *subnetLen > 0 {
-			m["SubnetLen"] = *subnetLen
-		}
-		doc, _ = json.Marshal(m)
-	default:
-		return errors.New("weft store init: give --network (and --backend) or --config FILE")
-	}
-	if _, err := config.Parse(doc); err != nil {
-		return err
-	}
-	s, err := connect(&ef, stderr)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	if err := s.PutConfig(cctx, doc); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "wrote %s/config: %s\n", ef.prefix, doc)
-	return nil
+		fmt.Fprintf(stdout, "wrote %s: %s\n", s.ConfigKey(), doc)
+		return nil
+	})
 }
 
 // withStore parses the etcd flags of a store subcommand (and any others fs

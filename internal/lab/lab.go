@@ -31,7 +31,7 @@ const usage = `weft lab — a real multi-node weft cluster in network namespaces
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
   weft lab agent stop|start|restart NODE [--name NAME]
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
-  weft lab node add [--pods M] [--agent weft|flannel] | remove NODE [--name NAME]
+  weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp]
   weft lab down [--name NAME]
@@ -66,6 +66,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var spec Spec
 	asJSON := false
 	pods := 0
+	agentKind, flanneld := "", "" // agent switch --to, node add --agent; and --flanneld
 	switch cmd {
 	case "up":
 		fs.IntVar(&spec.Nodes, "nodes", 3, "number of nodes")
@@ -81,11 +82,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "status", "check":
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	case "agent":
-		fs.StringVar(&spec.Backend, "to", "", "switch: the agent to run, weft or flannel")
-		fs.StringVar(&spec.Flanneld, "flanneld", "", "switch: the flanneld binary (default: beside weft)")
+		fs.StringVar(&agentKind, "to", "", "switch: the agent to run, weft or flannel")
+		fs.StringVar(&flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
 	case "node":
 		fs.IntVar(&pods, "pods", 2, "pods on the new node")
-		fs.StringVar(&spec.Flanneld, "agent", "weft", "the new node's agent: weft or flannel")
+		fs.StringVar(&agentKind, "agent", "weft", "the new node's agent: weft or flannel")
+		fs.StringVar(&flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
 	}
 	secs := fs.Int("seconds", 5, "bench: seconds per measurement")
 	modes := fs.String("modes", "veth,host-gw,vxlan,udp", "bench: data paths to measure")
@@ -229,32 +231,14 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			}
 			return s.waitReady(ctx, n, 30*time.Second, -1)
 		case "restart":
-			if err := s.stopAgent(n); err != nil {
-				return err
-			}
-			if err := s.startAgent(n); err != nil {
-				return err
-			}
-			return s.waitReady(ctx, n, 30*time.Second, -1)
+			return s.replaceAgent(ctx, n, n.Agent)
 		case "switch":
-			// The migration step: stop one agent and start the other on
-			// the same node, store, subnet file and kernel state.
-			if spec.Backend != "weft" && spec.Backend != "flannel" {
-				return errors.New("weft lab agent switch NODE --to weft|flannel")
-			}
-			if spec.Backend == "flannel" {
-				if err := s.findFlanneld(spec.Flanneld); err != nil {
-					return err
-				}
-			}
-			if err := s.stopAgent(n); err != nil {
+			// The migration step: the other agent on the same node, store,
+			// subnet file and kernel state.
+			if err := s.checkAgentKind(agentKind, flanneld); err != nil {
 				return err
 			}
-			n.Agent = spec.Backend
-			if err := s.startAgent(n); err != nil {
-				return err
-			}
-			if err := s.waitReady(ctx, n, 30*time.Second, -1); err != nil {
+			if err := s.replaceAgent(ctx, n, agentKind); err != nil {
 				return err
 			}
 			fmt.Fprintf(stdout, "%s now runs %s (pid %d)\n", n.Name, n.Agent, n.PID)
@@ -264,15 +248,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "node":
 		switch verb {
 		case "add":
-			if spec.Flanneld != "weft" && spec.Flanneld != "flannel" {
-				return fmt.Errorf("--agent %q: use weft or flannel", spec.Flanneld)
+			if err := s.checkAgentKind(agentKind, flanneld); err != nil {
+				return err
 			}
-			if spec.Flanneld == "flannel" {
-				if err := s.findFlanneld(""); err != nil {
-					return err
-				}
-			}
-			return s.nodeAdd(ctx, pods, spec.Flanneld, stdout)
+			return s.nodeAdd(ctx, pods, agentKind, stdout)
 		case "remove":
 			if len(pos) != 1 {
 				return errors.New("usage: weft lab node remove NODE")
@@ -484,6 +463,31 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// checkAgentKind accepts "weft" or "flannel", and for flannel locates the
+// flanneld binary.
+func (s *State) checkAgentKind(kind, flanneld string) error {
+	switch kind {
+	case "weft":
+		return nil
+	case "flannel":
+		return s.findFlanneld(flanneld)
+	}
+	return fmt.Errorf("agent %q: use weft or flannel (--to or --agent)", kind)
+}
+
+// replaceAgent stops n's agent and starts one of kind in its place, then
+// waits until it is ready.
+func (s *State) replaceAgent(ctx context.Context, n *Node, kind string) error {
+	if err := s.stopAgent(n); err != nil {
+		return err
+	}
+	n.Agent = kind
+	if err := s.startAgent(n); err != nil {
+		return err
+	}
+	return s.waitReady(ctx, n, 30*time.Second, -1)
 }
 
 // findFlanneld locates the reference flanneld: path, else the one already

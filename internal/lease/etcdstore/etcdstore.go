@@ -85,7 +85,8 @@ func NewFromClient(cli *clientv3.Client, prefix string, log *slog.Logger) *Store
 // Close closes the client.
 func (s *Store) Close() error { return s.cli.Close() }
 
-func (s *Store) configKey() string  { return s.prefix + "/config" }
+// ConfigKey is the etcd key of the network config.
+func (s *Store) ConfigKey() string  { return s.prefix + "/config" }
 func (s *Store) subnetsKey() string { return s.prefix + "/subnets/" }
 
 // LeaseKey is the etcd key of a lease.
@@ -93,20 +94,20 @@ func (s *Store) LeaseKey(l lease.Lease) string { return s.subnetsKey() + l.Key()
 
 // Config implements lease.Store.
 func (s *Store) Config(ctx context.Context) ([]byte, error) {
-	resp, err := s.cli.Get(ctx, s.configKey())
+	resp, err := s.cli.Get(ctx, s.ConfigKey())
 	if err != nil {
-		return nil, fmt.Errorf("etcd: get %s: %w", s.configKey(), err)
+		return nil, fmt.Errorf("etcd: get %s: %w", s.ConfigKey(), err)
 	}
 	if len(resp.Kvs) == 0 {
-		return nil, fmt.Errorf("etcd: %s is empty: %w; write one with 'weft store init --network 10.244.0.0/16 --backend vxlan'", s.configKey(), lease.ErrNoConfig)
+		return nil, fmt.Errorf("etcd: %s is empty: %w; write one with 'weft store init --network 10.244.0.0/16 --backend vxlan'", s.ConfigKey(), lease.ErrNoConfig)
 	}
 	return resp.Kvs[0].Value, nil
 }
 
 // PutConfig stores the network config document.
 func (s *Store) PutConfig(ctx context.Context, doc []byte) error {
-	if _, err := s.cli.Put(ctx, s.configKey(), string(doc)); err != nil {
-		return fmt.Errorf("etcd: put %s: %w", s.configKey(), err)
+	if _, err := s.cli.Put(ctx, s.ConfigKey(), string(doc)); err != nil {
+		return fmt.Errorf("etcd: put %s: %w", s.ConfigKey(), err)
 	}
 	return nil
 }
