@@ -2,14 +2,18 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
+	"github.com/weftnet/weft/internal/lease/kubestore"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -37,6 +41,35 @@ func (e *etcdFlags) options() etcdstore.Options {
 	}
 }
 
+// kubeFlags are flannel's Kubernetes-mode flags, and weft's read-only mode.
+type kubeFlags struct {
+	enabled, readOnly                       bool
+	apiURL, kubeconfig, netConfPath, prefix string
+}
+
+func (k *kubeFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&k.enabled, "kube-subnet-mgr", false, "Kubernetes mode: the subnet is the Node's podCIDR, peers are Node objects")
+	fs.StringVar(&k.apiURL, "kube-api-url", "", "Kubernetes API server URL (default: in-cluster)")
+	fs.StringVar(&k.kubeconfig, "kubeconfig-file", "", "kubeconfig to reach the API server (default: in-cluster)")
+	fs.StringVar(&k.netConfPath, "net-config-path", kubestore.DefaultConfigPath, "Kubernetes mode: the net-conf.json file")
+	fs.StringVar(&k.prefix, "kube-annotation-prefix", kubestore.DefaultPrefix, "Kubernetes mode: prefix of the Node annotations")
+	fs.BoolVar(&k.readOnly, "kube-read-only", false, "Kubernetes mode: write nothing to the API server (needs only get/list/watch on nodes; vxlan MACs are derived from node addresses; no flannel nodes)")
+}
+
+func (k *kubeFlags) store(ctx context.Context, log *slog.Logger) (*kubestore.Store, error) {
+	c, err := kubestore.Client(k.apiURL, k.kubeconfig, "weft/"+version)
+	if err != nil {
+		return nil, err
+	}
+	node, err := kubestore.NodeName(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("this node", "node", node)
+	return kubestore.New(kubestore.Options{Client: c, NodeName: node, ConfigPath: k.netConfPath,
+		Prefix: k.prefix, ReadOnly: k.readOnly, Log: log})
+}
+
 func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("weft agent", stderr)
 	var ef etcdFlags
@@ -52,6 +85,8 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	healthzPort := fs.Int("healthz-port", 0, "port of /healthz, /readyz and /metrics (0: off)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	pprof := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
+	var kf kubeFlags
+	kf.register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -63,13 +98,34 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 			return fmt.Errorf("--public-ip %q is not an IPv4 address", *publicIP)
 		}
 	}
-	log.Info("starting weft agent", "version", version, "etcd-endpoints", ef.endpoints, "etcd-prefix", ef.prefix,
-		"etcd-username", ef.username, "etcd-password-set", ef.password != "", "iface", *iface, "ip-masq", *ipMasq)
-	store, err := etcdstore.New(ef.options(), log)
-	if err != nil {
-		return err
+	var store interface {
+		lease.Store
+		Close() error
 	}
-	defer store.Close()
+	if kf.enabled {
+		log.Info("starting weft agent in Kubernetes mode", "version", version, "net-config-path", kf.netConfPath,
+			"read-only", kf.readOnly, "iface", *iface, "ip-masq", *ipMasq)
+		ks, err := kf.store(ctx, log)
+		if err != nil {
+			return err
+		}
+		defer ks.Close()
+		if !pip.IsValid() {
+			if pip, err = ks.NodePublicIP(ctx); err != nil {
+				return err
+			}
+		}
+		store = ks
+	} else {
+		log.Info("starting weft agent", "version", version, "etcd-endpoints", ef.endpoints, "etcd-prefix", ef.prefix,
+			"etcd-username", ef.username, "etcd-password-set", ef.password != "", "iface", *iface, "ip-masq", *ipMasq)
+		es, err := etcdstore.New(ef.options(), log)
+		if err != nil {
+			return err
+		}
+		defer es.Close()
+		store = es
+	}
 	plat, err := agent.NewLinux()
 	if err != nil {
 		return err
@@ -78,6 +134,7 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		Store: store, Iface: *iface, PublicIP: pip, SubnetFile: *subnetFile, IPMasq: *ipMasq,
 		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,
 		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Pprof: *pprof, Log: log,
+		ReadOnly: kf.enabled && kf.readOnly,
 	}, plat)
 	return a.Run(ctx)
 }

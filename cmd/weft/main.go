@@ -26,6 +26,8 @@ Usage:
   weft store leases [flags]          list leases
   weft store evict SUBNET [flags]    delete a node's lease
   weft config check FILE             validate a net-conf.json and print it resolved
+  weft cni install [flags]           install weft-cni and a conflist atomically
+                                     (the DaemonSet's init container)
   weft lab up|down|status|check|exec|agent|node ...
                                      a multi-node cluster in network namespaces
   weft version
@@ -70,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStore(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
+	case "cni":
+		return runCNI(args[1:], stdout, stderr)
 	case "lab":
 		return runLab(ctx, args[1:], stdout, stderr)
 	case "version":

@@ -40,6 +40,9 @@ type Options struct {
 	HealthzAddr string        // "" = no health server
 	Pprof       bool          // serve /debug/pprof/ on the health server
 	Log         *slog.Logger
+	// ReadOnly is set when the store publishes nothing (read-only
+	// Kubernetes mode): backend data is derived from node addresses.
+	ReadOnly bool
 	// Ready, if set, is called once the first sync has succeeded.
 	Ready func()
 }
@@ -47,7 +50,10 @@ type Options struct {
 // Platform is what the agent needs from the node's kernel; Linux provides it.
 type Platform interface {
 	Underlay(iface string, publicIP netip.Addr) (backend.Underlay, error)
-	Backend(cfg *config.Config, u backend.Underlay, log *slog.Logger) (backend.Backend, error)
+	// Backend builds the configured backend. readOnly means the store
+	// publishes nothing, so peers' backend data must follow from their
+	// address (for vxlan: VTEP MACs derived from it).
+	Backend(cfg *config.Config, u backend.Underlay, readOnly bool, log *slog.Logger) (backend.Backend, error)
 	EnableForwarding() error
 	// Masquerade installs (on=true) or removes weft's nftables table.
 	Masquerade(on bool, network, subnet netip.Prefix) error
@@ -117,7 +123,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("find the underlay interface: %w", err)
 	}
 	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "mtu", u.MTU)
-	be, err := a.p.Backend(cfg, u, a.log)
+	be, err := a.p.Backend(cfg, u, a.o.ReadOnly, a.log)
 	if err != nil {
 		return err
 	}
@@ -208,7 +214,9 @@ func (a *Agent) acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		var err error
 		l, err = a.o.Store.Acquire(ctx, req)
 		var cerr *config.Error
-		return errors.Is(err, lease.ErrNoFreeSubnet) || errors.Is(err, lease.ErrNoConfig) || errors.As(err, &cerr), err
+		final := errors.Is(err, lease.ErrNoFreeSubnet) || errors.Is(err, lease.ErrNoConfig) ||
+			errors.Is(err, lease.ErrMisconfigured) || errors.As(err, &cerr)
+		return final, err
 	})
 	return l, err
 }
@@ -285,6 +293,7 @@ func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Bac
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := 200 * time.Millisecond
+	marked := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -314,7 +323,32 @@ func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Bac
 		if first && a.o.Ready != nil {
 			a.o.Ready()
 		}
+		if !marked {
+			marked = a.markReady(ctx)
+		}
 	}
+}
+
+// readyMarker is a Store that records on the node that its network is up
+// (Kubernetes: the condition NetworkUnavailable=False).
+type readyMarker interface {
+	MarkReady(ctx context.Context) error
+}
+
+// markReady tells the store, if it cares, that the node's network is up. It
+// reports whether that is done; a failure is retried after the next sync.
+func (a *Agent) markReady(ctx context.Context) bool {
+	m, ok := a.o.Store.(readyMarker)
+	if !ok {
+		return true
+	}
+	mctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := m.MarkReady(mctx); err != nil {
+		a.log.Warn("cannot mark the node's network as up; retrying after the next sync", "err", err)
+		return false
+	}
+	return true
 }
 
 // sync derives the desired state from all leases and applies it.

@@ -39,7 +39,7 @@ func (f *fakePlatform) Underlay(string, netip.Addr) (backend.Underlay, error) {
 		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, nil
 }
 
-func (f *fakePlatform) Backend(cfg *config.Config, u backend.Underlay, _ *slog.Logger) (backend.Backend, error) {
+func (f *fakePlatform) Backend(cfg *config.Config, u backend.Underlay, _ bool, _ *slog.Logger) (backend.Backend, error) {
 	f.record("backend")
 	return fakeBackend{f}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 
@@ -44,10 +45,10 @@ func (l *Linux) Underlay(iface string, publicIP netip.Addr) (backend.Underlay, e
 }
 
 // Backend implements Platform.
-func (l *Linux) Backend(cfg *config.Config, u backend.Underlay, log *slog.Logger) (backend.Backend, error) {
+func (l *Linux) Backend(cfg *config.Config, u backend.Underlay, readOnly bool, log *slog.Logger) (backend.Backend, error) {
 	switch cfg.Backend.Type {
 	case config.BackendVXLAN:
-		return vxlan.New(l.h, cfg.Backend, u, log)
+		return vxlan.New(l.h, cfg.Backend, u, readOnly, log)
 	case config.BackendHostGW:
 		return hostgw.New(l.h, u), nil
 	case config.BackendUDP:
@@ -57,10 +58,15 @@ func (l *Linux) Backend(cfg *config.Config, u backend.Underlay, log *slog.Logger
 	}
 }
 
-// EnableForwarding is `sysctl -w net.ipv4.ip_forward=1` for this namespace.
+// EnableForwarding is `sysctl -w net.ipv4.ip_forward=1` for this
+// namespace. It writes only when needed: in a container /proc/sys is
+// read-only, and the node usually has forwarding on already.
 func (l *Linux) EnableForwarding() error {
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+		return fmt.Errorf("enable IPv4 forwarding (set net.ipv4.ip_forward=1 on the node, or run the agent with write access to /proc/sys): %w", err)
 	}
 	return nil
 }

@@ -158,6 +158,10 @@ func ParseValue(b []byte) (Attrs, error) {
 // subnet left to lease.
 var ErrNoFreeSubnet = errors.New("out of subnets")
 
+// ErrMisconfigured is wrapped by errors that retrying cannot fix, such as a
+// node whose assigned subnet lies outside the network config.
+var ErrMisconfigured = errors.New("misconfigured")
+
 // ErrNoConfig is returned by Store.Config when no network config is stored.
 var ErrNoConfig = errors.New("no network config")
 

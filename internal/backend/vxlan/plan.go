@@ -6,6 +6,7 @@ package vxlan
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 
 	"github.com/weftnet/weft/internal/backend"
@@ -26,21 +27,41 @@ type Data struct {
 // DeviceName is flannel's name for the device of a VNI.
 func DeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
 
+// Mode selects how peers are reached.
+type Mode struct {
+	// DirectRouting uses plain routes to peers on the underlay's link.
+	DirectRouting bool
+	// DerivedMAC derives every VTEP MAC from its node's address (MACFor)
+	// instead of reading it from the lease: for stores that publish nothing,
+	// such as read-only Kubernetes mode.
+	DerivedMAC bool
+}
+
+// MACFor is the VTEP MAC of a node in DerivedMAC mode: locally
+// administered, unicast, 0e:77 followed by the IPv4 address.
+func MACFor(ip netip.Addr) string {
+	a := ip.As4()
+	return net.HardwareAddr{0x0e, 0x77, a[0], a[1], a[2], a[3]}.String()
+}
+
 // Plan computes the kernel entries for the peers in st. dev is the vxlan
 // device's link index. Peers of another backend type, or with unusable
 // backend data, are skipped and named in the second result.
-func Plan(st backend.NodeState, dev int, u backend.Underlay, directRouting bool) (backend.Plan, []string) {
+func Plan(st backend.NodeState, dev int, u backend.Underlay, m Mode) (backend.Plan, []string) {
 	var p backend.Plan
 	var skipped []string
 	for _, peer := range st.Peers {
 		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != config.BackendVXLAN || !peer.Subnet.IsValid() {
 			continue
 		}
-		if directRouting && u.IsOnLink(peer.Attrs.PublicIP) {
+		if m.DirectRouting && u.IsOnLink(peer.Attrs.PublicIP) {
 			p.Routes = append(p.Routes, backend.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Link: u.LinkIndex})
 			continue
 		}
 		mac, err := peerMAC(peer)
+		if m.DerivedMAC {
+			mac, err = MACFor(peer.Attrs.PublicIP), nil
+		}
 		if err != nil {
 			skipped = append(skipped, fmt.Sprintf("%s (%s): %v", peer.Subnet, peer.Attrs.PublicIP, err))
 			continue

@@ -25,7 +25,7 @@ func TestPlan(t *testing.T) {
 		peer("10.244.4.0/24", "192.0.2.4", "host-gw", ``),
 		peer("10.244.5.0/24", "192.0.2.5", "vxlan", `{"VNI":1,"VtepMAC":"zz"}`),
 	}
-	p, skipped := Plan(st, 7, u, false)
+	p, skipped := Plan(st, 7, u, Mode{})
 	if len(p.Routes) != 2 || len(p.Neighs) != 2 || len(p.FDB) != 2 || len(skipped) != 1 {
 		t.Fatalf("plan %+v skipped %v", p, skipped)
 	}
@@ -40,12 +40,32 @@ func TestPlan(t *testing.T) {
 		t.Errorf("fdb %v", p.FDB[1])
 	}
 	// DirectRouting: the on-link peer gets a plain route, the other stays on vxlan.
-	p, _ = Plan(st, 7, u, true)
+	p, _ = Plan(st, 7, u, Mode{DirectRouting: true})
 	// (the peer with a bad MAC is on-link, so it needs no MAC)
 	if len(p.Routes) != 3 || p.Routes[0] != (backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}) {
 		t.Errorf("direct routing: %v", p.Routes)
 	}
 	if len(p.Neighs) != 1 || p.Neighs[0].IP != netip.MustParseAddr("10.244.3.0") {
 		t.Errorf("direct routing neighs: %v", p.Neighs)
+	}
+}
+
+func TestPlanDerivedMAC(t *testing.T) {
+	if got := MACFor(netip.MustParseAddr("192.0.2.12")); got != "0e:77:c0:00:02:0c" {
+		t.Fatalf("MACFor = %s", got)
+	}
+	u := backend.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1")}
+	st := backend.NodeState{
+		Network: netip.MustParsePrefix("10.244.0.0/16"),
+		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", ``),
+		Peers:   []lease.Lease{peer("10.244.2.0/24", "192.0.2.12", "vxlan", ``)}, // nothing published
+	}
+	p, skipped := Plan(st, 7, u, Mode{})
+	if len(p.FDB) != 0 || len(skipped) != 1 {
+		t.Errorf("without DerivedMAC a peer without data is skipped: plan %+v skipped %v", p, skipped)
+	}
+	p, skipped = Plan(st, 7, u, Mode{DerivedMAC: true})
+	if len(skipped) != 0 || len(p.FDB) != 1 || p.FDB[0].MAC != "0e:77:c0:00:02:0c" || p.Neighs[0].MAC != "0e:77:c0:00:02:0c" {
+		t.Errorf("derived: plan %+v skipped %v", p, skipped)
 	}
 }

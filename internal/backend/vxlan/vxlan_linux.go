@@ -24,16 +24,21 @@ type Backend struct {
 	u   backend.Underlay
 	mac string // the VTEP MAC, kept across restarts by reusing the device
 	log *slog.Logger
+	// derived: every VTEP MAC, this node's too, is MACFor its address.
+	derived bool
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
 // New prepares the backend without touching the kernel: it reuses the MAC of
-// an existing device (peers hold it), or picks a new one. The device is
-// created by the first Apply, after the lease is held.
-func New(h *netlink.Handle, cfg config.Backend, u backend.Underlay, log *slog.Logger) (*Backend, error) {
-	b := &Backend{h: h, cfg: cfg, u: u, log: log}
-	if link, err := h.LinkByName(DeviceName(cfg.VNI)); err == nil {
+// an existing device (peers hold it), or picks a new one; with derivedMAC,
+// the MAC is MACFor the underlay address. The device is created by the
+// first Apply, after the lease is held.
+func New(h *netlink.Handle, cfg config.Backend, u backend.Underlay, derivedMAC bool, log *slog.Logger) (*Backend, error) {
+	b := &Backend{h: h, cfg: cfg, u: u, log: log, derived: derivedMAC}
+	if derivedMAC {
+		b.mac = MACFor(u.Addr)
+	} else if link, err := h.LinkByName(DeviceName(cfg.VNI)); err == nil {
 		b.mac = link.Attrs().HardwareAddr.String()
 	} else {
 		var hw [6]byte
@@ -67,7 +72,7 @@ func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Repo
 	if err != nil {
 		return backend.Report{}, err
 	}
-	plan, skipped := Plan(st, dev, b.u, b.cfg.DirectRouting)
+	plan, skipped := Plan(st, dev, b.u, Mode{DirectRouting: b.cfg.DirectRouting, DerivedMAC: b.derived})
 	rep, err := backend.Kernel{H: b.h}.Apply(plan, Scope(st.Network, st.Own.Subnet, dev, b.u))
 	rep.Skipped = skipped
 	return rep, err
@@ -113,6 +118,11 @@ func (b *Backend) ensureDevice(own netip.Prefix) (int, error) {
 		}
 		if link, err = b.h.LinkByName(name); err != nil {
 			return 0, fmt.Errorf("look up %s after creating it: %w", name, err)
+		}
+	}
+	if link.Attrs().HardwareAddr.String() != hw.String() {
+		if err := b.h.LinkSetHardwareAddr(link, hw); err != nil {
+			return 0, fmt.Errorf("set the VTEP MAC of %s to %s: %w", name, hw, err)
 		}
 	}
 	if link.Attrs().MTU != b.MTU() {

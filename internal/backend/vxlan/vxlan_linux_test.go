@@ -48,7 +48,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Fatalf("underlay %+v", u)
 	}
 	cfg := config.Backend{Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: true}
-	b, err := New(h, cfg, u, slog.Default())
+	b, err := New(h, cfg, u, false, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,7 +126,7 @@ func TestApplyInNamespace(t *testing.T) {
 	}
 	// A restart reuses the device and its MAC; a new MTU is applied.
 	cfg.MTU = 1400
-	b2, err := New(h, cfg, u, slog.Default())
+	b2, err := New(h, cfg, u, false, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}

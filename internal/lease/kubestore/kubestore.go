@@ -1,0 +1,452 @@
+// Package kubestore is the lease store of Kubernetes mode: a node's subnet
+// is its spec.podCIDR, assigned by kube-controller-manager, and peers are
+// learned from Node objects through an informer. Unless read-only, the
+// agent publishes its backend data with flannel's annotations on its own
+// Node, so weft and flannel nodes can share a cluster.
+package kubestore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lease"
+)
+
+// Defaults shared with flannel.
+const (
+	DefaultPrefix     = "flannel.alpha.coreos.com"
+	DefaultConfigPath = "/etc/kube-flannel/net-conf.json"
+)
+
+// Options configure a Store.
+type Options struct {
+	Client     kubernetes.Interface
+	NodeName   string // this node's Node object
+	ConfigPath string // net-conf.json; default DefaultConfigPath
+	Prefix     string // annotation prefix; default DefaultPrefix
+	// ReadOnly makes the store write nothing: no annotations, no node
+	// condition. Peers are every node with a podCIDR, at the address of
+	// their node-public-ip annotation or else their InternalIP, with backend
+	// data the backend can derive from that address.
+	ReadOnly bool
+	// Resync is the informer's resync period; 0 means none (the agent
+	// resyncs the kernel on its own timer anyway).
+	Resync time.Duration
+	Log    *slog.Logger
+}
+
+// Store implements lease.Store on Node objects.
+type Store struct {
+	o   Options
+	ann annotations
+	doc []byte
+	cfg *config.Config
+
+	informer cache.SharedIndexInformer
+	start    sync.Once
+	stop     chan struct{}
+	closeMu  sync.Once
+
+	mu      sync.Mutex // guards the fields below
+	own     lease.Lease
+	ownHeld bool
+}
+
+var _ lease.Store = (*Store)(nil)
+
+// New reads and validates the network config and prepares the informer; it
+// makes no request to the API server.
+func New(o Options) (*Store, error) {
+	if o.Client == nil || o.NodeName == "" {
+		return nil, errors.New("kubestore: a client and a node name are required")
+	}
+	if o.ConfigPath == "" {
+		o.ConfigPath = DefaultConfigPath
+	}
+	if o.Prefix == "" {
+		o.Prefix = DefaultPrefix
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	ann, err := newAnnotations(o.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	doc, err := os.ReadFile(o.ConfigPath)
+	if err != nil {
+		return nil, fmt.Errorf("read the network config (--net-config-path): %w", err)
+	}
+	cfg, err := config.Parse(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.ConfigPath, err)
+	}
+	s := &Store{o: o, ann: ann, doc: doc, cfg: cfg, stop: make(chan struct{})}
+	lw := cache.NewListWatchFromClient(o.Client.CoreV1().RESTClient(), "nodes", "", fields.Everything())
+	s.informer = cache.NewSharedIndexInformer(lw, &corev1.Node{}, o.Resync, cache.Indexers{})
+	if err := s.informer.SetTransform(s.strip); err != nil {
+		return nil, fmt.Errorf("kubestore: set the informer's transform: %w", err)
+	}
+	return s, nil
+}
+
+// Close stops the informer.
+func (s *Store) Close() error {
+	s.closeMu.Do(func() { close(s.stop) })
+	return nil
+}
+
+// strip keeps only what the store reads from a Node, so that a large
+// cluster costs little memory: name, version, this store's annotations,
+// pod CIDRs and the InternalIP.
+func (s *Store) strip(obj any) (any, error) {
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown tombstone, kept as it is
+	}
+	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
+	for k, v := range n.Annotations {
+		if strings.HasPrefix(k, s.o.Prefix+"/") {
+			if out.Annotations == nil {
+				out.Annotations = map[string]string{}
+			}
+			out.Annotations[k] = v
+		}
+	}
+	out.Spec.PodCIDR, out.Spec.PodCIDRs = n.Spec.PodCIDR, n.Spec.PodCIDRs
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			out.Status.Addresses = append(out.Status.Addresses, a)
+		}
+	}
+	return out, nil
+}
+
+// Config implements lease.Store: the net-conf.json file read at New.
+func (s *Store) Config(context.Context) ([]byte, error) { return s.doc, nil }
+
+// Acquire implements lease.Store. The subnet is the node's podCIDR; the
+// agent never allocates in this mode. Unless read-only, it publishes
+// req.Attrs as annotations on the Node (status subresource).
+func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
+	n, err := s.o.Client.CoreV1().Nodes().Get(ctx, s.o.NodeName, metav1.GetOptions{})
+	if err != nil {
+		if apierrors.IsNotFound(err) {
+			return lease.Lease{}, fmt.Errorf("node %q does not exist: set NODE_NAME to this node's name as Kubernetes knows it: %w", s.o.NodeName, err)
+		}
+		return lease.Lease{}, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
+	}
+	subnet, err := s.podCIDR(n)
+	if err != nil {
+		return lease.Lease{}, err
+	}
+	if !subnet.IsValid() {
+		return lease.Lease{}, fmt.Errorf("node %q has no podCIDR: start kube-controller-manager with --allocate-node-cidrs and --cluster-cidr, or set it", n.Name)
+	}
+	if !s.cfg.IPv4.Network.Contains(subnet.Addr()) || subnet.Bits() < s.cfg.IPv4.Network.Bits() {
+		return lease.Lease{}, fmt.Errorf("node %q has podCIDR %s, which is outside Network %s in %s: make kube-controller-manager's --cluster-cidr and net-conf.json agree: %w",
+			n.Name, subnet, s.cfg.IPv4.Network, s.o.ConfigPath, lease.ErrMisconfigured)
+	}
+	attrs := req.Attrs
+	if !s.o.ReadOnly {
+		if ow := n.Annotations[s.ann.publicIPOverwrite]; ow != "" {
+			ip, err := netip.ParseAddr(ow)
+			if err != nil || !ip.Is4() {
+				return lease.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not an IPv4 address: %w", n.Name, s.ann.publicIPOverwrite, ow, lease.ErrMisconfigured)
+			}
+			if ip != attrs.PublicIP {
+				s.o.Log.Info("publishing the public IP from the node's annotation", "annotation", s.ann.publicIPOverwrite, "public-ip", ip)
+			}
+			attrs.PublicIP = ip
+		}
+		if err := s.publish(ctx, n, attrs); err != nil {
+			return lease.Lease{}, err
+		}
+	}
+	l := lease.Lease{Subnet: subnet, Attrs: attrs}
+	s.mu.Lock()
+	s.own, s.ownHeld = l, true
+	s.mu.Unlock()
+	return l, nil
+}
+
+// podCIDR returns the node's IPv4 pod CIDR (invalid when none is set).
+func (s *Store) podCIDR(n *corev1.Node) (netip.Prefix, error) {
+	cidrs := n.Spec.PodCIDRs
+	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
+		cidrs = []string{n.Spec.PodCIDR}
+	}
+	for _, c := range cidrs {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("node %q: podCIDR %q: %w", n.Name, c, err)
+		}
+		if p.Addr().Is4() {
+			return p.Masked(), nil
+		}
+	}
+	return netip.Prefix{}, nil
+}
+
+// annotationValues are the annotations flannel writes for attrs, byte for
+// byte: backend-data is the JSON of BackendData ("null" when there is
+// none), public-ip the dotted quad.
+func (s *Store) annotationValues(attrs lease.Attrs) (map[string]string, error) {
+	data, err := json.Marshal(attrs.BackendData)
+	if err != nil {
+		return nil, fmt.Errorf("encode backend data: %w", err)
+	}
+	return map[string]string{
+		s.ann.managed:     "true",
+		s.ann.backendType: attrs.BackendType,
+		s.ann.backendData: string(data),
+		s.ann.publicIP:    attrs.PublicIP.String(),
+	}, nil
+}
+
+// publish writes attrs onto the node with a merge patch of the status
+// subresource, as flannel does, and only if something differs.
+func (s *Store) publish(ctx context.Context, n *corev1.Node, attrs lease.Attrs) error {
+	want, err := s.annotationValues(attrs)
+	if err != nil {
+		return err
+	}
+	same := true
+	for k, v := range want {
+		if n.Annotations[k] != v {
+			same = false
+		}
+	}
+	if same {
+		return nil
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": want}})
+	if err != nil {
+		return err
+	}
+	if _, err := s.o.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		return fmt.Errorf("annotate node %q with its backend data: %w", n.Name, err)
+	}
+	s.o.Log.Info("published backend data on the node", "node", n.Name, "backend-type", attrs.BackendType, "public-ip", attrs.PublicIP)
+	return nil
+}
+
+// Renew implements lease.Store. A podCIDR does not expire: nothing to do.
+func (s *Store) Renew(_ context.Context, l lease.Lease) (lease.Lease, error) { return l, nil }
+
+// run starts the informer once.
+func (s *Store) run() {
+	s.start.Do(func() { go s.informer.Run(s.stop) })
+}
+
+// waitSynced blocks until the informer holds a full list.
+func (s *Store) waitSynced(ctx context.Context) error {
+	s.run()
+	for !s.informer.HasSynced() {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("list nodes: %w", ctx.Err())
+		case <-s.stop:
+			return errors.New("list nodes: store closed")
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// List implements lease.Store from the informer's cache. This node's own
+// lease is listed as acquired while its Node exists.
+func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
+	if err := s.waitSynced(ctx); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	own, ownHeld := s.own, s.ownHeld
+	s.mu.Unlock()
+	objs := s.informer.GetStore().List()
+	out := make([]lease.Lease, 0, len(objs))
+	for _, obj := range objs {
+		n, ok := obj.(*corev1.Node)
+		if !ok {
+			continue
+		}
+		if n.Name == s.o.NodeName {
+			if ownHeld {
+				out = append(out, own)
+			}
+			continue
+		}
+		l, ok := s.nodeLease(n)
+		if ok {
+			out = append(out, l)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Subnet.Addr().Less(out[j].Subnet.Addr()) })
+	return out, nil
+}
+
+// nodeLease turns a peer's Node into a lease; ok is false for nodes that
+// are not (yet) part of the network.
+func (s *Store) nodeLease(n *corev1.Node) (lease.Lease, bool) {
+	subnet, err := s.podCIDR(n)
+	if err != nil || !subnet.IsValid() {
+		return lease.Lease{}, false
+	}
+	var l lease.Lease
+	l.Subnet = subnet
+	if s.o.ReadOnly {
+		ip := nodeAddress(n, s.ann.nodePublicIP)
+		if !ip.IsValid() {
+			return l, false
+		}
+		l.Attrs = lease.Attrs{PublicIP: ip, BackendType: s.cfg.Backend.Type}
+		return l, true
+	}
+	if n.Annotations[s.ann.managed] != "true" {
+		return l, false // not ours nor flannel's: ignored
+	}
+	ip, err := netip.ParseAddr(n.Annotations[s.ann.publicIP])
+	if err != nil || !ip.Is4() {
+		return l, false
+	}
+	l.Attrs = lease.Attrs{PublicIP: ip, BackendType: n.Annotations[s.ann.backendType]}
+	if d := strings.TrimSpace(n.Annotations[s.ann.backendData]); d != "" && d != "null" && json.Valid([]byte(d)) {
+		l.Attrs.BackendData = json.RawMessage(d)
+	}
+	return l, true
+}
+
+// nodeAddress is the node-public-ip annotation if set, else the node's
+// first IPv4 InternalIP.
+func nodeAddress(n *corev1.Node, annotation string) netip.Addr {
+	if v := n.Annotations[annotation]; v != "" {
+		if ip, err := netip.ParseAddr(v); err == nil && ip.Is4() {
+			return ip
+		}
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type != corev1.NodeInternalIP {
+			continue
+		}
+		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
+			return ip
+		}
+	}
+	return netip.Addr{}
+}
+
+// Watch implements lease.Store: changed is called on every Node event and
+// once when the informer's cache is full.
+func (s *Store) Watch(ctx context.Context, changed func()) error {
+	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { changed() },
+		UpdateFunc: func(o, n any) { s.updated(o, n, changed) },
+		DeleteFunc: func(any) { changed() },
+	})
+	if err != nil {
+		return fmt.Errorf("watch nodes: %w", err)
+	}
+	defer func() { _ = s.informer.RemoveEventHandler(reg) }()
+	if err := s.waitSynced(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	changed()
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	return nil
+}
+
+// updated signals only updates that change a lease; nodes are updated
+// every few seconds by kubelet heartbeats that change nothing of ours.
+func (s *Store) updated(o, n any, changed func()) {
+	on, ok1 := o.(*corev1.Node)
+	nn, ok2 := n.(*corev1.Node)
+	if ok1 && ok2 {
+		ol, oOK := s.nodeLease(on)
+		nl, nOK := s.nodeLease(nn)
+		if oOK == nOK && ol.Subnet == nl.Subnet && ol.Attrs.PublicIP == nl.Attrs.PublicIP &&
+			ol.Attrs.BackendType == nl.Attrs.BackendType && string(ol.Attrs.BackendData) == string(nl.Attrs.BackendData) {
+			return
+		}
+	}
+	changed()
+}
+
+// MarkReady sets the node condition NetworkUnavailable=False, as flannel
+// does once its network is up. A read-only store writes nothing.
+func (s *Store) MarkReady(ctx context.Context) error {
+	if s.o.ReadOnly {
+		return nil
+	}
+	now := metav1.Now()
+	cond := corev1.NodeCondition{
+		Type: corev1.NodeNetworkUnavailable, Status: corev1.ConditionFalse,
+		Reason: "WeftIsUp", Message: "weft is running on this node",
+		LastTransitionTime: now, LastHeartbeatTime: now,
+	}
+	patch, err := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{cond}}})
+	if err != nil {
+		return err
+	}
+	if _, err := s.o.Client.CoreV1().Nodes().PatchStatus(ctx, s.o.NodeName, patch); err != nil {
+		return fmt.Errorf("set NetworkUnavailable=False on node %q: %w", s.o.NodeName, err)
+	}
+	return nil
+}
+
+// annotations are the full names of the annotations, under a prefix.
+type annotations struct {
+	managed, backendType, backendData, publicIP, publicIPOverwrite, nodePublicIP string
+}
+
+func newAnnotations(prefix string) (annotations, error) {
+	if prefix == "" || strings.ContainsAny(prefix, "/ ") || strings.HasPrefix(prefix, ".") || strings.HasSuffix(prefix, ".") {
+		return annotations{}, fmt.Errorf("annotation prefix %q: want a DNS subdomain such as %s", prefix, DefaultPrefix)
+	}
+	p := prefix + "/"
+	return annotations{
+		managed: p + "kube-subnet-manager", backendType: p + "backend-type", backendData: p + "backend-data",
+		publicIP: p + "public-ip", publicIPOverwrite: p + "public-ip-overwrite", nodePublicIP: p + "node-public-ip",
+	}, nil
+}
+
+// NodePublicIP returns the node-public-ip annotation of this node, if set:
+// flannel's way to choose a node's underlay address from the cluster.
+func (s *Store) NodePublicIP(ctx context.Context) (netip.Addr, error) {
+	n, err := s.o.Client.CoreV1().Nodes().Get(ctx, s.o.NodeName, metav1.GetOptions{})
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
+	}
+	v := n.Annotations[s.ann.nodePublicIP]
+	if v == "" {
+		return netip.Addr{}, nil
+	}
+	ip, err := netip.ParseAddr(v)
+	if err != nil || !ip.Is4() {
+		return netip.Addr{}, fmt.Errorf("node %q: annotation %s=%q is not an IPv4 address", n.Name, s.ann.nodePublicIP, v)
+	}
+	return ip, nil
+}

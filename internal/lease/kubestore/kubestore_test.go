@@ -1,0 +1,365 @@
+package kubestore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/internal/kubeapi"
+	"github.com/weftnet/weft/internal/kubeapi/kubeapitest"
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/lease/kubestore"
+)
+
+const netConf = `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`
+
+func confFile(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "net-conf.json")
+	if err := os.WriteFile(p, []byte(netConf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// addNode registers a node as kube-controller-manager and kubelet would:
+// a podCIDR and an InternalIP.
+func addNode(t *testing.T, c kubernetes.Interface, name, podCIDR, ip string) {
+	t.Helper()
+	ctx := context.Background()
+	n := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	if podCIDR != "" {
+		n.Spec = corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}
+	}
+	if _, err := c.CoreV1().Nodes().Create(ctx, n, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}, {Type: corev1.NodeHostName, Address: name}}
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"addresses": n.Status.Addresses}})
+	if _, err := c.CoreV1().Nodes().PatchStatus(ctx, name, patch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newStore(t *testing.T, c kubernetes.Interface, node, conf string, readOnly bool) *kubestore.Store {
+	t.Helper()
+	s, err := kubestore.New(kubestore.Options{Client: c, NodeName: node, ConfigPath: conf, ReadOnly: readOnly, Log: slog.Default()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func vxlanAttrs(ip, mac string) lease.Attrs {
+	return lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan",
+		BackendData: json.RawMessage(`{"VNI":1,"VtepMAC":"` + mac + `"}`)}
+}
+
+// TestLeaseFromPodCIDR: the lease is the podCIDR, the annotations are
+// flannel's exactly, another node's store reads them back, a node without
+// them is ignored, and MarkReady sets NetworkUnavailable=False.
+func TestLeaseFromPodCIDR(t *testing.T) {
+	srv := kubeapitest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conf := confFile(t)
+	addNode(t, srv.Admin, "n1", "10.244.7.0/24", "192.0.2.11")
+	addNode(t, srv.Admin, "n2", "10.244.8.0/24", "192.0.2.12")
+	addNode(t, srv.Admin, "n3", "10.244.9.0/24", "192.0.2.13") // runs no agent
+
+	s1 := newStore(t, srv.Admin, "n1", conf, false)
+	l1, err := s1.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.11", "0e:00:00:00:00:11")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l1.Subnet != netip.MustParsePrefix("10.244.7.0/24") || !l1.Reservation() {
+		t.Fatalf("lease %+v", l1)
+	}
+	n1, err := srv.Admin.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"flannel.alpha.coreos.com/kube-subnet-manager": "true",
+		"flannel.alpha.coreos.com/backend-type":        "vxlan",
+		"flannel.alpha.coreos.com/backend-data":        `{"VNI":1,"VtepMAC":"0e:00:00:00:00:11"}`,
+		"flannel.alpha.coreos.com/public-ip":           "192.0.2.11",
+	}
+	for k, v := range want {
+		if n1.Annotations[k] != v {
+			t.Errorf("annotation %s = %q, want %q", k, n1.Annotations[k], v)
+		}
+	}
+	if !fieldManagerUsed(n1, "status") {
+		t.Errorf("annotations were not written through the status subresource: %+v", n1.ManagedFields)
+	}
+
+	s2 := newStore(t, srv.Admin, "n2", conf, false)
+	var events atomic.Int32
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	go func() { _ = s2.Watch(wctx, func() { events.Add(1) }) }()
+	if _, err := s2.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.12", "0e:00:00:00:00:12")}); err != nil {
+		t.Fatal(err)
+	}
+	leases := waitLeases(t, s2, 2)
+	got := leases[0]
+	if got.Subnet != l1.Subnet || got.Attrs.PublicIP != l1.Attrs.PublicIP || got.Attrs.BackendType != "vxlan" ||
+		string(got.Attrs.BackendData) != `{"VNI":1,"VtepMAC":"0e:00:00:00:00:11"}` {
+		t.Errorf("n2 reads n1's lease as %+v", got)
+	}
+	// A node added later (flannel's annotations, written by anyone) is seen.
+	before := events.Load()
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{
+		"flannel.alpha.coreos.com/kube-subnet-manager": "true", "flannel.alpha.coreos.com/backend-type": "host-gw",
+		"flannel.alpha.coreos.com/backend-data": "null", "flannel.alpha.coreos.com/public-ip": "192.0.2.13"}}})
+	if _, err := srv.Admin.CoreV1().Nodes().Patch(ctx, "n3", types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		t.Fatal(err)
+	}
+	leases = waitLeases(t, s2, 3)
+	if events.Load() == before {
+		t.Error("no watch event for n3's annotations")
+	}
+	if l := leases[2]; l.Attrs.BackendType != "host-gw" || l.Attrs.BackendData != nil {
+		t.Errorf("n3: %+v (backend-data \"null\" means none)", l)
+	}
+
+	if err := s1.MarkReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n1, _ = srv.Admin.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	found := false
+	for _, c := range n1.Status.Conditions {
+		if c.Type == corev1.NodeNetworkUnavailable {
+			found = c.Status == corev1.ConditionFalse
+		}
+	}
+	if !found {
+		t.Errorf("NetworkUnavailable is not False: %+v", n1.Status.Conditions)
+	}
+}
+
+// fieldManagerUsed reports whether some managed-fields entry was written
+// through subresource sub.
+func fieldManagerUsed(n *corev1.Node, sub string) bool {
+	for _, m := range n.ManagedFields {
+		if m.Subresource == sub {
+			return true
+		}
+	}
+	return false
+}
+
+func waitLeases(t *testing.T, s *kubestore.Store, n int) []lease.Lease {
+	t.Helper()
+	ctx := context.Background()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ls, err := s.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == n || time.Now().After(deadline) {
+			if len(ls) != n {
+				t.Fatalf("%d leases, want %d: %+v", len(ls), n, ls)
+			}
+			return ls
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestMistakes: the common mistakes fail with errors that say what to do.
+func TestMistakes(t *testing.T) {
+	srv := kubeapitest.Start(t)
+	ctx := context.Background()
+	conf := confFile(t)
+	addNode(t, srv.Admin, "bare", "", "192.0.2.21")
+	addNode(t, srv.Admin, "outside", "10.99.1.0/24", "192.0.2.22")
+	req := lease.Request{Attrs: vxlanAttrs("192.0.2.21", "0e:00:00:00:00:21")}
+
+	_, err := newStore(t, srv.Admin, "bare", conf, false).Acquire(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), `node "bare" has no podCIDR: start kube-controller-manager with --allocate-node-cidrs and --cluster-cidr, or set it`) {
+		t.Errorf("no podCIDR: %v", err)
+	}
+	_, err = newStore(t, srv.Admin, "outside", conf, false).Acquire(ctx, req)
+	if err == nil || !errors.Is(err, lease.ErrMisconfigured) || !strings.Contains(err.Error(), "10.99.1.0/24") || !strings.Contains(err.Error(), "10.244.0.0/16") {
+		t.Errorf("podCIDR outside Network: %v", err)
+	}
+	_, err = newStore(t, srv.Admin, "ghost", conf, false).Acquire(ctx, req)
+	if err == nil || !strings.Contains(err.Error(), `node "ghost" does not exist`) {
+		t.Errorf("unknown node: %v", err)
+	}
+}
+
+// saClient returns a client for a fresh service account bound to the
+// shipped cluster role named role, and nothing else.
+func saClient(t *testing.T, srv *kubeapitest.Server, sa, role string) kubernetes.Interface {
+	t.Helper()
+	ctx := context.Background()
+	objs, err := deploy.Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := deploy.Only(objs, func(o runtime.Object) bool { r, ok := o.(*rbacv1.ClusterRole); return ok && r.Name == role })
+	if len(roles) != 1 {
+		t.Fatalf("deploy/weft.yaml has no ClusterRole %q", role)
+	}
+	if err := deploy.Create(ctx, srv.Admin, roles, false); err != nil {
+		t.Fatal(err)
+	}
+	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: sa, Namespace: "default"}}}
+	if _, err := srv.Admin.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := kubeapi.ServiceAccountToken(ctx, srv.Admin, "default", sa, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := kubernetes.NewForConfig(srv.Files.Config(srv.URL, tok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestShippedRoles: with the shipped ClusterRole through a service-account
+// token, the store does all it needs; with the read-only role, it works
+// and writes nothing (the role permits no write at all).
+func TestShippedRoles(t *testing.T) {
+	srv := kubeapitest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conf := confFile(t)
+	addNode(t, srv.Admin, "n1", "10.244.1.0/24", "192.0.2.11")
+	addNode(t, srv.Admin, "n2", "10.244.2.0/24", "192.0.2.12")
+
+	full := saClient(t, srv, "weft-full", "weft")
+	s1 := newStore(t, full, "n1", conf, false)
+	if _, err := s1.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.11", "0e:00:00:00:00:11")}); err != nil {
+		t.Fatalf("acquire with the shipped role: %v", err)
+	}
+	if err := s1.MarkReady(ctx); err != nil {
+		t.Fatalf("mark ready with the shipped role: %v", err)
+	}
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	live := make(chan struct{}, 1)
+	go func() {
+		_ = s1.Watch(wctx, func() {
+			select {
+			case live <- struct{}{}:
+			default:
+			}
+		})
+	}()
+	select {
+	case <-live:
+	case <-ctx.Done():
+		t.Fatal("watch with the shipped role never went live")
+	}
+	if ls := waitLeases(t, s1, 1); ls[0].Subnet != netip.MustParsePrefix("10.244.1.0/24") {
+		t.Errorf("leases %+v", ls)
+	}
+
+	ro := saClient(t, srv, "weft-ro", "weft-read-only")
+	n2, _ := srv.Admin.CoreV1().Nodes().Get(ctx, "n2", metav1.GetOptions{})
+	s2 := newStore(t, ro, "n2", conf, true)
+	own, err := s2.Acquire(ctx, lease.Request{Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.12"), BackendType: "vxlan"}})
+	if err != nil {
+		t.Fatalf("read-only acquire: %v", err)
+	}
+	if err := s2.MarkReady(ctx); err != nil {
+		t.Fatalf("read-only mark ready: %v", err)
+	}
+	ls := waitLeases(t, s2, 2) // n1 by its InternalIP, n2 its own
+	if ls[0].Attrs.PublicIP != netip.MustParseAddr("192.0.2.11") || ls[0].Attrs.BackendType != "vxlan" || ls[1].Subnet != own.Subnet {
+		t.Errorf("read-only leases %+v", ls)
+	}
+	after, _ := srv.Admin.CoreV1().Nodes().Get(ctx, "n2", metav1.GetOptions{})
+	if after.ResourceVersion != n2.ResourceVersion {
+		t.Errorf("the read-only store changed node n2 (resourceVersion %s -> %s)", n2.ResourceVersion, after.ResourceVersion)
+	}
+	// And the role really permits no write: the same patch the full mode
+	// makes is refused.
+	patch := []byte(`{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"192.0.2.12"}}}`)
+	_, err = ro.CoreV1().Nodes().Patch(ctx, "n2", types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("a write with the read-only role: %v, want Forbidden", err)
+	}
+}
+
+// TestManifestDryRun: every object of deploy/weft.yaml passes the API
+// server's validation and admission (server-side dry run).
+func TestManifestDryRun(t *testing.T) {
+	srv := kubeapitest.Start(t)
+	ctx := context.Background()
+	objs, err := deploy.Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]int{}
+	for _, o := range objs {
+		kinds[reflect.TypeOf(o).Elem().Name()]++
+	}
+	for _, k := range []string{"Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"} {
+		if kinds[k] == 0 {
+			t.Errorf("deploy/weft.yaml has no %s", k)
+		}
+	}
+	// Namespaced objects need their namespace to exist for admission, so
+	// the namespace, once it passes its own dry run, is created for real.
+	ns := deploy.Only(objs, func(o runtime.Object) bool { _, ok := o.(*corev1.Namespace); return ok })
+	if err := deploy.Create(ctx, srv.Admin, ns, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := deploy.Create(ctx, srv.Admin, ns, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := deploy.Create(ctx, srv.Admin, objs, true); err != nil {
+		t.Fatal(err)
+	}
+	// A dry run stores nothing.
+	if _, err := srv.Admin.AppsV1().DaemonSets("weft-system").Get(ctx, "weft", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the dry run stored the DaemonSet: %v", err)
+	}
+	// The ConfigMap's net-conf.json is a valid config, and its conflist chains portmap.
+	for _, o := range objs {
+		if cm, ok := o.(*corev1.ConfigMap); ok {
+			if _, err := kubestore.New(kubestore.Options{Client: srv.Admin, NodeName: "x", ConfigPath: writeTemp(t, cm.Data["net-conf.json"])}); err != nil {
+				t.Errorf("ConfigMap net-conf.json: %v", err)
+			}
+			if !strings.Contains(cm.Data["cni-conf.json"], `"type": "portmap"`) {
+				t.Error("the conflist does not chain portmap")
+			}
+		}
+	}
+}
+
+func writeTemp(t *testing.T, s string) string {
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
