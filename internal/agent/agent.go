@@ -140,7 +140,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("leased subnet", "subnet", own.Subnet, "expires", own.Expiration.Format(time.RFC3339), "reservation", own.Reservation())
+	if own.Reservation() {
+		a.log.Info("leased subnet", "subnet", own.Subnet, "expires", "never")
+	} else {
+		a.log.Info("leased subnet", "subnet", own.Subnet, "expires", own.Expiration.Format(time.RFC3339))
+	}
 	if err := a.p.EnableForwarding(); err != nil {
 		return err
 	}

@@ -154,22 +154,25 @@ func URL(bind netip.Addr, port int) string {
 	return "https://" + net.JoinHostPort(bind.String(), strconv.Itoa(port))
 }
 
-// Config is a client config for server with token.
-func (f *Files) Config(server, token string) *rest.Config {
+// Config is a client config for server with token, dialing with dial.
+func (f *Files) Config(server, token string, dial DialFunc) *rest.Config {
 	return &rest.Config{Host: server, BearerToken: token, TLSClientConfig: rest.TLSClientConfig{CAFile: f.CA},
-		QPS: 200, Burst: 400}
+		QPS: 200, Burst: 400, Dial: dial}
 }
+
+// DialFunc opens connections; nil means the default dialer.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 // WaitReady polls /readyz until the server answers ok, or alive reports
 // that its process is gone.
-func (f *Files) WaitReady(ctx context.Context, server string, timeout time.Duration, alive func() error) error {
+func (f *Files) WaitReady(ctx context.Context, server string, dial DialFunc, timeout time.Duration, alive func() error) error {
 	pem, err := os.ReadFile(f.CA)
 	if err != nil {
 		return err
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: dial}}
 	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(timeout)
 	last := errors.New("no answer yet")

@@ -26,6 +26,7 @@ const usage = `weft lab — a real multi-node weft cluster in network namespaces
 
   weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
               [--direct-routing] [--topology l2|l3] [--flannel-nodes n3,...] [--flanneld PATH]
+              [--store etcd|kube] [--kube-apiserver PATH] [--read-only]
   weft lab status [--name NAME] [--json]
   weft lab check [--name NAME] [--json]
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
@@ -79,6 +80,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		})
 		fs.StringVar(&spec.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
+		fs.StringVar(&spec.Store, "store", "etcd", "etcd (the embedded store) or kube (a real kube-apiserver; agents in Kubernetes mode)")
+		fs.StringVar(&spec.KubeAPIServer, "kube-apiserver", "", "--store kube: the kube-apiserver binary (default: beside weft)")
+		fs.BoolVar(&spec.ReadOnly, "read-only", false, "--store kube: agents in read-only mode (get/list/watch on nodes only)")
 	case "status", "check":
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	case "agent":
@@ -281,6 +285,12 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 		return fmt.Errorf("--topology %q: use l2 or l3", spec.Topology)
 	case spec.DirectRouting && spec.Backend != "vxlan":
 		return errors.New("--direct-routing goes with --backend vxlan")
+	case spec.Store != "etcd" && spec.Store != "kube":
+		return fmt.Errorf("--store %q: use etcd or kube", spec.Store)
+	case spec.ReadOnly && spec.Store != "kube":
+		return errors.New("--read-only goes with --store kube")
+	case spec.ReadOnly && len(spec.FlannelNodes) > 0:
+		return errors.New("--read-only cannot mix with --flannel-nodes: flannel nodes need the annotations read-only agents do not publish")
 	}
 	weft, err := os.Executable()
 	if err != nil {
@@ -291,6 +301,13 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 	}
 	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting,
 		Topology: spec.Topology, Network: network, Weft: weft}
+	if spec.Store == "kube" {
+		bin, err := findKubeAPIServer(spec.KubeAPIServer, weft)
+		if err != nil {
+			return err
+		}
+		s.Kube = &Kube{Binary: bin, ReadOnly: spec.ReadOnly}
+	}
 	agentOf := map[string]string{}
 	for _, n := range spec.FlannelNodes {
 		i, err := strconv.Atoi(strings.TrimPrefix(n, "n"))
@@ -568,7 +585,11 @@ func (s *State) nodeRemove(ctx context.Context, name string, w io.Writer) error 
 		}
 	}
 	s.Pods = keep
-	if subnet != "" {
+	if s.Kube != nil {
+		if err := s.deleteNode(ctx, n); err != nil {
+			return err
+		}
+	} else if subnet != "" {
 		if _, err := run(ctx, s.Ctl.NS, append([]string{s.Weft, "store", "evict", subnet}, s.etcdArgs()...)...); err != nil {
 			return err
 		}
@@ -594,6 +615,10 @@ func (s *State) nodeRemove(ctx context.Context, name string, w io.Writer) error 
 		return err
 	}
 	_ = os.RemoveAll(n.Dir)
+	if s.Kube != nil {
+		fmt.Fprintf(w, "removed %s (Node object deleted, podCIDR %s)\n", n.Name, n.PodCIDR)
+		return nil
+	}
 	fmt.Fprintf(w, "removed %s (lease %s evicted)\n", n.Name, subnet)
 	return nil
 }
@@ -622,6 +647,7 @@ type LabStatus struct {
 	Direct   bool         `json:"directRouting"`
 	Topology string       `json:"topology"`
 	Store    string       `json:"store"`
+	Kube     string       `json:"kube,omitempty"`
 	StorePID int          `json:"storePID"`
 	StoreUp  bool         `json:"storeRunning"`
 	External Host         `json:"external"`
@@ -632,6 +658,9 @@ type LabStatus struct {
 func (s *State) status() LabStatus {
 	st := LabStatus{Name: s.Name, Backend: s.Backend, Direct: s.DirectRouting, Topology: s.Topology,
 		Store: s.Endpoint, StorePID: s.Ctl.PID, StoreUp: ours(s.Ctl.PID, "serve"), External: s.Ext, Pods: s.Pods}
+	if s.Kube != nil {
+		st.Kube = s.kubeSummary()
+	}
 	for _, n := range s.Nodes {
 		ns := NodeStatus{Name: n.Name, NS: n.NS, Agent: n.Agent, Addr: n.Addr.String(), AgentPID: n.PID, Running: ours(n.PID, n.SubnetFile),
 			SubnetFile: n.SubnetFile, CNIConfDir: n.CNIConfDir, CNIBinDirs: n.CNIBinDirs, Log: n.LogFile}
@@ -659,7 +688,11 @@ func (st LabStatus) print(w io.Writer) {
 	if st.Direct {
 		fmt.Fprint(w, " (DirectRouting)")
 	}
-	fmt.Fprintf(w, ", topology %s, store %s (pid %d, running %v)\n\n", st.Topology, st.Store, st.StorePID, st.StoreUp)
+	fmt.Fprintf(w, ", topology %s, store %s (pid %d, running %v)\n", st.Topology, st.Store, st.StorePID, st.StoreUp)
+	if st.Kube != "" {
+		fmt.Fprintln(w, st.Kube)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tNETNS\tUNDERLAY\tSUBNET\tAGENT\tPID\tREADY\tSUBNET FILE\tCNI CONF DIR")
 	for _, n := range st.Nodes {
@@ -711,6 +744,9 @@ func (s *State) picture(w io.Writer) {
 		fmt.Fprintf(w, "  underlay: switch %s, bridge br-a, %s\n", s.Underlay, sideA)
 	}
 	fmt.Fprintf(w, "  ctl  %-12s %-15s store %s\n", s.Ctl.NS, s.Ctl.Addr, s.Endpoint)
+	if s.Kube != nil {
+		fmt.Fprintf(w, "       %s\n", s.kubeSummary())
+	}
 	sides := []string{"a"}
 	if s.Topology == "l3" {
 		sides = []string{"a", "b"}

@@ -40,6 +40,7 @@ type Node struct {
 	CNIConfDir string   `json:"cniConfDir"`
 	CNIBinDirs []string `json:"cniBinDirs"`
 	LogFile    string   `json:"logFile"`
+	PodCIDR    string   `json:"podCIDR,omitempty"` // --store kube: its Node's
 }
 
 // Pod is a pod namespace attached to a node through CNI.
@@ -69,6 +70,7 @@ type State struct {
 	Namespaces    []string     `json:"namespaces"` // every namespace created, in order
 	Endpoint      string       `json:"etcdEndpoint"`
 	Gateways      []netip.Addr `json:"gateways,omitempty"`
+	Kube          *Kube        `json:"kube,omitempty"` // --store kube
 
 	out      io.Writer      // where up reports what it does
 	restarts map[string]int // flanneld restarts by node, during up

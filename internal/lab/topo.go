@@ -29,6 +29,9 @@ type Spec struct {
 	Topology      string   // l2 or l3
 	FlannelNodes  []string // nodes running the reference flanneld (n3, ...)
 	Flanneld      string   // its binary; for `node add`, the agent kind
+	Store         string   // etcd (default) or kube
+	KubeAPIServer string   // kube: the kube-apiserver binary
+	ReadOnly      bool     // kube: agents in read-only mode
 }
 
 // Underlay plan. All addresses are in the TEST-NET ranges.
@@ -205,6 +208,11 @@ func ipNet(p netip.Prefix) *net.IPNet {
 // start runs argv inside ns as a daemon of its own (new session), with its
 // output appended to logFile, and returns its PID.
 func start(ns, logFile string, argv ...string) (int, error) {
+	return startEnv(ns, logFile, nil, argv...)
+}
+
+// startEnv is start with extra environment variables (KEY=VALUE).
+func startEnv(ns, logFile string, env []string, argv ...string) (int, error) {
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		return 0, err
 	}
@@ -215,6 +223,9 @@ func start(ns, logFile string, argv ...string) (int, error) {
 	defer f.Close()
 	cmd := netns.Command(ns, argv...)
 	cmd.Stdout, cmd.Stderr = f, f
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("start %s in %s: %w", strings.Join(argv, " "), ns, err)
@@ -224,9 +235,10 @@ func start(ns, logFile string, argv ...string) (int, error) {
 	return pid, nil
 }
 
-// ours reports whether pid is a live process this lab started: a weft or
-// flanneld process whose command line holds want (a node's subnet file, or
-// "serve" for the store).
+// ours reports whether pid is a live process this lab started: a weft,
+// flanneld or kube-apiserver process whose command line holds want (a
+// node's subnet file, "serve" for the store, the certificate directory for
+// the API server).
 func ours(pid int, want string) bool {
 	if pid <= 0 {
 		return false
@@ -242,7 +254,7 @@ func ours(pid int, want string) bool {
 	for _, a := range args {
 		if a == want {
 			base := filepath.Base(args[0])
-			return strings.Contains(base, "weft") || strings.Contains(base, "flanneld")
+			return strings.Contains(base, "weft") || strings.Contains(base, "flanneld") || base == "kube-apiserver"
 		}
 	}
 	return false
@@ -320,6 +332,9 @@ func (s *State) startStore(ctx context.Context, w io.Writer) error {
 	if err := s.save(); err != nil {
 		return err
 	}
+	if s.Kube != nil {
+		return s.startKube(ctx, w)
+	}
 	args := append([]string{s.Weft, "store", "init"}, s.etcdArgs()...)
 	args = append(args, "--network", network, "--backend", s.Backend)
 	if s.DirectRouting {
@@ -387,10 +402,18 @@ func (s *State) addNode(i, total int, agent string) (*Node, error) {
 			return n, fmt.Errorf("%s: enable forwarding: %w", n.NS, err)
 		}
 	}
+	if s.Kube != nil {
+		if err := s.registerNode(context.Background(), n); err != nil {
+			return n, err
+		}
+	}
 	return n, s.startAgent(n)
 }
 
 func (s *State) agentArgs(n *Node) []string {
+	if s.Kube != nil {
+		return s.kubeAgentArgs(n)
+	}
 	if n.Agent == "flannel" {
 		// flanneld with the flags weft shares with it; it masquerades with
 		// iptables (the iptables package must be installed).
@@ -406,7 +429,11 @@ func (s *State) startAgent(n *Node) error {
 	if ours(n.PID, n.SubnetFile) {
 		return fmt.Errorf("the agent of %s already runs (pid %d)", n.Name, n.PID)
 	}
-	pid, err := start(n.NS, n.LogFile, s.agentArgs(n)...)
+	var env []string
+	if s.Kube != nil {
+		env = []string{"NODE_NAME=" + n.Name}
+	}
+	pid, err := startEnv(n.NS, n.LogFile, env, s.agentArgs(n)...)
 	if err != nil {
 		return err
 	}
@@ -433,6 +460,11 @@ func (s *State) down(w io.Writer) error {
 	var errs []error
 	for _, n := range s.Nodes {
 		if err := stop(n.PID, n.SubnetFile, 10*time.Second); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.Kube != nil {
+		if err := stop(s.Kube.PID, "--cert-dir="+s.Kube.Dir, 15*time.Second); err != nil {
 			errs = append(errs, err)
 		}
 	}

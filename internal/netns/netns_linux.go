@@ -4,14 +4,17 @@
 package netns
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -175,4 +178,19 @@ func HandleExec() {
 	err := Exec(os.Args[2], os.Args[3:])
 	fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 	os.Exit(127)
+}
+
+// Dialer returns a dial function whose sockets are created inside the named
+// namespace, for clients (HTTP, Kubernetes) in a process that lives
+// elsewhere. A socket stays in the namespace it was created in.
+func Dialer(name string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var c net.Conn
+		err := Do(name, func() error {
+			var err error
+			c, err = (&net.Dialer{Timeout: 5 * time.Second}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
 }

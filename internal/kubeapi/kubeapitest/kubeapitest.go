@@ -100,10 +100,10 @@ func Start(t testing.TB) *Server {
 			return nil
 		}
 	}
-	if err := files.WaitReady(ctx, url, 90*time.Second, alive); err != nil {
+	if err := files.WaitReady(ctx, url, nil, 90*time.Second, alive); err != nil {
 		t.Fatal(err)
 	}
-	admin, err := kubernetes.NewForConfig(files.Config(url, files.AdminToken))
+	admin, err := kubernetes.NewForConfig(files.Config(url, files.AdminToken, nil))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -236,7 +236,7 @@ func saClient(t *testing.T, srv *kubeapitest.Server, sa, role string) kubernetes
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := kubernetes.NewForConfig(srv.Files.Config(srv.URL, tok))
+	c, err := kubernetes.NewForConfig(srv.Files.Config(srv.URL, tok, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
