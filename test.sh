@@ -15,6 +15,12 @@ mkdir -p bin
 (cd tools/flannel && go build -o ../../bin/flanneld github.com/flannel-io/flannel)
 export WEFT_FLANNELD="$PWD/bin/flanneld"
 
+# A real kube-apiserver, built from the Kubernetes release in tools/kube
+# (about 10 minutes on 2 cores the first time; the build cache makes later
+# builds quick), for the Kubernetes-mode tests and `weft lab up --store kube`.
+./tools/kube/build.sh
+export WEFT_KUBE_APISERVER="$PWD/bin/kube-apiserver"
+
 go test -race -count=1 ./...
 
 # Differential tests against flannel's own library (a module of its own).
@@ -32,4 +38,5 @@ done <<'TARGETS'
 ./internal/cni FuzzParseConf
 ./internal/backend/udp FuzzInbound
 ./internal/backend/udp FuzzOutbound
+./internal/lease/kubestore FuzzNodeLease
 TARGETS

@@ -310,6 +310,9 @@ func (s *Store) nodeLease(n *corev1.Node) (lease.Lease, bool) {
 	if err != nil || !subnet.IsValid() {
 		return lease.Lease{}, false
 	}
+	if net := s.cfg.IPv4.Network; !net.Contains(subnet.Addr()) || subnet.Bits() < net.Bits() {
+		return lease.Lease{}, false // never route outside the cluster network
+	}
 	var l lease.Lease
 	l.Subnet = subnet
 	if s.o.ReadOnly {
