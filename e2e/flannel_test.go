@@ -60,62 +60,68 @@ func TestMigrationUnderLoad(t *testing.T) {
 	}
 	fl := flanneld(t)
 	for _, backend := range []string{"vxlan", "host-gw"} {
-		t.Run(backend, func(t *testing.T) {
-			l, out := newLab(t, "--flannel-nodes", "n1,n2,n3", "--flanneld", fl, "--backend", backend)
-			if !strings.Contains(out, "36 passed, 0 failed") {
-				t.Fatalf("all-flannel lab:\n%s", out)
+		t.Run(backend, func(t *testing.T) { migrate(t, fl, backend) })
+	}
+}
+
+// migrate starts a 3-node lab all on flanneld (labArgs choose the store),
+// switches each node to weft in turn while pods ping across nodes at 20/s,
+// rolls n2 back to flanneld, and checks that no packet was lost and every
+// node kept its subnet and VTEP MAC.
+func migrate(t *testing.T, fl, backend string, labArgs ...string) {
+	l, out := newLab(t, append([]string{"--flannel-nodes", "n1,n2,n3", "--flanneld", fl, "--backend", backend}, labArgs...)...)
+	if !strings.Contains(out, "36 passed, 0 failed") {
+		t.Fatalf("all-flannel lab:\n%s", out)
+	}
+	before := l.status()
+	macs := map[string]string{}
+	if backend == "vxlan" {
+		for _, n := range []string{"n1", "n2", "n3"} {
+			dev, err := l.handle(n).LinkByName("flannel.1")
+			if err != nil {
+				t.Fatal(err)
 			}
-			before := l.status()
-			macs := map[string]string{}
-			if backend == "vxlan" {
-				for _, n := range []string{"n1", "n2", "n3"} {
-					dev, err := l.handle(n).LinkByName("flannel.1")
-					if err != nil {
-						t.Fatal(err)
-					}
-					macs[n] = dev.Attrs().HardwareAddr.String()
-				}
-			}
-			var pings []*exec.Cmd
-			var outs []*strings.Builder
-			for _, pair := range [][2]string{{"n1-p1", "n3-p1"}, {"n2-p1", "n1-p2"}, {"n3-p2", "n2-p2"}} {
-				c := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "300", "--interval", "50ms", pair[0], pair[1])
-				var sb strings.Builder
-				c.Stdout, c.Stderr = &sb, &sb
-				if err := c.Start(); err != nil {
-					t.Fatal(err)
-				}
-				pings, outs = append(pings, c), append(outs, &sb)
-			}
-			time.Sleep(time.Second)
-			for _, n := range []string{"n1", "n2", "n3"} {
-				l.must("agent", "switch", n, "--to", "weft")
-				time.Sleep(1500 * time.Millisecond)
-			}
-			l.must("agent", "switch", "n2", "--to", "flannel", "--flanneld", fl) // roll back
-			for i, c := range pings {
-				err := c.Wait()
-				t.Log(strings.TrimSpace(outs[i].String()))
-				if err != nil || !strings.Contains(outs[i].String(), "300 sent, 300 received, 0 lost") {
-					t.Errorf("packets lost during the migration: %v %s", err, outs[i].String())
-				}
-			}
-			after := l.status()
-			for i := range before.Nodes {
-				if before.Nodes[i].Subnet != after.Nodes[i].Subnet {
-					t.Errorf("%s changed subnet: %s -> %s", before.Nodes[i].Name, before.Nodes[i].Subnet, after.Nodes[i].Subnet)
-				}
-			}
-			for n, mac := range macs {
-				dev, _ := l.handle(n).LinkByName("flannel.1")
-				if got := dev.Attrs().HardwareAddr.String(); got != mac {
-					t.Errorf("%s changed its VTEP MAC: %s -> %s", n, mac, got)
-				}
-			}
-			if out := l.must("check"); !strings.Contains(out, "36 passed, 0 failed") {
-				t.Errorf("check after migration:\n%s", out)
-			}
-		})
+			macs[n] = dev.Attrs().HardwareAddr.String()
+		}
+	}
+	var pings []*exec.Cmd
+	var outs []*strings.Builder
+	for _, pair := range [][2]string{{"n1-p1", "n3-p1"}, {"n2-p1", "n1-p2"}, {"n3-p2", "n2-p2"}} {
+		c := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "300", "--interval", "50ms", pair[0], pair[1])
+		var sb strings.Builder
+		c.Stdout, c.Stderr = &sb, &sb
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pings, outs = append(pings, c), append(outs, &sb)
+	}
+	time.Sleep(time.Second)
+	for _, n := range []string{"n1", "n2", "n3"} {
+		l.must("agent", "switch", n, "--to", "weft")
+		time.Sleep(1500 * time.Millisecond)
+	}
+	l.must("agent", "switch", "n2", "--to", "flannel", "--flanneld", fl) // roll back
+	for i, c := range pings {
+		err := c.Wait()
+		t.Log(strings.TrimSpace(outs[i].String()))
+		if err != nil || !strings.Contains(outs[i].String(), "300 sent, 300 received, 0 lost") {
+			t.Errorf("packets lost during the migration: %v %s", err, outs[i].String())
+		}
+	}
+	after := l.status()
+	for i := range before.Nodes {
+		if before.Nodes[i].Subnet != after.Nodes[i].Subnet {
+			t.Errorf("%s changed subnet: %s -> %s", before.Nodes[i].Name, before.Nodes[i].Subnet, after.Nodes[i].Subnet)
+		}
+	}
+	for n, mac := range macs {
+		dev, _ := l.handle(n).LinkByName("flannel.1")
+		if got := dev.Attrs().HardwareAddr.String(); got != mac {
+			t.Errorf("%s changed its VTEP MAC: %s -> %s", n, mac, got)
+		}
+	}
+	if out := l.must("check"); !strings.Contains(out, "36 passed, 0 failed") {
+		t.Errorf("check after migration:\n%s", out)
 	}
 }
 

@@ -198,6 +198,19 @@ func TestKubeReadOnly(t *testing.T) {
 	}
 }
 
+// TestKubeMigrationUnderLoad: a cluster on flanneld in Kubernetes mode
+// moves to weft node by node under load, and one node rolls back.
+func TestKubeMigrationUnderLoad(t *testing.T) {
+	if bin == "" {
+		t.Skip("needs root")
+	}
+	fl := flanneld(t)
+	api := kubeapitest.Binary(t)
+	for _, backend := range []string{"vxlan", "host-gw"} {
+		t.Run(backend, func(t *testing.T) { migrate(t, fl, backend, "--store", "kube", "--kube-apiserver", api) })
+	}
+}
+
 // TestKubeMixedWithFlanneld: one node runs the reference flanneld in
 // Kubernetes mode; peers learn each other through Node annotations.
 func TestKubeMixedWithFlanneld(t *testing.T) {

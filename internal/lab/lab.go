@@ -274,6 +274,9 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 		old.picture(w)
 		return nil
 	}
+	if spec.Store == "" {
+		spec.Store = "etcd"
+	}
 	switch {
 	case spec.Nodes < 1 || spec.Nodes > 60:
 		return fmt.Errorf("--nodes %d: use 1 to 60", spec.Nodes)
