@@ -135,8 +135,13 @@ func TestLeaseFromPodCIDR(t *testing.T) {
 		t.Fatal(err)
 	}
 	leases = waitLeases(t, s2, 3)
-	if events.Load() == before {
-		t.Error("no watch event for n3's annotations")
+	// The informer fills its cache before it calls the handlers, so the
+	// lease can be listed a moment before the event arrives.
+	for deadline := time.Now().Add(5 * time.Second); events.Load() == before; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Error("no watch event for n3's annotations within 5s")
+			break
+		}
 	}
 	if l := leases[2]; l.Attrs.BackendType != "host-gw" || l.Attrs.BackendData != nil {
 		t.Errorf("n3: %+v (backend-data \"null\" means none)", l)
