@@ -10,36 +10,41 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/weftnet/weft/internal/kubeclient"
 )
 
 // Create creates each object (with dryRun, a server-side dry run, which
 // validates and admits without storing). Objects that exist are left as
 // they are.
-func Create(ctx context.Context, c kubernetes.Interface, objs []runtime.Object, dryRun bool) error {
+func Create(ctx context.Context, c *kubeclient.Client, objs []runtime.Object, dryRun bool) error {
 	opts := metav1.CreateOptions{FieldValidation: "Strict"}
 	if dryRun {
 		opts.DryRun = []string{metav1.DryRunAll}
 	}
 	for _, obj := range objs {
-		var err error
-		switch o := obj.(type) {
+		var r kubeclient.Resource
+		switch obj.(type) {
 		case *corev1.Namespace:
-			_, err = c.CoreV1().Namespaces().Create(ctx, o, opts)
+			r = kubeclient.Namespaces
 		case *corev1.ServiceAccount:
-			_, err = c.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, opts)
+			r = kubeclient.ServiceAccounts
 		case *corev1.ConfigMap:
-			_, err = c.CoreV1().ConfigMaps(o.Namespace).Create(ctx, o, opts)
+			r = kubeclient.ConfigMaps
 		case *rbacv1.ClusterRole:
-			_, err = c.RbacV1().ClusterRoles().Create(ctx, o, opts)
+			r = kubeclient.ClusterRoles
 		case *rbacv1.ClusterRoleBinding:
-			_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, o, opts)
+			r = kubeclient.ClusterRoleBindings
 		case *appsv1.DaemonSet:
-			_, err = c.AppsV1().DaemonSets(o.Namespace).Create(ctx, o, opts)
+			r = kubeclient.DaemonSets
 		default:
 			return fmt.Errorf("deploy: no create for %T", obj)
 		}
-		if err != nil && !apierrors.IsAlreadyExists(err) {
+		ns := ""
+		if m, ok := obj.(metav1.Object); ok {
+			ns = m.GetNamespace()
+		}
+		if err := c.Create(ctx, r, ns, obj, opts); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create %s: %w", describe(obj), err)
 		}
 	}

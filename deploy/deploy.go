@@ -8,7 +8,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/scheme"
+
+	"github.com/weftnet/weft/internal/kubeclient"
 )
 
 // Manifest is deploy/weft.yaml.
@@ -23,7 +24,7 @@ func Objects() ([]runtime.Object, error) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
 			continue
 		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		obj, err := kubeclient.Decode([]byte(doc))
 		if err != nil {
 			return nil, fmt.Errorf("deploy/weft.yaml document %d: %w", i+1, err)
 		}

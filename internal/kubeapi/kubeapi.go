@@ -25,11 +25,6 @@ import (
 	"strconv"
 	"time"
 
-	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
@@ -216,22 +211,6 @@ func (f *Files) WriteKubeconfig(path, server, token string) error {
 		return err
 	}
 	return clientcmd.WriteToFile(*cfg, path)
-}
-
-// ServiceAccountToken makes sure the service account ns/name exists and
-// returns a token for it, valid for ttl (TokenRequest API).
-func ServiceAccountToken(ctx context.Context, c kubernetes.Interface, ns, name string, ttl time.Duration) (string, error) {
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if _, err := c.CoreV1().ServiceAccounts(ns).Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create service account %s/%s: %w", ns, name, err)
-	}
-	secs := int64(ttl.Seconds())
-	tr, err := c.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name,
-		&authv1.TokenRequest{Spec: authv1.TokenRequestSpec{ExpirationSeconds: &secs}}, metav1.CreateOptions{})
-	if err != nil {
-		return "", fmt.Errorf("token for service account %s/%s: %w", ns, name, err)
-	}
-	return tr.Status.Token, nil
 }
 
 // FreePort returns a TCP port that was free on addr a moment ago.

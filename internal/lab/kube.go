@@ -15,10 +15,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weftnet/weft/deploy"
 	"github.com/weftnet/weft/internal/kubeapi"
+	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/netns"
 )
 
@@ -56,10 +57,10 @@ func (k *Kube) files() *kubeapi.Files {
 
 // admin is a client with the admin token, dialing from the control
 // namespace.
-func (s *State) admin() (kubernetes.Interface, error) {
+func (s *State) admin() (*kubeclient.Client, error) {
 	cfg := s.Kube.files().Config(s.Kube.URL, s.Kube.AdminToken, netns.Dialer(s.Ctl.NS))
 	cfg.UserAgent = "weft-lab" // its writes show as field manager weft-lab, the agents' as weft
-	return kubernetes.NewForConfig(cfg)
+	return kubeclient.New(cfg)
 }
 
 // startKube runs kube-apiserver in the control namespace on the store's
@@ -125,7 +126,7 @@ func (s *State) startKube(ctx context.Context, w io.Writer) error {
 	if err := deploy.Create(ctx, c, rbac, false); err != nil {
 		return err
 	}
-	tok, err := kubeapi.ServiceAccountToken(ctx, c, sa.Namespace, sa.Name, 48*time.Hour)
+	tok, err := c.ServiceAccountToken(ctx, sa.Namespace, sa.Name, 48*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -167,8 +168,8 @@ func (s *State) registerNode(ctx context.Context, n *Node) error {
 		return err
 	}
 	used := map[string]bool{}
-	list, err := c.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
-	if err != nil {
+	list := &corev1.NodeList{}
+	if err := c.List(ctx, kubeclient.Nodes, "", list); err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
 	for _, o := range list.Items {
@@ -187,12 +188,12 @@ func (s *State) registerNode(ctx context.Context, n *Node) error {
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, Labels: map[string]string{"kubernetes.io/hostname": n.Name},
 		Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
 		Spec: corev1.NodeSpec{PodCIDR: n.PodCIDR, PodCIDRs: []string{n.PodCIDR}}}
-	if _, err := c.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := c.Create(ctx, kubeclient.Nodes, "", node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create node %s: %w", n.Name, err)
 	}
 	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"addresses": []corev1.NodeAddress{
 		{Type: corev1.NodeInternalIP, Address: n.Addr.String()}, {Type: corev1.NodeHostName, Address: n.Name}}}})
-	if _, err := c.CoreV1().Nodes().PatchStatus(ctx, n.Name, patch); err != nil {
+	if err := c.Patch(ctx, kubeclient.Nodes, "", n.Name, types.StrategicMergePatchType, patch, "status"); err != nil {
 		return fmt.Errorf("set the addresses of node %s: %w", n.Name, err)
 	}
 	return s.save()
@@ -204,7 +205,7 @@ func (s *State) deleteNode(ctx context.Context, n *Node) error {
 	if err != nil {
 		return err
 	}
-	if err := c.CoreV1().Nodes().Delete(ctx, n.Name, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+	if err := c.Delete(ctx, kubeclient.Nodes, "", n.Name); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete node %s: %w", n.Name, err)
 	}
 	return nil

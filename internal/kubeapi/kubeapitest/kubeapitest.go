@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/internal/kubeapi"
+	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 )
 
@@ -24,7 +25,9 @@ import (
 type Server struct {
 	URL   string
 	Files *kubeapi.Files
-	Admin kubernetes.Interface
+	Admin kubernetes.Interface // client-go's clientset, for tests
+	// Client is weft's own client, with the admin token.
+	Client *kubeclient.Client
 }
 
 // Binary returns the kube-apiserver to run, skipping the test when there is
@@ -107,7 +110,11 @@ func Start(t testing.TB) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Server{URL: url, Files: files, Admin: admin}
+	client, err := kubeclient.New(files.Config(url, files.AdminToken, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Server{URL: url, Files: files, Admin: admin, Client: client}
 }
 
 func tail(s string, n int) string {

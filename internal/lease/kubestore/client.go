@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"os"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftnet/weft/internal/kubeclient"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -16,7 +17,7 @@ import (
 // given (flannel's --kube-api-url and --kubeconfig-file), else with the
 // pod's service account. It speaks protobuf, which costs the agent less
 // memory and CPU than JSON.
-func Client(apiURL, kubeconfig, userAgent string) (kubernetes.Interface, error) {
+func Client(apiURL, kubeconfig, userAgent string) (*kubeclient.Client, error) {
 	var cfg *rest.Config
 	var err error
 	if apiURL == "" && kubeconfig == "" {
@@ -33,7 +34,7 @@ func Client(apiURL, kubeconfig, userAgent string) (kubernetes.Interface, error) 
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
 	cfg.UserAgent = userAgent
-	c, err := kubernetes.NewForConfig(cfg)
+	c, err := kubeclient.New(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -42,7 +43,7 @@ func Client(apiURL, kubeconfig, userAgent string) (kubernetes.Interface, error) 
 
 // NodeName is this node's name: NODE_NAME, else the spec.nodeName of the
 // agent's own pod (POD_NAME in POD_NAMESPACE), as flannel finds it.
-func NodeName(ctx context.Context, c kubernetes.Interface) (string, error) {
+func NodeName(ctx context.Context, c *kubeclient.Client) (string, error) {
 	if n := os.Getenv("NODE_NAME"); n != "" {
 		return n, nil
 	}
@@ -50,8 +51,8 @@ func NodeName(ctx context.Context, c kubernetes.Interface) (string, error) {
 	if pod == "" || ns == "" {
 		return "", errors.New("cannot tell which node this is: set NODE_NAME (the DaemonSet sets it from spec.nodeName), or POD_NAME and POD_NAMESPACE")
 	}
-	p, err := c.CoreV1().Pods(ns).Get(ctx, pod, metav1.GetOptions{})
-	if err != nil {
+	p := &corev1.Pod{}
+	if err := c.Get(ctx, kubeclient.Pods, ns, pod, p); err != nil {
 		return "", fmt.Errorf("find this node from pod %s/%s: %w", ns, pod, err)
 	}
 	if p.Spec.NodeName == "" {

@@ -23,10 +23,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
 	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -38,7 +38,7 @@ const (
 
 // Options configure a Store.
 type Options struct {
-	Client     kubernetes.Interface
+	Client     *kubeclient.Client
 	NodeName   string // this node's Node object
 	ConfigPath string // net-conf.json; default DefaultConfigPath
 	Prefix     string // annotation prefix; default DefaultPrefix
@@ -100,7 +100,7 @@ func New(o Options) (*Store, error) {
 		return nil, fmt.Errorf("%s: %w", o.ConfigPath, err)
 	}
 	s := &Store{o: o, ann: ann, doc: doc, cfg: cfg, stop: make(chan struct{})}
-	lw := cache.NewListWatchFromClient(o.Client.CoreV1().RESTClient(), "nodes", "", fields.Everything())
+	lw := cache.NewListWatchFromClient(o.Client.REST(kubeclient.Nodes), kubeclient.Nodes.Name, "", fields.Everything())
 	s.informer = cache.NewSharedIndexInformer(lw, &corev1.Node{}, o.Resync, cache.Indexers{})
 	if err := s.informer.SetTransform(s.strip); err != nil {
 		return nil, fmt.Errorf("kubestore: set the informer's transform: %w", err)
@@ -147,8 +147,8 @@ func (s *Store) Config(context.Context) ([]byte, error) { return s.doc, nil }
 // agent never allocates in this mode. Unless read-only, it publishes
 // req.Attrs as annotations on the Node (status subresource).
 func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
-	n, err := s.o.Client.CoreV1().Nodes().Get(ctx, s.o.NodeName, metav1.GetOptions{})
-	if err != nil {
+	n := &corev1.Node{}
+	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
 		if apierrors.IsNotFound(err) {
 			return lease.Lease{}, fmt.Errorf("node %q does not exist: set NODE_NAME to this node's name as Kubernetes knows it: %w", s.o.NodeName, err)
 		}
@@ -242,7 +242,7 @@ func (s *Store) publish(ctx context.Context, n *corev1.Node, attrs lease.Attrs) 
 	if err != nil {
 		return err
 	}
-	if _, err := s.o.Client.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+	if err := s.o.Client.Patch(ctx, kubeclient.Nodes, "", n.Name, types.MergePatchType, patch, "status"); err != nil {
 		return fmt.Errorf("annotate node %q with its backend data: %w", n.Name, err)
 	}
 	s.o.Log.Info("published backend data on the node", "node", n.Name, "backend-type", attrs.BackendType, "public-ip", attrs.PublicIP)
@@ -414,7 +414,7 @@ func (s *Store) MarkReady(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.o.Client.CoreV1().Nodes().PatchStatus(ctx, s.o.NodeName, patch); err != nil {
+	if err := s.o.Client.Patch(ctx, kubeclient.Nodes, "", s.o.NodeName, types.StrategicMergePatchType, patch, "status"); err != nil {
 		return fmt.Errorf("set NetworkUnavailable=False on node %q: %w", s.o.NodeName, err)
 	}
 	return nil
@@ -439,8 +439,8 @@ func newAnnotations(prefix string) (annotations, error) {
 // NodePublicIP returns the node-public-ip annotation of this node, if set:
 // flannel's way to choose a node's underlay address from the cluster.
 func (s *Store) NodePublicIP(ctx context.Context) (netip.Addr, error) {
-	n, err := s.o.Client.CoreV1().Nodes().Get(ctx, s.o.NodeName, metav1.GetOptions{})
-	if err != nil {
+	n := &corev1.Node{}
+	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
 		return netip.Addr{}, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
 	}
 	v := n.Annotations[s.ann.nodePublicIP]

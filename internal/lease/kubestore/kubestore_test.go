@@ -23,8 +23,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/deploy"
-	"github.com/weftnet/weft/internal/kubeapi"
 	"github.com/weftnet/weft/internal/kubeapi/kubeapitest"
+	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/kubestore"
 )
@@ -58,7 +58,7 @@ func addNode(t *testing.T, c kubernetes.Interface, name, podCIDR, ip string) {
 	}
 }
 
-func newStore(t *testing.T, c kubernetes.Interface, node, conf string, readOnly bool) *kubestore.Store {
+func newStore(t *testing.T, c *kubeclient.Client, node, conf string, readOnly bool) *kubestore.Store {
 	t.Helper()
 	s, err := kubestore.New(kubestore.Options{Client: c, NodeName: node, ConfigPath: conf, ReadOnly: readOnly, Log: slog.Default()})
 	if err != nil {
@@ -85,7 +85,7 @@ func TestLeaseFromPodCIDR(t *testing.T) {
 	addNode(t, srv.Admin, "n2", "10.244.8.0/24", "192.0.2.12")
 	addNode(t, srv.Admin, "n3", "10.244.9.0/24", "192.0.2.13") // runs no agent
 
-	s1 := newStore(t, srv.Admin, "n1", conf, false)
+	s1 := newStore(t, srv.Client, "n1", conf, false)
 	l1, err := s1.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.11", "0e:00:00:00:00:11")})
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestLeaseFromPodCIDR(t *testing.T) {
 		t.Errorf("annotations were not written through the status subresource: %+v", n1.ManagedFields)
 	}
 
-	s2 := newStore(t, srv.Admin, "n2", conf, false)
+	s2 := newStore(t, srv.Client, "n2", conf, false)
 	var events atomic.Int32
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
@@ -201,15 +201,15 @@ func TestMistakes(t *testing.T) {
 	addNode(t, srv.Admin, "outside", "10.99.1.0/24", "192.0.2.22")
 	req := lease.Request{Attrs: vxlanAttrs("192.0.2.21", "0e:00:00:00:00:21")}
 
-	_, err := newStore(t, srv.Admin, "bare", conf, false).Acquire(ctx, req)
+	_, err := newStore(t, srv.Client, "bare", conf, false).Acquire(ctx, req)
 	if err == nil || !strings.Contains(err.Error(), `node "bare" has no podCIDR: start kube-controller-manager with --allocate-node-cidrs and --cluster-cidr, or set it`) {
 		t.Errorf("no podCIDR: %v", err)
 	}
-	_, err = newStore(t, srv.Admin, "outside", conf, false).Acquire(ctx, req)
+	_, err = newStore(t, srv.Client, "outside", conf, false).Acquire(ctx, req)
 	if err == nil || !errors.Is(err, lease.ErrMisconfigured) || !strings.Contains(err.Error(), "10.99.1.0/24") || !strings.Contains(err.Error(), "10.244.0.0/16") {
 		t.Errorf("podCIDR outside Network: %v", err)
 	}
-	_, err = newStore(t, srv.Admin, "ghost", conf, false).Acquire(ctx, req)
+	_, err = newStore(t, srv.Client, "ghost", conf, false).Acquire(ctx, req)
 	if err == nil || !strings.Contains(err.Error(), `node "ghost" does not exist`) {
 		t.Errorf("unknown node: %v", err)
 	}
@@ -217,7 +217,7 @@ func TestMistakes(t *testing.T) {
 
 // saClient returns a client for a fresh service account bound to the
 // shipped cluster role named role, and nothing else.
-func saClient(t *testing.T, srv *kubeapitest.Server, sa, role string) kubernetes.Interface {
+func saClient(t *testing.T, srv *kubeapitest.Server, sa, role string) *kubeclient.Client {
 	t.Helper()
 	ctx := context.Background()
 	objs, err := deploy.Objects()
@@ -228,7 +228,7 @@ func saClient(t *testing.T, srv *kubeapitest.Server, sa, role string) kubernetes
 	if len(roles) != 1 {
 		t.Fatalf("deploy/weft.yaml has no ClusterRole %q", role)
 	}
-	if err := deploy.Create(ctx, srv.Admin, roles, false); err != nil {
+	if err := deploy.Create(ctx, srv.Client, roles, false); err != nil {
 		t.Fatal(err)
 	}
 	b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: sa},
@@ -237,11 +237,11 @@ func saClient(t *testing.T, srv *kubeapitest.Server, sa, role string) kubernetes
 	if _, err := srv.Admin.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := kubeapi.ServiceAccountToken(ctx, srv.Admin, "default", sa, time.Hour)
+	tok, err := srv.Client.ServiceAccountToken(ctx, "default", sa, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := kubernetes.NewForConfig(srv.Files.Config(srv.URL, tok, nil))
+	c, err := kubeclient.New(srv.Files.Config(srv.URL, tok, nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +308,7 @@ func TestShippedRoles(t *testing.T) {
 	// And the role really permits no write: the same patch the full mode
 	// makes is refused.
 	patch := []byte(`{"metadata":{"annotations":{"flannel.alpha.coreos.com/public-ip":"192.0.2.12"}}}`)
-	_, err = ro.CoreV1().Nodes().Patch(ctx, "n2", types.MergePatchType, patch, metav1.PatchOptions{}, "status")
+	err = ro.Patch(ctx, kubeclient.Nodes, "", "n2", types.MergePatchType, patch, "status")
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("a write with the read-only role: %v, want Forbidden", err)
 	}
@@ -335,13 +335,13 @@ func TestManifestDryRun(t *testing.T) {
 	// Namespaced objects need their namespace to exist for admission, so
 	// the namespace, once it passes its own dry run, is created for real.
 	ns := deploy.Only(objs, func(o runtime.Object) bool { _, ok := o.(*corev1.Namespace); return ok })
-	if err := deploy.Create(ctx, srv.Admin, ns, true); err != nil {
+	if err := deploy.Create(ctx, srv.Client, ns, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := deploy.Create(ctx, srv.Admin, ns, false); err != nil {
+	if err := deploy.Create(ctx, srv.Client, ns, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := deploy.Create(ctx, srv.Admin, objs, true); err != nil {
+	if err := deploy.Create(ctx, srv.Client, objs, true); err != nil {
 		t.Fatal(err)
 	}
 	// A dry run stores nothing.
@@ -351,7 +351,7 @@ func TestManifestDryRun(t *testing.T) {
 	// The ConfigMap's net-conf.json is a valid config, and its conflist chains portmap.
 	for _, o := range objs {
 		if cm, ok := o.(*corev1.ConfigMap); ok {
-			if _, err := kubestore.New(kubestore.Options{Client: srv.Admin, NodeName: "x", ConfigPath: writeTemp(t, cm.Data["net-conf.json"])}); err != nil {
+			if _, err := kubestore.New(kubestore.Options{Client: srv.Client, NodeName: "x", ConfigPath: writeTemp(t, cm.Data["net-conf.json"])}); err != nil {
 				t.Errorf("ConfigMap net-conf.json: %v", err)
 			}
 			if !strings.Contains(cm.Data["cni-conf.json"], `"type": "portmap"`) {
