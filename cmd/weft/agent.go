@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 	"github.com/weftnet/weft/internal/lease/kubestore"
+	"github.com/weftnet/weft/internal/residency"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -135,6 +136,19 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,
 		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Pprof: *pprof, Log: log,
 		ReadOnly: kf.enabled && kf.readOnly,
+		Ready:    func() { releaseStartupPages(log) },
 	}, plat)
 	return a.Run(ctx)
+}
+
+// releaseStartupPages returns the pages of the executable that start-up
+// faulted in (package initialisation of everything weft links); those the
+// agent still uses come back from the page cache on their next use.
+func releaseStartupPages(log *slog.Logger) {
+	kib, err := residency.Release()
+	if err != nil {
+		log.Warn("could not release start-up pages of the executable", "err", err)
+		return
+	}
+	log.Info("released start-up pages of the executable", "MiB", kib/1024)
 }
