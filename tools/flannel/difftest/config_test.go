@@ -6,6 +6,7 @@ package difftest
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -98,7 +99,7 @@ func deliberate(c *fsubnet.Config) string {
 	switch {
 	case !c.EnableIPv4 && !c.EnableIPv6:
 		return "both families disabled: weft rejects it in the config"
-	case c.BackendType != "vxlan" && c.BackendType != "host-gw" && c.BackendType != "udp":
+	case !slices.Contains([]string{"vxlan", "host-gw", "udp"}, strings.ToLower(c.BackendType)):
 		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType)
 	}
 	return ""
@@ -127,7 +128,9 @@ func compare(doc string) string {
 	}
 	eq("EnableIPv4", fc.EnableIPv4, wc.EnableIPv4)
 	eq("EnableIPv6", fc.EnableIPv6, wc.EnableIPv6)
-	eq("Backend.Type", fc.BackendType, wc.Backend.Type)
+	// flannel keeps the type as written and picks the backend by its lower
+	// case (pkg/backend/manager.go); weft lower-cases it when parsing.
+	eq("Backend.Type", strings.ToLower(fc.BackendType), wc.Backend.Type)
 	if fc.EnableIPv4 {
 		eq("Network", fc.Network.String(), wc.IPv4.Network.String())
 		eq("SubnetLen", fc.SubnetLen, wc.IPv4.SubnetLen)
