@@ -40,11 +40,7 @@ func Create(ctx context.Context, c *kubeclient.Client, objs []runtime.Object, dr
 		default:
 			return fmt.Errorf("deploy: no create for %T", obj)
 		}
-		ns := ""
-		if m, ok := obj.(metav1.Object); ok {
-			ns = m.GetNamespace()
-		}
-		if err := c.Create(ctx, r, ns, obj, opts); err != nil && !apierrors.IsAlreadyExists(err) {
+		if err := c.Create(ctx, r, obj.(metav1.Object), opts); err != nil && !apierrors.IsAlreadyExists(err) {
 			return fmt.Errorf("create %s: %w", describe(obj), err)
 		}
 	}

@@ -80,15 +80,11 @@ type Client struct {
 func New(cfg *rest.Config) (*Client, error) {
 	s := theScheme()
 	c := &Client{groups: map[string]rest.Interface{}}
-	for group, gv := range map[string]schema.GroupVersion{
-		"":               corev1.SchemeGroupVersion,
-		rbacv1.GroupName: rbacv1.SchemeGroupVersion,
-		appsv1.GroupName: appsv1.SchemeGroupVersion,
-	} {
+	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, rbacv1.SchemeGroupVersion, appsv1.SchemeGroupVersion} {
 		gcfg := rest.CopyConfig(cfg)
 		gcfg.GroupVersion = &gv
 		gcfg.APIPath = "/apis"
-		if group == "" {
+		if gv.Group == "" {
 			gcfg.APIPath = "/api"
 		}
 		gcfg.NegotiatedSerializer = s.codecs.WithoutConversion()
@@ -99,7 +95,7 @@ func New(cfg *rest.Config) (*Client, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kubernetes client for %s: %w", gv, err)
 		}
-		c.groups[group] = rc
+		c.groups[gv.Group] = rc
 	}
 	return c, nil
 }
@@ -125,9 +121,13 @@ func (c *Client) List(ctx context.Context, r Resource, ns string, out runtime.Ob
 	return c.request("GET", r, ns).Do(ctx).Into(out)
 }
 
-// Create creates obj in ns.
-func (c *Client) Create(ctx context.Context, r Resource, ns string, obj runtime.Object, opts metav1.CreateOptions) error {
-	return c.request("POST", r, ns).VersionedParams(&opts, theScheme().params).Body(obj).Do(ctx).Error()
+// Create creates obj, in its own namespace if r is namespaced.
+func (c *Client) Create(ctx context.Context, r Resource, obj metav1.Object, opts metav1.CreateOptions) error {
+	ro, ok := obj.(runtime.Object)
+	if !ok {
+		return fmt.Errorf("create %s: %T is not an API object", obj.GetName(), obj)
+	}
+	return c.request("POST", r, obj.GetNamespace()).VersionedParams(&opts, theScheme().params).Body(ro).Do(ctx).Error()
 }
 
 // Delete deletes object ns/name.
@@ -148,7 +148,7 @@ func (c *Client) Patch(ctx context.Context, r Resource, ns, name string, pt type
 // returns a token for it, valid for ttl (TokenRequest API).
 func (c *Client) ServiceAccountToken(ctx context.Context, ns, name string, ttl time.Duration) (string, error) {
 	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
-	if err := c.Create(ctx, ServiceAccounts, ns, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	if err := c.Create(ctx, ServiceAccounts, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return "", fmt.Errorf("create service account %s/%s: %w", ns, name, err)
 	}
 	secs := int64(ttl.Seconds())

@@ -7,10 +7,10 @@ import (
 	"os"
 
 	corev1 "k8s.io/api/core/v1"
-
-	"github.com/weftnet/weft/internal/kubeclient"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/weftnet/weft/internal/kubeclient"
 )
 
 // Client connects to the API server: through apiURL and/or kubeconfig when
