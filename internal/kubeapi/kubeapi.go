@@ -161,12 +161,12 @@ type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 // WaitReady polls /readyz until the server answers ok, or alive reports
 // that its process is gone.
 func (f *Files) WaitReady(ctx context.Context, server string, dial DialFunc, timeout time.Duration, alive func() error) error {
-	pem, err := os.ReadFile(f.CA)
+	ca, err := os.ReadFile(f.CA)
 	if err != nil {
 		return err
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
+	pool.AppendCertsFromPEM(ca)
 	hc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, DialContext: dial}}
 	defer hc.CloseIdleConnections()
 	deadline := time.Now().Add(timeout)

@@ -27,7 +27,6 @@ import (
 type Mapping struct {
 	Start, End uintptr
 	Perms      string
-	Path       string
 	RssKiB     int64
 	AnonKiB    int64 // private copies (relocations); such a mapping is never released
 }
@@ -94,7 +93,7 @@ func ParseSmaps(r io.Reader, path string) ([]Mapping, error) {
 			if !ok || err1 != nil || err2 != nil || e <= s {
 				return nil, fmt.Errorf("malformed mapping %q", line)
 			}
-			out = append(out, Mapping{Start: uintptr(s), End: uintptr(e), Perms: fs[1], Path: path})
+			out = append(out, Mapping{Start: uintptr(s), End: uintptr(e), Perms: fs[1]})
 			cur = &out[len(out)-1]
 			continue
 		}

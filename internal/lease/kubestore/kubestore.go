@@ -60,10 +60,10 @@ type Store struct {
 	doc []byte
 	cfg *config.Config
 
-	informer cache.SharedIndexInformer
-	start    sync.Once
-	stop     chan struct{}
-	closeMu  sync.Once
+	informer  cache.SharedIndexInformer
+	start     sync.Once
+	stop      chan struct{}
+	closeOnce sync.Once
 
 	mu      sync.Mutex // guards the fields below
 	own     lease.Lease
@@ -110,7 +110,7 @@ func New(o Options) (*Store, error) {
 
 // Close stops the informer.
 func (s *Store) Close() error {
-	s.closeMu.Do(func() { close(s.stop) })
+	s.closeOnce.Do(func() { close(s.stop) })
 	return nil
 }
 

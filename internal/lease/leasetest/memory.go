@@ -94,12 +94,7 @@ func (m *Memory) Acquire(ctx context.Context, req lease.Request) (lease.Lease, e
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.expireLocked()
-	all := make([]lease.Lease, 0, len(m.leases))
-	for _, l := range m.leases {
-		all = append(all, l)
-	}
-	held, v4, v6, err := lease.Choose(cfg, all, req, nil)
+	held, v4, v6, err := lease.Choose(cfg, m.listLocked(), req, nil)
 	if err != nil {
 		return lease.Lease{}, err
 	}
@@ -136,12 +131,17 @@ func (m *Memory) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) 
 func (m *Memory) List(ctx context.Context) ([]lease.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	return m.listLocked(), nil
+}
+
+// listLocked returns the leases that have not expired; m.mu is held.
+func (m *Memory) listLocked() []lease.Lease {
 	m.expireLocked()
 	out := make([]lease.Lease, 0, len(m.leases))
 	for _, l := range m.leases {
 		out = append(out, l)
 	}
-	return out, nil
+	return out
 }
 
 // Watch implements lease.Store.
