@@ -165,7 +165,7 @@ func (b *Backend) open(st backend.NodeState) (tun.Device, conn.Bind, []conn.Rece
 	if err := b.h.LinkSetUp(link); err != nil {
 		return fail(fmt.Errorf("udp: set %s up: %w", DeviceName, err))
 	}
-	bind := conn.NewStdNetBind()
+	bind := newSocket(conn.IdealBatchSize, &b.stats.malformed, b.log)
 	fns, _, err := bind.Open(uint16(b.cfg.Port))
 	if err != nil {
 		return fail(fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err))
