@@ -29,6 +29,8 @@ type BenchResult struct {
 	RRPerSec  float64 `json:"rrPerSec"`      // 1-byte request/response transactions per second
 	P50us     float64 `json:"rrP50us"`       // their latency
 	P99us     float64 `json:"rrP99us"`       //
+	CPUPerGB  float64 `json:"cpuSecPerGB"`   // the machine's busy CPU seconds per GB carried, single stream
+	StealPct  float64 `json:"stealPct"`      // share of the machine's CPU time the host took meanwhile
 	AgentCPU  float64 `json:"agentCPUs"`     // CPU seconds of both agents during the runs
 	AgentRSS  float64 `json:"agentRSSMiB"`   // largest resident set of an agent
 	AgentPeak float64 `json:"agentPeakMiB"`  // largest VmHWM of an agent
@@ -144,8 +146,16 @@ func benchVeth(ctx context.Context, name string, secs int) (BenchResult, error) 
 // from namespace src to dst.
 func measure(ctx context.Context, r *BenchResult, src, dst string, ip netip.Addr, secs int) error {
 	var err error
+	before := readCPU()
 	if r.Gbps1, err = iperf(ctx, src, dst, ip, secs, 1); err != nil {
 		return err
+	}
+	after := readCPU()
+	if gb := r.Gbps1 * float64(secs) / 8; gb > 0 {
+		r.CPUPerGB = (after.busy - before.busy) / gb
+	}
+	if total := after.total - before.total; total > 0 {
+		r.StealPct = 100 * (after.steal - before.steal) / total
 	}
 	if r.Gbps4, err = iperf(ctx, src, dst, ip, secs, 4); err != nil {
 		return err
@@ -241,6 +251,38 @@ func requestResponse(src, dst string, ip netip.Addr, d time.Duration) (float64, 
 	return float64(len(lat)) / time.Since(start).Seconds(), us(0.50), us(0.99), nil
 }
 
+// cpuTimes are the machine's CPU seconds from /proc/stat: busy (user,
+// nice, system, irq, softirq), stolen by the host, and all of them.
+type cpuTimes struct{ busy, steal, total float64 }
+
+// readCPU reads /proc/stat's first line. Busy time per GB carried is the
+// efficiency of a data path, and unlike throughput it holds when the host
+// takes CPU time from this machine (steal), as a shared VM's host does.
+func readCPU() cpuTimes {
+	var t cpuTimes
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return t
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 9 || f[0] != "cpu" {
+		return t
+	}
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
+		x, _ := strconv.ParseFloat(v, 64)
+		x /= 100 // USER_HZ
+		t.total += x
+		switch i {
+		case 0, 1, 2, 5, 6:
+			t.busy += x
+		case 7:
+			t.steal += x
+		}
+	}
+	return t
+}
+
 // agentsCPU sums the CPU seconds (user and system) of the lab's agents.
 func agentsCPU(s *State) float64 {
 	total := 0.0
@@ -295,19 +337,23 @@ func printBench(w io.Writer, rs []BenchResult) {
 		return fmt.Sprintf(" (%.2fx)", v/r)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tTCP 1 stream Gbit/s\tTCP 4 streams Gbit/s\tRR/s\tRR p50 µs\tRR p99 µs\tagents CPU s\tagent RSS MiB\tagent peak MiB\t")
+	fmt.Fprintln(tw, "mode\tTCP 1 stream Gbit/s\tCPU s/GB\tTCP 4 streams Gbit/s\tRR/s\tRR p50 µs\tRR p99 µs\tagents CPU s\tagent RSS MiB\tagent peak MiB\t")
+	var steal []string
 	for _, r := range rs {
-		var g1, g4, rr, p50, p99 string
+		var g1, cg, g4, rr, p50, p99 string
 		if ref != nil {
-			g1, g4, rr, p50, p99 = ratio(r.Gbps1, ref.Gbps1), ratio(r.Gbps4, ref.Gbps4), ratio(r.RRPerSec, ref.RRPerSec), ratio(r.P50us, ref.P50us), ratio(r.P99us, ref.P99us)
+			g1, cg, g4, rr, p50, p99 = ratio(r.Gbps1, ref.Gbps1), ratio(r.CPUPerGB, ref.CPUPerGB), ratio(r.Gbps4, ref.Gbps4), ratio(r.RRPerSec, ref.RRPerSec), ratio(r.P50us, ref.P50us), ratio(r.P99us, ref.P99us)
 		}
+		steal = append(steal, fmt.Sprintf("%s %.0f%%", r.Mode, r.StealPct))
 		cpu, rss, hwm := "-", "-", "-"
 		if r.Mode != "veth" {
 			cpu, rss, hwm = fmt.Sprintf("%.1f", r.AgentCPU), fmt.Sprintf("%.1f", r.AgentRSS), fmt.Sprintf("%.1f", r.AgentPeak)
 		}
-		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.0f%s\t%.0f%s\t%.0f%s\t%s\t%s\t%s\t\n", r.Mode,
-			r.Gbps1, g1, r.Gbps4, g4, r.RRPerSec, rr, r.P50us, p50, r.P99us, p99, cpu, rss, hwm)
+		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.2f%s\t%.0f%s\t%.0f%s\t%.0f%s\t%s\t%s\t%s\t\n", r.Mode,
+			r.Gbps1, g1, r.CPUPerGB, cg, r.Gbps4, g4, r.RRPerSec, rr, r.P50us, p50, r.P99us, p99, cpu, rss, hwm)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "ratios are to kernel vxlan in the same run; pod to pod across two nodes of a 2-node l2 lab")
+	fmt.Fprintln(w, "CPU s/GB: the machine's busy CPU seconds per GB carried by the single stream (lower is better; it holds when the host steals time)")
+	fmt.Fprintln(w, "host steal during the single-stream runs: "+strings.Join(steal, ", "))
 }
