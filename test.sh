@@ -38,5 +38,6 @@ done <<'TARGETS'
 ./internal/cni FuzzParseConf
 ./internal/backend/udp FuzzInbound
 ./internal/backend/udp FuzzOutbound
+./internal/backend/udp FuzzCoalescer
 ./internal/lease/kubestore FuzzNodeLease
 TARGETS

@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -124,6 +127,66 @@ func TestUDPOnL2(t *testing.T) {
 			t.Errorf("stranger drops went from %v to %v, want +20", before, after)
 		}
 		t.Logf("n1 dropped %v datagrams from a stranger; none reached the pod", after-before)
+	})
+
+	t.Run("BulkTCPIntact", func(t *testing.T) {
+		// 64 MiB from n1-p1 to n2-p1 in one TCP connection: n2's agent
+		// writes it to flannel0 as coalesced super-packets, and every
+		// byte must arrive as sent.
+		var ln net.Listener
+		if err := netns.Do(l.name+"-n2-p1", func() error {
+			var err error
+			ln, err = net.Listen("tcp4", ":5300")
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		type result struct {
+			sum [32]byte
+			n   int64
+			err error
+		}
+		got := make(chan result, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				got <- result{err: err}
+				return
+			}
+			defer c.Close()
+			h := sha256.New()
+			n, err := io.Copy(h, c)
+			got <- result{sum: [32]byte(h.Sum(nil)), n: n, err: err}
+		}()
+		pktsBefore := l.metric("n2", `weft_udp_packets_total{direction="rx"}`)
+		writesBefore := l.metric("n2", "weft_udp_tun_writes_total")
+		const size = 64 << 20
+		data := make([]byte, size)
+		_, _ = rand.Read(data)
+		var c net.Conn
+		if err := netns.Do(l.name+"-n1-p1", func() error {
+			var err error
+			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(addr["n2-p1"], 5300).String(), 3*time.Second)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+		if _, err := c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		r := <-got
+		if r.err != nil || r.n != size || r.sum != sha256.Sum256(data) {
+			t.Fatalf("received %d of %d bytes (err %v); contents match: %v", r.n, size, r.err, r.sum == sha256.Sum256(data))
+		}
+		pkts := l.metric("n2", `weft_udp_packets_total{direction="rx"}`) - pktsBefore
+		writes := l.metric("n2", "weft_udp_tun_writes_total") - writesBefore
+		t.Logf("n2 received %.0f packets in %.0f writes to flannel0 (%.1f per write)", pkts, writes, pkts/writes)
+		if writes <= 0 || pkts/writes < 2 {
+			t.Errorf("%.0f packets in %.0f writes: TCP segments were not coalesced", pkts, writes)
+		}
 	})
 
 	t.Run("RestartGap", func(t *testing.T) {

@@ -15,6 +15,7 @@ type stats struct {
 	unreachable, expired    atomic.Uint64
 	sendErrors, writeErrors atomic.Uint64
 	recvErrors              atomic.Uint64
+	tunWrites               atomic.Uint64 // system calls writing to the device
 }
 
 func (s *stats) count(v verdict) {
@@ -33,14 +34,16 @@ func (s *stats) count(v verdict) {
 }
 
 var (
-	packetsDesc = prometheus.NewDesc("weft_udp_packets_total", "Packets carried by the udp backend, by direction.", []string{"direction"}, nil)
-	droppedDesc = prometheus.NewDesc("weft_udp_dropped_total", "Packets the udp backend dropped, by reason: stranger (sender holds no lease), spoofed (inner source outside the sender's subnet), malformed, unreachable (no lease for the destination), ttl, send-error, write-error, receive-error.", []string{"reason"}, nil)
+	packetsDesc   = prometheus.NewDesc("weft_udp_packets_total", "Packets carried by the udp backend, by direction.", []string{"direction"}, nil)
+	tunWritesDesc = prometheus.NewDesc("weft_udp_tun_writes_total", "System calls writing received packets to the TUN device; packets received per write is how well TCP segments were coalesced.", nil, nil)
+	droppedDesc   = prometheus.NewDesc("weft_udp_dropped_total", "Packets the udp backend dropped, by reason: stranger (sender holds no lease), spoofed (inner source outside the sender's subnet), malformed, unreachable (no lease for the destination), ttl, send-error, write-error, receive-error.", []string{"reason"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (b *Backend) Describe(ch chan<- *prometheus.Desc) {
 	ch <- packetsDesc
 	ch <- droppedDesc
+	ch <- tunWritesDesc
 }
 
 // Collect implements prometheus.Collector.
@@ -59,4 +62,5 @@ func (b *Backend) Collect(ch chan<- prometheus.Metric) {
 	c(droppedDesc, &s.sendErrors, "send-error")
 	c(droppedDesc, &s.writeErrors, "write-error")
 	c(droppedDesc, &s.recvErrors, "receive-error")
+	ch <- prometheus.MustNewConstMetric(tunWritesDesc, prometheus.CounterValue, float64(s.tunWrites.Load()))
 }

@@ -322,6 +322,11 @@ func (b *Backend) udpToTUN(ctx context.Context, dev tun.Device, bind conn.Bind, 
 	}
 	eps := make([]conn.Endpoint, batch)
 	out := make([][]byte, 0, batch)
+	w, err := newTUNWriter(dev, &b.stats.tunWrites)
+	if err != nil {
+		b.log.Warn("udp: writing to "+DeviceName+" through wireguard-go only", "err", err)
+		w = &tunWriter{dev: dev, writes: &b.stats.tunWrites}
+	}
 	for ctx.Err() == nil {
 		n, err := recv(pkts, sizes, eps)
 		if err != nil {
@@ -346,11 +351,11 @@ func (b *Backend) udpToTUN(ctx context.Context, dev tun.Device, bind conn.Bind, 
 		if len(out) == 0 {
 			continue
 		}
-		if _, err := dev.Write(out, offset); err != nil {
-			b.stats.writeErrors.Add(1)
+		n, err = w.write(out)
+		b.stats.rxPackets.Add(uint64(n))
+		if err != nil {
+			b.stats.writeErrors.Add(uint64(len(out) - n))
 			b.log.Debug("udp: write to TUN", "err", err)
-		} else {
-			b.stats.rxPackets.Add(uint64(len(out)))
 		}
 	}
 }
