@@ -40,7 +40,7 @@ type socket struct {
 
 	dropped *atomic.Uint64 // counts datagrams of a GRO message that did not fit
 
-	mu sync.Mutex // guards conn and rc
+	mu sync.Mutex // guards c and rc
 	c  *net.UDPConn
 	rc syscall.RawConn
 
@@ -306,10 +306,12 @@ func (s *socket) receive(pkts [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 	if err != nil {
 		return 0, err
 	}
-	r, at := min(len(pkts), s.batch), 0
+	lim := min(len(pkts), len(sizes), len(eps), s.batch)
+	pkts = pkts[:lim]
+	r, at := lim, 0
 	if s.gro && r >= maxSegments {
 		r = r / maxSegments
-		at = min(len(pkts), s.batch) - r
+		at = lim - r
 	}
 	sc := &s.recv
 	for k := range r {

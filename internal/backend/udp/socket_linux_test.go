@@ -2,6 +2,7 @@ package udp
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -161,6 +162,31 @@ func TestSocketRoundTrip(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSocketCloseEndsReceive: a receive blocked on an idle socket returns
+// net.ErrClosed when the socket closes, as the backend's Close relies on.
+func TestSocketCloseEndsReceive(t *testing.T) {
+	_, b, recv, _, _ := openPair(t, true, true)
+	done := make(chan error, 1)
+	go func() {
+		bufs, sizes, free := buffers(b.BatchSize())
+		defer free()
+		_, err := recv(bufs, sizes, make([]conn.Endpoint, len(bufs)))
+		done <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("receive returned %v, want net.ErrClosed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("receive still blocked 2 s after Close")
 	}
 }
 
