@@ -74,41 +74,52 @@ func TestPlan(t *testing.T) {
 	}
 }
 
-// openPair opens two sockets on 192.0.2.1 in a fresh namespace.
-func openPair(t *testing.T, gso, gro bool) (a, b *socket, recvB conn.ReceiveFunc, portA, portB uint16) {
-	t.Helper()
-	ns := netnstest.New(t)
+// openBinds opens tx and rx on 192.0.2.1 (on lo) in namespace ns, closes
+// them when the test ends, and returns rx's receive function and the ports.
+func openBinds(tb testing.TB, ns string, tx, rx conn.Bind) (recv conn.ReceiveFunc, txPort, rxPort uint16) {
+	tb.Helper()
 	err := netns.Do(ns, func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
 		}
-		if err := netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(192, 0, 2, 1), Mask: net.CIDRMask(32, 32)}}); err != nil {
+		if err := netlink.AddrReplace(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(192, 0, 2, 1), Mask: net.CIDRMask(32, 32)}}); err != nil {
 			return err
 		}
 		if err := netlink.LinkSetUp(lo); err != nil {
 			return err
 		}
-		log := slog.New(slog.NewTextHandler(io.Discard, nil))
-		a, b = newSocket(conn.IdealBatchSize, new(atomic.Uint64), log), newSocket(conn.IdealBatchSize, new(atomic.Uint64), log)
-		if _, portA, err = a.Open(0); err != nil {
+		if _, txPort, err = tx.Open(0); err != nil {
 			return err
 		}
-		fns, p, err := b.Open(0)
+		fns, p, err := rx.Open(0)
 		if err != nil {
 			return err
 		}
-		recvB, portB = fns[0], p
+		recv, rxPort = fns[0], p
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { a.Close(); b.Close() })
+	tb.Cleanup(func() { tx.Close(); rx.Close() })
+	return recv, txPort, rxPort
+}
+
+func newTestSocket() *socket {
+	return newSocket(conn.IdealBatchSize, new(atomic.Uint64), slog.New(slog.NewTextHandler(io.Discard, nil)))
+}
+
+// openPair opens two sockets on 192.0.2.1 in a fresh namespace.
+func openPair(t *testing.T, gso, gro bool) (a, b *socket, recvB conn.ReceiveFunc, portA, portB uint16) {
+	t.Helper()
+	a, b = newTestSocket(), newTestSocket()
+	recvB, portA, portB = openBinds(t, netnstest.New(t), a, b)
 	a.gso.Store(gso && a.gso.Load())
 	if !gro {
-		if err := b.rc.Control(func(fd uintptr) { err = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 0) }); err != nil {
-			t.Fatal(err)
+		var serr error
+		if err := b.rc.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_UDP, unix.UDP_GRO, 0) }); err != nil || serr != nil {
+			t.Fatal(err, serr)
 		}
 		b.gro = false
 	}
@@ -268,39 +279,11 @@ func BenchmarkSocket(b *testing.B) {
 }
 
 func benchSocket(b *testing.B, ns, impl string, count, size int) {
-	var tx, rx conn.Bind
-	var recv conn.ReceiveFunc
-	var port uint16
-	err := netns.Do(ns, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		_ = netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.IPv4(192, 0, 2, 1), Mask: net.CIDRMask(32, 32)}})
-		if err := netlink.LinkSetUp(lo); err != nil {
-			return err
-		}
-		if impl == "weft" {
-			log := slog.New(slog.NewTextHandler(io.Discard, nil))
-			tx, rx = newSocket(conn.IdealBatchSize, new(atomic.Uint64), log), newSocket(conn.IdealBatchSize, new(atomic.Uint64), log)
-		} else {
-			tx, rx = conn.NewStdNetBind(), conn.NewStdNetBind()
-		}
-		if _, _, err := tx.Open(0); err != nil {
-			return err
-		}
-		fns, p, err := rx.Open(0)
-		if err != nil {
-			return err
-		}
-		recv, port = fns[0], p
-		return nil
-	})
-	if err != nil {
-		b.Fatal(err)
+	var tx, rx conn.Bind = newTestSocket(), newTestSocket()
+	if impl != "weft" {
+		tx, rx = conn.NewStdNetBind(), conn.NewStdNetBind()
 	}
-	defer tx.Close()
-	defer rx.Close()
+	recv, _, port := openBinds(b, ns, tx, rx)
 	to, err := tx.ParseEndpoint(netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), port).String())
 	if err != nil {
 		b.Fatal(err)
