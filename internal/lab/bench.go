@@ -38,28 +38,76 @@ type BenchResult struct {
 }
 
 // bench measures each mode in turn, in one run, and prints a table with
-// every figure also as a ratio to kernel vxlan.
-func bench(ctx context.Context, name string, modes []string, secs int, w io.Writer) error {
+// every figure also as a ratio to kernel vxlan. With more than one round it
+// measures every mode once per round, prints each round, and then the
+// median of each figure over the rounds: a shared machine's noise comes
+// and goes, and rounds that interleave the modes meet it alike.
+func bench(ctx context.Context, name string, modes []string, secs, rounds int, w io.Writer) error {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return errors.New("weft lab bench needs iperf3 (apt-get install iperf3)")
 	}
-	var results []BenchResult
-	for _, mode := range modes {
-		fmt.Fprintf(w, "measuring %s ...\n", mode)
-		var r BenchResult
-		var err error
-		if mode == "veth" {
-			r, err = benchVeth(ctx, name, secs)
-		} else {
-			r, err = benchLab(ctx, name, mode, secs)
-		}
-		if err != nil {
-			return fmt.Errorf("bench %s: %w", mode, err)
-		}
-		results = append(results, r)
+	if rounds < 1 {
+		return errors.New("--rounds must be at least 1")
 	}
-	printBench(w, results)
+	all := make([][]BenchResult, len(modes)) // by mode, then round
+	for round := range rounds {
+		var results []BenchResult
+		for i, mode := range modes {
+			fmt.Fprintf(w, "measuring %s ...\n", mode)
+			var r BenchResult
+			var err error
+			if mode == "veth" {
+				r, err = benchVeth(ctx, name, secs)
+			} else {
+				r, err = benchLab(ctx, name, mode, secs)
+			}
+			if err != nil {
+				return fmt.Errorf("bench %s: %w", mode, err)
+			}
+			results = append(results, r)
+			all[i] = append(all[i], r)
+		}
+		if rounds > 1 {
+			fmt.Fprintf(w, "round %d of %d:\n", round+1, rounds)
+		}
+		printBench(w, results)
+	}
+	if rounds > 1 {
+		var med []BenchResult
+		for _, rs := range all {
+			med = append(med, medianResult(rs))
+		}
+		fmt.Fprintf(w, "median of %d rounds:\n", rounds)
+		printBench(w, med)
+	}
 	return nil
+}
+
+// medianResult is the median of each figure over rounds of one mode.
+func medianResult(rs []BenchResult) BenchResult {
+	m := rs[0]
+	med := func(f func(BenchResult) float64) float64 {
+		v := make([]float64, len(rs))
+		for i, r := range rs {
+			v[i] = f(r)
+		}
+		slices.Sort(v)
+		if len(v)%2 == 1 {
+			return v[len(v)/2]
+		}
+		return (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	m.Gbps1 = med(func(r BenchResult) float64 { return r.Gbps1 })
+	m.CPUPerGB = med(func(r BenchResult) float64 { return r.CPUPerGB })
+	m.StealPct = med(func(r BenchResult) float64 { return r.StealPct })
+	m.Gbps4 = med(func(r BenchResult) float64 { return r.Gbps4 })
+	m.RRPerSec = med(func(r BenchResult) float64 { return r.RRPerSec })
+	m.P50us = med(func(r BenchResult) float64 { return r.P50us })
+	m.P99us = med(func(r BenchResult) float64 { return r.P99us })
+	m.AgentCPU = med(func(r BenchResult) float64 { return r.AgentCPU })
+	m.AgentRSS = med(func(r BenchResult) float64 { return r.AgentRSS })
+	m.AgentPeak = med(func(r BenchResult) float64 { return r.AgentPeak })
+	return m
 }
 
 func benchLab(ctx context.Context, name, backend string, secs int) (BenchResult, error) {

@@ -34,7 +34,7 @@ const usage = `weft lab — a real multi-node weft cluster in network namespaces
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
-  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp]
+  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
   weft lab down [--name NAME]
 `
 
@@ -95,6 +95,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	secs := fs.Int("seconds", 5, "bench: seconds per measurement")
 	modes := fs.String("modes", "veth,host-gw,vxlan,udp", "bench: data paths to measure")
+	rounds := fs.Int("rounds", 1, "bench: measure every mode this many times, then print the medians")
 	count := fs.Int("count", 10, "ping: echo requests to send")
 	interval := fs.Duration("interval", 50*time.Millisecond, "ping: time between echo requests")
 	// The command of exec follows "--"; flags may follow positional
@@ -123,7 +124,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if *name == "weft" {
 			*name = "bench" // leave a lab under the default name alone
 		}
-		return bench(ctx, *name, strings.Split(*modes, ","), *secs, stdout)
+		return bench(ctx, *name, strings.Split(*modes, ","), *secs, *rounds, stdout)
 	}
 	// Commands that change the lab take its lock; status, check, exec and
 	// ping only read the state, and must run while the others do (a ping
