@@ -39,5 +39,6 @@ done <<'TARGETS'
 ./internal/backend/udp FuzzInbound
 ./internal/backend/udp FuzzOutbound
 ./internal/backend/udp FuzzCoalescer
+./internal/backend/udp FuzzSplit
 ./internal/lease/kubestore FuzzNodeLease
 TARGETS

@@ -60,7 +60,7 @@ func (t *fakeTUN) Events() <-chan tun.Event { return nil }
 func (t *fakeTUN) BatchSize() int           { return t.batch }
 func (t *fakeTUN) Close() error             { t.once.Do(func() { close(t.closed) }); return nil }
 
-type datagram struct {
+type received struct {
 	from netip.AddrPort
 	data []byte
 }
@@ -74,18 +74,18 @@ type sent struct {
 // collect sends, with their batch boundaries.
 type fakeBind struct {
 	batch  int
-	in     chan []datagram
+	in     chan []received
 	sent   chan sent
 	closed chan struct{}
 	once   sync.Once
 }
 
 func newFakeBind(batch int) *fakeBind {
-	return &fakeBind{batch: batch, in: make(chan []datagram, 16), sent: make(chan sent, 4096), closed: make(chan struct{})}
+	return &fakeBind{batch: batch, in: make(chan []received, 16), sent: make(chan sent, 4096), closed: make(chan struct{})}
 }
 
 func (b *fakeBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
-	var pending []datagram
+	var pending []received
 	recv := func(pkts [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		if len(pending) == 0 {
 			select {

@@ -1,10 +1,11 @@
 // Package udp is the userspace backend: pod packets leave through the TUN
 // device flannel0 and travel to the peer as the payload of one UDP datagram
 // each (flannel's udp wire format, port 8285), moved in batches with
-// offloads: wireguard-go's tun package creates the device and splits the
-// TSO super-packets read from it, weft's own socket sends and receives
-// with sendmmsg/recvmmsg and UDP GSO/GRO, and weft's own writer coalesces
-// received TCP segments into super-packets for the device.
+// offloads: wireguard-go's tun package creates the device (with the
+// virtio-net header, TSO and USO); weft reads it, splits each super-packet
+// into datagrams without copying the payload, sends and receives them with
+// sendmmsg/recvmmsg and UDP GSO/GRO, and coalesces received TCP segments
+// into super-packets again for the device.
 //
 // Only peers get in: a datagram whose source is not a current lease's
 // PublicIP and port is dropped, and so is an inner packet whose source is

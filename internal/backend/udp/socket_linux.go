@@ -46,6 +46,7 @@ type socket struct {
 
 	sendMu sync.Mutex // guards the send scratch below
 	send   scratch
+	whole  []datagram // Send's packets as datagrams
 
 	recv scratch               // the receive scratch; one goroutine receives
 	eps  []conn.StdNetEndpoint // receive endpoints, reused
@@ -91,13 +92,14 @@ func newSocket(batch int, dropped *atomic.Uint64, log *slog.Logger) *socket {
 	s := &socket{batch: batch, log: log, dropped: dropped}
 	for _, sc := range []*scratch{&s.send, &s.recv} {
 		sc.hdrs = make([]mmsghdr, batch)
-		sc.iovs = make([]unix.Iovec, batch)
+		sc.iovs = make([]unix.Iovec, 2*batch) // a datagram's head and body
 		sc.names = make([]unix.RawSockaddrInet4, batch)
 		sc.oob = make([]byte, batch*oobLen)
 		sc.call = sc.do
 	}
 	s.send.trap, s.recv.trap = unix.SYS_SENDMMSG, unix.SYS_RECVMMSG
 	s.eps = make([]conn.StdNetEndpoint, batch)
+	s.whole = make([]datagram, batch)
 	return s
 }
 
@@ -204,21 +206,33 @@ func addrPort(sa *unix.RawSockaddrInet4) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(p[0])<<8|uint16(p[1]))
 }
 
-// plan lays out bufs as messages to one address: with GSO, each message is
-// a run of packets of its first packet's size (a shorter one ends the run),
-// up to the kernel's limits; without, one packet per message. It returns
-// the number of messages.
-func (sc *scratch) plan(bufs [][]byte, to unix.RawSockaddrInet4, gso bool) int {
-	m := 0
-	for i := 0; i < len(bufs); m++ {
-		size, total, j := len(bufs[i]), 0, i
-		for j < len(bufs) && j-i < maxSegments {
-			l := len(bufs[j])
+// plan lays out ds as messages to one address: with GSO, each message is
+// a run of datagrams of its first datagram's size (a shorter one ends the
+// run), up to the kernel's limits; without, one datagram per message. Each
+// datagram is one iovec, or two when it has a body. It returns the number
+// of messages.
+func (sc *scratch) plan(ds []datagram, to unix.RawSockaddrInet4, gso bool) int {
+	m, v := 0, 0 // messages, iovecs
+	iov := func(b []byte) {
+		sc.iovs[v].Base = unsafe.SliceData(b)
+		sc.iovs[v].SetLen(len(b))
+		v++
+	}
+	add := func(d datagram) {
+		iov(d.head)
+		if len(d.body) > 0 {
+			iov(d.body)
+		}
+	}
+	for i := 0; i < len(ds); m++ {
+		first := v
+		size, total, j := ds[i].len(), 0, i
+		for j < len(ds) && j-i < maxSegments {
+			l := ds[j].len()
 			if l > size || total+l > maxPayload || (j > i && !gso) {
 				break
 			}
-			sc.iovs[j].Base = unsafe.SliceData(bufs[j])
-			sc.iovs[j].SetLen(l)
+			add(ds[j])
 			total += l
 			j++
 			if l < size || size == 0 {
@@ -226,16 +240,15 @@ func (sc *scratch) plan(bufs [][]byte, to unix.RawSockaddrInet4, gso bool) int {
 			}
 		}
 		if j == i { // larger than a datagram can be: the kernel will say so
-			sc.iovs[j].Base = unsafe.SliceData(bufs[j])
-			sc.iovs[j].SetLen(len(bufs[j]))
+			add(ds[j])
 			j++
 		}
 		sc.names[m] = to
 		h := &sc.hdrs[m].hdr
 		h.Name = (*byte)(unsafe.Pointer(&sc.names[m]))
 		h.Namelen = unix.SizeofSockaddrInet4
-		h.Iov = &sc.iovs[i]
-		h.SetIovlen(j - i)
+		h.Iov = &sc.iovs[first]
+		h.SetIovlen(v - first)
 		h.Control, h.Controllen = nil, 0
 		if j-i > 1 {
 			oob := sc.oob[m*oobLen : (m+1)*oobLen]
@@ -252,12 +265,32 @@ func (sc *scratch) plan(bufs [][]byte, to unix.RawSockaddrInet4, gso bool) int {
 }
 
 // Send implements conn.Bind: all of bufs go to ep, in as few system calls
-// as the kernel allows. A message the kernel refuses is skipped and the
-// first such error returned once the rest are sent.
+// as the kernel allows.
 func (s *socket) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if len(bufs) > s.batch {
 		return fmt.Errorf("send %d packets: more than a batch (%d)", len(bufs), s.batch)
 	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	for i, b := range bufs {
+		s.whole[i] = datagram{head: b}
+	}
+	return s.sendLocked(s.whole[:len(bufs)], ep)
+}
+
+// sendDatagrams sends ds to ep, in as few system calls as the kernel
+// allows. A message the kernel refuses is skipped and the first such error
+// returned once the rest are sent.
+func (s *socket) sendDatagrams(ds []datagram, ep conn.Endpoint) error {
+	if len(ds) > s.batch {
+		return fmt.Errorf("send %d packets: more than a batch (%d)", len(ds), s.batch)
+	}
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.sendLocked(ds, ep)
+}
+
+func (s *socket) sendLocked(ds []datagram, ep conn.Endpoint) error {
 	se, ok := ep.(*conn.StdNetEndpoint)
 	if !ok || !se.Addr().Is4() {
 		return fmt.Errorf("send to %s: not an IPv4 endpoint", ep.DstToString())
@@ -266,10 +299,8 @@ func (s *socket) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if err != nil {
 		return err
 	}
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
 	gso := s.gso.Load()
-	m := s.send.plan(bufs, sockaddr(se.AddrPort), gso)
+	m := s.send.plan(ds, sockaddr(se.AddrPort), gso)
 	var first error
 	sc := &s.send
 	for k := 0; k < m; {
@@ -285,7 +316,7 @@ func (s *socket) Send(bufs [][]byte, ep conn.Endpoint) error {
 			s.gso.Store(false)
 			s.log.Warn("udp: the underlay device refuses UDP GSO: one datagram per sent message")
 			gso = false
-			m, k = s.send.plan(bufs, sockaddr(se.AddrPort), false), 0
+			m, k = s.send.plan(ds, sockaddr(se.AddrPort), false), 0
 		case errno != 0:
 			if first == nil {
 				first = fmt.Errorf("sendmmsg to %s: %w", se.AddrPort, errno)

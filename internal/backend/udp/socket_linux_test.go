@@ -25,12 +25,12 @@ import (
 // packets, a shorter packet ending its run, and the kernel's limits on
 // datagrams and bytes per message.
 func TestPlan(t *testing.T) {
-	sizes := func(ns ...int) [][]byte {
-		var bufs [][]byte
+	sizes := func(ns ...int) []datagram {
+		var ds []datagram
 		for _, n := range ns {
-			bufs = append(bufs, make([]byte, n))
+			ds = append(ds, datagram{head: make([]byte, n)})
 		}
-		return bufs
+		return ds
 	}
 	rep := func(n, size int) []int {
 		s := make([]int, n)
@@ -211,7 +211,7 @@ func repeat(n, size int) []int {
 
 // receiveN receives until n datagrams have arrived (5 s at most), and
 // reports whether any message held more than one.
-func receiveN(t *testing.T, b *socket, recv conn.ReceiveFunc, n int) (got []datagram, coalesced bool) {
+func receiveN(t *testing.T, b *socket, recv conn.ReceiveFunc, n int) (got []received, coalesced bool) {
 	t.Helper()
 	bufs, sizes, free := buffers(b.BatchSize())
 	defer free()
@@ -228,7 +228,7 @@ func receiveN(t *testing.T, b *socket, recv conn.ReceiveFunc, n int) (got []data
 			t.Fatalf("receive after %d of %d datagrams: %v", len(got), n, err)
 		}
 		for i := range k {
-			got = append(got, datagram{from: endpointAddr(eps[i]), data: append([]byte(nil), pkts[i][:sizes[i]]...)})
+			got = append(got, received{from: endpointAddr(eps[i]), data: append([]byte(nil), pkts[i][:sizes[i]]...)})
 		}
 		for i := range 2 {
 			h := &b.recv.hdrs[i]

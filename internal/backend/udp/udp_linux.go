@@ -231,15 +231,20 @@ func buffers(n int) (bufs [][]byte, sizes []int, free func()) {
 	}
 }
 
-// tunToUDP reads batches from flannel0 and sends each packet to its peer,
-// one batch per peer.
+// tunToUDP reads packets from flannel0 and sends each to its peer, one
+// batch per peer.
 func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) {
-	bufs, sizes, free := buffers(dev.BatchSize())
-	defer free()
-	byPeer := map[netip.AddrPort][][]byte{}
+	src, err := newTUNSource(dev)
+	if err != nil {
+		b.log.Error("udp: cannot read "+DeviceName, "err", err)
+		return
+	}
+	defer src.close()
+	var sp splitter
+	byPeer := map[netip.AddrPort][]datagram{}
 	var icmp [][]byte
 	for ctx.Err() == nil {
-		n, err := dev.Read(bufs, sizes, offset)
+		pkts, err := src.read()
 		if err != nil {
 			switch {
 			case ctx.Err() != nil || errors.Is(err, os.ErrClosed):
@@ -249,7 +254,7 @@ func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) 
 			default:
 				b.log.Error("udp: read from TUN", "err", err)
 			}
-			if n == 0 {
+			if len(pkts) == 0 {
 				continue
 			}
 		}
@@ -262,35 +267,39 @@ func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) 
 			byPeer[k] = v[:0]
 		}
 		icmp = icmp[:0]
-		for i := range n {
-			p := bufs[i][offset : offset+sizes[i]]
-			ep, v := t.outbound(p)
+		for _, tp := range pkts {
+			ep, v := t.outbound(tp.p)
 			b.stats.count(v)
 			switch v {
 			case forward:
-				byPeer[ep] = append(byPeer[ep], p)
+				ds, err := sp.split(byPeer[ep], tp.p, tp.hdr)
+				if err != nil {
+					b.stats.malformed.Add(1)
+					b.log.Debug("udp: drop a packet read from TUN", "err", err)
+				}
+				byPeer[ep] = ds
 			case unreachable:
-				icmp = appendICMP(icmp, t.icmpError(p, icmpUnreachable, icmpNetUnreachable))
+				icmp = appendICMP(icmp, t.icmpError(tp.p, icmpUnreachable, icmpNetUnreachable))
 			case expired:
-				icmp = appendICMP(icmp, t.icmpError(p, icmpTimeExceeded, icmpTTLExceeded))
+				icmp = appendICMP(icmp, t.icmpError(tp.p, icmpTimeExceeded, icmpTTLExceeded))
 			}
 		}
 		b.mu.Lock()
 		eps := b.eps
 		b.mu.Unlock()
-		for peer, pkts := range byPeer {
+		for peer, ds := range byPeer {
 			e, ok := eps[peer]
 			if !ok {
 				continue
 			}
-			for len(pkts) > 0 {
-				k := min(len(pkts), bind.BatchSize())
-				if err := bind.Send(pkts[:k], e); err != nil {
+			for len(ds) > 0 {
+				k := min(len(ds), bind.BatchSize())
+				if err := send(bind, ds[:k], e); err != nil {
 					b.stats.sendErrors.Add(1)
 				} else {
 					b.stats.txPackets.Add(uint64(k))
 				}
-				pkts = pkts[k:]
+				ds = ds[k:]
 			}
 		}
 		if len(icmp) > 0 {
@@ -299,6 +308,19 @@ func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) 
 			}
 		}
 	}
+}
+
+// send hands datagrams to the socket; another conn.Bind (a test's) gets
+// each as one buffer.
+func send(bind conn.Bind, ds []datagram, e conn.Endpoint) error {
+	if s, ok := bind.(*socket); ok {
+		return s.sendDatagrams(ds, e)
+	}
+	bufs := make([][]byte, len(ds))
+	for i, d := range ds {
+		bufs[i] = append(d.head[:len(d.head):len(d.head)], d.body...)
+	}
+	return bind.Send(bufs, e)
 }
 
 func appendICMP(out [][]byte, pkt []byte) [][]byte {

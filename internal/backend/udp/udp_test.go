@@ -148,7 +148,7 @@ func TestFullBatchesGroupByPeer(t *testing.T) {
 func TestInbound(t *testing.T) {
 	b, dev, bind := harness(t, 64, 64)
 	good := packet("10.244.2.7", "10.244.1.5", 63, 40)
-	bind.in <- []datagram{
+	bind.in <- []received{
 		{peerA, good}, // admitted
 		{netip.MustParseAddrPort("198.51.100.9:8285"), good}, // stranger
 		{netip.MustParseAddrPort("192.0.2.2:9999"), good},    // right address, wrong port
@@ -209,7 +209,7 @@ func TestLeaseChangeAppliesWithoutRestart(t *testing.T) {
 	if p := recvTUN(t, dev); p[20] != icmpUnreachable {
 		t.Fatalf("a removed peer still gets traffic: %x", p)
 	}
-	bind.in <- []datagram{{peerA, packet("10.244.2.7", "10.244.1.5", 63, 40)}}
+	bind.in <- []received{{peerA, packet("10.244.2.7", "10.244.1.5", 63, 40)}}
 	waitCount(t, "a removed peer's datagrams dropped as strangers", &b.stats.stranger, 1)
 	if _, err := b.setPeers(state()); err != nil {
 		t.Fatal(err)
