@@ -26,20 +26,18 @@ type tunSource interface {
 // virtio-net header, so that a super-packet is split into datagrams
 // without copying its payload (splitter); otherwise, and for a test's
 // device, it reads through wireguard-go, which splits into copies.
-func newTUNSource(dev tun.Device) (tunSource, error) {
+func newTUNSource(dev tun.Device) tunSource {
 	if f := dev.File(); f != nil && dev.BatchSize() > 1 {
-		rc, err := f.SyscallConn()
-		if err != nil {
-			return nil, fmt.Errorf("TUN descriptor: %w", err)
+		if rc, err := f.SyscallConn(); err == nil {
+			r := &fdSource{rc: rc}
+			bufs, _, free := buffers(1)
+			r.buf, r.free = bufs[0], free
+			r.call = r.do
+			return r
 		}
-		r := &fdSource{rc: rc}
-		bufs, _, free := buffers(1)
-		r.buf, r.free = bufs[0], free
-		r.call = r.do
-		return r, nil
 	}
 	bufs, sizes, free := buffers(dev.BatchSize())
-	return &devSource{dev: dev, bufs: bufs, sizes: sizes, free: free}, nil
+	return &devSource{dev: dev, bufs: bufs, sizes: sizes, free: free}
 }
 
 // fdSource reads one packet, with its virtio-net header, per read(2).

@@ -234,11 +234,7 @@ func buffers(n int) (bufs [][]byte, sizes []int, free func()) {
 // tunToUDP reads packets from flannel0 and sends each to its peer, one
 // batch per peer.
 func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) {
-	src, err := newTUNSource(dev)
-	if err != nil {
-		b.log.Error("udp: cannot read "+DeviceName, "err", err)
-		return
-	}
+	src := newTUNSource(dev)
 	defer src.close()
 	var sp splitter
 	byPeer := map[netip.AddrPort][]datagram{}
