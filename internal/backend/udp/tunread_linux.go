@@ -16,9 +16,14 @@ type tunPacket struct {
 	hdr vnetHdr
 }
 
-// tunSource reads packets from flannel0.
+// tunSource reads packets from flannel0. One goroutine uses it.
 type tunSource interface {
+	// read blocks until the device has a packet and returns what one read
+	// gave: one packet, whole, or (wireguard-go) its segments. They stay
+	// valid, and may be changed in place, until the next read. After the
+	// device closes it returns an error.
 	read() ([]tunPacket, error)
+	// close frees the buffers; the device is closed by its owner.
 	close()
 }
 
