@@ -1,66 +1,6 @@
 package udp
 
-import (
-	"encoding/binary"
-	"math/bits"
-)
-
-// sum is the Internet checksum's one's-complement sum of b (not inverted),
-// added to initial, eight bytes at a time. One's-complement addition does
-// not care about byte order, so it adds little-endian words and swaps the
-// folded result; b must start at an even offset of its packet.
-func sum(b []byte, initial uint16) uint16 {
-	var s, c, t, d uint64
-	for len(b) >= 64 { // two carry chains: about a fifth faster than one
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:]), c)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:]), c)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:]), c)
-		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[32:]), d)
-		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[40:]), d)
-		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[48:]), d)
-		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[56:]), d)
-		b = b[64:]
-	}
-	s, c = bits.Add64(s, t, c)
-	s, c = bits.Add64(s, d, c)
-	for len(b) >= 32 {
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:]), c)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:]), c)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:]), c)
-		b = b[32:]
-	}
-	for len(b) >= 8 {
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
-		b = b[8:]
-	}
-	if len(b) > 0 {
-		var t [8]byte
-		copy(t[:], b)
-		s, c = bits.Add64(s, binary.LittleEndian.Uint64(t[:]), c)
-	}
-	s, c = bits.Add64(s, c, 0)
-	s += c
-	s = s&0xffffffff + s>>32
-	s = s&0xffffffff + s>>32
-	s = s&0xffff + s>>16
-	s = s&0xffff + s>>16
-	v := uint32(bits.ReverseBytes16(uint16(s))) + uint32(initial)
-	v = v&0xffff + v>>16
-	return uint16(v)
-}
-
-// pseudo is the one's-complement sum of an IPv4 packet's TCP or UDP
-// pseudo-header for a transport length of n bytes.
-func pseudo(p []byte, n int) uint16 {
-	v := uint32(binary.BigEndian.Uint16(p[12:])) + uint32(binary.BigEndian.Uint16(p[14:])) +
-		uint32(binary.BigEndian.Uint16(p[16:])) + uint32(binary.BigEndian.Uint16(p[18:])) +
-		uint32(p[9]) + uint32(n)
-	v = v&0xffff + v>>16
-	v = v&0xffff + v>>16
-	return uint16(v)
-}
+import "encoding/binary"
 
 const (
 	tcpACK = 0x10
@@ -110,6 +50,7 @@ func validTCP(p []byte) bool {
 type run struct {
 	key   [12]byte // addresses and ports of a TCP segment's flow
 	first int      // index into the batch
+	hlen  int      // a TCP segment's IP and TCP headers
 	more  []int    // the other segments, in sequence order
 	size  int      // the first segment's payload: every segment's but the last
 	total int      // the super-packet's length so far
@@ -159,7 +100,7 @@ func (c *coalescer) plan(pkts [][]byte) []run {
 			}
 			c.close(j)
 		}
-		c.add(run{key: [12]byte(p[12:24]), first: i, size: seg.payload, total: len(p), next: seg.seq + uint32(seg.payload), open: !seg.psh})
+		c.add(run{key: [12]byte(p[12:24]), first: i, hlen: seg.hlen, size: seg.payload, total: len(p), next: seg.seq + uint32(seg.payload), open: !seg.psh})
 	}
 	return c.runs
 }
@@ -216,7 +157,6 @@ const (
 // pkts[r.more...] follow the first segment on the wire.
 func superPacket(pkts [][]byte, r *run, vnet []byte) {
 	p := pkts[r.first]
-	hlen := 20 + int(p[32]>>4)*4
 	binary.BigEndian.PutUint16(p[2:], uint16(r.total))
 	p[10], p[11] = 0, 0
 	binary.BigEndian.PutUint16(p[10:], ^sum(p[:20], 0))
@@ -225,7 +165,7 @@ func superPacket(pkts [][]byte, r *run, vnet []byte) {
 	}
 	binary.BigEndian.PutUint16(p[20+tcpChecksumField:], pseudo(p, r.total-20))
 	vnet[0], vnet[1] = vnetNeedsCsum, vnetGSOTCPv4
-	binary.NativeEndian.PutUint16(vnet[2:], uint16(hlen))
+	binary.NativeEndian.PutUint16(vnet[2:], uint16(r.hlen))
 	binary.NativeEndian.PutUint16(vnet[4:], uint16(r.size))
 	binary.NativeEndian.PutUint16(vnet[6:], 20)
 	binary.NativeEndian.PutUint16(vnet[8:], tcpChecksumField)

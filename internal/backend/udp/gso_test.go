@@ -19,7 +19,7 @@ func superTCP(n int, size uint16, flags byte) ([]byte, vnetHdr) {
 	p := tcpSegment("10.244.1.2", "10.244.2.2", 40000, 80, 1e6, flags, ts, data)
 	binary.BigEndian.PutUint16(p[4:], 100) // IP ID
 	p[10], p[11] = 0, 0
-	binary.BigEndian.PutUint16(p[10:], ^checksum(p[:20], 0))
+	binary.BigEndian.PutUint16(p[10:], ^plainChecksum(p[:20], 0))
 	binary.BigEndian.PutUint16(p[36:], pseudo(p, len(p)-20))
 	return p, vnetHdr{flags: vnetNeedsCsum, gsoType: gsoTCPv4, gsoSize: size, csumStart: 20, csumOffst: 16}
 }
@@ -98,7 +98,7 @@ func TestSplitUDP(t *testing.T) {
 	p := ipv4UDPPacket("10.244.1.2", "10.244.2.2")[:28]
 	p = append(p, data...)
 	binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
-	binary.BigEndian.PutUint16(p[10:], ^checksum(p[:20], 0))
+	binary.BigEndian.PutUint16(p[10:], ^plainChecksum(p[:20], 0))
 	binary.BigEndian.PutUint16(p[24:], uint16(len(p)-20))
 	var s splitter
 	ds, err := s.split(nil, p, vnetHdr{flags: vnetNeedsCsum, gsoType: gsoUDPL4, gsoSize: 1000, csumStart: 20, csumOffst: 6})

@@ -14,6 +14,7 @@ package udp
 
 import (
 	"encoding/binary"
+	"math/bits"
 	"net/netip"
 )
 
@@ -62,7 +63,7 @@ func ipv4(p []byte) (hlen int, ok bool) {
 	if hlen < 20 || total < hlen || total != len(p) {
 		return 0, false
 	}
-	return hlen, checksum(p[:hlen], 0) == 0xffff
+	return hlen, sum(p[:hlen], 0) == 0xffff
 }
 
 func src(p []byte) netip.Addr { return netip.AddrFrom4([4]byte(p[12:16])) }
@@ -125,11 +126,11 @@ func (t *table) icmpError(p []byte, typ, code byte) []byte {
 	gw := t.gw.As4()
 	copy(out[12:16], gw[:])
 	copy(out[16:20], p[12:16])
-	binary.BigEndian.PutUint16(out[10:12], ^checksum(out[:20], 0))
+	binary.BigEndian.PutUint16(out[10:12], ^sum(out[:20], 0))
 	icmp := out[20:]
 	icmp[0], icmp[1] = typ, code
 	copy(icmp[8:], p[:quote])
-	binary.BigEndian.PutUint16(icmp[2:4], ^checksum(icmp, 0))
+	binary.BigEndian.PutUint16(icmp[2:4], ^sum(icmp, 0))
 	return out
 }
 
@@ -141,18 +142,59 @@ const (
 	icmpTTLExceeded    = 0
 )
 
-// checksum is the Internet checksum's one's-complement sum (not inverted).
-func checksum(b []byte, initial uint32) uint16 {
-	sum := initial
-	for len(b) >= 2 {
-		sum += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
+// sum is the Internet checksum's one's-complement sum of b (not inverted),
+// added to initial, eight bytes at a time. One's-complement addition does
+// not care about byte order, so it adds little-endian words and swaps the
+// folded result; b must start at an even offset of its packet.
+func sum(b []byte, initial uint16) uint16 {
+	var s, c, t, d uint64
+	for len(b) >= 64 { // two carry chains: about a fifth faster than one
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:]), c)
+		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[32:]), d)
+		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[40:]), d)
+		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[48:]), d)
+		t, d = bits.Add64(t, binary.LittleEndian.Uint64(b[56:]), d)
+		b = b[64:]
 	}
-	if len(b) == 1 {
-		sum += uint32(b[0]) << 8
+	s, c = bits.Add64(s, t, c)
+	s, c = bits.Add64(s, d, c)
+	for len(b) >= 32 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[8:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[16:]), c)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b[24:]), c)
+		b = b[32:]
 	}
-	for sum > 0xffff {
-		sum = (sum & 0xffff) + (sum >> 16)
+	for len(b) >= 8 {
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(b), c)
+		b = b[8:]
 	}
-	return uint16(sum)
+	if len(b) > 0 {
+		var t [8]byte
+		copy(t[:], b)
+		s, c = bits.Add64(s, binary.LittleEndian.Uint64(t[:]), c)
+	}
+	s, c = bits.Add64(s, c, 0)
+	s += c
+	s = s&0xffffffff + s>>32
+	s = s&0xffffffff + s>>32
+	s = s&0xffff + s>>16
+	s = s&0xffff + s>>16
+	v := uint32(bits.ReverseBytes16(uint16(s))) + uint32(initial)
+	v = v&0xffff + v>>16
+	return uint16(v)
+}
+
+// pseudo is the one's-complement sum of an IPv4 packet's TCP or UDP
+// pseudo-header for a transport length of n bytes.
+func pseudo(p []byte, n int) uint16 {
+	v := uint32(binary.BigEndian.Uint16(p[12:])) + uint32(binary.BigEndian.Uint16(p[14:])) +
+		uint32(binary.BigEndian.Uint16(p[16:])) + uint32(binary.BigEndian.Uint16(p[18:])) +
+		uint32(p[9]) + uint32(n)
+	v = v&0xffff + v>>16
+	v = v&0xffff + v>>16
+	return uint16(v)
 }

@@ -32,17 +32,30 @@ type tunSource interface {
 // without copying its payload (splitter); otherwise, and for a test's
 // device, it reads through wireguard-go, which splits into copies.
 func newTUNSource(dev tun.Device) tunSource {
-	if f := dev.File(); f != nil && dev.BatchSize() > 1 {
-		if rc, err := f.SyscallConn(); err == nil {
-			r := &fdSource{rc: rc}
-			bufs, _, free := buffers(1)
-			r.buf, r.free = bufs[0], free
-			r.call = r.do
-			return r
-		}
+	if rc := rawTUN(dev); rc != nil {
+		r := &fdSource{rc: rc}
+		bufs, _, free := buffers(1)
+		r.buf, r.free = bufs[0], free
+		r.call = r.do
+		return r
 	}
 	bufs, sizes, free := buffers(dev.BatchSize())
 	return &devSource{dev: dev, bufs: bufs, sizes: sizes, free: free}
+}
+
+// rawTUN returns flannel0's descriptor for weft's own reads and writes, or
+// nil to go through wireguard-go: when the device has no virtio-net header
+// (wireguard-go turns it on exactly when it batches), or is a test's.
+func rawTUN(dev tun.Device) syscall.RawConn {
+	f := dev.File()
+	if f == nil || dev.BatchSize() == 1 {
+		return nil
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // fdSource reads one packet, with its virtio-net header, per read(2).

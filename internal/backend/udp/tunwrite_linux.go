@@ -30,19 +30,10 @@ type tunWriter struct {
 	call  func(fd uintptr) bool
 }
 
-func newTUNWriter(dev tun.Device, writes *atomic.Uint64) (*tunWriter, error) {
-	w := &tunWriter{dev: dev, writes: writes}
+func newTUNWriter(dev tun.Device, writes *atomic.Uint64) *tunWriter {
+	w := &tunWriter{dev: dev, writes: writes, rc: rawTUN(dev)}
 	w.call = w.do
-	// wireguard-go turns the virtio-net header on exactly when it batches;
-	// without the header there is nothing to coalesce into.
-	if f := dev.File(); f != nil && dev.BatchSize() > 1 {
-		rc, err := f.SyscallConn()
-		if err != nil {
-			return nil, fmt.Errorf("TUN descriptor: %w", err)
-		}
-		w.rc = rc
-	}
-	return w, nil
+	return w
 }
 
 // do is w.call: one writev of w.iovs.
@@ -97,10 +88,9 @@ func (w *tunWriter) write(bufs [][]byte) (int, error) {
 			superPacket(w.pkts, &r, vnet)
 			w.iovs = append(w.iovs[:0], unix.Iovec{Base: &vnet[0]})
 			w.iovs[0].SetLen(vnetHdrLen + len(p))
-			hlen := 20 + int(p[32]>>4)*4
 			for _, k := range r.more {
-				w.iovs = append(w.iovs, unix.Iovec{Base: &w.pkts[k][hlen]})
-				w.iovs[len(w.iovs)-1].SetLen(len(w.pkts[k]) - hlen)
+				w.iovs = append(w.iovs, unix.Iovec{Base: &w.pkts[k][r.hlen]})
+				w.iovs[len(w.iovs)-1].SetLen(len(w.pkts[k]) - r.hlen)
 			}
 			if err := w.flush(); err != nil {
 				fail(fmt.Errorf("write %d coalesced segments: %w", 1+len(r.more), err))

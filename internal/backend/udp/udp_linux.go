@@ -340,11 +340,7 @@ func (b *Backend) udpToTUN(ctx context.Context, dev tun.Device, bind conn.Bind, 
 	}
 	eps := make([]conn.Endpoint, batch)
 	out := make([][]byte, 0, batch)
-	w, err := newTUNWriter(dev, &b.stats.tunWrites)
-	if err != nil {
-		b.log.Warn("udp: writing to "+DeviceName+" through wireguard-go only", "err", err)
-		w = &tunWriter{dev: dev, writes: &b.stats.tunWrites}
-	}
+	w := newTUNWriter(dev, &b.stats.tunWrites)
 	for ctx.Err() == nil {
 		n, err := recv(pkts, sizes, eps)
 		if err != nil {

@@ -23,7 +23,7 @@ func packet(src, dst string, ttl byte, payload int) []byte {
 	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
 	copy(p[12:16], s[:])
 	copy(p[16:20], d[:])
-	binary.BigEndian.PutUint16(p[10:12], ^checksum(p[:20], 0))
+	binary.BigEndian.PutUint16(p[10:12], ^plainChecksum(p[:20], 0))
 	binary.BigEndian.PutUint16(p[24:26], uint16(8+payload))
 	for i := 28; i < len(p); i++ {
 		p[i] = byte(i)
@@ -185,7 +185,7 @@ func TestICMPErrors(t *testing.T) {
 	if src(p) != netip.MustParseAddr("10.244.1.0") || dst(p) != netip.MustParseAddr("10.244.1.5") {
 		t.Errorf("ICMP from %s to %s", src(p), dst(p))
 	}
-	if checksum(p[20:], 0) != 0xffff {
+	if plainChecksum(p[20:], 0) != 0xffff {
 		t.Error("bad ICMP checksum")
 	}
 	if string(p[28:48]) != string(orig[:20]) {
