@@ -374,6 +374,15 @@ func (s *socket) receive(pkts [][]byte, sizes []int, eps []conn.Endpoint) (int, 
 			seg = g
 		}
 		slot := at + k
+		if size == 0 { // an empty datagram: passed on, so the caller counts it
+			if out < len(pkts) && (out <= slot || out >= at+n) {
+				sizes[out] = 0
+				s.eps[out].AddrPort = from
+				eps[out] = &s.eps[out]
+				out++
+			}
+			continue
+		}
 		for off := 0; off < size; off += seg {
 			if out >= len(pkts) || (out > slot && out < at+n) {
 				// More segments than the batch has room for (the

@@ -141,6 +141,7 @@ func TestSocketRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			for _, sizes := range [][]int{
+				{0}, // an empty datagram: passed on for the backend to count
 				{1}, // a batch of 1
 				append(append(repeat(100, 1400), 700), repeat(27, 1400)...), // a full batch, one run broken
 				repeat(128, 60), // a full batch of small datagrams
