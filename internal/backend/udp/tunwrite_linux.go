@@ -42,12 +42,10 @@ func (w *tunWriter) do(fd uintptr) bool {
 	return w.errno != unix.EAGAIN
 }
 
-func (w *tunWriter) writev(bufs ...[]byte) error {
-	w.iovs = w.iovs[:0]
-	for _, b := range bufs {
-		w.iovs = append(w.iovs, unix.Iovec{Base: unsafe.SliceData(b)})
-		w.iovs[len(w.iovs)-1].SetLen(len(b))
-	}
+// writeOne writes b, a virtio-net header and one packet.
+func (w *tunWriter) writeOne(b []byte) error {
+	w.iovs = append(w.iovs[:0], unix.Iovec{Base: unsafe.SliceData(b)})
+	w.iovs[0].SetLen(len(b))
 	return w.flush()
 }
 
@@ -99,7 +97,7 @@ func (w *tunWriter) write(bufs [][]byte) (int, error) {
 			n += 1 + len(r.more)
 		case len(p) >= 20 && p[0]>>4 == 4 && p[9] == unix.IPPROTO_TCP:
 			clear(vnet) // no offload: the kernel checks the checksum
-			if err := w.writev(buf[offset-vnetHdrLen:]); err != nil {
+			if err := w.writeOne(buf[offset-vnetHdrLen:]); err != nil {
 				fail(fmt.Errorf("write: %w", err))
 				continue
 			}
