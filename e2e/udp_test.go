@@ -19,6 +19,15 @@ import (
 	"github.com/weftnet/weft/internal/netns"
 )
 
+// in runs f inside one of the lab's namespaces (ns without the lab's
+// prefix) and fails t if it cannot enter it or f fails.
+func (l *lab) in(t *testing.T, ns string, f func() error) {
+	t.Helper()
+	if err := netns.Do(l.name+"-"+ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // metric reads one counter from a node's agent, from inside the node.
 func (l *lab) metric(node, series string) float64 {
 	l.t.Helper()
@@ -92,16 +101,14 @@ func TestUDPOnL2(t *testing.T) {
 		// n1-p1 listens; ext, which holds no lease, sends datagrams to n1's
 		// port 8285 carrying packets that claim to come from n2-p1.
 		var pc net.PacketConn
-		if err := netns.Do(l.name+"-n1-p1", func() error {
+		l.in(t, "n1-p1", func() error {
 			var err error
 			pc, err = net.ListenPacket("udp4", ":9999")
 			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		})
 		defer pc.Close()
 		before := l.metric("n1", `weft_udp_dropped_total{reason="stranger"}`)
-		err := netns.Do(l.name+"-ext", func() error {
+		l.in(t, "ext", func() error {
 			c, err := net.Dial("udp4", "192.0.2.11:8285")
 			if err != nil {
 				return err
@@ -114,9 +121,6 @@ func TestUDPOnL2(t *testing.T) {
 			}
 			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
 		_ = pc.SetReadDeadline(time.Now().Add(time.Second))
 		buf := make([]byte, 1500)
 		if n, from, err := pc.ReadFrom(buf); err == nil {
@@ -134,13 +138,11 @@ func TestUDPOnL2(t *testing.T) {
 		// writes it to flannel0 as coalesced super-packets, and every
 		// byte must arrive as sent.
 		var ln net.Listener
-		if err := netns.Do(l.name+"-n2-p1", func() error {
+		l.in(t, "n2-p1", func() error {
 			var err error
 			ln, err = net.Listen("tcp4", ":5300")
 			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		})
 		defer ln.Close()
 		type result struct {
 			sum [32]byte
@@ -165,13 +167,11 @@ func TestUDPOnL2(t *testing.T) {
 		data := make([]byte, size)
 		_, _ = rand.Read(data)
 		var c net.Conn
-		if err := netns.Do(l.name+"-n1-p1", func() error {
+		l.in(t, "n1-p1", func() error {
 			var err error
 			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(addr["n2-p1"], 5300).String(), 3*time.Second)
 			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
+		})
 		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
 		if _, err := c.Write(data); err != nil {
 			t.Fatal(err)
