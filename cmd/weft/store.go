@@ -14,7 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/backend/table"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 )
@@ -76,7 +76,7 @@ func connect(ef *etcdFlags, stderr io.Writer) (*etcdstore.Store, error) {
 func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("weft store init", stderr)
 	network := fs.String("network", "", "cluster network, e.g. 10.244.0.0/16")
-	backendType := fs.String("backend", "vxlan", "backend: vxlan, host-gw or udp")
+	backendType := fs.String("backend", table.Recommended, "backend: "+strings.Join(table.Types(), ", "))
 	direct := fs.Bool("direct-routing", false, "vxlan: plain routes to on-link peers")
 	subnetLen := fs.Int("subnet-len", 0, "prefix length of each node's subnet (default per net-conf.json rules)")
 	file := fs.String("config", "", "a net-conf.json file (instead of --network and --backend)")
@@ -102,7 +102,7 @@ func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		default:
 			return errors.New("weft store init: give --network (and --backend) or --config FILE")
 		}
-		if _, err := config.Parse(doc); err != nil {
+		if _, _, _, err := table.Parse(doc); err != nil {
 			return err
 		}
 		if err := s.PutConfig(ctx, doc); err != nil {
@@ -182,11 +182,11 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	c, err := config.Parse(doc)
+	c, _, opts, err := table.Parse(doc)
 	if err != nil {
 		return err
 	}
-	out, err := c.MarshalResolved()
+	out, err := c.MarshalResolved(opts.Resolved())
 	if err != nil {
 		return err
 	}

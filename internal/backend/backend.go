@@ -5,12 +5,17 @@ package backend
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"strings"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -58,6 +63,11 @@ type Backend interface {
 	// same state (idempotent), adds before it deletes, and removes entries
 	// for subnets no peer holds, including ones it did not create.
 	Apply(ctx context.Context, state NodeState) (Report, error)
+	// Close releases what the backend holds in this process (goroutines,
+	// sockets, file descriptors). The kernel state stays, so that pod
+	// traffic flows across an agent restart. Apply must not be called
+	// after Close.
+	Close() error
 }
 
 // Route is a route in the main table.
@@ -188,4 +198,83 @@ func CanonicalMAC(s string) string {
 		return ""
 	}
 	return strings.ToLower(hw.String())
+}
+
+// Kind is one row of the backend table (internal/backend/table): a backend
+// type and the functions of its package.
+type Kind struct {
+	// Type is Backend.Type in net-conf.json, in lower case.
+	Type string
+	// Parse reads the Backend object of net-conf.json (nil when the
+	// document has none), fills in defaults and validates. Errors are
+	// *config.Error values naming the key, e.g. "Backend.VNI".
+	Parse func(raw json.RawMessage) (Options, error)
+	// New builds the backend from options Parse returned. It touches
+	// nothing in the kernel before the first Apply; goroutines it starts
+	// end when ctx ends or on Close.
+	New func(ctx context.Context, env Env, opts Options) (Backend, error)
+}
+
+// Options are a backend's resolved options.
+type Options interface {
+	// Type is the backend type the options are for.
+	Type() string
+	// Resolved renders the options with every default filled in, in the
+	// net-conf.json schema, "Type" included (weft config check).
+	Resolved() map[string]any
+	// Path says in a few words how this node's packets reach a peer, e.g.
+	// "vxlan VNI 1 udp/8472 via flannel.1"; onLink: the peer is on the
+	// underlay's own segment.
+	Path(onLink bool) string
+}
+
+// Env is what a backend is built with.
+type Env struct {
+	Netlink  *netlink.Handle
+	Underlay Underlay
+	// ReadOnly is set when the store publishes nothing of this node, so
+	// peers' backend data must follow from their addresses.
+	ReadOnly bool
+	Log      *slog.Logger
+}
+
+// Common are the options every backend reads, validated the same way.
+type Common struct {
+	MTU  int // 0 = derive from the underlay interface
+	Port int // 0 = the backend's default
+}
+
+// RawCommon are the common options as written; a backend embeds it in the
+// struct it decodes its Backend object into (config.DecodeBackend).
+type RawCommon struct {
+	MTU  *int
+	Port *int
+}
+
+// Resolve validates MTU and Port.
+func (r RawCommon) Resolve() (Common, error) {
+	var c Common
+	if r.MTU != nil {
+		if *r.MTU < 0 || *r.MTU > 65535 {
+			return c, &config.Error{Key: "Backend.MTU", Msg: fmt.Sprintf("%d is out of range; use 0 (derive from the interface) or a value up to 65535", *r.MTU)}
+		}
+		c.MTU = *r.MTU
+	}
+	if r.Port != nil {
+		if *r.Port < 0 || *r.Port > 65535 {
+			return c, &config.Error{Key: "Backend.Port", Msg: fmt.Sprintf("%d is not a UDP port; use 1-65535 (or 0 for the default)", *r.Port)}
+		}
+		c.Port = *r.Port
+	}
+	return c, nil
+}
+
+// InnerMTU is the MTU pods get over a backend that adds overhead bytes to
+// each packet: the configured MTU, else the underlay's, less the overhead.
+func InnerMTU(u Underlay, configured, overhead int) int {
+	mtu := u.MTU
+	if configured > 0 {
+		mtu = configured
+	}
+	return mtu - overhead
 }

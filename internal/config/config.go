@@ -1,5 +1,7 @@
 // Package config parses, defaults and validates the cluster network
-// configuration (flannel's net-conf.json schema) into resolved values.
+// configuration (flannel's net-conf.json schema) into resolved values. The
+// Backend object is kept as written: each backend's own package parses its
+// options, and internal/backend/table puts the two together.
 package config
 
 import (
@@ -14,19 +16,6 @@ import (
 	"strings"
 )
 
-// Backend types weft implements.
-const (
-	BackendVXLAN  = "vxlan"
-	BackendHostGW = "host-gw"
-	BackendUDP    = "udp"
-)
-
-// flannel backends weft does not implement (yet); named so the error is precise.
-var flannelOnlyBackends = map[string]bool{
-	"wireguard": true, "ipip": true, "ipsec": true, "alloc": true,
-	"gce": true, "aws-vpc": true, "ali-vpc": true, "tencent-vpc": true, "extension": true,
-}
-
 // Family is the resolved address plan of one IP family.
 type Family struct {
 	Network   netip.Prefix // the cluster network, host bits masked
@@ -35,15 +24,14 @@ type Family struct {
 	SubnetMax netip.Addr   // last subnet that may be leased
 }
 
-// Backend holds the resolved backend options.
+// Backend is the Backend object of the document: its type, and the object
+// itself for the backend's own package to parse (internal/backend/table).
 type Backend struct {
-	Type          string
-	VNI           int  // vxlan
-	Port          int  // vxlan (default 8472), udp (default 8285)
-	MTU           int  // 0 = derive from the underlay interface
-	GBP           bool // vxlan
-	Learning      bool // vxlan
-	DirectRouting bool // vxlan
+	// Type is Backend.Type in lower case, as flannel picks backends; ""
+	// when the object has none (the backend table says what to use).
+	Type string
+	// Raw is the Backend object as written; nil when the document has none.
+	Raw json.RawMessage
 }
 
 // Config is a fully resolved network configuration.
@@ -54,8 +42,8 @@ type Config struct {
 	IPv6           Family // valid only when EnableIPv6
 	EnableNFTables bool
 	Backend        Backend
-	// BackendDefaulted is true when the document had no Backend and the
-	// flannel-compatible default (udp) was applied.
+	// BackendDefaulted is true when the document had no Backend: the
+	// backend table applies flannel's default.
 	BackendDefaulted bool
 	// UnknownKeys lists top-level keys weft does not know (ignored).
 	UnknownKeys []string
@@ -88,16 +76,6 @@ type raw struct {
 	IPv6SubnetMax  *string
 	EnableNFTables *bool
 	Backend        json.RawMessage
-}
-
-type rawBackend struct {
-	Type          *string
-	VNI           *int
-	Port          *int
-	MTU           *int
-	GBP           *bool
-	Learning      *bool
-	DirectRouting *bool
 }
 
 var knownKeys = map[string]bool{
@@ -315,61 +293,28 @@ func SubnetIndex(base, a netip.Addr, subnetLen int) uint64 {
 }
 
 func parseBackend(data json.RawMessage) (Backend, bool, error) {
-	b := Backend{}
 	if len(bytes.TrimSpace(data)) == 0 || string(bytes.TrimSpace(data)) == "null" {
-		b.Type = BackendUDP
-		b.Port = 8285
-		return b, true, nil
+		return Backend{}, true, nil
 	}
-	var r rawBackend
-	if err := json.Unmarshal(data, &r); err != nil {
-		return b, false, typeError(err, "Backend.")
+	var r struct{ Type *string }
+	if err := DecodeBackend(data, &r); err != nil {
+		return Backend{}, false, err
 	}
-	if r.Type == nil || *r.Type == "" {
-		return b, false, errorf("Backend.Type", "missing; use one of vxlan, host-gw, udp")
-	}
-	b.Type = strings.ToLower(*r.Type)
-	switch b.Type {
-	case BackendVXLAN, BackendHostGW, BackendUDP:
-	default:
-		if flannelOnlyBackends[b.Type] {
-			return b, false, errorf("Backend.Type", "%q is a flannel backend weft does not implement; use one of vxlan, host-gw, udp", *r.Type)
-		}
-		return b, false, errorf("Backend.Type", "unknown backend %q; use one of vxlan, host-gw, udp", *r.Type)
-	}
-	if r.MTU != nil {
-		if *r.MTU < 0 || *r.MTU > 65535 {
-			return b, false, errorf("Backend.MTU", "%d is out of range; use 0 (derive from the interface) or a value up to 65535", *r.MTU)
-		}
-		b.MTU = *r.MTU
-	}
-	if r.Port != nil {
-		if *r.Port < 0 || *r.Port > 65535 {
-			return b, false, errorf("Backend.Port", "%d is not a UDP port; use 1-65535 (or 0 for the default)", *r.Port)
-		}
-		b.Port = *r.Port
-	}
-	switch b.Type {
-	case BackendVXLAN:
-		b.VNI = 1
-		if r.VNI != nil {
-			if *r.VNI < 0 || *r.VNI > 1<<24-1 {
-				return b, false, errorf("Backend.VNI", "%d is out of range; use 0-16777215", *r.VNI)
-			}
-			b.VNI = *r.VNI
-		}
-		b.GBP = r.GBP != nil && *r.GBP
-		b.Learning = r.Learning != nil && *r.Learning
-		b.DirectRouting = r.DirectRouting != nil && *r.DirectRouting
-		if b.Port == 0 {
-			b.Port = 8472 // the kernel's default, as flannel
-		}
-	case BackendUDP:
-		if b.Port == 0 {
-			b.Port = 8285
-		}
+	b := Backend{Raw: data}
+	if r.Type != nil {
+		b.Type = strings.ToLower(*r.Type)
 	}
 	return b, false, nil
+}
+
+// DecodeBackend decodes the Backend object into v (a struct of pointer
+// fields, matched case-insensitively as flannel does); a value of the wrong
+// type is an *Error naming "Backend.<Field>".
+func DecodeBackend(data json.RawMessage, v any) error {
+	if err := json.Unmarshal(data, v); err != nil {
+		return typeError(err, "Backend.")
+	}
+	return nil
 }
 
 func example(bits int) string {
@@ -399,8 +344,9 @@ func jsonMsg(err error) string {
 }
 
 // MarshalResolved renders the config with every default filled in, in the
-// net-conf.json schema.
-func (c *Config) MarshalResolved() ([]byte, error) {
+// net-conf.json schema; backend is the Backend object the backend's package
+// resolved (its Type included).
+func (c *Config) MarshalResolved(backend map[string]any) ([]byte, error) {
 	m := map[string]any{
 		"EnableIPv4":     c.EnableIPv4,
 		"EnableIPv6":     c.EnableIPv6,
@@ -418,19 +364,6 @@ func (c *Config) MarshalResolved() ([]byte, error) {
 		m["IPv6SubnetMin"] = c.IPv6.SubnetMin.String()
 		m["IPv6SubnetMax"] = c.IPv6.SubnetMax.String()
 	}
-	be := map[string]any{"Type": c.Backend.Type}
-	switch c.Backend.Type {
-	case BackendVXLAN:
-		be["VNI"] = c.Backend.VNI
-		be["Port"] = c.Backend.Port
-		be["GBP"] = c.Backend.GBP
-		be["Learning"] = c.Backend.Learning
-		be["DirectRouting"] = c.Backend.DirectRouting
-		be["MTU"] = c.Backend.MTU
-	case BackendUDP:
-		be["Port"] = c.Backend.Port
-		be["MTU"] = c.Backend.MTU
-	}
-	m["Backend"] = be
+	m["Backend"] = backend
 	return json.MarshalIndent(m, "", "  ")
 }

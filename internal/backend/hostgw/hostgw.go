@@ -7,7 +7,6 @@ import (
 	"fmt"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 )
 
 // Plan computes the routes for st's host-gw peers on underlay u.
@@ -15,7 +14,7 @@ func Plan(st backend.NodeState, u backend.Underlay) (backend.Plan, []string) {
 	var p backend.Plan
 	var skipped []string
 	for _, peer := range st.Peers {
-		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != config.BackendHostGW || !peer.Subnet.IsValid() {
+		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != Type || !peer.Subnet.IsValid() {
 			continue
 		}
 		if !u.IsOnLink(peer.Attrs.PublicIP) {

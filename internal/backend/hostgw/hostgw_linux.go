@@ -6,7 +6,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -21,8 +20,16 @@ var _ backend.Backend = (*Backend)(nil)
 // New returns the backend; it touches nothing until Apply.
 func New(h *netlink.Handle, u backend.Underlay) *Backend { return &Backend{h: h, u: u} }
 
+// newBackend is Kind.New.
+func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
+	return New(env.Netlink, env.Underlay), nil
+}
+
+// Close implements backend.Backend: host-gw holds nothing in the process.
+func (b *Backend) Close() error { return nil }
+
 // LeaseAttrs implements backend.Backend.
-func (b *Backend) LeaseAttrs() lease.Attrs { return lease.Attrs{BackendType: config.BackendHostGW} }
+func (b *Backend) LeaseAttrs() lease.Attrs { return lease.Attrs{BackendType: Type} }
 
 // MTU implements backend.Backend: no encapsulation.
 func (b *Backend) MTU() int { return b.u.MTU }

@@ -18,7 +18,6 @@ import (
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -32,7 +31,7 @@ const offset = 16
 // Backend is the udp backend.
 type Backend struct {
 	h   *netlink.Handle
-	cfg config.Backend
+	cfg Options
 	u   backend.Underlay
 	log *slog.Logger
 
@@ -53,8 +52,13 @@ var (
 )
 
 // New prepares the backend; it touches nothing until Apply.
-func New(h *netlink.Handle, cfg config.Backend, u backend.Underlay, log *slog.Logger) *Backend {
+func New(h *netlink.Handle, cfg Options, u backend.Underlay, log *slog.Logger) *Backend {
 	return &Backend{h: h, cfg: cfg, u: u, log: log}
+}
+
+// newBackend is Kind.New.
+func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
+	return New(env.Netlink, opts.(Options), env.Underlay, env.Log), nil
 }
 
 // LeaseAttrs implements backend.Backend. flannel's udp leases carry no
@@ -64,16 +68,12 @@ func (b *Backend) LeaseAttrs() lease.Attrs { return lease.Attrs{} }
 
 // MTU implements backend.Backend.
 func (b *Backend) MTU() int {
-	mtu := b.u.MTU
-	if b.cfg.MTU > 0 {
-		mtu = b.cfg.MTU
-	}
-	return mtu - Overhead
+	return backend.InnerMTU(b.u, b.cfg.MTU, Overhead)
 }
 
 // isPeer reports whether a lease is a udp lease.
 func isPeer(l lease.Lease) bool {
-	return l.Attrs.BackendType == "" || l.Attrs.BackendType == config.BackendUDP
+	return l.Attrs.BackendType == "" || l.Attrs.BackendType == Type
 }
 
 // Apply implements backend.Backend: it starts the device and socket on the

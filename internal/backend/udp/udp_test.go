@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -50,7 +49,7 @@ func state() backend.NodeState {
 // harness runs the real data path over an in-memory TUN and socket.
 func harness(t *testing.T, tunBatch, udpBatch int) (*Backend, *fakeTUN, *fakeBind) {
 	t.Helper()
-	b := New(nil, config.Backend{Type: "udp", Port: 8285}, backend.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := New(nil, Options{Common: backend.Common{Port: 8285}}, backend.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	dev, bind := newFakeTUN(tunBatch), newFakeBind(udpBatch)
 	fns, _, _ := bind.Open(8285)
 	b.run(dev, bind, fns, ownSubnet)

@@ -10,7 +10,6 @@ import (
 	"net/netip"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -51,7 +50,7 @@ func Plan(st backend.NodeState, dev int, u backend.Underlay, m Mode) (backend.Pl
 	var p backend.Plan
 	var skipped []string
 	for _, peer := range st.Peers {
-		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != config.BackendVXLAN || !peer.Subnet.IsValid() {
+		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != Type || !peer.Subnet.IsValid() {
 			continue
 		}
 		if m.DirectRouting && u.IsOnLink(peer.Attrs.PublicIP) {

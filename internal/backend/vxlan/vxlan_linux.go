@@ -13,14 +13,13 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 )
 
 // Backend is the vxlan backend.
 type Backend struct {
 	h   *netlink.Handle
-	cfg config.Backend
+	cfg Options
 	u   backend.Underlay
 	mac string // the VTEP MAC, kept across restarts by reusing the device
 	log *slog.Logger
@@ -34,7 +33,7 @@ var _ backend.Backend = (*Backend)(nil)
 // an existing device (peers hold it), or picks a new one; with derivedMAC,
 // the MAC is MACFor the underlay address. The device is created by the
 // first Apply, after the lease is held.
-func New(h *netlink.Handle, cfg config.Backend, u backend.Underlay, derivedMAC bool, log *slog.Logger) (*Backend, error) {
+func New(h *netlink.Handle, cfg Options, u backend.Underlay, derivedMAC bool, log *slog.Logger) (*Backend, error) {
 	b := &Backend{h: h, cfg: cfg, u: u, log: log, derived: derivedMAC}
 	if derivedMAC {
 		b.mac = MACFor(u.Addr)
@@ -51,19 +50,23 @@ func New(h *netlink.Handle, cfg config.Backend, u backend.Underlay, derivedMAC b
 	return b, nil
 }
 
+// newBackend is Kind.New: in read-only mode the VTEP MACs are derived.
+func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
+	return New(env.Netlink, opts.(Options), env.Underlay, env.ReadOnly, env.Log)
+}
+
+// Close implements backend.Backend: vxlan holds nothing in the process.
+func (b *Backend) Close() error { return nil }
+
 // LeaseAttrs implements backend.Backend.
 func (b *Backend) LeaseAttrs() lease.Attrs {
 	data, _ := json.Marshal(Data{VNI: b.cfg.VNI, VtepMAC: b.mac})
-	return lease.Attrs{BackendType: config.BackendVXLAN, BackendData: data}
+	return lease.Attrs{BackendType: Type, BackendData: data}
 }
 
 // MTU implements backend.Backend.
 func (b *Backend) MTU() int {
-	mtu := b.u.MTU
-	if b.cfg.MTU > 0 {
-		mtu = b.cfg.MTU
-	}
-	return mtu - Overhead
+	return backend.InnerMTU(b.u, b.cfg.MTU, Overhead)
 }
 
 // Apply implements backend.Backend.

@@ -10,7 +10,6 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/netns/netnstest"
@@ -47,7 +46,7 @@ func TestApplyInNamespace(t *testing.T) {
 	if u.Addr != netip.MustParseAddr("192.0.2.1") || u.MTU != 1500 {
 		t.Fatalf("underlay %+v", u)
 	}
-	cfg := config.Backend{Type: "vxlan", VNI: 1, Port: 8472, DirectRouting: true}
+	cfg := Options{Common: backend.Common{Port: 8472}, VNI: 1, DirectRouting: true}
 	b, err := New(h, cfg, u, false, slog.Default())
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,118 @@
+// Package table is the backend table: the one place that maps a
+// net-conf.json Backend.Type to the package that implements it. The agent,
+// the lab, `weft store init` and `weft config check` all read it. Adding a
+// backend is its package plus one line in kinds.
+package table
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/backend/hostgw"
+	"github.com/weftnet/weft/internal/backend/udp"
+	"github.com/weftnet/weft/internal/backend/vxlan"
+	"github.com/weftnet/weft/internal/config"
+)
+
+// kinds are the backends weft implements, in the order users see them.
+var kinds = []backend.Kind{
+	vxlan.Kind,
+	hostgw.Kind,
+	udp.Kind,
+}
+
+// Recommended is the backend weft suggests and the lab runs by default.
+const Recommended = vxlan.Type
+
+// Default is the backend of a net-conf.json without Backend: udp, as in
+// flannel.
+const Default = udp.Type
+
+// flannelOnly are flannel's backends that weft does not implement (yet);
+// named so that the error says so.
+var flannelOnly = []string{"wireguard", "ipip", "ipsec", "alloc", "gce", "aws-vpc", "ali-vpc", "tencent-vpc", "extension"}
+
+// Types lists the backend types weft implements.
+func Types() []string {
+	out := make([]string, len(kinds))
+	for i, k := range kinds {
+		out[i] = k.Type
+	}
+	return out
+}
+
+// choices is "vxlan, host-gw, udp", for messages.
+func choices() string { return strings.Join(Types(), ", ") }
+
+// Lookup returns the backend of a type (case-insensitive); an unknown type
+// is a *config.Error naming Backend.Type that lists the choices.
+func Lookup(typ string) (backend.Kind, error) {
+	t := strings.ToLower(typ)
+	for _, k := range kinds {
+		if k.Type == t {
+			return k, nil
+		}
+	}
+	switch {
+	case typ == "":
+		return backend.Kind{}, &config.Error{Key: "Backend.Type", Msg: "missing; use one of " + choices()}
+	case slices.Contains(flannelOnly, t):
+		return backend.Kind{}, &config.Error{Key: "Backend.Type", Msg: fmt.Sprintf("%q is a flannel backend weft does not implement; use one of %s", typ, choices())}
+	}
+	return backend.Kind{}, &config.Error{Key: "Backend.Type", Msg: fmt.Sprintf("unknown backend %q; use one of %s", typ, choices())}
+}
+
+// Resolve finds cfg's backend and parses its options; a document without
+// Backend gets Default, as in flannel.
+func Resolve(cfg *config.Config) (backend.Kind, backend.Options, error) {
+	typ, raw := cfg.Backend.Type, cfg.Backend.Raw
+	if cfg.BackendDefaulted {
+		typ, raw = Default, nil
+	}
+	k, err := Lookup(typ)
+	if err != nil {
+		return k, nil, err
+	}
+	opts, err := k.Parse(raw)
+	return k, opts, err
+}
+
+// Parse parses, defaults and validates a whole net-conf.json: the envelope
+// (config.Parse) and the backend's options (its own package).
+func Parse(doc []byte) (*config.Config, backend.Kind, backend.Options, error) {
+	cfg, err := config.Parse(doc)
+	if err != nil {
+		return nil, backend.Kind{}, nil, err
+	}
+	k, opts, err := Resolve(cfg)
+	if err != nil {
+		return nil, backend.Kind{}, nil, err
+	}
+	cfg.Backend.Type = k.Type
+	return cfg, k, opts, nil
+}
+
+// Document is a net-conf.json for network with a backend of typ and the
+// given extra Backend options (e.g. DirectRouting); `weft store init` and
+// the lab write it. It is checked with Parse.
+func Document(network, typ string, subnetLen int, extra map[string]any) ([]byte, error) {
+	be := map[string]any{"Type": typ}
+	for k, v := range extra {
+		be[k] = v
+	}
+	m := map[string]any{"Network": network, "Backend": be}
+	if subnetLen > 0 {
+		m["SubnetLen"] = subnetLen
+	}
+	doc, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, _, err := Parse(doc); err != nil {
+		return nil, err
+	}
+	return doc, nil
+}

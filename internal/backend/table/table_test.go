@@ -1,0 +1,143 @@
+package table
+
+import (
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/internal/backend/vxlan"
+	"github.com/weftnet/weft/internal/config"
+)
+
+func TestTypes(t *testing.T) {
+	if got := Types(); !slices.Equal(got, []string{"vxlan", "host-gw", "udp"}) {
+		t.Errorf("Types() = %v", got)
+	}
+	for _, k := range kinds {
+		opts, err := k.Parse(nil)
+		if err != nil {
+			t.Fatalf("%s: defaults: %v", k.Type, err)
+		}
+		if opts.Type() != k.Type || opts.Resolved()["Type"] != k.Type || k.New == nil {
+			t.Errorf("%s: options of %q, resolved %v", k.Type, opts.Type(), opts.Resolved())
+		}
+		if _, err := Lookup(strings.ToUpper(k.Type)); err != nil {
+			t.Errorf("Lookup(%q): %v", strings.ToUpper(k.Type), err)
+		}
+	}
+}
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		doc, typ, path string
+		defaulted      bool
+	}{
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, "vxlan", "vxlan VNI 1 udp/8472 via flannel.1", false},
+		{`{"network":"10.244.0.0/16","backend":{"type":"host-gw"}}`, "host-gw", "direct route (host-gw)", false},
+		{`{"Network":"10.244.7.9/16"}`, "udp", "udp/8285 via flannel0 (userspace)", true},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":7890}}`, "udp", "udp/7890 via flannel0 (userspace)", false},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vXlAn","VNI":4,"Port":4789}}`, "vxlan", "vxlan VNI 4 udp/4789 via flannel.4", false},
+	} {
+		c, k, opts, err := Parse([]byte(tc.doc))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.doc, err)
+		}
+		if c.Backend.Type != tc.typ || k.Type != tc.typ || opts.Type() != tc.typ || c.BackendDefaulted != tc.defaulted {
+			t.Errorf("%s: type %q/%q/%q defaulted=%v", tc.doc, c.Backend.Type, k.Type, opts.Type(), c.BackendDefaulted)
+		}
+		if p := opts.Path(false); p != tc.path {
+			t.Errorf("%s: path %q, want %q", tc.doc, p, tc.path)
+		}
+	}
+}
+
+func TestVXLANDefaults(t *testing.T) {
+	_, _, opts, err := Parse([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"VXLAN","DirectRouting":true}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := opts.(vxlan.Options)
+	if o.VNI != 1 || o.Port != 8472 || !o.DirectRouting || o.Learning || o.GBP || o.MTU != 0 {
+		t.Errorf("vxlan defaults: %+v", o)
+	}
+	if o.Path(true) != "direct route (same segment)" || o.Path(false) != "vxlan VNI 1 udp/8472 via flannel.1" {
+		t.Errorf("paths %q, %q", o.Path(true), o.Path(false))
+	}
+}
+
+// TestInvalid lists invalid Backend objects; each must fail with a one-line
+// error naming the key.
+func TestInvalid(t *testing.T) {
+	for _, tc := range []struct{ doc, key, says string }{
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"banana"}}`, "Backend.Type", "unknown backend \"banana\"; use one of vxlan, host-gw, udp"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`, "Backend.Type", "flannel backend weft does not implement"},
+		{`{"Network":"10.244.0.0/16","Backend":{}}`, "Backend.Type", "missing; use one of vxlan, host-gw, udp"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":16777216}}`, "Backend.VNI", "out of range"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":-1}}`, "Backend.VNI", "out of range"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","Port":70000}}`, "Backend.Port", "not a UDP port"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":-2}}`, "Backend.Port", "not a UDP port"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","Port":70000}}`, "Backend.Port", "not a UDP port"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":-1}}`, "Backend.MTU", "out of range"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","MTU":65536}}`, "Backend.MTU", "out of range"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}`, "Backend.DirectRouting", "wrong type"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":1}}`, "Backend.GBP", "wrong type"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"SubnetLen":31}`, "SubnetLen", "longer than /30"},
+	} {
+		_, _, _, err := Parse([]byte(tc.doc))
+		if err == nil {
+			t.Errorf("%s: accepted", tc.doc)
+			continue
+		}
+		var ce *config.Error
+		if !errors.As(err, &ce) || ce.Key != tc.key || !strings.Contains(err.Error(), tc.says) {
+			t.Errorf("%s: error %q does not name key %s and say %q", tc.doc, err, tc.key, tc.says)
+		}
+		if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: error spans lines: %q", tc.doc, err)
+		}
+	}
+}
+
+func TestDocument(t *testing.T) {
+	doc, err := Document("10.244.0.0/16", "vxlan", 0, map[string]any{"DirectRouting": true})
+	if err != nil || string(doc) != `{"Backend":{"DirectRouting":true,"Type":"vxlan"},"Network":"10.244.0.0/16"}` {
+		t.Errorf("Document = %s, %v", doc, err)
+	}
+	if _, err := Document("10.244.0.0/16", "banana", 0, nil); err == nil {
+		t.Error("Document accepted backend banana")
+	}
+}
+
+// FuzzParse checks that whatever Parse accepts resolves into a document
+// that parses again to the same options.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":3,"GBP":true}}`,
+		`{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.16.0.0","Backend":{"Type":"host-gw"}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":7000,"MTU":1400}}`,
+		`{"EnableIPv6":true,"IPv6Network":"fd00::/56","Network":"10.1.0.0/16"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, _, opts, err := Parse(data)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("multi-line error %q", err)
+			}
+			return
+		}
+		out, err := c.MarshalResolved(opts.Resolved())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2, _, opts2, err := Parse(out)
+		if err != nil {
+			t.Fatalf("resolved config does not parse again: %v\n%s", err, out)
+		}
+		if c2.IPv4 != c.IPv4 || c2.IPv6 != c.IPv6 || opts2 != opts {
+			t.Fatalf("round trip changed the config:\n%+v %+v\n%+v %+v", c, opts, c2, opts2)
+		}
+	})
+}

@@ -1,0 +1,52 @@
+package udp
+
+import (
+	"encoding/json"
+	"fmt"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
+)
+
+// Type is the udp backend's Backend.Type; flannel's default when
+// net-conf.json has no Backend.
+const Type = "udp"
+
+// Kind is the udp row of the backend table.
+var Kind = backend.Kind{Type: Type, Parse: Parse, New: newBackend}
+
+// Options are the resolved udp options.
+type Options struct {
+	backend.Common
+}
+
+// Parse reads udp's Backend object: Port (default 8285) and MTU.
+func Parse(raw json.RawMessage) (backend.Options, error) {
+	var r struct{ backend.RawCommon }
+	if raw != nil {
+		if err := config.DecodeBackend(raw, &r); err != nil {
+			return nil, err
+		}
+	}
+	c, err := r.Resolve()
+	if err != nil {
+		return nil, err
+	}
+	if c.Port == 0 {
+		c.Port = 8285
+	}
+	return Options{Common: c}, nil
+}
+
+// Type implements backend.Options.
+func (o Options) Type() string { return Type }
+
+// Resolved implements backend.Options.
+func (o Options) Resolved() map[string]any {
+	return map[string]any{"Type": Type, "Port": o.Port, "MTU": o.MTU}
+}
+
+// Path implements backend.Options.
+func (o Options) Path(onLink bool) string {
+	return fmt.Sprintf("udp/%d via %s (userspace)", o.Port, DeviceName)
+}
