@@ -3,44 +3,22 @@ package cni
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/weftnet/weft/internal/atomicfile"
 )
 
-// Install copies src into dir as name with mode, atomically: a temporary
-// file in dir is written, synced and renamed over the old one, so a reader
-// (kubelet, the container runtime) sees the old file or the whole new one.
+// Install copies src into dir as name with mode, atomically (temporary
+// file in dir, fsync, rename), so a reader (kubelet, the container runtime)
+// sees the old file or the whole new one.
 func Install(src, dir, name string, mode os.FileMode) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("install %s: %w", name, err)
 	}
 	defer in.Close()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("install %s: %w", name, err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+name+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("install %s into %s: %w", name, dir, err)
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing to remove
-	if _, err := io.Copy(tmp, in); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install %s: copy: %w", name, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install %s: %w", name, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("install %s: sync: %w", name, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("install %s: %w", name, err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, name), in, mode); err != nil {
 		return fmt.Errorf("install %s: %w", name, err)
 	}
 	return nil

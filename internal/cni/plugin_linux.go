@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 
@@ -15,14 +14,12 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/internal/netconv"
 )
 
 // Funcs are the plugin's commands, for skel.PluginMainFuncs.
 var Funcs = skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status, GC: GC}
-
-func ipNet(p netip.Prefix) *net.IPNet {
-	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
-}
 
 // ensureBridge creates or repairs the node bridge in the current (host)
 // namespace: `ip link add cni0 type bridge; ip addr replace GW/LEN dev cni0;
@@ -52,7 +49,7 @@ func ensureBridge(name string, n node) (netlink.Link, error) {
 	}
 	has := false
 	for _, a := range addrs {
-		if a.IPNet.String() == ipNet(want).String() {
+		if a.IPNet.String() == netconv.IPNet(want).String() {
 			has = true
 			continue
 		}
@@ -62,7 +59,7 @@ func ensureBridge(name string, n node) (netlink.Link, error) {
 		}
 	}
 	if !has {
-		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: ipNet(want)}); err != nil && !os.IsExist(err) {
+		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: netconv.IPNet(want)}); err != nil && !os.IsExist(err) {
 			return nil, fmt.Errorf("add %s to %s: %w", want, name, err)
 		}
 	}
@@ -169,7 +166,7 @@ func Add(args *skel.CmdArgs) (err error) {
 		}
 	}
 	own := netip.PrefixFrom(addr, n.subnet.Bits())
-	if err := ph.AddrAdd(pod, &netlink.Addr{IPNet: ipNet(own)}); err != nil {
+	if err := ph.AddrAdd(pod, &netlink.Addr{IPNet: netconv.IPNet(own)}); err != nil {
 		return fmt.Errorf("weft-cni: add %s to %s: %w", own, args.IfName, err)
 	}
 	if err := ph.LinkSetUp(pod); err != nil {
@@ -189,8 +186,8 @@ func Add(args *skel.CmdArgs) (err error) {
 			{Name: hostName, Mac: hostLink.Attrs().HardwareAddr.String()},
 			{Name: args.IfName, Mac: pod.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
 		},
-		IPs:    []*current.IPConfig{{Interface: &idx, Address: *ipNet(own), Gateway: n.gw.AsSlice()}},
-		Routes: []*types.Route{{Dst: net.IPNet{IP: net.IPv4zero, Mask: net.CIDRMask(0, 32)}, GW: n.gw.AsSlice()}},
+		IPs:    []*current.IPConfig{{Interface: &idx, Address: *netconv.IPNet(own), Gateway: n.gw.AsSlice()}},
+		Routes: []*types.Route{{Dst: *netconv.IPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), GW: n.gw.AsSlice()}},
 	}
 	return types.PrintResult(result, conf.CNIVersion)
 }
@@ -245,7 +242,7 @@ func Check(args *skel.CmdArgs) error {
 	}
 	defer pfd.Close()
 	defer ph.Close()
-	want := ipNet(netip.PrefixFrom(addr, n.subnet.Bits())).String()
+	want := netconv.IPNet(netip.PrefixFrom(addr, n.subnet.Bits())).String()
 	link, err := ph.LinkByName(args.IfName)
 	if err != nil {
 		return fmt.Errorf("weft-cni: interface %s: %w", args.IfName, err)

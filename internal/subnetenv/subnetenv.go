@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/weftnet/weft/internal/atomicfile"
 )
 
 // DefaultPath is flannel's default location.
@@ -49,37 +50,10 @@ func (e Env) Marshal() []byte {
 	return b.Bytes()
 }
 
-// Write writes the file atomically (temporary file, fsync, rename), mode 0644.
+// Write writes the file atomically (temporary file, fsync, rename), mode
+// 0644, so that weft-cni reads the old file or the whole new one.
 func Write(path string, e Env) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, ".subnet.env-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if _, err := f.Write(e.Marshal()); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", tmp, err)
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod %s: %w", tmp, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", tmp, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s to %s: %w", tmp, path, err)
-	}
-	return nil
+	return atomicfile.Write(path, bytes.NewReader(e.Marshal()), 0o644)
 }
 
 // Read parses the file. A missing file is reported with os.ErrNotExist.

@@ -34,8 +34,8 @@ func TestWriteExactFormat(t *testing.T) {
 	if err != nil || back != e {
 		t.Errorf("Read = %+v, %v", back, err)
 	}
-	if m, _ := filepath.Glob(filepath.Join(filepath.Dir(path), ".subnet.env-*")); len(m) != 0 {
-		t.Errorf("temporary files left: %v", m)
+	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
+		t.Errorf("temporary files left: %v", ents)
 	}
 }
 
