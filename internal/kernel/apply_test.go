@@ -1,0 +1,190 @@
+package kernel_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/kernel/kerneltest"
+)
+
+// applyNode is node() with flannel.1 up and the entries a node has when
+// weft restarts after its peers changed, inside and outside the scope.
+func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope kernel.Scope) {
+	t.Helper()
+	f, eth0 = node(t)
+	idx, err := kernel.EnsureLink(context.Background(), f, vxlanDevice(eth0))
+	must(t, err)
+	dev, _ = f.LinkByIndex(idx)
+	cni0 := f.AddDevice(kernel.Link{Name: "cni0", Kind: "bridge", MTU: 1450, MAC: "02:00:00:00:00:c0", Up: true})
+	must(t, f.ReplaceAddr(kernel.Addr{Link: cni0.Index, Prefix: p("10.244.3.1/24")}))
+	vx := func(subnet, gw, mac, node string) {
+		must(t, f.ReplaceFDB(kernel.FDB{MAC: mac, Dst: a(node), Link: dev.Index}))
+		must(t, f.ReplaceNeigh(kernel.Neigh{IP: a(gw), MAC: mac, Link: dev.Index}))
+		must(t, f.ReplaceRoute(kernel.Route{Dst: p(subnet), Gw: a(gw), Link: dev.Index, OnLink: true}))
+	}
+	vx("10.244.4.0/24", "10.244.4.0", "0e:00:00:00:00:04", "192.0.2.12") // stays as it is
+	vx("10.244.5.0/24", "10.244.5.0", "0e:00:00:00:00:15", "192.0.2.13") // its VTEP MAC changes
+	vx("10.244.9.0/24", "10.244.9.0", "0e:00:00:00:00:09", "192.0.2.19") // its lease is gone
+	// Out of scope, never touched: the own subnet (the CNI bridge's), the
+	// cluster network itself, a network outside it, another link's route
+	// into it, learnt neighbours, and entries on the underlay.
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.3.0/24"), Link: cni0.Index}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.0.0/16"), Gw: a("10.244.0.0"), Link: dev.Index, OnLink: true}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("203.0.113.0/24"), Gw: a("192.0.2.254"), Link: eth0.Index}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.8.0/24"), Gw: a("10.244.3.8"), Link: cni0.Index}))
+	f.AddLearnedNeigh(kernel.Neigh{IP: a("10.244.6.0"), MAC: "0e:00:00:00:00:06", Link: dev.Index})
+	must(t, f.ReplaceNeigh(kernel.Neigh{IP: a("192.0.2.99"), MAC: "02:00:00:00:00:99", Link: eth0.Index}))
+	f.Writes()
+	scope = kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteLinks: []int{dev.Index, eth0.Index}, NeighLinks: []int{dev.Index}}
+	return f, eth0, dev, scope
+}
+
+// want is the plan after the change: 10.244.5.0 has a new MAC, 10.244.9.0
+// is gone, and 10.244.6.0/24 is a new peer on the underlay's link
+// (DirectRouting).
+func want(eth0, dev kernel.Link) kernel.Plan {
+	return kernel.Plan{
+		FDB: []kernel.FDB{
+			{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.12"), Link: dev.Index},
+			{MAC: "0e:00:00:00:00:05", Dst: a("192.0.2.13"), Link: dev.Index},
+		},
+		Neighs: []kernel.Neigh{
+			{IP: a("10.244.4.0"), MAC: "0e:00:00:00:00:04", Link: dev.Index},
+			{IP: a("10.244.5.0"), MAC: "0e:00:00:00:00:05", Link: dev.Index},
+		},
+		Routes: []kernel.Route{
+			{Dst: p("10.244.4.0/24"), Gw: a("10.244.4.0"), Link: dev.Index, OnLink: true},
+			{Dst: p("10.244.5.0/24"), Gw: a("10.244.5.0"), Link: dev.Index, OnLink: true},
+			{Dst: p("10.244.6.0/24"), Gw: a("192.0.2.14"), Link: eth0.Index},
+		},
+	}
+}
+
+func TestApplyAddsFirstReplacesInPlaceAndStaysInScope(t *testing.T) {
+	f, eth0, dev, scope := applyNode(t)
+	ctx := context.Background()
+	added, removed, err := kernel.Apply(ctx, f, want(eth0, dev), scope)
+	must(t, err)
+	// The neighbour of 10.244.5.0 is replaced in place (its key is the
+	// address); its FDB entry is keyed by MAC, so the new MAC is added
+	// and the old one deleted, after every addition.
+	golden(t, "apply", f.Writes(), `
+		bridge fdb replace 0e:00:00:00:00:05 dev flannel.1 dst 192.0.2.13 self permanent
+		ip neigh replace 10.244.5.0 lladdr 0e:00:00:00:00:05 dev flannel.1 nud permanent
+		ip route replace 10.244.6.0/24 via 192.0.2.14 dev eth0
+		ip route del 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink
+		ip neigh del 10.244.9.0 dev flannel.1
+		bridge fdb del 0e:00:00:00:00:09 dev flannel.1 dst 192.0.2.19 self
+		bridge fdb del 0e:00:00:00:00:15 dev flannel.1 dst 192.0.2.13 self
+	`)
+	if added != 3 || removed != 4 {
+		t.Errorf("added %d, removed %d; want 3, 4", added, removed)
+	}
+	have, err := kernel.Read(f, scope)
+	must(t, err)
+	if add, del := kernel.Diff(want(eth0, dev), have); len(add.Routes)+len(add.Neighs)+len(add.FDB)+len(del.Routes)+len(del.Neighs)+len(del.FDB) != 0 {
+		t.Errorf("after apply the kernel differs: add %+v del %+v", add, del)
+	}
+	// Idempotent: nothing to write.
+	added, removed, err = kernel.Apply(ctx, f, want(eth0, dev), scope)
+	must(t, err)
+	golden(t, "second apply", f.Writes(), ``)
+	if added+removed != 0 {
+		t.Errorf("second apply added %d, removed %d", added, removed)
+	}
+	// The entries outside the scope are all still there.
+	routes, _ := f.Routes()
+	var got []string
+	for _, r := range routes {
+		got = append(got, r.String())
+	}
+	if g, w := strings.Join(got, "; "), "0.0.0.0/0 via 192.0.2.1 dev if2; 10.244.0.0/16 via 10.244.0.0 dev if3 onlink; "+
+		"10.244.3.0/24 dev if4; 10.244.4.0/24 via 10.244.4.0 dev if3 onlink; 10.244.5.0/24 via 10.244.5.0 dev if3 onlink; "+
+		"10.244.6.0/24 via 192.0.2.14 dev if2; 10.244.8.0/24 via 10.244.3.8 dev if4; 203.0.113.0/24 via 192.0.2.254 dev if2"; g != w {
+		t.Errorf("routes\n%s\nwant\n%s", g, w)
+	}
+	if n, _ := f.Neighs(eth0.Index); len(n) != 1 {
+		t.Errorf("the underlay's neighbour was touched: %v", n)
+	}
+}
+
+func TestApplyEmptyPlanRemovesOnlyOwnedEntries(t *testing.T) {
+	f, _, _, scope := applyNode(t)
+	_, removed, err := kernel.Apply(context.Background(), f, kernel.Plan{}, scope)
+	must(t, err)
+	golden(t, "apply nothing", f.Writes(), `
+		ip route del 10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink
+		ip route del 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink
+		ip route del 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink
+		ip neigh del 10.244.4.0 dev flannel.1
+		ip neigh del 10.244.5.0 dev flannel.1
+		ip neigh del 10.244.9.0 dev flannel.1
+		bridge fdb del 0e:00:00:00:00:04 dev flannel.1 dst 192.0.2.12 self
+		bridge fdb del 0e:00:00:00:00:09 dev flannel.1 dst 192.0.2.19 self
+		bridge fdb del 0e:00:00:00:00:15 dev flannel.1 dst 192.0.2.13 self
+	`)
+	if removed != 9 {
+		t.Errorf("removed %d, want 9", removed)
+	}
+}
+
+func TestApplyFailedWriteDoesNotStopTheOthers(t *testing.T) {
+	f, eth0, dev, scope := applyNode(t)
+	f.Fail("ip route replace 10.244.6.0/24", syscall.ENETUNREACH)
+	f.Fail("ip neigh del 10.244.9.0", syscall.EPERM)
+	added, removed, err := kernel.Apply(context.Background(), f, want(eth0, dev), scope)
+	golden(t, "apply with two failures", f.Writes(), `
+		bridge fdb replace 0e:00:00:00:00:05 dev flannel.1 dst 192.0.2.13 self permanent
+		ip neigh replace 10.244.5.0 lladdr 0e:00:00:00:00:05 dev flannel.1 nud permanent
+		ip route del 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink
+		bridge fdb del 0e:00:00:00:00:09 dev flannel.1 dst 192.0.2.19 self
+		bridge fdb del 0e:00:00:00:00:15 dev flannel.1 dst 192.0.2.13 self
+	`)
+	if added != 2 || removed != 3 {
+		t.Errorf("added %d, removed %d; want 2, 3", added, removed)
+	}
+	wantErr := "ip route replace 10.244.6.0/24 via 192.0.2.14 dev eth0: network is unreachable\n" +
+		"ip neigh del 10.244.9.0 dev flannel.1: operation not permitted"
+	if err == nil || err.Error() != wantErr {
+		t.Fatalf("error %q, want %q", err, wantErr)
+	}
+	if !errors.Is(err, syscall.ENETUNREACH) || !errors.Is(err, syscall.EPERM) {
+		t.Errorf("the causes are not wrapped: %v", err)
+	}
+	// A failed read stops before any write.
+	f.Fail("bridge fdb show dev flannel.1", syscall.EIO)
+	if _, _, err := kernel.Apply(context.Background(), f, want(eth0, dev), scope); err == nil || !strings.Contains(err.Error(), "bridge fdb show dev flannel.1: ") {
+		t.Errorf("failed read: %v", err)
+	}
+	golden(t, "after a failed read", f.Writes(), ``)
+}
+
+// cancelAfter cancels a context after its first successful write.
+type cancelAfter struct {
+	kernel.Kernel
+	cancel context.CancelFunc
+}
+
+func (c cancelAfter) ReplaceFDB(e kernel.FDB) error {
+	defer c.cancel()
+	return c.Kernel.ReplaceFDB(e)
+}
+
+func TestApplyStopsWhenTheContextEnds(t *testing.T) {
+	f, eth0, dev, scope := applyNode(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	added, removed, err := kernel.Apply(ctx, cancelAfter{f, cancel}, want(eth0, dev), scope)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v, want context.Canceled", err)
+	}
+	golden(t, "apply cancelled after its first write", f.Writes(), `
+		bridge fdb replace 0e:00:00:00:00:05 dev flannel.1 dst 192.0.2.13 self permanent
+	`)
+	if added != 1 || removed != 0 {
+		t.Errorf("added %d, removed %d; want 1, 0", added, removed)
+	}
+}

@@ -1,0 +1,548 @@
+// Package kerneltest holds Fake, an in-memory kernel.Kernel for tests. It
+// keeps links, addresses, main-table routes, neighbour and FDB entries, so
+// reads see earlier writes; it can be preloaded with what a node already
+// has, made to fail chosen calls, and it records every write as the
+// iproute2 command that does the same, one a line, for golden tests.
+//
+// It lives beside package kernel rather than in it so that package kernel's
+// own tests use it from outside (package kernel_test), through the exported
+// contract only, as a backend's tests do; and so that nothing a node runs
+// imports it.
+package kerneltest
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/weftnet/weft/internal/kernel"
+)
+
+// Fake is an in-memory kernel.Kernel. It models what the backends rely on
+// and what a kernel does on its own when things change under them:
+// deleting a link removes its addresses, routes and entries; setting a link
+// down (SetDown) removes the routes through it and its neighbour entries
+// (FDB entries stay); a route needs its link up, and a gateway that is not
+// onlink must lie in a network of the link's addresses; a vxlan device's
+// MTU is at most its lower link's less 50. It keeps none of the routes and
+// addresses the kernel generates itself (connected and local routes, IPv6
+// link-local addresses). The paired tests of package kernel run the same
+// scenarios here and in a real namespace and compare what they read back.
+type Fake struct {
+	mu     sync.Mutex // guards every field below
+	next   int        // the next link index
+	links  map[int]*kernel.Link
+	addrs  []kernel.Addr
+	routes []kernel.Route
+	neighs []neigh
+	fdb    []kernel.FDB
+	fails  []fail
+	writes []string
+}
+
+type neigh struct {
+	kernel.Neigh
+	permanent bool // else learnt by the kernel
+}
+
+type fail struct {
+	prefix string
+	err    error
+}
+
+var _ kernel.Kernel = (*Fake)(nil)
+
+// New returns a kernel with only lo (index 1, up, 127.0.0.1/8), as a new
+// network namespace has once its loopback is up.
+func New() *Fake {
+	f := &Fake{next: 1, links: map[int]*kernel.Link{}}
+	lo := f.AddDevice(kernel.Link{Name: "lo", Kind: "device", MTU: 65536, Up: true})
+	f.addrs = append(f.addrs, kernel.Addr{Link: lo.Index, Prefix: netip.MustParsePrefix("127.0.0.1/8")})
+	return f
+}
+
+// Writes returns the commands of the writes made since the last call, one
+// a line, and forgets them. A failed write is not listed.
+func (f *Fake) Writes() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := strings.Join(f.writes, "\n")
+	if s != "" {
+		s += "\n"
+	}
+	f.writes = nil
+	return s
+}
+
+// Fail makes every later call whose command starts with prefix fail with
+// err (and change nothing), until Fail(prefix, nil). Reads have commands
+// too: "ip link show NAME", "ip addr show", "ip route show table main",
+// "ip neigh show dev NAME", "bridge fdb show dev NAME".
+func (f *Fake) Fail(prefix string, err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fails = slices.DeleteFunc(f.fails, func(x fail) bool { return x.prefix == prefix })
+	if err != nil {
+		f.fails = append(f.fails, fail{prefix, err})
+	}
+}
+
+// The methods below stand for what others do (the node's own setup,
+// another program, an administrator by hand); they are not recorded.
+
+// AddDevice adds a link of any kind, such as the underlay (a "veth" or
+// "device") or a TUN device a backend opened, with the next free index
+// unless l.Index is set. It returns the link.
+func (f *Fake) AddDevice(l kernel.Link) kernel.Link {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if l.Index == 0 {
+		l.Index = f.next
+	}
+	f.next = max(f.next, l.Index+1)
+	f.links[l.Index] = &l
+	return l
+}
+
+// SetDown is `ip link set NAME down` by hand: the kernel removes the routes
+// through the link and its neighbour entries with it.
+func (f *Fake) SetDown(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, err := f.byName("ip link set "+name+" down", name)
+	if err != nil {
+		return err
+	}
+	l.Up = false
+	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Link == l.Index })
+	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Link == l.Index })
+	return nil
+}
+
+// AddLearnedNeigh adds a neighbour entry the kernel learnt itself (state
+// reachable, not permanent), which Neighs does not list.
+func (f *Fake) AddLearnedNeigh(n kernel.Neigh) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.neighs = append(f.neighs, neigh{Neigh: n})
+}
+
+// The methods below implement kernel.Kernel.
+
+// names names links for commands; f.mu is held.
+func (f *Fake) names(index int) string {
+	if l, ok := f.links[index]; ok {
+		return l.Name
+	}
+	return fmt.Sprintf("if%d", index)
+}
+
+// call checks an injected failure for cmd; f.mu is held.
+func (f *Fake) call(cmd string) error {
+	for _, x := range f.fails {
+		if strings.HasPrefix(cmd, x.prefix) {
+			return kernel.Failed(cmd, x.err)
+		}
+	}
+	return nil
+}
+
+// wrote records a successful write; f.mu is held.
+func (f *Fake) wrote(cmd string) { f.writes = append(f.writes, cmd) }
+
+func errno(cmd string, e syscall.Errno) error {
+	if e == syscall.ENODEV {
+		return kernel.Failed(cmd, kernel.NotFound(e))
+	}
+	return kernel.Failed(cmd, e)
+}
+
+// byName finds a link for cmd; f.mu is held.
+func (f *Fake) byName(cmd, name string) (*kernel.Link, error) {
+	if err := f.call(cmd); err != nil {
+		return nil, err
+	}
+	for _, l := range f.links {
+		if l.Name == name {
+			return l, nil
+		}
+	}
+	return nil, errno(cmd, syscall.ENODEV)
+}
+
+// byIndex finds a link for cmd; f.mu is held.
+func (f *Fake) byIndex(cmd string, index int) (*kernel.Link, error) {
+	if err := f.call(cmd); err != nil {
+		return nil, err
+	}
+	if l, ok := f.links[index]; ok {
+		return l, nil
+	}
+	return nil, errno(cmd, syscall.ENODEV)
+}
+
+// LinkByName implements kernel.Kernel.
+func (f *Fake) LinkByName(name string) (kernel.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, err := f.byName("ip link show "+name, name)
+	if err != nil {
+		return kernel.Link{}, err
+	}
+	return *l, nil
+}
+
+// LinkByIndex implements kernel.Kernel.
+func (f *Fake) LinkByIndex(index int) (kernel.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	l, err := f.byIndex(fmt.Sprintf("ip link show if%d", index), index)
+	if err != nil {
+		return kernel.Link{}, err
+	}
+	return *l, nil
+}
+
+// maxMTU is the largest MTU of a link of kind and vxlan attributes v, as
+// the kernel enforces it; f.mu is held.
+func (f *Fake) maxMTU(kind string, v kernel.VXLAN) int {
+	if lower, ok := f.links[v.Dev]; ok && kind == kernel.KindVXLAN {
+		return lower.MTU - 50
+	}
+	return 65535
+}
+
+// AddLink implements kernel.Kernel.
+func (f *Fake) AddLink(l kernel.Link) (kernel.Link, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.AddLinkCmd(l, f.names)
+	if err := f.call(cmd); err != nil {
+		return kernel.Link{}, err
+	}
+	if l.Kind != kernel.KindVXLAN {
+		return kernel.Link{}, errno(cmd, syscall.EOPNOTSUPP)
+	}
+	for _, x := range f.links {
+		if x.Name == l.Name {
+			return kernel.Link{}, errno(cmd, syscall.EEXIST)
+		}
+	}
+	if _, ok := f.links[l.VXLAN.Dev]; l.VXLAN.Dev != 0 && !ok {
+		return kernel.Link{}, errno(cmd, syscall.ENODEV)
+	}
+	if l.MAC != "" && kernel.CanonicalMAC(l.MAC) != l.MAC {
+		return kernel.Link{}, errno(cmd, syscall.EINVAL)
+	}
+	limit := f.maxMTU(l.Kind, l.VXLAN)
+	if l.MTU > limit {
+		return kernel.Link{}, errno(cmd, syscall.EINVAL)
+	}
+	l.Index = f.next
+	f.next++
+	if l.MTU == 0 {
+		l.MTU = min(limit, 1500)
+	}
+	if l.MAC == "" { // the kernel picks a random one; this one is stable
+		l.MAC = net.HardwareAddr{0x0e, 0xfa, 0xce, 0, byte(l.Index >> 8), byte(l.Index)}.String()
+	}
+	l.Up = false
+	f.links[l.Index] = &l
+	f.wrote(cmd)
+	return l, nil
+}
+
+// DeleteLink implements kernel.Kernel.
+func (f *Fake) DeleteLink(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.LinkCmd("del", name)
+	l, err := f.byName(cmd, name)
+	if kernel.IsNotFound(err) {
+		f.wrote(cmd)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	delete(f.links, l.Index)
+	f.addrs = slices.DeleteFunc(f.addrs, func(a kernel.Addr) bool { return a.Link == l.Index })
+	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Link == l.Index })
+	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Link == l.Index })
+	f.fdb = slices.DeleteFunc(f.fdb, func(e kernel.FDB) bool { return e.Link == l.Index })
+	f.wrote(cmd)
+	return nil
+}
+
+// set runs one change on a link; f.mu is held.
+func (f *Fake) set(name string, change func(*kernel.Link) syscall.Errno, args ...string) error {
+	cmd := kernel.LinkCmd("set", name, args...)
+	l, err := f.byName(cmd, name)
+	if err != nil {
+		return err
+	}
+	if e := change(l); e != 0 {
+		return errno(cmd, e)
+	}
+	f.wrote(cmd)
+	return nil
+}
+
+// SetLinkMTU implements kernel.Kernel.
+func (f *Fake) SetLinkMTU(name string, mtu int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set(name, func(l *kernel.Link) syscall.Errno {
+		if mtu < 68 || mtu > f.maxMTU(l.Kind, l.VXLAN) {
+			return syscall.EINVAL
+		}
+		l.MTU = mtu
+		return 0
+	}, "mtu", fmt.Sprint(mtu))
+}
+
+// SetLinkMAC implements kernel.Kernel.
+func (f *Fake) SetLinkMAC(name, mac string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set(name, func(l *kernel.Link) syscall.Errno {
+		switch {
+		case l.MAC == "":
+			return syscall.EOPNOTSUPP // a TUN device has no MAC
+		case kernel.CanonicalMAC(mac) != mac:
+			return syscall.EINVAL
+		}
+		l.MAC = mac
+		return 0
+	}, "address", mac)
+}
+
+// SetLinkUp implements kernel.Kernel.
+func (f *Fake) SetLinkUp(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.set(name, func(l *kernel.Link) syscall.Errno { l.Up = true; return 0 }, "up")
+}
+
+// SetIPv6AddrGen implements kernel.Kernel. The fake generates no
+// link-local addresses, so the mode changes nothing it keeps.
+func (f *Fake) SetIPv6AddrGen(name string, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	mode := "none"
+	if on {
+		mode = "eui64"
+	}
+	return f.set(name, func(*kernel.Link) syscall.Errno { return 0 }, "addrgenmode", mode)
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()))
+}
+
+// Addrs implements kernel.Kernel: by link, then address.
+func (f *Fake) Addrs() ([]kernel.Addr, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ip addr show"); err != nil {
+		return nil, err
+	}
+	out := slices.Clone(f.addrs)
+	slices.SortFunc(out, func(a, b kernel.Addr) int {
+		return cmp.Or(cmp.Compare(a.Link, b.Link), comparePrefix(a.Prefix, b.Prefix))
+	})
+	return out, nil
+}
+
+// ReplaceAddr implements kernel.Kernel.
+func (f *Fake) ReplaceAddr(a kernel.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.AddrCmd("replace", a, f.names)
+	if _, err := f.byIndex(cmd, a.Link); err != nil {
+		return err
+	}
+	if !slices.Contains(f.addrs, a) {
+		f.addrs = append(f.addrs, a)
+	}
+	f.wrote(cmd)
+	return nil
+}
+
+// DeleteAddr implements kernel.Kernel.
+func (f *Fake) DeleteAddr(a kernel.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.AddrCmd("del", a, f.names)
+	if err := f.call(cmd); err != nil {
+		return err
+	}
+	f.addrs = slices.DeleteFunc(f.addrs, func(x kernel.Addr) bool { return x == a })
+	f.wrote(cmd)
+	return nil
+}
+
+// Routes implements kernel.Kernel: by destination.
+func (f *Fake) Routes() ([]kernel.Route, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ip route show table main"); err != nil {
+		return nil, err
+	}
+	out := slices.Clone(f.routes)
+	slices.SortFunc(out, func(a, b kernel.Route) int { return comparePrefix(a.Dst, b.Dst) })
+	return out, nil
+}
+
+// ReplaceRoute implements kernel.Kernel.
+func (f *Fake) ReplaceRoute(r kernel.Route) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.RouteCmd("replace", r, f.names)
+	l, err := f.byIndex(cmd, r.Link)
+	if err != nil {
+		return err
+	}
+	if !l.Up {
+		return errno(cmd, syscall.ENETDOWN) // "Nexthop device is not up"
+	}
+	if r.Gw.IsValid() && !r.OnLink && !f.covers(l.Index, r.Gw) {
+		return errno(cmd, syscall.EINVAL) // "Nexthop has invalid gateway"
+	}
+	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
+	f.routes = append(f.routes, r)
+	f.wrote(cmd)
+	return nil
+}
+
+// covers reports whether an address of the link has a network that holds
+// ip; f.mu is held.
+func (f *Fake) covers(link int, ip netip.Addr) bool {
+	for _, a := range f.addrs {
+		if a.Link == link && a.Prefix.Masked().Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// DeleteRoute implements kernel.Kernel: the route to r.Dst goes if its
+// link and gateway match those given.
+func (f *Fake) DeleteRoute(r kernel.Route) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.RouteCmd("del", r, f.names)
+	if err := f.call(cmd); err != nil {
+		return err
+	}
+	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool {
+		return x.Dst == r.Dst && (r.Link == 0 || x.Link == r.Link) && (!r.Gw.IsValid() || x.Gw == r.Gw)
+	})
+	f.wrote(cmd)
+	return nil
+}
+
+// Neighs implements kernel.Kernel: by address.
+func (f *Fake) Neighs(link int) ([]kernel.Neigh, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("ip neigh show dev " + f.names(link)); err != nil {
+		return nil, err
+	}
+	var out []kernel.Neigh
+	for _, n := range f.neighs {
+		if n.Link == link && n.permanent {
+			out = append(out, n.Neigh)
+		}
+	}
+	slices.SortFunc(out, func(a, b kernel.Neigh) int { return a.IP.Compare(b.IP) })
+	return out, nil
+}
+
+// ReplaceNeigh implements kernel.Kernel.
+func (f *Fake) ReplaceNeigh(n kernel.Neigh) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.NeighCmd("replace", n, f.names)
+	if _, err := f.byIndex(cmd, n.Link); err != nil {
+		return err
+	}
+	if kernel.CanonicalMAC(n.MAC) != n.MAC {
+		return errno(cmd, syscall.EINVAL)
+	}
+	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Link == n.Link && x.IP == n.IP })
+	f.neighs = append(f.neighs, neigh{Neigh: n, permanent: true})
+	f.wrote(cmd)
+	return nil
+}
+
+// DeleteNeigh implements kernel.Kernel.
+func (f *Fake) DeleteNeigh(n kernel.Neigh) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.NeighCmd("del", n, f.names)
+	if err := f.call(cmd); err != nil {
+		return err
+	}
+	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Link == n.Link && x.IP == n.IP })
+	f.wrote(cmd)
+	return nil
+}
+
+// FDB implements kernel.Kernel: by MAC.
+func (f *Fake) FDB(link int) ([]kernel.FDB, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("bridge fdb show dev " + f.names(link)); err != nil {
+		return nil, err
+	}
+	var out []kernel.FDB
+	for _, e := range f.fdb {
+		if e.Link == link {
+			out = append(out, e)
+		}
+	}
+	slices.SortFunc(out, func(a, b kernel.FDB) int { return strings.Compare(a.MAC, b.MAC) })
+	return out, nil
+}
+
+// ReplaceFDB implements kernel.Kernel.
+func (f *Fake) ReplaceFDB(e kernel.FDB) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.FDBCmd("replace", e, f.names)
+	l, err := f.byIndex(cmd, e.Link)
+	if err != nil {
+		return err
+	}
+	if l.Kind != kernel.KindVXLAN {
+		return errno(cmd, syscall.EOPNOTSUPP)
+	}
+	if kernel.CanonicalMAC(e.MAC) != e.MAC {
+		return errno(cmd, syscall.EINVAL)
+	}
+	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x.Link == e.Link && x.MAC == e.MAC })
+	f.fdb = append(f.fdb, e)
+	f.wrote(cmd)
+	return nil
+}
+
+// DeleteFDB implements kernel.Kernel: the entry for e.MAC goes if its
+// destination is e.Dst (the kernel's vxlan driver ignores a delete whose
+// destination differs).
+func (f *Fake) DeleteFDB(e kernel.FDB) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	cmd := kernel.FDBCmd("del", e, f.names)
+	if err := f.call(cmd); err != nil {
+		return err
+	}
+	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x == e })
+	f.wrote(cmd)
+	return nil
+}

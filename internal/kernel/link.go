@@ -1,0 +1,132 @@
+package kernel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Device is the wanted state of a backend's device, for EnsureLink.
+type Device struct {
+	Name  string
+	Kind  string // KindVXLAN or KindTUN
+	VXLAN VXLAN  // KindVXLAN: the attributes the device must have
+	MTU   int    // 0 leaves the MTU as it is
+	MAC   string // KindVXLAN: canonical form; "" keeps the device's own
+	// Addrs is the exact set of addresses the device must hold; any other
+	// is removed, except IPv6 link-local ones while NoIPv6AddrGen is false
+	// (the kernel generates those).
+	Addrs []netip.Prefix
+	// NoIPv6AddrGen turns off IPv6 link-local addresses (`addrgenmode
+	// none`), for a device that carries IPv4 only: no router solicitations.
+	NoIPv6AddrGen bool
+}
+
+// EnsureLink makes the device d describes exist with its kind, MTU, MAC,
+// addresses and up, and returns its index. It is level-triggered: it reads
+// the device and writes only what differs, so a device changed by hand (set
+// down, another MTU, an address removed or added) is put back by the next
+// call, and a call on a device that is right writes nothing.
+//
+// A missing vxlan device is created; one whose vxlan attributes (or kind)
+// differ is deleted and created again with the same MAC, so that peers'
+// FDB entries stay right. A TUN device is never created here (its backend
+// opens it and holds its descriptor): a missing one gives an error for which
+// IsNotFound is true, and a link of the TUN's name of another kind an error.
+// A failed write does not stop the others; every failure is returned,
+// joined. When ctx ends, EnsureLink stops before its next write.
+func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
+	l, err := k.LinkByName(d.Name)
+	switch {
+	case IsNotFound(err) && d.Kind == KindTUN:
+		return 0, fmt.Errorf("tun device %s does not exist (its backend opens it): %w", d.Name, err)
+	case IsNotFound(err):
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if l, err = k.AddLink(Link{Name: d.Name, Kind: d.Kind, MTU: d.MTU, MAC: d.MAC, VXLAN: d.VXLAN}); err != nil {
+			return 0, err
+		}
+	case err != nil:
+		return 0, err
+	case l.Kind != d.Kind && d.Kind != KindVXLAN:
+		return 0, fmt.Errorf("%s is a %s device, not %s; delete it (ip link del %s)", d.Name, l.Kind, d.Kind, d.Name)
+	case l.Kind != d.Kind || l.VXLAN != d.VXLAN:
+		mac := d.MAC
+		if mac == "" {
+			mac = l.MAC
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if err := k.DeleteLink(d.Name); err != nil {
+			return 0, err
+		}
+		if l, err = k.AddLink(Link{Name: d.Name, Kind: d.Kind, MTU: d.MTU, MAC: mac, VXLAN: d.VXLAN}); err != nil {
+			return 0, err
+		}
+	}
+	name := l.Name
+
+	addrs, err := k.Addrs()
+	if err != nil {
+		return l.Index, err
+	}
+	var have []netip.Prefix
+	linkLocal := false
+	for _, a := range addrs {
+		if a.Link != l.Index {
+			continue
+		}
+		have = append(have, a.Prefix)
+		linkLocal = linkLocal || isIPv6LinkLocal(a.Prefix)
+	}
+
+	var writes []func() error
+	if d.MAC != "" && l.MAC != d.MAC {
+		writes = append(writes, func() error { return k.SetLinkMAC(name, d.MAC) })
+	}
+	if d.MTU > 0 && l.MTU != d.MTU {
+		writes = append(writes, func() error { return k.SetLinkMTU(name, d.MTU) })
+	}
+	// The mode is read nowhere, so it is set whenever the device is about
+	// to come up (it counts from then on) or shows that it is not none.
+	if d.NoIPv6AddrGen && (!l.Up || linkLocal) {
+		writes = append(writes, func() error { return k.SetIPv6AddrGen(name, false) })
+	}
+	// Wanted addresses first, then the removal of the others.
+	for _, p := range d.Addrs {
+		if !slices.Contains(have, p) {
+			writes = append(writes, func() error { return k.ReplaceAddr(Addr{Link: l.Index, Prefix: p}) })
+		}
+	}
+	for _, p := range have {
+		if !slices.Contains(d.Addrs, p) && (d.NoIPv6AddrGen || !isIPv6LinkLocal(p)) {
+			writes = append(writes, func() error { return k.DeleteAddr(Addr{Link: l.Index, Prefix: p}) })
+		}
+	}
+	if !l.Up {
+		writes = append(writes, func() error { return k.SetLinkUp(name) })
+	}
+	// A failed write does not stop the others: a device with the wrong MTU
+	// that is up still carries traffic.
+	var errs []error
+	for _, w := range writes {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		if err := w(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return l.Index, errors.Join(errs...)
+}
+
+// isIPv6LinkLocal reports whether p is an fe80::/10 address, which the
+// kernel generates for a link unless its addrgenmode is none.
+func isIPv6LinkLocal(p netip.Prefix) bool {
+	return p.Addr().Is6() && p.Addr().IsLinkLocalUnicast()
+}
