@@ -16,9 +16,9 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftnet/weft/internal/etcdserver"
 	"github.com/weftnet/weft/internal/kubeapi"
 	"github.com/weftnet/weft/internal/kubeclient"
-	"github.com/weftnet/weft/internal/lease/etcdstore"
 )
 
 // Server is a running API server.
@@ -59,7 +59,7 @@ func Start(t testing.TB) *Server {
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	ctx := context.Background()
-	etcd, err := etcdstore.StartServer(ctx, etcdstore.ServerOptions{DataDir: filepath.Join(dir, "etcd"),
+	etcd, err := etcdserver.Start(ctx, etcdserver.Options{DataDir: filepath.Join(dir, "etcd"),
 		ClientURLs: []string{etcdURL}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", ports[1])})
 	if err != nil {
 		t.Fatal(err)

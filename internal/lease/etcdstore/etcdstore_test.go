@@ -14,6 +14,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/weftnet/weft/internal/etcdserver"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/leasetest"
 )
@@ -32,7 +33,7 @@ func freePort(t *testing.T) int {
 func embedded(t *testing.T) string {
 	t.Helper()
 	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	srv, err := StartServer(context.Background(), ServerOptions{
+	srv, err := etcdserver.Start(context.Background(), etcdserver.Options{
 		DataDir:    t.TempDir(),
 		ClientURLs: []string{url},
 		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),

@@ -15,6 +15,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/etcdserver"
 )
 
 // pki writes a CA, a server certificate for 127.0.0.1 and a client
@@ -62,7 +64,7 @@ func pki(t *testing.T) (ca, srvCert, srvKey, cliCert, cliKey string) {
 func TestTLSClientCertificates(t *testing.T) {
 	ca, srvCert, srvKey, cliCert, cliKey := pki(t)
 	url := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
-	srv, err := StartServer(context.Background(), ServerOptions{
+	srv, err := etcdserver.Start(context.Background(), etcdserver.Options{
 		DataDir: t.TempDir(), ClientURLs: []string{url}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
 		CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca,
 	})

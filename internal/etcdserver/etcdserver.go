@@ -1,4 +1,8 @@
-package etcdstore
+// Package etcdserver runs weft's embedded single-member etcd (`weft store
+// serve`, the lab's store, the Kubernetes-mode test harness). It is apart
+// from the client (internal/lease/etcdstore) so that the node agent, which
+// only needs the client, does not link etcd's server, raft and bbolt.
+package etcdserver
 
 import (
 	"context"
@@ -10,8 +14,8 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 )
 
-// ServerOptions configure the embedded etcd server (`weft store serve`).
-type ServerOptions struct {
+// Options configure the embedded etcd server.
+type Options struct {
 	DataDir    string
 	ClientURLs []string // e.g. http://192.0.2.2:2379
 	PeerURL    string   // default http://127.0.0.1:2380
@@ -28,8 +32,8 @@ type Server struct {
 	e *embed.Etcd
 }
 
-// StartServer starts a single-member etcd and waits until it serves.
-func StartServer(ctx context.Context, o ServerOptions) (*Server, error) {
+// Start starts a single-member etcd and waits until it serves.
+func Start(ctx context.Context, o Options) (*Server, error) {
 	cfg := embed.NewConfig()
 	cfg.Dir = o.DataDir
 	cfg.Name = "weft"
