@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/backend/table"
+	"github.com/weftnet/weft/internal/etcdserver"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 )
@@ -51,7 +52,7 @@ func storeServe(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(stderr, *logLevel)
-	srv, err := etcdstore.StartServer(ctx, etcdstore.ServerOptions{
+	srv, err := etcdserver.Start(ctx, etcdserver.Options{
 		DataDir: *dataDir, ClientURLs: strings.Split(*listen, ","), PeerURL: *peer, LogLevel: *etcdLog,
 		CertFile: *cert, KeyFile: *key, ClientCAFile: *clientCA,
 	})
