@@ -96,15 +96,19 @@ func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
 	if d.NoIPv6AddrGen && (!l.Up || linkLocal) {
 		writes = append(writes, func() error { return k.SetIPv6AddrGen(name, false) })
 	}
-	// Wanted addresses first, then the removal of the others.
-	for _, p := range d.Addrs {
-		if !slices.Contains(have, p) {
-			writes = append(writes, func() error { return k.ReplaceAddr(Addr{Link: l.Index, Prefix: p}) })
-		}
-	}
+	// Addresses are removed before the wanted ones are added, unlike
+	// routes: deleting a primary IPv4 address deletes the secondary ones in
+	// its network with it (unless promote_secondaries is set), so a new
+	// own subnet added first, in the old one's network (udp's 10.244.7.0/16
+	// after 10.244.3.0/16), would vanish with the old address.
 	for _, p := range have {
 		if !slices.Contains(d.Addrs, p) && (d.NoIPv6AddrGen || !isIPv6LinkLocal(p)) {
 			writes = append(writes, func() error { return k.DeleteAddr(Addr{Link: l.Index, Prefix: p}) })
+		}
+	}
+	for _, p := range d.Addrs {
+		if !slices.Contains(have, p) {
+			writes = append(writes, func() error { return k.ReplaceAddr(Addr{Link: l.Index, Prefix: p}) })
 		}
 	}
 	if !l.Up {

@@ -50,8 +50,8 @@ func TestEnsureLinkRepairsADeviceChangedByHand(t *testing.T) {
 	must(t, err)
 	golden(t, "repair", f.Writes(), `
 		ip link set flannel.1 mtu 1450
-		ip addr replace 10.244.3.0/32 dev flannel.1
 		ip addr del 10.244.99.1/24 dev flannel.1
+		ip addr replace 10.244.3.0/32 dev flannel.1
 		ip link set flannel.1 up
 	`)
 	if again != idx {
@@ -134,17 +134,23 @@ func TestEnsureLinkTUN(t *testing.T) {
 	must(t, err)
 	golden(t, "repair a TUN", f.Writes(), `
 		ip link set flannel0 addrgenmode none
-		ip addr replace 10.244.3.0/16 dev flannel0
 		ip addr del fe80::1/64 dev flannel0
+		ip addr replace 10.244.3.0/16 dev flannel0
 	`)
 
-	// A new own subnet, after the lease was acquired again.
+	// A new own subnet, after the lease was acquired again. The old
+	// address goes first: deleted after, it would take the new one, a
+	// secondary in its network, with it.
 	_, err = kernel.EnsureLink(ctx, f, tunDevice("10.244.7.0/16"))
 	must(t, err)
 	golden(t, "new own subnet", f.Writes(), `
-		ip addr replace 10.244.7.0/16 dev flannel0
 		ip addr del 10.244.3.0/16 dev flannel0
+		ip addr replace 10.244.7.0/16 dev flannel0
 	`)
+	addrs, _ := f.Addrs()
+	if got := addrs[len(addrs)-1]; got != (kernel.Addr{Link: l.Index, Prefix: p("10.244.7.0/16")}) {
+		t.Errorf("flannel0 has %v", addrs)
+	}
 }
 
 func TestEnsureLinkLeavesAnotherKindUnderTheTUNName(t *testing.T) {

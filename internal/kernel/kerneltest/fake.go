@@ -29,7 +29,8 @@ import (
 // down (SetDown) removes the routes through it and its neighbour entries
 // (FDB entries stay); a route needs its link up, and a gateway that is not
 // onlink must lie in a network of the link's addresses; a vxlan device's
-// MTU is at most its lower link's less 50. It keeps none of the routes and
+// MTU is at most its lower link's less 50; deleting a primary IPv4 address
+// deletes the secondary ones in its network. It keeps none of the routes and
 // addresses the kernel generates itself (connected and local routes, IPv6
 // link-local addresses). The paired tests of package kernel run the same
 // scenarios here and in a real namespace and compare what they read back.
@@ -382,7 +383,20 @@ func (f *Fake) DeleteAddr(a kernel.Addr) error {
 	if err := f.call(cmd); err != nil {
 		return err
 	}
-	f.addrs = slices.DeleteFunc(f.addrs, func(x kernel.Addr) bool { return x == a })
+	// Deleting a primary IPv4 address deletes the secondary ones in its
+	// network with it (net.ipv4.conf.*.promote_secondaries is 0 in a new
+	// namespace). The primary is the first address of the network on the
+	// link.
+	var primary bool
+	for _, x := range f.addrs {
+		if x.Link == a.Link && x.Prefix.Addr().Is4() && x.Prefix.Masked() == a.Prefix.Masked() {
+			primary = x == a
+			break
+		}
+	}
+	f.addrs = slices.DeleteFunc(f.addrs, func(x kernel.Addr) bool {
+		return x == a || primary && x.Link == a.Link && x.Prefix.Masked() == a.Prefix.Masked()
+	})
 	f.wrote(cmd)
 	return nil
 }
@@ -412,7 +426,7 @@ func (f *Fake) ReplaceRoute(r kernel.Route) error {
 		return errno(cmd, syscall.ENETDOWN) // "Nexthop device is not up"
 	}
 	if r.Gw.IsValid() && !r.OnLink && !f.covers(l.Index, r.Gw) {
-		return errno(cmd, syscall.EINVAL) // "Nexthop has invalid gateway"
+		return errno(cmd, syscall.ENETUNREACH) // "Nexthop has invalid gateway"
 	}
 	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
 	f.routes = append(f.routes, r)
@@ -520,11 +534,14 @@ func (f *Fake) ReplaceFDB(e kernel.FDB) error {
 	if err != nil {
 		return err
 	}
-	if l.Kind != kernel.KindVXLAN {
-		return errno(cmd, syscall.EOPNOTSUPP)
-	}
 	if kernel.CanonicalMAC(e.MAC) != e.MAC {
 		return errno(cmd, syscall.EINVAL)
+	}
+	if l.Kind != kernel.KindVXLAN {
+		// Another device takes the MAC into its unicast filter and
+		// keeps no destination, so FDB does not list it.
+		f.wrote(cmd)
+		return nil
 	}
 	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x.Link == e.Link && x.MAC == e.MAC })
 	f.fdb = append(f.fdb, e)
