@@ -3,16 +3,197 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"strings"
+	"time"
 
+	"github.com/weftnet/weft/internal/backend/hostgw"
+	"github.com/weftnet/weft/internal/backend/udp"
+	"github.com/weftnet/weft/internal/backend/vxlan"
 	"github.com/weftnet/weft/internal/lab"
+	"github.com/weftnet/weft/internal/lab/bench"
 )
 
+const labUsage = `weft lab — a real multi-node weft cluster in network namespaces
+
+  weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
+              [--direct-routing] [--topology l2|l3] [--flannel-nodes n3,...] [--flanneld PATH]
+              [--store etcd|kube] [--kube-apiserver PATH] [--read-only] [--forward-drop]
+  weft lab status [--name NAME] [--json]
+  weft lab check [--name NAME] [--json]
+  weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
+  weft lab agent stop|start|restart NODE [--name NAME]
+  weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
+  weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
+  weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
+  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
+  weft lab down [--name NAME]
+`
+
+// labCommand is one `weft lab` command: it defines its flags on fs and
+// returns the function that runs it once fs is parsed, with the
+// positional arguments and the command after "--".
+type labCommand func(fs *flag.FlagSet, name *string) func(ctx context.Context, pos, command []string, stdout, stderr io.Writer) error
+
+var labCommands = map[string]labCommand{
+	"up": labUp, "down": labDown, "status": labStatus, "check": labCheck, "exec": labExec,
+	"ping": labPing, "agent": labAgent, "node": labNode, "bench": labBench,
+}
+
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	err := lab.Main(ctx, args, stdout, stderr)
+	if len(args) == 0 {
+		fmt.Fprint(stderr, labUsage)
+		return exitError(2)
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("weft lab needs root: it creates network namespaces (run it with sudo)")
+	}
+	cmd, rest := args[0], args[1:]
+	def, ok := labCommands[cmd]
+	if !ok {
+		fmt.Fprint(stderr, labUsage)
+		return fmt.Errorf("weft lab: unknown command %q", cmd)
+	}
+	// agent and node take a verb (stop, add, ...): it is the first
+	// positional argument.
+	if (cmd == "agent" || cmd == "node") && len(rest) == 0 {
+		return fmt.Errorf("weft lab %s: say what to do\n%s", cmd, labUsage)
+	}
+	// The command of exec follows "--", and is not parsed.
+	var command []string
+	for i, a := range rest {
+		if a == "--" {
+			rest, command = rest[:i], rest[i+1:]
+			break
+		}
+	}
+	fs := newFlags("weft lab "+cmd, stderr)
+	name := fs.String("name", "weft", "lab name (1-8 lower-case letters and digits)")
+	runCmd := def(fs, name)
+	if err := parse(fs, rest); err != nil {
+		return err
+	}
+	err := runCmd(ctx, fs.Args(), command, stdout, stderr)
 	var ee lab.ExitError
 	if errors.As(err, &ee) {
 		return exitError(ee)
 	}
 	return err
+}
+
+func labUp(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	var spec lab.Spec
+	fs.IntVar(&spec.Nodes, "nodes", 3, "number of nodes")
+	fs.IntVar(&spec.PodsPerNode, "pods-per-node", 2, "pods per node")
+	fs.StringVar(&spec.Backend, "backend", lab.DefaultBackend, "the data path: "+strings.Join(lab.BackendTypes(), ", "))
+	fs.BoolVar(&spec.DirectRouting, "direct-routing", false, lab.DirectRoutingHelp())
+	fs.StringVar(&spec.Topology, "topology", "l2", "l2 (one bridge) or l3 (two subnets and a router)")
+	fs.BoolVar(&spec.ForwardDrop, "forward-drop", false, "set iptables -P FORWARD DROP in every node before its agent starts, as Docker does")
+	fs.Func("flannel-nodes", "nodes that run the reference flanneld instead of weft (e.g. n3)", func(v string) error {
+		spec.FlannelNodes = strings.Split(v, ",")
+		return nil
+	})
+	fs.StringVar(&spec.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
+	fs.StringVar(&spec.Store, "store", "etcd", "etcd (the embedded store) or kube (a real kube-apiserver; agents in Kubernetes mode)")
+	fs.StringVar(&spec.KubeAPIServer, "kube-apiserver", "", "--store kube: the kube-apiserver binary (default: beside weft)")
+	fs.BoolVar(&spec.ReadOnly, "read-only", false, "--store kube: agents in read-only mode (get/list/watch on nodes only)")
+	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
+		spec.Name = *name
+		return lab.Up(ctx, spec, stdout)
+	}
+}
+
+func labDown(_ *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	return func(_ context.Context, _, _ []string, stdout, _ io.Writer) error {
+		return lab.Down(*name, stdout)
+	}
+}
+
+func labStatus(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	asJSON := fs.Bool("json", false, "print JSON")
+	return func(_ context.Context, _, _ []string, stdout, _ io.Writer) error {
+		return lab.Status(*name, *asJSON, stdout)
+	}
+}
+
+func labCheck(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	asJSON := fs.Bool("json", false, "print JSON")
+	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
+		return lab.Check(ctx, *name, *asJSON, stdout)
+	}
+}
+
+func labExec(_ *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	return func(_ context.Context, pos, command []string, stdout, stderr io.Writer) error {
+		if len(pos) != 1 || len(command) == 0 {
+			return errors.New("usage: weft lab exec TARGET -- CMD...")
+		}
+		return lab.Exec(*name, pos[0], command, os.Stdin, stdout, stderr)
+	}
+}
+
+func labPing(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	var o lab.PingOptions
+	fs.IntVar(&o.Count, "count", 10, "echo requests to send")
+	fs.DurationVar(&o.Interval, "interval", 50*time.Millisecond, "time between echo requests")
+	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
+		if len(pos) != 2 {
+			return errors.New("usage: weft lab ping [--count N] [--interval D] FROM TO")
+		}
+		o.From, o.To = pos[0], pos[1]
+		return lab.Ping(ctx, *name, o, stdout)
+	}
+}
+
+func labAgent(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	var o lab.AgentOptions
+	fs.StringVar(&o.To, "to", "", "switch: the agent to run, weft or flannel")
+	fs.StringVar(&o.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
+	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
+		// pos[0] is the action (stop, start, restart, switch).
+		if len(pos) != 2 {
+			return errors.New("usage: weft lab agent stop|start|restart NODE")
+		}
+		o.Action, o.Node = pos[0], pos[1]
+		return lab.Agent(ctx, *name, o, stdout)
+	}
+}
+
+func labNode(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	var o lab.NodeAddOptions
+	fs.IntVar(&o.Pods, "pods", 2, "pods on the new node")
+	fs.StringVar(&o.Agent, "agent", "weft", "the new node's agent: weft or flannel")
+	fs.StringVar(&o.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
+	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
+		if len(pos) == 0 {
+			return fmt.Errorf("weft lab node: say what to do\n%s", labUsage)
+		}
+		switch pos[0] { // the action
+		case "add":
+			return lab.NodeAdd(ctx, *name, o, stdout)
+		case "remove":
+			if len(pos) != 2 {
+				return errors.New("usage: weft lab node remove NODE")
+			}
+			return lab.NodeRemove(ctx, *name, pos[1], stdout)
+		}
+		return fmt.Errorf("weft lab node: unknown action %q (add, remove)", pos[0])
+	}
+}
+
+func labBench(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	modes := strings.Join([]string{bench.Veth, hostgw.Type, vxlan.Type, udp.Type}, ",")
+	secs := fs.Int("seconds", 5, "seconds per measurement")
+	fs.StringVar(&modes, "modes", modes, "data paths to measure")
+	rounds := fs.Int("rounds", 1, "measure every mode this many times, then print the medians")
+	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
+		n := *name
+		if n == "weft" {
+			n = "bench" // leave a lab under the default name alone
+		}
+		return lab.Bench(ctx, n, lab.BenchOptions{Modes: strings.Split(modes, ","), Seconds: *secs, Rounds: *rounds}, stdout)
+	}
 }

@@ -3,12 +3,14 @@
 // namespace running the store, one namespace per node running its own agent
 // process, pods attached through the CNI protocol, and an external host.
 // It touches only namespaces it created and configures nothing in the root
-// namespace.
+// namespace. This package orchestrates; the pieces are its subpackages
+// (topology, process, pod, check, kube, bench), and cmd/weft parses the
+// command line.
 package lab
 
 import (
+	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -17,24 +19,21 @@ import (
 	"regexp"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/internal/lab/kube"
+	"github.com/weftnet/weft/internal/lab/pod"
+	"github.com/weftnet/weft/internal/lab/topology"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // RunDir holds each lab's state, logs and files.
 const RunDir = "/run/weft-lab"
 
-// Host is a namespace with an underlay address.
-type Host struct {
-	Name string     `json:"name"` // short name: ctl, ext, n1, ...
-	NS   string     `json:"netns"`
-	Addr netip.Addr `json:"addr"`
-	Side string     `json:"side,omitempty"` // l3: "a" or "b"
-	PID  int        `json:"pid,omitempty"`  // the process weft runs there, if any
-}
-
 // Node is a cluster node.
 type Node struct {
-	Host
-	Agent      string   `json:"agent"` // "weft"
+	topology.Host
+	Agent      string   `json:"agent"` // process.Weft or process.Flannel
 	Dir        string   `json:"dir"`
 	SubnetFile string   `json:"subnetFile"`
 	CNIConfDir string   `json:"cniConfDir"`
@@ -43,34 +42,32 @@ type Node struct {
 	PodCIDR    string   `json:"podCIDR,omitempty"` // --store kube: its Node's
 }
 
-// Pod is a pod namespace attached to a node through CNI.
-type Pod struct {
-	Name string     `json:"name"` // n1-p1
-	NS   string     `json:"netns"`
-	Node string     `json:"node"`
-	Addr netip.Addr `json:"addr"`
-	ID   string     `json:"containerID"`
+// runtime is the node's CNI set-up.
+func (n *Node) runtime() pod.Runtime {
+	return pod.Runtime{NS: n.NS, Dir: n.Dir, SubnetFile: n.SubnetFile, ConfDir: n.CNIConfDir, BinDirs: n.CNIBinDirs}
 }
 
 // State is everything a lab created, written before each creation so that
 // `down` can remove it all after any failure.
 type State struct {
-	Name          string       `json:"name"`
-	Backend       string       `json:"backend"`
-	DirectRouting bool         `json:"directRouting"`
-	Topology      string       `json:"topology"`
-	Network       string       `json:"network"`
-	Weft          string       `json:"weftBinary"`
-	Flanneld      string       `json:"flanneldBinary,omitempty"`
-	Underlay      string       `json:"underlayNetns"`
-	Ctl           Host         `json:"ctl"`
-	Ext           Host         `json:"ext"`
-	Nodes         []*Node      `json:"nodes"`
-	Pods          []*Pod       `json:"pods"`
-	Namespaces    []string     `json:"namespaces"` // every namespace created, in order
-	Endpoint      string       `json:"etcdEndpoint"`
-	Gateways      []netip.Addr `json:"gateways,omitempty"`
-	Kube          *Kube        `json:"kube,omitempty"` // --store kube
+	Name          string        `json:"name"`
+	Backend       string        `json:"backend"`
+	DirectRouting bool          `json:"directRouting"`
+	Topology      string        `json:"topology"`
+	ForwardDrop   bool          `json:"forwardDrop,omitempty"` // iptables -P FORWARD DROP in every node
+	Network       string        `json:"network"`
+	Weft          string        `json:"weftBinary"`
+	AgentBinary   string        `json:"agentBinary,omitempty"` // weft-agent
+	Flanneld      string        `json:"flanneldBinary,omitempty"`
+	Underlay      string        `json:"underlayNetns"`
+	Ctl           topology.Host `json:"ctl"`
+	Ext           topology.Host `json:"ext"`
+	Nodes         []*Node       `json:"nodes"`
+	Pods          []*pod.Pod    `json:"pods"`
+	Namespaces    []string      `json:"namespaces"` // every namespace created, in order
+	Endpoint      string        `json:"etcdEndpoint"`
+	Gateways      []netip.Addr  `json:"gateways,omitempty"`
+	Kube          *kube.Kube    `json:"kube,omitempty"` // --store kube
 
 	out      io.Writer      // where up reports what it does
 	restarts map[string]int // flanneld restarts by node, during up
@@ -88,6 +85,7 @@ func checkName(name string) error {
 
 func dir(name string) string       { return filepath.Join(RunDir, name) }
 func statePath(name string) string { return filepath.Join(dir(name), "state.json") }
+func lockPath(name string) string  { return filepath.Join(RunDir, name+".lock") }
 
 // load reads a lab's state; os.ErrNotExist if there is no such lab.
 func load(name string) (*State, error) {
@@ -104,18 +102,11 @@ func load(name string) (*State, error) {
 
 // save writes the state atomically.
 func (s *State) save() error {
-	if err := os.MkdirAll(dir(s.Name), 0o755); err != nil {
-		return err
-	}
 	b, err := json.MarshalIndent(s, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp := statePath(s.Name) + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, statePath(s.Name))
+	return atomicfile.Write(statePath(s.Name), bytes.NewReader(b), 0o644)
 }
 
 // lock serialises lab commands on one lab.
@@ -123,7 +114,7 @@ func lock(name string) (func(), error) {
 	if err := os.MkdirAll(RunDir, 0o755); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(RunDir, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(lockPath(name), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -132,6 +123,18 @@ func lock(name string) (func(), error) {
 		return nil, err
 	}
 	return func() { f.Close() }, nil
+}
+
+// addNS records and creates a namespace.
+func (s *State) addNS(name string) error {
+	if netns.Exists(name) {
+		return fmt.Errorf("namespace %s already exists and is not part of lab %s: remove it or pick another --name", name, s.Name)
+	}
+	s.Namespaces = append(s.Namespaces, name)
+	if err := s.save(); err != nil {
+		return err
+	}
+	return netns.Create(name)
 }
 
 func (s *State) node(name string) (*Node, error) {
@@ -145,7 +148,7 @@ func (s *State) node(name string) (*Node, error) {
 
 // target resolves a short or full name to a namespace.
 func (s *State) target(t string) (string, error) {
-	for _, h := range []Host{s.Ctl, s.Ext} {
+	for _, h := range []topology.Host{s.Ctl, s.Ext} {
 		if t == h.Name || t == h.NS {
 			return h.NS, nil
 		}
@@ -173,7 +176,7 @@ func (s *State) addrOf(t string) (netip.Addr, error) {
 			return p.Addr, nil
 		}
 	}
-	for _, h := range []Host{s.Ctl, s.Ext} {
+	for _, h := range []topology.Host{s.Ctl, s.Ext} {
 		if t == h.Name || t == h.NS {
 			return h.Addr, nil
 		}
@@ -185,5 +188,3 @@ func (s *State) addrOf(t string) (netip.Addr, error) {
 	}
 	return netip.Addr{}, fmt.Errorf("lab %s has no %q", s.Name, t)
 }
-
-var errNoLab = errors.New("no such lab")

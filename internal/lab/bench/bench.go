@@ -1,4 +1,8 @@
-package lab
+// Package bench measures a lab's data paths pod to pod across two nodes:
+// TCP throughput (one and four streams), the machine's CPU time per GB
+// carried, request/response rate and latency, and the agents' CPU and
+// memory, for each backend and for a bare veth pair as the machine's limit.
+package bench
 
 import (
 	"context"
@@ -18,11 +22,13 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
 )
 
-// BenchResult is one data path's figures, pod to pod across two nodes.
-type BenchResult struct {
+// Result is one data path's figures, pod to pod across two nodes.
+type Result struct {
 	Mode      string  `json:"mode"`
 	Gbps1     float64 `json:"tcp1Gbps"`      // single TCP stream
 	Gbps4     float64 `json:"tcp4Gbps"`      // four TCP streams
@@ -37,56 +43,81 @@ type BenchResult struct {
 	Seconds   float64 `json:"secondsPerRun"` //
 }
 
-// bench measures each mode in turn, in one run, and prints a table with
-// every figure also as a ratio to kernel vxlan. With more than one round it
-// measures every mode once per round, prints each round, and then the
-// median of each figure over the rounds: a shared machine's noise comes
-// and goes, and rounds that interleave the modes meet it alike.
-func bench(ctx context.Context, name string, modes []string, secs, rounds int, w io.Writer) error {
+// Pair is a 2-node lab with one pod on each node, up for one mode.
+type Pair struct {
+	SrcNS, DstNS string     // the pods' namespaces
+	Dst          netip.Addr // the destination pod's address
+	Agents       []int      // the agents' PIDs
+}
+
+// UpFunc brings up a 2-node, 1-pod-per-node lab on backend and returns it
+// with a function that removes it.
+type UpFunc func(ctx context.Context, backend string) (Pair, func(), error)
+
+// Options say what to measure.
+type Options struct {
+	Name    string   // prefix of the namespaces of the veth measurement
+	Modes   []string // "veth" or a backend type
+	Seconds int      // per measurement
+	Rounds  int      // measure every mode this many times, then print the medians
+	// Reference is the mode every figure is also shown as a ratio to.
+	Reference string
+}
+
+// Run measures each mode in turn and prints a table with every figure also
+// as a ratio to the reference mode. With more than one round it measures
+// every mode once per round, prints each round, and then the median of
+// each figure over the rounds: a shared machine's noise comes and goes,
+// and rounds that interleave the modes meet it alike.
+func Run(ctx context.Context, o Options, up UpFunc, w io.Writer) error {
 	if _, err := exec.LookPath("iperf3"); err != nil {
 		return errors.New("weft lab bench needs iperf3 (apt-get install iperf3)")
 	}
-	if rounds < 1 {
+	if o.Rounds < 1 {
 		return errors.New("--rounds must be at least 1")
 	}
-	all := make([][]BenchResult, len(modes)) // by mode, then round
-	for round := range rounds {
-		var results []BenchResult
-		for i, mode := range modes {
+	all := make([][]Result, len(o.Modes)) // by mode, then round
+	for round := range o.Rounds {
+		var results []Result
+		for i, mode := range o.Modes {
 			fmt.Fprintf(w, "measuring %s ...\n", mode)
-			var r BenchResult
-			var err error
-			if mode == "veth" {
-				r, err = benchVeth(ctx, name, secs)
-			} else {
-				r, err = benchLab(ctx, name, mode, secs)
-			}
+			r, err := o.measureMode(ctx, mode, up)
 			if err != nil {
 				return fmt.Errorf("bench %s: %w", mode, err)
 			}
 			results = append(results, r)
 			all[i] = append(all[i], r)
 		}
-		if rounds > 1 {
-			fmt.Fprintf(w, "round %d of %d:\n", round+1, rounds)
+		if o.Rounds > 1 {
+			fmt.Fprintf(w, "round %d of %d:\n", round+1, o.Rounds)
 		}
-		printBench(w, results)
+		printBench(w, results, o.Reference)
 	}
-	if rounds > 1 {
-		var med []BenchResult
+	if o.Rounds > 1 {
+		var med []Result
 		for _, rs := range all {
 			med = append(med, medianResult(rs))
 		}
-		fmt.Fprintf(w, "median of %d rounds:\n", rounds)
-		printBench(w, med)
+		fmt.Fprintf(w, "median of %d rounds:\n", o.Rounds)
+		printBench(w, med, o.Reference)
 	}
 	return nil
 }
 
+// Veth is the mode of the bare veth pair.
+const Veth = "veth"
+
+func (o Options) measureMode(ctx context.Context, mode string, up UpFunc) (Result, error) {
+	if mode == Veth {
+		return benchVeth(ctx, o.Name, o.Seconds)
+	}
+	return benchLab(ctx, mode, o.Seconds, up)
+}
+
 // medianResult is the median of each figure over rounds of one mode.
-func medianResult(rs []BenchResult) BenchResult {
+func medianResult(rs []Result) Result {
 	m := rs[0]
-	med := func(f func(BenchResult) float64) float64 {
+	med := func(f func(Result) float64) float64 {
 		v := make([]float64, len(rs))
 		for i, r := range rs {
 			v[i] = f(r)
@@ -97,55 +128,41 @@ func medianResult(rs []BenchResult) BenchResult {
 		}
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
-	m.Gbps1 = med(func(r BenchResult) float64 { return r.Gbps1 })
-	m.CPUPerGB = med(func(r BenchResult) float64 { return r.CPUPerGB })
-	m.StealPct = med(func(r BenchResult) float64 { return r.StealPct })
-	m.Gbps4 = med(func(r BenchResult) float64 { return r.Gbps4 })
-	m.RRPerSec = med(func(r BenchResult) float64 { return r.RRPerSec })
-	m.P50us = med(func(r BenchResult) float64 { return r.P50us })
-	m.P99us = med(func(r BenchResult) float64 { return r.P99us })
-	m.AgentCPU = med(func(r BenchResult) float64 { return r.AgentCPU })
-	m.AgentRSS = med(func(r BenchResult) float64 { return r.AgentRSS })
-	m.AgentPeak = med(func(r BenchResult) float64 { return r.AgentPeak })
+	m.Gbps1 = med(func(r Result) float64 { return r.Gbps1 })
+	m.CPUPerGB = med(func(r Result) float64 { return r.CPUPerGB })
+	m.StealPct = med(func(r Result) float64 { return r.StealPct })
+	m.Gbps4 = med(func(r Result) float64 { return r.Gbps4 })
+	m.RRPerSec = med(func(r Result) float64 { return r.RRPerSec })
+	m.P50us = med(func(r Result) float64 { return r.P50us })
+	m.P99us = med(func(r Result) float64 { return r.P99us })
+	m.AgentCPU = med(func(r Result) float64 { return r.AgentCPU })
+	m.AgentRSS = med(func(r Result) float64 { return r.AgentRSS })
+	m.AgentPeak = med(func(r Result) float64 { return r.AgentPeak })
 	return m
 }
 
-func benchLab(ctx context.Context, name, backend string, secs int) (BenchResult, error) {
-	r := BenchResult{Mode: backend, Seconds: float64(secs)}
-	unlock, err := lock(name)
+func benchLab(ctx context.Context, backend string, secs int, up UpFunc) (Result, error) {
+	r := Result{Mode: backend, Seconds: float64(secs)}
+	p, down, err := up(ctx, backend)
 	if err != nil {
 		return r, err
 	}
-	defer unlock()
-	if _, err := load(name); err == nil {
-		return r, fmt.Errorf("lab %s is up; bench needs its name free (--name)", name)
-	}
-	var sink strings.Builder
-	err = up(ctx, Spec{Name: name, Nodes: 2, PodsPerNode: 1, Backend: backend, Topology: "l2"}, &sink)
-	s, lerr := load(name)
-	if lerr == nil {
-		defer s.down(io.Discard)
-	}
-	if err != nil {
-		// A failed check comes back as ExitError: say why, not just "exit 1".
-		return r, fmt.Errorf("the %s lab did not come up cleanly (%v):\n%s", backend, err, sink.String())
-	}
-	src, dst := s.Pods[0], s.Pods[1]
-	cpu0 := agentsCPU(s)
-	if err := measure(ctx, &r, src.NS, dst.NS, dst.Addr, secs); err != nil {
+	defer down()
+	cpu0 := agentsCPU(p.Agents)
+	if err := measure(ctx, &r, p.SrcNS, p.DstNS, p.Dst, secs); err != nil {
 		return r, err
 	}
-	r.AgentCPU = agentsCPU(s) - cpu0
-	for _, n := range s.Nodes {
-		rss, hwm := memory(n.PID)
+	r.AgentCPU = agentsCPU(p.Agents) - cpu0
+	for _, pid := range p.Agents {
+		rss, hwm := process.Memory(pid)
 		r.AgentRSS, r.AgentPeak = max(r.AgentRSS, rss), max(r.AgentPeak, hwm)
 	}
 	return r, nil
 }
 
 // benchVeth is the machine's limit: two namespaces joined by one veth.
-func benchVeth(ctx context.Context, name string, secs int) (BenchResult, error) {
-	r := BenchResult{Mode: "veth", Seconds: float64(secs)}
+func benchVeth(ctx context.Context, name string, secs int) (Result, error) {
+	r := Result{Mode: "veth", Seconds: float64(secs)}
 	a, b := name+"-va", name+"-vb"
 	for _, ns := range []string{a, b} {
 		if netns.Exists(ns) {
@@ -177,7 +194,7 @@ func benchVeth(ctx context.Context, name string, secs int) (BenchResult, error) 
 		}
 		l, err := h.LinkByName("eth0")
 		if err == nil {
-			err = h.AddrAdd(l, &netlink.Addr{IPNet: ipNet(p)})
+			err = h.AddrAdd(l, &netlink.Addr{IPNet: netconv.IPNet(p)})
 		}
 		if err == nil {
 			err = h.LinkSetUp(l)
@@ -192,7 +209,7 @@ func benchVeth(ctx context.Context, name string, secs int) (BenchResult, error) 
 
 // measure runs iperf3 (1 and 4 streams) and the request/response test
 // from namespace src to dst.
-func measure(ctx context.Context, r *BenchResult, src, dst string, ip netip.Addr, secs int) error {
+func measure(ctx context.Context, r *Result, src, dst string, ip netip.Addr, secs int) error {
 	var err error
 	before := readCPU()
 	if r.Gbps1, err = iperf(ctx, src, dst, ip, secs, 1); err != nil {
@@ -331,50 +348,19 @@ func readCPU() cpuTimes {
 	return t
 }
 
-// agentsCPU sums the CPU seconds (user and system) of the lab's agents.
-func agentsCPU(s *State) float64 {
+// agentsCPU sums the CPU seconds (user and system) of the agents.
+func agentsCPU(pids []int) float64 {
 	total := 0.0
-	for _, n := range s.Nodes {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(n.PID) + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
-		if len(f) > 13 {
-			ut, _ := strconv.ParseFloat(f[11], 64)
-			st, _ := strconv.ParseFloat(f[12], 64)
-			total += (ut + st) / 100 // USER_HZ
-		}
+	for _, pid := range pids {
+		total += process.CPUSeconds(pid)
 	}
 	return total
 }
 
-// memory returns a process's VmRSS and VmHWM in MiB.
-func memory(pid int) (rss, hwm float64) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return 0, 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
-		}
-	}
-	return rss, hwm
-}
-
-func printBench(w io.Writer, rs []BenchResult) {
-	var ref *BenchResult
+func printBench(w io.Writer, rs []Result, reference string) {
+	var ref *Result
 	for i := range rs {
-		if rs[i].Mode == "vxlan" {
+		if rs[i].Mode == reference {
 			ref = &rs[i]
 		}
 	}
@@ -394,14 +380,14 @@ func printBench(w io.Writer, rs []BenchResult) {
 		}
 		steal = append(steal, fmt.Sprintf("%s %.0f%%", r.Mode, r.StealPct))
 		cpu, rss, hwm := "-", "-", "-"
-		if r.Mode != "veth" {
+		if r.Mode != Veth {
 			cpu, rss, hwm = fmt.Sprintf("%.1f", r.AgentCPU), fmt.Sprintf("%.1f", r.AgentRSS), fmt.Sprintf("%.1f", r.AgentPeak)
 		}
 		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.2f%s\t%.0f%s\t%.0f%s\t%.0f%s\t%s\t%s\t%s\t\n", r.Mode,
 			r.Gbps1, g1, r.CPUPerGB, cg, r.Gbps4, g4, r.RRPerSec, rr, r.P50us, p50, r.P99us, p99, cpu, rss, hwm)
 	}
 	tw.Flush()
-	fmt.Fprintln(w, "ratios are to kernel vxlan in the same run; pod to pod across two nodes of a 2-node l2 lab")
+	fmt.Fprintf(w, "ratios are to kernel %s in the same run; pod to pod across two nodes of a 2-node l2 lab\n", reference)
 	fmt.Fprintln(w, "CPU s/GB: the machine's busy CPU seconds per GB carried by the single stream (lower is better; it holds when the host steals time)")
 	fmt.Fprintln(w, "host steal during the single-stream runs: "+strings.Join(steal, ", "))
 }

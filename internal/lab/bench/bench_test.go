@@ -1,9 +1,9 @@
-package lab
+package bench
 
 import "testing"
 
 func TestMedianResult(t *testing.T) {
-	rs := []BenchResult{
+	rs := []Result{
 		{Mode: "udp", Gbps1: 5, P50us: 70, CPUPerGB: 2.5},
 		{Mode: "udp", Gbps1: 2, P50us: 150, CPUPerGB: 2.4},
 		{Mode: "udp", Gbps1: 6, P50us: 60, CPUPerGB: 2.2},

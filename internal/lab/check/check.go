@@ -1,20 +1,24 @@
-package lab
+// Package check probes a lab's data paths: the connectivity matrix (ICMP
+// and TCP from every pod to every other pod and to the external host, with
+// the source address each destination sees) and a continuous ping. The
+// probes run in this process, each socket created inside the source's
+// namespace.
+package check
 
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
 
@@ -29,9 +33,9 @@ type Endpoint struct {
 	Name string     `json:"name"`
 	NS   string     `json:"netns"`
 	Addr netip.Addr `json:"addr"`
-	// SeenAs is the source address the destination must see: the pod's
-	// own address from pods, its node's underlay address at ext.
-	node netip.Addr
+	// Node is a pod's node's underlay address: the source the external
+	// host must see (masquerade), where other pods see the pod's own.
+	Node netip.Addr
 }
 
 // Result is one source-destination probe.
@@ -144,17 +148,11 @@ func pingProbe(ns string, dst netip.Addr, id int) error {
 	return fmt.Errorf("no echo reply from %s", dst)
 }
 
-// check probes every pod to every other pod and to the external host.
-func (s *State) check(ctx context.Context) (*Report, error) {
-	var dsts []Endpoint
-	nodeAddr := map[string]netip.Addr{}
-	for _, n := range s.Nodes {
-		nodeAddr[n.Name] = n.Addr
-	}
-	for _, p := range s.Pods {
-		dsts = append(dsts, Endpoint{Name: p.Name, NS: p.NS, Addr: p.Addr, node: nodeAddr[p.Node]})
-	}
-	dsts = append(dsts, Endpoint{Name: "ext", NS: s.Ext.NS, Addr: s.Ext.Addr})
+// Run probes every pod to every other pod and to ext, then runs cniCheck
+// for every pod (CNI CHECK, as a runtime runs it). A probe's failure is in
+// the report; the error is for a check that could not run at all.
+func Run(ctx context.Context, pods []Endpoint, ext Endpoint, cniCheck func(ctx context.Context, pod string) error) (*Report, error) {
+	dsts := append(slices.Clone(pods), ext)
 	for _, d := range dsts {
 		ln, err := listen(d.NS)
 		if err != nil {
@@ -162,23 +160,10 @@ func (s *State) check(ctx context.Context) (*Report, error) {
 		}
 		defer ln.Close()
 	}
-	var jobs []Result
-	for _, src := range s.Pods {
-		for _, d := range dsts {
-			if d.Name == src.Name {
-				continue
-			}
-			want := src.Addr.String()
-			if d.Name == "ext" {
-				want = nodeAddr[src.Node].String()
-			}
-			jobs = append(jobs, Result{From: src.Name, To: d.Name, Want: want})
-		}
-	}
-	ns := map[string]string{}
-	addr := map[string]netip.Addr{}
+	jobs := plan(pods, ext)
+	byName := map[string]Endpoint{}
 	for _, d := range dsts {
-		ns[d.Name], addr[d.Name] = d.NS, d.Addr
+		byName[d.Name] = d
 	}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -188,29 +173,11 @@ func (s *State) check(ctx context.Context) (*Report, error) {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			j := &jobs[i]
-			var errs []error
-			if err := pingProbe(ns[j.From], addr[j.To], 0x4000+i); err != nil {
-				errs = append(errs, err)
-			} else {
-				j.ICMP = true
-			}
-			seen, err := tcpProbe(ns[j.From], addr[j.To])
-			if err != nil {
-				errs = append(errs, err)
-			} else {
-				j.TCP, j.SeenAs = true, seen
-				if seen != j.Want {
-					errs = append(errs, fmt.Errorf("%s saw source %s, want %s", j.To, seen, j.Want))
-				}
-			}
-			if err := errors.Join(errs...); err != nil {
-				j.Err = strings.ReplaceAll(err.Error(), "\n", "; ")
-			}
+			probe(&jobs[i], byName[jobs[i].From].NS, byName[jobs[i].To].Addr, 0x4000+i)
 		}()
 	}
 	wg.Wait()
-	rep := &Report{Lab: s.Name, Results: jobs, CNICheck: map[string]string{}}
+	rep := &Report{Results: jobs, CNICheck: map[string]string{}}
 	for _, r := range jobs {
 		if r.OK() {
 			rep.Passed++
@@ -218,21 +185,9 @@ func (s *State) check(ctx context.Context) (*Report, error) {
 			rep.Failed++
 		}
 	}
-	// CNI CHECK, as a runtime runs it: interface, address and routes of
-	// each pod are still what ADD made.
-	for _, p := range s.Pods {
+	for _, p := range pods {
 		rep.CNICheck[p.Name] = ""
-		n, err := s.node(p.Node)
-		if err == nil {
-			var c interface {
-				CheckNetworkList(context.Context, *libcni.NetworkConfigList, *libcni.RuntimeConf) error
-			}
-			var list *libcni.NetworkConfigList
-			if c, list, err = s.cni(n); err == nil {
-				err = c.CheckNetworkList(ctx, list, p.rt())
-			}
-		}
-		if err != nil {
+		if err := cniCheck(ctx, p.Name); err != nil {
 			rep.CNICheck[p.Name] = err.Error()
 			rep.Failed++
 		}
@@ -240,14 +195,52 @@ func (s *State) check(ctx context.Context) (*Report, error) {
 	return rep, ctx.Err()
 }
 
-// printMatrix draws the connectivity matrix: rows are sources, columns
-// destinations; "ok" means ICMP and TCP passed with the expected source.
-func (r *Report) printMatrix(w io.Writer, s *State) {
-	var cols []string
-	for _, p := range s.Pods {
-		cols = append(cols, p.Name)
+// plan lists the probes: from every pod to every other pod, wanting its
+// own address as the source, and to ext, wanting its node's.
+func plan(pods []Endpoint, ext Endpoint) []Result {
+	var jobs []Result
+	for _, src := range pods {
+		for _, d := range append(slices.Clone(pods), ext) {
+			if d.Name == src.Name {
+				continue
+			}
+			want := src.Addr.String()
+			if d.Name == ext.Name {
+				want = src.Node.String()
+			}
+			jobs = append(jobs, Result{From: src.Name, To: d.Name, Want: want})
+		}
 	}
-	cols = append(cols, "ext")
+	return jobs
+}
+
+// probe runs ICMP and TCP from namespace ns to dst and fills in j.
+func probe(j *Result, ns string, dst netip.Addr, id int) {
+	var errs []error
+	if err := pingProbe(ns, dst, id); err != nil {
+		errs = append(errs, err)
+	} else {
+		j.ICMP = true
+	}
+	seen, err := tcpProbe(ns, dst)
+	if err != nil {
+		errs = append(errs, err)
+	} else {
+		j.TCP, j.SeenAs = true, seen
+		if seen != j.Want {
+			errs = append(errs, fmt.Errorf("%s saw source %s, want %s", j.To, seen, j.Want))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		j.Err = strings.ReplaceAll(err.Error(), "\n", "; ")
+	}
+}
+
+// PrintMatrix draws the connectivity matrix: rows are sources, columns
+// destinations (the pods, in order, then ext); "ok" means ICMP and TCP
+// passed with the expected source.
+func (r *Report) PrintMatrix(w io.Writer, pods []string) {
+	cols := append(slices.Clone(pods), "ext")
 	cell := map[[2]string]Result{}
 	for _, x := range r.Results {
 		cell[[2]string{x.From, x.To}] = x
@@ -258,10 +251,10 @@ func (r *Report) printMatrix(w io.Writer, s *State) {
 		fmt.Fprintf(tw, "\t%s", c)
 	}
 	fmt.Fprintln(tw)
-	for _, p := range s.Pods {
-		fmt.Fprint(tw, p.Name)
+	for _, p := range pods {
+		fmt.Fprint(tw, p)
 		for _, c := range cols {
-			x, ok := cell[[2]string{p.Name, c}]
+			x, ok := cell[[2]string{p, c}]
 			switch {
 			case !ok:
 				fmt.Fprint(tw, "\t-")
@@ -286,18 +279,12 @@ func (r *Report) printMatrix(w io.Writer, s *State) {
 		}
 	}
 	bad := 0
-	for _, p := range s.Pods {
-		if e := r.CNICheck[p.Name]; e != "" {
-			fmt.Fprintf(w, "  CNI CHECK %s: %s\n", p.Name, e)
+	for _, p := range pods {
+		if e := r.CNICheck[p]; e != "" {
+			fmt.Fprintf(w, "  CNI CHECK %s: %s\n", p, e)
 			bad++
 		}
 	}
-	fmt.Fprintf(w, "CNI CHECK: %d of %d pods pass\n", len(s.Pods)-bad, len(s.Pods))
+	fmt.Fprintf(w, "CNI CHECK: %d of %d pods pass\n", len(pods)-bad, len(pods))
 	fmt.Fprintf(w, "%d passed, %d failed\n", r.Passed, r.Failed)
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

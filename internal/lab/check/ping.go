@@ -1,4 +1,4 @@
-package lab
+package check
 
 import (
 	"context"
@@ -28,9 +28,9 @@ func (p PingStats) String() string {
 		p.From, p.To, p.Sent, p.Received, p.Sent-p.Received, p.MaxGap)
 }
 
-// ping sends count echo requests from ns to dst, one per interval, and
+// Ping sends count echo requests from ns to dst, one per interval, and
 // counts the replies (each may arrive until one second after the last send).
-func ping(ctx context.Context, ns string, dst netip.Addr, count int, interval time.Duration) (PingStats, error) {
+func Ping(ctx context.Context, ns string, dst netip.Addr, count int, interval time.Duration) (PingStats, error) {
 	st := PingStats{}
 	var pc *icmp.PacketConn
 	if err := netns.Do(ns, func() error {

@@ -1,0 +1,72 @@
+package lab
+
+import (
+	"fmt"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/backend/table"
+	"github.com/weftnet/weft/internal/lab/topology"
+)
+
+// DefaultBackend is the backend of `lab up` without --backend.
+const DefaultBackend = table.Recommended
+
+// BackendTypes are the backends a lab can run: every backend of the table.
+func BackendTypes() []string { return table.Types() }
+
+// backendOptions parses the lab's backend options, as its agents will.
+func backendOptions(typ string, directRouting bool) (backend.Options, error) {
+	doc, err := netConf(typ, directRouting)
+	if err != nil {
+		return nil, err
+	}
+	_, _, opts, err := table.Parse(doc)
+	return opts, err
+}
+
+// netConf is the net-conf.json of a lab on backend typ, checked with the
+// table's parser.
+func netConf(typ string, directRouting bool) ([]byte, error) {
+	var extra map[string]any
+	if directRouting {
+		extra = map[string]any{"DirectRouting": true}
+	}
+	doc, err := table.Document(topology.Network.String(), typ, 0, extra)
+	if err != nil {
+		return nil, fmt.Errorf("--backend %s: %w", typ, err)
+	}
+	return doc, nil
+}
+
+// takesDirectRouting reports whether DirectRouting changes how backend typ
+// reaches a peer on its own segment.
+func takesDirectRouting(typ string) bool {
+	opts, err := backendOptions(typ, true)
+	return err == nil && opts.Path(true) != opts.Path(false)
+}
+
+// directRoutingTypes are the backends that take DirectRouting.
+func directRoutingTypes() []string {
+	var out []string
+	for _, typ := range table.Types() {
+		if takesDirectRouting(typ) {
+			out = append(out, typ)
+		}
+	}
+	return out
+}
+
+// DirectRoutingHelp describes --direct-routing.
+func DirectRoutingHelp() string {
+	return orList(directRoutingTypes()) + ": plain routes to on-link peers"
+}
+
+// pathBetween describes how a node reaches a peer: onLink when the peer
+// is on the node's own underlay segment.
+func (s *State) pathBetween(onLink bool) string {
+	opts, err := backendOptions(s.Backend, s.DirectRouting)
+	if err != nil {
+		return err.Error()
+	}
+	return opts.Path(onLink)
+}

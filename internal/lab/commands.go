@@ -1,0 +1,253 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"time"
+
+	"github.com/weftnet/weft/internal/lab/check"
+	"github.com/weftnet/weft/internal/netns"
+)
+
+// open loads lab name, holding its lock when change is set (commands that
+// change the lab take it; status, check, exec and ping only read the
+// state, and must run while the others do: a ping across an agent
+// restart). close releases the lock.
+func open(name string, change bool) (s *State, close func(), err error) {
+	if err := checkName(name); err != nil {
+		return nil, nil, err
+	}
+	close = func() {}
+	if change {
+		if close, err = lock(name); err != nil {
+			return nil, nil, err
+		}
+	}
+	s, err = load(name)
+	if errors.Is(err, os.ErrNotExist) {
+		err = fmt.Errorf("lab %s is not up: start it with 'weft lab up --name %s'", name, name)
+	}
+	if err != nil {
+		close()
+		return nil, nil, err
+	}
+	return s, close, nil
+}
+
+// Down removes lab name and everything it created; a lab that is not up
+// is reported, not an error.
+func Down(name string, w io.Writer) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
+	unlock, err := lock(name)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	s, err := load(name)
+	if errors.Is(err, os.ErrNotExist) {
+		_ = os.Remove(lockPath(name)) // taken just above
+		fmt.Fprintf(w, "lab %s: nothing to remove\n", name)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return s.down(w)
+}
+
+// Status prints the lab's nodes, agents and pods, as a table or JSON.
+func Status(name string, asJSON bool, w io.Writer) error {
+	s, done, err := open(name, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	st := s.status()
+	if asJSON {
+		return writeJSON(w, st)
+	}
+	st.print(w)
+	return nil
+}
+
+// Check runs the connectivity matrix and prints it, as a table or JSON;
+// ExitError 1 if any probe failed.
+func Check(ctx context.Context, name string, asJSON bool, w io.Writer) error {
+	s, done, err := open(name, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	rep, err := s.check(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if err := writeJSON(w, rep); err != nil {
+			return err
+		}
+	} else {
+		rep.PrintMatrix(w, s.podNames())
+	}
+	if rep.Failed > 0 {
+		return ExitError(1)
+	}
+	return nil
+}
+
+// Exec runs argv inside one of the lab's namespaces (ctl, ext, underlay,
+// a node or a pod), with its exit status as an ExitError.
+func Exec(name, target string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	s, done, err := open(name, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ns, err := s.target(target)
+	if err != nil {
+		return err
+	}
+	c := netns.Command(ns, argv...)
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	if err := c.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return ExitError(ee.ExitCode())
+		}
+		return err
+	}
+	return nil
+}
+
+// PingOptions say what `lab ping` sends.
+type PingOptions struct {
+	From, To string // a pod; a pod, node or host
+	Count    int
+	Interval time.Duration
+}
+
+// Ping pings o.To from o.From and prints the summary; ExitError 1 if any
+// reply was lost.
+func Ping(ctx context.Context, name string, o PingOptions, w io.Writer) error {
+	s, done, err := open(name, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	from, err := s.target(o.From)
+	if err != nil {
+		return err
+	}
+	to, err := s.addrOf(o.To)
+	if err != nil {
+		return err
+	}
+	st, err := check.Ping(ctx, from, to, o.Count, o.Interval)
+	st.From, st.To = o.From, o.To
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(w, st)
+	if st.Received < st.Sent {
+		return ExitError(1)
+	}
+	return nil
+}
+
+// AgentOptions say what `lab agent` does to a node's agent.
+type AgentOptions struct {
+	Action   string // stop, start, restart or switch
+	Node     string
+	To       string // switch: process.Weft or process.Flannel
+	Flanneld string // its binary, if not the lab's or beside weft
+}
+
+// Agent stops, starts, restarts or switches a node's agent.
+func Agent(ctx context.Context, name string, o AgentOptions, w io.Writer) error {
+	s, done, err := open(name, true)
+	if err != nil {
+		return err
+	}
+	defer done()
+	n, err := s.node(o.Node)
+	if err != nil {
+		return err
+	}
+	switch o.Action {
+	case "stop":
+		return s.stopAgent(n)
+	case "start":
+		if err := s.startAgent(n); err != nil {
+			return err
+		}
+		return s.waitReady(ctx, n, 30*time.Second, -1)
+	case "restart":
+		return s.replaceAgent(ctx, n, n.Agent)
+	case "switch":
+		// The migration step: the other agent on the same node, store,
+		// subnet file and kernel state.
+		if err := s.checkAgentKind(o.To, o.Flanneld); err != nil {
+			return err
+		}
+		if err := s.replaceAgent(ctx, n, o.To); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "%s now runs %s (pid %d)\n", n.Name, n.Agent, n.PID)
+		return nil
+	}
+	return fmt.Errorf("weft lab agent: unknown action %q (stop, start, restart)", o.Action)
+}
+
+// check runs the connectivity matrix over the lab's pods and ext.
+func (s *State) check(ctx context.Context) (*check.Report, error) {
+	var pods []check.Endpoint
+	for _, p := range s.Pods {
+		e := check.Endpoint{Name: p.Name, NS: p.NS, Addr: p.Addr}
+		if n, err := s.node(p.Node); err == nil {
+			e.Node = n.Addr
+		}
+		pods = append(pods, e)
+	}
+	ext := check.Endpoint{Name: s.Ext.Name, NS: s.Ext.NS, Addr: s.Ext.Addr}
+	rep, err := check.Run(ctx, pods, ext, s.cniCheck)
+	if rep != nil {
+		rep.Lab = s.Name
+	}
+	return rep, err
+}
+
+// cniCheck runs CNI CHECK for pod name on its node.
+func (s *State) cniCheck(ctx context.Context, name string) error {
+	for _, p := range s.Pods {
+		if p.Name != name {
+			continue
+		}
+		n, err := s.node(p.Node)
+		if err != nil {
+			return err
+		}
+		return n.runtime().Check(ctx, p)
+	}
+	return fmt.Errorf("lab %s has no pod %q", s.Name, name)
+}
+
+func (s *State) podNames() []string {
+	var names []string
+	for _, p := range s.Pods {
+		names = append(names, p.Name)
+	}
+	return names
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,110 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/internal/lab/pod"
+	"github.com/weftnet/weft/internal/lab/topology"
+)
+
+func TestValidate(t *testing.T) {
+	ok := Spec{Nodes: 3, PodsPerNode: 2, Backend: DefaultBackend, Topology: topology.L2, Store: "etcd"}
+	if err := ok.validate(); err != nil {
+		t.Fatalf("default spec: %v", err)
+	}
+	for _, tc := range []struct {
+		change func(*Spec)
+		want   string
+	}{
+		{func(s *Spec) { s.Nodes = 0 }, "--nodes 0: use 1 to 60"},
+		{func(s *Spec) { s.PodsPerNode = 51 }, "--pods-per-node 51: use 0 to 50"},
+		{func(s *Spec) { s.Backend = "wireguard" }, `--backend "wireguard": use vxlan, host-gw or udp`},
+		{func(s *Spec) { s.Topology = "l4" }, `--topology "l4": use l2 or l3`},
+		{func(s *Spec) { s.Backend, s.DirectRouting = "host-gw", true }, "--direct-routing goes with --backend vxlan"},
+		{func(s *Spec) { s.Store = "consul" }, `--store "consul": use etcd or kube`},
+		{func(s *Spec) { s.ReadOnly = true }, "--read-only goes with --store kube"},
+		{func(s *Spec) { s.Store, s.ReadOnly, s.FlannelNodes = "kube", true, []string{"n3"} },
+			"--read-only cannot mix with --flannel-nodes: flannel nodes need the annotations read-only agents do not publish"},
+	} {
+		s := ok
+		tc.change(&s)
+		if err := s.validate(); err == nil || err.Error() != tc.want {
+			t.Errorf("%+v: %v, want %q", s, err, tc.want)
+		}
+	}
+}
+
+// testState is a 3-node l3 lab on paper: no namespace, process or file.
+func testState(backend string, direct, forwardDrop bool) *State {
+	s := &State{Name: "x", Backend: backend, DirectRouting: direct, Topology: topology.L3, ForwardDrop: forwardDrop,
+		Network: topology.Network.String(), Underlay: "x-ul", Endpoint: "http://192.0.2.2:2379",
+		Ctl: topology.Host{Name: "ctl", NS: "x-ctl", Addr: topology.StoreIP, Side: "a"},
+		Ext: topology.Host{Name: "ext", NS: "x-ext", Addr: netip.MustParseAddr("203.0.113.10"), Side: "x"}}
+	for i := 1; i <= 3; i++ {
+		addr, side := topology.NodeAddr(topology.L3, i, 3)
+		name := "n" + string(rune('0'+i))
+		s.Nodes = append(s.Nodes, &Node{Host: topology.Host{Name: name, NS: "x-" + name, Addr: addr, Side: side},
+			Agent: "weft", SubnetFile: "/nonexistent/" + name})
+	}
+	s.Pods = []*pod.Pod{{Name: "n1-p1", NS: "x-n1-p1", Node: "n1", Addr: netip.MustParseAddr("10.244.7.2")}}
+	return s
+}
+
+func TestPicture(t *testing.T) {
+	var b strings.Builder
+	testState(DefaultBackend, true, true).picture(&b)
+	want := `lab x — cluster network 10.244.0.0/16, backend vxlan + DirectRouting, underlay l3
+  underlay: router x-ul joins side a 192.0.2.0/24 (br-a), side b 198.51.100.0/24 (br-b), outside 203.0.113.0/24 (br-x)
+  nodes: iptables FORWARD policy DROP (as Docker sets it)
+  ctl  x-ctl        192.0.2.2       store http://192.0.2.2:2379
+  side a (192.0.2.0/24):
+  n1   x-n1         192.0.2.11      subnet                 pods: n1-p1 10.244.7.2
+  n2   x-n2         192.0.2.12      subnet                 pods: 
+  side b (198.51.100.0/24):
+  n3   x-n3         198.51.100.13   subnet                 pods: 
+  ext  x-ext        203.0.113.10    outside the cluster network
+  paths between nodes:
+    n1 192.0.2.11 <-> n2 192.0.2.12: direct route (same segment)
+    n1 192.0.2.11 <-> n3 198.51.100.13: vxlan VNI 1 udp/8472 via flannel.1
+    n2 192.0.2.12 <-> n3 198.51.100.13: vxlan VNI 1 udp/8472 via flannel.1
+`
+	if b.String() != want {
+		t.Errorf("picture:\n%s\nwant:\n%s", b.String(), want)
+	}
+	for backend, path := range map[string]string{"host-gw": "direct route (host-gw)", "udp": "udp/8285 via flannel0 (userspace)"} {
+		b.Reset()
+		testState(backend, false, false).picture(&b)
+		if strings.Contains(b.String(), "FORWARD") || strings.Count(b.String(), ": "+path+"\n") != 3 {
+			t.Errorf("%s picture:\n%s", backend, b.String())
+		}
+	}
+}
+
+func TestStatusPrint(t *testing.T) {
+	var b strings.Builder
+	testState(DefaultBackend, false, true).status().print(&b)
+	first, _, _ := strings.Cut(b.String(), "\n")
+	if want := "lab x: backend vxlan, topology l3, FORWARD policy DROP in every node, store http://192.0.2.2:2379 (pid 0, running false)"; first != want {
+		t.Errorf("first line %q, want %q", first, want)
+	}
+	b.Reset()
+	testState(DefaultBackend, true, false).status().print(&b)
+	first, _, _ = strings.Cut(b.String(), "\n")
+	if want := "lab x: backend vxlan (DirectRouting), topology l3, store http://192.0.2.2:2379 (pid 0, running false)"; first != want {
+		t.Errorf("first line %q, want %q", first, want)
+	}
+	if !strings.Contains(b.String(), "n3    x-n3   198.51.100.13          weft   stopped  false") {
+		t.Errorf("status:\n%s", b.String())
+	}
+}
+
+func TestNetConf(t *testing.T) {
+	if got, err := testState(DefaultBackend, true, false).netConf(); err != nil || got != `{"Backend":{"DirectRouting":true,"Type":"vxlan"},"Network":"10.244.0.0/16"}`+"\n" {
+		t.Errorf("net-conf.json: %s %v", got, err)
+	}
+	if got, err := testState("host-gw", false, false).netConf(); err != nil || got != `{"Backend":{"Type":"host-gw"},"Network":"10.244.0.0/16"}`+"\n" {
+		t.Errorf("net-conf.json: %s %v", got, err)
+	}
+}

@@ -1,0 +1,148 @@
+// Package pod is the lab's container runtime: it writes a node's CNI
+// configuration and runs the CNI plugins (ADD, CHECK, DEL) for pod
+// namespaces through libcni, inside the node's namespace, as a runtime on
+// that node would.
+package pod
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
+	current "github.com/containernetworking/cni/pkg/types/100"
+
+	"github.com/weftnet/weft/internal/netns"
+)
+
+// Pod is a pod namespace attached to a node through CNI.
+type Pod struct {
+	Name string     `json:"name"` // n1-p1
+	NS   string     `json:"netns"`
+	Node string     `json:"node"`
+	Addr netip.Addr `json:"addr"`
+	ID   string     `json:"containerID"`
+}
+
+// Runtime is one node's CNI set-up.
+type Runtime struct {
+	NS         string   // the node's namespace, where plugins run
+	Dir        string   // the node's directory: IPAM data and the CNI cache
+	SubnetFile string   // the agent's subnet.env, which weft-cni reads
+	ConfDir    string   // holds 10-weft.conflist
+	BinDirs    []string // where plugins are found
+}
+
+// conflist is the name of the configuration file in ConfDir.
+const conflist = "10-weft.conflist"
+
+// BinDirs are where a node's plugins come from: weft-cni beside the weft
+// binary, then the standard plugins.
+func BinDirs(weft string) []string {
+	return []string{filepath.Dir(weft), "/usr/lib/cni", "/opt/cni/bin"}
+}
+
+// WriteConflist writes the node's CNI config: weft-cni, chained with the
+// standard portmap plugin when it is installed.
+func (r Runtime) WriteConflist(ctx context.Context) error {
+	plugins := []map[string]any{{
+		"type":       "weft-cni",
+		"subnetFile": r.SubnetFile,
+		"dataDir":    filepath.Join(r.Dir, "ipam"),
+	}}
+	cniVersion := "1.1.0"
+	if path, err := invoke.FindInPath("portmap", r.BinDirs); err == nil {
+		plugins = append(plugins, map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}})
+		// Chained plugins must all speak the list's version: older
+		// packaged plugins stop at 1.0.0, which loses STATUS and GC.
+		info, err := invoke.GetVersionInfo(ctx, path, nil)
+		if err != nil {
+			return fmt.Errorf("ask %s for its CNI versions: %w", path, err)
+		}
+		if !slices.Contains(info.SupportedVersions(), cniVersion) {
+			cniVersion = "1.0.0"
+		}
+	}
+	doc, err := json.MarshalIndent(map[string]any{"cniVersion": cniVersion, "name": "weft", "plugins": plugins}, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(r.ConfDir, 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(r.ConfDir, conflist), doc, 0o644)
+}
+
+// cni loads the node's conflist and a libcni client that runs plugins in
+// the node's namespace.
+func (r Runtime) cni() (*libcni.CNIConfig, *libcni.NetworkConfigList, error) {
+	b, err := os.ReadFile(filepath.Join(r.ConfDir, conflist))
+	if err != nil {
+		return nil, nil, err
+	}
+	list, err := libcni.ConfListFromBytes(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", r.ConfDir, err)
+	}
+	c := libcni.NewCNIConfigWithCacheDir(r.BinDirs, filepath.Join(r.Dir, "cni", "cache"), nsExec{ns: r.NS})
+	return c, list, nil
+}
+
+func (p *Pod) rt() *libcni.RuntimeConf {
+	return &libcni.RuntimeConf{ContainerID: p.ID, NetNS: netns.Path(p.NS), IfName: "eth0"}
+}
+
+// Add runs CNI ADD for p, whose namespace exists, and sets p.Addr to the
+// address the plugins gave it.
+func (r Runtime) Add(ctx context.Context, p *Pod) error {
+	c, list, err := r.cni()
+	if err != nil {
+		return err
+	}
+	res, err := c.AddNetworkList(ctx, list, p.rt())
+	if err != nil {
+		return fmt.Errorf("CNI ADD for %s: %w", p.Name, err)
+	}
+	cr, err := current.NewResultFromResult(res)
+	if err != nil {
+		return fmt.Errorf("CNI ADD for %s: %w", p.Name, err)
+	}
+	if len(cr.IPs) == 0 {
+		return fmt.Errorf("CNI ADD for %s returned no address", p.Name)
+	}
+	p.Addr, _ = netip.AddrFromSlice(cr.IPs[0].Address.IP.To4())
+	return nil
+}
+
+// Check runs CNI CHECK for p, as a runtime does: its interface, address
+// and routes are still what ADD made.
+func (r Runtime) Check(ctx context.Context, p *Pod) error {
+	c, list, err := r.cni()
+	if err != nil {
+		return err
+	}
+	return c.CheckNetworkList(ctx, list, p.rt())
+}
+
+// Del runs CNI DEL for p. A node whose CNI config is gone has nothing to
+// delete: that is success.
+func (r Runtime) Del(ctx context.Context, p *Pod) error {
+	c, list, err := r.cni()
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err == nil {
+		err = c.DelNetworkList(ctx, list, p.rt())
+	}
+	if err != nil {
+		return fmt.Errorf("CNI DEL for %s: %w", p.Name, err)
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/weftnet/weft/internal/lab/pod"
+	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/lab/topology"
+	"github.com/weftnet/weft/internal/subnetenv"
+)
+
+// NodeStatus is one node in `lab status`.
+type NodeStatus struct {
+	Name       string   `json:"name"`
+	NS         string   `json:"netns"`
+	Agent      string   `json:"agent"`
+	Addr       string   `json:"addr"`
+	Subnet     string   `json:"subnet"`
+	AgentPID   int      `json:"agentPID"`
+	Running    bool     `json:"running"`
+	Ready      bool     `json:"ready"`
+	Skipped    []any    `json:"skippedPeers,omitempty"`
+	SubnetFile string   `json:"subnetFile"`
+	CNIConfDir string   `json:"cniConfDir"`
+	CNIBinDirs []string `json:"cniBinDirs"`
+	Log        string   `json:"log"`
+}
+
+// LabStatus is `lab status`.
+type LabStatus struct {
+	Name     string `json:"name"`
+	Backend  string `json:"backend"`
+	Direct   bool   `json:"directRouting"`
+	Topology string `json:"topology"`
+	// ForwardDrop: every node's namespace has iptables -P FORWARD DROP.
+	ForwardDrop bool          `json:"forwardDrop,omitempty"`
+	Store       string        `json:"store"`
+	Kube        string        `json:"kube,omitempty"`
+	StorePID    int           `json:"storePID"`
+	StoreUp     bool          `json:"storeRunning"`
+	External    topology.Host `json:"external"`
+	Nodes       []NodeStatus  `json:"nodes"`
+	Pods        []*pod.Pod    `json:"pods"`
+}
+
+func (s *State) status() LabStatus {
+	st := LabStatus{Name: s.Name, Backend: s.Backend, Direct: s.DirectRouting, Topology: s.Topology, ForwardDrop: s.ForwardDrop,
+		Store: s.Endpoint, StorePID: s.Ctl.PID, StoreUp: process.Ours(s.Ctl.PID, "serve"), External: s.Ext, Pods: s.Pods}
+	if s.Kube != nil {
+		st.Kube = s.Kube.Summary()
+	}
+	for _, n := range s.Nodes {
+		st.Nodes = append(st.Nodes, n.status())
+	}
+	return st
+}
+
+// status is the node's line of `lab status`: its subnet from its subnet
+// file, and whether its agent runs and is ready.
+func (n *Node) status() NodeStatus {
+	ns := NodeStatus{Name: n.Name, NS: n.NS, Agent: n.Agent, Addr: n.Addr.String(), AgentPID: n.PID, Running: process.Ours(n.PID, n.SubnetFile),
+		SubnetFile: n.SubnetFile, CNIConfDir: n.CNIConfDir, CNIBinDirs: n.CNIBinDirs, Log: n.LogFile}
+	if env, err := subnetenv.Read(n.SubnetFile); err == nil {
+		ns.Subnet = env.Subnet.Masked().String()
+	}
+	switch {
+	case !ns.Running:
+	case n.Agent == process.Flannel:
+		_, err := os.Stat(n.SubnetFile)
+		ns.Ready = err == nil
+	default:
+		if r, err := process.Readyz(n.NS); err == nil {
+			ns.Ready = r["ready"] == true
+			if sk, ok := r["skippedPeers"].([]any); ok {
+				ns.Skipped = sk
+			}
+		}
+	}
+	return ns
+}
+
+func (st LabStatus) print(w io.Writer) {
+	fmt.Fprintf(w, "lab %s: backend %s", st.Name, st.Backend)
+	if st.Direct {
+		fmt.Fprint(w, " (DirectRouting)")
+	}
+	fmt.Fprintf(w, ", topology %s", st.Topology)
+	if st.ForwardDrop {
+		fmt.Fprint(w, ", FORWARD policy DROP in every node")
+	}
+	fmt.Fprintf(w, ", store %s (pid %d, running %v)\n", st.Store, st.StorePID, st.StoreUp)
+	if st.Kube != "" {
+		fmt.Fprintln(w, st.Kube)
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tNETNS\tUNDERLAY\tSUBNET\tAGENT\tPID\tREADY\tSUBNET FILE\tCNI CONF DIR")
+	for _, n := range st.Nodes {
+		pid := strconv.Itoa(n.AgentPID)
+		if !n.Running {
+			pid = "stopped"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.Name, n.NS, n.Addr, n.Subnet, n.Agent, pid, n.Ready, n.SubnetFile, n.CNIConfDir)
+	}
+	tw.Flush()
+	for _, n := range st.Nodes {
+		for _, sk := range n.Skipped {
+			fmt.Fprintf(w, "  %s skips peer %v\n", n.Name, sk)
+		}
+	}
+	if len(st.Nodes) > 0 {
+		fmt.Fprintf(w, "CNI plugins from: %s\n", strings.Join(st.Nodes[0].CNIBinDirs, ":"))
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "POD\tNETNS\tNODE\tADDRESS")
+	for _, p := range st.Pods {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, p.NS, p.Node, p.Addr)
+	}
+	fmt.Fprintf(tw, "ext\t%s\t-\t%s (outside the cluster network)\n", st.External.NS, st.External.Addr)
+	tw.Flush()
+}
+
+// picture draws the topology.
+func (s *State) picture(w io.Writer) {
+	subnets := map[string]string{}
+	for _, n := range s.Nodes {
+		if env, err := subnetenv.Read(n.SubnetFile); err == nil {
+			subnets[n.Name] = env.Subnet.Masked().String()
+		}
+	}
+	pods := map[string][]string{}
+	for _, p := range s.Pods {
+		pods[p.Node] = append(pods[p.Node], fmt.Sprintf("%s %s", p.Name, p.Addr))
+	}
+	mode := s.Backend
+	if s.DirectRouting {
+		mode += " + DirectRouting"
+	}
+	fmt.Fprintf(w, "lab %s — cluster network %s, backend %s, underlay %s\n", s.Name, s.Network, mode, s.Topology)
+	if s.Topology == topology.L3 {
+		fmt.Fprintf(w, "  underlay: router %s joins side a %s (br-a), side b %s (br-b), outside %s (br-x)\n", s.Underlay, topology.SideA, topology.SideB, topology.Outside)
+	} else {
+		fmt.Fprintf(w, "  underlay: switch %s, bridge br-a, %s\n", s.Underlay, topology.SideA)
+	}
+	if s.ForwardDrop {
+		fmt.Fprintln(w, "  nodes: iptables FORWARD policy DROP (as Docker sets it)")
+	}
+	fmt.Fprintf(w, "  ctl  %-12s %-15s store %s\n", s.Ctl.NS, s.Ctl.Addr, s.Endpoint)
+	if s.Kube != nil {
+		fmt.Fprintf(w, "       %s\n", s.Kube.Summary())
+	}
+	for _, side := range topology.NodeSides(s.Topology) {
+		if s.Topology == topology.L3 {
+			fmt.Fprintf(w, "  side %s (%s):\n", side, topology.Prefix(side))
+		}
+		for _, n := range s.Nodes {
+			if n.Side != side {
+				continue
+			}
+			fmt.Fprintf(w, "  %-4s %-12s %-15s subnet %-15s pods: %s\n", n.Name, n.NS, n.Addr, subnets[n.Name], strings.Join(pods[n.Name], ", "))
+		}
+	}
+	fmt.Fprintf(w, "  ext  %-12s %-15s outside the cluster network\n", s.Ext.NS, s.Ext.Addr)
+	fmt.Fprintln(w, "  paths between nodes:")
+	fmt.Fprintln(w, strings.Join(s.paths(), "\n"))
+}
+
+// paths describes, for each pair of nodes, how their pods' traffic goes.
+func (s *State) paths() []string {
+	var paths []string
+	for i, a := range s.Nodes {
+		for _, b := range s.Nodes[i+1:] {
+			kind := s.pathBetween(a.Side == b.Side)
+			paths = append(paths, fmt.Sprintf("    %s %s <-> %s %s: %s", a.Name, a.Addr, b.Name, b.Addr, kind))
+		}
+	}
+	sort.Strings(paths)
+	return paths
+}
+
+// netConf is the lab's net-conf.json, for --store kube.
+func (s *State) netConf() (string, error) {
+	doc, err := netConf(s.Backend, s.DirectRouting)
+	return string(doc) + "\n", err
+}
