@@ -1,101 +1,253 @@
 package firewall
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
+	"log/slog"
+	"sync"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
-	"golang.org/x/sys/unix"
+	vns "github.com/vishvananda/netns"
+
+	"github.com/weftnet/weft/internal/netns"
 )
 
-// Firewall applies rules through nftables' netlink API (no nft binary).
-type Firewall struct {
-	conn *nftables.Conn
+// Options configure a Firewall.
+type Options struct {
+	// Log receives the one-time notes on where forward accepts go and a
+	// line for each change written to iptables. Nil discards.
+	Log *slog.Logger
+	// IPTablesForward places the parts' iptables chains (the Forward part's
+	// WEFT-FWD) through the iptables binaries, as flanneld's
+	// --iptables-forward-rules (default true there and in the agent). Off,
+	// weft never runs iptables and leaves its chains as they are.
+	IPTablesForward bool
+	// Namespace is a named network namespace (see internal/netns) to work
+	// in, for tests and the lab; "" is the caller's own. The iptables
+	// binaries then run through netns.Command, so the binary must call
+	// netns.HandleExec first.
+	Namespace string
 }
 
-// New returns a Firewall in the current network namespace, or in the one
-// of nsFd when it is non-negative (tests).
-func New(nsFd int) (*Firewall, error) {
+// Firewall is the Applier of a node: nftables through netlink (no nft
+// binary) and, when asked, iptables' filter table through the iptables
+// binaries.
+type Firewall struct {
+	log *slog.Logger
+	ns  vns.NsHandle // -1: the caller's namespace
+
+	mu     sync.Mutex // serialises Apply and Close; guards the fields below
+	ipt    *iptables
+	closed bool
+}
+
+var _ Applier = (*Firewall)(nil)
+
+// New returns a Firewall for the caller's network namespace, or for
+// opts.Namespace. It does not touch the firewall until Apply.
+func New(opts Options) (*Firewall, error) {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &Firewall{log: log, ns: -1}
+	if opts.Namespace != "" {
+		fd, err := netns.Fd(opts.Namespace)
+		if err != nil {
+			return nil, fmt.Errorf("firewall: %w", err)
+		}
+		f.ns = fd
+	}
+	f.ipt = newIPTables(log, opts.IPTablesForward, opts.Namespace)
+	return f, nil
+}
+
+// Close releases the namespace handle; Apply fails after it. It leaves the firewall as it is
+// (flannel stopped tearing its rules down on exit: a restarting agent must
+// not cut pods off); Apply with the zero State removes it.
+func (f *Firewall) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil
+	}
+	f.closed = true
+	if f.ns >= 0 {
+		return f.ns.Close()
+	}
+	return nil
+}
+
+// conn returns a fresh nftables connection. Each transaction gets its own:
+// a Conn queues messages until Flush, and keeps the first serialisation
+// error for good, so a Conn reused after a failure could send (or fail
+// with) the leftovers of the transaction before.
+func (f *Firewall) conn() (*nftables.Conn, error) {
 	var opts []nftables.ConnOption
-	if nsFd >= 0 {
-		opts = append(opts, nftables.WithNetNSFd(nsFd))
+	if f.ns >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(int(f.ns)))
 	}
 	c, err := nftables.New(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("nftables: connect: %w", err)
 	}
-	return &Firewall{conn: c}, nil
+	return c, nil
 }
 
-func tableFamily(p netip.Prefix) nftables.TableFamily {
-	if p.Addr().Is4() {
-		return nftables.TableFamilyIPv4
+// Apply implements Applier: it reads weft's tables, sends Render's
+// transaction in one netlink batch (same as `nft -f` of
+// Render(...).String()), then syncs the iptables chains of each family.
+func (f *Firewall) Apply(ctx context.Context, s State) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("firewall: apply: %w", err)
 	}
-	return nftables.TableFamilyIPv6
+	if f.closed {
+		return errors.New("firewall: apply after Close")
+	}
+	obs, err := f.observe()
+	if err != nil {
+		return err
+	}
+	tx, err := Render(s, obs)
+	if err != nil {
+		return err
+	}
+	if err := f.send(tx); err != nil {
+		return err
+	}
+	return f.ipt.sync(ctx, s)
 }
 
-// Apply replaces the content of weft's table for the family of network with
-// rules, in one transaction: the table is never seen half-written.
-func (f *Firewall) Apply(network netip.Prefix, rules []Rule) error {
-	c := f.conn
-	t := c.AddTable(&nftables.Table{Family: tableFamily(network), Name: Table})
-	c.FlushTable(t)
-	prioNAT, prioFilter := nftables.ChainPriorityNATSource, nftables.ChainPriorityFilter
-	accept := nftables.ChainPolicyAccept
-	chains := map[string]*nftables.Chain{
-		ChainPostrouting: c.AddChain(&nftables.Chain{Name: ChainPostrouting, Table: t, Type: nftables.ChainTypeNAT, Hooknum: nftables.ChainHookPostrouting, Priority: prioNAT, Policy: &accept}),
-		ChainForward:     c.AddChain(&nftables.Chain{Name: ChainForward, Table: t, Type: nftables.ChainTypeFilter, Hooknum: nftables.ChainHookForward, Priority: prioFilter, Policy: &accept}),
+// observe lists the chains of weft's tables, same as
+// `nft list chains ip` and `nft list chains ip6` filtered to table weft.
+func (f *Firewall) observe() (Observed, error) {
+	c, err := f.conn()
+	if err != nil {
+		return Observed{}, err
 	}
-	for _, r := range rules {
-		ch, ok := chains[r.Chain]
-		if !ok {
-			return fmt.Errorf("nftables: rule %q: unknown chain %q", r, r.Chain)
-		}
-		exprs, err := ruleExprs(r)
+	o := Observed{Tables: map[Family]map[string]*Base{}}
+	for _, fam := range []Family{IPv4, IPv6} {
+		nf := nftFamily(fam)
+		tables, err := c.ListTablesOfFamily(nf)
 		if err != nil {
-			return err
+			return Observed{}, fmt.Errorf("nftables: list %s tables: %w", fam, err)
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+		found := false
+		for _, t := range tables {
+			found = found || t.Name == Table
+		}
+		if !found {
+			continue
+		}
+		chains, err := c.ListChainsOfTableFamily(nf)
+		if err != nil {
+			return Observed{}, fmt.Errorf("nftables: list chains of %s %s: %w", fam, Table, err)
+		}
+		m := map[string]*Base{}
+		for _, ch := range chains {
+			if ch.Table == nil || ch.Table.Name != Table {
+				continue
+			}
+			m[ch.Name] = baseOf(ch)
+		}
+		o.Tables[fam] = m
+	}
+	return o, nil
+}
+
+// send queues tx on a fresh connection and flushes it as one batch.
+func (f *Firewall) send(tx Transaction) error {
+	if len(tx) == 0 {
+		return nil
+	}
+	c, err := f.conn()
+	if err != nil {
+		return err
+	}
+	accept := nftables.ChainPolicyAccept
+	for _, op := range tx {
+		t := &nftables.Table{Family: nftFamily(op.Family), Name: Table}
+		ch := &nftables.Chain{Name: op.Chain, Table: t}
+		switch {
+		case op.Chain == "" && op.Verb == Add:
+			c.AddTable(t)
+		case op.Chain == "" && op.Verb == Delete:
+			c.DelTable(t)
+		case op.Rule != nil && op.Verb == Add:
+			e, err := ruleExprs(*op.Rule)
+			if err != nil {
+				return fmt.Errorf("nftables: %s: %w", op, err)
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: e})
+		case op.Verb == Add:
+			if op.Base != nil {
+				hook, err := nftHook(op.Base.Hook)
+				if err != nil {
+					return fmt.Errorf("nftables: %s: %w", op, err)
+				}
+				ch.Type = nftables.ChainType(op.Base.Type)
+				ch.Hooknum = hook
+				ch.Priority = nftables.ChainPriorityRef(nftables.ChainPriority(op.Base.Priority))
+				ch.Policy = &accept
+			}
+			c.AddChain(ch)
+		case op.Verb == Flush:
+			c.FlushChain(ch)
+		case op.Verb == Delete:
+			c.DelChain(ch)
+		default:
+			return fmt.Errorf("nftables: %s: unknown operation", op)
+		}
 	}
 	if err := c.Flush(); err != nil {
-		return fmt.Errorf("nftables: apply table %s (%d rules): %w", Table, len(rules), err)
+		return fmt.Errorf("nftables: apply %d operations on table %s: %w", len(tx), Table, err)
 	}
 	return nil
 }
 
-// Delete removes weft's table for the family of network; a missing table
-// is success.
-func (f *Firewall) Delete(network netip.Prefix) error {
-	tables, err := f.conn.ListTablesOfFamily(tableFamily(network))
-	if err != nil {
-		return fmt.Errorf("nftables: list tables: %w", err)
+func nftFamily(f Family) nftables.TableFamily {
+	if f == IPv6 {
+		return nftables.TableFamilyIPv6
 	}
-	for _, t := range tables {
-		if t.Name == Table {
-			f.conn.DelTable(t)
-			if err := f.conn.Flush(); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("nftables: delete table %s: %w", Table, err)
-			}
-		}
-	}
-	return nil
+	return nftables.TableFamilyIPv4
 }
 
-// Count returns the number of rules in weft's table (for tests and status).
-func (f *Firewall) Count(network netip.Prefix) (int, error) {
-	t := &nftables.Table{Family: tableFamily(network), Name: Table}
-	n := 0
-	for _, ch := range []string{ChainPostrouting, ChainForward} {
-		rs, err := f.conn.GetRules(t, &nftables.Chain{Name: ch, Table: t})
-		if err != nil {
-			return 0, fmt.Errorf("nftables: list rules of %s: %w", ch, err)
-		}
-		n += len(rs)
+var hooks = map[string]nftables.ChainHook{
+	HookPrerouting:  *nftables.ChainHookPrerouting,
+	HookInput:       *nftables.ChainHookInput,
+	HookForward:     *nftables.ChainHookForward,
+	HookOutput:      *nftables.ChainHookOutput,
+	HookPostrouting: *nftables.ChainHookPostrouting,
+}
+
+func nftHook(name string) (*nftables.ChainHook, error) {
+	h, ok := hooks[name]
+	if !ok {
+		return nil, fmt.Errorf("unknown hook %q", name)
 	}
-	return n, nil
+	return nftables.ChainHookRef(h), nil
+}
+
+// baseOf returns the Base of a listed chain, nil for a regular chain.
+func baseOf(ch *nftables.Chain) *Base {
+	if ch.Hooknum == nil {
+		return nil
+	}
+	b := &Base{Type: string(ch.Type), Hook: fmt.Sprint(*ch.Hooknum)}
+	for name, h := range hooks {
+		if h == *ch.Hooknum {
+			b.Hook = name
+		}
+	}
+	if ch.Priority != nil {
+		b.Priority = int32(*ch.Priority)
+	}
+	return b
 }
 
 func ruleExprs(r Rule) ([]expr.Any, error) {
@@ -118,14 +270,14 @@ func ruleExprs(r Rule) ([]expr.Any, error) {
 		e = append(e, addrMatch(m.m, m.dst)...)
 	}
 	switch r.Verdict {
-	case Return:
+	case VerdictReturn:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
-	case Accept:
+	case VerdictAccept:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
-	case Masquerade:
+	case VerdictMasquerade:
 		e = append(e, &expr.Masq{FullyRandom: true})
 	default:
-		return nil, fmt.Errorf("nftables: rule %q: unknown verdict %q", r, r.Verdict)
+		return nil, fmt.Errorf("rule %q: unknown verdict %q", r, r.Verdict)
 	}
 	return e, nil
 }

@@ -1,6 +1,11 @@
-// Package firewall builds weft's nftables rules (masquerade and forward
-// accept, with flannel's semantics) as pure data, and applies them as one
-// atomic transaction on weft's own table.
+// Package firewall is weft's firewall as data: a State of named parts
+// (masquerade, forward; NetworkPolicy next), each owning its chains in
+// weft's nftables table, rendered by a pure function into one nftables
+// transaction that touches only what weft created, and applied by an
+// Applier (netlink here, a recording fake in firewalltest). Parts that must
+// also count where iptables rules decide (a FORWARD DROP policy) carry
+// iptables chains, which the netlink Applier keeps in iptables' filter
+// table through the iptables binaries.
 package firewall
 
 import (
@@ -12,21 +17,43 @@ import (
 // Table is the name of weft's nftables table (one per family).
 const Table = "weft"
 
+// Family is an nftables address family; weft's table exists once per family
+// that has parts. An inet table would be one more Family (with an implicit
+// "meta nfproto" before address matches).
+type Family string
+
+// Families of weft's tables.
+const (
+	IPv4 Family = "ip"
+	IPv6 Family = "ip6"
+)
+
+// FamilyOf returns the family of p's addresses.
+func FamilyOf(p netip.Prefix) Family {
+	if p.Addr().Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
 // KubeProxyMark is the mark kube-proxy sets on packets it has already
 // masqueraded (0x4000/0x4000).
 const KubeProxyMark = 0x4000
 
 // Chains of weft's table.
 const (
-	ChainPostrouting = "postrouting" // nat, hook postrouting, priority srcnat
-	ChainForward     = "forward"     // filter, hook forward, priority filter
+	ChainPostrouting = "postrouting" // nat, hook postrouting, priority srcnat (Masquerade)
+	ChainForward     = "forward"     // filter, hook forward, priority filter (Forward)
 )
 
-// Verdicts.
+// Verdict is what a rule does with a packet it matches.
+type Verdict string
+
+// Verdicts, as nft spells them.
 const (
-	Return     = "return"
-	Masquerade = "masquerade"
-	Accept     = "accept"
+	VerdictReturn     Verdict = "return"
+	VerdictMasquerade Verdict = "masquerade" // always fully random
+	VerdictAccept     Verdict = "accept"
 )
 
 // Match is an address match; Not negates it. An invalid Prefix matches all.
@@ -35,13 +62,12 @@ type Match struct {
 	Not    bool
 }
 
-// Rule is one rule of weft's table.
+// Rule is one rule of a chain.
 type Rule struct {
-	Chain   string
 	Mark    uint32 // if non-zero: meta mark & Mark == Mark
 	Src     Match
 	Dst     Match
-	Verdict string // Return, Masquerade (always fully random) or Accept
+	Verdict Verdict
 }
 
 // String renders the rule in nft syntax, for logs and golden tests.
@@ -65,14 +91,22 @@ func (r Rule) String() string {
 		if m.m.Not {
 			op = "!= "
 		}
-		parts = append(parts, fmt.Sprintf("%s %s %s%s", fam, m.field, op, m.m.Prefix))
+		parts = append(parts, fmt.Sprintf("%s %s %s%s", fam, m.field, op, prefixString(m.m.Prefix)))
 	}
-	v := r.Verdict
-	if v == Masquerade {
+	v := string(r.Verdict)
+	if r.Verdict == VerdictMasquerade {
 		v = "masquerade fully-random"
 	}
 	parts = append(parts, v)
 	return strings.Join(parts, " ")
+}
+
+// prefixString writes p as nft does: a single address without its length.
+func prefixString(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.Masked().String()
 }
 
 // multicast returns the multicast range of p's family.
@@ -83,25 +117,67 @@ func multicast(p netip.Prefix) netip.Prefix {
 	return netip.MustParsePrefix("ff00::/8")
 }
 
-// Rules returns the masquerade and forward rules for cluster network n and
-// this node's subnet s (COMPAT.md, "Masquerade semantics"), in order.
-func Rules(n, s netip.Prefix) []Rule {
-	in := func(p netip.Prefix) Match { return Match{Prefix: p} }
-	notIn := func(p netip.Prefix) Match { return Match{Prefix: p, Not: true} }
-	return []Rule{
-		// Already masqueraded by kube-proxy: leave alone.
-		{Chain: ChainPostrouting, Mark: KubeProxyMark, Verdict: Return},
-		// Pod to pod keeps its source.
-		{Chain: ChainPostrouting, Src: in(s), Dst: in(n), Verdict: Return},
-		{Chain: ChainPostrouting, Src: in(n), Dst: in(s), Verdict: Return},
-		// The outside reaching a local pod keeps its source.
-		{Chain: ChainPostrouting, Src: notIn(n), Dst: in(s), Verdict: Return},
-		// Pods to the outside (not multicast): the node's address.
-		{Chain: ChainPostrouting, Src: in(n), Dst: notIn(multicast(n)), Verdict: Masquerade},
-		// The host to remote pods: the node's address.
-		{Chain: ChainPostrouting, Src: notIn(n), Dst: in(n), Verdict: Masquerade},
-		// Forwarding to and from pods is allowed even under a DROP policy.
-		{Chain: ChainForward, Src: in(n), Verdict: Accept},
-		{Chain: ChainForward, Dst: in(n), Verdict: Accept},
+func in(p netip.Prefix) Match    { return Match{Prefix: p} }
+func notIn(p netip.Prefix) Match { return Match{Prefix: p, Not: true} }
+
+// Names of the parts built here.
+const (
+	PartMasquerade = "masquerade"
+	PartForward    = "forward"
+)
+
+// Masquerade is the part that masquerades pod traffic leaving the cluster
+// network n and host traffic to remote pods, for this node's subnet s
+// (COMPAT.md, "Masquerade semantics"): chain postrouting, as flannel's
+// FLANNEL-POSTRTG.
+func Masquerade(n, s netip.Prefix) Part {
+	n, s = n.Masked(), s.Masked()
+	return Part{Name: PartMasquerade, Family: FamilyOf(n), Chains: []Chain{{
+		Name: ChainPostrouting,
+		Base: &Base{Type: TypeNAT, Hook: HookPostrouting, Priority: PrioritySrcNAT},
+		Rules: []Rule{
+			// Already masqueraded by kube-proxy: leave alone.
+			{Mark: KubeProxyMark, Verdict: VerdictReturn},
+			// Pod to pod keeps its source.
+			{Src: in(s), Dst: in(n), Verdict: VerdictReturn},
+			{Src: in(n), Dst: in(s), Verdict: VerdictReturn},
+			// The outside reaching a local pod keeps its source.
+			{Src: notIn(n), Dst: in(s), Verdict: VerdictReturn},
+			// Pods to the outside (not multicast): the node's address.
+			{Src: in(n), Dst: notIn(multicast(n)), Verdict: VerdictMasquerade},
+			// The host to remote pods: the node's address.
+			{Src: notIn(n), Dst: in(n), Verdict: VerdictMasquerade},
+		},
+	}}}
+}
+
+// IPTablesForwardChain and IPTablesForwardComment name the iptables chain
+// of the Forward part, as flannel's FLANNEL-FWD and "flanneld forward".
+const (
+	IPTablesForwardChain   = "WEFT-FWD"
+	IPTablesForwardComment = "weft forward"
+)
+
+// Forward is the part that accepts forwarded traffic from and to the
+// cluster network n: chain forward of weft's table and, because an accept
+// there does not override a drop in another table (Docker sets
+// `iptables -P FORWARD DROP`), the same two accepts in iptables' filter
+// table, as flannel's --iptables-forward-rules:
+//
+//	-A FORWARD -m comment --comment "weft forward" -j WEFT-FWD
+//	-A WEFT-FWD -s n -m comment --comment "weft forward" -j ACCEPT
+//	-A WEFT-FWD -d n -m comment --comment "weft forward" -j ACCEPT
+func Forward(n netip.Prefix) Part {
+	n = n.Masked()
+	rules := []Rule{{Src: in(n), Verdict: VerdictAccept}, {Dst: in(n), Verdict: VerdictAccept}}
+	return Part{Name: PartForward, Family: FamilyOf(n),
+		Chains: []Chain{{
+			Name:  ChainForward,
+			Base:  &Base{Type: TypeFilter, Hook: HookForward, Priority: PriorityFilter},
+			Rules: rules,
+		}},
+		IPTables: []IPTablesChain{{
+			Name: IPTablesForwardChain, From: "FORWARD", Comment: IPTablesForwardComment, Rules: rules,
+		}},
 	}
 }

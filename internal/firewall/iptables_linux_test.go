@@ -1,0 +1,245 @@
+package firewall
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/netns/netnstest"
+)
+
+func needIPTables(t *testing.T, bins ...string) {
+	t.Helper()
+	for _, b := range append([]string{"iptables", "iptables-save", "iptables-restore"}, bins...) {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Skipf("no %s: %v", b, err)
+		}
+	}
+}
+
+const (
+	wantJump   = `-A FORWARD -m comment --comment "weft forward" -j WEFT-FWD`
+	wantAccept = `-A WEFT-FWD -s 10.244.0.0/16 -m comment --comment "weft forward" -j ACCEPT` + "\n" +
+		`-A WEFT-FWD -d 10.244.0.0/16 -m comment --comment "weft forward" -j ACCEPT`
+)
+
+// TestIPTablesForward: under Docker's `iptables -P FORWARD DROP`, the
+// forward part puts its accepts into iptables' FORWARD, once; the next
+// syncs cost one iptables-save and write nothing; without the part they go.
+func TestIPTablesForward(t *testing.T) {
+	for _, backend := range []string{"nft", "legacy"} {
+		t.Run(backend, func(t *testing.T) {
+			ipt := "iptables-" + backend
+			needIPTables(t, ipt, ipt+"-save", ipt+"-restore")
+			fw, name, logs := newFirewall(t, true)
+			ctx := context.Background()
+			// The host's rules live in this backend; the other is empty.
+			inNS(t, name, ipt, "-P", "FORWARD", "DROP")
+			s := NewState(Masquerade(network, subnet), Forward(network))
+			if err := fw.Apply(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(logs.String(), "binary="+ipt) {
+				t.Errorf("the backend holding the DROP policy was not chosen:\n%s", logs)
+			}
+			check := func() {
+				t.Helper()
+				fwd := inNS(t, name, ipt, "-S", "FORWARD")
+				if fwd != "-P FORWARD DROP\n"+wantJump+"\n" {
+					t.Errorf("%s -S FORWARD:\n%s", ipt, fwd)
+				}
+				if got := inNS(t, name, ipt, "-S", "WEFT-FWD"); got != "-N WEFT-FWD\n"+wantAccept+"\n" {
+					t.Errorf("%s -S WEFT-FWD:\n%s", ipt, got)
+				}
+			}
+			check()
+			execs, restores := fw.ipt.execs, fw.ipt.restores
+			for range 2 {
+				if err := fw.Apply(ctx, s); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if d := fw.ipt.execs - execs; d != 2 || fw.ipt.restores != restores {
+				t.Errorf("two syncs with nothing to change ran %d binaries and %d restores, want 2 and 0", d, fw.ipt.restores-restores)
+			}
+			check()
+			// Removed by hand (a firewall reload): back at the next sync.
+			inNS(t, name, ipt, "-D", "FORWARD", "-m", "comment", "--comment", "weft forward", "-j", "WEFT-FWD")
+			if err := fw.Apply(ctx, s); err != nil {
+				t.Fatal(err)
+			}
+			check()
+			// Without the forward part: gone, and the policy stays.
+			if err := fw.Apply(ctx, NewState(Masquerade(network, subnet))); err != nil {
+				t.Fatal(err)
+			}
+			if got := inNS(t, name, ipt, "-S", "FORWARD"); got != "-P FORWARD DROP\n" {
+				t.Errorf("FORWARD after the forward part went:\n%s", got)
+			}
+			if out, err := netns.Command(name, ipt, "-S", "WEFT-FWD").CombinedOutput(); err == nil {
+				t.Errorf("WEFT-FWD still there:\n%s", out)
+			}
+			// Known clean: the next syncs run nothing.
+			execs = fw.ipt.execs
+			if err := fw.Apply(ctx, NewState(Masquerade(network, subnet))); err != nil {
+				t.Fatal(err)
+			}
+			if fw.ipt.execs != execs {
+				t.Errorf("a sync without the forward part ran %d binaries after cleaning up", fw.ipt.execs-execs)
+			}
+		})
+	}
+}
+
+// TestIPTablesForwardOff: with --iptables-forward-rules=false weft runs no
+// iptables binary and says once where its accepts are.
+func TestIPTablesForwardOff(t *testing.T) {
+	needIPTables(t)
+	fw, name, logs := newFirewall(t, false)
+	for range 2 {
+		if err := fw.Apply(context.Background(), NewState(Forward(network))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if fw.ipt.execs != 0 {
+		t.Errorf("%d iptables binaries run", fw.ipt.execs)
+	}
+	if n := strings.Count(logs.String(), "iptables forward rules are off"); n != 1 {
+		t.Errorf("logged the note %d times:\n%s", n, logs)
+	}
+	if got := inNS(t, name, "iptables-save", "-t", "filter"); strings.Contains(got, "WEFT") {
+		t.Errorf("WEFT chains written:\n%s", got)
+	}
+}
+
+// TestForwardDropTraffic routes between two pod namespaces through a node
+// namespace whose iptables FORWARD policy is DROP: blocked until weft
+// applies the forward part, blocked again once it is gone.
+func TestForwardDropTraffic(t *testing.T) {
+	needIPTables(t)
+	fw, node, _ := newFirewall(t, true)
+	a, b := netnstest.New(t), netnstest.New(t)
+	h, err := netns.Handle(node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for i, pod := range []string{a, b} {
+		// node: vethI 10.244.I.1/24 <-> pod: eth0 10.244.I.2/24, default via .1
+		name := fmt.Sprintf("veth%d", i)
+		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+		addrUp(t, h, name, fmt.Sprintf("10.244.%d.1/24", i))
+		peer, err := h.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd, err := netns.Fd(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = h.LinkSetNsFd(peer, int(fd))
+		fd.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ph, err := netns.Handle(pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ph.Close()
+		addrUp(t, ph, "eth0", fmt.Sprintf("10.244.%d.2/24", i))
+		gw := netip.MustParseAddr(fmt.Sprintf("10.244.%d.1", i))
+		if err := ph.RouteAdd(&netlink.Route{Gw: gw.AsSlice()}); err != nil { // ip route add default via gw
+			t.Fatal(err)
+		}
+	}
+	if err := netns.Do(node, func() error { // sysctl -w net.ipv4.ip_forward=1, in the node only
+		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	inNS(t, node, "iptables", "-P", "FORWARD", "DROP")
+
+	var ln net.Listener
+	if err := netns.Do(b, func() (err error) { ln, err = net.Listen("tcp", "10.244.1.2:0"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	dial := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := netns.Dialer(a)(ctx, "tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+		}
+		return err
+	}
+	if dial() == nil {
+		t.Fatal("traffic passes the DROP policy before weft applied anything")
+	}
+	ctx := context.Background()
+	// The forward accepts in weft's own table alone do not help...
+	nftOnly, err := New(Options{Namespace: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nftOnly.Close()
+	if err := nftOnly.Apply(ctx, NewState(Forward(network))); err != nil {
+		t.Fatal(err)
+	}
+	if dial() == nil {
+		t.Fatal("traffic passes the iptables DROP policy with accepts only in nftables: the test proves nothing")
+	}
+	// ...those in iptables' FORWARD do.
+	if err := fw.Apply(ctx, NewState(Forward(network))); err != nil {
+		t.Fatal(err)
+	}
+	if err := dial(); err != nil {
+		t.Fatalf("pod to pod through the node with the forward part: %v", err)
+	}
+	if err := fw.Apply(ctx, State{}); err != nil {
+		t.Fatal(err)
+	}
+	if dial() == nil {
+		t.Fatal("traffic still passes after the forward part went")
+	}
+}
+
+// addrUp is `ip addr add ADDR dev NAME; ip link set NAME up`.
+func addrUp(t *testing.T, h *netlink.Handle, name, addr string) {
+	t.Helper()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := netlink.ParseAddr(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.AddrAdd(l, a); err != nil {
+		t.Fatalf("add %s to %s: %v", addr, name, err)
+	}
+	if err := h.LinkSetUp(l); err != nil {
+		t.Fatalf("set %s up: %v", name, err)
+	}
+}

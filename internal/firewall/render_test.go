@@ -1,0 +1,242 @@
+package firewall
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+)
+
+var (
+	network = netip.MustParsePrefix("10.244.0.0/16")
+	subnet  = netip.MustParsePrefix("10.244.3.0/24")
+)
+
+// The rules of flannel's FLANNEL-POSTRTG and FLANNEL-FWD, in nft syntax.
+var golden = []string{
+	"meta mark & 0x00004000 == 0x00004000 return",
+	"ip saddr 10.244.3.0/24 ip daddr 10.244.0.0/16 return",
+	"ip saddr 10.244.0.0/16 ip daddr 10.244.3.0/24 return",
+	"ip saddr != 10.244.0.0/16 ip daddr 10.244.3.0/24 return",
+	"ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+	"ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random",
+	"ip saddr 10.244.0.0/16 accept",
+	"ip daddr 10.244.0.0/16 accept",
+}
+
+func TestRules(t *testing.T) {
+	var got []string
+	for _, p := range []Part{Masquerade(network, subnet), Forward(network)} {
+		for _, c := range p.Chains {
+			for _, r := range c.Rules {
+				got = append(got, r.String())
+			}
+		}
+	}
+	if !slices.Equal(got, golden) {
+		t.Errorf("rules:\n got %q\nwant %q", got, golden)
+	}
+	v6 := Masquerade(netip.MustParsePrefix("fd00:10:244::/56"), netip.MustParsePrefix("fd00:10:244:3::/64"))
+	if v6.Family != IPv6 {
+		t.Errorf("v6 part family %s", v6.Family)
+	}
+	if got := v6.Chains[0].Rules[4].String(); got != "ip6 saddr fd00:10:244::/56 ip6 daddr != ff00::/8 masquerade fully-random" {
+		t.Errorf("v6 masquerade rule: %s", got)
+	}
+	// An unmasked network is masked, as the kernel would compare it.
+	if got := Forward(netip.MustParsePrefix("10.244.7.9/16")).Chains[0].Rules[0].String(); got != "ip saddr 10.244.0.0/16 accept" {
+		t.Errorf("unmasked network: %s", got)
+	}
+}
+
+const (
+	addPost  = "add chain ip weft postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
+	addFwd   = "add chain ip weft forward { type filter hook forward priority filter; policy accept; }\n"
+	postRule = "add rule ip weft postrouting meta mark & 0x00004000 == 0x00004000 return\n" +
+		"add rule ip weft postrouting ip saddr 10.244.3.0/24 ip daddr 10.244.0.0/16 return\n" +
+		"add rule ip weft postrouting ip saddr 10.244.0.0/16 ip daddr 10.244.3.0/24 return\n" +
+		"add rule ip weft postrouting ip saddr != 10.244.0.0/16 ip daddr 10.244.3.0/24 return\n" +
+		"add rule ip weft postrouting ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random\n" +
+		"add rule ip weft postrouting ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade fully-random\n"
+	fwdRule = "add rule ip weft forward ip saddr 10.244.0.0/16 accept\n" +
+		"add rule ip weft forward ip daddr 10.244.0.0/16 accept\n"
+)
+
+// policy stands for the next part (NetworkPolicy): a base chain that jumps
+// to a regular chain.
+func policy() Part {
+	return Part{Name: "policy", Family: IPv4, Chains: []Chain{
+		{Name: "policy-forward", Base: &Base{Type: TypeFilter, Hook: HookForward, Priority: -10},
+			Rules: []Rule{{Dst: in(netip.MustParsePrefix("10.244.3.0/24")), Verdict: VerdictReturn}}},
+		{Name: "policy-pod", Rules: []Rule{{Src: in(netip.MustParsePrefix("10.244.3.5/32")), Verdict: VerdictAccept}}},
+	}}
+}
+
+func TestRender(t *testing.T) {
+	both := NewState(Masquerade(network, subnet), Forward(network))
+	for _, tc := range []struct {
+		name string
+		// steps are applied in order, each from the tables the one before
+		// left; want is the transaction of the last.
+		steps []State
+		want  string
+	}{
+		{"first sync", []State{both},
+			"add table ip weft\n" + addPost + addFwd + postRule + fwdRule},
+		{"same state again refills each chain, and only its own", []State{both, both},
+			"add table ip weft\n" + addPost + addFwd +
+				"flush chain ip weft postrouting\n" + postRule +
+				"flush chain ip weft forward\n" + fwdRule},
+		{"masquerade off: its chain goes, forward stays", []State{both, NewState(Forward(network))},
+			"add table ip weft\n" + addFwd + "flush chain ip weft forward\n" + fwdRule +
+				"flush chain ip weft postrouting\ndelete chain ip weft postrouting\n"},
+		{"nothing left: the table goes", []State{both, {}},
+			"delete table ip weft\n"},
+		{"nothing, and no table: no transaction", []State{{}}, ""},
+		{"a policy part: masquerade sync leaves policy chains to policy",
+			[]State{NewState(Masquerade(network, subnet), policy()), NewState(Masquerade(network, subnet), policy())},
+			"add table ip weft\n" + addPost +
+				"add chain ip weft policy-forward { type filter hook forward priority filter - 10; policy accept; }\n" +
+				"add chain ip weft policy-pod\n" +
+				"flush chain ip weft postrouting\n" + postRule +
+				"flush chain ip weft policy-forward\n" +
+				"add rule ip weft policy-forward ip daddr 10.244.3.0/24 return\n" +
+				"flush chain ip weft policy-pod\n" +
+				"add rule ip weft policy-pod ip saddr 10.244.3.5 accept\n"},
+		{"policy gone: both its chains are emptied before either is deleted",
+			[]State{NewState(Forward(network), policy()), NewState(Forward(network))},
+			"add table ip weft\n" + addFwd + "flush chain ip weft forward\n" + fwdRule +
+				"flush chain ip weft policy-forward\nflush chain ip weft policy-pod\n" +
+				"delete chain ip weft policy-forward\ndelete chain ip weft policy-pod\n"},
+		{"dual stack: one table per family, ip first",
+			[]State{NewState(Forward(netip.MustParsePrefix("fd00:10:244::/56")), Forward(network))},
+			"add table ip weft\n" + addFwd + fwdRule +
+				"add table ip6 weft\n" +
+				"add chain ip6 weft forward { type filter hook forward priority filter; policy accept; }\n" +
+				"add rule ip6 weft forward ip6 saddr fd00:10:244::/56 accept\n" +
+				"add rule ip6 weft forward ip6 daddr fd00:10:244::/56 accept\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var obs Observed
+			var tx Transaction
+			for i, s := range tc.steps {
+				var err error
+				if tx, err = Render(s, obs); err != nil {
+					t.Fatalf("step %d: %v", i, err)
+				}
+				obs = obs.After(tx)
+				checkReached(t, s, obs)
+			}
+			if got := tx.String(); got != tc.want {
+				t.Errorf("transaction:\n%s\nwant:\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+// checkReached fails unless the tables hold exactly the chains of s.
+func checkReached(t *testing.T, s State, obs Observed) {
+	t.Helper()
+	want := map[Family][]string{}
+	for _, p := range s.Parts {
+		for _, c := range p.Chains {
+			want[p.Family] = append(want[p.Family], c.Name)
+		}
+	}
+	for _, f := range []Family{IPv4, IPv6} {
+		var got []string
+		for n := range obs.Tables[f] {
+			got = append(got, n)
+		}
+		slices.Sort(got)
+		slices.Sort(want[f])
+		if !slices.Equal(got, want[f]) {
+			t.Errorf("%s chains after apply: %v, want %v", f, got, want[f])
+		}
+		if _, ok := obs.Tables[f]; ok != (len(want[f]) > 0) {
+			t.Errorf("%s table exists: %v, want %v", f, ok, len(want[f]) > 0)
+		}
+	}
+}
+
+func TestRenderChangedHook(t *testing.T) {
+	// A postrouting chain left with another priority (an older weft, or by
+	// hand) cannot be changed in place: it is emptied, deleted and added.
+	obs := Observed{Tables: map[Family]map[string]*Base{IPv4: {
+		ChainPostrouting: {Type: TypeNAT, Hook: HookPostrouting, Priority: 0},
+	}}}
+	tx, err := Render(NewState(Masquerade(network, subnet)), obs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "add table ip weft\nflush chain ip weft postrouting\ndelete chain ip weft postrouting\n" + addPost + postRule
+	if got := tx.String(); got != want {
+		t.Errorf("transaction:\n%s\nwant:\n%s", got, want)
+	}
+	if b := obs.After(tx).Tables[IPv4][ChainPostrouting]; b == nil || b.Priority != PrioritySrcNAT {
+		t.Errorf("after: postrouting is %+v", b)
+	}
+}
+
+func TestRenderNeverFlushesTable(t *testing.T) {
+	states := []State{
+		{}, NewState(Masquerade(network, subnet)), NewState(Forward(network), policy()),
+		NewState(Masquerade(network, subnet), Forward(network), policy()), NewState(policy()), {},
+	}
+	var obs Observed
+	for _, a := range states {
+		for _, b := range states {
+			o := obs
+			for _, s := range []State{a, b} {
+				tx, err := Render(s, o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, op := range tx {
+					if op.Verb == Flush && op.Chain == "" {
+						t.Fatalf("%s flushes the table", op)
+					}
+				}
+				o = o.After(tx)
+				checkReached(t, s, o)
+			}
+		}
+	}
+}
+
+func TestRenderRejects(t *testing.T) {
+	bad := Part{Name: "bad", Family: IPv4, Chains: []Chain{{Name: "x", Rules: []Rule{{Verdict: "drop"}}}}}
+	for _, tc := range []struct {
+		s    State
+		want string
+	}{
+		{NewState(Forward(network), Forward(netip.MustParsePrefix("10.245.0.0/16"))), "given twice"},
+		{NewState(Forward(network), Part{Name: "other", Family: IPv4, Chains: []Chain{{Name: ChainForward}}}), "already part forward's"},
+		{NewState(Part{Family: IPv4}), "no name"},
+		{NewState(Part{Name: "v6", Family: IPv6, Chains: Forward(network).Chains}), "matches ip addresses in an ip6 table"},
+		{NewState(bad), `unknown verdict "drop"`},
+		{NewState(Part{Name: "ipt", Family: IPv4, IPTables: []IPTablesChain{{Name: "FWD", From: "FORWARD"}}}), "must be named WEFT-"},
+	} {
+		if _, err := Render(tc.s, Observed{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Render(%v): %v, want an error with %q", tc.s, err, tc.want)
+		}
+	}
+}
+
+func TestBaseString(t *testing.T) {
+	for _, tc := range []struct {
+		b    Base
+		want string
+	}{
+		{Base{TypeFilter, HookForward, 0}, "type filter hook forward priority filter; policy accept;"},
+		{Base{TypeNAT, HookPostrouting, 100}, "type nat hook postrouting priority srcnat; policy accept;"},
+		{Base{TypeFilter, HookForward, 100}, "type filter hook forward priority 100; policy accept;"},
+		{Base{TypeFilter, HookForward, -10}, "type filter hook forward priority filter - 10; policy accept;"},
+		{Base{TypeFilter, HookInput, 55}, "type filter hook input priority security + 5; policy accept;"},
+		{Base{TypeNAT, HookPrerouting, -100}, "type nat hook prerouting priority dstnat; policy accept;"},
+	} {
+		if got := tc.b.String(); got != tc.want {
+			t.Errorf("%+v: %q, want %q", tc.b, got, tc.want)
+		}
+	}
+}
