@@ -243,3 +243,22 @@ func addrUp(t *testing.T, h *netlink.Handle, name, addr string) {
 		t.Fatalf("set %s up: %v", name, err)
 	}
 }
+
+// TestIPTablesDespiteNFTFailure: a rejected nftables transaction does not
+// keep the forward accepts out of iptables.
+func TestIPTablesDespiteNFTFailure(t *testing.T) {
+	needIPTables(t)
+	fw, name, _ := newFirewall(t, true)
+	bad := NewState(Forward(network), Part{Name: "bad", Family: IPv4, Chains: []Chain{{
+		Name:  "bad",
+		Base:  &Base{Type: TypeFilter, Hook: HookForward, Priority: PriorityFilter},
+		Rules: []Rule{{Src: in(network), Verdict: VerdictMasquerade}},
+	}}})
+	if err := fw.Apply(context.Background(), bad); err == nil || !strings.Contains(err.Error(), "nftables") {
+		t.Fatalf("apply: %v, want the nftables error", err)
+	}
+	if got := inNS(t, name, "iptables", "-S", "WEFT-FWD"); got != "-N WEFT-FWD\n"+wantAccept+"\n" {
+		t.Errorf("iptables -S WEFT-FWD:\n%s", got)
+	}
+	checkTable(t, name, State{})
+}

@@ -99,7 +99,7 @@ func (f *Firewall) conn() (*nftables.Conn, error) {
 
 // Apply implements Applier: it reads weft's tables, sends Render's
 // transaction in one netlink batch (same as `nft -f` of
-// Render(...).String()), then syncs the iptables chains of each family.
+// Render(...).String()), and syncs the iptables chains of each family.
 func (f *Firewall) Apply(ctx context.Context, s State) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -109,6 +109,15 @@ func (f *Firewall) Apply(ctx context.Context, s State) error {
 	if f.closed {
 		return errors.New("firewall: apply after Close")
 	}
+	if err := s.validate(); err != nil {
+		return err
+	}
+	// The two sides are independent: iptables' accepts are still synced
+	// when the nftables transaction fails, and the reverse.
+	return errors.Join(f.applyNFT(s), f.ipt.sync(ctx, s))
+}
+
+func (f *Firewall) applyNFT(s State) error {
 	obs, err := f.observe()
 	if err != nil {
 		return err
@@ -117,10 +126,7 @@ func (f *Firewall) Apply(ctx context.Context, s State) error {
 	if err != nil {
 		return err
 	}
-	if err := f.send(tx); err != nil {
-		return err
-	}
-	return f.ipt.sync(ctx, s)
+	return f.send(tx)
 }
 
 // observe lists the chains of weft's tables, same as
