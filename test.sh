@@ -37,6 +37,7 @@ while read -r pkg target count; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "${WEFT_FUZZ_TIME:-$count}" "$pkg"
 done <<'TARGETS'
 ./internal/config FuzzParse 50000x
+./internal/backend/table FuzzParse 50000x
 ./internal/lease FuzzParseValue 50000x
 ./internal/lease FuzzParseKey 50000x
 ./internal/subnetenv FuzzParse 50000x

@@ -12,7 +12,7 @@ import (
 
 	fsubnet "github.com/flannel-io/flannel/pkg/subnet"
 
-	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/backend/table"
 )
 
 // corpus: flannel's documented examples, edge cases of SubnetLen, SubnetMin
@@ -99,7 +99,7 @@ func deliberate(c *fsubnet.Config) string {
 	switch {
 	case !c.EnableIPv4 && !c.EnableIPv6:
 		return "both families disabled: weft rejects it in the config"
-	case !slices.Contains([]string{"vxlan", "host-gw", "udp"}, strings.ToLower(c.BackendType)):
+	case !slices.Contains(table.Types(), strings.ToLower(c.BackendType)):
 		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType)
 	}
 	return ""
@@ -108,7 +108,7 @@ func deliberate(c *fsubnet.Config) string {
 // compare checks one document and returns what differs, or "".
 func compare(doc string) string {
 	fc, ferr := flannelParse(doc)
-	wc, werr := config.Parse([]byte(doc))
+	wc, _, _, werr := table.Parse([]byte(doc))
 	switch {
 	case ferr != nil && werr != nil:
 		return ""
