@@ -1,14 +1,37 @@
 // Command weft-cni is weft's CNI plugin. It links neither the etcd client
 // nor client-go: the agent hands it the node's subnet through subnet.env.
+//
+// `weft-cni install [flags]` installs the plugin itself and a conflist on
+// the node, each by an atomic rename (the DaemonSet's init container). A
+// CNI runtime executes plugins without arguments, so the word is never
+// mistaken for a runtime's call.
 package main
 
 import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/version"
 
+	"github.com/weftnet/weft/cmd/internal/cniinstall"
 	"github.com/weftnet/weft/internal/cni"
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "install" {
+		err := cniinstall.Run("weft-cni install", os.Args[2:], os.Stdout, os.Stderr)
+		switch {
+		case err == nil:
+			return
+		case errors.Is(err, flag.ErrHelp):
+			os.Exit(2)
+		default:
+			fmt.Fprintf(os.Stderr, "weft-cni install: %v\n", err)
+			os.Exit(1)
+		}
+	}
 	skel.PluginMainFuncs(cni.Funcs, version.All, "weft-cni: connects pods to the node bridge with addresses from the weft subnet")
 }

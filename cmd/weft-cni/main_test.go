@@ -36,6 +36,43 @@ func TestNoHeavyDependencies(t *testing.T) {
 	}
 }
 
+// TestInstall: `weft-cni install` puts the plugin itself and the conflist
+// in place; a bad conflist installs nothing. It needs no root.
+func TestInstall(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	conflist := filepath.Join(dir, "cni-conf.json")
+	binDir, confDir := filepath.Join(dir, "opt", "cni", "bin"), filepath.Join(dir, "etc", "cni", "net.d")
+	if err := os.WriteFile(conflist, []byte(`{"cniVersion":"1.0.0","name":"weft","plugins":[{"type":"weft-cni"}]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	install := func(conflist string) (string, error) {
+		out, err := exec.Command(bin, "install", "--plugin", bin, "--bin-dir", binDir, "--conflist", conflist,
+			"--conf-dir", confDir).CombinedOutput()
+		return string(out), err
+	}
+	if out, err := install(filepath.Join(dir, "missing.json")); err == nil || !strings.Contains(out, "missing.json") {
+		t.Errorf("install with a missing conflist: %v: %s", err, out)
+	}
+	if _, err := os.Stat(binDir); !os.IsNotExist(err) {
+		t.Errorf("a failed install created %s: %v", binDir, err)
+	}
+	if out, err := install(conflist); err != nil {
+		t.Fatalf("install: %v: %s", err, out)
+	}
+	want, _ := os.ReadFile(bin)
+	got, err := os.ReadFile(filepath.Join(binDir, "weft-cni"))
+	if err != nil || !bytes.Equal(got, want) {
+		t.Errorf("installed plugin differs from the binary (%v)", err)
+	}
+	if st, err := os.Stat(filepath.Join(binDir, "weft-cni")); err != nil || st.Mode().Perm() != 0o755 {
+		t.Errorf("installed plugin: %v %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(confDir, "10-weft.conflist")); err != nil {
+		t.Errorf("conflist: %v", err)
+	}
+}
+
 type plugin struct {
 	bin, node, conf string
 }
