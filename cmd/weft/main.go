@@ -1,5 +1,6 @@
-// Command weft is the node agent, the embedded store, the config checker
-// and the lab, in one binary.
+// Command weft is weft for people: the lab, the embedded store and its
+// administration, the config checker and the CNI installer. Nodes run
+// weft-agent; CNI runtimes run weft-cni.
 package main
 
 import (
@@ -8,19 +9,18 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
+	"github.com/weftnet/weft/cmd/internal/cmdline"
+	"github.com/weftnet/weft/cmd/internal/cniinstall"
 	"github.com/weftnet/weft/internal/netns"
 )
 
 const usage = `weft — a container network fabric
 
 Usage:
-  weft agent [flags]                 run the node agent
   weft store serve [flags]           run the embedded etcd store
   weft store init [flags]            write the network config to the store
   weft store leases [flags]          list leases
@@ -32,7 +32,8 @@ Usage:
                                      a multi-node cluster in network namespaces
   weft version
 
-Run 'weft COMMAND -h' for a command's flags.
+Run 'weft COMMAND -h' for a command's flags. The node agent is the
+weft-agent binary (weft-agent -h), the CNI plugin is weft-cni.
 `
 
 var version = "dev"
@@ -67,13 +68,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "agent":
-		return runAgent(ctx, args[1:], stderr)
+		return errors.New("the node agent is the weft-agent binary: run weft-agent with the same flags")
 	case "store":
 		return runStore(ctx, args[1:], stdout, stderr)
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
 	case "cni":
-		return runCNI(args[1:], stdout, stderr)
+		if len(args) < 2 || args[1] != "install" {
+			return errors.New("usage: weft cni install --plugin FILE --bin-dir DIR --conflist FILE --conf-dir DIR [--conf-name NAME]")
+		}
+		return cniinstall.Run("weft cni install", args[2:], stdout, stderr)
 	case "lab":
 		return runLab(ctx, args[1:], stdout, stderr)
 	case "version":
@@ -88,55 +92,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 }
 
-// newFlags returns a flag set whose flags may also be set from the
-// environment: WEFT_<NAME> or, as flannel reads them, FLANNELD_<NAME>.
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parse parses args, allowing flags after positional arguments (kept in
-// order as fs.Args()), then fills every flag not given on the command line
-// from the environment.
-func parse(fs *flag.FlagSet, args []string) error {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if args = fs.Args(); len(args) == 0 {
-			break
-		}
-		pos, args = append(pos, args[0]), args[1:]
-	}
-	if err := fs.Parse(append([]string{"--"}, pos...)); err != nil {
-		return err
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	var errs []error
-	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] {
-			return
-		}
-		env := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		for _, prefix := range []string{"WEFT_", "FLANNELD_"} {
-			if v, ok := os.LookupEnv(prefix + env); ok {
-				if err := fs.Set(f.Name, v); err != nil {
-					errs = append(errs, fmt.Errorf("%s%s=%q: %w", prefix, env, v, err))
-				}
-				return
-			}
-		}
-	})
-	return errors.Join(errs...)
-}
-
-func newLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
-}
+// The command files here name cmdline's helpers briefly.
+var (
+	newFlags  = cmdline.NewFlagSet
+	parse     = cmdline.Parse
+	newLogger = cmdline.Logger
+)

@@ -9,43 +9,18 @@ import (
 	"testing"
 )
 
-func TestFlagsFromEnvironment(t *testing.T) {
-	fs := newFlags("test", os.Stderr)
-	ep := fs.String("etcd-endpoints", "default", "")
-	prefix := fs.String("etcd-prefix", "default", "")
-	masq := fs.Bool("ip-masq", false, "")
-	t.Setenv("FLANNELD_ETCD_ENDPOINTS", "http://flannel:2379")
-	t.Setenv("WEFT_ETCD_PREFIX", "/weft")
-	t.Setenv("FLANNELD_ETCD_PREFIX", "/ignored") // WEFT_ wins
-	t.Setenv("FLANNELD_IP_MASQ", "true")
-	if err := parse(fs, nil); err != nil {
+// TestAgentMoved: the node agent is its own binary; `weft agent` says so.
+func TestAgentMoved(t *testing.T) {
+	var out, errb bytes.Buffer
+	err := run(context.Background(), []string{"agent", "--ip-masq"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), "weft-agent") {
+		t.Errorf("weft agent: %v; want an error naming weft-agent", err)
+	}
+	if err := run(context.Background(), []string{"help"}, &out, &errb); err != nil {
 		t.Fatal(err)
 	}
-	if *ep != "http://flannel:2379" || *prefix != "/weft" || !*masq {
-		t.Errorf("got %q %q %v", *ep, *prefix, *masq)
-	}
-	// The command line wins over the environment.
-	fs = newFlags("test", os.Stderr)
-	ep = fs.String("etcd-endpoints", "default", "")
-	if err := parse(fs, []string{"--etcd-endpoints", "http://cli:2379"}); err != nil || *ep != "http://cli:2379" {
-		t.Errorf("command line: %q %v", *ep, err)
-	}
-	t.Setenv("FLANNELD_IP_MASQ", "maybe")
-	fs = newFlags("test", &bytes.Buffer{})
-	fs.Bool("ip-masq", false, "")
-	if err := parse(fs, nil); err == nil || !strings.Contains(err.Error(), "FLANNELD_IP_MASQ") {
-		t.Errorf("a bad environment value must be named: %v", err)
-	}
-}
-
-func TestFlagsAfterPositional(t *testing.T) {
-	fs := newFlags("test", os.Stderr)
-	ep := fs.String("etcd-endpoints", "", "")
-	if err := parse(fs, []string{"10.244.3.0/24", "--etcd-endpoints", "http://x:2379"}); err != nil {
-		t.Fatal(err)
-	}
-	if *ep != "http://x:2379" || fs.NArg() != 1 || fs.Arg(0) != "10.244.3.0/24" {
-		t.Errorf("got %q %v", *ep, fs.Args())
+	if strings.Contains(out.String(), "weft agent") || !strings.Contains(out.String(), "weft-agent") {
+		t.Errorf("usage still offers weft agent, or does not name weft-agent:\n%s", out.String())
 	}
 }
 

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/backend/table"
 	"github.com/weftnet/weft/internal/etcdserver"
 	"github.com/weftnet/weft/internal/lease"
@@ -70,10 +70,6 @@ func storeServe(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 }
 
-func connect(ef *etcdFlags, stderr io.Writer) (*etcdstore.Store, error) {
-	return etcdstore.New(ef.options(), newLogger(stderr, "warn"))
-}
-
 func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("weft store init", stderr)
 	network := fs.String("network", "", "cluster network, e.g. 10.244.0.0/16")
@@ -89,22 +85,22 @@ func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			if err != nil {
 				return err
 			}
+			if _, _, _, err := table.Parse(b); err != nil {
+				return err
+			}
 			doc = b
 		case *network != "":
-			be := map[string]any{"Type": *backendType}
+			var extra map[string]any
 			if *direct {
-				be["DirectRouting"] = true
+				extra = map[string]any{"DirectRouting": true}
 			}
-			m := map[string]any{"Network": *network, "Backend": be}
-			if *subnetLen > 0 {
-				m["SubnetLen"] = *subnetLen
+			d, err := table.Document(*network, *backendType, *subnetLen, extra)
+			if err != nil {
+				return err
 			}
-			doc, _ = json.Marshal(m)
+			doc = d
 		default:
 			return errors.New("weft store init: give --network (and --backend) or --config FILE")
-		}
-		if _, _, _, err := table.Parse(doc); err != nil {
-			return err
 		}
 		if err := s.PutConfig(ctx, doc); err != nil {
 			return err
@@ -117,12 +113,12 @@ func storeInit(ctx context.Context, args []string, stdout, stderr io.Writer) err
 // withStore parses the etcd flags of a store subcommand (and any others fs
 // has), connects, and runs fn with a 15 s deadline.
 func withStore(ctx context.Context, fs *flag.FlagSet, args []string, stderr io.Writer, fn func(context.Context, *etcdstore.Store) error) error {
-	var ef etcdFlags
-	ef.register(fs)
+	var ef etcdflag.Flags
+	ef.Register(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := connect(&ef, stderr)
+	s, err := etcdstore.New(ef.Options(), newLogger(stderr, "warn"))
 	if err != nil {
 		return err
 	}

@@ -1,17 +1,27 @@
+// Command weft-agent is weft's node agent: one per node, as the DaemonSet's
+// container or a lab node's process. It takes flannel's flags (and, as
+// flanneld does, FLANNELD_* environment variables) and links only what a
+// node runs: netlink, nftables, the etcd client, the Kubernetes client and
+// the backends. The embedded store, the lab and the config checker are in
+// the weft binary, the CNI plugin is weft-cni.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"runtime/debug"
-	"strings"
+	"syscall"
 	"time"
 
+	"github.com/weftnet/weft/cmd/internal/cmdline"
+	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/agent"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
@@ -20,27 +30,19 @@ import (
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
-type etcdFlags struct {
-	endpoints, prefix, cafile, certfile, keyfile, username, password string
-}
+var version = "dev"
 
-func (e *etcdFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}) {
-	fs.StringVar(&e.endpoints, "etcd-endpoints", "http://127.0.0.1:2379", "comma-separated etcd endpoints")
-	fs.StringVar(&e.prefix, "etcd-prefix", etcdstore.DefaultPrefix, "etcd prefix of the config and leases")
-	fs.StringVar(&e.cafile, "etcd-cafile", "", "CA file to verify etcd's certificate")
-	fs.StringVar(&e.certfile, "etcd-certfile", "", "client certificate for etcd")
-	fs.StringVar(&e.keyfile, "etcd-keyfile", "", "client key for etcd")
-	fs.StringVar(&e.username, "etcd-username", "", "etcd user name")
-	fs.StringVar(&e.password, "etcd-password", "", "etcd password (never logged)")
-}
-
-func (e *etcdFlags) options() etcdstore.Options {
-	return etcdstore.Options{
-		Endpoints: strings.Split(e.endpoints, ","), Prefix: e.prefix,
-		CAFile: e.cafile, CertFile: e.certfile, KeyFile: e.keyfile,
-		Username: e.username, Password: e.password,
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Stderr)
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+		os.Exit(2)
+	default:
+		fmt.Fprintf(os.Stderr, "weft-agent: %v\n", err)
+		os.Exit(1)
 	}
 }
 
@@ -73,14 +75,15 @@ func (k *kubeFlags) store(ctx context.Context, log *slog.Logger) (*kubestore.Sto
 		Prefix: k.prefix, ReadOnly: k.readOnly, Log: log})
 }
 
-func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("weft agent", stderr)
-	var ef etcdFlags
-	ef.register(fs)
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := cmdline.NewFlagSet("weft-agent", stderr)
+	var ef etcdflag.Flags
+	ef.Register(fs)
 	iface := fs.String("iface", "", "underlay interface (default: the one with --public-ip, else of the default route)")
 	publicIP := fs.String("public-ip", "", "this node's underlay address (default: the interface's)")
 	subnetFile := fs.String("subnet-file", subnetenv.DefaultPath, "where to write subnet.env")
 	ipMasq := fs.Bool("ip-masq", false, "masquerade traffic from pods to outside the cluster network")
+	iptablesForward := fs.Bool("iptables-forward-rules", true, "also accept the cluster network's traffic in iptables' FORWARD chain, as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic")
 	ttl := fs.Duration("subnet-lease-ttl", 24*time.Hour, "TTL of this node's lease")
 	margin := fs.Duration("subnet-lease-renew-margin", time.Hour, "renew the lease this long before it expires")
 	resync := fs.Duration("resync-interval", 30*time.Second, "full resync of the kernel with the leases at least this often")
@@ -90,10 +93,13 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 	pprof := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
 	var kf kubeFlags
 	kf.register(fs)
-	if err := parse(fs, args); err != nil {
+	if err := cmdline.Parse(fs, args); err != nil {
 		return err
 	}
-	log := newLogger(stderr, *logLevel)
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: weft-agent takes only flags (run weft-agent -h)", fs.Args())
+	}
+	log := cmdline.Logger(stderr, *logLevel)
 	// The agent's live heap is a few MiB; at Go's default GOGC=100 the heap
 	// grows to twice that before each collection. At 50 it stays smaller,
 	// for a little more collection work. GOGC in the environment wins.
@@ -127,16 +133,16 @@ func runAgent(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		store = ks
 	} else {
-		log.Info("starting weft agent", "version", version, "etcd-endpoints", ef.endpoints, "etcd-prefix", ef.prefix,
-			"etcd-username", ef.username, "etcd-password-set", ef.password != "", "iface", *iface, "ip-masq", *ipMasq)
-		es, err := etcdstore.New(ef.options(), log)
+		log.Info("starting weft agent", "version", version, "etcd-endpoints", ef.Endpoints, "etcd-prefix", ef.Prefix,
+			"etcd-username", ef.Username, "etcd-password-set", ef.Password != "", "iface", *iface, "ip-masq", *ipMasq)
+		es, err := etcdstore.New(ef.Options(), log)
 		if err != nil {
 			return err
 		}
 		defer es.Close()
 		store = es
 	}
-	plat, err := agent.NewLinux()
+	plat, err := agent.NewLinux(log, *iptablesForward)
 	if err != nil {
 		return err
 	}
