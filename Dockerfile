@@ -1,5 +1,6 @@
-# The weft image: the agent (/weft) and the CNI plugin (/opt/weft/weft-cni),
-# static binaries on a distroless base. deploy/weft.yaml runs it.
+# The weft image: the node agent (/weft-agent) and the CNI plugin
+# (/opt/weft/weft-cni, which also installs itself: weft-cni install), static
+# binaries on Debian with iptables. deploy/weft.yaml runs it.
 #   docker build -t ghcr.io/weftnet/weft:latest .
 FROM golang:1.26 AS build
 WORKDIR /src
@@ -7,10 +8,17 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION=dev
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/weft ./cmd/weft && \
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/weft-agent ./cmd/weft-agent && \
     CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/weft-cni ./cmd/weft-cni
 
-FROM gcr.io/distroless/static-debian12
-COPY --from=build /out/weft /weft
+# Not distroless: the agent runs the iptables binaries to put its forward
+# accepts into iptables' FORWARD chain (--iptables-forward-rules, as flannel
+# does), where a DROP policy such as Docker's would otherwise drop pod
+# traffic. Debian's iptables writes through nf_tables (iptables-nft).
+FROM debian:bookworm-slim
+RUN apt-get update && \
+    apt-get install -y --no-install-recommends iptables && \
+    rm -rf /var/lib/apt/lists/*
+COPY --from=build /out/weft-agent /weft-agent
 COPY --from=build /out/weft-cni /opt/weft/weft-cni
-ENTRYPOINT ["/weft"]
+ENTRYPOINT ["/weft-agent"]
