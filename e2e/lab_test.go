@@ -23,7 +23,7 @@ import (
 	"github.com/weftnet/weft/internal/netns"
 )
 
-var bin string // directory with weft and weft-cni
+var bin string // directory with weft, weft-agent and weft-cni
 
 func TestMain(m *testing.M) {
 	netns.HandleExec()
@@ -37,7 +37,9 @@ func TestMain(m *testing.M) {
 			panic(err)
 		}
 		defer os.RemoveAll(dir)
-		out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/weft", "../cmd/weft-cni").CombinedOutput()
+		// Every binary of cmd/: the lab starts weft-agent and weft-cni
+		// from beside weft.
+		out, err := exec.Command("go", "build", "-o", dir+"/", "../cmd/...").CombinedOutput()
 		if err != nil {
 			fmt.Printf("e2e: build: %v\n%s", err, out)
 			return 1
