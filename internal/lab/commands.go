@@ -17,14 +17,14 @@ import (
 // open loads lab name, holding its lock when change is set (commands that
 // change the lab take it; status, check, exec and ping only read the
 // state, and must run while the others do: a ping across an agent
-// restart). close releases the lock.
-func open(name string, change bool) (s *State, close func(), err error) {
+// restart). release releases the lock.
+func open(name string, change bool) (s *State, release func(), err error) {
 	if err := checkName(name); err != nil {
 		return nil, nil, err
 	}
-	close = func() {}
+	release = func() {}
 	if change {
-		if close, err = lock(name); err != nil {
+		if release, err = lock(name); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -33,10 +33,10 @@ func open(name string, change bool) (s *State, close func(), err error) {
 		err = fmt.Errorf("lab %s is not up: start it with 'weft lab up --name %s'", name, name)
 	}
 	if err != nil {
-		close()
+		release()
 		return nil, nil, err
 	}
-	return s, close, nil
+	return s, release, nil
 }
 
 // Down removes lab name and everything it created; a lab that is not up

@@ -66,7 +66,6 @@ type State struct {
 	Pods          []*pod.Pod    `json:"pods"`
 	Namespaces    []string      `json:"namespaces"` // every namespace created, in order
 	Endpoint      string        `json:"etcdEndpoint"`
-	Gateways      []netip.Addr  `json:"gateways,omitempty"`
 	Kube          *kube.Kube    `json:"kube,omitempty"` // --store kube
 
 	out      io.Writer      // where up reports what it does
