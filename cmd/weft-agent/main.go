@@ -26,7 +26,6 @@ import (
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 	"github.com/weftnet/weft/internal/lease/kubestore"
-	"github.com/weftnet/weft/internal/residency"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -106,7 +105,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	releaseStartupPages(log) // package initialisation is over
 	var pip netip.Addr
 	if *publicIP != "" {
 		var err error
@@ -151,21 +149,6 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,
 		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Pprof: *pprof, Log: log,
 		ReadOnly: kf.enabled && kf.readOnly,
-		Ready:    func() { releaseStartupPages(log) },
 	}, plat)
 	return a.Run(ctx)
-}
-
-// releaseStartupPages returns the pages of the executable that start-up
-// faulted in: package initialisation of everything weft links (it runs
-// once the flags are parsed), and setting up the store, the backend and the
-// firewall (once more after the first sync). Those the agent still uses
-// come back from the page cache on their next use.
-func releaseStartupPages(log *slog.Logger) {
-	kib, err := residency.Release()
-	if err != nil {
-		log.Warn("could not release start-up pages of the executable", "err", err)
-		return
-	}
-	log.Debug("released start-up pages of the executable", "MiB", kib/1024)
 }
