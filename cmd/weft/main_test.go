@@ -3,10 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/internal/etcdserver"
 )
 
 // TestAgentMoved: the node agent is its own binary; `weft agent` says so.
@@ -42,5 +46,48 @@ func TestConfigCheck(t *testing.T) {
 	err := run(context.Background(), []string{"config", "check", bad}, &out, &errb)
 	if err == nil || err.Error() != "net-conf.json: SubnetLen: 31 is longer than /30; use a value between 18 and 30" {
 		t.Errorf("bad config: %v", err)
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestStoreInit writes the network config through the etcd flags and the
+// backend table, refuses an unknown backend naming the choices, and lists
+// the (empty) leases.
+func TestStoreInit(t *testing.T) {
+	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
+	srv, err := etcdserver.Start(context.Background(), etcdserver.Options{DataDir: t.TempDir(),
+		ClientURLs: []string{url}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	ctx := context.Background()
+	var out, errb bytes.Buffer
+	err = run(ctx, []string{"store", "init", "--etcd-endpoints", url, "--network", "10.244.0.0/16", "--backend", "host-gw"}, &out, &errb)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, errb.String())
+	}
+	if want := `wrote /coreos.com/network/config: {"Backend":{"Type":"host-gw"},"Network":"10.244.0.0/16"}`; strings.TrimSpace(out.String()) != want {
+		t.Errorf("got %q\nwant %q", out.String(), want)
+	}
+	err = run(ctx, []string{"store", "init", "--etcd-endpoints", url, "--network", "10.244.0.0/16", "--backend", "geneve"}, &out, &errb)
+	if err == nil || !strings.Contains(err.Error(), `unknown backend "geneve"`) || !strings.Contains(err.Error(), "vxlan, host-gw, udp") {
+		t.Errorf("unknown backend: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"store", "leases", "--etcd-endpoints", url}, &out, &errb); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "SUBNET") || strings.Count(out.String(), "\n") != 1 {
+		t.Errorf("leases of an empty store: %q", out.String())
 	}
 }
