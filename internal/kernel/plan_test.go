@@ -44,8 +44,12 @@ func TestScope(t *testing.T) {
 
 func TestScopeFilter(t *testing.T) {
 	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteLinks: []int{5, 2}, NeighLinks: []int{5}}
-	n := func(ip string, link int) Neigh { return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Link: link} }
-	f := func(dst string, link int) FDB { return FDB{MAC: "02:00:00:00:00:01", Dst: netip.MustParseAddr(dst), Link: link} }
+	n := func(ip string, link int) Neigh {
+		return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Link: link}
+	}
+	f := func(dst string, link int) FDB {
+		return FDB{MAC: "02:00:00:00:00:01", Dst: netip.MustParseAddr(dst), Link: link}
+	}
 	have := Plan{
 		Routes: []Route{
 			{Dst: netip.MustParsePrefix("10.244.2.0/24"), Link: 5},

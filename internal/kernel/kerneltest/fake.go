@@ -110,6 +110,29 @@ func (f *Fake) AddDevice(l kernel.Link) kernel.Link {
 	return l
 }
 
+// RemoveDevice removes a link as the kernel does when it goes away on its
+// own (a TUN device whose last descriptor was closed), with what DeleteLink
+// removes. A missing link is no error.
+func (f *Fake) RemoveDevice(name string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.links {
+		if l.Name == name {
+			f.remove(l.Index)
+			return
+		}
+	}
+}
+
+// remove deletes a link and everything on it; f.mu is held.
+func (f *Fake) remove(index int) {
+	delete(f.links, index)
+	f.addrs = slices.DeleteFunc(f.addrs, func(a kernel.Addr) bool { return a.Link == index })
+	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Link == index })
+	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Link == index })
+	f.fdb = slices.DeleteFunc(f.fdb, func(e kernel.FDB) bool { return e.Link == index })
+}
+
 // SetDown is `ip link set NAME down` by hand: the kernel removes the routes
 // through the link and its neighbour entries with it.
 func (f *Fake) SetDown(name string) error {
@@ -271,11 +294,7 @@ func (f *Fake) DeleteLink(name string) error {
 	if err != nil {
 		return err
 	}
-	delete(f.links, l.Index)
-	f.addrs = slices.DeleteFunc(f.addrs, func(a kernel.Addr) bool { return a.Link == l.Index })
-	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Link == l.Index })
-	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Link == l.Index })
-	f.fdb = slices.DeleteFunc(f.fdb, func(e kernel.FDB) bool { return e.Link == l.Index })
+	f.remove(l.Index)
 	f.wrote(cmd)
 	return nil
 }
