@@ -1,6 +1,7 @@
-// Package backend defines the desired state of a node's data plane, the
-// Backend seam, and the pure plan/diff of routes, neighbour and FDB entries
-// that the vxlan and host-gw backends share.
+// Package backend defines the desired state of a node's data plane
+// (NodeState) and the seam every backend implements: Kind (a row of the
+// backend table: parse options, build), Options, Env and Backend (Apply,
+// Close). The kernel writes themselves go through package kernel.
 package backend
 
 import (
@@ -8,41 +9,36 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
-	"strings"
-
-	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
-// Underlay describes the interface node-to-node traffic uses.
-type Underlay struct {
-	Name      string
-	LinkIndex int
-	Addr      netip.Addr     // the node's PublicIP
-	MTU       int            // the interface MTU
-	OnLink    []netip.Prefix // networks directly attached to the interface
-}
-
-// IsOnLink reports whether ip is directly reachable on the underlay.
-func (u Underlay) IsOnLink(ip netip.Addr) bool {
-	for _, p := range u.OnLink {
-		if p.Contains(ip) {
-			return true
-		}
-	}
-	return false
-}
+// Underlay is the interface node-to-node traffic uses, as
+// kernel.FindUnderlay reads it: backends take it from Env.
+type Underlay = kernel.Underlay
 
 // NodeState is the whole desired state handed to a backend.
 type NodeState struct {
 	Network netip.Prefix  // the cluster network
 	Own     lease.Lease   // this node's lease
 	Peers   []lease.Lease // every other lease, of any backend type
+}
+
+// PeersOf returns the peers a backend of one of types programs: every
+// lease but this node's own, with a subnet, whose BackendType is one of
+// types.
+func (s NodeState) PeersOf(types ...string) []lease.Lease {
+	var out []lease.Lease
+	for _, l := range s.Peers {
+		if l.Key() != s.Own.Key() && l.Subnet.IsValid() && slices.Contains(types, l.Attrs.BackendType) {
+			out = append(out, l)
+		}
+	}
+	return out
 }
 
 // Report says what an Apply really changed.
@@ -61,143 +57,15 @@ type Backend interface {
 	MTU() int
 	// Apply makes the kernel match state: it may be called again with the
 	// same state (idempotent), adds before it deletes, and removes entries
-	// for subnets no peer holds, including ones it did not create.
+	// for subnets no peer holds, including ones it did not create. It
+	// repairs the backend's device when it was changed by hand. When ctx
+	// ends it stops before its next kernel write and returns ctx's error.
 	Apply(ctx context.Context, state NodeState) (Report, error)
 	// Close releases what the backend holds in this process (goroutines,
 	// sockets, file descriptors). The kernel state stays, so that pod
 	// traffic flows across an agent restart. Apply must not be called
 	// after Close.
 	Close() error
-}
-
-// Route is a route in the main table.
-type Route struct {
-	Dst    netip.Prefix
-	Gw     netip.Addr
-	Link   int
-	OnLink bool
-}
-
-func (r Route) String() string {
-	s := fmt.Sprintf("%s via %s dev#%d", r.Dst, r.Gw, r.Link)
-	if r.OnLink {
-		s += " onlink"
-	}
-	return s
-}
-
-// Neigh is a permanent neighbour (ARP/NDP) entry.
-type Neigh struct {
-	IP   netip.Addr
-	MAC  string // canonical lower-case form
-	Link int
-}
-
-// FDB is a permanent bridge forwarding entry on a vxlan device:
-// "MAC dst IP self permanent".
-type FDB struct {
-	MAC  string
-	Dst  netip.Addr
-	Link int
-}
-
-// Plan is a set of kernel entries.
-type Plan struct {
-	Routes []Route
-	Neighs []Neigh
-	FDB    []FDB
-}
-
-// Diff compares a desired plan with what the kernel has and returns what
-// to write (add or replace) and what to delete. Routes are keyed by
-// destination, neighbours by (link, IP), FDB entries by (link, MAC): an entry
-// whose key is desired is replaced in place, never deleted.
-func Diff(want, have Plan) (add, del Plan) {
-	add.Routes, del.Routes = diffBy(want.Routes, have.Routes, func(r Route) netip.Prefix { return r.Dst })
-	type nk struct {
-		link int
-		ip   netip.Addr
-	}
-	add.Neighs, del.Neighs = diffBy(want.Neighs, have.Neighs, func(n Neigh) nk { return nk{n.Link, n.IP} })
-	type fk struct {
-		link int
-		mac  string
-	}
-	add.FDB, del.FDB = diffBy(want.FDB, have.FDB, func(f FDB) fk { return fk{f.Link, f.MAC} })
-	return add, del
-}
-
-// diffBy returns the wanted entries missing from have or different there,
-// and the entries of have whose key is not wanted at all.
-func diffBy[E comparable, K comparable](want, have []E, key func(E) K) (add, del []E) {
-	w := make(map[K]bool, len(want))
-	for _, e := range want {
-		w[key(e)] = true
-	}
-	h := make(map[K]E, len(have))
-	for _, e := range have {
-		h[key(e)] = e
-	}
-	for _, e := range want {
-		if cur, ok := h[key(e)]; !ok || cur != e {
-			add = append(add, e)
-		}
-	}
-	for _, e := range have {
-		if !w[key(e)] {
-			del = append(del, e)
-		}
-	}
-	return add, del
-}
-
-// Scope says which kernel entries a backend owns, so that it can remove
-// entries it did not create (left by a previous run or planted by hand) and
-// leave everything else alone.
-type Scope struct {
-	Network netip.Prefix // only routes to subnets of the cluster network
-	Own     netip.Prefix // never the node's own subnet (the CNI bridge has it)
-	// RouteLinks are the links whose routes into Network the backend owns.
-	RouteLinks []int
-	// NeighLinks are the links whose permanent neighbour and FDB entries
-	// the backend owns (the vxlan device; never the underlay).
-	NeighLinks []int
-}
-
-// Owns reports whether a route is in scope.
-func (s Scope) Owns(r Route) bool {
-	return slices.Contains(s.RouteLinks, r.Link) && r.Dst.Bits() > s.Network.Bits() &&
-		s.Network.Contains(r.Dst.Addr()) && r.Dst != s.Own
-}
-
-// Filter drops kernel entries outside the scope.
-func (s Scope) Filter(have Plan) Plan {
-	var out Plan
-	for _, r := range have.Routes {
-		if s.Owns(r) {
-			out.Routes = append(out.Routes, r)
-		}
-	}
-	for _, n := range have.Neighs {
-		if slices.Contains(s.NeighLinks, n.Link) {
-			out.Neighs = append(out.Neighs, n)
-		}
-	}
-	for _, f := range have.FDB {
-		if slices.Contains(s.NeighLinks, f.Link) {
-			out.FDB = append(out.FDB, f)
-		}
-	}
-	return out
-}
-
-// CanonicalMAC normalises a MAC address string, or returns "" if invalid.
-func CanonicalMAC(s string) string {
-	hw, err := net.ParseMAC(s)
-	if err != nil || len(hw) != 6 {
-		return ""
-	}
-	return strings.ToLower(hw.String())
 }
 
 // Kind is one row of the backend table (internal/backend/table): a backend
@@ -230,7 +98,9 @@ type Options interface {
 
 // Env is what a backend is built with.
 type Env struct {
-	Netlink  *netlink.Handle
+	// Kernel is the node's kernel: kernel.NewNetlink(handle) on a node,
+	// a kerneltest.Fake in tests.
+	Kernel   kernel.Kernel
 	Underlay Underlay
 	// ReadOnly is set when the store publishes nothing of this node, so
 	// peers' backend data must follow from their addresses.

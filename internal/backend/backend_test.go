@@ -2,42 +2,57 @@ package backend
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
+
+	"github.com/weftnet/weft/internal/lease"
 )
 
-func TestDiffReplacesInPlaceAndDeletesStale(t *testing.T) {
-	r := func(dst, gw string, link int) Route {
-		return Route{Dst: netip.MustParsePrefix(dst), Gw: netip.MustParseAddr(gw), Link: link}
+func TestPeersOf(t *testing.T) {
+	l := func(subnet, ip, typ string) lease.Lease {
+		var p netip.Prefix
+		if subnet != "" {
+			p = netip.MustParsePrefix(subnet)
+		}
+		return lease.Lease{Subnet: p, Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ}}
 	}
-	want := Plan{Routes: []Route{r("10.244.2.0/24", "192.0.2.2", 2), r("10.244.3.0/24", "192.0.2.3", 2)}}
-	have := Plan{Routes: []Route{r("10.244.2.0/24", "192.0.2.2", 2), r("10.244.3.0/24", "192.0.2.9", 2), r("10.244.4.0/24", "192.0.2.4", 2)}}
-	add, del := Diff(want, have)
-	if len(add.Routes) != 1 || add.Routes[0] != want.Routes[1] {
-		t.Errorf("add = %v", add.Routes)
+	own := l("10.244.1.0/24", "192.0.2.1", "vxlan")
+	st := NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{
+		own,
+		l("10.244.2.0/24", "192.0.2.2", "vxlan"),
+		l("10.244.3.0/24", "192.0.2.3", "host-gw"),
+		l("10.244.4.0/24", "192.0.2.4", ""), // flannel's udp leases carry no type
+		l("", "192.0.2.5", "vxlan"),         // no subnet
+		l("10.244.6.0/24", "192.0.2.6", "udp"),
+	}}
+	subnets := func(ls []lease.Lease) []string {
+		var out []string
+		for _, x := range ls {
+			out = append(out, x.Subnet.String())
+		}
+		return out
 	}
-	if len(del.Routes) != 1 || del.Routes[0].Dst != netip.MustParsePrefix("10.244.4.0/24") {
-		t.Errorf("del = %v (a changed route must be replaced, not deleted)", del.Routes)
-	}
-	add, del = Diff(want, want)
-	if len(add.Routes)+len(del.Routes) != 0 {
-		t.Errorf("diff of equal plans: %v %v", add, del)
+	for _, tc := range []struct {
+		types []string
+		want  []string
+	}{
+		{[]string{"vxlan"}, []string{"10.244.2.0/24"}},
+		{[]string{"host-gw"}, []string{"10.244.3.0/24"}},
+		{[]string{"", "udp"}, []string{"10.244.4.0/24", "10.244.6.0/24"}},
+		{nil, nil},
+	} {
+		if got := subnets(st.PeersOf(tc.types...)); !slices.Equal(got, tc.want) {
+			t.Errorf("PeersOf(%q) = %v, want %v", tc.types, got, tc.want)
+		}
 	}
 }
 
-func TestScope(t *testing.T) {
-	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteLinks: []int{5}}
-	for _, tc := range []struct {
-		r    Route
-		owns bool
-	}{
-		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Link: 5}, true},
-		{Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Link: 5}, false}, // own subnet
-		{Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), Link: 5}, false}, // the network itself
-		{Route{Dst: netip.MustParsePrefix("10.245.2.0/24"), Link: 5}, false}, // outside
-		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Link: 6}, false}, // other link
-	} {
-		if got := s.Owns(tc.r); got != tc.owns {
-			t.Errorf("Owns(%v) = %v", tc.r, got)
-		}
+func TestInnerMTU(t *testing.T) {
+	u := Underlay{MTU: 9000}
+	if got := InnerMTU(u, 0, 50); got != 8950 {
+		t.Errorf("from the underlay: %d", got)
+	}
+	if got := InnerMTU(u, 1500, 28); got != 1472 {
+		t.Errorf("configured: %d", got)
 	}
 }

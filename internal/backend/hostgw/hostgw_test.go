@@ -1,11 +1,15 @@
 package hostgw
 
 import (
+	"context"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -22,11 +26,70 @@ func TestPlanSkipsPeersThatAreNotOnLink(t *testing.T) {
 		mk("10.244.4.0/24", "192.0.2.4", "vxlan"), // another backend: ignored
 	}}
 	p, skipped := Plan(st, u)
-	want := backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}
+	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}
 	if len(p.Routes) != 1 || p.Routes[0] != want {
 		t.Errorf("routes %v, want [%v]", p.Routes, want)
 	}
 	if len(skipped) != 1 || !strings.Contains(skipped[0], "198.51.100.3") || !strings.Contains(skipped[0], "not on-link") {
 		t.Errorf("skipped %v", skipped)
+	}
+}
+
+func TestApplyOnFake(t *testing.T) {
+	f := kerneltest.New()
+	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
+	if err := f.ReplaceAddr(kernel.Addr{Link: eth0.Index, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
+		t.Fatal(err)
+	}
+	// A route left by an earlier run, for a subnet no lease holds.
+	if err := f.ReplaceRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Gw: netip.MustParseAddr("192.0.2.9"), Link: eth0.Index}); err != nil {
+		t.Fatal(err)
+	}
+	f.Writes()
+	u, err := kernel.FindUnderlay(f, "eth0", netip.Addr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(subnet, ip string) lease.Lease {
+		return lease.Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: Type}}
+	}
+	own := mk("10.244.1.0/24", "192.0.2.1")
+	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, mk("10.244.2.0/24", "192.0.2.2")}}
+	b := New(f, u)
+	ctx := context.Background()
+	rep, err := b.Apply(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "ip route replace 10.244.2.0/24 via 192.0.2.2 dev eth0\nip route del 10.244.9.0/24 via 192.0.2.9 dev eth0\n"
+	if got := f.Writes(); got != want || rep.Added != 1 || rep.Removed != 1 {
+		t.Errorf("apply: %+v\n%s\nwant\n%s", rep, got, want)
+	}
+	// The route deleted by hand comes back; nothing else is written.
+	if err := f.DeleteRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	f.Writes()
+	if _, err := b.Apply(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Writes(); got != "ip route replace 10.244.2.0/24 via 192.0.2.2 dev eth0\n" {
+		t.Errorf("after the route was deleted by hand:\n%s", got)
+	}
+	// A context that has ended: no write.
+	if err := f.DeleteRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	f.Writes()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := b.Apply(done, st); !errors.Is(err, context.Canceled) {
+		t.Errorf("apply with an ended context: %v", err)
+	}
+	if got := f.Writes(); got != "" {
+		t.Errorf("apply with an ended context wrote:\n%s", got)
+	}
+	if err := b.Close(); err != nil {
+		t.Error(err)
 	}
 }

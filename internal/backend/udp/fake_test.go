@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -21,11 +22,18 @@ type fakeTUN struct {
 	pending [][]byte
 	closed  chan struct{}
 	once    sync.Once
+	gone    chan struct{} // closed by remove
+	rmOnce  sync.Once
+	onClose func() // if set, runs once on Close
 }
 
 func newFakeTUN(batch int) *fakeTUN {
-	return &fakeTUN{batch: batch, in: make(chan [][]byte, 16), out: make(chan []byte, 4096), closed: make(chan struct{})}
+	return &fakeTUN{batch: batch, in: make(chan [][]byte, 16), out: make(chan []byte, 4096), closed: make(chan struct{}), gone: make(chan struct{})}
 }
+
+// remove makes the device behave as one deleted under its descriptor:
+// every read fails with EBADFD.
+func (t *fakeTUN) remove() { t.rmOnce.Do(func() { close(t.gone) }) }
 
 func (t *fakeTUN) File() *os.File { return nil }
 func (t *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
@@ -38,6 +46,8 @@ func (t *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			t.pending = b
 		case <-t.closed:
 			return 0, os.ErrClosed
+		case <-t.gone:
+			return 0, &os.PathError{Op: "read", Path: "/dev/net/tun", Err: unix.EBADFD}
 		}
 	}
 	defer t.mu.Unlock()
@@ -58,7 +68,15 @@ func (t *fakeTUN) MTU() (int, error)        { return 1472, nil }
 func (t *fakeTUN) Name() (string, error)    { return "fake0", nil }
 func (t *fakeTUN) Events() <-chan tun.Event { return nil }
 func (t *fakeTUN) BatchSize() int           { return t.batch }
-func (t *fakeTUN) Close() error             { t.once.Do(func() { close(t.closed) }); return nil }
+func (t *fakeTUN) Close() error {
+	t.once.Do(func() {
+		close(t.closed)
+		if t.onClose != nil {
+			t.onClose()
+		}
+	})
+	return nil
+}
 
 type received struct {
 	from netip.AddrPort

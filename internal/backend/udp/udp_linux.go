@@ -12,12 +12,12 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -30,20 +30,29 @@ const offset = 16
 
 // Backend is the udp backend.
 type Backend struct {
-	h   *netlink.Handle
+	k   kernel.Kernel
 	cfg Options
 	u   backend.Underlay
 	log *slog.Logger
+	// life is the backend's lifetime: the data path's goroutines end with
+	// it, or on Close.
+	life context.Context
+	// openTUN and openBind open the data path's two ends, flannel0
+	// (tun.CreateTUN) and the UDP socket; tests put in-memory ones.
+	openTUN  func(name string, mtu int) (tun.Device, error)
+	openBind func() conn.Bind
 
 	peers atomic.Pointer[table] // the data path's view of the leases
 	stats stats
 
-	mu   sync.Mutex // guards the fields below
-	dev  tun.Device
-	bind conn.Bind
-	eps  map[netip.AddrPort]conn.Endpoint // parsed endpoints, by peer
-	stop context.CancelFunc
-	done sync.WaitGroup
+	mu     sync.Mutex // guards the fields below
+	closed bool       // Close was called (or life ended): no new data path
+	dev    tun.Device
+	devIdx int // flannel0's link index while dev is open
+	bind   conn.Bind
+	eps    map[netip.AddrPort]conn.Endpoint // parsed endpoints, by peer
+	stop   context.CancelFunc
+	done   sync.WaitGroup // the data path's goroutines
 }
 
 var (
@@ -51,14 +60,23 @@ var (
 	_ prometheus.Collector = (*Backend)(nil)
 )
 
-// New prepares the backend; it touches nothing until Apply.
-func New(h *netlink.Handle, cfg Options, u backend.Underlay, log *slog.Logger) *Backend {
-	return &Backend{h: h, cfg: cfg, u: u, log: log}
+// errClosed is returned by Apply after Close.
+var errClosed = errors.New("udp: the backend is closed")
+
+// New prepares the backend; it touches nothing until Apply. The data path
+// it starts then ends when ctx ends, or on Close.
+func New(ctx context.Context, k kernel.Kernel, cfg Options, u backend.Underlay, log *slog.Logger) *Backend {
+	b := &Backend{k: k, cfg: cfg, u: u, log: log, life: ctx, openTUN: tun.CreateTUN}
+	b.openBind = func() conn.Bind { return newSocket(conn.IdealBatchSize, &b.stats.malformed, b.log) }
+	// A goroutine blocked in read(2) sees no context: closing the device
+	// and the socket is what ends it.
+	context.AfterFunc(ctx, func() { _ = b.Close() })
+	return b
 }
 
 // newBackend is Kind.New.
 func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
-	return New(env.Netlink, opts.(Options), env.Underlay, env.Log), nil
+	return New(ctx, env.Kernel, opts.(Options), env.Underlay, env.Log), nil
 }
 
 // LeaseAttrs implements backend.Backend. flannel's udp leases carry no
@@ -71,15 +89,15 @@ func (b *Backend) MTU() int {
 	return backend.InnerMTU(b.u, b.cfg.MTU, Overhead)
 }
 
-// isPeer reports whether a lease is a udp lease.
-func isPeer(l lease.Lease) bool {
-	return l.Attrs.BackendType == "" || l.Attrs.BackendType == Type
-}
-
-// Apply implements backend.Backend: it starts the device and socket on the
-// first call and swaps in a new peer table on every call.
+// Apply implements backend.Backend: it opens flannel0 and the socket when
+// the data path is not running (the first call, or flannel0 was deleted),
+// puts flannel0 right (its address, MTU, up) on every call, and swaps in a
+// new peer table.
 func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
-	if err := b.start(st); err != nil {
+	if err := ctx.Err(); err != nil {
+		return backend.Report{}, err
+	}
+	if err := b.ensure(ctx, st); err != nil {
 		return backend.Report{}, err
 	}
 	return b.setPeers(st)
@@ -89,10 +107,7 @@ func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Repo
 func (b *Backend) setPeers(st backend.NodeState) (backend.Report, error) {
 	var rep backend.Report
 	peers := map[netip.Prefix]netip.AddrPort{}
-	for _, l := range st.Peers {
-		if l.Key() == st.Own.Key() || !isPeer(l) || !l.Subnet.IsValid() {
-			continue
-		}
+	for _, l := range st.PeersOf("", Type) { // flannel's udp leases carry no type
 		if l.Subnet.Bits() != st.Own.Subnet.Bits() {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s (%s): subnet length differs from this node's /%d", l.Subnet, l.Attrs.PublicIP, st.Own.Subnet.Bits()))
 			continue
@@ -101,6 +116,10 @@ func (b *Backend) setPeers(st backend.NodeState) (backend.Report, error) {
 	}
 	// Parse each peer's endpoint once; the data path reuses it.
 	b.mu.Lock()
+	if b.bind == nil {
+		b.mu.Unlock()
+		return rep, errClosed
+	}
 	eps := make(map[netip.AddrPort]conn.Endpoint, len(peers))
 	for _, ep := range peers {
 		if e, ok := b.eps[ep]; ok {
@@ -122,89 +141,127 @@ func (b *Backend) setPeers(st backend.NodeState) (backend.Report, error) {
 	return rep, nil
 }
 
-// start opens the device and socket once and starts the data path.
-func (b *Backend) start(st backend.NodeState) error {
-	b.mu.Lock()
-	running := b.dev != nil
-	b.mu.Unlock()
-	if running {
-		return nil
+// device is flannel0 as it must be: OWN/NETLEN (which routes the cluster
+// network to it), the MTU, up, and no IPv6 link-local address (so no
+// router solicitations to drop).
+func (b *Backend) device(st backend.NodeState) kernel.Device {
+	return kernel.Device{
+		Name:          DeviceName,
+		Kind:          kernel.KindTUN,
+		MTU:           b.MTU(),
+		Addrs:         []netip.Prefix{netip.PrefixFrom(st.Own.Subnet.Addr(), st.Network.Bits())},
+		NoIPv6AddrGen: true,
 	}
-	dev, bind, fns, err := b.open(st)
-	if err != nil {
-		return err
-	}
-	b.run(dev, bind, fns, st.Own.Subnet)
-	return nil
 }
 
-// open creates flannel0 and the UDP socket, same as
-// `ip tuntap add flannel0 mode tun; ip addr add OWN/NETLEN dev flannel0;
-// ip link set flannel0 up`, which routes the cluster network to flannel0.
-func (b *Backend) open(st backend.NodeState) (tun.Device, conn.Bind, []conn.ReceiveFunc, error) {
-	dev, err := tun.CreateTUN(DeviceName, b.MTU())
-	if err != nil {
-		return nil, nil, nil, fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
+// ensure keeps the data path running over flannel0 and puts the device
+// right. flannel0 exists only while weft holds it open: when the device
+// weft opened is gone (deleted by hand, or renamed), the old data path is
+// closed and a new device opened.
+func (b *Backend) ensure(ctx context.Context, st backend.NodeState) error {
+	b.mu.Lock()
+	closed, running, idx := b.closed, b.dev != nil, b.devIdx
+	b.mu.Unlock()
+	if closed {
+		return errClosed
 	}
-	fail := func(err error) (tun.Device, conn.Bind, []conn.ReceiveFunc, error) {
+	if running {
+		l, err := b.k.LinkByIndex(idx)
+		switch {
+		case err == nil && l.Name == DeviceName:
+			if _, err := kernel.EnsureLink(ctx, b.k, b.device(st)); err != nil {
+				return fmt.Errorf("udp: %w", err)
+			}
+			return nil
+		case err != nil && !kernel.IsNotFound(err):
+			return fmt.Errorf("udp: %w", err)
+		}
+		b.log.Warn("udp: " + DeviceName + " is gone (deleted by hand?); opening it again")
+		if err := b.stopDataPath(); err != nil {
+			b.log.Debug("udp: close the old data path", "err", err)
+		}
+	}
+	return b.start(ctx, st)
+}
+
+// start opens flannel0 and the UDP socket, same as `ip tuntap add flannel0
+// mode tun` (but held open, not persistent), starts the data path over
+// them and puts the device right (EnsureLink).
+func (b *Backend) start(ctx context.Context, st backend.NodeState) error {
+	dev, err := b.openTUN(DeviceName, b.MTU())
+	if err != nil {
+		return fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
+	}
+	l, err := b.k.LinkByName(DeviceName)
+	if err != nil {
 		dev.Close()
-		return nil, nil, nil, err
+		return fmt.Errorf("udp: %w", err)
 	}
-	link, err := b.h.LinkByName(DeviceName)
-	if err != nil {
-		return fail(fmt.Errorf("udp: look up %s: %w", DeviceName, err))
-	}
-	// IPv4 only: no link-local address, so no router solicitations to drop.
-	if err := b.h.LinkSetIP6AddrGenMode(link, 1 /* IN6_ADDR_GEN_MODE_NONE */); err != nil {
-		b.log.Debug("udp: turn off IPv6 address generation on "+DeviceName, "err", err)
-	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: st.Own.Subnet.Addr().AsSlice(), Mask: net.CIDRMask(st.Network.Bits(), 32)}}
-	if err := b.h.AddrReplace(link, addr); err != nil {
-		return fail(fmt.Errorf("udp: address %s on %s: %w", addr.IPNet, DeviceName, err))
-	}
-	if err := b.h.LinkSetUp(link); err != nil {
-		return fail(fmt.Errorf("udp: set %s up: %w", DeviceName, err))
-	}
-	bind := newSocket(conn.IdealBatchSize, &b.stats.malformed, b.log)
+	bind := b.openBind()
 	fns, _, err := bind.Open(uint16(b.cfg.Port))
 	if err != nil {
-		return fail(fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err))
+		dev.Close()
+		return fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err)
+	}
+	if !b.run(dev, l.Index, bind, fns, st.Own.Subnet) {
+		return errors.Join(errClosed, bind.Close(), dev.Close())
 	}
 	b.log.Info("udp backend up", "device", DeviceName, "mtu", b.MTU(), "port", b.cfg.Port,
 		"tun-batch", dev.BatchSize(), "udp-batch", bind.BatchSize())
 	if dev.BatchSize() == 1 {
 		b.log.Warn("the kernel offers no TUN offloads (virtio-net header, TSO/GRO): one packet per read and write")
 	}
-	return dev, bind, fns, nil
+	// The data path runs; a device that could not be put right is
+	// reported, and the next Apply tries again.
+	if _, err := kernel.EnsureLink(ctx, b.k, b.device(st)); err != nil {
+		return fmt.Errorf("udp: %w", err)
+	}
+	return nil
 }
 
 // run starts one goroutine per direction (and per receive function) over
-// dev and bind, which the Backend owns from now on.
-func (b *Backend) run(dev tun.Device, bind conn.Bind, fns []conn.ReceiveFunc, own netip.Prefix) {
+// dev (link index idx) and bind, which the Backend owns from now on. It
+// reports false, and starts nothing, once the backend is closed.
+func (b *Backend) run(dev tun.Device, idx int, bind conn.Bind, fns []conn.ReceiveFunc, own netip.Prefix) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.dev, b.bind, b.eps = dev, bind, map[netip.AddrPort]conn.Endpoint{}
+	if b.closed {
+		return false
+	}
+	b.dev, b.devIdx, b.bind, b.eps = dev, idx, bind, map[netip.AddrPort]conn.Endpoint{}
 	b.peers.Store(newTable(own, own.Addr(), nil))
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(b.life)
 	b.stop = cancel
 	b.done.Add(1 + len(fns))
 	go func() { defer b.done.Done(); b.tunToUDP(ctx, dev, bind) }()
 	for _, fn := range fns {
 		go func() { defer b.done.Done(); b.udpToTUN(ctx, dev, bind, fn) }()
 	}
+	return true
 }
 
-// Close stops the data path and removes the device.
+// Close implements backend.Backend: it stops the data path and closes
+// flannel0 (which removes the device) and the socket. It waits for the
+// data path's goroutines to end; calling it again is harmless.
 func (b *Backend) Close() error {
 	b.mu.Lock()
-	dev, bind, stop := b.dev, b.bind, b.stop
-	b.dev = nil
+	b.closed = true
 	b.mu.Unlock()
-	if dev == nil {
-		return nil
+	return b.stopDataPath()
+}
+
+// stopDataPath closes the device and the socket, which ends the data
+// path's goroutines, and waits for them.
+func (b *Backend) stopDataPath() error {
+	b.mu.Lock()
+	dev, bind, stop := b.dev, b.bind, b.stop
+	b.dev, b.bind, b.stop, b.devIdx = nil, nil, nil, 0
+	b.mu.Unlock()
+	var err error
+	if dev != nil {
+		stop()
+		err = errors.Join(bind.Close(), dev.Close())
 	}
-	stop()
-	err := errors.Join(bind.Close(), dev.Close())
 	b.done.Wait()
 	return err
 }
@@ -244,6 +301,11 @@ func (b *Backend) tunToUDP(ctx context.Context, dev tun.Device, bind conn.Bind) 
 		if err != nil {
 			switch {
 			case ctx.Err() != nil || errors.Is(err, os.ErrClosed):
+				return
+			case errors.Is(err, unix.EBADFD):
+				// flannel0 was deleted under its descriptor: every read
+				// fails now. The next Apply opens a new device.
+				b.log.Warn("udp: " + DeviceName + " is gone; the next sync opens it again")
 				return
 			case errors.Is(err, tun.ErrTooManySegments):
 				b.stats.malformed.Add(1) // a super-packet larger than a batch

@@ -49,10 +49,12 @@ func state() backend.NodeState {
 // harness runs the real data path over an in-memory TUN and socket.
 func harness(t *testing.T, tunBatch, udpBatch int) (*Backend, *fakeTUN, *fakeBind) {
 	t.Helper()
-	b := New(nil, Options{Common: backend.Common{Port: 8285}}, backend.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := New(t.Context(), nil, Options{Common: backend.Common{Port: 8285}}, backend.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	dev, bind := newFakeTUN(tunBatch), newFakeBind(udpBatch)
 	fns, _, _ := bind.Open(8285)
-	b.run(dev, bind, fns, ownSubnet)
+	if !b.run(dev, 0, bind, fns, ownSubnet) {
+		t.Fatal("run refused to start")
+	}
 	if _, err := b.setPeers(state()); err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -46,15 +47,12 @@ func MACFor(ip netip.Addr) string {
 // Plan computes the kernel entries for the peers in st. dev is the vxlan
 // device's link index. Peers of another backend type, or with unusable
 // backend data, are skipped and named in the second result.
-func Plan(st backend.NodeState, dev int, u backend.Underlay, m Mode) (backend.Plan, []string) {
-	var p backend.Plan
+func Plan(st backend.NodeState, dev int, u backend.Underlay, m Mode) (kernel.Plan, []string) {
+	var p kernel.Plan
 	var skipped []string
-	for _, peer := range st.Peers {
-		if peer.Key() == st.Own.Key() || peer.Attrs.BackendType != Type || !peer.Subnet.IsValid() {
-			continue
-		}
+	for _, peer := range st.PeersOf(Type) {
 		if m.DirectRouting && u.IsOnLink(peer.Attrs.PublicIP) {
-			p.Routes = append(p.Routes, backend.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Link: u.LinkIndex})
+			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Link: u.LinkIndex})
 			continue
 		}
 		mac, err := peerMAC(peer)
@@ -66,9 +64,9 @@ func Plan(st backend.NodeState, dev int, u backend.Underlay, m Mode) (backend.Pl
 			continue
 		}
 		gw := peer.Subnet.Addr() // the peer's device holds its subnet's network address
-		p.Neighs = append(p.Neighs, backend.Neigh{IP: gw, MAC: mac, Link: dev})
-		p.FDB = append(p.FDB, backend.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Link: dev})
-		p.Routes = append(p.Routes, backend.Route{Dst: peer.Subnet, Gw: gw, Link: dev, OnLink: true})
+		p.Neighs = append(p.Neighs, kernel.Neigh{IP: gw, MAC: mac, Link: dev})
+		p.FDB = append(p.FDB, kernel.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Link: dev})
+		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: gw, Link: dev, OnLink: true})
 	}
 	return p, skipped
 }
@@ -78,7 +76,7 @@ func peerMAC(l lease.Lease) (string, error) {
 	if err := json.Unmarshal(l.Attrs.BackendData, &d); err != nil {
 		return "", fmt.Errorf("bad vxlan BackendData: %w", err)
 	}
-	mac := backend.CanonicalMAC(d.VtepMAC)
+	mac := kernel.CanonicalMAC(d.VtepMAC)
 	if mac == "" {
 		return "", fmt.Errorf("bad VtepMAC %q", d.VtepMAC)
 	}
@@ -88,6 +86,6 @@ func peerMAC(l lease.Lease) (string, error) {
 // Scope is what the vxlan backend owns: routes into the cluster network on
 // the device and (for DirectRouting) on the underlay, and all permanent
 // neighbour and FDB entries on the device.
-func Scope(network, own netip.Prefix, dev int, u backend.Underlay) backend.Scope {
-	return backend.Scope{Network: network, Own: own, RouteLinks: []int{dev, u.LinkIndex}, NeighLinks: []int{dev}}
+func Scope(network, own netip.Prefix, dev int, u backend.Underlay) kernel.Scope {
+	return kernel.Scope{Network: network, Own: own, RouteLinks: []int{dev, u.LinkIndex}, NeighLinks: []int{dev}}
 }

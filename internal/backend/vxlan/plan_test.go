@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -29,20 +30,20 @@ func TestPlan(t *testing.T) {
 	if len(p.Routes) != 2 || len(p.Neighs) != 2 || len(p.FDB) != 2 || len(skipped) != 1 {
 		t.Fatalf("plan %+v skipped %v", p, skipped)
 	}
-	want := backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Link: 7, OnLink: true}
+	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Link: 7, OnLink: true}
 	if p.Routes[0] != want {
 		t.Errorf("route %v, want %v", p.Routes[0], want)
 	}
-	if p.Neighs[0] != (backend.Neigh{IP: netip.MustParseAddr("10.244.2.0"), MAC: "02:00:00:00:00:02", Link: 7}) {
+	if p.Neighs[0] != (kernel.Neigh{IP: netip.MustParseAddr("10.244.2.0"), MAC: "02:00:00:00:00:02", Link: 7}) {
 		t.Errorf("neigh %v", p.Neighs[0])
 	}
-	if p.FDB[1] != (backend.FDB{MAC: "02:00:00:00:00:03", Dst: netip.MustParseAddr("198.51.100.3"), Link: 7}) {
+	if p.FDB[1] != (kernel.FDB{MAC: "02:00:00:00:00:03", Dst: netip.MustParseAddr("198.51.100.3"), Link: 7}) {
 		t.Errorf("fdb %v", p.FDB[1])
 	}
 	// DirectRouting: the on-link peer gets a plain route, the other stays on vxlan.
 	p, _ = Plan(st, 7, u, Mode{DirectRouting: true})
 	// (the peer with a bad MAC is on-link, so it needs no MAC)
-	if len(p.Routes) != 3 || p.Routes[0] != (backend.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}) {
+	if len(p.Routes) != 3 || p.Routes[0] != (kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}) {
 		t.Errorf("direct routing: %v", p.Routes)
 	}
 	if len(p.Neighs) != 1 || p.Neighs[0].IP != netip.MustParseAddr("10.244.3.0") {

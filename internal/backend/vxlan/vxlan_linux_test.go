@@ -10,6 +10,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/netns/netnstest"
@@ -17,6 +18,7 @@ import (
 
 // underlay makes eth0 (a veth; this kernel may lack dummy links) with 192.0.2.1/24 in a fresh namespace.
 func underlay(t *testing.T) (*netlink.Handle, backend.Underlay) {
+	t.Helper()
 	name := netnstest.New(t)
 	h, err := netns.Handle(name)
 	if err != nil {
@@ -34,7 +36,7 @@ func underlay(t *testing.T) (*netlink.Handle, backend.Underlay) {
 	if err := h.LinkSetUp(l); err != nil {
 		t.Fatal(err)
 	}
-	u, err := backend.FindUnderlay(h, "eth0", netip.Addr{})
+	u, err := kernel.FindUnderlay(kernel.NewNetlink(h), "eth0", netip.Addr{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +49,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Fatalf("underlay %+v", u)
 	}
 	cfg := Options{Common: backend.Common{Port: 8472}, VNI: 1, DirectRouting: true}
-	b, err := New(h, cfg, u, false, slog.Default())
+	b, err := New(kernel.NewNetlink(h), cfg, u, false, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,7 +80,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Errorf("device addresses %v", addrs)
 	}
 	scope := Scope(st.Network, own.Subnet, dev.Attrs().Index, u)
-	have, err := backend.Kernel{H: h}.Read(scope)
+	have, err := kernel.Read(kernel.NewNetlink(h), scope)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ func TestApplyInNamespace(t *testing.T) {
 	if rep.Added != 1 || rep.Removed != 4 {
 		t.Errorf("report %+v, want 1 added, 4 removed", rep)
 	}
-	have, _ = backend.Kernel{H: h}.Read(scope)
+	have, _ = kernel.Read(kernel.NewNetlink(h), scope)
 	if len(have.Routes) != 1 || len(have.Neighs) != 0 || len(have.FDB) != 0 {
 		t.Errorf("after removal kernel has %+v", have)
 	}
@@ -125,7 +127,7 @@ func TestApplyInNamespace(t *testing.T) {
 	}
 	// A restart reuses the device and its MAC; a new MTU is applied.
 	cfg.MTU = 1400
-	b2, err := New(h, cfg, u, false, slog.Default())
+	b2, err := New(kernel.NewNetlink(h), cfg, u, false, slog.Default())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,4 +149,51 @@ func mustNet(s string) *net.IPNet {
 		panic(err)
 	}
 	return n
+}
+
+// TestDeviceChangedByHandInNamespace: flannel.1 set down with MTU 1400 by
+// hand is up with the right MTU after the next Apply, its peers' entries
+// (which the kernel dropped with the link) back.
+func TestDeviceChangedByHandInNamespace(t *testing.T) {
+	h, u := underlay(t)
+	b, err := New(kernel.NewNetlink(h), Options{Common: backend.Common{Port: 8472}, VNI: 1}, u, false, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := peer("10.244.1.0/24", "192.0.2.1", "vxlan", "")
+	p3 := peer("10.244.3.0/24", "198.51.100.3", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:03"}`)
+	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, p3}}
+	ctx := context.Background()
+	if _, err := b.Apply(ctx, st); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := h.LinkByName("flannel.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// By hand: ip link set flannel.1 down; ip link set flannel.1 mtu 1400.
+	if err := h.LinkSetDown(dev); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetMTU(dev, 1400); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := b.Apply(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 2 { // the route and neighbour went with the link; the FDB entry stayed
+		t.Errorf("added %d entries after the device came back, want 2", rep.Added)
+	}
+	dev, _ = h.LinkByName("flannel.1")
+	if dev.Attrs().Flags&net.FlagUp == 0 || dev.Attrs().MTU != 1450 {
+		t.Errorf("after the next Apply: flags %v, MTU %d; want up, 1450", dev.Attrs().Flags, dev.Attrs().MTU)
+	}
+	have, err := kernel.Read(kernel.NewNetlink(h), Scope(st.Network, own.Subnet, dev.Attrs().Index, u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(have.Routes) != 1 || len(have.Neighs) != 1 || len(have.FDB) != 1 {
+		t.Errorf("after the next Apply the kernel has %+v", have)
+	}
 }

@@ -1,0 +1,107 @@
+package vxlan
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/lease"
+)
+
+// Backend is the vxlan backend.
+type Backend struct {
+	k   kernel.Kernel
+	cfg Options
+	u   backend.Underlay
+	mac string // the VTEP MAC, kept across restarts by reusing the device
+	log *slog.Logger
+	// derived: every VTEP MAC, this node's too, is MACFor its address.
+	derived bool
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New prepares the backend without touching the kernel: it reuses the MAC of
+// an existing device (peers hold it), or picks a new one; with derivedMAC,
+// the MAC is MACFor the underlay address. The device is created by the
+// first Apply, after the lease is held.
+func New(k kernel.Kernel, cfg Options, u backend.Underlay, derivedMAC bool, log *slog.Logger) (*Backend, error) {
+	b := &Backend{k: k, cfg: cfg, u: u, log: log, derived: derivedMAC}
+	if derivedMAC {
+		b.mac = MACFor(u.Addr)
+		return b, nil
+	}
+	l, err := k.LinkByName(DeviceName(cfg.VNI))
+	switch {
+	case err == nil && l.MAC != "":
+		b.mac = l.MAC
+	case err != nil && !kernel.IsNotFound(err):
+		return nil, fmt.Errorf("vxlan: %w", err)
+	default:
+		var hw [6]byte
+		if _, err := rand.Read(hw[:]); err != nil {
+			return nil, fmt.Errorf("vxlan: random VTEP MAC: %w", err)
+		}
+		hw[0] = hw[0]&0xfe | 0x02 // unicast, locally administered
+		b.mac = net.HardwareAddr(hw[:]).String()
+	}
+	return b, nil
+}
+
+// newBackend is Kind.New: in read-only mode the VTEP MACs are derived.
+func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
+	return New(env.Kernel, opts.(Options), env.Underlay, env.ReadOnly, env.Log)
+}
+
+// Close implements backend.Backend: vxlan holds nothing in the process.
+func (b *Backend) Close() error { return nil }
+
+// LeaseAttrs implements backend.Backend.
+func (b *Backend) LeaseAttrs() lease.Attrs {
+	data, _ := json.Marshal(Data{VNI: b.cfg.VNI, VtepMAC: b.mac})
+	return lease.Attrs{BackendType: Type, BackendData: data}
+}
+
+// MTU implements backend.Backend.
+func (b *Backend) MTU() int {
+	return backend.InnerMTU(b.u, b.cfg.MTU, Overhead)
+}
+
+// Apply implements backend.Backend.
+func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
+	dev, err := kernel.EnsureLink(ctx, b.k, b.device(st.Own.Subnet))
+	if err != nil {
+		return backend.Report{}, fmt.Errorf("vxlan: %w", err)
+	}
+	plan, skipped := Plan(st, dev, b.u, Mode{DirectRouting: b.cfg.DirectRouting, DerivedMAC: b.derived})
+	added, removed, err := kernel.Apply(ctx, b.k, plan, Scope(st.Network, st.Own.Subnet, dev, b.u))
+	return backend.Report{Added: added, Removed: removed, Skipped: skipped}, err
+}
+
+// device is flannel.<VNI> as it must be, same as
+// `ip link add flannel.1 address MAC mtu MTU type vxlan id 1 local PUBLICIP
+// dev eth0 dstport 8472 nolearning; ip addr replace OWN/32 dev flannel.1;
+// ip link set flannel.1 up`: the device holds its subnet's network address.
+func (b *Backend) device(own netip.Prefix) kernel.Device {
+	return kernel.Device{
+		Name: DeviceName(b.cfg.VNI),
+		Kind: kernel.KindVXLAN,
+		VXLAN: kernel.VXLAN{
+			VNI:      b.cfg.VNI,
+			Local:    b.u.Addr,
+			Dev:      b.u.LinkIndex,
+			Port:     b.cfg.Port,
+			Learning: b.cfg.Learning,
+			GBP:      b.cfg.GBP,
+		},
+		MTU:   b.MTU(),
+		MAC:   b.mac,
+		Addrs: []netip.Prefix{netip.PrefixFrom(own.Addr(), own.Addr().BitLen())},
+	}
+}
