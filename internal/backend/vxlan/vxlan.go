@@ -75,7 +75,11 @@ func (b *Backend) MTU() int {
 
 // Apply implements backend.Backend.
 func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
-	dev, err := kernel.EnsureLink(ctx, b.k, b.device(st.Own.Subnet))
+	d := b.device(st.Own.Subnet)
+	if l, err := b.k.LinkByName(d.Name); err == nil && (l.Kind != d.Kind || l.VXLAN != d.VXLAN) {
+		b.log.Warn("vxlan device does not match the config; recreating it with the same MAC", "device", d.Name)
+	}
+	dev, err := kernel.EnsureLink(ctx, b.k, d)
 	if err != nil {
 		return backend.Report{}, fmt.Errorf("vxlan: %w", err)
 	}
