@@ -140,7 +140,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		defer es.Close()
 		store = es
 	}
-	plat, err := agent.NewLinux(log, *iptablesForward)
+	plat, err := agent.NewLinux(log)
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Store: store, Iface: *iface, PublicIP: pip, SubnetFile: *subnetFile, IPMasq: *ipMasq,
 		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,
 		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Pprof: *pprof, Log: log,
-		ReadOnly: kf.enabled && kf.readOnly,
+		ReadOnly: kf.enabled && kf.readOnly, ForwardRules: *iptablesForward,
 	}, plat)
 	return a.Run(ctx)
 }

@@ -22,24 +22,31 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/backend/table"
 	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/firewall"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
 // Options configure an agent. Zero durations take the defaults.
 type Options struct {
-	Store       lease.Store
-	Iface       string     // underlay interface; "" = find it
-	PublicIP    netip.Addr // "" = the interface's address
-	SubnetFile  string
-	IPMasq      bool
-	LeaseTTL    time.Duration // default 24h
-	RenewMargin time.Duration // default 1h (capped to half the TTL)
-	Resync      time.Duration // default 30s
-	HealthzAddr string        // "" = no health server
-	Pprof       bool          // serve /debug/pprof/ on the health server
-	Log         *slog.Logger
+	Store      lease.Store
+	Iface      string     // underlay interface; "" = find it
+	PublicIP   netip.Addr // "" = the interface's address
+	SubnetFile string
+	IPMasq     bool
+	// ForwardRules accepts forwarded traffic from and to the cluster
+	// network, also in iptables' FORWARD chain when the host has iptables
+	// (flannel's --iptables-forward-rules, on by default there).
+	ForwardRules bool
+	LeaseTTL     time.Duration // default 24h
+	RenewMargin  time.Duration // default 1h (capped to half the TTL)
+	Resync       time.Duration // default 30s
+	HealthzAddr  string        // "" = no health server
+	Pprof        bool          // serve /debug/pprof/ on the health server
+	Log          *slog.Logger
 	// ReadOnly is set when the store publishes nothing (read-only
 	// Kubernetes mode): backend data is derived from node addresses.
 	ReadOnly bool
@@ -49,14 +56,13 @@ type Options struct {
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
 type Platform interface {
-	Underlay(iface string, publicIP netip.Addr) (backend.Underlay, error)
-	// Backend builds the configured backend. readOnly means the store
-	// publishes nothing, so peers' backend data must follow from their
-	// address (for vxlan: VTEP MACs derived from it).
-	Backend(cfg *config.Config, u backend.Underlay, readOnly bool, log *slog.Logger) (backend.Backend, error)
+	Underlay(iface string, publicIP netip.Addr) (kernel.Underlay, error)
+	// Backend builds a backend of kind k with the platform's kernel added
+	// to env. Its goroutines end with ctx or on Close.
+	Backend(ctx context.Context, k backend.Kind, opts backend.Options, env backend.Env) (backend.Backend, error)
 	EnableForwarding() error
-	// Masquerade installs (on=true) or removes weft's nftables table.
-	Masquerade(on bool, network, subnet netip.Prefix) error
+	// Firewall applies weft's firewall state.
+	Firewall() firewall.Applier
 }
 
 // Agent is one node's daemon.
@@ -69,7 +75,7 @@ type Agent struct {
 
 	mu        sync.Mutex // guards the fields below
 	leaseOK   bool
-	syncErr   error
+	syncErr   error // what the last sync could not apply (backend, firewall, subnet.env), joined
 	synced    bool
 	skipped   []string
 	own       lease.Lease
@@ -111,7 +117,7 @@ func (a *Agent) trigger() {
 // Run starts the agent and blocks until ctx ends. On return the data plane
 // is left in place, so a restart does not interrupt pod traffic.
 func (a *Agent) Run(ctx context.Context) error {
-	cfg, err := a.loadConfig(ctx)
+	cfg, kind, opts, err := a.loadConfig(ctx)
 	if err != nil {
 		return err
 	}
@@ -123,10 +129,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("find the underlay interface: %w", err)
 	}
 	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "mtu", u.MTU)
-	be, err := a.p.Backend(cfg, u, a.o.ReadOnly, a.log)
+	be, err := a.p.Backend(ctx, kind, opts, backend.Env{Underlay: u, ReadOnly: a.o.ReadOnly, Log: a.log})
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := be.Close(); err != nil {
+			a.log.Warn("close the backend", "err", err)
+		}
+	}()
 	if c, ok := be.(prometheus.Collector); ok { // the backend's own counters
 		a.m.reg.MustRegister(c)
 	}
@@ -148,7 +159,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.p.EnableForwarding(); err != nil {
 		return err
 	}
-	env := subnetenv.Env{Network: cfg.IPv4.Network, Subnet: subnetenv.GatewayPrefix(own.Subnet), MTU: be.MTU(), IPMasq: a.o.IPMasq}
+	env := a.desire(cfg, be, own, nil).Env
 	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
 		return err
 	}
@@ -186,28 +197,31 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
-// loadConfig reads and validates the network config, waiting for the
-// store to become reachable but failing at once on a bad config.
-func (a *Agent) loadConfig(ctx context.Context) (*config.Config, error) {
+// loadConfig reads and validates the network config and the backend's
+// options, waiting for the store to become reachable but failing at once
+// on a bad config.
+func (a *Agent) loadConfig(ctx context.Context) (*config.Config, backend.Kind, backend.Options, error) {
 	var cfg *config.Config
+	var kind backend.Kind
+	var opts backend.Options
 	err := a.retry(ctx, "read the network config", func(ctx context.Context) (bool, error) {
 		doc, err := a.o.Store.Config(ctx)
 		if err != nil {
 			return errors.Is(err, lease.ErrNoConfig), err
 		}
-		cfg, err = config.Parse(doc)
+		cfg, kind, opts, err = table.Parse(doc)
 		return true, err
 	})
 	if err != nil {
-		return nil, err
+		return nil, kind, nil, err
 	}
 	if len(cfg.UnknownKeys) > 0 {
 		a.log.Warn("net-conf.json has keys weft does not know; they are ignored", "keys", cfg.UnknownKeys)
 	}
 	if cfg.BackendDefaulted {
-		a.log.Warn("net-conf.json has no Backend: using udp as flannel does; vxlan is recommended")
+		a.log.Warn("net-conf.json has no Backend: using " + table.Default + " as flannel does; " + table.Recommended + " is recommended")
 	}
-	return cfg, nil
+	return cfg, kind, opts, nil
 }
 
 // acquire leases a subnet, retrying while the store is unreachable; a full
@@ -355,7 +369,10 @@ func (a *Agent) markReady(ctx context.Context) bool {
 	return true
 }
 
-// sync derives the desired state from all leases and applies it.
+// sync is one level-triggered pass: list the leases (taking this node's
+// back if it is gone), compute the desired state, apply it (backend,
+// firewall, subnet.env) and report. Each part is applied even when another
+// failed; the error says which did not apply.
 func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, env *subnetenv.Env) (err error) {
 	start := time.Now()
 	defer func() {
@@ -390,10 +407,6 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		}
 		if l.Subnet != own.Subnet {
 			a.log.Error("this node's subnet changed: pods keep their old addresses until recreated", "old", own.Subnet, "new", l.Subnet)
-			env.Subnet = subnetenv.GatewayPrefix(l.Subnet)
-			if err := subnetenv.Write(a.o.SubnetFile, *env); err != nil {
-				return err
-			}
 		}
 		a.mu.Lock()
 		a.own, a.leaseOK = l, true
@@ -401,19 +414,29 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		own = l
 		leases = append(leases, l)
 	}
-	st := backend.NodeState{Network: cfg.IPv4.Network, Own: own}
-	for _, l := range leases {
-		if l.Key() != own.Key() {
-			st.Peers = append(st.Peers, l)
+	d := a.desire(cfg, be, own, leases)
+	rep, beErr := be.Apply(ctx, d.Node)
+	if beErr != nil {
+		beErr = fmt.Errorf("backend: %w", beErr)
+	}
+	// The firewall does not depend on the peers: it is applied even when
+	// the backend could not program some of them.
+	fwErr := a.p.Firewall().Apply(ctx, d.Firewall)
+	if fwErr != nil {
+		fwErr = fmt.Errorf("firewall: %w", fwErr)
+	}
+	var envErr error
+	if d.Env != *env {
+		if envErr = subnetenv.Write(a.o.SubnetFile, d.Env); envErr == nil {
+			*env = d.Env
 		}
 	}
-	rep, err := be.Apply(ctx, st)
 	a.m.applied.WithLabelValues("add").Add(float64(rep.Added))
 	a.m.applied.WithLabelValues("remove").Add(float64(rep.Removed))
 	a.m.leases.Set(float64(len(leases)))
 	a.m.skipped.Set(float64(len(rep.Skipped)))
 	if rep.Added+rep.Removed > 0 {
-		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(st.Peers))
+		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(d.Node.Peers))
 	}
 	a.mu.Lock()
 	if !slices.Equal(a.skipped, rep.Skipped) {
@@ -421,12 +444,15 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 			a.log.Warn("peer skipped", "peer", s)
 		}
 	}
-	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(st.Peers)
+	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(d.Node.Peers)
 	a.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	return a.p.Masquerade(a.o.IPMasq, cfg.IPv4.Network, own.Subnet)
+	return errors.Join(beErr, fwErr, envErr)
+}
+
+// desire is Desire with this agent's options.
+func (a *Agent) desire(cfg *config.Config, be backend.Backend, own lease.Lease, leases []lease.Lease) Desired {
+	return Desire(Inputs{Network: cfg.IPv4.Network, Own: own, Leases: leases, MTU: be.MTU(),
+		IPMasq: a.o.IPMasq, ForwardRules: a.o.ForwardRules})
 }
 
 // Status is what /readyz reports.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/firewall"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/leasetest"
 )
@@ -24,7 +26,10 @@ type fakePlatform struct {
 	mu       sync.Mutex // guards the fields below
 	calls    []string
 	states   []backend.NodeState
-	failNext int // Apply fails this many more times
+	failNext int              // Apply fails this many more times
+	fw       []firewall.State // every state the firewall was given
+	fwFail   int              // the firewall fails this many more times
+	closed   bool             // the backend was closed
 }
 
 func (f *fakePlatform) record(c string) {
@@ -33,22 +38,42 @@ func (f *fakePlatform) record(c string) {
 	f.calls = append(f.calls, c)
 }
 
-func (f *fakePlatform) Underlay(string, netip.Addr) (backend.Underlay, error) {
+func (f *fakePlatform) Underlay(string, netip.Addr) (kernel.Underlay, error) {
 	f.record("underlay")
-	return backend.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), MTU: 1500,
+	return kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), MTU: 1500,
 		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, nil
 }
 
-func (f *fakePlatform) Backend(cfg *config.Config, u backend.Underlay, _ bool, _ *slog.Logger) (backend.Backend, error) {
-	f.record("backend")
+func (f *fakePlatform) Backend(_ context.Context, k backend.Kind, _ backend.Options, _ backend.Env) (backend.Backend, error) {
+	f.record("backend " + k.Type)
 	return fakeBackend{f}, nil
 }
 
 func (f *fakePlatform) EnableForwarding() error { f.record("forwarding"); return nil }
 
-func (f *fakePlatform) Masquerade(on bool, n, s netip.Prefix) error {
-	f.record("masquerade")
+func (f *fakePlatform) Firewall() firewall.Applier { return fakeFirewall{f} }
+
+// fakeFirewall records the states the agent applies.
+type fakeFirewall struct{ f *fakePlatform }
+
+func (w fakeFirewall) Apply(_ context.Context, s firewall.State) error {
+	w.f.mu.Lock()
+	defer w.f.mu.Unlock()
+	w.f.fw = append(w.f.fw, s)
+	if w.f.fwFail > 0 {
+		w.f.fwFail--
+		return errors.New("injected firewall failure")
+	}
 	return nil
+}
+
+func (f *fakePlatform) lastFirewall() (firewall.State, int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.fw) == 0 {
+		return firewall.State{}, 0
+	}
+	return f.fw[len(f.fw)-1], len(f.fw)
 }
 
 func (f *fakePlatform) lastState() (backend.NodeState, int) {
@@ -74,6 +99,12 @@ func (b fakeBackend) Apply(ctx context.Context, st backend.NodeState) (backend.R
 	}
 	return backend.Report{Added: len(st.Peers)}, nil
 }
+func (b fakeBackend) Close() error {
+	b.f.mu.Lock()
+	defer b.f.mu.Unlock()
+	b.f.closed = true
+	return nil
+}
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
@@ -89,7 +120,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func start(t *testing.T, store lease.Store, p Platform, subnetFile string) (*Agent, context.CancelFunc, chan error) {
 	t.Helper()
-	a := New(Options{Store: store, SubnetFile: subnetFile, IPMasq: true, Resync: time.Hour, Log: quiet()}, p)
+	a := New(Options{Store: store, SubnetFile: subnetFile, IPMasq: true, ForwardRules: true, Resync: time.Hour, Log: quiet()}, p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
@@ -215,4 +246,44 @@ func TestFullNetworkFails(t *testing.T) {
 	if !errors.Is(err, lease.ErrNoFreeSubnet) || !strings.Contains(err.Error(), "10.244.0.0/16") {
 		t.Fatalf("error %v does not say the network is out of subnets", err)
 	}
+}
+
+// A backend that cannot program a peer does not keep the firewall from
+// being applied, and the firewall failing does not keep the peers from
+// being programmed; the status says which part failed.
+func TestFirewallAppliedWhenTheBackendFails(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := &fakePlatform{failNext: 1000}
+	a, cancel, _ := start(t, m, p, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "a failed sync", func() bool { return strings.Contains(a.Status().SyncErr, "injected kernel failure") })
+	st, n := p.lastFirewall()
+	if n == 0 || !st.Has(firewall.PartMasquerade, firewall.IPv4) || !st.Has(firewall.PartForward, firewall.IPv4) {
+		t.Fatalf("firewall not applied while the backend fails: %d states, last %+v", n, st)
+	}
+	if s := a.Status(); s.Ready || !strings.Contains(s.SyncErr, "backend:") || strings.Contains(s.SyncErr, "firewall:") {
+		t.Errorf("status does not say the backend failed and the firewall did not: %+v", s)
+	}
+	p.mu.Lock()
+	p.failNext, p.fwFail = 0, 1000
+	p.mu.Unlock()
+	a.trigger()
+	eventually(t, "the firewall's failure reported", func() bool {
+		s := a.Status()
+		return strings.Contains(s.SyncErr, "firewall: injected") && !strings.Contains(s.SyncErr, "backend:")
+	})
+	if _, n := p.lastState(); n == 0 {
+		t.Error("the backend was not applied")
+	}
+	p.mu.Lock()
+	p.fwFail = 0
+	p.mu.Unlock()
+	a.trigger()
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	cancel()
+	eventually(t, "the backend closed when the agent stopped", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.closed
+	})
 }

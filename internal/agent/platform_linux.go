@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -10,53 +11,49 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/backend/hostgw"
-	"github.com/weftnet/weft/internal/backend/udp"
-	"github.com/weftnet/weft/internal/backend/vxlan"
-	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/firewall"
+	"github.com/weftnet/weft/internal/kernel"
 )
 
-// Linux is the Platform of a Linux node: netlink in the agent's own
-// network namespace.
+// Linux is the Platform of a Linux node: netlink and nftables in the
+// agent's own network namespace.
 type Linux struct {
-	h  *netlink.Handle
-	fw *firewall.Firewall
+	k  kernel.Kernel
+	fw firewall.Applier
 }
 
 var _ Platform = (*Linux)(nil)
 
-// NewLinux opens netlink and nftables in the current namespace.
-func NewLinux() (*Linux, error) {
+// NewLinux opens netlink and nftables in the current namespace. The
+// firewall places the iptables chains of the parts it is given (the
+// Forward part's accepts in iptables' FORWARD chain) when the node has
+// iptables; Options.ForwardRules decides whether there is such a part.
+func NewLinux(log *slog.Logger) (*Linux, error) {
 	h, err := netlink.NewHandle()
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)
 	}
-	fw, err := firewall.New(-1)
+	fw, err := firewall.New(firewall.Options{Log: log, IPTablesForward: true})
 	if err != nil {
+		h.Close()
 		return nil, err
 	}
-	return &Linux{h: h, fw: fw}, nil
+	return &Linux{k: kernel.NewNetlink(h), fw: fw}, nil
 }
 
 // Underlay implements Platform.
-func (l *Linux) Underlay(iface string, publicIP netip.Addr) (backend.Underlay, error) {
-	return backend.FindUnderlay(l.h, iface, publicIP)
+func (l *Linux) Underlay(iface string, publicIP netip.Addr) (kernel.Underlay, error) {
+	return kernel.FindUnderlay(l.k, iface, publicIP)
 }
 
 // Backend implements Platform.
-func (l *Linux) Backend(cfg *config.Config, u backend.Underlay, readOnly bool, log *slog.Logger) (backend.Backend, error) {
-	switch cfg.Backend.Type {
-	case config.BackendVXLAN:
-		return vxlan.New(l.h, cfg.Backend, u, readOnly, log)
-	case config.BackendHostGW:
-		return hostgw.New(l.h, u), nil
-	case config.BackendUDP:
-		return udp.New(l.h, cfg.Backend, u, log), nil
-	default:
-		return nil, fmt.Errorf("net-conf.json: Backend.Type: %q is not available; use vxlan, host-gw or udp", cfg.Backend.Type)
-	}
+func (l *Linux) Backend(ctx context.Context, k backend.Kind, opts backend.Options, env backend.Env) (backend.Backend, error) {
+	env.Kernel = l.k
+	return k.New(ctx, env, opts)
 }
+
+// Firewall implements Platform.
+func (l *Linux) Firewall() firewall.Applier { return l.fw }
 
 // EnableForwarding is `sysctl -w net.ipv4.ip_forward=1` for this
 // namespace. It writes only when needed: in a container /proc/sys is
@@ -69,12 +66,4 @@ func (l *Linux) EnableForwarding() error {
 		return fmt.Errorf("enable IPv4 forwarding (set net.ipv4.ip_forward=1 on the node, or run the agent with write access to /proc/sys): %w", err)
 	}
 	return nil
-}
-
-// Masquerade implements Platform.
-func (l *Linux) Masquerade(on bool, network, subnet netip.Prefix) error {
-	if !on {
-		return l.fw.Delete(network)
-	}
-	return l.fw.Apply(network, firewall.Rules(network, subnet))
 }

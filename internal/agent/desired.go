@@ -1,0 +1,56 @@
+package agent
+
+import (
+	"net/netip"
+
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/firewall"
+	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/subnetenv"
+)
+
+// Inputs are everything a node's desired state depends on. (Policies and
+// BGP peers join them later.)
+type Inputs struct {
+	Network netip.Prefix  // the cluster network
+	Own     lease.Lease   // this node's lease
+	Leases  []lease.Lease // every lease in the store; Own may be among them
+	MTU     int           // the pod MTU over the backend
+	// IPMasq: masquerade pods' traffic leaving the cluster network.
+	IPMasq bool
+	// ForwardRules: accept forwarded traffic from and to the cluster
+	// network, also where the host's firewall drops forwarding by default.
+	ForwardRules bool
+}
+
+// Desired is the whole desired state of a node: what the backend programs,
+// weft's firewall, and subnet.env for the CNI plugin.
+type Desired struct {
+	Node     backend.NodeState
+	Firewall firewall.State
+	Env      subnetenv.Env
+}
+
+// Desire computes the desired state. It is pure: the same inputs give the
+// same state, and nothing is read from or written to the node.
+func Desire(in Inputs) Desired {
+	d := Desired{
+		Node: backend.NodeState{Network: in.Network, Own: in.Own},
+		Env: subnetenv.Env{Network: in.Network, Subnet: subnetenv.GatewayPrefix(in.Own.Subnet),
+			MTU: in.MTU, IPMasq: in.IPMasq},
+	}
+	for _, l := range in.Leases {
+		if l.Key() != in.Own.Key() {
+			d.Node.Peers = append(d.Node.Peers, l)
+		}
+	}
+	var parts []firewall.Part
+	if in.IPMasq {
+		parts = append(parts, firewall.Masquerade(in.Network, in.Own.Subnet))
+	}
+	if in.ForwardRules {
+		parts = append(parts, firewall.Forward(in.Network))
+	}
+	d.Firewall = firewall.NewState(parts...)
+	return d
+}
