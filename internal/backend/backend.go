@@ -17,10 +17,6 @@ import (
 	"github.com/weftnet/weft/internal/lease"
 )
 
-// Underlay is the interface node-to-node traffic uses, as
-// kernel.FindUnderlay reads it: backends take it from Env.
-type Underlay = kernel.Underlay
-
 // NodeState is the whole desired state handed to a backend.
 type NodeState struct {
 	Network netip.Prefix  // the cluster network
@@ -101,7 +97,7 @@ type Env struct {
 	// Kernel is the node's kernel: kernel.NewNetlink(handle) on a node,
 	// a kerneltest.Fake in tests.
 	Kernel   kernel.Kernel
-	Underlay Underlay
+	Underlay kernel.Underlay
 	// ReadOnly is set when the store publishes nothing of this node, so
 	// peers' backend data must follow from their addresses.
 	ReadOnly bool
@@ -141,7 +137,7 @@ func (r RawCommon) Resolve() (Common, error) {
 
 // InnerMTU is the MTU pods get over a backend that adds overhead bytes to
 // each packet: the configured MTU, else the underlay's, less the overhead.
-func InnerMTU(u Underlay, configured, overhead int) int {
+func InnerMTU(u kernel.Underlay, configured, overhead int) int {
 	mtu := u.MTU
 	if configured > 0 {
 		mtu = configured

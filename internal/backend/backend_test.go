@@ -5,6 +5,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -48,7 +49,7 @@ func TestPeersOf(t *testing.T) {
 }
 
 func TestInnerMTU(t *testing.T) {
-	u := Underlay{MTU: 9000}
+	u := kernel.Underlay{MTU: 9000}
 	if got := InnerMTU(u, 0, 50); got != 8950 {
 		t.Errorf("from the underlay: %d", got)
 	}

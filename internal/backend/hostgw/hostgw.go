@@ -15,13 +15,13 @@ import (
 // Backend is the host-gw backend.
 type Backend struct {
 	k kernel.Kernel
-	u backend.Underlay
+	u kernel.Underlay
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
 // New returns the backend; it touches nothing until Apply.
-func New(k kernel.Kernel, u backend.Underlay) *Backend { return &Backend{k: k, u: u} }
+func New(k kernel.Kernel, u kernel.Underlay) *Backend { return &Backend{k: k, u: u} }
 
 // newBackend is Kind.New.
 func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
@@ -46,7 +46,7 @@ func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Repo
 }
 
 // Plan computes the routes for st's host-gw peers on underlay u.
-func Plan(st backend.NodeState, u backend.Underlay) (kernel.Plan, []string) {
+func Plan(st backend.NodeState, u kernel.Underlay) (kernel.Plan, []string) {
 	var p kernel.Plan
 	var skipped []string
 	for _, peer := range st.PeersOf(Type) {

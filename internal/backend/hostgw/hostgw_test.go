@@ -14,7 +14,7 @@ import (
 )
 
 func TestPlanSkipsPeersThatAreNotOnLink(t *testing.T) {
-	u := backend.Underlay{Name: "eth0", LinkIndex: 2, OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
 	mk := func(subnet, ip, typ string) lease.Lease {
 		return lease.Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ}}
 	}

@@ -44,7 +44,7 @@ func (e *fakeEnds) opened() int {
 func onFake(t *testing.T, ctx context.Context) (*Backend, *kerneltest.Fake, *fakeEnds) {
 	t.Helper()
 	f := kerneltest.New()
-	b := New(ctx, f, Options{Common: backend.Common{Port: 8285}}, backend.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := New(ctx, f, Options{Common: backend.Common{Port: 8285}}, kernel.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ends := &fakeEnds{}
 	b.openTUN = func(name string, mtu int) (tun.Device, error) {
 		f.AddDevice(kernel.Link{Name: name, Kind: kernel.KindTUN, MTU: mtu}) // as tun.CreateTUN leaves it

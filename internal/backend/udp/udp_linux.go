@@ -32,7 +32,7 @@ const offset = 16
 type Backend struct {
 	k   kernel.Kernel
 	cfg Options
-	u   backend.Underlay
+	u   kernel.Underlay
 	log *slog.Logger
 	// life is the backend's lifetime: the data path's goroutines end with
 	// it, or on Close.
@@ -65,7 +65,7 @@ var errClosed = errors.New("udp: the backend is closed")
 
 // New prepares the backend; it touches nothing until Apply. The data path
 // it starts then ends when ctx ends, or on Close.
-func New(ctx context.Context, k kernel.Kernel, cfg Options, u backend.Underlay, log *slog.Logger) *Backend {
+func New(ctx context.Context, k kernel.Kernel, cfg Options, u kernel.Underlay, log *slog.Logger) *Backend {
 	b := &Backend{k: k, cfg: cfg, u: u, log: log, life: ctx, openTUN: tun.CreateTUN}
 	b.openBind = func() conn.Bind { return newSocket(conn.IdealBatchSize, &b.stats.malformed, b.log) }
 	// A goroutine blocked in read(2) sees no context: closing the device

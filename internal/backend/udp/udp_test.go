@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -49,7 +50,7 @@ func state() backend.NodeState {
 // harness runs the real data path over an in-memory TUN and socket.
 func harness(t *testing.T, tunBatch, udpBatch int) (*Backend, *fakeTUN, *fakeBind) {
 	t.Helper()
-	b := New(t.Context(), nil, Options{Common: backend.Common{Port: 8285}}, backend.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := New(t.Context(), nil, Options{Common: backend.Common{Port: 8285}}, kernel.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	dev, bind := newFakeTUN(tunBatch), newFakeBind(udpBatch)
 	fns, _, _ := bind.Open(8285)
 	if !b.run(dev, 0, bind, fns, ownSubnet) {

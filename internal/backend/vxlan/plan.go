@@ -47,7 +47,7 @@ func MACFor(ip netip.Addr) string {
 // Plan computes the kernel entries for the peers in st. dev is the vxlan
 // device's link index. Peers of another backend type, or with unusable
 // backend data, are skipped and named in the second result.
-func Plan(st backend.NodeState, dev int, u backend.Underlay, m Mode) (kernel.Plan, []string) {
+func Plan(st backend.NodeState, dev int, u kernel.Underlay, m Mode) (kernel.Plan, []string) {
 	var p kernel.Plan
 	var skipped []string
 	for _, peer := range st.PeersOf(Type) {
@@ -86,6 +86,6 @@ func peerMAC(l lease.Lease) (string, error) {
 // Scope is what the vxlan backend owns: routes into the cluster network on
 // the device and (for DirectRouting) on the underlay, and all permanent
 // neighbour and FDB entries on the device.
-func Scope(network, own netip.Prefix, dev int, u backend.Underlay) kernel.Scope {
+func Scope(network, own netip.Prefix, dev int, u kernel.Underlay) kernel.Scope {
 	return kernel.Scope{Network: network, Own: own, RouteLinks: []int{dev, u.LinkIndex}, NeighLinks: []int{dev}}
 }

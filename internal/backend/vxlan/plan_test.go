@@ -14,7 +14,7 @@ func peer(subnet, ip, typ, data string) lease.Lease {
 }
 
 func TestPlan(t *testing.T) {
-	u := backend.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
 	st := backend.NodeState{
 		Network: netip.MustParsePrefix("10.244.0.0/16"),
 		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`),
@@ -55,7 +55,7 @@ func TestPlanDerivedMAC(t *testing.T) {
 	if got := MACFor(netip.MustParseAddr("192.0.2.12")); got != "0e:77:c0:00:02:0c" {
 		t.Fatalf("MACFor = %s", got)
 	}
-	u := backend.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1")}
+	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1")}
 	st := backend.NodeState{
 		Network: netip.MustParsePrefix("10.244.0.0/16"),
 		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", ``),

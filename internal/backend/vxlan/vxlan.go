@@ -18,7 +18,7 @@ import (
 type Backend struct {
 	k   kernel.Kernel
 	cfg Options
-	u   backend.Underlay
+	u   kernel.Underlay
 	mac string // the VTEP MAC, kept across restarts by reusing the device
 	log *slog.Logger
 	// derived: every VTEP MAC, this node's too, is MACFor its address.
@@ -31,7 +31,7 @@ var _ backend.Backend = (*Backend)(nil)
 // an existing device (peers hold it), or picks a new one; with derivedMAC,
 // the MAC is MACFor the underlay address. The device is created by the
 // first Apply, after the lease is held.
-func New(k kernel.Kernel, cfg Options, u backend.Underlay, derivedMAC bool, log *slog.Logger) (*Backend, error) {
+func New(k kernel.Kernel, cfg Options, u kernel.Underlay, derivedMAC bool, log *slog.Logger) (*Backend, error) {
 	b := &Backend{k: k, cfg: cfg, u: u, log: log, derived: derivedMAC}
 	if derivedMAC {
 		b.mac = MACFor(u.Addr)

@@ -17,7 +17,7 @@ import (
 )
 
 // underlay makes eth0 (a veth; this kernel may lack dummy links) with 192.0.2.1/24 in a fresh namespace.
-func underlay(t *testing.T) (*netlink.Handle, backend.Underlay) {
+func underlay(t *testing.T) (*netlink.Handle, kernel.Underlay) {
 	t.Helper()
 	name := netnstest.New(t)
 	h, err := netns.Handle(name)
