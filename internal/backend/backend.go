@@ -117,6 +117,18 @@ type RawCommon struct {
 	Port *int
 }
 
+// DecodeOptions decodes a backend's Backend object (nil: none was given)
+// into raw, a pointer to a struct of pointer fields that embeds RawCommon,
+// and returns the validated common options.
+func DecodeOptions(data json.RawMessage, raw interface{ Resolve() (Common, error) }) (Common, error) {
+	if data != nil {
+		if err := config.DecodeBackend(data, raw); err != nil {
+			return Common{}, err
+		}
+	}
+	return raw.Resolve()
+}
+
 // Resolve validates MTU and Port.
 func (r RawCommon) Resolve() (Common, error) {
 	var c Common

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 )
 
 // Type is the host-gw backend's Backend.Type.
@@ -20,12 +19,7 @@ type Options struct{}
 // Parse reads host-gw's Backend object.
 func Parse(raw json.RawMessage) (backend.Options, error) {
 	var r struct{ backend.RawCommon }
-	if raw != nil {
-		if err := config.DecodeBackend(raw, &r); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := r.Resolve(); err != nil {
+	if _, err := backend.DecodeOptions(raw, &r); err != nil {
 		return nil, err
 	}
 	return Options{}, nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/weftnet/weft/internal/backend"
-	"github.com/weftnet/weft/internal/config"
 )
 
 // Type is the udp backend's Backend.Type; flannel's default when
@@ -23,12 +22,7 @@ type Options struct {
 // Parse reads udp's Backend object: Port (default 8285) and MTU.
 func Parse(raw json.RawMessage) (backend.Options, error) {
 	var r struct{ backend.RawCommon }
-	if raw != nil {
-		if err := config.DecodeBackend(raw, &r); err != nil {
-			return nil, err
-		}
-	}
-	c, err := r.Resolve()
+	c, err := backend.DecodeOptions(raw, &r)
 	if err != nil {
 		return nil, err
 	}

@@ -33,12 +33,7 @@ func Parse(raw json.RawMessage) (backend.Options, error) {
 		Learning      *bool
 		DirectRouting *bool
 	}
-	if raw != nil {
-		if err := config.DecodeBackend(raw, &r); err != nil {
-			return nil, err
-		}
-	}
-	c, err := r.Resolve()
+	c, err := backend.DecodeOptions(raw, &r)
 	if err != nil {
 		return nil, err
 	}
