@@ -50,8 +50,6 @@ type Options struct {
 	// ReadOnly is set when the store publishes nothing (read-only
 	// Kubernetes mode): backend data is derived from node addresses.
 	ReadOnly bool
-	// Ready, if set, is called once the first sync has succeeded.
-	Ready func()
 }
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
@@ -326,7 +324,6 @@ func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Bac
 		}
 		a.mu.Lock()
 		a.syncErr = err
-		first := err == nil && !a.synced
 		if err == nil {
 			a.synced = true
 		}
@@ -338,9 +335,6 @@ func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Bac
 			continue
 		}
 		backoff = 200 * time.Millisecond
-		if first && a.o.Ready != nil {
-			a.o.Ready()
-		}
 		if !marked {
 			marked = a.markReady(ctx)
 		}
