@@ -15,9 +15,12 @@ type Device struct {
 	VXLAN VXLAN  // KindVXLAN: the attributes the device must have
 	MTU   int    // 0 leaves the MTU as it is
 	MAC   string // KindVXLAN: canonical form; "" keeps the device's own
-	// Addrs is the exact set of addresses the device must hold; any other
-	// is removed, except IPv6 link-local ones while NoIPv6AddrGen is false
-	// (the kernel generates those).
+	// Addrs is the exact set of addresses the device must hold in each
+	// family they are of: any other address of that family is removed,
+	// except IPv6 link-local ones while NoIPv6AddrGen is false (the kernel
+	// generates those). Addresses of other families are left alone, as
+	// flannel leaves them (it manages IPv4 on flannel.1, IPv6 on its own
+	// device).
 	Addrs []netip.Prefix
 	// NoIPv6AddrGen turns off IPv6 link-local addresses (`addrgenmode
 	// none`), for a device that carries IPv4 only: no router solicitations.
@@ -101,8 +104,18 @@ func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
 	// its network with it (unless promote_secondaries is set), so a new
 	// own subnet added first, in the old one's network (udp's 10.244.7.0/16
 	// after 10.244.3.0/16), would vanish with the old address.
+	family := map[bool]bool{} // Is4 -> the device's addresses of that family are d.Addrs
+	for _, p := range d.Addrs {
+		family[p.Addr().Is4()] = true
+	}
+	owned := func(p netip.Prefix) bool {
+		if isIPv6LinkLocal(p) {
+			return d.NoIPv6AddrGen
+		}
+		return family[p.Addr().Is4()]
+	}
 	for _, p := range have {
-		if !slices.Contains(d.Addrs, p) && (d.NoIPv6AddrGen || !isIPv6LinkLocal(p)) {
+		if !slices.Contains(d.Addrs, p) && owned(p) {
 			writes = append(writes, func() error { return k.DeleteAddr(Addr{Link: l.Index, Prefix: p}) })
 		}
 	}

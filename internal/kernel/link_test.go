@@ -45,6 +45,9 @@ func TestEnsureLinkRepairsADeviceChangedByHand(t *testing.T) {
 	must(t, f.DeleteAddr(kernel.Addr{Link: idx, Prefix: p("10.244.3.0/32")}))
 	must(t, f.ReplaceAddr(kernel.Addr{Link: idx, Prefix: p("10.244.99.1/24")}))
 	must(t, f.ReplaceAddr(kernel.Addr{Link: idx, Prefix: p("fe80::c77:c0ff:fe00:20b/64")}))
+	// An IPv6 address of the operator's: the device's IPv6 is not weft's
+	// (its Addrs are IPv4 only), so it stays too.
+	must(t, f.ReplaceAddr(kernel.Addr{Link: idx, Prefix: p("2001:db8::11/64")}))
 	f.Writes()
 	again, err := kernel.EnsureLink(ctx, f, d)
 	must(t, err)
