@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	publicIP := fs.String("public-ip", "", "this node's underlay address (default: the interface's)")
 	subnetFile := fs.String("subnet-file", subnetenv.DefaultPath, "where to write subnet.env")
 	ipMasq := fs.Bool("ip-masq", false, "masquerade traffic from pods to outside the cluster network")
-	iptablesForward := fs.Bool("iptables-forward-rules", true, "also accept the cluster network's traffic in iptables' FORWARD chain, as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic")
+	iptablesForward := fs.Bool("iptables-forward-rules", true, "accept forwarded traffic from and to the cluster network, in weft's nftables table and, where the node has iptables, in iptables' FORWARD chain (chain WEFT-FWD), as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic; false removes both")
 	ttl := fs.Duration("subnet-lease-ttl", 24*time.Hour, "TTL of this node's lease")
 	margin := fs.Duration("subnet-lease-renew-margin", time.Hour, "renew the lease this long before it expires")
 	resync := fs.Duration("resync-interval", 30*time.Second, "full resync of the kernel with the leases at least this often")
@@ -144,6 +144,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer plat.Close()
 	a := agent.New(agent.Options{
 		Store: store, Iface: *iface, PublicIP: pip, SubnetFile: *subnetFile, IPMasq: *ipMasq,
 		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,

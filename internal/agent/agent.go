@@ -187,7 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	g.Go(func() error { return a.o.Store.Watch(ctx, a.trigger) })
 	g.Go(func() error { return a.renewLoop(ctx, req) })
-	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req, env) })
+	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req) })
 	err = g.Wait()
 	if ctx.Err() != nil && err == nil {
 		a.log.Info("stopping; the data plane stays in place")
@@ -302,7 +302,7 @@ func (a *Agent) renewLoop(ctx context.Context, req lease.Request) error {
 	}
 }
 
-func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, env subnetenv.Env) error {
+func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request) error {
 	tick := time.NewTicker(a.o.Resync)
 	defer tick.Stop()
 	a.trigger()
@@ -318,7 +318,7 @@ func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Bac
 		case <-tick.C:
 		case <-retry.C:
 		}
-		err := a.sync(ctx, cfg, be, req, &env)
+		err := a.sync(ctx, cfg, be, req)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -367,7 +367,7 @@ func (a *Agent) markReady(ctx context.Context) bool {
 // back if it is gone), compute the desired state, apply it (backend,
 // firewall, subnet.env) and report. Each part is applied even when another
 // failed; the error says which did not apply.
-func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, env *subnetenv.Env) (err error) {
+func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request) (err error) {
 	start := time.Now()
 	defer func() {
 		a.m.syncDuration.Observe(time.Since(start).Seconds())
@@ -419,11 +419,11 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 	if fwErr != nil {
 		fwErr = fmt.Errorf("firewall: %w", fwErr)
 	}
+	// subnet.env is read back every time (a few hundred bytes), so that
+	// a file removed or edited by hand is put right like the rest.
 	var envErr error
-	if d.Env != *env {
-		if envErr = subnetenv.Write(a.o.SubnetFile, d.Env); envErr == nil {
-			*env = d.Env
-		}
+	if cur, err := subnetenv.Read(a.o.SubnetFile); err != nil || cur != d.Env {
+		envErr = subnetenv.Write(a.o.SubnetFile, d.Env)
 	}
 	a.m.applied.WithLabelValues("add").Add(float64(rep.Added))
 	a.m.applied.WithLabelValues("remove").Add(float64(rep.Removed))

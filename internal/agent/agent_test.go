@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/firewall"
+	"github.com/weftnet/weft/internal/firewall/firewalltest"
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/leasetest"
@@ -26,10 +28,9 @@ type fakePlatform struct {
 	mu       sync.Mutex // guards the fields below
 	calls    []string
 	states   []backend.NodeState
-	failNext int              // Apply fails this many more times
-	fw       []firewall.State // every state the firewall was given
-	fwFail   int              // the firewall fails this many more times
-	closed   bool             // the backend was closed
+	failNext int // Apply fails this many more times
+	fw       firewalltest.Fake
+	closed   bool // the backend was closed
 }
 
 func (f *fakePlatform) record(c string) {
@@ -51,30 +52,7 @@ func (f *fakePlatform) Backend(_ context.Context, k backend.Kind, _ backend.Opti
 
 func (f *fakePlatform) EnableForwarding() error { f.record("forwarding"); return nil }
 
-func (f *fakePlatform) Firewall() firewall.Applier { return fakeFirewall{f} }
-
-// fakeFirewall records the states the agent applies.
-type fakeFirewall struct{ f *fakePlatform }
-
-func (w fakeFirewall) Apply(_ context.Context, s firewall.State) error {
-	w.f.mu.Lock()
-	defer w.f.mu.Unlock()
-	w.f.fw = append(w.f.fw, s)
-	if w.f.fwFail > 0 {
-		w.f.fwFail--
-		return errors.New("injected firewall failure")
-	}
-	return nil
-}
-
-func (f *fakePlatform) lastFirewall() (firewall.State, int) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if len(f.fw) == 0 {
-		return firewall.State{}, 0
-	}
-	return f.fw[len(f.fw)-1], len(f.fw)
-}
+func (f *fakePlatform) Firewall() firewall.Applier { return &f.fw }
 
 func (f *fakePlatform) lastState() (backend.NodeState, int) {
 	f.mu.Lock()
@@ -257,16 +235,31 @@ func TestFirewallAppliedWhenTheBackendFails(t *testing.T) {
 	p := &fakePlatform{failNext: 1000}
 	a, cancel, _ := start(t, m, p, filepath.Join(t.TempDir(), "subnet.env"))
 	eventually(t, "a failed sync", func() bool { return strings.Contains(a.Status().SyncErr, "injected kernel failure") })
-	st, n := p.lastFirewall()
-	if n == 0 || !st.Has(firewall.PartMasquerade, firewall.IPv4) || !st.Has(firewall.PartForward, firewall.IPv4) {
-		t.Fatalf("firewall not applied while the backend fails: %d states, last %+v", n, st)
+	txs := p.fw.Transactions()
+	if len(txs) == 0 {
+		t.Fatal("no firewall transaction while the backend fails")
+	}
+	subnet := a.Status().Subnet
+	for _, rule := range []string{
+		"ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random",
+		"ip saddr " + subnet + " ip daddr 10.244.0.0/16 return",
+		"ip saddr 10.244.0.0/16 accept",
+		"ip daddr 10.244.0.0/16 accept",
+	} {
+		if !strings.Contains(txs[0], rule) {
+			t.Errorf("the firewall transaction lacks %q:\n%s", rule, txs[0])
+		}
+	}
+	if chains, ok := p.fw.Chains(firewall.IPv4); !ok || !slices.Equal(chains, []string{"forward", "postrouting"}) {
+		t.Errorf("weft's table has chains %v (exists: %v)", chains, ok)
 	}
 	if s := a.Status(); s.Ready || !strings.Contains(s.SyncErr, "backend:") || strings.Contains(s.SyncErr, "firewall:") {
 		t.Errorf("status does not say the backend failed and the firewall did not: %+v", s)
 	}
 	p.mu.Lock()
-	p.failNext, p.fwFail = 0, 1000
+	p.failNext = 0
 	p.mu.Unlock()
+	p.fw.FailWith(errors.New("injected firewall failure"))
 	a.trigger()
 	eventually(t, "the firewall's failure reported", func() bool {
 		s := a.Status()
@@ -275,9 +268,7 @@ func TestFirewallAppliedWhenTheBackendFails(t *testing.T) {
 	if _, n := p.lastState(); n == 0 {
 		t.Error("the backend was not applied")
 	}
-	p.mu.Lock()
-	p.fwFail = 0
-	p.mu.Unlock()
+	p.fw.FailWith(nil)
 	a.trigger()
 	eventually(t, "ready", func() bool { return a.Status().Ready })
 	cancel()
@@ -286,4 +277,32 @@ func TestFirewallAppliedWhenTheBackendFails(t *testing.T) {
 		defer p.mu.Unlock()
 		return p.closed
 	})
+}
+
+// subnet.env is part of the desired state: removed or edited by hand, it
+// is written again at the next sync.
+func TestSubnetFileIsPutBack(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := &fakePlatform{}
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	a, _, _ := start(t, m, p, file)
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	want, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, change := range []func() error{
+		func() error { return os.Remove(file) },
+		func() error { return os.WriteFile(file, []byte("FLANNEL_NETWORK=10.99.0.0/16\n"), 0o644) },
+	} {
+		if err := change(); err != nil {
+			t.Fatal(err)
+		}
+		a.trigger()
+		eventually(t, "subnet.env put back", func() bool {
+			got, err := os.ReadFile(file)
+			return err == nil && string(got) == string(want)
+		})
+	}
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/weftnet/weft/internal/firewall"
@@ -43,11 +44,11 @@ func TestDesire(t *testing.T) {
 			t.Errorf("%s: %d firewall parts", tc.name, len(d.Firewall.Parts))
 		}
 	}
-	// The masquerade part is the one of this node's subnet.
-	d := Desire(Inputs{Network: network, Own: own, IPMasq: true})
-	want := firewall.NewState(firewall.Masquerade(network, own.Subnet))
-	if len(d.Firewall.Parts) != 1 || d.Firewall.Parts[0].Name != want.Parts[0].Name || len(d.Node.Peers) != 0 {
-		t.Errorf("own lease only: %+v", d)
+	// The parts are those of this network and this node's subnet.
+	d := Desire(Inputs{Network: network, Own: own, IPMasq: true, ForwardRules: true})
+	want := firewall.NewState(firewall.Masquerade(network, own.Subnet), firewall.Forward(network))
+	if !reflect.DeepEqual(d.Firewall, want) || len(d.Node.Peers) != 0 {
+		t.Errorf("own lease only: %+v, want firewall %+v", d, want)
 	}
 }
 

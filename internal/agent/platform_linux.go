@@ -18,8 +18,9 @@ import (
 // Linux is the Platform of a Linux node: netlink and nftables in the
 // agent's own network namespace.
 type Linux struct {
+	h  *netlink.Handle
 	k  kernel.Kernel
-	fw firewall.Applier
+	fw *firewall.Firewall
 }
 
 var _ Platform = (*Linux)(nil)
@@ -38,7 +39,16 @@ func NewLinux(log *slog.Logger) (*Linux, error) {
 		h.Close()
 		return nil, err
 	}
-	return &Linux{k: kernel.NewNetlink(h), fw: fw}, nil
+	return &Linux{h: h, k: kernel.NewNetlink(h), fw: fw}, nil
+}
+
+// Close releases the netlink handle and the firewall's descriptors; the
+// kernel state and the rules stay, so that pods keep their traffic while
+// no agent runs.
+func (l *Linux) Close() error {
+	err := l.fw.Close()
+	l.h.Close()
+	return err
 }
 
 // Underlay implements Platform.

@@ -21,9 +21,11 @@ type Options struct {
 	// line for each change written to iptables. Nil discards.
 	Log *slog.Logger
 	// IPTablesForward places the parts' iptables chains (the Forward part's
-	// WEFT-FWD) through the iptables binaries, as flanneld's
-	// --iptables-forward-rules (default true there and in the agent). Off,
-	// weft never runs iptables and leaves its chains as they are.
+	// WEFT-FWD) through the iptables binaries, and removes them when no
+	// part has them. The agent always sets it: its --iptables-forward-rules
+	// decides whether the state has a Forward part at all. Off (tests of
+	// the nftables side alone), weft never runs iptables and leaves its
+	// chains as they are.
 	IPTablesForward bool
 	// Namespace is a named network namespace (see internal/netns) to work
 	// in, for tests and the lab; "" is the caller's own. The iptables
