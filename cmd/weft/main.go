@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 
 	"github.com/weftnet/weft/cmd/internal/cmdline"
@@ -68,7 +69,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	switch args[0] {
 	case "agent":
-		return errors.New("the node agent is the weft-agent binary: run weft-agent with the same flags")
+		return execAgent(args[1:], stderr)
 	case "store":
 		return runStore(ctx, args[1:], stdout, stderr)
 	case "config":
@@ -98,3 +99,19 @@ var (
 	parse     = cmdline.Parse
 	newLogger = cmdline.Logger
 )
+
+// execAgent keeps `weft agent FLAGS`, as scripts and units written before
+// the node agent became its own binary say, working: it replaces this
+// process with the weft-agent beside it, with the same flags.
+func execAgent(args []string, stderr io.Writer) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("the node agent is the weft-agent binary: run weft-agent with the same flags (%w)", err)
+	}
+	path := filepath.Join(filepath.Dir(exe), "weft-agent")
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("the node agent is the weft-agent binary, which is not beside %s: build it with 'go build -o bin/ ./cmd/...' and run weft-agent with the same flags", exe)
+	}
+	fmt.Fprintf(stderr, "weft agent: the node agent is its own binary; running %s\n", path)
+	return syscall.Exec(path, append([]string{path}, args...), os.Environ())
+}

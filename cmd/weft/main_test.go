@@ -13,7 +13,9 @@ import (
 	"github.com/weftnet/weft/internal/etcdserver"
 )
 
-// TestAgentMoved: the node agent is its own binary; `weft agent` says so.
+// TestAgentMoved: the node agent is its own binary; `weft agent` runs the
+// weft-agent beside it, and says where it went when there is none (here:
+// beside the test binary).
 func TestAgentMoved(t *testing.T) {
 	var out, errb bytes.Buffer
 	err := run(context.Background(), []string{"agent", "--ip-masq"}, &out, &errb)

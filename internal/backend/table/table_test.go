@@ -99,6 +99,20 @@ func TestInvalid(t *testing.T) {
 	}
 }
 
+// Each backend reads only its own options, as flannel's backends do: a
+// key that belongs to another backend is ignored, whatever its value.
+// (Before the table, every backend's keys were type-checked for all.)
+func TestOtherBackendsKeysAreIgnored(t *testing.T) {
+	for _, doc := range []string{
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw","VNI":"x","DirectRouting":"yes"}}`,
+		`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","GBP":7,"Learning":"no"}}`,
+	} {
+		if _, _, _, err := Parse([]byte(doc)); err != nil {
+			t.Errorf("%s: %v", doc, err)
+		}
+	}
+}
+
 func TestDocument(t *testing.T) {
 	doc, err := Document("10.244.0.0/16", "vxlan", 0, map[string]any{"DirectRouting": true})
 	if err != nil || string(doc) != `{"Backend":{"DirectRouting":true,"Type":"vxlan"},"Network":"10.244.0.0/16"}` {
