@@ -27,6 +27,13 @@ type Device struct {
 	NoIPv6AddrGen bool
 }
 
+// Recreates reports whether EnsureLink deletes the existing link l and
+// creates the device anew: l is of another kind, or a vxlan device with
+// other attributes (the kernel changes none of them in place).
+func (d Device) Recreates(l Link) bool {
+	return l.Kind != d.Kind || l.VXLAN != d.VXLAN
+}
+
 // EnsureLink makes the device d describes exist with its kind, MTU, MAC,
 // addresses and up, and returns its index. It is level-triggered: it reads
 // the device and writes only what differs, so a device changed by hand (set
@@ -56,7 +63,7 @@ func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
 		return 0, err
 	case l.Kind != d.Kind && d.Kind != KindVXLAN:
 		return 0, fmt.Errorf("%s is a %s device, not %s; delete it (ip link del %s)", d.Name, l.Kind, d.Kind, d.Name)
-	case l.Kind != d.Kind || l.VXLAN != d.VXLAN:
+	case d.Recreates(l):
 		mac := d.MAC
 		if mac == "" {
 			mac = l.MAC

@@ -76,7 +76,7 @@ func (b *Backend) MTU() int {
 // Apply implements backend.Backend.
 func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
 	d := b.device(st.Own.Subnet)
-	if l, err := b.k.LinkByName(d.Name); err == nil && (l.Kind != d.Kind || l.VXLAN != d.VXLAN) {
+	if l, err := b.k.LinkByName(d.Name); err == nil && d.Recreates(l) {
 		b.log.Warn("vxlan device does not match the config; recreating it with the same MAC", "device", d.Name)
 	}
 	dev, err := kernel.EnsureLink(ctx, b.k, d)
