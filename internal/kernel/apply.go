@@ -6,20 +6,20 @@ import (
 )
 
 // Read returns the kernel's routes, and the neighbour and FDB entries of
-// scope.NeighLinks, that lie within scope.
+// scope.NeighDevs, that lie within scope.
 func Read(k Kernel, scope Scope) (Plan, error) {
 	var have Plan
 	var err error
 	if have.Routes, err = k.Routes(); err != nil {
 		return Plan{}, err
 	}
-	for _, link := range scope.NeighLinks {
-		neighs, err := k.Neighs(link)
+	for _, dev := range scope.NeighDevs {
+		neighs, err := k.Neighs(dev)
 		if err != nil {
 			return Plan{}, err
 		}
 		have.Neighs = append(have.Neighs, neighs...)
-		fdb, err := k.FDB(link)
+		fdb, err := k.FDB(dev)
 		if err != nil {
 			return Plan{}, err
 		}

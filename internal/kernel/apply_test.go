@@ -20,11 +20,11 @@ func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope k
 	must(t, err)
 	dev, _ = f.LinkByIndex(idx)
 	cni0 := f.AddDevice(kernel.Link{Name: "cni0", Kind: "bridge", MTU: 1450, MAC: "02:00:00:00:00:c0", Up: true})
-	must(t, f.ReplaceAddr(kernel.Addr{Link: cni0.Index, Prefix: p("10.244.3.1/24")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: cni0.Name, Prefix: p("10.244.3.1/24")}))
 	vx := func(subnet, gw, mac, node string) {
-		must(t, f.ReplaceFDB(kernel.FDB{MAC: mac, Dst: a(node), Link: dev.Index}))
-		must(t, f.ReplaceNeigh(kernel.Neigh{IP: a(gw), MAC: mac, Link: dev.Index}))
-		must(t, f.ReplaceRoute(kernel.Route{Dst: p(subnet), Gw: a(gw), Link: dev.Index, OnLink: true}))
+		must(t, f.ReplaceFDB(kernel.FDB{MAC: mac, Dst: a(node), Dev: dev.Name}))
+		must(t, f.ReplaceNeigh(kernel.Neigh{IP: a(gw), MAC: mac, Dev: dev.Name}))
+		must(t, f.ReplaceRoute(kernel.Route{Dst: p(subnet), Gw: a(gw), Dev: dev.Name, OnLink: true}))
 	}
 	vx("10.244.4.0/24", "10.244.4.0", "0e:00:00:00:00:04", "192.0.2.12") // stays as it is
 	vx("10.244.5.0/24", "10.244.5.0", "0e:00:00:00:00:15", "192.0.2.13") // its VTEP MAC changes
@@ -32,14 +32,14 @@ func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope k
 	// Out of scope, never touched: the own subnet (the CNI bridge's), the
 	// cluster network itself, a network outside it, another link's route
 	// into it, learnt neighbours, and entries on the underlay.
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.3.0/24"), Link: cni0.Index}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.0.0/16"), Gw: a("10.244.0.0"), Link: dev.Index, OnLink: true}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("203.0.113.0/24"), Gw: a("192.0.2.254"), Link: eth0.Index}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.8.0/24"), Gw: a("10.244.3.8"), Link: cni0.Index}))
-	f.AddLearnedNeigh(kernel.Neigh{IP: a("10.244.6.0"), MAC: "0e:00:00:00:00:06", Link: dev.Index})
-	must(t, f.ReplaceNeigh(kernel.Neigh{IP: a("192.0.2.99"), MAC: "02:00:00:00:00:99", Link: eth0.Index}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.3.0/24"), Dev: cni0.Name}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.0.0/16"), Gw: a("10.244.0.0"), Dev: dev.Name, OnLink: true}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("203.0.113.0/24"), Gw: a("192.0.2.254"), Dev: eth0.Name}))
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.8.0/24"), Gw: a("10.244.3.8"), Dev: cni0.Name}))
+	f.AddLearnedNeigh(kernel.Neigh{IP: a("10.244.6.0"), MAC: "0e:00:00:00:00:06", Dev: dev.Name})
+	must(t, f.ReplaceNeigh(kernel.Neigh{IP: a("192.0.2.99"), MAC: "02:00:00:00:00:99", Dev: eth0.Name}))
 	f.Writes()
-	scope = kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteLinks: []int{dev.Index, eth0.Index}, NeighLinks: []int{dev.Index}}
+	scope = kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteDevs: []string{dev.Name, eth0.Name}, NeighDevs: []string{dev.Name}}
 	return f, eth0, dev, scope
 }
 
@@ -49,17 +49,17 @@ func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope k
 func want(eth0, dev kernel.Link) kernel.Plan {
 	return kernel.Plan{
 		FDB: []kernel.FDB{
-			{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.12"), Link: dev.Index},
-			{MAC: "0e:00:00:00:00:05", Dst: a("192.0.2.13"), Link: dev.Index},
+			{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.12"), Dev: dev.Name},
+			{MAC: "0e:00:00:00:00:05", Dst: a("192.0.2.13"), Dev: dev.Name},
 		},
 		Neighs: []kernel.Neigh{
-			{IP: a("10.244.4.0"), MAC: "0e:00:00:00:00:04", Link: dev.Index},
-			{IP: a("10.244.5.0"), MAC: "0e:00:00:00:00:05", Link: dev.Index},
+			{IP: a("10.244.4.0"), MAC: "0e:00:00:00:00:04", Dev: dev.Name},
+			{IP: a("10.244.5.0"), MAC: "0e:00:00:00:00:05", Dev: dev.Name},
 		},
 		Routes: []kernel.Route{
-			{Dst: p("10.244.4.0/24"), Gw: a("10.244.4.0"), Link: dev.Index, OnLink: true},
-			{Dst: p("10.244.5.0/24"), Gw: a("10.244.5.0"), Link: dev.Index, OnLink: true},
-			{Dst: p("10.244.6.0/24"), Gw: a("192.0.2.14"), Link: eth0.Index},
+			{Dst: p("10.244.4.0/24"), Gw: a("10.244.4.0"), Dev: dev.Name, OnLink: true},
+			{Dst: p("10.244.5.0/24"), Gw: a("10.244.5.0"), Dev: dev.Name, OnLink: true},
+			{Dst: p("10.244.6.0/24"), Gw: a("192.0.2.14"), Dev: eth0.Name},
 		},
 	}
 }
@@ -102,12 +102,12 @@ func TestApplyAddsFirstReplacesInPlaceAndStaysInScope(t *testing.T) {
 	for _, r := range routes {
 		got = append(got, r.String())
 	}
-	if g, w := strings.Join(got, "; "), "0.0.0.0/0 via 192.0.2.1 dev if2; 10.244.0.0/16 via 10.244.0.0 dev if3 onlink; "+
-		"10.244.3.0/24 dev if4; 10.244.4.0/24 via 10.244.4.0 dev if3 onlink; 10.244.5.0/24 via 10.244.5.0 dev if3 onlink; "+
-		"10.244.6.0/24 via 192.0.2.14 dev if2; 10.244.8.0/24 via 10.244.3.8 dev if4; 203.0.113.0/24 via 192.0.2.254 dev if2"; g != w {
+	if g, w := strings.Join(got, "; "), "0.0.0.0/0 via 192.0.2.1 dev eth0; 10.244.0.0/16 via 10.244.0.0 dev flannel.1 onlink; "+
+		"10.244.3.0/24 dev cni0; 10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink; 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink; "+
+		"10.244.6.0/24 via 192.0.2.14 dev eth0; 10.244.8.0/24 via 10.244.3.8 dev cni0; 203.0.113.0/24 via 192.0.2.254 dev eth0"; g != w {
 		t.Errorf("routes\n%s\nwant\n%s", g, w)
 	}
-	if n, _ := f.Neighs(eth0.Index); len(n) != 1 {
+	if n, _ := f.Neighs(eth0.Name); len(n) != 1 {
 		t.Errorf("the underlay's neighbour was touched: %v", n)
 	}
 }

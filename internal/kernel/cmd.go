@@ -10,8 +10,9 @@ import (
 // records its transcript with them, so an error read in a log and a line of
 // a golden test look alike.
 
-// Names returns the name of a link by index, for commands; NameOrIndex
-// builds one that falls back to the index.
+// Names returns the name of a link by index, for the one command that
+// names a link by index (AddLinkCmd's lower device); NameOrIndex builds one
+// that falls back to the index.
 type Names func(index int) string
 
 // NameOrIndex returns Names that asks lookup and writes "if7" for an index
@@ -64,41 +65,41 @@ func LinkCmd(verb, name string, args ...string) string {
 	return strings.Join(append([]string{"ip link", verb, name}, args...), " ")
 }
 
-// AddrCmd is `ip addr VERB PREFIX dev LINK`.
-func AddrCmd(verb string, a Addr, names Names) string {
-	return fmt.Sprintf("ip addr %s %s dev %s", verb, a.Prefix, names(a.Link))
+// AddrCmd is `ip addr VERB PREFIX dev DEV`.
+func AddrCmd(verb string, a Addr) string {
+	return fmt.Sprintf("ip addr %s %s dev %s", verb, a.Prefix, a.Dev)
 }
 
-// RouteCmd is `ip route VERB DST [via GW] dev LINK [onlink]`.
-func RouteCmd(verb string, r Route, names Names) string {
-	return "ip route " + verb + " " + routeArgs(r, names(r.Link))
+// RouteCmd is `ip route VERB DST [via GW] dev DEV [onlink]`.
+func RouteCmd(verb string, r Route) string {
+	return "ip route " + verb + " " + routeArgs(r)
 }
 
-func routeArgs(r Route, dev string) string {
+func routeArgs(r Route) string {
 	s := r.Dst.String()
 	if r.Gw.IsValid() {
 		s += " via " + r.Gw.String()
 	}
-	s += " dev " + dev
+	s += " dev " + r.Dev
 	if r.OnLink {
 		s += " onlink"
 	}
 	return s
 }
 
-// NeighCmd is `ip neigh replace IP lladdr MAC dev LINK nud permanent`, or
-// `ip neigh del IP dev LINK`.
-func NeighCmd(verb string, n Neigh, names Names) string {
+// NeighCmd is `ip neigh replace IP lladdr MAC dev DEV nud permanent`, or
+// `ip neigh del IP dev DEV`.
+func NeighCmd(verb string, n Neigh) string {
 	if verb == "del" {
-		return fmt.Sprintf("ip neigh del %s dev %s", n.IP, names(n.Link))
+		return fmt.Sprintf("ip neigh del %s dev %s", n.IP, n.Dev)
 	}
-	return fmt.Sprintf("ip neigh %s %s lladdr %s dev %s nud permanent", verb, n.IP, n.MAC, names(n.Link))
+	return fmt.Sprintf("ip neigh %s %s lladdr %s dev %s nud permanent", verb, n.IP, n.MAC, n.Dev)
 }
 
-// FDBCmd is `bridge fdb replace MAC dev LINK dst IP self permanent`, or
-// `bridge fdb del MAC dev LINK dst IP self`.
-func FDBCmd(verb string, f FDB, names Names) string {
-	s := fmt.Sprintf("bridge fdb %s %s dev %s dst %s self", verb, f.MAC, names(f.Link), f.Dst)
+// FDBCmd is `bridge fdb replace MAC dev DEV dst IP self permanent`, or
+// `bridge fdb del MAC dev DEV dst IP self`.
+func FDBCmd(verb string, f FDB) string {
+	s := fmt.Sprintf("bridge fdb %s %s dev %s dst %s self", verb, f.MAC, f.Dev, f.Dst)
 	if verb != "del" {
 		s += " permanent"
 	}

@@ -47,15 +47,20 @@ type VXLAN struct {
 	GBP      bool       // Group Based Policy extension
 }
 
-// Addr is an address on a link: `ADDR/LEN dev LINK`.
+// Addr is an address on a link: `ADDR/LEN dev DEV`.
 type Addr struct {
-	Link   int
+	Dev    string       // the link's name
 	Prefix netip.Prefix // the address with its prefix length (10.244.3.0/32)
 }
 
 // Kernel is the part of one network namespace's configuration that weft
-// reads and writes. Each call is one netlink request or dump and returns
-// quickly, so calls take no context; the helpers check theirs between calls.
+// reads and writes. Addresses, routes, neighbour and FDB entries name their
+// link by name (Dev), as iproute2 does, so that a plan stays valid when a
+// device is deleted and created again under the same name (with another
+// index): implementations look the index up at each write and name the
+// links of what they read. Each call is one or two netlink requests or
+// dumps and returns quickly, so calls take no context; the helpers check
+// theirs between calls.
 //
 // Errors name the operation and its object as the equivalent iproute2
 // command ("ip route replace 10.244.4.0/24 via 10.244.4.0 dev flannel.1
@@ -93,34 +98,35 @@ type Kernel interface {
 	// Addrs lists the addresses of every link, both families (`ip addr show`).
 	Addrs() ([]Addr, error)
 	// ReplaceAddr adds an address, or updates it if the link has it
-	// (`ip addr replace PREFIX dev LINK`).
+	// (`ip addr replace PREFIX dev DEV`).
 	ReplaceAddr(a Addr) error
-	// DeleteAddr is `ip addr del PREFIX dev LINK`.
+	// DeleteAddr is `ip addr del PREFIX dev DEV`.
 	DeleteAddr(a Addr) error
 
 	// Routes lists the unicast routes of the main table, both families;
 	// a default route has the destination 0.0.0.0/0 or ::/0.
 	Routes() ([]Route, error)
 	// ReplaceRoute adds or replaces the main-table route to r.Dst:
-	// `ip route replace DST via GW dev LINK [onlink]`.
+	// `ip route replace DST via GW dev DEV [onlink]`.
 	ReplaceRoute(r Route) error
-	// DeleteRoute is `ip route del DST via GW dev LINK`.
+	// DeleteRoute is `ip route del DST via GW dev DEV`.
 	DeleteRoute(r Route) error
 
-	// Neighs lists the permanent neighbour (ARP and NDP) entries of a link;
-	// entries the kernel learnt itself are not weft's and are left out.
-	Neighs(link int) ([]Neigh, error)
-	// ReplaceNeigh is `ip neigh replace IP lladdr MAC dev LINK nud permanent`.
+	// Neighs lists the permanent neighbour (ARP and NDP) entries of the
+	// link called dev (`ip neigh show dev DEV nud permanent`); entries the
+	// kernel learnt itself are not weft's and are left out.
+	Neighs(dev string) ([]Neigh, error)
+	// ReplaceNeigh is `ip neigh replace IP lladdr MAC dev DEV nud permanent`.
 	ReplaceNeigh(n Neigh) error
-	// DeleteNeigh is `ip neigh del IP dev LINK`.
+	// DeleteNeigh is `ip neigh del IP dev DEV`.
 	DeleteNeigh(n Neigh) error
 
-	// FDB lists the permanent forwarding entries of a vxlan link that
-	// have a destination address (`bridge fdb show dev LINK`).
-	FDB(link int) ([]FDB, error)
-	// ReplaceFDB is `bridge fdb replace MAC dev LINK dst IP self permanent`.
+	// FDB lists the permanent forwarding entries of the vxlan link called
+	// dev that have a destination address (`bridge fdb show dev DEV`).
+	FDB(dev string) ([]FDB, error)
+	// ReplaceFDB is `bridge fdb replace MAC dev DEV dst IP self permanent`.
 	ReplaceFDB(f FDB) error
-	// DeleteFDB is `bridge fdb del MAC dev LINK dst IP self`.
+	// DeleteFDB is `bridge fdb del MAC dev DEV dst IP self`.
 	DeleteFDB(f FDB) error
 }
 

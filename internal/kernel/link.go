@@ -87,7 +87,7 @@ func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
 	var have []netip.Prefix
 	linkLocal := false
 	for _, a := range addrs {
-		if a.Link != l.Index {
+		if a.Dev != name {
 			continue
 		}
 		have = append(have, a.Prefix)
@@ -123,12 +123,12 @@ func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
 	}
 	for _, p := range have {
 		if !slices.Contains(d.Addrs, p) && owned(p) {
-			writes = append(writes, func() error { return k.DeleteAddr(Addr{Link: l.Index, Prefix: p}) })
+			writes = append(writes, func() error { return k.DeleteAddr(Addr{Dev: name, Prefix: p}) })
 		}
 	}
 	for _, p := range d.Addrs {
 		if !slices.Contains(have, p) {
-			writes = append(writes, func() error { return k.ReplaceAddr(Addr{Link: l.Index, Prefix: p}) })
+			writes = append(writes, func() error { return k.ReplaceAddr(Addr{Dev: name, Prefix: p}) })
 		}
 	}
 	if !l.Up {

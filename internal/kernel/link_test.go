@@ -42,12 +42,12 @@ func TestEnsureLinkRepairsADeviceChangedByHand(t *testing.T) {
 	// IPv6 link-local address, which is the kernel's and stays.
 	must(t, f.SetDown("flannel.1"))
 	must(t, f.SetLinkMTU("flannel.1", 1400))
-	must(t, f.DeleteAddr(kernel.Addr{Link: idx, Prefix: p("10.244.3.0/32")}))
-	must(t, f.ReplaceAddr(kernel.Addr{Link: idx, Prefix: p("10.244.99.1/24")}))
-	must(t, f.ReplaceAddr(kernel.Addr{Link: idx, Prefix: p("fe80::c77:c0ff:fe00:20b/64")}))
+	must(t, f.DeleteAddr(kernel.Addr{Dev: "flannel.1", Prefix: p("10.244.3.0/32")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: "flannel.1", Prefix: p("10.244.99.1/24")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: "flannel.1", Prefix: p("fe80::c77:c0ff:fe00:20b/64")}))
 	// An IPv6 address of the operator's: the device's IPv6 is not weft's
 	// (its Addrs are IPv4 only), so it stays too.
-	must(t, f.ReplaceAddr(kernel.Addr{Link: idx, Prefix: p("2001:db8::11/64")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: "flannel.1", Prefix: p("2001:db8::11/64")}))
 	f.Writes()
 	again, err := kernel.EnsureLink(ctx, f, d)
 	must(t, err)
@@ -130,8 +130,8 @@ func TestEnsureLinkTUN(t *testing.T) {
 	// The address removed by hand, and a link-local address (addrgenmode
 	// was set back): both are put right.
 	l, _ := f.LinkByName("flannel0")
-	must(t, f.DeleteAddr(kernel.Addr{Link: l.Index, Prefix: p("10.244.3.0/16")}))
-	must(t, f.ReplaceAddr(kernel.Addr{Link: l.Index, Prefix: p("fe80::1/64")}))
+	must(t, f.DeleteAddr(kernel.Addr{Dev: l.Name, Prefix: p("10.244.3.0/16")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: l.Name, Prefix: p("fe80::1/64")}))
 	f.Writes()
 	_, err = kernel.EnsureLink(ctx, f, tunDevice("10.244.3.0/16"))
 	must(t, err)
@@ -151,7 +151,7 @@ func TestEnsureLinkTUN(t *testing.T) {
 		ip addr replace 10.244.7.0/16 dev flannel0
 	`)
 	addrs, _ := f.Addrs()
-	if got := addrs[len(addrs)-1]; got != (kernel.Addr{Link: l.Index, Prefix: p("10.244.7.0/16")}) {
+	if got := addrs[len(addrs)-1]; got != (kernel.Addr{Dev: l.Name, Prefix: p("10.244.7.0/16")}) {
 		t.Errorf("flannel0 has %v", addrs)
 	}
 }

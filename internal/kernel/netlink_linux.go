@@ -15,7 +15,7 @@ import (
 // Netlink is the Kernel of the namespace a netlink handle points into.
 type Netlink struct {
 	h     *netlink.Handle
-	names Names // for error messages only
+	names Names // for AddLinkCmd's lower device, in error messages only
 }
 
 var _ Kernel = (*Netlink)(nil)
@@ -185,47 +185,97 @@ func (k *Netlink) SetIPv6AddrGen(name string, on bool) error {
 	}, "addrgenmode", arg)
 }
 
+// index returns the index of the link called dev, for a write that cmd
+// names; "" is index 0 (any link, for a delete).
+func (k *Netlink) index(cmd, dev string) (int, error) {
+	if dev == "" {
+		return 0, nil
+	}
+	l, err := k.h.LinkByName(dev)
+	if err != nil {
+		return 0, failed(cmd, err)
+	}
+	return l.Attrs().Index, nil
+}
+
+// devNames returns the names of every link by index (`ip link show`), for
+// a read that names its entries' links; cmd names the read in errors.
+func (k *Netlink) devNames(cmd string) (func(index int) string, error) {
+	links, err := k.h.LinkList()
+	if err != nil {
+		return nil, Failed(cmd, err)
+	}
+	byIndex := make(map[int]string, len(links))
+	for _, l := range links {
+		byIndex[l.Attrs().Index] = l.Attrs().Name
+	}
+	return NameOrIndex(func(index int) (string, bool) { s, ok := byIndex[index]; return s, ok }), nil
+}
+
 // Addrs implements Kernel.
 func (k *Netlink) Addrs() ([]Addr, error) {
+	const cmd = "ip addr show"
+	names, err := k.devNames(cmd)
+	if err != nil {
+		return nil, err
+	}
 	addrs, err := k.h.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, Failed("ip addr show", err)
+		return nil, Failed(cmd, err)
 	}
 	out := make([]Addr, 0, len(addrs))
 	for _, a := range addrs {
 		if p, ok := netconv.Prefix(a.IPNet); ok {
-			out = append(out, Addr{Link: a.LinkIndex, Prefix: p})
+			out = append(out, Addr{Dev: names(a.LinkIndex), Prefix: p})
 		}
 	}
 	return out, nil
 }
 
-func nlAddr(a Addr) (netlink.Link, *netlink.Addr) {
-	return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: a.Link}}, &netlink.Addr{IPNet: netconv.IPNet(a.Prefix)}
+func nlAddr(index int, a Addr) (netlink.Link, *netlink.Addr) {
+	return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}, &netlink.Addr{IPNet: netconv.IPNet(a.Prefix)}
 }
 
 // ReplaceAddr implements Kernel.
 func (k *Netlink) ReplaceAddr(a Addr) error {
-	if err := k.h.AddrReplace(nlAddr(a)); err != nil {
-		return failed(AddrCmd("replace", a, k.names), err)
+	cmd := AddrCmd("replace", a)
+	index, err := k.index(cmd, a.Dev)
+	if err != nil {
+		return err
+	}
+	if err := k.h.AddrReplace(nlAddr(index, a)); err != nil {
+		return failed(cmd, err)
 	}
 	return nil
 }
 
 // DeleteAddr implements Kernel.
 func (k *Netlink) DeleteAddr(a Addr) error {
-	err := k.h.AddrDel(nlAddr(a))
+	cmd := AddrCmd("del", a)
+	index, err := k.index(cmd, a.Dev)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = k.h.AddrDel(nlAddr(index, a))
 	if err == nil || errors.Is(err, unix.EADDRNOTAVAIL) || isLinkGone(err) {
 		return nil
 	}
-	return Failed(AddrCmd("del", a, k.names), err)
+	return Failed(cmd, err)
 }
 
 // Routes implements Kernel.
 func (k *Netlink) Routes() ([]Route, error) {
+	const cmd = "ip route show table main"
+	names, err := k.devNames(cmd)
+	if err != nil {
+		return nil, err
+	}
 	routes, err := k.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
 	if err != nil {
-		return nil, Failed("ip route show table main", err)
+		return nil, Failed(cmd, err)
 	}
 	out := make([]Route, 0, len(routes))
 	for _, r := range routes {
@@ -243,13 +293,13 @@ func (k *Netlink) Routes() ([]Route, error) {
 		if !ok {
 			continue
 		}
-		out = append(out, Route{Dst: dst, Gw: netconv.Addr(r.Gw), Link: r.LinkIndex, OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
+		out = append(out, Route{Dst: dst, Gw: netconv.Addr(r.Gw), Dev: names(r.LinkIndex), OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
 	}
 	return out, nil
 }
 
-func (k *Netlink) nlRoute(r Route) *netlink.Route {
-	nr := &netlink.Route{LinkIndex: r.Link, Dst: netconv.IPNet(r.Dst), Table: unix.RT_TABLE_MAIN}
+func nlRoute(index int, r Route) *netlink.Route {
+	nr := &netlink.Route{LinkIndex: index, Dst: netconv.IPNet(r.Dst), Table: unix.RT_TABLE_MAIN}
 	if r.Gw.IsValid() {
 		nr.Gw = r.Gw.AsSlice()
 	}
@@ -261,35 +311,53 @@ func (k *Netlink) nlRoute(r Route) *netlink.Route {
 
 // ReplaceRoute implements Kernel.
 func (k *Netlink) ReplaceRoute(r Route) error {
-	if err := k.h.RouteReplace(k.nlRoute(r)); err != nil {
-		return failed(RouteCmd("replace", r, k.names), err)
+	cmd := RouteCmd("replace", r)
+	index, err := k.index(cmd, r.Dev)
+	if err != nil {
+		return err
+	}
+	if err := k.h.RouteReplace(nlRoute(index, r)); err != nil {
+		return failed(cmd, err)
 	}
 	return nil
 }
 
 // DeleteRoute implements Kernel.
 func (k *Netlink) DeleteRoute(r Route) error {
-	err := k.h.RouteDel(k.nlRoute(r))
+	cmd := RouteCmd("del", r)
+	index, err := k.index(cmd, r.Dev)
+	if IsNotFound(err) {
+		return nil // the link's routes went with it
+	}
+	if err != nil {
+		return err
+	}
+	err = k.h.RouteDel(nlRoute(index, r))
 	if err == nil || errors.Is(err, unix.ESRCH) || isLinkGone(err) {
 		return nil
 	}
-	return Failed(RouteCmd("del", r, k.names), err)
+	return Failed(cmd, err)
 }
 
 // Neighs implements Kernel. It lists IPv4 and IPv6 separately: a dump of
 // every family would include the bridge FDB.
-func (k *Netlink) Neighs(link int) ([]Neigh, error) {
+func (k *Netlink) Neighs(dev string) ([]Neigh, error) {
+	cmd := "ip neigh show dev " + dev
+	index, err := k.index(cmd, dev)
+	if err != nil {
+		return nil, err
+	}
 	var out []Neigh
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
-		neighs, err := k.h.NeighList(link, family)
+		neighs, err := k.h.NeighList(index, family)
 		if err != nil {
-			return nil, failed("ip neigh show dev "+k.names(link), err)
+			return nil, failed(cmd, err)
 		}
 		for _, n := range neighs {
 			if n.State&netlink.NUD_PERMANENT == 0 || len(n.HardwareAddr) == 0 {
 				continue
 			}
-			out = append(out, Neigh{IP: netconv.Addr(n.IP), MAC: n.HardwareAddr.String(), Link: link})
+			out = append(out, Neigh{IP: netconv.Addr(n.IP), MAC: n.HardwareAddr.String(), Dev: dev})
 		}
 	}
 	return out, nil
@@ -297,12 +365,16 @@ func (k *Netlink) Neighs(link int) ([]Neigh, error) {
 
 // ReplaceNeigh implements Kernel.
 func (k *Netlink) ReplaceNeigh(n Neigh) error {
-	cmd := NeighCmd("replace", n, k.names)
+	cmd := NeighCmd("replace", n)
 	hw, err := net.ParseMAC(n.MAC)
 	if err != nil {
 		return Failed(cmd, err)
 	}
-	if err := k.h.NeighSet(&netlink.Neigh{LinkIndex: n.Link, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: n.IP.AsSlice(), HardwareAddr: hw}); err != nil {
+	index, err := k.index(cmd, n.Dev)
+	if err != nil {
+		return err
+	}
+	if err := k.h.NeighSet(&netlink.Neigh{LinkIndex: index, State: netlink.NUD_PERMANENT, Type: unix.RTN_UNICAST, IP: n.IP.AsSlice(), HardwareAddr: hw}); err != nil {
 		return failed(cmd, err)
 	}
 	return nil
@@ -310,43 +382,60 @@ func (k *Netlink) ReplaceNeigh(n Neigh) error {
 
 // DeleteNeigh implements Kernel.
 func (k *Netlink) DeleteNeigh(n Neigh) error {
-	err := k.h.NeighDel(&netlink.Neigh{LinkIndex: n.Link, IP: n.IP.AsSlice()})
+	cmd := NeighCmd("del", n)
+	index, err := k.index(cmd, n.Dev)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	err = k.h.NeighDel(&netlink.Neigh{LinkIndex: index, IP: n.IP.AsSlice()})
 	if err == nil || errors.Is(err, unix.ENOENT) || isLinkGone(err) {
 		return nil
 	}
-	return Failed(NeighCmd("del", n, k.names), err)
+	return Failed(cmd, err)
 }
 
 // FDB implements Kernel.
-func (k *Netlink) FDB(link int) ([]FDB, error) {
-	fdb, err := k.h.NeighList(link, unix.AF_BRIDGE)
+func (k *Netlink) FDB(dev string) ([]FDB, error) {
+	cmd := "bridge fdb show dev " + dev
+	index, err := k.index(cmd, dev)
 	if err != nil {
-		return nil, failed("bridge fdb show dev "+k.names(link), err)
+		return nil, err
+	}
+	fdb, err := k.h.NeighList(index, unix.AF_BRIDGE)
+	if err != nil {
+		return nil, failed(cmd, err)
 	}
 	var out []FDB
 	for _, n := range fdb {
 		if n.IP == nil || len(n.HardwareAddr) == 0 || n.State&netlink.NUD_PERMANENT == 0 {
 			continue
 		}
-		out = append(out, FDB{MAC: n.HardwareAddr.String(), Dst: netconv.Addr(n.IP), Link: link})
+		out = append(out, FDB{MAC: n.HardwareAddr.String(), Dst: netconv.Addr(n.IP), Dev: dev})
 	}
 	return out, nil
 }
 
+// nlFDB is f for netlink, without its link's index.
 func nlFDB(f FDB) (*netlink.Neigh, error) {
 	hw, err := net.ParseMAC(f.MAC)
 	if err != nil {
 		return nil, err
 	}
-	return &netlink.Neigh{LinkIndex: f.Link, Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF, IP: f.Dst.AsSlice(), HardwareAddr: hw}, nil
+	return &netlink.Neigh{Family: unix.AF_BRIDGE, State: netlink.NUD_PERMANENT, Flags: netlink.NTF_SELF, IP: f.Dst.AsSlice(), HardwareAddr: hw}, nil
 }
 
 // ReplaceFDB implements Kernel.
 func (k *Netlink) ReplaceFDB(f FDB) error {
-	cmd := FDBCmd("replace", f, k.names)
+	cmd := FDBCmd("replace", f)
 	n, err := nlFDB(f)
 	if err != nil {
 		return Failed(cmd, err)
+	}
+	if n.LinkIndex, err = k.index(cmd, f.Dev); err != nil {
+		return err
 	}
 	if err := k.h.NeighSet(n); err != nil {
 		return failed(cmd, err)
@@ -356,10 +445,17 @@ func (k *Netlink) ReplaceFDB(f FDB) error {
 
 // DeleteFDB implements Kernel.
 func (k *Netlink) DeleteFDB(f FDB) error {
-	cmd := FDBCmd("del", f, k.names)
+	cmd := FDBCmd("del", f)
 	n, err := nlFDB(f)
 	if err != nil {
 		return Failed(cmd, err)
+	}
+	n.LinkIndex, err = k.index(cmd, f.Dev)
+	if IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
 	}
 	if err := k.h.NeighDel(n); err != nil && !errors.Is(err, unix.ENOENT) && !isLinkGone(err) {
 		return Failed(cmd, err)

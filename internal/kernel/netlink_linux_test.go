@@ -68,8 +68,8 @@ func newTestNode(t *testing.T, real bool) testNode {
 	must(t, k.SetLinkUp("eth0"))
 	eth0, err := k.LinkByName("eth0")
 	must(t, err)
-	must(t, k.ReplaceAddr(kernel.Addr{Link: eth0.Index, Prefix: p("192.0.2.11/24")}))
-	must(t, k.ReplaceRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Link: eth0.Index}))
+	must(t, k.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("192.0.2.11/24")}))
+	must(t, k.ReplaceRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name}))
 	eth0, _ = k.LinkByName("eth0")
 	return testNode{
 		k: k, eth0: eth0,
@@ -96,8 +96,8 @@ func newTestNode(t *testing.T, real bool) testNode {
 	}
 }
 
-var pairScope = func(n testNode, dev int) kernel.Scope {
-	return kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteLinks: []int{dev, n.eth0.Index}, NeighLinks: []int{dev}}
+var pairScope = func(n testNode, dev string) kernel.Scope {
+	return kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteDevs: []string{dev, n.eth0.Name}, NeighDevs: []string{dev}}
 }
 
 // snapshot renders, by name, the links named, their addresses (but not
@@ -122,25 +122,24 @@ func snapshot(t *testing.T, n testNode, links ...string) string {
 		}
 		lines = append(lines, s)
 	}
-	names := kernel.NameOrIndex(func(i int) (string, bool) { s, ok := byIndex[i]; return s, ok })
 	addrs, err := n.k.Addrs()
 	must(t, err)
 	for _, ad := range addrs {
-		if _, ok := byIndex[ad.Link]; ok && !(ad.Prefix.Addr().Is6() && ad.Prefix.Addr().IsLinkLocalUnicast()) {
-			lines = append(lines, "addr "+ad.Prefix.String()+" dev "+names(ad.Link))
+		if slices.Contains(links, ad.Dev) && !(ad.Prefix.Addr().Is6() && ad.Prefix.Addr().IsLinkLocalUnicast()) {
+			lines = append(lines, "addr "+ad.Prefix.String()+" dev "+ad.Dev)
 		}
 	}
 	if dev, err := n.k.LinkByName(links[0]); err == nil {
-		have, err := kernel.Read(n.k, pairScope(n, dev.Index))
+		have, err := kernel.Read(n.k, pairScope(n, dev.Name))
 		must(t, err)
 		for _, r := range have.Routes {
-			lines = append(lines, kernel.RouteCmd("", r, names))
+			lines = append(lines, kernel.RouteCmd("", r))
 		}
 		for _, e := range have.Neighs {
-			lines = append(lines, kernel.NeighCmd("", e, names))
+			lines = append(lines, kernel.NeighCmd("", e))
 		}
 		for _, e := range have.FDB {
-			lines = append(lines, kernel.FDBCmd("", e, names))
+			lines = append(lines, kernel.FDBCmd("", e))
 		}
 	}
 	slices.Sort(lines)
@@ -201,17 +200,17 @@ func TestPairVXLAN(t *testing.T) {
 			for _, peer := range peers {
 				switch peer {
 				case "10.244.4.0/24": // over vxlan
-					pl.FDB = append(pl.FDB, kernel.FDB{MAC: "0e:00:00:00:00:04", Dst: a("198.51.100.12"), Link: dev})
-					pl.Neighs = append(pl.Neighs, kernel.Neigh{IP: a("10.244.4.0"), MAC: "0e:00:00:00:00:04", Link: dev})
-					pl.Routes = append(pl.Routes, kernel.Route{Dst: p(peer), Gw: a("10.244.4.0"), Link: dev, OnLink: true})
+					pl.FDB = append(pl.FDB, kernel.FDB{MAC: "0e:00:00:00:00:04", Dst: a("198.51.100.12"), Dev: d.Name})
+					pl.Neighs = append(pl.Neighs, kernel.Neigh{IP: a("10.244.4.0"), MAC: "0e:00:00:00:00:04", Dev: d.Name})
+					pl.Routes = append(pl.Routes, kernel.Route{Dst: p(peer), Gw: a("10.244.4.0"), Dev: d.Name, OnLink: true})
 				case "10.244.6.0/24": // direct
-					pl.Routes = append(pl.Routes, kernel.Route{Dst: p(peer), Gw: a("192.0.2.14"), Link: n.eth0.Index})
+					pl.Routes = append(pl.Routes, kernel.Route{Dst: p(peer), Gw: a("192.0.2.14"), Dev: n.eth0.Name})
 				}
 			}
 			return pl
 		}
 		both := plan("10.244.4.0/24", "10.244.6.0/24")
-		added, removed, err := kernel.Apply(ctx, n.k, both, pairScope(n, dev))
+		added, removed, err := kernel.Apply(ctx, n.k, both, pairScope(n, d.Name))
 		must(t, err)
 		applied := snap(fmt.Sprintf("applied: %d added, %d removed", added, removed))
 
@@ -219,25 +218,26 @@ func TestPairVXLAN(t *testing.T) {
 		// neighbours), MTU 1400, address removed.
 		must(t, n.setDown("flannel.1"))
 		must(t, n.k.SetLinkMTU("flannel.1", 1400))
-		must(t, n.k.DeleteAddr(kernel.Addr{Link: dev, Prefix: p("10.244.3.0/32")}))
+		must(t, n.k.DeleteAddr(kernel.Addr{Dev: d.Name, Prefix: p("10.244.3.0/32")}))
 		snap("changed by hand")
 		again, err := kernel.EnsureLink(ctx, n.k, d)
 		must(t, err)
 		if again != dev {
 			t.Errorf("the device was recreated: index %d, was %d", again, dev)
 		}
-		added, removed, err = kernel.Apply(ctx, n.k, both, pairScope(n, dev))
+		added, removed, err = kernel.Apply(ctx, n.k, both, pairScope(n, d.Name))
 		must(t, err)
 		if s := snap(fmt.Sprintf("repaired: %d added, %d removed", added, removed)); s != applied {
 			t.Errorf("repaired state\n%s\ndiffers from the applied one\n%s", s, applied)
 		}
 
-		// Another port: recreated with its MAC, its FDB gone with it.
+		// Another port: recreated with its MAC (and another index), its
+		// FDB gone with it; the plan, which names it, still applies.
 		d.VXLAN.Port = 4789
 		dev, err = kernel.EnsureLink(ctx, n.k, d)
 		must(t, err)
 		snap("recreated")
-		added, removed, err = kernel.Apply(ctx, n.k, plan("10.244.4.0/24"), pairScope(n, dev))
+		added, removed, err = kernel.Apply(ctx, n.k, plan("10.244.4.0/24"), pairScope(n, d.Name))
 		must(t, err)
 		snap(fmt.Sprintf("one peer left: %d added, %d removed", added, removed))
 		return steps
@@ -263,11 +263,11 @@ func TestPairTUN(t *testing.T) {
 		must(t, err)
 		l, _ := n.k.LinkByName("flannel0")
 		for _, ad := range addrs {
-			if ad.Link == l.Index && ad.Prefix.Addr().Is6() {
+			if ad.Dev == l.Name && ad.Prefix.Addr().Is6() {
 				t.Errorf("flannel0 has %s with addrgenmode none", ad.Prefix)
 			}
 		}
-		must(t, n.k.DeleteAddr(kernel.Addr{Link: l.Index, Prefix: p("10.244.3.0/16")}))
+		must(t, n.k.DeleteAddr(kernel.Addr{Dev: l.Name, Prefix: p("10.244.3.0/16")}))
 		snap("address removed by hand")
 		_, err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
 		must(t, err)
@@ -288,40 +288,40 @@ func TestPairTUN(t *testing.T) {
 func TestPairContract(t *testing.T) {
 	runPair(t, func(t *testing.T, n testNode) []step {
 		ctx := context.Background()
-		dev, err := kernel.EnsureLink(ctx, n.k, vxlanDevice(n.eth0))
+		_, err := kernel.EnsureLink(ctx, n.k, vxlanDevice(n.eth0))
 		must(t, err)
 		var steps []step
 		try := func(what string, err error) { steps = append(steps, step{what, outcome(err)}) }
 		try("delete a missing link", n.k.DeleteLink("flannel.9"))
-		try("delete a missing address", n.k.DeleteAddr(kernel.Addr{Link: dev, Prefix: p("10.244.9.0/32")}))
-		try("delete a missing route", n.k.DeleteRoute(kernel.Route{Dst: p("10.244.9.0/24"), Gw: a("10.244.9.0"), Link: dev, OnLink: true}))
-		try("delete a missing neighbour", n.k.DeleteNeigh(kernel.Neigh{IP: a("10.244.9.0"), MAC: "0e:00:00:00:00:09", Link: dev}))
-		try("delete a missing FDB entry", n.k.DeleteFDB(kernel.FDB{MAC: "0e:00:00:00:00:09", Dst: a("192.0.2.19"), Link: dev}))
-		try("delete a route on a missing link", n.k.DeleteRoute(kernel.Route{Dst: p("10.244.9.0/24"), Link: 999}))
+		try("delete a missing address", n.k.DeleteAddr(kernel.Addr{Dev: "flannel.1", Prefix: p("10.244.9.0/32")}))
+		try("delete a missing route", n.k.DeleteRoute(kernel.Route{Dst: p("10.244.9.0/24"), Gw: a("10.244.9.0"), Dev: "flannel.1", OnLink: true}))
+		try("delete a missing neighbour", n.k.DeleteNeigh(kernel.Neigh{IP: a("10.244.9.0"), MAC: "0e:00:00:00:00:09", Dev: "flannel.1"}))
+		try("delete a missing FDB entry", n.k.DeleteFDB(kernel.FDB{MAC: "0e:00:00:00:00:09", Dst: a("192.0.2.19"), Dev: "flannel.1"}))
+		try("delete a route on a missing link", n.k.DeleteRoute(kernel.Route{Dst: p("10.244.9.0/24"), Dev: "flannel.9"}))
 		_, err = n.k.LinkByName("flannel.9")
 		try("look up a missing link", err)
 		_, err = n.k.LinkByIndex(999)
 		try("look up a missing index", err)
 		try("set a missing link up", n.k.SetLinkUp("flannel.9"))
-		try("route through a missing link", n.k.ReplaceRoute(kernel.Route{Dst: p("10.244.9.0/24"), Link: 999}))
-		try("address on a missing link", n.k.ReplaceAddr(kernel.Addr{Link: 999, Prefix: p("10.244.9.0/32")}))
-		try("neighbour on a missing link", n.k.ReplaceNeigh(kernel.Neigh{IP: a("10.244.9.0"), MAC: "0e:00:00:00:00:09", Link: 999}))
-		try("gateway off the link", n.k.ReplaceRoute(kernel.Route{Dst: p("10.244.9.0/24"), Gw: a("198.51.100.9"), Link: n.eth0.Index}))
+		try("route through a missing link", n.k.ReplaceRoute(kernel.Route{Dst: p("10.244.9.0/24"), Dev: "flannel.9"}))
+		try("address on a missing link", n.k.ReplaceAddr(kernel.Addr{Dev: "flannel.9", Prefix: p("10.244.9.0/32")}))
+		try("neighbour on a missing link", n.k.ReplaceNeigh(kernel.Neigh{IP: a("10.244.9.0"), MAC: "0e:00:00:00:00:09", Dev: "flannel.9"}))
+		try("gateway off the link", n.k.ReplaceRoute(kernel.Route{Dst: p("10.244.9.0/24"), Gw: a("198.51.100.9"), Dev: n.eth0.Name}))
 		try("vxlan MTU above the underlay's less 50", n.k.SetLinkMTU("flannel.1", 1451))
 		_, err = n.k.AddLink(kernel.Link{Name: "flannel.1", Kind: kernel.KindVXLAN, VXLAN: kernel.VXLAN{VNI: 2, Dev: n.eth0.Index, Port: 8472}})
 		try("add a link that exists", err)
-		try("FDB entry on the underlay", n.k.ReplaceFDB(kernel.FDB{MAC: "0e:00:00:00:00:09", Dst: a("192.0.2.19"), Link: n.eth0.Index}))
+		try("FDB entry on the underlay", n.k.ReplaceFDB(kernel.FDB{MAC: "0e:00:00:00:00:09", Dst: a("192.0.2.19"), Dev: n.eth0.Name}))
 		must(t, n.setDown("flannel.1"))
-		try("route through a link that is down", n.k.ReplaceRoute(kernel.Route{Dst: p("10.244.9.0/24"), Gw: a("10.244.9.0"), Link: dev, OnLink: true}))
-		try("neighbour on a link that is down", n.k.ReplaceNeigh(kernel.Neigh{IP: a("10.244.9.0"), MAC: "0e:00:00:00:00:09", Link: dev}))
-		neighs, err := n.k.Neighs(999)
+		try("route through a link that is down", n.k.ReplaceRoute(kernel.Route{Dst: p("10.244.9.0/24"), Gw: a("10.244.9.0"), Dev: "flannel.1", OnLink: true}))
+		try("neighbour on a link that is down", n.k.ReplaceNeigh(kernel.Neigh{IP: a("10.244.9.0"), MAC: "0e:00:00:00:00:09", Dev: "flannel.1"}))
+		neighs, err := n.k.Neighs("flannel.9")
 		try(fmt.Sprintf("neighbours of a missing link (%d)", len(neighs)), err)
-		fdb, err := n.k.FDB(999)
+		fdb, err := n.k.FDB("flannel.9")
 		try(fmt.Sprintf("FDB of a missing link (%d)", len(fdb)), err)
 		// An FDB delete whose destination differs leaves the entry.
-		must(t, n.k.ReplaceFDB(kernel.FDB{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.12"), Link: dev}))
-		try("delete an FDB entry with another destination", n.k.DeleteFDB(kernel.FDB{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.99"), Link: dev}))
-		fdb, err = n.k.FDB(dev)
+		must(t, n.k.ReplaceFDB(kernel.FDB{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.12"), Dev: "flannel.1"}))
+		try("delete an FDB entry with another destination", n.k.DeleteFDB(kernel.FDB{MAC: "0e:00:00:00:00:04", Dst: a("192.0.2.99"), Dev: "flannel.1"}))
+		fdb, err = n.k.FDB("flannel.1")
 		try(fmt.Sprintf("FDB entries left: %v", fdb), err)
 		return steps
 	})

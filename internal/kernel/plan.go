@@ -12,25 +12,25 @@ import (
 type Route struct {
 	Dst    netip.Prefix
 	Gw     netip.Addr // invalid for a route straight out of the link
-	Link   int
-	OnLink bool // the gateway is on the link even though no address covers it
+	Dev    string     // the link's name
+	OnLink bool       // the gateway is on the link even though no address covers it
 }
 
-func (r Route) String() string { return routeArgs(r, linkIndexName(r.Link)) }
+func (r Route) String() string { return routeArgs(r) }
 
 // Neigh is a permanent neighbour (ARP/NDP) entry.
 type Neigh struct {
-	IP   netip.Addr
-	MAC  string // canonical lower-case form
-	Link int
+	IP  netip.Addr
+	MAC string // canonical lower-case form
+	Dev string // the link's name
 }
 
 // FDB is a permanent bridge forwarding entry on a vxlan device:
 // "MAC dst IP self permanent".
 type FDB struct {
-	MAC  string
-	Dst  netip.Addr
-	Link int
+	MAC string
+	Dst netip.Addr
+	Dev string // the vxlan link's name
 }
 
 // Plan is a set of kernel entries.
@@ -42,20 +42,20 @@ type Plan struct {
 
 // Diff compares a desired plan with what the kernel has and returns what
 // to write (add or replace) and what to delete. Routes are keyed by
-// destination, neighbours by (link, IP), FDB entries by (link, MAC): an entry
+// destination, neighbours by (dev, IP), FDB entries by (dev, MAC): an entry
 // whose key is desired is replaced in place, never deleted.
 func Diff(want, have Plan) (add, del Plan) {
 	add.Routes, del.Routes = diffBy(want.Routes, have.Routes, func(r Route) netip.Prefix { return r.Dst })
 	type nk struct {
-		link int
-		ip   netip.Addr
+		dev string
+		ip  netip.Addr
 	}
-	add.Neighs, del.Neighs = diffBy(want.Neighs, have.Neighs, func(n Neigh) nk { return nk{n.Link, n.IP} })
+	add.Neighs, del.Neighs = diffBy(want.Neighs, have.Neighs, func(n Neigh) nk { return nk{n.Dev, n.IP} })
 	type fk struct {
-		link int
-		mac  string
+		dev string
+		mac string
 	}
-	add.FDB, del.FDB = diffBy(want.FDB, have.FDB, func(f FDB) fk { return fk{f.Link, f.MAC} })
+	add.FDB, del.FDB = diffBy(want.FDB, have.FDB, func(f FDB) fk { return fk{f.Dev, f.MAC} })
 	return add, del
 }
 
@@ -89,17 +89,17 @@ func diffBy[E comparable, K comparable](want, have []E, key func(E) K) (add, del
 type Scope struct {
 	Network netip.Prefix // only routes to subnets of the cluster network
 	Own     netip.Prefix // never the node's own subnet (the CNI bridge has it)
-	// RouteLinks are the links whose routes into Network the backend owns.
-	RouteLinks []int
-	// NeighLinks are the links whose permanent neighbour entries (of
+	// RouteDevs name the links whose routes into Network the backend owns.
+	RouteDevs []string
+	// NeighDevs name the links whose permanent neighbour entries (of
 	// Network's family) and FDB entries the backend owns (the vxlan device;
 	// never the underlay).
-	NeighLinks []int
+	NeighDevs []string
 }
 
 // Owns reports whether a route is in scope.
 func (s Scope) Owns(r Route) bool {
-	return slices.Contains(s.RouteLinks, r.Link) && r.Dst.Bits() > s.Network.Bits() &&
+	return slices.Contains(s.RouteDevs, r.Dev) && r.Dst.Bits() > s.Network.Bits() &&
 		s.Network.Contains(r.Dst.Addr()) && r.Dst != s.Own
 }
 
@@ -112,12 +112,12 @@ func (s Scope) Filter(have Plan) Plan {
 		}
 	}
 	for _, n := range have.Neighs {
-		if slices.Contains(s.NeighLinks, n.Link) && n.IP.Is4() == s.Network.Addr().Is4() {
+		if slices.Contains(s.NeighDevs, n.Dev) && n.IP.Is4() == s.Network.Addr().Is4() {
 			out.Neighs = append(out.Neighs, n)
 		}
 	}
 	for _, f := range have.FDB {
-		if slices.Contains(s.NeighLinks, f.Link) {
+		if slices.Contains(s.NeighDevs, f.Dev) {
 			out.FDB = append(out.FDB, f)
 		}
 	}

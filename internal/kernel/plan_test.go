@@ -6,11 +6,11 @@ import (
 )
 
 func TestDiffReplacesInPlaceAndDeletesStale(t *testing.T) {
-	r := func(dst, gw string, link int) Route {
-		return Route{Dst: netip.MustParsePrefix(dst), Gw: netip.MustParseAddr(gw), Link: link}
+	r := func(dst, gw, dev string) Route {
+		return Route{Dst: netip.MustParsePrefix(dst), Gw: netip.MustParseAddr(gw), Dev: dev}
 	}
-	want := Plan{Routes: []Route{r("10.244.2.0/24", "192.0.2.2", 2), r("10.244.3.0/24", "192.0.2.3", 2)}}
-	have := Plan{Routes: []Route{r("10.244.2.0/24", "192.0.2.2", 2), r("10.244.3.0/24", "192.0.2.9", 2), r("10.244.4.0/24", "192.0.2.4", 2)}}
+	want := Plan{Routes: []Route{r("10.244.2.0/24", "192.0.2.2", "eth0"), r("10.244.3.0/24", "192.0.2.3", "eth0")}}
+	have := Plan{Routes: []Route{r("10.244.2.0/24", "192.0.2.2", "eth0"), r("10.244.3.0/24", "192.0.2.9", "eth0"), r("10.244.4.0/24", "192.0.2.4", "eth0")}}
 	add, del := Diff(want, have)
 	if len(add.Routes) != 1 || add.Routes[0] != want.Routes[1] {
 		t.Errorf("add = %v", add.Routes)
@@ -25,16 +25,16 @@ func TestDiffReplacesInPlaceAndDeletesStale(t *testing.T) {
 }
 
 func TestScope(t *testing.T) {
-	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteLinks: []int{5}}
+	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteDevs: []string{"flannel.1"}}
 	for _, tc := range []struct {
 		r    Route
 		owns bool
 	}{
-		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Link: 5}, true},
-		{Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Link: 5}, false}, // own subnet
-		{Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), Link: 5}, false}, // the network itself
-		{Route{Dst: netip.MustParsePrefix("10.245.2.0/24"), Link: 5}, false}, // outside
-		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Link: 6}, false}, // other link
+		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Dev: "flannel.1"}, true},
+		{Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Dev: "flannel.1"}, false}, // own subnet
+		{Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), Dev: "flannel.1"}, false}, // the network itself
+		{Route{Dst: netip.MustParsePrefix("10.245.2.0/24"), Dev: "flannel.1"}, false}, // outside
+		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Dev: "flannel.2"}, false}, // other link
 	} {
 		if got := s.Owns(tc.r); got != tc.owns {
 			t.Errorf("Owns(%v) = %v", tc.r, got)
@@ -43,30 +43,30 @@ func TestScope(t *testing.T) {
 }
 
 func TestScopeFilter(t *testing.T) {
-	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteLinks: []int{5, 2}, NeighLinks: []int{5}}
-	n := func(ip string, link int) Neigh {
-		return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Link: link}
+	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteDevs: []string{"flannel.1", "eth0"}, NeighDevs: []string{"flannel.1"}}
+	n := func(ip, dev string) Neigh {
+		return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Dev: dev}
 	}
-	f := func(dst string, link int) FDB {
-		return FDB{MAC: "02:00:00:00:00:01", Dst: netip.MustParseAddr(dst), Link: link}
+	f := func(dst, dev string) FDB {
+		return FDB{MAC: "02:00:00:00:00:01", Dst: netip.MustParseAddr(dst), Dev: dev}
 	}
 	have := Plan{
 		Routes: []Route{
-			{Dst: netip.MustParsePrefix("10.244.2.0/24"), Link: 5},
-			{Dst: netip.MustParsePrefix("10.244.3.0/24"), Link: 2},
-			{Dst: netip.MustParsePrefix("10.244.4.0/24"), Link: 3}, // other link
+			{Dst: netip.MustParsePrefix("10.244.2.0/24"), Dev: "flannel.1"},
+			{Dst: netip.MustParsePrefix("10.244.3.0/24"), Dev: "eth0"},
+			{Dst: netip.MustParsePrefix("10.244.4.0/24"), Dev: "cni0"}, // other link
 		},
-		Neighs: []Neigh{n("10.244.2.0", 5), n("fe80::1", 5), n("192.0.2.9", 2)},
-		FDB:    []FDB{f("192.0.2.2", 5), f("192.0.2.9", 2)},
+		Neighs: []Neigh{n("10.244.2.0", "flannel.1"), n("fe80::1", "flannel.1"), n("192.0.2.9", "eth0")},
+		FDB:    []FDB{f("192.0.2.2", "flannel.1"), f("192.0.2.9", "eth0")},
 	}
 	got := s.Filter(have)
-	if len(got.Routes) != 2 || got.Routes[1].Link != 2 {
+	if len(got.Routes) != 2 || got.Routes[1].Dev != "eth0" {
 		t.Errorf("routes %v", got.Routes)
 	}
-	if len(got.Neighs) != 1 || got.Neighs[0] != n("10.244.2.0", 5) {
+	if len(got.Neighs) != 1 || got.Neighs[0] != n("10.244.2.0", "flannel.1") {
 		t.Errorf("neighbours %v: only IPv4 ones on the neighbour links", got.Neighs)
 	}
-	if len(got.FDB) != 1 || got.FDB[0].Link != 5 {
+	if len(got.FDB) != 1 || got.FDB[0].Dev != "flannel.1" {
 		t.Errorf("fdb %v", got.FDB)
 	}
 }

@@ -8,8 +8,8 @@ import (
 
 // Underlay describes the interface node-to-node traffic uses.
 type Underlay struct {
-	Name      string
-	LinkIndex int
+	Name      string         // the link's name: Dev of routes through it
+	LinkIndex int            // its index: the lower device of a vxlan link (VXLAN.Dev)
 	Addr      netip.Addr     // the node's PublicIP
 	MTU       int            // the interface MTU
 	OnLink    []netip.Prefix // networks directly attached to the interface
@@ -55,7 +55,7 @@ func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error)
 			if r.Dst.Bits() != 0 || !r.Dst.Addr().Is4() {
 				continue
 			}
-			if l, err := k.LinkByIndex(r.Link); err == nil {
+			if l, err := k.LinkByName(r.Dev); err == nil {
 				link, found = l, true
 				break
 			}
@@ -71,7 +71,7 @@ func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error)
 	}
 	for _, a := range addrs {
 		ip := a.Prefix.Addr()
-		if a.Link != link.Index || !ip.Is4() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+		if a.Dev != link.Name || !ip.Is4() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
 			continue
 		}
 		u.OnLink = append(u.OnLink, a.Prefix.Masked())
@@ -95,7 +95,7 @@ func linkWithAddr(k Kernel, ip netip.Addr) (Link, error) {
 	}
 	for _, a := range addrs {
 		if a.Prefix.Addr() == ip {
-			return k.LinkByIndex(a.Link)
+			return k.LinkByName(a.Dev)
 		}
 	}
 	return Link{}, fmt.Errorf("no interface has address %s; set --iface", ip)

@@ -12,10 +12,10 @@ import (
 func TestFindUnderlay(t *testing.T) {
 	f, eth0 := node(t)
 	for _, s := range []string{"198.51.100.11/24", "169.254.1.1/16", "2001:db8::11/64"} {
-		must(t, f.ReplaceAddr(kernel.Addr{Link: eth0.Index, Prefix: p(s)}))
+		must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p(s)}))
 	}
 	eth1 := f.AddDevice(kernel.Link{Name: "eth1", Kind: "device", MTU: 9000, MAC: "02:00:cb:00:71:0b", Up: true})
-	must(t, f.ReplaceAddr(kernel.Addr{Link: eth1.Index, Prefix: p("203.0.113.11/24")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth1.Name, Prefix: p("203.0.113.11/24")}))
 
 	eth0Underlay := func(addr string) kernel.Underlay {
 		return kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, Addr: a(addr), MTU: 1500,
@@ -68,7 +68,7 @@ func TestFindUnderlayErrors(t *testing.T) {
 	if _, err := kernel.FindUnderlay(f, "eth1", netip.Addr{}); err == nil || !strings.Contains(err.Error(), "interface eth1 has no IPv4 address") {
 		t.Errorf("interface without address: %v", err)
 	}
-	must(t, f.DeleteRoute(kernel.Route{Dst: p("0.0.0.0/0"), Link: eth0.Index}))
+	must(t, f.DeleteRoute(kernel.Route{Dst: p("0.0.0.0/0"), Dev: eth0.Name}))
 	if _, err := kernel.FindUnderlay(f, "", netip.Addr{}); err == nil || !strings.Contains(err.Error(), "no default route") {
 		t.Errorf("no default route: %v", err)
 	}

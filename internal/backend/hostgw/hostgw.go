@@ -40,7 +40,7 @@ func (b *Backend) MTU() int { return b.u.MTU }
 // Apply implements backend.Backend.
 func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
 	plan, skipped := Plan(st, b.u)
-	scope := kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteLinks: []int{b.u.LinkIndex}}
+	scope := kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{b.u.Name}}
 	added, removed, err := kernel.Apply(ctx, b.k, plan, scope)
 	return backend.Report{Added: added, Removed: removed, Skipped: skipped}, err
 }
@@ -54,7 +54,7 @@ func Plan(st backend.NodeState, u kernel.Underlay) (kernel.Plan, []string) {
 			skipped = append(skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", peer.Subnet, peer.Attrs.PublicIP, u.Name))
 			continue
 		}
-		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Link: u.LinkIndex})
+		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: u.Name})
 	}
 	return p, skipped
 }

@@ -26,7 +26,7 @@ func TestPlanSkipsPeersThatAreNotOnLink(t *testing.T) {
 		mk("10.244.4.0/24", "192.0.2.4", "vxlan"), // another backend: ignored
 	}}
 	p, skipped := Plan(st, u)
-	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}
+	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Dev: "eth0"}
 	if len(p.Routes) != 1 || p.Routes[0] != want {
 		t.Errorf("routes %v, want [%v]", p.Routes, want)
 	}
@@ -38,11 +38,11 @@ func TestPlanSkipsPeersThatAreNotOnLink(t *testing.T) {
 func TestApplyOnFake(t *testing.T) {
 	f := kerneltest.New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
-	if err := f.ReplaceAddr(kernel.Addr{Link: eth0.Index, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
+	if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
 		t.Fatal(err)
 	}
 	// A route left by an earlier run, for a subnet no lease holds.
-	if err := f.ReplaceRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Gw: netip.MustParseAddr("192.0.2.9"), Link: eth0.Index}); err != nil {
+	if err := f.ReplaceRoute(kernel.Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Gw: netip.MustParseAddr("192.0.2.9"), Dev: eth0.Name}); err != nil {
 		t.Fatal(err)
 	}
 	f.Writes()

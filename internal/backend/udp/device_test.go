@@ -114,7 +114,7 @@ func TestDeviceKeptRightOnFake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := f.DeleteAddr(kernel.Addr{Link: l.Index, Prefix: netip.MustParsePrefix("10.244.1.0/16")}); err != nil {
+	if err := f.DeleteAddr(kernel.Addr{Dev: l.Name, Prefix: netip.MustParsePrefix("10.244.1.0/16")}); err != nil {
 		t.Fatal(err)
 	}
 	f.Writes()

@@ -45,14 +45,14 @@ func MACFor(ip netip.Addr) string {
 }
 
 // Plan computes the kernel entries for the peers in st. dev is the vxlan
-// device's link index. Peers of another backend type, or with unusable
+// device's name. Peers of another backend type, or with unusable
 // backend data, are skipped and named in the second result.
-func Plan(st backend.NodeState, dev int, u kernel.Underlay, m Mode) (kernel.Plan, []string) {
+func Plan(st backend.NodeState, dev string, u kernel.Underlay, m Mode) (kernel.Plan, []string) {
 	var p kernel.Plan
 	var skipped []string
 	for _, peer := range st.PeersOf(Type) {
 		if m.DirectRouting && u.IsOnLink(peer.Attrs.PublicIP) {
-			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Link: u.LinkIndex})
+			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: u.Name})
 			continue
 		}
 		mac, err := peerMAC(peer)
@@ -64,9 +64,9 @@ func Plan(st backend.NodeState, dev int, u kernel.Underlay, m Mode) (kernel.Plan
 			continue
 		}
 		gw := peer.Subnet.Addr() // the peer's device holds its subnet's network address
-		p.Neighs = append(p.Neighs, kernel.Neigh{IP: gw, MAC: mac, Link: dev})
-		p.FDB = append(p.FDB, kernel.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Link: dev})
-		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: gw, Link: dev, OnLink: true})
+		p.Neighs = append(p.Neighs, kernel.Neigh{IP: gw, MAC: mac, Dev: dev})
+		p.FDB = append(p.FDB, kernel.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Dev: dev})
+		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: gw, Dev: dev, OnLink: true})
 	}
 	return p, skipped
 }
@@ -86,6 +86,6 @@ func peerMAC(l lease.Lease) (string, error) {
 // Scope is what the vxlan backend owns: routes into the cluster network on
 // the device and (for DirectRouting) on the underlay, and all permanent
 // neighbour and FDB entries on the device.
-func Scope(network, own netip.Prefix, dev int, u kernel.Underlay) kernel.Scope {
-	return kernel.Scope{Network: network, Own: own, RouteLinks: []int{dev, u.LinkIndex}, NeighLinks: []int{dev}}
+func Scope(network, own netip.Prefix, dev string, u kernel.Underlay) kernel.Scope {
+	return kernel.Scope{Network: network, Own: own, RouteDevs: []string{dev, u.Name}, NeighDevs: []string{dev}}
 }

@@ -26,24 +26,24 @@ func TestPlan(t *testing.T) {
 		peer("10.244.4.0/24", "192.0.2.4", "host-gw", ``),
 		peer("10.244.5.0/24", "192.0.2.5", "vxlan", `{"VNI":1,"VtepMAC":"zz"}`),
 	}
-	p, skipped := Plan(st, 7, u, Mode{})
+	p, skipped := Plan(st, "flannel.7", u, Mode{})
 	if len(p.Routes) != 2 || len(p.Neighs) != 2 || len(p.FDB) != 2 || len(skipped) != 1 {
 		t.Fatalf("plan %+v skipped %v", p, skipped)
 	}
-	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Link: 7, OnLink: true}
+	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Dev: "flannel.7", OnLink: true}
 	if p.Routes[0] != want {
 		t.Errorf("route %v, want %v", p.Routes[0], want)
 	}
-	if p.Neighs[0] != (kernel.Neigh{IP: netip.MustParseAddr("10.244.2.0"), MAC: "02:00:00:00:00:02", Link: 7}) {
+	if p.Neighs[0] != (kernel.Neigh{IP: netip.MustParseAddr("10.244.2.0"), MAC: "02:00:00:00:00:02", Dev: "flannel.7"}) {
 		t.Errorf("neigh %v", p.Neighs[0])
 	}
-	if p.FDB[1] != (kernel.FDB{MAC: "02:00:00:00:00:03", Dst: netip.MustParseAddr("198.51.100.3"), Link: 7}) {
+	if p.FDB[1] != (kernel.FDB{MAC: "02:00:00:00:00:03", Dst: netip.MustParseAddr("198.51.100.3"), Dev: "flannel.7"}) {
 		t.Errorf("fdb %v", p.FDB[1])
 	}
 	// DirectRouting: the on-link peer gets a plain route, the other stays on vxlan.
-	p, _ = Plan(st, 7, u, Mode{DirectRouting: true})
+	p, _ = Plan(st, "flannel.7", u, Mode{DirectRouting: true})
 	// (the peer with a bad MAC is on-link, so it needs no MAC)
-	if len(p.Routes) != 3 || p.Routes[0] != (kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Link: 2}) {
+	if len(p.Routes) != 3 || p.Routes[0] != (kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Dev: "eth0"}) {
 		t.Errorf("direct routing: %v", p.Routes)
 	}
 	if len(p.Neighs) != 1 || p.Neighs[0].IP != netip.MustParseAddr("10.244.3.0") {
@@ -61,11 +61,11 @@ func TestPlanDerivedMAC(t *testing.T) {
 		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", ``),
 		Peers:   []lease.Lease{peer("10.244.2.0/24", "192.0.2.12", "vxlan", ``)}, // nothing published
 	}
-	p, skipped := Plan(st, 7, u, Mode{})
+	p, skipped := Plan(st, "flannel.7", u, Mode{})
 	if len(p.FDB) != 0 || len(skipped) != 1 {
 		t.Errorf("without DerivedMAC a peer without data is skipped: plan %+v skipped %v", p, skipped)
 	}
-	p, skipped = Plan(st, 7, u, Mode{DerivedMAC: true})
+	p, skipped = Plan(st, "flannel.7", u, Mode{DerivedMAC: true})
 	if len(skipped) != 0 || len(p.FDB) != 1 || p.FDB[0].MAC != "0e:77:c0:00:02:0c" || p.Neighs[0].MAC != "0e:77:c0:00:02:0c" {
 		t.Errorf("derived: plan %+v skipped %v", p, skipped)
 	}

@@ -79,12 +79,11 @@ func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Repo
 	if l, err := b.k.LinkByName(d.Name); err == nil && d.Recreates(l) {
 		b.log.Warn("vxlan device does not match the config; recreating it with the same MAC", "device", d.Name)
 	}
-	dev, err := kernel.EnsureLink(ctx, b.k, d)
-	if err != nil {
+	if _, err := kernel.EnsureLink(ctx, b.k, d); err != nil {
 		return backend.Report{}, fmt.Errorf("vxlan: %w", err)
 	}
-	plan, skipped := Plan(st, dev, b.u, Mode{DirectRouting: b.cfg.DirectRouting, DerivedMAC: b.derived})
-	added, removed, err := kernel.Apply(ctx, b.k, plan, Scope(st.Network, st.Own.Subnet, dev, b.u))
+	plan, skipped := Plan(st, d.Name, b.u, Mode{DirectRouting: b.cfg.DirectRouting, DerivedMAC: b.derived})
+	added, removed, err := kernel.Apply(ctx, b.k, plan, Scope(st.Network, st.Own.Subnet, d.Name, b.u))
 	return backend.Report{Added: added, Removed: removed, Skipped: skipped}, err
 }
 

@@ -79,7 +79,7 @@ func TestApplyInNamespace(t *testing.T) {
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
 		t.Errorf("device addresses %v", addrs)
 	}
-	scope := Scope(st.Network, own.Subnet, dev.Attrs().Index, u)
+	scope := Scope(st.Network, own.Subnet, "flannel.1", u)
 	have, err := kernel.Read(kernel.NewNetlink(h), scope)
 	if err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func TestDeviceChangedByHandInNamespace(t *testing.T) {
 	if dev.Attrs().Flags&net.FlagUp == 0 || dev.Attrs().MTU != 1450 {
 		t.Errorf("after the next Apply: flags %v, MTU %d; want up, 1450", dev.Attrs().Flags, dev.Attrs().MTU)
 	}
-	have, err := kernel.Read(kernel.NewNetlink(h), Scope(st.Network, own.Subnet, dev.Attrs().Index, u))
+	have, err := kernel.Read(kernel.NewNetlink(h), Scope(st.Network, own.Subnet, "flannel.1", u))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ func fakeNode(t *testing.T, cfg Options) (*kerneltest.Fake, *Backend) {
 	t.Helper()
 	f := kerneltest.New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
-	if err := f.ReplaceAddr(kernel.Addr{Link: eth0.Index, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
+	if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
 		t.Fatal(err)
 	}
 	u, err := kernel.FindUnderlay(f, "eth0", netip.Addr{})

@@ -63,7 +63,7 @@ var _ kernel.Kernel = (*Fake)(nil)
 func New() *Fake {
 	f := &Fake{next: 1, links: map[int]*kernel.Link{}}
 	lo := f.AddDevice(kernel.Link{Name: "lo", Kind: "device", MTU: 65536, Up: true})
-	f.addrs = append(f.addrs, kernel.Addr{Link: lo.Index, Prefix: netip.MustParsePrefix("127.0.0.1/8")})
+	f.addrs = append(f.addrs, kernel.Addr{Dev: lo.Name, Prefix: netip.MustParsePrefix("127.0.0.1/8")})
 	return f
 }
 
@@ -126,11 +126,12 @@ func (f *Fake) RemoveDevice(name string) {
 
 // remove deletes a link and everything on it; f.mu is held.
 func (f *Fake) remove(index int) {
+	name := f.links[index].Name
 	delete(f.links, index)
-	f.addrs = slices.DeleteFunc(f.addrs, func(a kernel.Addr) bool { return a.Link == index })
-	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Link == index })
-	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Link == index })
-	f.fdb = slices.DeleteFunc(f.fdb, func(e kernel.FDB) bool { return e.Link == index })
+	f.addrs = slices.DeleteFunc(f.addrs, func(a kernel.Addr) bool { return a.Dev == name })
+	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Dev == name })
+	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Dev == name })
+	f.fdb = slices.DeleteFunc(f.fdb, func(e kernel.FDB) bool { return e.Dev == name })
 }
 
 // SetDown is `ip link set NAME down` by hand: the kernel removes the routes
@@ -143,8 +144,8 @@ func (f *Fake) SetDown(name string) error {
 		return err
 	}
 	l.Up = false
-	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Link == l.Index })
-	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Link == l.Index })
+	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Dev == name })
+	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Dev == name })
 	return nil
 }
 
@@ -158,7 +159,7 @@ func (f *Fake) AddLearnedNeigh(n kernel.Neigh) {
 
 // The methods below implement kernel.Kernel.
 
-// names names links for commands; f.mu is held.
+// names names links by index for AddLinkCmd; f.mu is held.
 func (f *Fake) names(index int) string {
 	if l, ok := f.links[index]; ok {
 		return l.Name
@@ -197,6 +198,16 @@ func (f *Fake) byName(cmd, name string) (*kernel.Link, error) {
 		}
 	}
 	return nil, errno(cmd, syscall.ENODEV)
+}
+
+// index is the index of the link called name, or 0; f.mu is held.
+func (f *Fake) index(name string) int {
+	for _, l := range f.links {
+		if l.Name == name {
+			return l.Index
+		}
+	}
+	return 0
 }
 
 // byIndex finds a link for cmd; f.mu is held.
@@ -374,7 +385,7 @@ func (f *Fake) Addrs() ([]kernel.Addr, error) {
 	}
 	out := slices.Clone(f.addrs)
 	slices.SortFunc(out, func(a, b kernel.Addr) int {
-		return cmp.Or(cmp.Compare(a.Link, b.Link), comparePrefix(a.Prefix, b.Prefix))
+		return cmp.Or(cmp.Compare(f.index(a.Dev), f.index(b.Dev)), comparePrefix(a.Prefix, b.Prefix))
 	})
 	return out, nil
 }
@@ -383,8 +394,8 @@ func (f *Fake) Addrs() ([]kernel.Addr, error) {
 func (f *Fake) ReplaceAddr(a kernel.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.AddrCmd("replace", a, f.names)
-	if _, err := f.byIndex(cmd, a.Link); err != nil {
+	cmd := kernel.AddrCmd("replace", a)
+	if _, err := f.byName(cmd, a.Dev); err != nil {
 		return err
 	}
 	if !slices.Contains(f.addrs, a) {
@@ -398,7 +409,7 @@ func (f *Fake) ReplaceAddr(a kernel.Addr) error {
 func (f *Fake) DeleteAddr(a kernel.Addr) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.AddrCmd("del", a, f.names)
+	cmd := kernel.AddrCmd("del", a)
 	if err := f.call(cmd); err != nil {
 		return err
 	}
@@ -408,13 +419,13 @@ func (f *Fake) DeleteAddr(a kernel.Addr) error {
 	// link.
 	var primary bool
 	for _, x := range f.addrs {
-		if x.Link == a.Link && x.Prefix.Addr().Is4() && x.Prefix.Masked() == a.Prefix.Masked() {
+		if x.Dev == a.Dev && x.Prefix.Addr().Is4() && x.Prefix.Masked() == a.Prefix.Masked() {
 			primary = x == a
 			break
 		}
 	}
 	f.addrs = slices.DeleteFunc(f.addrs, func(x kernel.Addr) bool {
-		return x == a || primary && x.Link == a.Link && x.Prefix.Masked() == a.Prefix.Masked()
+		return x == a || primary && x.Dev == a.Dev && x.Prefix.Masked() == a.Prefix.Masked()
 	})
 	f.wrote(cmd)
 	return nil
@@ -436,15 +447,15 @@ func (f *Fake) Routes() ([]kernel.Route, error) {
 func (f *Fake) ReplaceRoute(r kernel.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.RouteCmd("replace", r, f.names)
-	l, err := f.byIndex(cmd, r.Link)
+	cmd := kernel.RouteCmd("replace", r)
+	l, err := f.byName(cmd, r.Dev)
 	if err != nil {
 		return err
 	}
 	if !l.Up {
 		return errno(cmd, syscall.ENETDOWN) // "Nexthop device is not up"
 	}
-	if r.Gw.IsValid() && !r.OnLink && !f.covers(l.Index, r.Gw) {
+	if r.Gw.IsValid() && !r.OnLink && !f.covers(l.Name, r.Gw) {
 		return errno(cmd, syscall.ENETUNREACH) // "Nexthop has invalid gateway"
 	}
 	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
@@ -455,9 +466,9 @@ func (f *Fake) ReplaceRoute(r kernel.Route) error {
 
 // covers reports whether an address of the link has a network that holds
 // ip; f.mu is held.
-func (f *Fake) covers(link int, ip netip.Addr) bool {
+func (f *Fake) covers(dev string, ip netip.Addr) bool {
 	for _, a := range f.addrs {
-		if a.Link == link && a.Prefix.Masked().Contains(ip) {
+		if a.Dev == dev && a.Prefix.Masked().Contains(ip) {
 			return true
 		}
 	}
@@ -469,27 +480,27 @@ func (f *Fake) covers(link int, ip netip.Addr) bool {
 func (f *Fake) DeleteRoute(r kernel.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.RouteCmd("del", r, f.names)
+	cmd := kernel.RouteCmd("del", r)
 	if err := f.call(cmd); err != nil {
 		return err
 	}
 	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool {
-		return x.Dst == r.Dst && (r.Link == 0 || x.Link == r.Link) && (!r.Gw.IsValid() || x.Gw == r.Gw)
+		return x.Dst == r.Dst && (r.Dev == "" || x.Dev == r.Dev) && (!r.Gw.IsValid() || x.Gw == r.Gw)
 	})
 	f.wrote(cmd)
 	return nil
 }
 
 // Neighs implements kernel.Kernel: by address.
-func (f *Fake) Neighs(link int) ([]kernel.Neigh, error) {
+func (f *Fake) Neighs(dev string) ([]kernel.Neigh, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.call("ip neigh show dev " + f.names(link)); err != nil {
+	if _, err := f.byName("ip neigh show dev "+dev, dev); err != nil {
 		return nil, err
 	}
 	var out []kernel.Neigh
 	for _, n := range f.neighs {
-		if n.Link == link && n.permanent {
+		if n.Dev == dev && n.permanent {
 			out = append(out, n.Neigh)
 		}
 	}
@@ -501,14 +512,14 @@ func (f *Fake) Neighs(link int) ([]kernel.Neigh, error) {
 func (f *Fake) ReplaceNeigh(n kernel.Neigh) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.NeighCmd("replace", n, f.names)
-	if _, err := f.byIndex(cmd, n.Link); err != nil {
+	cmd := kernel.NeighCmd("replace", n)
+	if _, err := f.byName(cmd, n.Dev); err != nil {
 		return err
 	}
 	if kernel.CanonicalMAC(n.MAC) != n.MAC {
 		return errno(cmd, syscall.EINVAL)
 	}
-	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Link == n.Link && x.IP == n.IP })
+	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
 	f.neighs = append(f.neighs, neigh{Neigh: n, permanent: true})
 	f.wrote(cmd)
 	return nil
@@ -518,25 +529,25 @@ func (f *Fake) ReplaceNeigh(n kernel.Neigh) error {
 func (f *Fake) DeleteNeigh(n kernel.Neigh) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.NeighCmd("del", n, f.names)
+	cmd := kernel.NeighCmd("del", n)
 	if err := f.call(cmd); err != nil {
 		return err
 	}
-	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Link == n.Link && x.IP == n.IP })
+	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
 	f.wrote(cmd)
 	return nil
 }
 
 // FDB implements kernel.Kernel: by MAC.
-func (f *Fake) FDB(link int) ([]kernel.FDB, error) {
+func (f *Fake) FDB(dev string) ([]kernel.FDB, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if err := f.call("bridge fdb show dev " + f.names(link)); err != nil {
+	if _, err := f.byName("bridge fdb show dev "+dev, dev); err != nil {
 		return nil, err
 	}
 	var out []kernel.FDB
 	for _, e := range f.fdb {
-		if e.Link == link {
+		if e.Dev == dev {
 			out = append(out, e)
 		}
 	}
@@ -548,8 +559,8 @@ func (f *Fake) FDB(link int) ([]kernel.FDB, error) {
 func (f *Fake) ReplaceFDB(e kernel.FDB) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.FDBCmd("replace", e, f.names)
-	l, err := f.byIndex(cmd, e.Link)
+	cmd := kernel.FDBCmd("replace", e)
+	l, err := f.byName(cmd, e.Dev)
 	if err != nil {
 		return err
 	}
@@ -562,7 +573,7 @@ func (f *Fake) ReplaceFDB(e kernel.FDB) error {
 		f.wrote(cmd)
 		return nil
 	}
-	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x.Link == e.Link && x.MAC == e.MAC })
+	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x.Dev == e.Dev && x.MAC == e.MAC })
 	f.fdb = append(f.fdb, e)
 	f.wrote(cmd)
 	return nil
@@ -574,7 +585,7 @@ func (f *Fake) ReplaceFDB(e kernel.FDB) error {
 func (f *Fake) DeleteFDB(e kernel.FDB) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	cmd := kernel.FDBCmd("del", e, f.names)
+	cmd := kernel.FDBCmd("del", e)
 	if err := f.call(cmd); err != nil {
 		return err
 	}

@@ -23,7 +23,7 @@ func TestModel(t *testing.T) {
 	p := netip.MustParsePrefix
 	f := New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:00:00:00:01", Up: true})
-	must(t, f.ReplaceAddr(kernel.Addr{Link: eth0.Index, Prefix: p("192.0.2.11/24")}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("192.0.2.11/24")}))
 	vx, err := f.AddLink(kernel.Link{Name: "flannel.1", Kind: kernel.KindVXLAN, VXLAN: kernel.VXLAN{VNI: 1, Dev: eth0.Index, Port: 8472}})
 	must(t, err)
 	if vx.MTU != 1450 || vx.Up || vx.MAC == "" {
@@ -32,21 +32,21 @@ func TestModel(t *testing.T) {
 	if err := f.SetLinkMTU("flannel.1", 1451); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("MTU above the underlay's less 50: %v", err)
 	}
-	route := kernel.Route{Dst: p("10.244.4.0/24"), Gw: netip.MustParseAddr("10.244.4.0"), Link: vx.Index, OnLink: true}
+	route := kernel.Route{Dst: p("10.244.4.0/24"), Gw: netip.MustParseAddr("10.244.4.0"), Dev: vx.Name, OnLink: true}
 	if err := f.ReplaceRoute(route); !errors.Is(err, syscall.ENETDOWN) {
 		t.Errorf("route through a link that is down: %v", err)
 	}
 	must(t, f.SetLinkUp("flannel.1"))
 	must(t, f.ReplaceRoute(route))
-	neigh := kernel.Neigh{IP: route.Gw, MAC: "0e:00:00:00:00:04", Link: vx.Index}
+	neigh := kernel.Neigh{IP: route.Gw, MAC: "0e:00:00:00:00:04", Dev: vx.Name}
 	must(t, f.ReplaceNeigh(neigh))
-	must(t, f.ReplaceFDB(kernel.FDB{MAC: neigh.MAC, Dst: netip.MustParseAddr("192.0.2.12"), Link: vx.Index}))
+	must(t, f.ReplaceFDB(kernel.FDB{MAC: neigh.MAC, Dst: netip.MustParseAddr("192.0.2.12"), Dev: vx.Name}))
 
 	// Down: routes and neighbours go, the FDB stays.
 	must(t, f.SetDown("flannel.1"))
 	routes, _ := f.Routes()
-	neighs, _ := f.Neighs(vx.Index)
-	fdb, _ := f.FDB(vx.Index)
+	neighs, _ := f.Neighs(vx.Name)
+	fdb, _ := f.FDB(vx.Name)
 	if len(routes) != 0 || len(neighs) != 0 || len(fdb) != 1 {
 		t.Errorf("after down: routes %v neighbours %v fdb %v", routes, neighs, fdb)
 	}
@@ -54,9 +54,9 @@ func TestModel(t *testing.T) {
 	// A primary IPv4 address takes its secondaries with it; another
 	// network's address stays.
 	for _, s := range []string{"10.244.3.0/16", "10.244.7.0/16", "10.245.0.1/32"} {
-		must(t, f.ReplaceAddr(kernel.Addr{Link: vx.Index, Prefix: p(s)}))
+		must(t, f.ReplaceAddr(kernel.Addr{Dev: vx.Name, Prefix: p(s)}))
 	}
-	must(t, f.DeleteAddr(kernel.Addr{Link: vx.Index, Prefix: p("10.244.3.0/16")}))
+	must(t, f.DeleteAddr(kernel.Addr{Dev: vx.Name, Prefix: p("10.244.3.0/16")}))
 	addrs, _ := f.Addrs()
 	if got := addrs[len(addrs)-1]; len(addrs) != 3 || got.Prefix != p("10.245.0.1/32") {
 		t.Errorf("after deleting the primary: %v", addrs)
@@ -64,7 +64,7 @@ func TestModel(t *testing.T) {
 
 	// Deleting the link takes everything on it.
 	must(t, f.DeleteLink("flannel.1"))
-	if fdb, _ := f.FDB(vx.Index); len(fdb) != 0 {
+	if fdb, _ := f.FDB(vx.Name); len(fdb) != 0 {
 		t.Errorf("fdb of a deleted link: %v", fdb)
 	}
 	addrs, _ = f.Addrs()
