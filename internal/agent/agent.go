@@ -409,7 +409,7 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		leases = append(leases, l)
 	}
 	d := a.desire(cfg, be, own, leases)
-	rep, beErr := be.Apply(ctx, d.Node)
+	rep, beErr := be.Apply(ctx, d.Kernel)
 	if beErr != nil {
 		beErr = fmt.Errorf("backend: %w", beErr)
 	}
@@ -430,7 +430,7 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 	a.m.leases.Set(float64(len(leases)))
 	a.m.skipped.Set(float64(len(rep.Skipped)))
 	if rep.Added+rep.Removed > 0 {
-		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(d.Node.Peers))
+		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(d.Kernel.Node.Peers))
 	}
 	a.mu.Lock()
 	if !slices.Equal(a.skipped, rep.Skipped) {
@@ -438,14 +438,14 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 			a.log.Warn("peer skipped", "peer", s)
 		}
 	}
-	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(d.Node.Peers)
+	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(d.Kernel.Node.Peers)
 	a.mu.Unlock()
 	return errors.Join(beErr, fwErr, envErr)
 }
 
 // desire is Desire with this agent's options.
 func (a *Agent) desire(cfg *config.Config, be backend.Backend, own lease.Lease, leases []lease.Lease) Desired {
-	return Desire(Inputs{Network: cfg.IPv4.Network, Own: own, Leases: leases, MTU: be.MTU(),
+	return Desire(Inputs{Network: cfg.IPv4.Network, Own: own, Leases: leases, MTU: be.MTU(), Backend: be,
 		IPMasq: a.o.IPMasq, ForwardRules: a.o.ForwardRules})
 }
 

@@ -65,9 +65,11 @@ func (f *fakePlatform) lastState() (backend.NodeState, int) {
 
 type fakeBackend struct{ f *fakePlatform }
 
-func (fakeBackend) LeaseAttrs() lease.Attrs { return lease.Attrs{BackendType: "host-gw"} }
-func (fakeBackend) MTU() int                { return 1500 }
-func (b fakeBackend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
+func (fakeBackend) LeaseAttrs() lease.Attrs                   { return lease.Attrs{BackendType: "host-gw"} }
+func (fakeBackend) MTU() int                                  { return 1500 }
+func (fakeBackend) Plan(st backend.NodeState) backend.Desired { return backend.Desired{Node: st} }
+func (b fakeBackend) Apply(ctx context.Context, d backend.Desired) (backend.Report, error) {
+	st := d.Node
 	b.f.mu.Lock()
 	defer b.f.mu.Unlock()
 	b.f.states = append(b.f.states, st)

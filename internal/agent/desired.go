@@ -16,6 +16,8 @@ type Inputs struct {
 	Own     lease.Lease   // this node's lease
 	Leases  []lease.Lease // every lease in the store; Own may be among them
 	MTU     int           // the pod MTU over the backend
+	// Backend plans the backend's part from the node state (pure).
+	Backend backend.Planner
 	// IPMasq: masquerade pods' traffic leaving the cluster network.
 	IPMasq bool
 	// ForwardRules: accept forwarded traffic from and to the cluster
@@ -23,10 +25,11 @@ type Inputs struct {
 	ForwardRules bool
 }
 
-// Desired is the whole desired state of a node: what the backend programs,
-// weft's firewall, and subnet.env for the CNI plugin.
+// Desired is the whole desired state of a node: the backend's devices and
+// kernel entries (with the node state they were planned from), weft's
+// firewall, and subnet.env for the CNI plugin.
 type Desired struct {
-	Node     backend.NodeState
+	Kernel   backend.Desired
 	Firewall firewall.State
 	Env      subnetenv.Env
 }
@@ -34,15 +37,16 @@ type Desired struct {
 // Desire computes the desired state. It is pure: the same inputs give the
 // same state, and nothing is read from or written to the node.
 func Desire(in Inputs) Desired {
-	d := Desired{
-		Node: backend.NodeState{Network: in.Network, Own: in.Own},
-		Env: subnetenv.Env{Network: in.Network, Subnet: subnetenv.GatewayPrefix(in.Own.Subnet),
-			MTU: in.MTU, IPMasq: in.IPMasq},
-	}
+	st := backend.NodeState{Network: in.Network, Own: in.Own}
 	for _, l := range in.Leases {
 		if l.Key() != in.Own.Key() {
-			d.Node.Peers = append(d.Node.Peers, l)
+			st.Peers = append(st.Peers, l)
 		}
+	}
+	d := Desired{
+		Kernel: in.Backend.Plan(st),
+		Env: subnetenv.Env{Network: in.Network, Subnet: subnetenv.GatewayPrefix(in.Own.Subnet),
+			MTU: in.MTU, IPMasq: in.IPMasq},
 	}
 	var parts []firewall.Part
 	if in.IPMasq {

@@ -3,17 +3,178 @@ package agent
 import (
 	"net/netip"
 	"reflect"
+	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/backend/table"
 	"github.com/weftnet/weft/internal/firewall"
+	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/internal/lease"
 )
 
-func TestDesire(t *testing.T) {
-	network := netip.MustParsePrefix("10.244.0.0/16")
-	mk := func(subnet, ip string) lease.Lease {
-		return lease.Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "host-gw"}}
+// planned builds the backend net-conf.json names, as the agent does
+// (table.Parse, Kind.New), over a fake kernel with lo, eth0 (index 2) and,
+// for vxlan, flannel.1 as an earlier run left it (so its MAC is reused).
+// The underlay is fixed: eth0, 192.0.2.11 on 192.0.2.0/24, MTU 1500.
+func planned(t *testing.T, conf string) (backend.Backend, *kerneltest.Fake, netip.Prefix) {
+	t.Helper()
+	cfg, kind, opts, err := table.Parse([]byte(conf))
+	if err != nil {
+		t.Fatal(err)
 	}
+	f := kerneltest.New()
+	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:0b", Up: true})
+	f.AddDevice(kernel.Link{Name: "flannel.1", Kind: kernel.KindVXLAN, MTU: 1450, MAC: "0e:00:00:00:00:03", Up: true,
+		VXLAN: kernel.VXLAN{VNI: 1, Local: netip.MustParseAddr("192.0.2.11"), Dev: eth0.Index, Port: 8472}})
+	u := kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, Addr: netip.MustParseAddr("192.0.2.11"), MTU: 1500,
+		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	be, err := kind.New(t.Context(), backend.Env{Kernel: f, Underlay: u, Log: quiet()}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = be.Close() })
+	return be, f, cfg.IPv4.Network
+}
+
+func mkLease(subnet, ip, typ, data string) lease.Lease {
+	return lease.Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip),
+		BackendType: typ, BackendData: []byte(data)}}
+}
+
+// entries renders kernel entries as the commands that would add them.
+func entries(p kernel.Plan) string {
+	var lines []string
+	for _, e := range p.FDB {
+		lines = append(lines, kernel.FDBCmd("replace", e))
+	}
+	for _, n := range p.Neighs {
+		lines = append(lines, kernel.NeighCmd("replace", n))
+	}
+	for _, r := range p.Routes {
+		lines = append(lines, kernel.RouteCmd("replace", r))
+	}
+	return strings.Join(lines, "\n")
+}
+
+// TestDesireKernel: these leases and this net-conf.json give these
+// devices, routes, neighbour and FDB entries, skipped peers and firewall
+// parts, computed by the real backends' Plan without touching the kernel.
+func TestDesireKernel(t *testing.T) {
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	own := netip.MustParsePrefix("10.244.3.0/24")
+	masq, fwd := firewall.Masquerade(network, own), firewall.Forward(network)
+	for _, tc := range []struct {
+		name, conf    string
+		ownType       string
+		peers         []lease.Lease
+		masq, forward bool
+		devices       []kernel.Device
+		entries       string
+		scope         kernel.Scope
+		skipped       []string
+		firewall      firewall.State
+		mtu           int
+	}{
+		{
+			name:    "vxlan with DirectRouting",
+			conf:    `{"Network": "10.244.0.0/16", "Backend": {"Type": "vxlan", "DirectRouting": true}}`,
+			ownType: "vxlan",
+			peers: []lease.Lease{
+				mkLease("10.244.4.0/24", "192.0.2.12", "vxlan", `{"VNI":1,"VtepMAC":"0e:00:00:00:00:04"}`),    // on-link: direct
+				mkLease("10.244.5.0/24", "198.51.100.13", "vxlan", `{"VNI":1,"VtepMAC":"0E:00:00:00:00:05"}`), // over vxlan
+				mkLease("10.244.6.0/24", "198.51.100.14", "vxlan", `{"VNI":1,"VtepMAC":"zz"}`),                // bad MAC
+				mkLease("10.244.7.0/24", "192.0.2.17", "host-gw", ``),                                         // another backend
+			},
+			masq: true, forward: true,
+			devices: []kernel.Device{{Name: "flannel.1", Kind: kernel.KindVXLAN,
+				VXLAN: kernel.VXLAN{VNI: 1, Local: netip.MustParseAddr("192.0.2.11"), Dev: 2, Port: 8472},
+				MTU:   1450, MAC: "0e:00:00:00:00:03", Addrs: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/32")}}},
+			entries: `bridge fdb replace 0e:00:00:00:00:05 dev flannel.1 dst 198.51.100.13 self permanent
+ip neigh replace 10.244.5.0 lladdr 0e:00:00:00:00:05 dev flannel.1 nud permanent
+ip route replace 10.244.4.0/24 via 192.0.2.12 dev eth0
+ip route replace 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink`,
+			scope:    kernel.Scope{Network: network, Own: own, RouteDevs: []string{"flannel.1", "eth0"}, NeighDevs: []string{"flannel.1"}},
+			skipped:  []string{`10.244.6.0/24 (198.51.100.14): bad VtepMAC "zz"`},
+			firewall: firewall.NewState(masq, fwd),
+			mtu:      1450,
+		},
+		{
+			name:    "host-gw",
+			conf:    `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`,
+			ownType: "host-gw",
+			peers: []lease.Lease{
+				mkLease("10.244.4.0/24", "192.0.2.12", "host-gw", ``),
+				mkLease("10.244.5.0/24", "198.51.100.13", "host-gw", ``), // off-link
+				mkLease("10.244.6.0/24", "192.0.2.14", "vxlan", `{"VNI":1,"VtepMAC":"0e:00:00:00:00:06"}`),
+			},
+			forward:  true,
+			entries:  `ip route replace 10.244.4.0/24 via 192.0.2.12 dev eth0`,
+			scope:    kernel.Scope{Network: network, Own: own, RouteDevs: []string{"eth0"}},
+			skipped:  []string{"10.244.5.0/24 (198.51.100.13): not on-link from eth0; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)"},
+			firewall: firewall.NewState(fwd),
+			mtu:      1500,
+		},
+		{
+			name: "udp",
+			conf: `{"Network": "10.244.0.0/16", "Backend": {"Type": "udp"}}`,
+			peers: []lease.Lease{
+				mkLease("10.244.4.0/24", "192.0.2.12", "", ``),
+				mkLease("10.244.5.0/24", "198.51.100.13", "udp", ``),
+				mkLease("10.244.6.0/25", "192.0.2.14", "", ``), // another subnet length
+			},
+			masq: true,
+			devices: []kernel.Device{{Name: "flannel0", Kind: kernel.KindTUN, MTU: 1472,
+				Addrs: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/16")}, NoIPv6AddrGen: true}},
+			skipped:  []string{"10.244.6.0/25 (192.0.2.14): subnet length differs from this node's /24"},
+			firewall: firewall.NewState(masq),
+			mtu:      1472,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be, f, net := planned(t, tc.conf)
+			ownLease := mkLease(own.String(), "192.0.2.11", tc.ownType, ``)
+			d := Desire(Inputs{Network: net, Own: ownLease, Leases: append([]lease.Lease{ownLease}, tc.peers...),
+				MTU: be.MTU(), Backend: be, IPMasq: tc.masq, ForwardRules: tc.forward})
+			if got := f.Writes(); got != "" {
+				t.Errorf("Desire wrote to the kernel:\n%s", got)
+			}
+			k := d.Kernel
+			if !reflect.DeepEqual(k.Devices, tc.devices) {
+				t.Errorf("devices\n%+v\nwant\n%+v", k.Devices, tc.devices)
+			}
+			if got := entries(k.Entries); got != tc.entries {
+				t.Errorf("entries\n%s\nwant\n%s", got, tc.entries)
+			}
+			if !reflect.DeepEqual(k.Scope, tc.scope) {
+				t.Errorf("scope %+v, want %+v", k.Scope, tc.scope)
+			}
+			if !reflect.DeepEqual(k.Skipped, tc.skipped) {
+				t.Errorf("skipped %q, want %q", k.Skipped, tc.skipped)
+			}
+			if !reflect.DeepEqual(k.Node.Peers, tc.peers) || k.Node.Own.Key() != ownLease.Key() || k.Node.Network != network {
+				t.Errorf("node state %+v", k.Node)
+			}
+			if !reflect.DeepEqual(d.Firewall, tc.firewall) {
+				t.Errorf("firewall %+v, want %+v", d.Firewall, tc.firewall)
+			}
+			if d.Env.MTU != tc.mtu || d.Env.IPMasq != tc.masq || d.Env.Network != network {
+				t.Errorf("subnet.env %+v, want MTU %d", d.Env, tc.mtu)
+			}
+			// Pure: the same inputs give the same state.
+			again := Desire(Inputs{Network: net, Own: ownLease, Leases: append([]lease.Lease{ownLease}, tc.peers...),
+				MTU: be.MTU(), Backend: be, IPMasq: tc.masq, ForwardRules: tc.forward})
+			if !reflect.DeepEqual(again, d) {
+				t.Errorf("a second Desire differs:\n%+v\n%+v", again, d)
+			}
+		})
+	}
+}
+
+func TestDesire(t *testing.T) {
+	be, _, network := planned(t, `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`)
+	mk := func(subnet, ip string) lease.Lease { return mkLease(subnet, ip, "host-gw", ``) }
 	own := mk("10.244.3.0/24", "192.0.2.11")
 	peers := []lease.Lease{mk("10.244.4.0/24", "192.0.2.12"), mk("10.244.5.0/24", "192.0.2.13")}
 	for _, tc := range []struct {
@@ -27,9 +188,13 @@ func TestDesire(t *testing.T) {
 		{"nothing", false, false, false, false},
 	} {
 		d := Desire(Inputs{Network: network, Own: own, Leases: append([]lease.Lease{own}, peers...), MTU: 1450,
-			IPMasq: tc.masq, ForwardRules: tc.forward})
-		if len(d.Node.Peers) != 2 || d.Node.Peers[0].Subnet != peers[0].Subnet || d.Node.Own.Key() != own.Key() || d.Node.Network != network {
-			t.Errorf("%s: node state %+v", tc.name, d.Node)
+			Backend: be, IPMasq: tc.masq, ForwardRules: tc.forward})
+		node := d.Kernel.Node
+		if len(node.Peers) != 2 || node.Peers[0].Subnet != peers[0].Subnet || node.Own.Key() != own.Key() || node.Network != network {
+			t.Errorf("%s: node state %+v", tc.name, node)
+		}
+		if len(d.Kernel.Entries.Routes) != 2 {
+			t.Errorf("%s: kernel entries %+v", tc.name, d.Kernel.Entries)
 		}
 		if d.Env.Network != network || d.Env.Subnet != netip.MustParsePrefix("10.244.3.1/24") || d.Env.MTU != 1450 || d.Env.IPMasq != tc.masq {
 			t.Errorf("%s: subnet.env %+v", tc.name, d.Env)
@@ -45,9 +210,9 @@ func TestDesire(t *testing.T) {
 		}
 	}
 	// The parts are those of this network and this node's subnet.
-	d := Desire(Inputs{Network: network, Own: own, IPMasq: true, ForwardRules: true})
+	d := Desire(Inputs{Network: network, Own: own, Backend: be, IPMasq: true, ForwardRules: true})
 	want := firewall.NewState(firewall.Masquerade(network, own.Subnet), firewall.Forward(network))
-	if !reflect.DeepEqual(d.Firewall, want) || len(d.Node.Peers) != 0 {
+	if !reflect.DeepEqual(d.Firewall, want) || len(d.Kernel.Node.Peers) != 0 || len(d.Kernel.Entries.Routes) != 0 {
 		t.Errorf("own lease only: %+v, want firewall %+v", d, want)
 	}
 }

@@ -1,7 +1,8 @@
 // Package backend defines the desired state of a node's data plane
-// (NodeState) and the seam every backend implements: Kind (a row of the
-// backend table: parse options, build), Options, Env and Backend (Apply,
-// Close). The kernel writes themselves go through package kernel.
+// (NodeState, and what a backend plans from it: Desired) and the seam every
+// backend implements: Kind (a row of the backend table: parse options,
+// build), Options, Env and Backend (Plan, Apply, Close). The kernel writes
+// themselves go through package kernel.
 package backend
 
 import (
@@ -37,6 +38,33 @@ func (s NodeState) PeersOf(types ...string) []lease.Lease {
 	return out
 }
 
+// Desired is what a backend wants the node to have for one NodeState: its
+// devices, and the routes, neighbour and FDB entries within the scope it
+// owns. Every entry names its link by name, so a Desired is computed
+// without reading the kernel and stays valid when a device is recreated.
+type Desired struct {
+	// Node is the state the plan was computed from (the udp backend's
+	// data path takes its peers from it).
+	Node NodeState
+	// Devices are the backend's devices, in the order they are set up
+	// (kernel.EnsureLink).
+	Devices []kernel.Device
+	// Entries are the routes, neighbour and FDB entries within Scope;
+	// kernel.Apply removes the others.
+	Entries kernel.Plan
+	// Scope is what the backend owns in the kernel.
+	Scope kernel.Scope
+	// Skipped names peers that are not programmed, with the reason.
+	Skipped []string
+}
+
+// Planner computes a backend's desired state.
+type Planner interface {
+	// Plan is pure: it reads nothing from the node and writes nothing, and
+	// the same state gives the same Desired.
+	Plan(st NodeState) Desired
+}
+
 // Report says what an Apply really changed.
 type Report struct {
 	Added, Removed int
@@ -51,12 +79,17 @@ type Backend interface {
 	LeaseAttrs() lease.Attrs
 	// MTU is the MTU pods must use.
 	MTU() int
-	// Apply makes the kernel match state: it may be called again with the
-	// same state (idempotent), adds before it deletes, and removes entries
-	// for subnets no peer holds, including ones it did not create. It
-	// repairs the backend's device when it was changed by hand. When ctx
-	// ends it stops before its next kernel write and returns ctx's error.
-	Apply(ctx context.Context, state NodeState) (Report, error)
+	// Planner computes the desired state that Apply applies.
+	Planner
+	// Apply makes the kernel match d, a Desired this backend's Plan
+	// returned, and nothing else: it puts each of d.Devices right
+	// (kernel.EnsureLink: created, or repaired when changed by hand), then
+	// the entries within d.Scope (kernel.Apply: adds before deletes,
+	// removing entries no peer wants, including ones it did not create).
+	// It may be called again with the same d (idempotent). The report
+	// counts the writes and carries d.Skipped. When ctx ends it stops
+	// before its next kernel write and returns ctx's error.
+	Apply(ctx context.Context, d Desired) (Report, error)
 	// Close releases what the backend holds in this process (goroutines,
 	// sockets, file descriptors). The kernel state stays, so that pod
 	// traffic flows across an agent restart. Apply must not be called

@@ -37,24 +37,29 @@ func (b *Backend) LeaseAttrs() lease.Attrs { return lease.Attrs{BackendType: Typ
 // MTU implements backend.Backend: no encapsulation.
 func (b *Backend) MTU() int { return b.u.MTU }
 
-// Apply implements backend.Backend.
-func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
-	plan, skipped := Plan(st, b.u)
-	scope := kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{b.u.Name}}
-	added, removed, err := kernel.Apply(ctx, b.k, plan, scope)
-	return backend.Report{Added: added, Removed: removed, Skipped: skipped}, err
-}
-
-// Plan computes the routes for st's host-gw peers on underlay u.
-func Plan(st backend.NodeState, u kernel.Underlay) (kernel.Plan, []string) {
-	var p kernel.Plan
-	var skipped []string
+// Plan implements backend.Backend: a route to each host-gw peer's subnet
+// via its public address on the underlay, which must be on the underlay's
+// link; a peer that is not is skipped. host-gw has no device of its own and
+// owns the routes into the cluster network on the underlay.
+func (b *Backend) Plan(st backend.NodeState) backend.Desired {
+	d := backend.Desired{Node: st, Scope: kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{b.u.Name}}}
 	for _, peer := range st.PeersOf(Type) {
-		if !u.IsOnLink(peer.Attrs.PublicIP) {
-			skipped = append(skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", peer.Subnet, peer.Attrs.PublicIP, u.Name))
+		if !b.u.IsOnLink(peer.Attrs.PublicIP) {
+			d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", peer.Subnet, peer.Attrs.PublicIP, b.u.Name))
 			continue
 		}
-		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: u.Name})
+		d.Entries.Routes = append(d.Entries.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: b.u.Name})
 	}
-	return p, skipped
+	return d
+}
+
+// Apply implements backend.Backend.
+func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report, error) {
+	for _, dev := range d.Devices { // none that Plan returns
+		if _, err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
+			return backend.Report{}, fmt.Errorf("%s: %w", Type, err)
+		}
+	}
+	added, removed, err := kernel.Apply(ctx, b.k, d.Entries, d.Scope)
+	return backend.Report{Added: added, Removed: removed, Skipped: d.Skipped}, err
 }

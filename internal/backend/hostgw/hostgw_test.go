@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -25,8 +26,17 @@ func TestPlanSkipsPeersThatAreNotOnLink(t *testing.T) {
 		mk("10.244.3.0/24", "198.51.100.3", "host-gw"),
 		mk("10.244.4.0/24", "192.0.2.4", "vxlan"), // another backend: ignored
 	}}
-	p, skipped := Plan(st, u)
+	f := kerneltest.New()
+	d := New(f, u).Plan(st)
+	if got := f.Writes(); got != "" {
+		t.Errorf("Plan wrote to the kernel:\n%s", got)
+	}
+	p, skipped := d.Entries, d.Skipped
 	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Dev: "eth0"}
+	wantScope := kernel.Scope{Network: st.Network, Own: own.Subnet, RouteDevs: []string{"eth0"}}
+	if len(d.Devices) != 0 || len(p.Neighs)+len(p.FDB) != 0 || !reflect.DeepEqual(d.Scope, wantScope) {
+		t.Errorf("devices %+v, entries %+v, scope %+v; want none, routes only, %+v", d.Devices, p, d.Scope, wantScope)
+	}
 	if len(p.Routes) != 1 || p.Routes[0] != want {
 		t.Errorf("routes %v, want [%v]", p.Routes, want)
 	}
@@ -57,7 +67,7 @@ func TestApplyOnFake(t *testing.T) {
 	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, mk("10.244.2.0/24", "192.0.2.2")}}
 	b := New(f, u)
 	ctx := context.Background()
-	rep, err := b.Apply(ctx, st)
+	rep, err := b.Apply(ctx, b.Plan(st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,7 +80,7 @@ func TestApplyOnFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Writes()
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	if got := f.Writes(); got != "ip route replace 10.244.2.0/24 via 192.0.2.2 dev eth0\n" {
@@ -83,7 +93,7 @@ func TestApplyOnFake(t *testing.T) {
 	f.Writes()
 	done, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := b.Apply(done, st); !errors.Is(err, context.Canceled) {
+	if _, err := b.Apply(done, b.Plan(st)); !errors.Is(err, context.Canceled) {
 		t.Errorf("apply with an ended context: %v", err)
 	}
 	if got := f.Writes(); got != "" {

@@ -32,7 +32,7 @@ func TestDeviceKeptRightInNamespace(t *testing.T) {
 	apply := func() {
 		t.Helper()
 		err := netns.Do(ns, func() error {
-			_, err := b.Apply(context.Background(), st)
+			_, err := b.Apply(context.Background(), b.Plan(st))
 			return err
 		})
 		if err != nil {

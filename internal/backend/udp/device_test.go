@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -94,17 +95,52 @@ func writes(t *testing.T, what string, f *kerneltest.Fake, want string) {
 	}
 }
 
+// TestPlanOnFake: the desired state is flannel0 and no kernel entries; a
+// peer whose subnet length differs is skipped; Plan opens and writes
+// nothing, and Apply reports the skipped peer.
+func TestPlanOnFake(t *testing.T) {
+	b, f, ends := onFake(t, t.Context())
+	st := state()
+	odd := st.Peers[1]
+	odd.Subnet = netip.MustParsePrefix("10.244.2.0/25")
+	st.Peers = append(st.Peers, odd)
+	d := b.Plan(st)
+	want := kernel.Device{Name: DeviceName, Kind: kernel.KindTUN, MTU: 1472,
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/16")}, NoIPv6AddrGen: true}
+	if len(d.Devices) != 1 || !reflect.DeepEqual(d.Devices[0], want) {
+		t.Errorf("devices %+v, want [%+v]", d.Devices, want)
+	}
+	if e := d.Entries; len(e.Routes)+len(e.Neighs)+len(e.FDB) != 0 || !reflect.DeepEqual(d.Node, st) {
+		t.Errorf("entries %+v, node state %+v", e, d.Node)
+	}
+	wantSkipped := []string{"10.244.2.0/25 (192.0.2.2): subnet length differs from this node's /24"}
+	if !reflect.DeepEqual(d.Skipped, wantSkipped) {
+		t.Errorf("skipped %q, want %q", d.Skipped, wantSkipped)
+	}
+	writes(t, "plan", f, "")
+	if ends.opened() != 0 {
+		t.Errorf("Plan opened %d devices", ends.opened())
+	}
+	rep, err := b.Apply(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Added != 2 || !reflect.DeepEqual(rep.Skipped, wantSkipped) {
+		t.Errorf("report %+v: want 2 peers added, %q skipped", rep, wantSkipped)
+	}
+}
+
 // TestDeviceKeptRightOnFake: every Apply puts flannel0 right, and opens
 // it again when it is gone.
 func TestDeviceKeptRightOnFake(t *testing.T) {
 	b, f, ends := onFake(t, t.Context())
 	ctx := context.Background()
 	st := state()
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	writes(t, "first apply", f, "ip link set flannel0 addrgenmode none\nip addr replace 10.244.1.0/16 dev flannel0\nip link set flannel0 up\n")
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	writes(t, "second apply", f, "")
@@ -118,7 +154,7 @@ func TestDeviceKeptRightOnFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Writes()
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	writes(t, "apply after the address was deleted by hand", f, "ip addr replace 10.244.1.0/16 dev flannel0\n")
@@ -127,7 +163,7 @@ func TestDeviceKeptRightOnFake(t *testing.T) {
 	// address and the data path's table follow.
 	st.Own.Subnet = netip.MustParsePrefix("10.244.7.0/24")
 	st.Peers[0] = st.Own
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	writes(t, "apply with a new own subnet", f, "ip addr del 10.244.1.0/16 dev flannel0\nip addr replace 10.244.7.0/16 dev flannel0\n")
@@ -140,7 +176,7 @@ func TestDeviceKeptRightOnFake(t *testing.T) {
 	first := ends.tun(0)
 	f.RemoveDevice(DeviceName)
 	first.remove()
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	if ends.opened() != 2 || !isClosed(first.closed) || !isClosed(ends.binds[0].closed) {
@@ -156,7 +192,7 @@ func TestDeviceKeptRightOnFake(t *testing.T) {
 
 func TestCloseEndsTheDataPath(t *testing.T) {
 	b, f, ends := onFake(t, t.Context())
-	if _, err := b.Apply(context.Background(), state()); err != nil {
+	if _, err := b.Apply(context.Background(), b.Plan(state())); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Close(); err != nil {
@@ -169,7 +205,7 @@ func TestCloseEndsTheDataPath(t *testing.T) {
 	if _, err := f.LinkByName(DeviceName); !kernel.IsNotFound(err) {
 		t.Errorf("flannel0 after Close: %v", err)
 	}
-	if _, err := b.Apply(context.Background(), state()); !errors.Is(err, errClosed) {
+	if _, err := b.Apply(context.Background(), b.Plan(state())); !errors.Is(err, errClosed) {
 		t.Errorf("Apply after Close: %v", err)
 	}
 	if ends.opened() != 1 {
@@ -183,7 +219,7 @@ func TestCloseEndsTheDataPath(t *testing.T) {
 func TestLifetimeContextEndsTheDataPath(t *testing.T) {
 	life, cancel := context.WithCancel(context.Background())
 	b, _, ends := onFake(t, life)
-	if _, err := b.Apply(context.Background(), state()); err != nil {
+	if _, err := b.Apply(context.Background(), b.Plan(state())); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
@@ -195,7 +231,7 @@ func TestLifetimeContextEndsTheDataPath(t *testing.T) {
 	if !isClosed(ends.tun(0).closed) || !isClosed(ends.binds[0].closed) {
 		t.Error("the end of the lifetime context left the device or the socket open")
 	}
-	if _, err := b.Apply(context.Background(), state()); !errors.Is(err, errClosed) {
+	if _, err := b.Apply(context.Background(), b.Plan(state())); !errors.Is(err, errClosed) {
 		t.Errorf("Apply after the lifetime ended: %v", err)
 	}
 }
@@ -204,7 +240,7 @@ func TestApplyHonoursItsContext(t *testing.T) {
 	b, f, ends := onFake(t, t.Context())
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := b.Apply(ctx, state()); !errors.Is(err, context.Canceled) {
+	if _, err := b.Apply(ctx, b.Plan(state())); !errors.Is(err, context.Canceled) {
 		t.Errorf("Apply with an ended context: %v", err)
 	}
 	if ends.opened() != 0 {
@@ -216,14 +252,14 @@ func TestApplyHonoursItsContext(t *testing.T) {
 func TestDeviceThatCannotBeSetUp(t *testing.T) {
 	b, f, ends := onFake(t, t.Context())
 	f.Fail("ip addr replace", errors.New("permission denied"))
-	_, err := b.Apply(context.Background(), state())
+	_, err := b.Apply(context.Background(), b.Plan(state()))
 	if err == nil || err.Error() != "udp: ip addr replace 10.244.1.0/16 dev flannel0: permission denied" {
 		t.Errorf("error %v", err)
 	}
 	// The data path runs, so the next Apply only puts the device right.
 	f.Fail("ip addr replace", nil)
 	f.Writes()
-	if _, err := b.Apply(context.Background(), state()); err != nil {
+	if _, err := b.Apply(context.Background(), b.Plan(state())); err != nil {
 		t.Fatal(err)
 	}
 	writes(t, "the next apply", f, "ip addr replace 10.244.1.0/16 dev flannel0\n")

@@ -89,31 +89,50 @@ func (b *Backend) MTU() int {
 	return backend.InnerMTU(b.u, b.cfg.MTU, Overhead)
 }
 
-// Apply implements backend.Backend: it opens flannel0 and the socket when
-// the data path is not running (the first call, or flannel0 was deleted),
-// puts flannel0 right (its address, MTU, up) on every call, and swaps in a
-// new peer table.
-func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
-	if err := ctx.Err(); err != nil {
-		return backend.Report{}, err
-	}
-	if err := b.ensure(ctx, st); err != nil {
-		return backend.Report{}, err
-	}
-	return b.setPeers(st)
+// Plan implements backend.Backend: flannel0 as it must be, and no kernel
+// entries (flannel0's address routes the whole cluster network to it; the
+// data path finds each peer in its table). Peers whose subnet length
+// differs from this node's are skipped: the data path could not tell their
+// addresses from others'.
+func (b *Backend) Plan(st backend.NodeState) backend.Desired {
+	_, skipped := b.peerAddrs(st)
+	return backend.Desired{Node: st, Devices: []kernel.Device{b.device(st)}, Skipped: skipped}
 }
 
-// setPeers builds the peer table from the leases and swaps it in.
-func (b *Backend) setPeers(st backend.NodeState) (backend.Report, error) {
-	var rep backend.Report
+// peerAddrs returns where each udp peer's subnet is sent (its public
+// address and this backend's port), and the peers skipped, with the reason.
+func (b *Backend) peerAddrs(st backend.NodeState) (map[netip.Prefix]netip.AddrPort, []string) {
+	var skipped []string
 	peers := map[netip.Prefix]netip.AddrPort{}
 	for _, l := range st.PeersOf("", Type) { // flannel's udp leases carry no type
 		if l.Subnet.Bits() != st.Own.Subnet.Bits() {
-			rep.Skipped = append(rep.Skipped, fmt.Sprintf("%s (%s): subnet length differs from this node's /%d", l.Subnet, l.Attrs.PublicIP, st.Own.Subnet.Bits()))
+			skipped = append(skipped, fmt.Sprintf("%s (%s): subnet length differs from this node's /%d", l.Subnet, l.Attrs.PublicIP, st.Own.Subnet.Bits()))
 			continue
 		}
 		peers[l.Subnet] = netip.AddrPortFrom(l.Attrs.PublicIP, uint16(b.cfg.Port))
 	}
+	return peers, skipped
+}
+
+// Apply implements backend.Backend: it opens flannel0 and the socket when
+// the data path is not running (the first call, or flannel0 was deleted),
+// puts d's device (flannel0) right on every call, and swaps in a new peer
+// table made from d.Node. d has no kernel entries to apply.
+func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report, error) {
+	if err := ctx.Err(); err != nil {
+		return backend.Report{}, err
+	}
+	if err := b.ensure(ctx, d); err != nil {
+		return backend.Report{}, err
+	}
+	return b.setPeers(d)
+}
+
+// setPeers builds the peer table from d's leases and swaps it in.
+func (b *Backend) setPeers(d backend.Desired) (backend.Report, error) {
+	rep := backend.Report{Skipped: d.Skipped}
+	st := d.Node
+	peers, _ := b.peerAddrs(st)
 	// Parse each peer's endpoint once; the data path reuses it.
 	b.mu.Lock()
 	if b.bind == nil {
@@ -154,11 +173,11 @@ func (b *Backend) device(st backend.NodeState) kernel.Device {
 	}
 }
 
-// ensure keeps the data path running over flannel0 and puts the device
+// ensure keeps the data path running over flannel0 and puts d's devices
 // right. flannel0 exists only while weft holds it open: when the device
 // weft opened is gone (deleted by hand, or renamed), the old data path is
 // closed and a new device opened.
-func (b *Backend) ensure(ctx context.Context, st backend.NodeState) error {
+func (b *Backend) ensure(ctx context.Context, d backend.Desired) error {
 	b.mu.Lock()
 	closed, running, idx := b.closed, b.dev != nil, b.devIdx
 	b.mu.Unlock()
@@ -169,10 +188,7 @@ func (b *Backend) ensure(ctx context.Context, st backend.NodeState) error {
 		l, err := b.k.LinkByIndex(idx)
 		switch {
 		case err == nil && l.Name == DeviceName:
-			if _, err := kernel.EnsureLink(ctx, b.k, b.device(st)); err != nil {
-				return fmt.Errorf("udp: %w", err)
-			}
-			return nil
+			return b.ensureLinks(ctx, d)
 		case err != nil && !kernel.IsNotFound(err):
 			return fmt.Errorf("udp: %w", err)
 		}
@@ -181,13 +197,23 @@ func (b *Backend) ensure(ctx context.Context, st backend.NodeState) error {
 			b.log.Debug("udp: close the old data path", "err", err)
 		}
 	}
-	return b.start(ctx, st)
+	return b.start(ctx, d)
+}
+
+// ensureLinks puts d's devices right (EnsureLink).
+func (b *Backend) ensureLinks(ctx context.Context, d backend.Desired) error {
+	for _, dev := range d.Devices {
+		if _, err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
+			return fmt.Errorf("udp: %w", err)
+		}
+	}
+	return nil
 }
 
 // start opens flannel0 and the UDP socket, same as `ip tuntap add flannel0
 // mode tun` (but held open, not persistent), starts the data path over
 // them and puts the device right (EnsureLink).
-func (b *Backend) start(ctx context.Context, st backend.NodeState) error {
+func (b *Backend) start(ctx context.Context, d backend.Desired) error {
 	dev, err := b.openTUN(DeviceName, b.MTU())
 	if err != nil {
 		return fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
@@ -203,7 +229,7 @@ func (b *Backend) start(ctx context.Context, st backend.NodeState) error {
 		dev.Close()
 		return fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err)
 	}
-	if !b.run(dev, l.Index, bind, fns, st.Own.Subnet) {
+	if !b.run(dev, l.Index, bind, fns, d.Node.Own.Subnet) {
 		return errors.Join(errClosed, bind.Close(), dev.Close())
 	}
 	b.log.Info("udp backend up", "device", DeviceName, "mtu", b.MTU(), "port", b.cfg.Port,
@@ -213,10 +239,7 @@ func (b *Backend) start(ctx context.Context, st backend.NodeState) error {
 	}
 	// The data path runs; a device that could not be put right is
 	// reported, and the next Apply tries again.
-	if _, err := kernel.EnsureLink(ctx, b.k, b.device(st)); err != nil {
-		return fmt.Errorf("udp: %w", err)
-	}
-	return nil
+	return b.ensureLinks(ctx, d)
 }
 
 // run starts one goroutine per direction (and per receive function) over

@@ -56,7 +56,7 @@ func harness(t *testing.T, tunBatch, udpBatch int) (*Backend, *fakeTUN, *fakeBin
 	if !b.run(dev, 0, bind, fns, ownSubnet) {
 		t.Fatal("run refused to start")
 	}
-	if _, err := b.setPeers(state()); err != nil {
+	if _, err := b.setPeers(b.Plan(state())); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = b.Close() })
@@ -204,7 +204,7 @@ func TestLeaseChangeAppliesWithoutRestart(t *testing.T) {
 	b, dev, bind := harness(t, 8, 8)
 	st := state()
 	st.Peers = st.Peers[:1] // every peer gone
-	if _, err := b.setPeers(st); err != nil {
+	if _, err := b.setPeers(b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	dev.in <- [][]byte{packet("10.244.1.5", "10.244.2.7", 64, 20)}
@@ -213,7 +213,7 @@ func TestLeaseChangeAppliesWithoutRestart(t *testing.T) {
 	}
 	bind.in <- []received{{peerA, packet("10.244.2.7", "10.244.1.5", 63, 40)}}
 	waitCount(t, "a removed peer's datagrams dropped as strangers", &b.stats.stranger, 1)
-	if _, err := b.setPeers(state()); err != nil {
+	if _, err := b.setPeers(b.Plan(state())); err != nil {
 		t.Fatal(err)
 	}
 	dev.in <- [][]byte{packet("10.244.1.5", "10.244.2.7", 64, 20)}

@@ -27,48 +27,53 @@ type Data struct {
 // DeviceName is flannel's name for the device of a VNI.
 func DeviceName(vni int) string { return fmt.Sprintf("flannel.%d", vni) }
 
-// Mode selects how peers are reached.
-type Mode struct {
-	// DirectRouting uses plain routes to peers on the underlay's link.
-	DirectRouting bool
-	// DerivedMAC derives every VTEP MAC from its node's address (MACFor)
-	// instead of reading it from the lease: for stores that publish nothing,
-	// such as read-only Kubernetes mode.
-	DerivedMAC bool
-}
-
-// MACFor is the VTEP MAC of a node in DerivedMAC mode: locally
+// MACFor is the VTEP MAC of a node when MACs are derived (a store that
+// publishes nothing, such as read-only Kubernetes mode): locally
 // administered, unicast, 0e:77 followed by the IPv4 address.
 func MACFor(ip netip.Addr) string {
 	a := ip.As4()
 	return net.HardwareAddr{0x0e, 0x77, a[0], a[1], a[2], a[3]}.String()
 }
 
-// Plan computes the kernel entries for the peers in st. dev is the vxlan
-// device's name. Peers of another backend type, or with unusable
-// backend data, are skipped and named in the second result.
-func Plan(st backend.NodeState, dev string, u kernel.Underlay, m Mode) (kernel.Plan, []string) {
-	var p kernel.Plan
-	var skipped []string
+// Plan implements backend.Backend: the device flannel.<VNI>, and for each
+// vxlan peer its neighbour entry (its device's address to its VTEP MAC),
+// its FDB entry (the MAC to its public address) and an onlink route to its
+// subnet via its device's address; with DirectRouting, a plain route via
+// the underlay to a peer on the underlay's link instead. Peers with
+// unusable backend data are skipped. The VTEP MACs are read from the
+// leases, or with DerivedMAC (read-only stores) derived from the peers'
+// addresses (MACFor).
+func (b *Backend) Plan(st backend.NodeState) backend.Desired {
+	dev := b.device(st.Own.Subnet)
+	d := backend.Desired{
+		Node:    st,
+		Devices: []kernel.Device{dev},
+		// Routes into the cluster network on the device and (for
+		// DirectRouting) on the underlay, and all permanent neighbour
+		// and FDB entries on the device.
+		Scope: kernel.Scope{Network: st.Network, Own: st.Own.Subnet,
+			RouteDevs: []string{dev.Name, b.u.Name}, NeighDevs: []string{dev.Name}},
+	}
+	p := &d.Entries
 	for _, peer := range st.PeersOf(Type) {
-		if m.DirectRouting && u.IsOnLink(peer.Attrs.PublicIP) {
-			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: u.Name})
+		if b.cfg.DirectRouting && b.u.IsOnLink(peer.Attrs.PublicIP) {
+			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: b.u.Name})
 			continue
 		}
 		mac, err := peerMAC(peer)
-		if m.DerivedMAC {
+		if b.derived {
 			mac, err = MACFor(peer.Attrs.PublicIP), nil
 		}
 		if err != nil {
-			skipped = append(skipped, fmt.Sprintf("%s (%s): %v", peer.Subnet, peer.Attrs.PublicIP, err))
+			d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): %v", peer.Subnet, peer.Attrs.PublicIP, err))
 			continue
 		}
 		gw := peer.Subnet.Addr() // the peer's device holds its subnet's network address
-		p.Neighs = append(p.Neighs, kernel.Neigh{IP: gw, MAC: mac, Dev: dev})
-		p.FDB = append(p.FDB, kernel.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Dev: dev})
-		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: gw, Dev: dev, OnLink: true})
+		p.Neighs = append(p.Neighs, kernel.Neigh{IP: gw, MAC: mac, Dev: dev.Name})
+		p.FDB = append(p.FDB, kernel.FDB{MAC: mac, Dst: peer.Attrs.PublicIP, Dev: dev.Name})
+		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: gw, Dev: dev.Name, OnLink: true})
 	}
-	return p, skipped
+	return d
 }
 
 func peerMAC(l lease.Lease) (string, error) {
@@ -81,11 +86,4 @@ func peerMAC(l lease.Lease) (string, error) {
 		return "", fmt.Errorf("bad VtepMAC %q", d.VtepMAC)
 	}
 	return mac, nil
-}
-
-// Scope is what the vxlan backend owns: routes into the cluster network on
-// the device and (for DirectRouting) on the underlay, and all permanent
-// neighbour and FDB entries on the device.
-func Scope(network, own netip.Prefix, dev string, u kernel.Underlay) kernel.Scope {
-	return kernel.Scope{Network: network, Own: own, RouteDevs: []string{dev, u.Name}, NeighDevs: []string{dev}}
 }

@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"net/netip"
+	"reflect"
 	"testing"
 
 	"github.com/weftnet/weft/internal/backend"
@@ -14,7 +15,7 @@ func peer(subnet, ip, typ, data string) lease.Lease {
 }
 
 func TestPlan(t *testing.T) {
-	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, MTU: 1500, Addr: netip.MustParseAddr("192.0.2.1"), OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
 	st := backend.NodeState{
 		Network: netip.MustParsePrefix("10.244.0.0/16"),
 		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:01"}`),
@@ -26,7 +27,9 @@ func TestPlan(t *testing.T) {
 		peer("10.244.4.0/24", "192.0.2.4", "host-gw", ``),
 		peer("10.244.5.0/24", "192.0.2.5", "vxlan", `{"VNI":1,"VtepMAC":"zz"}`),
 	}
-	p, skipped := Plan(st, "flannel.7", u, Mode{})
+	b := &Backend{cfg: Options{Common: backend.Common{Port: 8472}, VNI: 7}, u: u, mac: "02:00:00:00:00:01"}
+	d := b.Plan(st)
+	p, skipped := d.Entries, d.Skipped
 	if len(p.Routes) != 2 || len(p.Neighs) != 2 || len(p.FDB) != 2 || len(skipped) != 1 {
 		t.Fatalf("plan %+v skipped %v", p, skipped)
 	}
@@ -40,8 +43,21 @@ func TestPlan(t *testing.T) {
 	if p.FDB[1] != (kernel.FDB{MAC: "02:00:00:00:00:03", Dst: netip.MustParseAddr("198.51.100.3"), Dev: "flannel.7"}) {
 		t.Errorf("fdb %v", p.FDB[1])
 	}
+	// The device, and the scope: routes on the device and the underlay,
+	// neighbour and FDB entries on the device.
+	wantDev := kernel.Device{Name: "flannel.7", Kind: kernel.KindVXLAN,
+		VXLAN: kernel.VXLAN{VNI: 7, Local: u.Addr, Dev: 2, Port: 8472}, MTU: 1450, MAC: "02:00:00:00:00:01",
+		Addrs: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/32")}}
+	if len(d.Devices) != 1 || !reflect.DeepEqual(d.Devices[0], wantDev) {
+		t.Errorf("devices %+v, want [%+v]", d.Devices, wantDev)
+	}
+	wantScope := kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{"flannel.7", "eth0"}, NeighDevs: []string{"flannel.7"}}
+	if !reflect.DeepEqual(d.Scope, wantScope) || !reflect.DeepEqual(d.Node, st) {
+		t.Errorf("scope %+v, want %+v; node state %+v", d.Scope, wantScope, d.Node)
+	}
 	// DirectRouting: the on-link peer gets a plain route, the other stays on vxlan.
-	p, _ = Plan(st, "flannel.7", u, Mode{DirectRouting: true})
+	b.cfg.DirectRouting = true
+	p = b.Plan(st).Entries
 	// (the peer with a bad MAC is on-link, so it needs no MAC)
 	if len(p.Routes) != 3 || p.Routes[0] != (kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Dev: "eth0"}) {
 		t.Errorf("direct routing: %v", p.Routes)
@@ -61,11 +77,15 @@ func TestPlanDerivedMAC(t *testing.T) {
 		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", ``),
 		Peers:   []lease.Lease{peer("10.244.2.0/24", "192.0.2.12", "vxlan", ``)}, // nothing published
 	}
-	p, skipped := Plan(st, "flannel.7", u, Mode{})
+	b := &Backend{cfg: Options{VNI: 7}, u: u}
+	d := b.Plan(st)
+	p, skipped := d.Entries, d.Skipped
 	if len(p.FDB) != 0 || len(skipped) != 1 {
 		t.Errorf("without DerivedMAC a peer without data is skipped: plan %+v skipped %v", p, skipped)
 	}
-	p, skipped = Plan(st, "flannel.7", u, Mode{DerivedMAC: true})
+	b.derived = true
+	d = b.Plan(st)
+	p, skipped = d.Entries, d.Skipped
 	if len(skipped) != 0 || len(p.FDB) != 1 || p.FDB[0].MAC != "0e:77:c0:00:02:0c" || p.Neighs[0].MAC != "0e:77:c0:00:02:0c" {
 		t.Errorf("derived: plan %+v skipped %v", p, skipped)
 	}

@@ -74,17 +74,17 @@ func (b *Backend) MTU() int {
 }
 
 // Apply implements backend.Backend.
-func (b *Backend) Apply(ctx context.Context, st backend.NodeState) (backend.Report, error) {
-	d := b.device(st.Own.Subnet)
-	if l, err := b.k.LinkByName(d.Name); err == nil && d.Recreates(l) {
-		b.log.Warn("vxlan device does not match the config; recreating it with the same MAC", "device", d.Name)
+func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report, error) {
+	for _, dev := range d.Devices {
+		if l, err := b.k.LinkByName(dev.Name); err == nil && dev.Recreates(l) {
+			b.log.Warn("vxlan device does not match the config; recreating it with the same MAC", "device", dev.Name)
+		}
+		if _, err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
+			return backend.Report{}, fmt.Errorf("vxlan: %w", err)
+		}
 	}
-	if _, err := kernel.EnsureLink(ctx, b.k, d); err != nil {
-		return backend.Report{}, fmt.Errorf("vxlan: %w", err)
-	}
-	plan, skipped := Plan(st, d.Name, b.u, Mode{DirectRouting: b.cfg.DirectRouting, DerivedMAC: b.derived})
-	added, removed, err := kernel.Apply(ctx, b.k, plan, Scope(st.Network, st.Own.Subnet, d.Name, b.u))
-	return backend.Report{Added: added, Removed: removed, Skipped: skipped}, err
+	added, removed, err := kernel.Apply(ctx, b.k, d.Entries, d.Scope)
+	return backend.Report{Added: added, Removed: removed, Skipped: d.Skipped}, err
 }
 
 // device is flannel.<VNI> as it must be, same as

@@ -61,7 +61,7 @@ func TestApplyInNamespace(t *testing.T) {
 	p3 := peer("10.244.3.0/24", "198.51.100.3", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:03"}`)
 	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, p2, p3}}
 	ctx := context.Background()
-	rep, err := b.Apply(ctx, st)
+	rep, err := b.Apply(ctx, b.Plan(st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +79,7 @@ func TestApplyInNamespace(t *testing.T) {
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
 		t.Errorf("device addresses %v", addrs)
 	}
-	scope := Scope(st.Network, own.Subnet, "flannel.1", u)
+	scope := b.Plan(st).Scope
 	have, err := kernel.Read(kernel.NewNetlink(h), scope)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Fatalf("kernel has %+v", have)
 	}
 	// Idempotent.
-	if rep, err := b.Apply(ctx, st); err != nil || rep.Added+rep.Removed != 0 {
+	if rep, err := b.Apply(ctx, b.Plan(st)); err != nil || rep.Added+rep.Removed != 0 {
 		t.Errorf("second apply changed %+v, %v", rep, err)
 	}
 	// Plant a route for a subnet no lease holds, and one outside the network.
@@ -104,7 +104,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	st.Peers = []lease.Lease{own, p2}
-	rep, err = b.Apply(ctx, st)
+	rep, err = b.Apply(ctx, b.Plan(st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestApplyInNamespace(t *testing.T) {
 	if b2.mac != b.mac {
 		t.Errorf("restart changed the VTEP MAC: %s -> %s", b.mac, b2.mac)
 	}
-	if _, err := b2.Apply(ctx, st); err != nil {
+	if _, err := b2.Apply(ctx, b2.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	dev, _ = h.LinkByName("flannel.1")
@@ -164,7 +164,7 @@ func TestDeviceChangedByHandInNamespace(t *testing.T) {
 	p3 := peer("10.244.3.0/24", "198.51.100.3", "vxlan", `{"VNI":1,"VtepMAC":"02:00:00:00:00:03"}`)
 	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, p3}}
 	ctx := context.Background()
-	if _, err := b.Apply(ctx, st); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	dev, err := h.LinkByName("flannel.1")
@@ -178,7 +178,7 @@ func TestDeviceChangedByHandInNamespace(t *testing.T) {
 	if err := h.LinkSetMTU(dev, 1400); err != nil {
 		t.Fatal(err)
 	}
-	rep, err := b.Apply(ctx, st)
+	rep, err := b.Apply(ctx, b.Plan(st))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestDeviceChangedByHandInNamespace(t *testing.T) {
 	if dev.Attrs().Flags&net.FlagUp == 0 || dev.Attrs().MTU != 1450 {
 		t.Errorf("after the next Apply: flags %v, MTU %d; want up, 1450", dev.Attrs().Flags, dev.Attrs().MTU)
 	}
-	have, err := kernel.Read(kernel.NewNetlink(h), Scope(st.Network, own.Subnet, "flannel.1", u))
+	have, err := kernel.Read(kernel.NewNetlink(h), b.Plan(st).Scope)
 	if err != nil {
 		t.Fatal(err)
 	}

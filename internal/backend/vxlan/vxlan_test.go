@@ -54,7 +54,7 @@ func transcript(t *testing.T, what, got, want string) {
 func TestApplyOnFake(t *testing.T) {
 	f, b := fakeNode(t, Options{Common: backend.Common{Port: 8472}, VNI: 1, DirectRouting: true})
 	ctx := context.Background()
-	rep, err := b.Apply(ctx, fakeState())
+	rep, err := b.Apply(ctx, b.Plan(fakeState()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +69,7 @@ ip route replace 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink
 	if rep.Added != 4 || rep.Removed != 0 {
 		t.Errorf("report %+v", rep)
 	}
-	if _, err := b.Apply(ctx, fakeState()); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(fakeState())); err != nil {
 		t.Fatal(err)
 	}
 	transcript(t, "second apply", f.Writes(), "")
@@ -80,7 +80,7 @@ ip route replace 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink
 func TestDeviceChangedByHandOnFake(t *testing.T) {
 	f, b := fakeNode(t, Options{Common: backend.Common{Port: 8472}, VNI: 1})
 	ctx := context.Background()
-	if _, err := b.Apply(ctx, fakeState()); err != nil {
+	if _, err := b.Apply(ctx, b.Plan(fakeState())); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.SetDown("flannel.1"); err != nil {
@@ -90,7 +90,7 @@ func TestDeviceChangedByHandOnFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Writes()
-	rep, err := b.Apply(ctx, fakeState())
+	rep, err := b.Apply(ctx, b.Plan(fakeState()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ ip route replace 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink
 func TestApplyFailsWhenTheDeviceCannotBeMade(t *testing.T) {
 	f, b := fakeNode(t, Options{Common: backend.Common{Port: 8472}, VNI: 1})
 	f.Fail("ip link add flannel.1", errors.New("operation not permitted"))
-	_, err := b.Apply(context.Background(), fakeState())
+	_, err := b.Apply(context.Background(), b.Plan(fakeState()))
 	if err == nil || err.Error() != "vxlan: ip link add flannel.1 address 0e:77:c0:00:02:01 mtu 1450 type vxlan id 1 local 192.0.2.1 dev eth0 dstport 8472 nolearning: operation not permitted" {
 		t.Errorf("error %v", err)
 	}
@@ -122,7 +122,7 @@ func TestApplyFailsWhenTheDeviceCannotBeMade(t *testing.T) {
 
 func TestNewReusesTheDeviceMAC(t *testing.T) {
 	f, b := fakeNode(t, Options{Common: backend.Common{Port: 8472}, VNI: 1})
-	if _, err := b.Apply(context.Background(), fakeState()); err != nil {
+	if _, err := b.Apply(context.Background(), b.Plan(fakeState())); err != nil {
 		t.Fatal(err)
 	}
 	u, _ := kernel.FindUnderlay(f, "eth0", netip.Addr{})
