@@ -37,6 +37,7 @@ func embedded(t *testing.T) string {
 		DataDir:    t.TempDir(),
 		ClientURLs: []string{url},
 		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		BcryptCost: 4, // TestPasswordAuth: cheap password hashes
 	})
 	if err != nil {
 		t.Fatal(err)
