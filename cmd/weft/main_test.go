@@ -3,14 +3,12 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/weftnet/weft/internal/etcdserver"
+	"github.com/weftnet/weft/internal/etcdserver/etcdservertest"
 )
 
 // TestAgentMoved: the node agent is its own binary; `weft agent` runs the
@@ -51,30 +49,14 @@ func TestConfigCheck(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // TestStoreInit writes the network config through the etcd flags and the
 // backend table, refuses an unknown backend naming the choices, and lists
 // the (empty) leases.
 func TestStoreInit(t *testing.T) {
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	srv, err := etcdserver.Start(context.Background(), etcdserver.Options{DataDir: t.TempDir(),
-		ClientURLs: []string{url}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
+	url := etcdservertest.Start(t)
 	ctx := context.Background()
 	var out, errb bytes.Buffer
-	err = run(ctx, []string{"store", "init", "--etcd-endpoints", url, "--network", "10.244.0.0/16", "--backend", "host-gw"}, &out, &errb)
+	err := run(ctx, []string{"store", "init", "--etcd-endpoints", url, "--network", "10.244.0.0/16", "--backend", "host-gw"}, &out, &errb)
 	if err != nil {
 		t.Fatalf("%v\n%s", err, errb.String())
 	}

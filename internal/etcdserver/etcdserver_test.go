@@ -1,36 +1,27 @@
-package etcdserver
+package etcdserver_test
 
 import (
 	"context"
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-)
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+	"github.com/weftnet/weft/internal/etcdserver"
+	"github.com/weftnet/weft/internal/etcdserver/etcdservertest"
+)
 
 // TestServes: the server answers a client on its client URL and keeps the
 // data in its data directory across a restart.
 func TestServes(t *testing.T) {
-	dir := t.TempDir()
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	o := Options{DataDir: dir, ClientURLs: []string{url}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t))}
+	o := etcdservertest.Options(t)
+	url := o.ClientURLs[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for round, op := range []string{"put", "get"} {
-		srv, err := Start(ctx, o)
+		srv, err := etcdserver.Start(ctx, o)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
@@ -59,14 +50,14 @@ func TestServes(t *testing.T) {
 func TestBadOptions(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct {
-		o    Options
+		o    etcdserver.Options
 		want string
 	}{
-		{Options{DataDir: t.TempDir()}, "no client URL"},
-		{Options{DataDir: t.TempDir(), ClientURLs: []string{"http://[::1"}}, "client URL"},
-		{Options{DataDir: t.TempDir(), ClientURLs: []string{"http://127.0.0.1:0"}, PeerURL: "http://[::1"}, "peer URL"},
+		{etcdserver.Options{DataDir: t.TempDir()}, "no client URL"},
+		{etcdserver.Options{DataDir: t.TempDir(), ClientURLs: []string{"http://[::1"}}, "client URL"},
+		{etcdserver.Options{DataDir: t.TempDir(), ClientURLs: []string{"http://127.0.0.1:0"}, PeerURL: "http://[::1"}, "peer URL"},
 	} {
-		if _, err := Start(ctx, tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := etcdserver.Start(ctx, tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Start(%+v) = %v, want an error about %s", tc.o, err, tc.want)
 		}
 	}

@@ -3,7 +3,6 @@ package etcdstore
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -14,37 +13,14 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/weftnet/weft/internal/etcdserver"
+	"github.com/weftnet/weft/internal/etcdserver/etcdservertest"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/leasetest"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// embedded starts weft's own embedded etcd (the `weft store serve` code).
-func embedded(t *testing.T) string {
-	t.Helper()
-	url := fmt.Sprintf("http://127.0.0.1:%d", freePort(t))
-	srv, err := etcdserver.Start(context.Background(), etcdserver.Options{
-		DataDir:    t.TempDir(),
-		ClientURLs: []string{url},
-		PeerURL:    fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
-		BcryptCost: 4, // TestPasswordAuth: cheap password hashes
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	return url
-}
+// embedded starts weft's own embedded etcd (the `weft store serve` code),
+// with cheap password hashes for TestPasswordAuth.
+func embedded(t *testing.T) string { return etcdservertest.Start(t) }
 
 // external starts Debian's etcd-server binary, the external-cluster path.
 func external(t *testing.T) string {
@@ -56,7 +32,7 @@ func external(t *testing.T) string {
 		}
 		t.Skip("etcd binary not installed (apt-get install etcd-server)")
 	}
-	cport, pport := freePort(t), freePort(t)
+	cport, pport := etcdservertest.FreePort(t), etcdservertest.FreePort(t)
 	curl := fmt.Sprintf("http://127.0.0.1:%d", cport)
 	purl := fmt.Sprintf("http://127.0.0.1:%d", pport)
 	cmd := exec.Command(bin, "--data-dir", filepath.Join(t.TempDir(), "etcd"),

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/etcdserver"
+	"github.com/weftnet/weft/internal/etcdserver/etcdservertest"
 )
 
 // pki writes a CA, a server certificate for 127.0.0.1 and a client
@@ -63,9 +64,9 @@ func pki(t *testing.T) (ca, srvCert, srvKey, cliCert, cliKey string) {
 // agent's options with a client certificate work, and without one fail.
 func TestTLSClientCertificates(t *testing.T) {
 	ca, srvCert, srvKey, cliCert, cliKey := pki(t)
-	url := fmt.Sprintf("https://127.0.0.1:%d", freePort(t))
+	url := fmt.Sprintf("https://127.0.0.1:%d", etcdservertest.FreePort(t))
 	srv, err := etcdserver.Start(context.Background(), etcdserver.Options{
-		DataDir: t.TempDir(), ClientURLs: []string{url}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", freePort(t)),
+		DataDir: t.TempDir(), ClientURLs: []string{url}, PeerURL: fmt.Sprintf("http://127.0.0.1:%d", etcdservertest.FreePort(t)),
 		CertFile: srvCert, KeyFile: srvKey, ClientCAFile: ca,
 	})
 	if err != nil {
