@@ -216,6 +216,8 @@ func TestRenderRejects(t *testing.T) {
 		{NewState(Part{Name: "v6", Family: IPv6, Chains: Forward(network).Chains}), "matches ip addresses in an ip6 table"},
 		{NewState(bad), `unknown verdict "drop"`},
 		{NewState(Part{Name: "ipt", Family: IPv4, IPTables: []IPTablesChain{{Name: "FWD", From: "FORWARD"}}}), "must be named WEFT-"},
+		{NewState(Part{Name: "hook", Family: IPv4, Chains: []Chain{{Name: "x", Base: &Base{Type: TypeFilter, Hook: "egress"}}}}), `hook "egress"`},
+		{NewState(Part{Name: "type", Family: IPv4, Chains: []Chain{{Name: "x", Base: &Base{Type: "route", Hook: HookOutput}}}}), `type "route"`},
 	} {
 		if _, err := Render(tc.s, Observed{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Render(%v): %v, want an error with %q", tc.s, err, tc.want)

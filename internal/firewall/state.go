@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 )
 
@@ -161,6 +162,10 @@ func (s State) validate() error {
 				return fmt.Errorf("firewall part %s: chain %s %s %s is already part %s's", p.Name, p.Family, Table, c.Name, o)
 			}
 			chains[key{p.Family, c.Name}] = p.Name
+			if b := c.Base; b != nil && (!slices.Contains([]string{TypeFilter, TypeNAT}, b.Type) ||
+				!slices.Contains([]string{HookPrerouting, HookInput, HookForward, HookOutput, HookPostrouting}, b.Hook)) {
+				return fmt.Errorf("firewall part %s: chain %s: type %q hook %q: use type %s or %s at hook prerouting, input, forward, output or postrouting", p.Name, c.Name, b.Type, b.Hook, TypeFilter, TypeNAT)
+			}
 			if err := checkRules(p, c.Name, c.Rules); err != nil {
 				return err
 			}
