@@ -4,9 +4,35 @@ import (
 	"bufio"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 )
+
+// saveString quotes s as iptables-save prints a string argument
+// (xtables_save_string): bare when it is made of letters, digits, '_' and
+// '-' only, else in double quotes with '"', '\' and '\'' escaped by a
+// backslash. A rule weft renders so compares equal to the saved one.
+func saveString(s string) string {
+	bare := s != ""
+	for _, c := range s {
+		if !(c == '_' || c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			bare = false
+			break
+		}
+	}
+	if bare {
+		return s
+	}
+	var b strings.Builder
+	b.WriteByte('"')
+	for _, c := range s {
+		if c == '"' || c == '\\' || c == '\'' {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(c)
+	}
+	b.WriteByte('"')
+	return b.String()
+}
 
 // iptablesRule renders r as the arguments of an iptables rule, in the order
 // and quoting iptables-save prints them, so that a saved rule compares
@@ -30,7 +56,7 @@ func iptablesRule(r Rule, comment string) (string, error) {
 		a = append(a, "-m", "mark", "--mark", fmt.Sprintf("0x%x/0x%x", r.Mark, r.Mark))
 	}
 	if comment != "" {
-		a = append(a, "-m", "comment", "--comment", strconv.Quote(comment))
+		a = append(a, "-m", "comment", "--comment", saveString(comment))
 	}
 	switch r.Verdict {
 	case VerdictAccept:
@@ -121,7 +147,7 @@ func iptablesScript(want []IPTablesChain, saved savedFilter) (string, error) {
 		}
 		jump := "-A " + c.From + " "
 		if c.Comment != "" {
-			jump += "-m comment --comment " + strconv.Quote(c.Comment) + " "
+			jump += "-m comment --comment " + saveString(c.Comment) + " "
 		}
 		jump += "-j " + c.Name
 		if have := saved.jumps[c.Name]; !slices.Equal(have, []string{jump}) {

@@ -1,6 +1,7 @@
 package firewall
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -134,4 +135,29 @@ func restoreText(save, script string) string {
 		out = append(out, rules[c]...)
 	}
 	return strings.Join(append(out, "COMMIT"), "\n") + "\n"
+}
+
+// TestSaveString: comments are quoted as iptables-save prints them (these
+// three lines are what iptables-save 1.8.9 printed for them), so a rule
+// with a one-word comment compares equal and is not rewritten every sync.
+func TestSaveString(t *testing.T) {
+	for in, want := range map[string]string{
+		"weft-one":       `weft-one`,
+		"weft forward":   `"weft forward"`,
+		`it's "q" a\b`:   `"it\'s \"q\" a\\b"`,
+		"":               `""`,
+		"WEFT_policy-v2": `WEFT_policy-v2`,
+		"ns/name":        `"ns/name"`,
+	} {
+		if got := saveString(in); got != want {
+			t.Errorf("saveString(%q) = %s, want %s", in, got, want)
+		}
+	}
+	// A chain whose saved rules carry a one-word comment needs no change.
+	want := []IPTablesChain{{Name: "WEFT-X", From: "FORWARD", Comment: "weft-x",
+		Rules: []Rule{{Src: Match{Prefix: netip.MustParsePrefix("10.244.0.0/16")}, Verdict: VerdictAccept}}}}
+	saved := parseSave("*filter\n:WEFT-X - [0:0]\n-A FORWARD -m comment --comment weft-x -j WEFT-X\n-A WEFT-X -s 10.244.0.0/16 -m comment --comment weft-x -j ACCEPT\nCOMMIT\n")
+	if script, err := iptablesScript(want, saved); err != nil || script != "" {
+		t.Errorf("script %q, %v; want none", script, err)
+	}
 }
