@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -16,6 +17,14 @@ import (
 type Netlink struct {
 	h     *netlink.Handle
 	names Names // for AddLinkCmd's lower device, in error messages only
+
+	mu sync.Mutex // guards indexes
+	// indexes are the links' indexes by name as last read (LinkByName,
+	// the link dump of every listing), so that a write does not look its
+	// link up again: a sync reads (EnsureLink, then the listings of
+	// Apply) before it writes. A link gone since fails the write with
+	// ENODEV, and the next read refreshes the map.
+	indexes map[string]int
 }
 
 var _ Kernel = (*Netlink)(nil)
@@ -24,7 +33,7 @@ var _ Kernel = (*Netlink)(nil)
 // process's own namespace, or a handle into another one (tests). The caller
 // keeps h and closes it.
 func NewNetlink(h *netlink.Handle) *Netlink {
-	k := &Netlink{h: h}
+	k := &Netlink{h: h, indexes: map[string]int{}}
 	k.names = NameOrIndex(func(index int) (string, bool) {
 		l, err := h.LinkByIndex(index)
 		if err != nil {
@@ -71,9 +80,24 @@ func failed(cmd string, err error) error {
 func (k *Netlink) LinkByName(name string) (Link, error) {
 	l, err := k.h.LinkByName(name)
 	if err != nil {
+		if isLinkGone(err) {
+			k.remember(name, 0)
+		}
 		return Link{}, failed("ip link show "+name, err)
 	}
+	k.remember(name, l.Attrs().Index)
 	return link(l), nil
+}
+
+// remember records the index of the link called name; 0 forgets it.
+func (k *Netlink) remember(name string, index int) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if index == 0 {
+		delete(k.indexes, name)
+		return
+	}
+	k.indexes[name] = index
 }
 
 // LinkByIndex implements Kernel.
@@ -130,6 +154,7 @@ func (k *Netlink) DeleteLink(name string) error {
 	if err != nil {
 		return err
 	}
+	k.remember(name, 0)
 	if err := k.h.LinkDel(l); err != nil && !isLinkGone(err) {
 		return Failed(cmd, err)
 	}
@@ -191,10 +216,17 @@ func (k *Netlink) index(cmd, dev string) (int, error) {
 	if dev == "" {
 		return 0, nil
 	}
+	k.mu.Lock()
+	index, ok := k.indexes[dev]
+	k.mu.Unlock()
+	if ok {
+		return index, nil
+	}
 	l, err := k.h.LinkByName(dev)
 	if err != nil {
 		return 0, failed(cmd, err)
 	}
+	k.remember(dev, l.Attrs().Index)
 	return l.Attrs().Index, nil
 }
 
@@ -206,9 +238,14 @@ func (k *Netlink) devNames(cmd string) (func(index int) string, error) {
 		return nil, Failed(cmd, err)
 	}
 	byIndex := make(map[int]string, len(links))
+	indexes := make(map[string]int, len(links))
 	for _, l := range links {
 		byIndex[l.Attrs().Index] = l.Attrs().Name
+		indexes[l.Attrs().Name] = l.Attrs().Index
 	}
+	k.mu.Lock()
+	k.indexes = indexes
+	k.mu.Unlock()
 	return NameOrIndex(func(index int) (string, bool) { s, ok := byIndex[index]; return s, ok }), nil
 }
 

@@ -30,6 +30,8 @@ type testNode struct {
 	eth0 kernel.Link
 	// setDown is `ip link set NAME down` by hand.
 	setDown func(name string) error
+	// deleteLink is `ip link del NAME` by hand, behind the Kernel's back.
+	deleteLink func(name string) error
 	// openTUN opens a TUN device as the udp backend does (tun.CreateTUN)
 	// and returns the function that closes it, which removes the device.
 	openTUN func(name string) (close func())
@@ -45,7 +47,8 @@ func newTestNode(t *testing.T, real bool) testNode {
 		f.AddDevice(kernel.Link{Name: "eth0-peer", Kind: "veth", MTU: 1500, MAC: "02:00:00:00:00:ee", Up: true})
 		return testNode{
 			k: f, eth0: eth0,
-			setDown: f.SetDown,
+			setDown:    f.SetDown,
+			deleteLink: f.DeleteLink,
 			openTUN: func(name string) func() {
 				f.AddDevice(kernel.Link{Name: name, Kind: kernel.KindTUN, MTU: 1500})
 				return func() { _ = f.DeleteLink(name) }
@@ -79,6 +82,13 @@ func newTestNode(t *testing.T, real bool) testNode {
 				return err
 			}
 			return h.LinkSetDown(l)
+		},
+		deleteLink: func(name string) error {
+			l, err := h.LinkByName(name)
+			if err != nil {
+				return err
+			}
+			return h.LinkDel(l)
 		},
 		openTUN: func(name string) func() {
 			var dev tun.Device
@@ -239,7 +249,20 @@ func TestPairVXLAN(t *testing.T) {
 		snap("recreated")
 		added, removed, err = kernel.Apply(ctx, n.k, plan("10.244.4.0/24"), pairScope(n, d.Name))
 		must(t, err)
-		snap(fmt.Sprintf("one peer left: %d added, %d removed", added, removed))
+		oneLeft := snap(fmt.Sprintf("one peer left: %d added, %d removed", added, removed))
+
+		// Deleted by hand, behind the Kernel's back (the netlink Kernel
+		// remembers indexes by name): the next sync makes it anew and
+		// writes through the new index.
+		must(t, n.deleteLink("flannel.1"))
+		snap("deleted by hand")
+		_, err = kernel.EnsureLink(ctx, n.k, d)
+		must(t, err)
+		added, removed, err = kernel.Apply(ctx, n.k, plan("10.244.4.0/24"), pairScope(n, d.Name))
+		must(t, err)
+		if s := snap(fmt.Sprintf("made anew: %d added, %d removed", added, removed)); s != oneLeft {
+			t.Errorf("state after the device was made anew\n%s\ndiffers from before\n%s", s, oneLeft)
+		}
 		return steps
 	})
 }
