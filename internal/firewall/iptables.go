@@ -9,8 +9,9 @@ import (
 
 // saveString quotes s as iptables-save prints a string argument
 // (xtables_save_string): bare when it is made of letters, digits, '_' and
-// '-' only, else in double quotes with '"', '\' and '\'' escaped by a
-// backslash. A rule weft renders so compares equal to the saved one.
+// '-' only, else in double quotes, with every double quote, single quote
+// and backslash escaped by a backslash. A rule weft renders so compares
+// equal to the saved one.
 func saveString(s string) string {
 	bare := s != ""
 	for _, c := range s {
