@@ -16,9 +16,7 @@ import (
 func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope kernel.Scope) {
 	t.Helper()
 	f, eth0 = node(t)
-	idx, err := kernel.EnsureLink(context.Background(), f, vxlanDevice(eth0))
-	must(t, err)
-	dev, _ = f.LinkByIndex(idx)
+	dev, _ = f.LinkByIndex(ensure(t, f, vxlanDevice(eth0)))
 	cni0 := f.AddDevice(kernel.Link{Name: "cni0", Kind: "bridge", MTU: 1450, MAC: "02:00:00:00:00:c0", Up: true})
 	must(t, f.ReplaceAddr(kernel.Addr{Dev: cni0.Name, Prefix: p("10.244.3.1/24")}))
 	vx := func(subnet, gw, mac, node string) {

@@ -1,6 +1,7 @@
 package kernel_test
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -64,4 +65,14 @@ func vxlanDevice(eth0 kernel.Link) kernel.Device {
 		MAC:   "0e:77:c0:00:02:0b",
 		Addrs: []netip.Prefix{p("10.244.3.0/32")},
 	}
+}
+
+// ensure runs EnsureLink and returns the device's index as the kernel then
+// reports it (to tell a device kept from one made anew).
+func ensure(t *testing.T, k kernel.Kernel, d kernel.Device) int {
+	t.Helper()
+	must(t, kernel.EnsureLink(context.Background(), k, d))
+	l, err := k.LinkByName(d.Name)
+	must(t, err)
+	return l.Index
 }

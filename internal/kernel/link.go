@@ -35,7 +35,7 @@ func (d Device) Recreates(l Link) bool {
 }
 
 // EnsureLink makes the device d describes exist with its kind, MTU, MAC,
-// addresses and up, and returns its index. It is level-triggered: it reads
+// addresses and up. It is level-triggered: it reads
 // the device and writes only what differs, so a device changed by hand (set
 // down, another MTU, an address removed or added) is put back by the next
 // call, and a call on a device that is right writes nothing.
@@ -47,42 +47,42 @@ func (d Device) Recreates(l Link) bool {
 // IsNotFound is true, and a link of the TUN's name of another kind an error.
 // A failed write does not stop the others; every failure is returned,
 // joined. When ctx ends, EnsureLink stops before its next write.
-func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
+func EnsureLink(ctx context.Context, k Kernel, d Device) error {
 	l, err := k.LinkByName(d.Name)
 	switch {
 	case IsNotFound(err) && d.Kind == KindTUN:
-		return 0, fmt.Errorf("tun device %s does not exist (its backend opens it): %w", d.Name, err)
+		return fmt.Errorf("tun device %s does not exist (its backend opens it): %w", d.Name, err)
 	case IsNotFound(err):
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return err
 		}
 		if l, err = k.AddLink(Link{Name: d.Name, Kind: d.Kind, MTU: d.MTU, MAC: d.MAC, VXLAN: d.VXLAN}); err != nil {
-			return 0, err
+			return err
 		}
 	case err != nil:
-		return 0, err
+		return err
 	case l.Kind != d.Kind && d.Kind != KindVXLAN:
-		return 0, fmt.Errorf("%s is a %s device, not %s; delete it (ip link del %s)", d.Name, l.Kind, d.Kind, d.Name)
+		return fmt.Errorf("%s is a %s device, not %s; delete it (ip link del %s)", d.Name, l.Kind, d.Kind, d.Name)
 	case d.Recreates(l):
 		mac := d.MAC
 		if mac == "" {
 			mac = l.MAC
 		}
 		if err := ctx.Err(); err != nil {
-			return 0, err
+			return err
 		}
 		if err := k.DeleteLink(d.Name); err != nil {
-			return 0, err
+			return err
 		}
 		if l, err = k.AddLink(Link{Name: d.Name, Kind: d.Kind, MTU: d.MTU, MAC: mac, VXLAN: d.VXLAN}); err != nil {
-			return 0, err
+			return err
 		}
 	}
 	name := l.Name
 
 	addrs, err := k.Addrs()
 	if err != nil {
-		return l.Index, err
+		return err
 	}
 	var have []netip.Prefix
 	linkLocal := false
@@ -146,7 +146,7 @@ func EnsureLink(ctx context.Context, k Kernel, d Device) (int, error) {
 			errs = append(errs, err)
 		}
 	}
-	return l.Index, errors.Join(errs...)
+	return errors.Join(errs...)
 }
 
 // isIPv6LinkLocal reports whether p is an fe80::/10 address, which the

@@ -202,8 +202,7 @@ func TestPairVXLAN(t *testing.T) {
 			return s
 		}
 		d := vxlanDevice(n.eth0)
-		dev, err := kernel.EnsureLink(ctx, n.k, d)
-		must(t, err)
+		dev := ensure(t, n.k, d)
 		snap("created")
 		plan := func(peers ...string) kernel.Plan {
 			var pl kernel.Plan
@@ -230,8 +229,7 @@ func TestPairVXLAN(t *testing.T) {
 		must(t, n.k.SetLinkMTU("flannel.1", 1400))
 		must(t, n.k.DeleteAddr(kernel.Addr{Dev: d.Name, Prefix: p("10.244.3.0/32")}))
 		snap("changed by hand")
-		again, err := kernel.EnsureLink(ctx, n.k, d)
-		must(t, err)
+		again := ensure(t, n.k, d)
 		if again != dev {
 			t.Errorf("the device was recreated: index %d, was %d", again, dev)
 		}
@@ -244,8 +242,7 @@ func TestPairVXLAN(t *testing.T) {
 		// Another port: recreated with its MAC (and another index), its
 		// FDB gone with it; the plan, which names it, still applies.
 		d.VXLAN.Port = 4789
-		dev, err = kernel.EnsureLink(ctx, n.k, d)
-		must(t, err)
+		dev = ensure(t, n.k, d)
 		snap("recreated")
 		added, removed, err = kernel.Apply(ctx, n.k, plan("10.244.4.0/24"), pairScope(n, d.Name))
 		must(t, err)
@@ -256,7 +253,7 @@ func TestPairVXLAN(t *testing.T) {
 		// writes through the new index.
 		must(t, n.deleteLink("flannel.1"))
 		snap("deleted by hand")
-		_, err = kernel.EnsureLink(ctx, n.k, d)
+		err = kernel.EnsureLink(ctx, n.k, d)
 		must(t, err)
 		added, removed, err = kernel.Apply(ctx, n.k, plan("10.244.4.0/24"), pairScope(n, d.Name))
 		must(t, err)
@@ -274,11 +271,11 @@ func TestPairTUN(t *testing.T) {
 		snap := func(what string) {
 			steps = append(steps, step{what, snapshot(t, n, "flannel0")})
 		}
-		_, err := kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
+		err := kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
 		steps = append(steps, step{"missing", outcome(err)})
 		closeTUN := n.openTUN("flannel0")
 		snap("opened")
-		_, err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
+		err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
 		must(t, err)
 		snap("ensured")
 		// No IPv6 link-local address, not even on the real kernel.
@@ -292,14 +289,14 @@ func TestPairTUN(t *testing.T) {
 		}
 		must(t, n.k.DeleteAddr(kernel.Addr{Dev: l.Name, Prefix: p("10.244.3.0/16")}))
 		snap("address removed by hand")
-		_, err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
+		err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.3.0/16"))
 		must(t, err)
 		snap("repaired")
-		_, err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.7.0/16"))
+		err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.7.0/16"))
 		must(t, err)
 		snap("new own subnet")
 		closeTUN()
-		_, err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.7.0/16"))
+		err = kernel.EnsureLink(ctx, n.k, tunDevice("10.244.7.0/16"))
 		steps = append(steps, step{"closed", outcome(err)})
 		return steps
 	})
@@ -311,7 +308,7 @@ func TestPairTUN(t *testing.T) {
 func TestPairContract(t *testing.T) {
 	runPair(t, func(t *testing.T, n testNode) []step {
 		ctx := context.Background()
-		_, err := kernel.EnsureLink(ctx, n.k, vxlanDevice(n.eth0))
+		err := kernel.EnsureLink(ctx, n.k, vxlanDevice(n.eth0))
 		must(t, err)
 		var steps []step
 		try := func(what string, err error) { steps = append(steps, step{what, outcome(err)}) }

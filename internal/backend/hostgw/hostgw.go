@@ -56,7 +56,7 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 // Apply implements backend.Backend.
 func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report, error) {
 	for _, dev := range d.Devices { // none that Plan returns
-		if _, err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
+		if err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
 			return backend.Report{}, fmt.Errorf("%s: %w", Type, err)
 		}
 	}

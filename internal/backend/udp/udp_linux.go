@@ -203,7 +203,7 @@ func (b *Backend) ensure(ctx context.Context, d backend.Desired) error {
 // ensureLinks puts d's devices right (EnsureLink).
 func (b *Backend) ensureLinks(ctx context.Context, d backend.Desired) error {
 	for _, dev := range d.Devices {
-		if _, err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
+		if err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
 			return fmt.Errorf("udp: %w", err)
 		}
 	}

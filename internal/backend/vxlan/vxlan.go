@@ -79,7 +79,7 @@ func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report,
 		if l, err := b.k.LinkByName(dev.Name); err == nil && dev.Recreates(l) {
 			b.log.Warn("vxlan device does not match the config; recreating it with the same MAC", "device", dev.Name)
 		}
-		if _, err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
+		if err := kernel.EnsureLink(ctx, b.k, dev); err != nil {
 			return backend.Report{}, fmt.Errorf("vxlan: %w", err)
 		}
 	}
