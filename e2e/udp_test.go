@@ -1,14 +1,12 @@
 package e2e
 
 import (
-	"bufio"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"regexp"
 	"strconv"
@@ -16,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/netns"
 )
 
@@ -31,31 +30,11 @@ func (l *lab) in(t *testing.T, ns string, f func() error) {
 // metric reads one counter from a node's agent, from inside the node.
 func (l *lab) metric(node, series string) float64 {
 	l.t.Helper()
-	var body string
-	err := netns.Do(l.name+"-"+node, func() error {
-		c, err := net.DialTimeout("tcp4", "127.0.0.1:9570", time.Second)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		req, _ := http.NewRequest("GET", "http://node/metrics", nil)
-		if err := req.Write(c); err != nil {
-			return err
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), req)
-		if err != nil {
-			return err
-		}
-		defer resp.Body.Close()
-		var sb strings.Builder
-		_, err = bufio.NewReader(resp.Body).WriteTo(&sb)
-		body = sb.String()
-		return err
-	})
+	body, err := process.Get(l.name+"-"+node, "/metrics")
 	if err != nil {
 		l.t.Fatal(err)
 	}
-	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(body)
+	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindStringSubmatch(string(body))
 	if m == nil {
 		l.t.Fatalf("no %s in the metrics of %s", series, node)
 	}

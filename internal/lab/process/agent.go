@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -74,7 +75,21 @@ func (a AgentSpec) Args() []string {
 // Readyz asks the agent in namespace ns for its readiness document
 // (GET /readyz on the healthz port), from inside ns.
 func Readyz(ns string) (map[string]any, error) {
+	body, err := Get(ns, "/readyz")
+	if err != nil {
+		return nil, err
+	}
 	var out map[string]any
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("readyz in %s: %w", ns, err)
+	}
+	return out, nil
+}
+
+// Get fetches path (such as /readyz or /metrics) from the agent's health
+// server on 127.0.0.1 inside ns, whatever its status code.
+func Get(ns, path string) ([]byte, error) {
+	var body []byte
 	err := netns.Do(ns, func() error {
 		c, err := net.DialTimeout("tcp4", "127.0.0.1:"+strconv.Itoa(Healthz), time.Second)
 		if err != nil {
@@ -82,7 +97,7 @@ func Readyz(ns string) (map[string]any, error) {
 		}
 		defer c.Close()
 		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
-		req, _ := http.NewRequest("GET", "http://node/readyz", nil)
+		req, _ := http.NewRequest("GET", "http://node"+path, nil)
 		if err := req.Write(c); err != nil {
 			return err
 		}
@@ -91,7 +106,8 @@ func Readyz(ns string) (map[string]any, error) {
 			return err
 		}
 		defer resp.Body.Close()
-		return json.NewDecoder(resp.Body).Decode(&out)
+		body, err = io.ReadAll(resp.Body)
+		return err
 	})
-	return out, err
+	return body, err
 }
