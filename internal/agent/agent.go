@@ -115,6 +115,16 @@ func (a *Agent) trigger() {
 // Run starts the agent and blocks until ctx ends. On return the data plane
 // is left in place, so a restart does not interrupt pod traffic.
 func (a *Agent) Run(ctx context.Context) error {
+	// Listeners first: a taken port fails the start before anything is
+	// leased or written.
+	var ln net.Listener
+	if a.o.HealthzAddr != "" {
+		var err error
+		if ln, err = net.Listen("tcp", a.o.HealthzAddr); err != nil {
+			return fmt.Errorf("health server: listen on %s: %w", a.o.HealthzAddr, err)
+		}
+		defer ln.Close()
+	}
 	cfg, kind, opts, err := a.loadConfig(ctx)
 	if err != nil {
 		return err
@@ -166,11 +176,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Unlock()
 
 	g, ctx := errgroup.WithContext(ctx)
-	if a.o.HealthzAddr != "" {
-		ln, err := net.Listen("tcp", a.o.HealthzAddr)
-		if err != nil {
-			return fmt.Errorf("health server: listen on %s: %w", a.o.HealthzAddr, err)
-		}
+	if ln != nil {
 		srv := &http.Server{Handler: a.handler(), ReadHeaderTimeout: 5 * time.Second}
 		g.Go(func() error {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -185,7 +191,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { return a.o.Store.Watch(ctx, a.trigger) })
+	g.Go(func() error { return a.o.Store.Watch(ctx, func(lease.Event) { a.trigger() }) })
 	g.Go(func() error { return a.renewLoop(ctx, req) })
 	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req) })
 	err = g.Wait()

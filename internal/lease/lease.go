@@ -35,6 +35,11 @@ type Lease struct {
 	// StoreID is the store's handle of the lease (the etcd lease ID); 0 for
 	// a reservation.
 	StoreID int64
+	// Created orders leases by age, the same on every node: the etcd
+	// revision that created the key, or the Node's creation time in
+	// Kubernetes mode. Lower is older; equal ones are ordered by key. When
+	// two leases overlap, the older one wins (Set).
+	Created int64
 }
 
 // Reservation reports whether the lease is permanent.
@@ -145,9 +150,17 @@ func (a *Attrs) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// MaxValueSize bounds a lease value read from the store. flannel's values
+// are about 150 bytes; anything much larger is not a lease, and is neither
+// decoded nor logged.
+const MaxValueSize = 4096
+
 // ParseValue decodes a lease value read from the store.
 func ParseValue(b []byte) (Attrs, error) {
 	var a Attrs
+	if len(b) > MaxValueSize {
+		return a, fmt.Errorf("decode lease value: %d bytes, more than the %d a lease value may have", len(b), MaxValueSize)
+	}
 	if err := json.Unmarshal(b, &a); err != nil {
 		return a, fmt.Errorf("decode lease value: %w", err)
 	}
@@ -173,6 +186,40 @@ type Request struct {
 	// wins over these.
 	Prefer []netip.Prefix
 	TTL    time.Duration
+	// Reclaim says that Prefer[0] is this node's subnet and that someone
+	// else changed or took its record: the store writes it back with Attrs
+	// whatever it holds now (a reservation stays one).
+	Reclaim bool
+}
+
+// Relist causes: why a Store's Watch sent a Reset.
+const (
+	CauseStart      = "start"       // the first list
+	CauseWatchError = "watch-error" // the watch broke and could not resume
+	CauseCompacted  = "compacted"   // the store no longer has the history to resume from
+)
+
+// Event is one step of a Store's Watch.
+type Event struct {
+	// Reset: Leases (and Invalid) are the whole set; everything known
+	// before is replaced. Cause says why the store listed.
+	Reset   bool
+	Cause   string
+	Leases  []Record
+	Invalid []Record
+	// Otherwise one record changed: Record.Lease is its new value, or
+	// Deleted is set.
+	Record  Record
+	Deleted bool
+}
+
+// Record is one lease as a store holds it: its key in the store (etcd: the
+// key under subnets/, "10.244.3.0-24"; Kubernetes: "node/NAME"), and the
+// lease, or the reason it does not decode.
+type Record struct {
+	Key   string
+	Lease Lease
+	Err   error // the record does not decode; Lease is zero
 }
 
 // Store is where leases live: etcd, or (in Kubernetes mode) Node objects.
@@ -188,9 +235,19 @@ type Store interface {
 	Renew(ctx context.Context, l Lease) (Lease, error)
 	// List returns all current leases, reservations included.
 	List(ctx context.Context) ([]Lease, error)
-	// Watch calls changed whenever leases may have changed, until ctx is
-	// done, and once as soon as the watch is live, so that a List after
-	// that call misses nothing. It carries no data: callers re-List
-	// (level-triggered).
-	Watch(ctx context.Context, changed func()) error
+	// Watch sends the lease set to sink until ctx is done: first a Reset
+	// holding every record, then each change in the store's order. After an
+	// interruption it resumes where it stopped when the store still has the
+	// history, and otherwise sends a new Reset whose Cause says why. sink
+	// is called from one goroutine, and should return quickly.
+	Watch(ctx context.Context, sink func(Event)) error
+}
+
+// Records names each lease by its key.
+func Records(ls []Lease) []Record {
+	out := make([]Record, len(ls))
+	for i, l := range ls {
+		out[i] = Record{Key: l.Key(), Lease: l}
+	}
+	return out
 }

@@ -250,7 +250,13 @@ func (s *Store) Reserve(ctx context.Context, l lease.Lease) error {
 // Watch implements lease.Store. It signals a change as soon as the watch
 // is live and again after re-establishing it after an error, since events
 // may have been missed in between.
-func (s *Store) Watch(ctx context.Context, changed func()) error {
+func (s *Store) Watch(ctx context.Context, sink func(lease.Event)) error {
+	changed := func() { // transitional: every change relists (replaced by a resumable watch)
+		ls, err := s.List(ctx)
+		if err == nil {
+			sink(lease.Event{Reset: true, Cause: lease.CauseStart, Leases: lease.Records(ls)})
+		}
+	}
 	for ctx.Err() == nil {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		for resp := range s.cli.Watch(wctx, s.subnetsKey(), clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {

@@ -358,7 +358,13 @@ func nodeAddress(n *corev1.Node, annotation string) netip.Addr {
 
 // Watch implements lease.Store: changed is called on every Node event and
 // once when the informer's cache is full.
-func (s *Store) Watch(ctx context.Context, changed func()) error {
+func (s *Store) Watch(ctx context.Context, sink func(lease.Event)) error {
+	changed := func() { // transitional: every change relists (replaced by per-node events)
+		ls, err := s.List(ctx)
+		if err == nil {
+			sink(lease.Event{Reset: true, Cause: lease.CauseStart, Leases: lease.Records(ls)})
+		}
+	}
 	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },
 		UpdateFunc: func(o, n any) { s.updated(o, n, changed) },

@@ -116,7 +116,7 @@ func TestLeaseFromPodCIDR(t *testing.T) {
 	var events atomic.Int32
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
-	go func() { _ = s2.Watch(wctx, func() { events.Add(1) }) }()
+	go func() { _ = s2.Watch(wctx, func(lease.Event) { events.Add(1) }) }()
 	if _, err := s2.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.12", "0e:00:00:00:00:12")}); err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ func TestShippedRoles(t *testing.T) {
 	defer wcancel()
 	live := make(chan struct{}, 1)
 	go func() {
-		_ = s1.Watch(wctx, func() {
+		_ = s1.Watch(wctx, func(lease.Event) {
 			select {
 			case live <- struct{}{}:
 			default:

@@ -145,7 +145,11 @@ func (m *Memory) listLocked() []lease.Lease {
 }
 
 // Watch implements lease.Store.
-func (m *Memory) Watch(ctx context.Context, changed func()) error {
+func (m *Memory) Watch(ctx context.Context, sink func(lease.Event)) error {
+	changed := func() { // transitional: every change relists
+		ls, _ := m.List(ctx)
+		sink(lease.Event{Reset: true, Cause: lease.CauseStart, Leases: lease.Records(ls)})
+	}
 	ch := make(chan struct{}, 1)
 	m.mu.Lock()
 	m.waiters = append(m.waiters, ch)

@@ -149,7 +149,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			_ = h.Store.Watch(wctx, func() { ch <- struct{}{} })
+			_ = h.Store.Watch(wctx, func(lease.Event) { ch <- struct{}{} })
 		}()
 		waitSignal(t, ch, "the watch going live")
 		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour})
