@@ -1,0 +1,259 @@
+package lease
+
+import (
+	"cmp"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Check reports why a lease cannot be used in a cluster whose IPv4 network
+// is network, or nil. It looks at the lease alone: a subnet inside the
+// network (and smaller than it), and a PublicIP that a packet can be sent
+// to (unicast, not unspecified, loopback, broadcast or inside the network).
+func Check(network netip.Prefix, l Lease) error {
+	s := l.Subnet
+	switch {
+	case !s.IsValid():
+		return fmt.Errorf("no IPv4 subnet")
+	case !network.Contains(s.Addr()) || s.Bits() <= network.Bits():
+		return fmt.Errorf("subnet %s is outside the network %s", s, network)
+	}
+	ip := l.Attrs.PublicIP
+	switch {
+	case !ip.Is4() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+		return fmt.Errorf("PublicIP %s is not a unicast address", ip)
+	case network.Contains(ip):
+		return fmt.Errorf("PublicIP %s is inside the cluster network %s", ip, network)
+	}
+	return nil
+}
+
+// Set is the validated view of a store's leases, maintained from its Watch
+// events: every record is checked where it enters (Check, then the
+// backend's check), and of leases whose subnets overlap the older one wins
+// (lower Created, then lower key), so every node that sees the same records
+// accepts the same leases. A change costs what it changes: only the leases
+// that overlap the changed one are decided again. A Set is not safe for
+// concurrent use.
+type Set struct {
+	network netip.Prefix
+	check   func(Lease) error
+	recs    map[string]*entry
+}
+
+type entry struct {
+	rec    Record
+	err    error  // why the record is unusable on its own; nil: usable
+	reason string // "" accepted; else why rejected (err, or the overlap)
+}
+
+func (e *entry) usable() bool { return e.err == nil }
+
+// Verdict is a record whose acceptance changed: it was rejected (Reason
+// says why), accepted again after a rejection, or deleted while rejected.
+type Verdict struct {
+	Key    string
+	Reason string // "" when accepted (or deleted)
+	// Was is the reason it was rejected before; "" if it was accepted.
+	Was     string
+	Deleted bool
+}
+
+// NewSet returns an empty set for a cluster whose IPv4 network is network.
+// check, if not nil, is the backend's own check of a lease it would
+// program (e.g. a usable VTEP MAC); a lease it refuses is rejected.
+func NewSet(network netip.Prefix, check func(Lease) error) *Set {
+	return &Set{network: network, check: check, recs: map[string]*entry{}}
+}
+
+// reasonLimit bounds a reason, which quotes untrusted input (a decode
+// error may quote a value).
+const reasonLimit = 200
+
+func (s *Set) newEntry(r Record) *entry {
+	e := &entry{rec: r, err: r.Err}
+	if e.err == nil {
+		e.err = Check(s.network, r.Lease)
+	}
+	if e.err == nil && s.check != nil {
+		e.err = s.check(r.Lease)
+	}
+	if e.err != nil {
+		e.reason = e.err.Error()
+		if len(e.reason) > reasonLimit {
+			e.reason = e.reason[:reasonLimit] + "..."
+		}
+	}
+	return e
+}
+
+// Apply takes one event of a store's Watch and returns the verdicts that
+// changed, in key order.
+func (s *Set) Apply(ev Event) []Verdict {
+	before := map[string]string{}
+	note := func(key string) {
+		if _, ok := before[key]; ok {
+			return
+		}
+		if e, ok := s.recs[key]; ok {
+			before[key] = e.reason
+		} else {
+			before[key] = "\x00absent"
+		}
+	}
+	if ev.Reset {
+		for k := range s.recs {
+			note(k)
+		}
+		s.recs = make(map[string]*entry, len(ev.Leases)+len(ev.Invalid))
+		for _, r := range slices.Concat(ev.Leases, ev.Invalid) {
+			note(r.Key)
+			s.recs[r.Key] = s.newEntry(r)
+		}
+		all := make([]*entry, 0, len(s.recs))
+		for _, e := range s.recs {
+			all = append(all, e)
+		}
+		s.decide(all)
+	} else {
+		key := ev.Record.Key
+		var touched []netip.Prefix
+		if old, ok := s.recs[key]; ok && old.usable() {
+			touched = append(touched, old.rec.Lease.Subnet)
+		}
+		s.noteComponents(touched, note)
+		note(key)
+		if ev.Deleted {
+			delete(s.recs, key)
+		} else {
+			e := s.newEntry(ev.Record)
+			s.recs[key] = e
+			if e.usable() {
+				touched = append(touched, e.rec.Lease.Subnet)
+			}
+		}
+		s.noteComponents(touched, note)
+		for _, p := range touched {
+			s.decide(s.component(p))
+		}
+	}
+	var out []Verdict
+	for key, was := range before {
+		e, ok := s.recs[key]
+		switch {
+		case !ok && was == "\x00absent":
+		case !ok:
+			if was != "" {
+				out = append(out, Verdict{Key: key, Was: was, Deleted: true})
+			}
+		case was == "\x00absent":
+			if e.reason != "" {
+				out = append(out, Verdict{Key: key, Reason: e.reason})
+			}
+		case was != e.reason:
+			out = append(out, Verdict{Key: key, Reason: e.reason, Was: was})
+		}
+	}
+	slices.SortFunc(out, func(a, b Verdict) int { return strings.Compare(a.Key, b.Key) })
+	return out
+}
+
+// noteComponents records the verdicts of every lease that a change to the
+// subnets ps could affect.
+func (s *Set) noteComponents(ps []netip.Prefix, note func(string)) {
+	for _, p := range ps {
+		for _, e := range s.component(p) {
+			note(e.rec.Key)
+		}
+	}
+}
+
+// component returns the usable entries whose verdicts depend on those
+// overlapping p: every usable lease inside the largest usable lease that
+// contains p (or inside p). Overlapping prefixes nest, so nothing outside
+// that root overlaps anything inside it.
+func (s *Set) component(p netip.Prefix) []*entry {
+	root := p
+	for _, e := range s.recs {
+		if q := e.rec.Lease.Subnet; e.usable() && q.Bits() < root.Bits() && q.Contains(p.Addr()) {
+			root = q
+		}
+	}
+	var out []*entry
+	for _, e := range s.recs {
+		if q := e.rec.Lease.Subnet; e.usable() && q.Bits() >= root.Bits() && root.Contains(q.Addr()) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// decide sets the verdict of entries, which must hold every usable entry
+// that overlaps any of them: oldest first, each usable lease is accepted
+// unless it overlaps one already accepted.
+func (s *Set) decide(entries []*entry) {
+	slices.SortFunc(entries, func(a, b *entry) int {
+		return cmp.Or(cmp.Compare(a.rec.Lease.Created, b.rec.Lease.Created), strings.Compare(a.rec.Key, b.rec.Key))
+	})
+	accepted := map[netip.Prefix]string{} // subnet -> key
+	covers := map[netip.Prefix]string{}   // every strict ancestor of an accepted subnet -> a key under it
+	for _, e := range entries {
+		if !e.usable() {
+			continue
+		}
+		p := e.rec.Lease.Subnet
+		winner, ok := accepted[p]
+		if !ok {
+			winner, ok = covers[p]
+		}
+		for b := p.Bits() - 1; !ok && b > s.network.Bits(); b-- {
+			winner, ok = accepted[netip.PrefixFrom(p.Addr(), b).Masked()]
+		}
+		if ok {
+			e.reason = fmt.Sprintf("overlaps the older lease %s", winner)
+			continue
+		}
+		e.reason = ""
+		accepted[p] = e.rec.Key
+		for b := p.Bits() - 1; b > s.network.Bits(); b-- {
+			covers[netip.PrefixFrom(p.Addr(), b).Masked()] = e.rec.Key
+		}
+	}
+}
+
+// Leases returns the accepted leases, ordered by subnet.
+func (s *Set) Leases() []Lease {
+	out := make([]Lease, 0, len(s.recs))
+	for _, e := range s.recs {
+		if e.reason == "" {
+			out = append(out, e.rec.Lease)
+		}
+	}
+	slices.SortFunc(out, func(a, b Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+	return out
+}
+
+// Rejected returns every rejected record's key with the reason.
+func (s *Set) Rejected() map[string]string {
+	out := map[string]string{}
+	for k, e := range s.recs {
+		if e.reason != "" {
+			out[k] = e.reason
+		}
+	}
+	return out
+}
+
+// Record returns the record stored under key, accepted or not.
+func (s *Set) Record(key string) (Record, bool) {
+	e, ok := s.recs[key]
+	if !ok {
+		return Record{}, false
+	}
+	return e.rec, true
+}
+
+// Len is the number of records, accepted or not.
+func (s *Set) Len() int { return len(s.recs) }
