@@ -65,7 +65,7 @@ func (w *tunWriter) flush() error {
 func (w *tunWriter) write(bufs [][]byte) (int, error) {
 	if w.rc == nil {
 		w.writes.Add(1)
-		return w.dev.Write(bufs, offset)
+		return devWrite(w.dev, bufs)
 	}
 	w.pkts, w.other = w.pkts[:0], w.other[:0]
 	for _, b := range bufs {
@@ -108,11 +108,43 @@ func (w *tunWriter) write(bufs [][]byte) (int, error) {
 	}
 	if len(w.other) > 0 {
 		w.writes.Add(1)
-		k, err := w.dev.Write(w.other, offset)
+		k, err := devWrite(w.dev, w.other)
 		n += k
 		if err != nil {
 			fail(err)
 		}
 	}
 	return n, first
+}
+
+// devWrite writes bufs through wireguard-go's Write and returns the number
+// of packets written. Write's own count is not that: the interface promises
+// packets, but the Linux device returns the sum of write(2)'s byte counts.
+// Without an error every packet was written, coalesced or not. Each write
+// that failed is joined into the error (errs = errors.Join(errs, err), so
+// the joins nest), one packet fewer each (a failed coalesced write counts
+// as one). Any other error (coalescing refused the batch, or the device is
+// gone) counts the batch as lost.
+func devWrite(dev tun.Device, bufs [][]byte) (int, error) {
+	_, err := dev.Write(bufs, offset)
+	if err == nil {
+		return len(bufs), nil
+	}
+	if _, ok := err.(interface{ Unwrap() []error }); !ok {
+		return 0, err
+	}
+	return max(len(bufs)-joined(err), 0), err
+}
+
+// joined counts the errors errors.Join joined into err, through nested joins.
+func joined(err error) int {
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		return 1
+	}
+	n := 0
+	for _, e := range j.Unwrap() {
+		n += joined(e)
+	}
+	return n
 }

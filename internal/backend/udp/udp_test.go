@@ -2,10 +2,14 @@ package udp
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -174,7 +178,60 @@ func TestInbound(t *testing.T) {
 	waitCount(t, "stranger", &b.stats.stranger, 2)
 	waitCount(t, "spoofed", &b.stats.spoofed, 1)
 	waitCount(t, "malformed", &b.stats.malformed, 2)
+	// Packets, not the bytes the device's Write returns (1268 here).
+	waitCount(t, "rx packets", &b.stats.rxPackets, 2)
 }
+
+// failingTUN fails the writes of the packets it is told to, and joins the
+// errors as wireguard-go's Linux device does.
+type failingTUN struct {
+	*fakeTUN
+	fail map[int]bool // index in the batch
+}
+
+func (t failingTUN) Write(bufs [][]byte, offset int) (int, error) {
+	n := 0
+	var errs error
+	for i, b := range bufs {
+		if t.fail[i] {
+			errs = errors.Join(errs, fmt.Errorf("write packet %d: %w", i, syscall.EIO))
+			continue
+		}
+		n += len(b) - offset
+	}
+	return n, errs
+}
+
+func TestDevWriteCountsPackets(t *testing.T) {
+	bufs := make([][]byte, 3)
+	for i := range bufs {
+		bufs[i] = make([]byte, offset+100)
+	}
+	for _, tc := range []struct {
+		fail map[int]bool
+		want int
+	}{
+		{nil, 3},
+		{map[int]bool{1: true}, 2},
+		{map[int]bool{0: true, 2: true}, 1},
+		{map[int]bool{0: true, 1: true, 2: true}, 0},
+	} {
+		n, err := devWrite(failingTUN{newFakeTUN(3), tc.fail}, bufs)
+		if n != tc.want || (err != nil) != (len(tc.fail) > 0) {
+			t.Errorf("failing %v: %d packets written, err %v; want %d", tc.fail, n, err, tc.want)
+		}
+	}
+	// An error that is not one per write (coalescing refused the batch,
+	// or the device is gone) loses the batch.
+	n, err := devWrite(closedTUN{newFakeTUN(3)}, bufs)
+	if n != 0 || !errors.Is(err, os.ErrClosed) {
+		t.Errorf("closed device: %d packets written, err %v", n, err)
+	}
+}
+
+type closedTUN struct{ *fakeTUN }
+
+func (closedTUN) Write([][]byte, int) (int, error) { return 200, os.ErrClosed }
 
 func TestICMPErrors(t *testing.T) {
 	_, dev, _ := harness(t, 8, 8)
