@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // Underlay describes the interface node-to-node traffic uses.
@@ -30,7 +32,18 @@ func (u Underlay) IsOnLink(ip netip.Addr) bool {
 // route. Its IPv4 addresses give the networks on the link, and the first
 // one (or publicIP, when set) the node's address. Loopback and link-local
 // addresses do not count.
+//
+// A publicIP that no interface of the node holds is refused with a
+// *NotLocalError naming the node's addresses. The Underlay returned with
+// it is otherwise complete (the interface named by iface, else that of the
+// default route, with Addr publicIP), for the caller that knows publicIP is
+// a NAT address in front of the node and only warns.
 func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error) {
+	addrs, err := k.Addrs()
+	if err != nil {
+		return Underlay{}, err
+	}
+	local := !publicIP.IsValid() || slices.ContainsFunc(addrs, func(a Addr) bool { return a.Prefix.Addr() == publicIP })
 	var link Link
 	switch {
 	case iface != "":
@@ -39,10 +52,11 @@ func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error)
 			return Underlay{}, fmt.Errorf("find interface %s (--iface): %w", iface, err)
 		}
 		link = l
-	case publicIP.IsValid():
-		l, err := linkWithAddr(k, publicIP)
+	case publicIP.IsValid() && local:
+		i := slices.IndexFunc(addrs, func(a Addr) bool { return a.Prefix.Addr() == publicIP })
+		l, err := k.LinkByName(addrs[i].Dev)
 		if err != nil {
-			return Underlay{}, err
+			return Underlay{}, fmt.Errorf("find interface %s, which has %s (--public-ip): %w", addrs[i].Dev, publicIP, err)
 		}
 		link = l
 	default:
@@ -60,18 +74,19 @@ func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error)
 				break
 			}
 		}
+		if !found && !local {
+			// Not wrapped: with no interface, a NAT address cannot be
+			// used either, so this is no NotLocalError.
+			return Underlay{}, fmt.Errorf("%v; and no default route to pick the underlay interface from: set --iface", &NotLocalError{Addr: publicIP, Local: localAddrs(addrs)})
+		}
 		if !found {
 			return Underlay{}, errors.New("no default route to pick the underlay interface from; set --iface or --public-ip")
 		}
 	}
 	u := Underlay{Name: link.Name, LinkIndex: link.Index, MTU: link.MTU}
-	addrs, err := k.Addrs()
-	if err != nil {
-		return u, err
-	}
 	for _, a := range addrs {
 		ip := a.Prefix.Addr()
-		if a.Dev != link.Name || !ip.Is4() || ip.IsLoopback() || ip.IsLinkLocalUnicast() {
+		if a.Dev != link.Name || !usable(ip) {
 			continue
 		}
 		u.OnLink = append(u.OnLink, a.Prefix.Masked())
@@ -85,18 +100,50 @@ func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error)
 	if !u.Addr.IsValid() {
 		return u, fmt.Errorf("interface %s has no IPv4 address; set --public-ip or choose another --iface", u.Name)
 	}
+	if !local {
+		return u, &NotLocalError{Addr: publicIP, Local: localAddrs(addrs)}
+	}
 	return u, nil
 }
 
-func linkWithAddr(k Kernel, ip netip.Addr) (Link, error) {
-	addrs, err := k.Addrs()
-	if err != nil {
-		return Link{}, err
-	}
+// usable reports whether ip can be an underlay address: IPv4, neither
+// loopback nor link-local.
+func usable(ip netip.Addr) bool {
+	return ip.Is4() && !ip.IsLoopback() && !ip.IsLinkLocalUnicast()
+}
+
+// localAddrs returns the usable addresses among addrs.
+func localAddrs(addrs []Addr) []Addr {
+	var out []Addr
 	for _, a := range addrs {
-		if a.Prefix.Addr() == ip {
-			return k.LinkByName(a.Dev)
+		if usable(a.Prefix.Addr()) {
+			out = append(out, a)
 		}
 	}
-	return Link{}, fmt.Errorf("no interface has address %s; set --iface", ip)
+	return out
+}
+
+// NotLocalError says that the public IP asked for is on no interface of
+// the node.
+type NotLocalError struct {
+	Addr  netip.Addr // the public IP asked for
+	Local []Addr     // the node's usable IPv4 addresses
+}
+
+func (e *NotLocalError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "no interface has address %s (--public-ip): ", e.Addr)
+	if len(e.Local) == 0 {
+		b.WriteString("this node has no usable IPv4 address")
+	} else {
+		b.WriteString("this node's addresses are")
+		for i, a := range e.Local {
+			if i > 0 {
+				b.WriteString(",")
+			}
+			fmt.Fprintf(&b, " %s %s", a.Dev, a.Prefix)
+		}
+	}
+	b.WriteString("; use one of them, or, behind NAT, publish the NAT address with the node annotation public-ip-overwrite (Kubernetes mode)")
+	return b.String()
 }
