@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -35,21 +37,24 @@ type Options struct {
 
 // Store is a lease.Store on etcd.
 type Store struct {
-	cli    *clientv3.Client
-	prefix string
-	log    *slog.Logger
+	cli       *clientv3.Client
+	prefix    string
+	endpoints string // as the client has them, comma-separated, for errors and logs
+	log       *slog.Logger
 }
 
 var _ lease.Store = (*Store)(nil)
 
 // New connects to etcd. It does not block on the connection; the first call
-// that needs etcd reports a failure.
+// that needs etcd reports a failure, naming the endpoints. An endpoint that
+// is not scheme://host:port (http or https) or unix://PATH is refused.
 func New(o Options, log *slog.Logger) (*Store, error) {
-	if len(o.Endpoints) == 0 {
-		return nil, errors.New("etcd: no endpoints; set --etcd-endpoints")
+	eps, err := endpoints(o.Endpoints)
+	if err != nil {
+		return nil, err
 	}
 	cfg := clientv3.Config{
-		Endpoints:   o.Endpoints,
+		Endpoints:   eps,
 		DialTimeout: 5 * time.Second,
 		Username:    o.Username,
 		Password:    o.Password,
@@ -66,7 +71,7 @@ func New(o Options, log *slog.Logger) (*Store, error) {
 	}
 	cli, err := clientv3.New(cfg)
 	if err != nil {
-		return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(o.Endpoints, ","), err)
+		return nil, fmt.Errorf("etcd: connect to %s: %w", strings.Join(eps, ","), err)
 	}
 	if o.Prefix == "" {
 		o.Prefix = DefaultPrefix
@@ -74,12 +79,57 @@ func New(o Options, log *slog.Logger) (*Store, error) {
 	return NewFromClient(cli, o.Prefix, log), nil
 }
 
+// endpoints checks the endpoints as the user gave them. The etcd client
+// would take "127.0.0.1:2379" or "http://etcd" and then fail at every call
+// with an error that names neither the endpoint nor the mistake.
+func endpoints(eps []string) ([]string, error) {
+	var out []string
+	for _, ep := range eps {
+		ep = strings.TrimSpace(ep)
+		if ep == "" {
+			continue
+		}
+		if why := badEndpoint(ep); why != "" {
+			return nil, fmt.Errorf("etcd endpoint %q %s: want scheme://host:port with scheme http or https, or unix://PATH, e.g. http://127.0.0.1:2379", ep, why)
+		}
+		out = append(out, ep)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("etcd: no endpoints; set --etcd-endpoints, e.g. http://127.0.0.1:2379")
+	}
+	return out, nil
+}
+
+// badEndpoint says what is wrong with an endpoint, or "".
+func badEndpoint(ep string) string {
+	u, err := url.Parse(ep)
+	switch {
+	case err != nil || u.Opaque != "":
+		return "is not a URL"
+	case u.Scheme == "unix" || u.Scheme == "unixs":
+		if u.Host+u.Path == "" {
+			return "names no socket"
+		}
+		return ""
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Sprintf("has scheme %q", u.Scheme)
+	case u.Hostname() == "" || u.Port() == "":
+		return "has no host:port"
+	case u.Path != "" && u.Path != "/" || u.RawQuery != "" || u.Fragment != "" || u.User != nil:
+		return "has more than scheme://host:port"
+	}
+	if p, err := strconv.Atoi(u.Port()); err != nil || p < 1 || p > 65535 {
+		return fmt.Sprintf("has port %q, not 1-65535", u.Port())
+	}
+	return ""
+}
+
 // NewFromClient wraps an existing client.
 func NewFromClient(cli *clientv3.Client, prefix string, log *slog.Logger) *Store {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Store{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), log: log}
+	return &Store{cli: cli, prefix: strings.TrimSuffix(prefix, "/"), endpoints: strings.Join(cli.Endpoints(), ","), log: log}
 }
 
 // Close closes the client.
@@ -92,11 +142,18 @@ func (s *Store) subnetsKey() string { return s.prefix + "/subnets/" }
 // LeaseKey is the etcd key of a lease.
 func (s *Store) LeaseKey(l lease.Lease) string { return s.subnetsKey() + l.Key() }
 
+// fail wraps the error of a request to etcd. It names the endpoints: most
+// such errors (a deadline, a refused connection) mean etcd was not reached,
+// and the line must say where it was looked for.
+func (s *Store) fail(op string, err error) error {
+	return fmt.Errorf("etcd at %s: %s: %w", s.endpoints, op, err)
+}
+
 // Config implements lease.Store.
 func (s *Store) Config(ctx context.Context) ([]byte, error) {
 	resp, err := s.cli.Get(ctx, s.ConfigKey())
 	if err != nil {
-		return nil, fmt.Errorf("etcd: get %s: %w", s.ConfigKey(), err)
+		return nil, s.fail("get "+s.ConfigKey(), err)
 	}
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("etcd: %s is empty: %w; write one with 'weft store init --network 10.244.0.0/16 --backend vxlan'", s.ConfigKey(), lease.ErrNoConfig)
@@ -107,49 +164,79 @@ func (s *Store) Config(ctx context.Context) ([]byte, error) {
 // PutConfig stores the network config document.
 func (s *Store) PutConfig(ctx context.Context, doc []byte) error {
 	if _, err := s.cli.Put(ctx, s.ConfigKey(), string(doc)); err != nil {
-		return fmt.Errorf("etcd: put %s: %w", s.ConfigKey(), err)
+		return s.fail("put "+s.ConfigKey(), err)
 	}
 	return nil
 }
 
 // List implements lease.Store. Keys or values that do not decode are
-// skipped with a warning: one bad record must not stop the fabric.
+// skipped (logged at debug level: the agent reports each bad record once,
+// from its watch); one bad record must not stop the fabric.
 func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
-	ls, _, err := s.list(ctx)
-	return ls, err
+	valid, invalid, _, _, err := s.records(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range invalid {
+		s.log.Debug("skipping a lease that does not decode", "key", r.Key, "err", r.Err)
+	}
+	out := make([]lease.Lease, len(valid))
+	for i, r := range valid {
+		out[i] = r.Lease
+	}
+	return out, nil
 }
 
-type record struct {
-	modRev int64
-}
-
-func (s *Store) list(ctx context.Context) ([]lease.Lease, map[string]record, error) {
+// records reads every record under subnets/: those that decode, those
+// that do not, the mod revision of each decoded one by key, and the
+// revision etcd read them at.
+func (s *Store) records(ctx context.Context) (valid, invalid []lease.Record, modRevs map[string]int64, rev int64, err error) {
 	resp, err := s.cli.Get(ctx, s.subnetsKey(), clientv3.WithPrefix())
 	if err != nil {
-		return nil, nil, fmt.Errorf("etcd: list %s: %w", s.subnetsKey(), err)
+		return nil, nil, nil, 0, s.fail("list "+s.subnetsKey(), err)
 	}
-	out := make([]lease.Lease, 0, len(resp.Kvs))
-	recs := make(map[string]record, len(resp.Kvs))
+	modRevs = make(map[string]int64, len(resp.Kvs))
 	for _, kv := range resp.Kvs {
-		key := strings.TrimPrefix(string(kv.Key), s.subnetsKey())
-		v4, v6, err := lease.ParseKey(key)
-		if err != nil {
-			s.log.Warn("skipping lease with a bad key", "key", string(kv.Key), "err", err)
+		r := s.decode(kv.Key, kv.Value, kv.Lease, kv.CreateRevision)
+		if r.Err != nil {
+			invalid = append(invalid, r)
 			continue
 		}
-		attrs, err := lease.ParseValue(kv.Value)
-		if err != nil {
-			s.log.Warn("skipping lease with a bad value", "key", string(kv.Key), "err", err)
-			continue
-		}
-		out = append(out, lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, StoreID: kv.Lease})
-		recs[key] = record{modRev: kv.ModRevision}
+		valid = append(valid, r)
+		modRevs[r.Key] = kv.ModRevision
 	}
-	return out, recs, nil
+	return valid, invalid, modRevs, resp.Header.Revision, nil
 }
 
-// Acquire implements lease.Store.
+// decode turns a key and value under subnets/ into a record. A record
+// that does not decode carries the reason in Err, which never quotes the
+// value (lease.ParseValue does not decode one over lease.MaxValueSize).
+func (s *Store) decode(key, value []byte, storeID, created int64) lease.Record {
+	r := lease.Record{Key: strings.TrimPrefix(string(key), s.subnetsKey())}
+	v4, v6, err := lease.ParseKey(r.Key)
+	if err != nil {
+		r.Err = err
+		return r
+	}
+	attrs, err := lease.ParseValue(value)
+	if err != nil {
+		r.Err = fmt.Errorf("lease %s: %w", r.Key, err)
+		return r
+	}
+	r.Lease = lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: attrs, StoreID: storeID, Created: created}
+	return r
+}
+
+// Acquire implements lease.Store. With req.Reclaim it writes this node's
+// record back (reclaim) instead of choosing a subnet.
 func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
+	value, err := req.Attrs.MarshalJSON()
+	if err != nil {
+		return lease.Lease{}, fmt.Errorf("encode lease attributes: %w", err)
+	}
+	if req.Reclaim {
+		return s.reclaim(ctx, req, string(value))
+	}
 	doc, err := s.Config(ctx)
 	if err != nil {
 		return lease.Lease{}, err
@@ -158,14 +245,14 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	value, err := req.Attrs.MarshalJSON()
-	if err != nil {
-		return lease.Lease{}, fmt.Errorf("encode lease attributes: %w", err)
-	}
 	for attempt := 0; attempt < 10; attempt++ {
-		leases, recs, err := s.list(ctx)
+		valid, _, modRevs, _, err := s.records(ctx)
 		if err != nil {
 			return lease.Lease{}, err
+		}
+		leases := make([]lease.Lease, len(valid))
+		for i, r := range valid {
+			leases[i] = r.Lease
 		}
 		held, v4, v6, err := lease.Choose(cfg, leases, req, nil)
 		if err != nil {
@@ -176,7 +263,8 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		var cmp clientv3.Cmp
 		if held != nil {
 			// Our own lease: overwrite it only if nobody changed it since we read it.
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", recs[l.Key()].modRev)
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", modRevs[l.Key()])
+			l.Created = held.Created
 		} else {
 			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
 		}
@@ -186,7 +274,7 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		} else {
 			g, err := s.cli.Grant(ctx, ttlSeconds(req.TTL))
 			if err != nil {
-				return lease.Lease{}, fmt.Errorf("etcd: grant lease for %s: %w", key, err)
+				return lease.Lease{}, s.fail("grant lease for "+key, err)
 			}
 			opts = append(opts, clientv3.WithLease(g.ID))
 			l.StoreID = int64(g.ID)
@@ -194,9 +282,12 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		}
 		resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(value), opts...)).Commit()
 		if err != nil {
-			return lease.Lease{}, fmt.Errorf("etcd: create %s: %w", key, err)
+			return lease.Lease{}, s.fail("create "+key, err)
 		}
 		if resp.Succeeded {
+			if held == nil {
+				l.Created = resp.Header.Revision
+			}
 			if held != nil && held.StoreID != 0 && held.StoreID != l.StoreID {
 				// The key moved to the new etcd lease; drop the old one.
 				if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(held.StoreID)); err != nil {
@@ -213,6 +304,67 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 	return lease.Lease{}, fmt.Errorf("etcd: acquire lease: lost the race for a subnet 10 times in a row")
 }
 
+// reclaim writes this node's record (req.Prefer[0], and for dual stack the
+// first IPv6 subnet of req.Prefer) back with req.Attrs, whatever it holds
+// now: with a new TTL lease, unless the record is now a reservation (a key
+// without TTL), which stays one. The write is a compare-and-swap on the
+// record as read; a race with another writer reads it again.
+func (s *Store) reclaim(ctx context.Context, req lease.Request, value string) (lease.Lease, error) {
+	l := lease.Lease{Attrs: req.Attrs}
+	for _, p := range req.Prefer {
+		switch {
+		case p.Addr().Is4() && !l.Subnet.IsValid():
+			l.Subnet = p.Masked()
+		case p.Addr().Is6() && !l.IPv6Subnet.IsValid():
+			l.IPv6Subnet = p.Masked()
+		}
+	}
+	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+		return lease.Lease{}, errors.New("etcd: reclaim a lease: the request names no subnet (Prefer is empty)")
+	}
+	key := s.LeaseKey(l)
+	for attempt := 0; attempt < 10; attempt++ {
+		cur, err := s.cli.Get(ctx, key)
+		if err != nil {
+			return lease.Lease{}, s.fail("get "+key, err)
+		}
+		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		reservation := false
+		l.Created, l.StoreID, l.Expiration = 0, 0, time.Time{}
+		if len(cur.Kvs) > 0 {
+			kv := cur.Kvs[0]
+			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+			reservation = kv.Lease == 0
+			l.Created = kv.CreateRevision
+		}
+		var opts []clientv3.OpOption
+		if !reservation {
+			g, err := s.cli.Grant(ctx, ttlSeconds(req.TTL))
+			if err != nil {
+				return lease.Lease{}, s.fail("grant lease for "+key, err)
+			}
+			opts = append(opts, clientv3.WithLease(g.ID))
+			l.StoreID = int64(g.ID)
+			l.Expiration = time.Now().Add(time.Duration(g.TTL) * time.Second)
+		}
+		resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, value, opts...)).Commit()
+		if err != nil {
+			return lease.Lease{}, s.fail("reclaim "+key, err)
+		}
+		if resp.Succeeded {
+			if l.Created == 0 {
+				l.Created = resp.Header.Revision
+			}
+			return l, nil
+		}
+		if l.StoreID != 0 {
+			_, _ = s.cli.Revoke(ctx, clientv3.LeaseID(l.StoreID))
+		}
+		s.log.Info("the lease changed while reclaiming it, trying again", "subnet", l.Key())
+	}
+	return lease.Lease{}, fmt.Errorf("etcd: reclaim %s: it changed under us 10 times in a row", key)
+}
+
 // Renew implements lease.Store: it refreshes the etcd lease's TTL.
 func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 	if l.Reservation() {
@@ -220,7 +372,7 @@ func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 	}
 	resp, err := s.cli.KeepAliveOnce(ctx, clientv3.LeaseID(l.StoreID))
 	if err != nil {
-		return l, fmt.Errorf("etcd: renew lease %s: %w", l.Key(), err)
+		return l, s.fail("renew lease "+l.Key(), err)
 	}
 	l.Expiration = time.Now().Add(time.Duration(resp.TTL) * time.Second)
 	return l, nil
@@ -230,7 +382,7 @@ func (s *Store) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) {
 func (s *Store) Delete(ctx context.Context, key string) (bool, error) {
 	resp, err := s.cli.Delete(ctx, s.subnetsKey()+key)
 	if err != nil {
-		return false, fmt.Errorf("etcd: delete %s: %w", s.subnetsKey()+key, err)
+		return false, s.fail("delete "+s.subnetsKey()+key, err)
 	}
 	return resp.Deleted > 0, nil
 }
@@ -242,43 +394,7 @@ func (s *Store) Reserve(ctx context.Context, l lease.Lease) error {
 		return err
 	}
 	if _, err := s.cli.Put(ctx, s.LeaseKey(l), string(value)); err != nil {
-		return fmt.Errorf("etcd: put %s: %w", s.LeaseKey(l), err)
-	}
-	return nil
-}
-
-// Watch implements lease.Store. It signals a change as soon as the watch
-// is live and again after re-establishing it after an error, since events
-// may have been missed in between.
-func (s *Store) Watch(ctx context.Context, sink func(lease.Event)) error {
-	changed := func() { // transitional: every change relists (replaced by a resumable watch)
-		ls, err := s.List(ctx)
-		if err == nil {
-			sink(lease.Event{Reset: true, Cause: lease.CauseStart, Leases: lease.Records(ls)})
-		}
-	}
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		for resp := range s.cli.Watch(wctx, s.subnetsKey(), clientv3.WithPrefix(), clientv3.WithCreatedNotify()) {
-			if err := resp.Err(); err != nil {
-				s.log.Warn("etcd watch interrupted", "err", err)
-				break
-			}
-			// Once the watch is live, a change is signalled: a List made
-			// before it could have missed a lease created in between.
-			if resp.Created || len(resp.Events) > 0 {
-				changed()
-			}
-		}
-		cancel()
-		if ctx.Err() != nil {
-			break
-		}
-		changed()
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+		return s.fail("put "+s.LeaseKey(l), err)
 	}
 	return nil
 }

@@ -13,21 +13,32 @@ import (
 	"github.com/weftnet/weft/internal/lease"
 )
 
-// Memory is an in-memory lease.Store for fast tests.
+// Memory is an in-memory lease.Store for fast tests. Its Watch sends
+// events as etcd's does: a Reset, then one Event per change, expiries
+// included.
 type Memory struct {
 	mu      sync.Mutex // guards the fields below
 	config  []byte
-	leases  map[string]lease.Lease
+	records map[string]lease.Record // by key; Err set for a record that does not decode
 	ttl     map[int64]time.Duration // by StoreID
 	nextID  int64
-	waiters []chan struct{}
+	created int64 // the last Created given to a new key
+	watches map[*memWatch]struct{}
+}
+
+// memWatch is the queue of one Watch: changes are queued under Memory.mu
+// and sent from the watching goroutine, so a slow sink holds no lock.
+type memWatch struct {
+	mu    sync.Mutex // guards queue
+	queue []lease.Event
+	wake  chan struct{} // 1-slot: something was queued
 }
 
 var _ lease.Store = (*Memory)(nil)
 
 // NewMemory returns an empty store.
 func NewMemory() *Memory {
-	return &Memory{leases: map[string]lease.Lease{}, ttl: map[int64]time.Duration{}}
+	return &Memory{records: map[string]lease.Record{}, ttl: map[int64]time.Duration{}, watches: map[*memWatch]struct{}{}}
 }
 
 // PutConfig sets the config document.
@@ -37,39 +48,92 @@ func (m *Memory) PutConfig(doc []byte) {
 	m.config = append([]byte(nil), doc...)
 }
 
-// Reserve adds a lease without TTL.
+// Reserve adds a lease without TTL, or overwrites one (as `etcdctl put`
+// does: the key keeps its Created and loses its TTL).
 func (m *Memory) Reserve(l lease.Lease) {
+	l.StoreID, l.Expiration = 0, time.Time{}
+	m.Put(lease.Record{Key: l.Key(), Lease: l})
+}
+
+// Put writes a record as an operator would, without TTL: a record whose
+// Err is set stands for a key or value that does not decode. A new key
+// gets the next Created; an existing one keeps its own.
+func (m *Memory) Put(r lease.Record) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	l.StoreID, l.Expiration = 0, time.Time{}
-	m.leases[l.Key()] = l
-	m.notifyLocked()
+	r.Lease.StoreID, r.Lease.Expiration = 0, time.Time{}
+	if r.Err != nil {
+		r.Lease = lease.Lease{}
+	}
+	m.putLocked(r)
+}
+
+// putLocked stores r, giving it its Created, and tells the watches; m.mu
+// is held.
+func (m *Memory) putLocked(r lease.Record) lease.Record {
+	m.expireLocked()
+	if r.Err == nil {
+		if old, ok := m.records[r.Key]; ok {
+			r.Lease.Created = old.Lease.Created
+		} else {
+			m.created++
+			r.Lease.Created = m.created
+		}
+	} else if _, ok := m.records[r.Key]; !ok {
+		m.created++ // an undecodable record is created too, as in etcd
+	}
+	m.records[r.Key] = r
+	m.sendLocked(lease.Event{Record: r})
+	return r
 }
 
 // Delete removes a lease.
 func (m *Memory) Delete(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	delete(m.leases, key)
-	m.notifyLocked()
+	m.expireLocked()
+	if _, ok := m.records[key]; !ok {
+		return
+	}
+	delete(m.records, key)
+	m.sendLocked(lease.Event{Record: lease.Record{Key: key}, Deleted: true})
 }
 
-func (m *Memory) notifyLocked() {
-	for _, w := range m.waiters {
+// sendLocked queues e for every watch; m.mu is held.
+func (m *Memory) sendLocked(e lease.Event) {
+	for w := range m.watches {
+		w.mu.Lock()
+		w.queue = append(w.queue, e)
+		w.mu.Unlock()
 		select {
-		case w <- struct{}{}:
+		case w.wake <- struct{}{}:
 		default:
 		}
 	}
 }
 
+// expireLocked deletes the leases whose TTL has run out, as etcd does
+// when their etcd lease expires; m.mu is held.
 func (m *Memory) expireLocked() {
 	now := time.Now()
-	for k, l := range m.leases {
-		if !l.Reservation() && now.After(l.Expiration) {
-			delete(m.leases, k)
+	for k, r := range m.records {
+		if r.Err == nil && !r.Lease.Reservation() && now.After(r.Lease.Expiration) {
+			delete(m.records, k)
+			m.sendLocked(lease.Event{Record: lease.Record{Key: k}, Deleted: true})
 		}
 	}
+}
+
+// nextExpiryLocked is when the next lease expires (zero if none does);
+// m.mu is held.
+func (m *Memory) nextExpiryLocked() time.Time {
+	var next time.Time
+	for _, r := range m.records {
+		if e := r.Lease.Expiration; r.Err == nil && !r.Lease.Reservation() && (next.IsZero() || e.Before(next)) {
+			next = e
+		}
+	}
+	return next
 }
 
 // Config implements lease.Store.
@@ -84,6 +148,9 @@ func (m *Memory) Config(ctx context.Context) ([]byte, error) {
 
 // Acquire implements lease.Store.
 func (m *Memory) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
+	if req.Reclaim {
+		return m.reclaim(req)
+	}
 	doc, err := m.Config(ctx)
 	if err != nil {
 		return lease.Lease{}, err
@@ -100,14 +167,43 @@ func (m *Memory) Acquire(ctx context.Context, req lease.Request) (lease.Lease, e
 	}
 	l := lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: req.Attrs}
 	if held == nil || !held.Reservation() {
-		m.nextID++
-		l.StoreID = m.nextID
-		l.Expiration = time.Now().Add(req.TTL)
-		m.ttl[l.StoreID] = req.TTL
+		m.grantLocked(&l, req.TTL)
 	}
-	m.leases[l.Key()] = l
-	m.notifyLocked()
-	return l, nil
+	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease, nil
+}
+
+// grantLocked gives l a new TTL; m.mu is held.
+func (m *Memory) grantLocked(l *lease.Lease, ttl time.Duration) {
+	m.nextID++
+	l.StoreID = m.nextID
+	l.Expiration = time.Now().Add(ttl)
+	m.ttl[l.StoreID] = ttl
+}
+
+// reclaim writes the node's record (req.Prefer[0], and the first IPv6
+// subnet of req.Prefer) back with req.Attrs, whatever it holds now: with a
+// new TTL unless it is now a reservation.
+func (m *Memory) reclaim(req lease.Request) (lease.Lease, error) {
+	l := lease.Lease{Attrs: req.Attrs}
+	for _, p := range req.Prefer {
+		switch {
+		case p.Addr().Is4() && !l.Subnet.IsValid():
+			l.Subnet = p.Masked()
+		case p.Addr().Is6() && !l.IPv6Subnet.IsValid():
+			l.IPv6Subnet = p.Masked()
+		}
+	}
+	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+		return lease.Lease{}, errors.New("memory store: reclaim a lease: the request names no subnet (Prefer is empty)")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.expireLocked()
+	cur, ok := m.records[l.Key()]
+	if !ok || cur.Err != nil || !cur.Lease.Reservation() {
+		m.grantLocked(&l, req.TTL)
+	}
+	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease, nil
 }
 
 // Renew implements lease.Store.
@@ -118,13 +214,14 @@ func (m *Memory) Renew(ctx context.Context, l lease.Lease) (lease.Lease, error) 
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked()
-	cur, ok := m.leases[l.Key()]
-	if !ok || cur.StoreID != l.StoreID {
+	cur, ok := m.records[l.Key()]
+	if !ok || cur.Err != nil || cur.Lease.StoreID != l.StoreID {
 		return l, errors.New("memory store: lease expired or taken over")
 	}
-	cur.Expiration = time.Now().Add(m.ttl[cur.StoreID])
-	m.leases[l.Key()] = cur
-	return cur, nil
+	// Renewing changes no record: no event, as in etcd.
+	cur.Lease.Expiration = time.Now().Add(m.ttl[cur.Lease.StoreID])
+	m.records[l.Key()] = cur
+	return cur.Lease, nil
 }
 
 // List implements lease.Store.
@@ -137,30 +234,64 @@ func (m *Memory) List(ctx context.Context) ([]lease.Lease, error) {
 // listLocked returns the leases that have not expired; m.mu is held.
 func (m *Memory) listLocked() []lease.Lease {
 	m.expireLocked()
-	out := make([]lease.Lease, 0, len(m.leases))
-	for _, l := range m.leases {
-		out = append(out, l)
+	out := make([]lease.Lease, 0, len(m.records))
+	for _, r := range m.records {
+		if r.Err == nil {
+			out = append(out, r.Lease)
+		}
 	}
 	return out
 }
 
-// Watch implements lease.Store.
+// Watch implements lease.Store. The store never breaks, so the only Reset
+// is the first.
 func (m *Memory) Watch(ctx context.Context, sink func(lease.Event)) error {
-	changed := func() { // transitional: every change relists
-		ls, _ := m.List(ctx)
-		sink(lease.Event{Reset: true, Cause: lease.CauseStart, Leases: lease.Records(ls)})
-	}
-	ch := make(chan struct{}, 1)
+	w := &memWatch{wake: make(chan struct{}, 1)}
 	m.mu.Lock()
-	m.waiters = append(m.waiters, ch)
+	m.expireLocked()
+	reset := lease.Event{Reset: true, Cause: lease.CauseStart}
+	for _, r := range m.records {
+		if r.Err != nil {
+			reset.Invalid = append(reset.Invalid, r)
+		} else {
+			reset.Leases = append(reset.Leases, r)
+		}
+	}
+	m.watches[w] = struct{}{}
 	m.mu.Unlock()
-	changed() // the watch is live: anything before it is covered by a List now
+	defer func() {
+		m.mu.Lock()
+		delete(m.watches, w)
+		m.mu.Unlock()
+	}()
+	sink(reset)
+	expiry := time.NewTimer(time.Hour)
+	defer expiry.Stop()
 	for {
+		m.mu.Lock()
+		m.expireLocked()
+		next := m.nextExpiryLocked()
+		m.mu.Unlock()
+		w.mu.Lock()
+		queue := w.queue
+		w.queue = nil
+		w.mu.Unlock()
+		for _, e := range queue {
+			sink(e)
+		}
+		if len(queue) > 0 {
+			continue // more may have come while sending
+		}
+		d := time.Hour
+		if !next.IsZero() {
+			d = max(time.Until(next)+time.Millisecond, time.Millisecond)
+		}
+		expiry.Reset(d)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ch:
-			changed()
+		case <-w.wake:
+		case <-expiry.C:
 		}
 	}
 }

@@ -140,55 +140,205 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Fatalf("List: %d leases, %v", len(ls), err)
 		}
 	})
-	t.Run("Watch", func(t *testing.T) {
+	t.Run("WatchReset", func(t *testing.T) {
 		h := newHarness(t)
 		h.PutConfig(t, `{"Network":"10.244.0.0/16"}`)
-		wctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		ch := make(chan struct{}, 16)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = h.Store.Watch(wctx, func(lease.Event) { ch <- struct{}{} })
-		}()
-		waitSignal(t, ch, "the watch going live")
+		r := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: attrs("192.0.2.9")}
+		h.Reserve(t, r)
 		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour})
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitSignal(t, ch, "acquire")
+		w := StartWatch(t, h.Store)
+		e := w.Next(t)
+		if !e.Reset || e.Cause != lease.CauseStart || len(e.Invalid) != 0 {
+			t.Fatalf("first event %+v, want a Reset (cause %s) and no invalid record", e, lease.CauseStart)
+		}
+		got := map[string]lease.Lease{}
+		for _, rec := range e.Leases {
+			if rec.Err != nil {
+				t.Errorf("record %s in Leases with Err %v", rec.Key, rec.Err)
+			}
+			got[rec.Key] = rec.Lease
+		}
+		if len(got) != 2 {
+			t.Fatalf("Reset holds %d records, want 2: %+v", len(got), e.Leases)
+		}
+		if g := got[r.Key()]; g.Subnet != r.Subnet || g.Attrs.PublicIP != r.Attrs.PublicIP || !g.Reservation() {
+			t.Errorf("reservation in the Reset: %+v", g)
+		}
+		if g := got[l.Key()]; g.Subnet != l.Subnet || g.Attrs.PublicIP != l.Attrs.PublicIP || g.StoreID != l.StoreID || g.Created != l.Created {
+			t.Errorf("lease in the Reset: %+v, want %+v", g, l)
+		}
+		// The reservation was written first: it is older.
+		if got[r.Key()].Created == 0 || got[r.Key()].Created >= got[l.Key()].Created {
+			t.Errorf("Created: reservation %d, later lease %d; want 0 < older < newer", got[r.Key()].Created, got[l.Key()].Created)
+		}
+	})
+	t.Run("WatchChanges", func(t *testing.T) {
+		h := newHarness(t)
+		h.PutConfig(t, `{"Network":"10.244.0.0/16"}`)
+		w := StartWatch(t, h.Store)
+		if e := w.Next(t); !e.Reset || len(e.Leases) != 0 {
+			t.Fatalf("first event %+v, want an empty Reset", e)
+		}
+		a, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := w.Next(t)
+		if e.Reset || e.Deleted || e.Record.Key != a.Key() || e.Record.Err != nil || e.Record.Lease.Attrs.PublicIP != a.Attrs.PublicIP ||
+			e.Record.Lease.StoreID != a.StoreID || e.Record.Lease.Created != a.Created {
+			t.Fatalf("after Acquire: %+v, want the record of %+v", e, a)
+		}
+		b, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.2"), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := w.Next(t); e.Record.Key != b.Key() || e.Record.Lease.Created <= a.Created {
+			t.Fatalf("after a second Acquire: %+v, want %s created after %d", e, b.Key(), a.Created)
+		}
+		// A changed value keeps the record's age.
+		h.Reserve(t, lease.Lease{Subnet: a.Subnet, Attrs: attrs("192.0.2.3")})
+		if e := w.Next(t); e.Record.Key != a.Key() || e.Record.Lease.Attrs.PublicIP != netip.MustParseAddr("192.0.2.3") || e.Record.Lease.Created != a.Created {
+			t.Fatalf("after overwriting %s: %+v, want PublicIP 192.0.2.3 and Created %d", a.Key(), e, a.Created)
+		}
+		h.Delete(t, a.Key())
+		if e := w.Next(t); e.Reset || !e.Deleted || e.Record.Key != a.Key() {
+			t.Fatalf("after Delete: %+v, want %s deleted", e, a.Key())
+		}
+		// Re-created, it is new.
+		h.Reserve(t, lease.Lease{Subnet: a.Subnet, Attrs: attrs("192.0.2.1")})
+		if e := w.Next(t); e.Deleted || e.Record.Key != a.Key() || e.Record.Lease.Created <= b.Created {
+			t.Fatalf("after re-creating %s: %+v, want Created above %d", a.Key(), e, b.Created)
+		}
+		w.None(t, 200*time.Millisecond)
+	})
+	t.Run("Reclaim", func(t *testing.T) {
+		h := newHarness(t)
+		h.PutConfig(t, `{"Network":"10.244.0.0/16"}`)
+		own := attrs("192.0.2.1")
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: own, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := StartWatch(t, h.Store)
+		w.Next(t) // the Reset
+		// Someone overwrites the record with another PublicIP.
+		h.Reserve(t, lease.Lease{Subnet: l.Subnet, Attrs: attrs("192.0.2.66")})
+		w.Next(t)
+		req := lease.Request{Attrs: own, TTL: time.Hour, Prefer: []netip.Prefix{l.Subnet}, Reclaim: true}
+		r, err := h.Store.Acquire(ctx, req)
+		if err != nil {
+			t.Fatalf("reclaim: %v", err)
+		}
+		if r.Subnet != l.Subnet || r.Attrs.PublicIP != own.PublicIP || r.Created != l.Created {
+			t.Errorf("reclaimed %+v, want %s at %s created %d", r, l.Subnet, own.PublicIP, l.Created)
+		}
+		if e := w.Next(t); e.Record.Key != l.Key() || e.Record.Lease.Attrs.PublicIP != own.PublicIP {
+			t.Errorf("watch after reclaim: %+v, want %s at %s", e, l.Key(), own.PublicIP)
+		}
+		ls, err := h.Store.List(ctx)
+		if err != nil || len(ls) != 1 || ls[0].Attrs.PublicIP != own.PublicIP {
+			t.Errorf("List after reclaim: %+v, %v", ls, err)
+		}
+		// Deleted by someone: written back with a TTL, as a new record.
 		h.Delete(t, l.Key())
-		waitSignal(t, ch, "delete")
-		cancel()
-		<-done
+		w.Next(t)
+		r, err = h.Store.Acquire(ctx, req)
+		if err != nil {
+			t.Fatalf("reclaim after delete: %v", err)
+		}
+		if r.Subnet != l.Subnet || r.Reservation() || r.Created <= l.Created {
+			t.Errorf("reclaimed after delete: %+v, want %s with a TTL, newer than %d", r, l.Subnet, l.Created)
+		}
+		if e := w.Next(t); e.Record.Key != l.Key() || e.Record.Lease.StoreID != r.StoreID || e.Record.Lease.Created != r.Created {
+			t.Errorf("watch after reclaim: %+v, want %+v", e, r)
+		}
+		if _, err := h.Store.Renew(ctx, r); err != nil {
+			t.Errorf("renew the reclaimed lease: %v", err)
+		}
+		// A reservation stays one.
+		res := lease.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24"), Attrs: attrs("192.0.2.9")}
+		h.Reserve(t, res)
+		r, err = h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.9"), TTL: time.Hour, Prefer: []netip.Prefix{res.Subnet}, Reclaim: true})
+		if err != nil || !r.Reservation() || r.Subnet != res.Subnet {
+			t.Errorf("reclaim a reservation: %+v %v, want it still a reservation", r, err)
+		}
 	})
 	t.Run("Expiry", func(t *testing.T) {
 		h := newHarness(t)
 		h.PutConfig(t, `{"Network":"10.244.0.0/16"}`)
-		if _, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: 2 * time.Second}); err != nil {
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: 2 * time.Second})
+		if err != nil {
 			t.Fatal(err)
 		}
+		w := StartWatch(t, h.Store)
+		if e := w.Next(t); !e.Reset || len(e.Leases) != 1 {
+			t.Fatalf("first event %+v, want a Reset with the lease", e)
+		}
 		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
+		for {
 			ls, err := h.Store.List(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
 			if len(ls) == 0 {
-				return
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("a lease with a 2s TTL was still there after 15s")
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		t.Fatal("a lease with a 2s TTL was still there after 15s")
+		if e := w.Next(t); !e.Deleted || e.Record.Key != l.Key() {
+			t.Fatalf("watch after the lease expired: %+v, want %s deleted", e, l.Key())
+		}
 	})
 }
 
-func waitSignal(t *testing.T, ch chan struct{}, what string) {
+// Watcher collects the events of a Store's Watch, run until the test ends.
+type Watcher struct {
+	events chan lease.Event
+	done   chan error
+}
+
+// StartWatch runs s.Watch in a goroutine until t ends.
+func StartWatch(t *testing.T, s lease.Store) *Watcher {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watcher{events: make(chan lease.Event, 1024), done: make(chan error, 1)}
+	go func() { w.done <- s.Watch(ctx, func(e lease.Event) { w.events <- e }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-w.done; err != nil {
+			t.Errorf("Watch returned %v after its context was canceled, want nil", err)
+		}
+	})
+	return w
+}
+
+// Next returns the next event, failing t if none comes within 10 s.
+func (w *Watcher) Next(t *testing.T) lease.Event {
 	t.Helper()
 	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no watch signal after %s", what)
+	case e := <-w.events:
+		return e
+	case err := <-w.done:
+		t.Fatalf("Watch returned %v while waiting for an event", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no watch event within 10s")
+	}
+	return lease.Event{}
+}
+
+// None fails t if an event comes within d.
+func (w *Watcher) None(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case e := <-w.events:
+		t.Fatalf("unexpected watch event %+v", e)
+	case <-time.After(d):
 	}
 }
 
