@@ -26,18 +26,12 @@ func NewFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 // from the environment: WEFT_<NAME> or, as flannel reads them,
 // FLANNELD_<NAME> (--etcd-endpoints: WEFT_ETCD_ENDPOINTS). A bad value in
 // the environment is an error naming the variable.
+//
+// -h prints the usage and returns flag.ErrHelp. Any other mistake (an
+// unknown flag, a bad value) prints nothing: the error is one line that
+// ends with the hint to run the command with -h, for main to print.
 func Parse(fs *flag.FlagSet, args []string) error {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return err
-		}
-		if args = fs.Args(); len(args) == 0 {
-			break
-		}
-		pos, args = append(pos, args[0]), args[1:]
-	}
-	if err := fs.Parse(append([]string{"--"}, pos...)); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	set := map[string]bool{}
@@ -58,6 +52,42 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// parseArgs is Parse without the environment. The flag package prints an
+// error and the whole usage on any mistake; here only -h prints the usage.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	out, usage := fs.Output(), fs.Usage
+	fs.SetOutput(io.Discard)
+	help := false
+	fs.Usage = func() { help = true }
+	defer func() {
+		fs.SetOutput(out)
+		fs.Usage = usage
+		if help {
+			if usage != nil {
+				usage()
+			} else {
+				fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+				fs.PrintDefaults()
+			}
+		}
+	}()
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return err
+			}
+			help = false // the flag package calls the usage on every error
+			return fmt.Errorf("%w (run %s -h for the flags)", err, fs.Name())
+		}
+		if args = fs.Args(); len(args) == 0 {
+			break
+		}
+		pos, args = append(pos, args[0]), args[1:]
+	}
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
 // Logger logs text to w at level (debug, info, warn or error; anything

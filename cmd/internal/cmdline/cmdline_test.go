@@ -2,6 +2,8 @@ package cmdline
 
 import (
 	"bytes"
+	"errors"
+	"flag"
 	"os"
 	"strings"
 	"testing"
@@ -59,5 +61,43 @@ func TestLoggerLevel(t *testing.T) {
 	Logger(&b, "nonsense").Info("shown") // an unknown level is info
 	if !strings.Contains(b.String(), "shown") {
 		t.Errorf("unknown level: %q", b.String())
+	}
+}
+
+// TestMistakeIsOneLine: an unknown flag or a bad value prints nothing
+// (not the whole usage, as the flag package does) and is an error of one
+// line with the hint to run -h; -h prints the usage.
+func TestMistakeIsOneLine(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag (run weft-test -h for the flags)"},
+		{[]string{"pos", "--port", "x"}, `invalid value "x" for flag -port: parse error (run weft-test -h for the flags)`},
+	} {
+		var out bytes.Buffer
+		fs := NewFlagSet("weft-test", &out)
+		fs.Int("port", 0, "a port")
+		err := Parse(fs, tc.args)
+		if err == nil || err.Error() != tc.want {
+			t.Errorf("%q: error %v, want %s", tc.args, err, tc.want)
+		}
+		if out.Len() > 0 {
+			t.Errorf("%q printed %q; the error alone is printed, by main", tc.args, out.String())
+		}
+	}
+	var out bytes.Buffer
+	fs := NewFlagSet("weft-test", &out)
+	fs.Int("port", 0, "a port")
+	if err := Parse(fs, []string{"-h"}); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v", err)
+	}
+	if s := out.String(); !strings.HasPrefix(s, "Usage of weft-test:\n") || !strings.Contains(s, "-port int") {
+		t.Errorf("-h printed %q, want the usage", s)
+	}
+	// And a mistake after -h's usage was printed once still prints none.
+	out.Reset()
+	if err := Parse(fs, []string{"--nope"}); err == nil || out.Len() > 0 {
+		t.Errorf("second parse: %v, printed %q", err, out.String())
 	}
 }
