@@ -3,6 +3,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -61,6 +63,15 @@ type Platform interface {
 	EnableForwarding() error
 	// Firewall applies weft's firewall state.
 	Firewall() firewall.Applier
+	// WatchKernel calls changed, until ctx ends, whenever the kernel's
+	// routes, neighbour or FDB entries or links changed other than by the
+	// backend's own writes (by hand, by another program), so that the
+	// agent puts them right at once.
+	WatchKernel(ctx context.Context, changed func()) error
+	// Refresh makes the backend's next Apply read the kernel afresh
+	// instead of trusting what the platform remembers of it (a full
+	// resync, the safety net under WatchKernel).
+	Refresh()
 }
 
 // Agent is one node's daemon.
@@ -79,6 +90,18 @@ type Agent struct {
 	own       lease.Lease
 	lastSync  time.Time
 	peerCount int
+	// set holds the store's leases, validated, kept from the watch's
+	// events; listed is set once the first full list has arrived.
+	set    *lease.Set
+	listed bool
+	// ownKey is the store's key of this node's record; ownLost says why
+	// the record is not as this node wrote it ("deleted", "changed"), or
+	// is "" when it is.
+	ownKey  string
+	ownLost string
+	// storeErr is the last failed probe of the store, since storeSince.
+	storeErr   error
+	storeSince time.Time
 }
 
 // New returns an agent.
@@ -149,11 +172,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	if c, ok := be.(prometheus.Collector); ok { // the backend's own counters
 		a.m.reg.MustRegister(c)
 	}
+	var check func(lease.Lease) error
+	if c, ok := be.(backend.PeerChecker); ok {
+		check = c.CheckPeer
+	}
+	a.mu.Lock()
+	a.set = lease.NewSet(cfg.IPv4.Network, check)
+	a.mu.Unlock()
 	attrs := be.LeaseAttrs()
 	attrs.PublicIP = u.Addr
 	req := lease.Request{Attrs: attrs, TTL: a.o.LeaseTTL}
+	var prev netip.Prefix
 	if old, err := subnetenv.Read(a.o.SubnetFile); err == nil && old.Subnet.IsValid() {
-		req.Prefer = []netip.Prefix{old.Subnet.Masked()}
+		prev = old.Subnet.Masked()
+		req.Prefer = []netip.Prefix{prev}
 	}
 	own, err := a.acquire(ctx, req)
 	if err != nil {
@@ -164,6 +196,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	} else {
 		a.log.Info("leased subnet", "subnet", own.Subnet, "expires", own.Expiration.Format(time.RFC3339))
 	}
+	if prev.IsValid() && prev != own.Subnet {
+		a.log.Error(fmt.Sprintf("this node's subnet changed from %s to %s: its pods keep their %s addresses, which stay routed to this node's bridge and no longer reach other nodes, until they are recreated", prev, own.Subnet, prev),
+			"old", prev, "new", own.Subnet)
+	}
+	a.releaseStale(ctx, own)
 	if err := a.p.EnableForwarding(); err != nil {
 		return err
 	}
@@ -172,7 +209,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	a.mu.Lock()
-	a.own, a.leaseOK = own, true
+	a.own, a.leaseOK, a.ownKey = own, true, own.Key()
 	a.mu.Unlock()
 
 	g, ctx := errgroup.WithContext(ctx)
@@ -191,14 +228,129 @@ func (a *Agent) Run(ctx context.Context) error {
 			return srv.Shutdown(sctx)
 		})
 	}
-	g.Go(func() error { return a.o.Store.Watch(ctx, func(lease.Event) { a.trigger() }) })
+	g.Go(func() error { return a.o.Store.Watch(ctx, a.onEvent) })
+	g.Go(func() error { return a.p.WatchKernel(ctx, a.trigger) })
 	g.Go(func() error { return a.renewLoop(ctx, req) })
+	g.Go(func() error { return a.probeLoop(ctx) })
 	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req) })
 	err = g.Wait()
 	if ctx.Err() != nil && err == nil {
 		a.log.Info("stopping; the data plane stays in place")
 	}
 	return err
+}
+
+// releaser is a Store that can remove a lease (etcd).
+type releaser interface {
+	Delete(ctx context.Context, key string) (bool, error)
+}
+
+// releaseStale removes the leases this node held before under other
+// subnets (same PublicIP, not a reservation), left behind when its subnet
+// changed: nobody else may take them while they stand, and a node never
+// routes to itself.
+func (a *Agent) releaseStale(ctx context.Context, own lease.Lease) {
+	r, ok := a.o.Store.(releaser)
+	if !ok {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ls, err := a.o.Store.List(lctx)
+	if err != nil {
+		a.log.Warn("cannot list leases to release this node's old ones", "err", err)
+		return
+	}
+	for _, l := range ls {
+		if l.Key() == own.Key() || l.Attrs.PublicIP != own.Attrs.PublicIP || l.Reservation() {
+			continue
+		}
+		if _, err := r.Delete(lctx, l.Key()); err != nil {
+			a.log.Warn("cannot release this node's old lease", "key", l.Key(), "err", err)
+			continue
+		}
+		a.log.Warn("released this node's old lease", "key", l.Key(), "subnet", own.Subnet)
+	}
+}
+
+// onEvent takes one event of the store's watch into the lease set; it
+// reports each lease whose verdict changed, once, and asks for a sync.
+func (a *Agent) onEvent(ev lease.Event) {
+	a.mu.Lock()
+	verdicts := a.set.Apply(ev)
+	if ev.Reset {
+		a.listed = true
+		a.m.relists.WithLabelValues(ev.Cause).Inc()
+	} else {
+		a.m.events.WithLabelValues(eventOp(ev)).Inc()
+	}
+	var lost, was string
+	if ev.Reset || ev.Record.Key == a.ownKey {
+		was = a.ownLost
+		a.ownLost = a.ownState()
+		lost = a.ownLost
+	}
+	rejected := len(a.set.Rejected())
+	a.mu.Unlock()
+	a.m.rejected.Set(float64(rejected))
+	if ev.Reset {
+		a.log.Info("listed leases", "cause", ev.Cause, "records", len(ev.Leases)+len(ev.Invalid))
+	}
+	for _, v := range verdicts {
+		switch {
+		case v.Deleted:
+			a.log.Info("rejected lease removed from the store", "key", v.Key)
+		case v.Reason == "":
+			a.log.Info("lease accepted after all", "key", v.Key, "was", v.Was)
+		default:
+			a.log.Warn("lease rejected: no route is made for it", "key", v.Key, "reason", v.Reason)
+		}
+	}
+	if lost != "" && lost != was {
+		a.log.Warn("this node's lease was "+lost+" by someone else; writing it back", "key", a.ownKey)
+	}
+	a.trigger()
+}
+
+func eventOp(ev lease.Event) string {
+	if ev.Deleted {
+		return "delete"
+	}
+	return "put"
+}
+
+// ownState says whether this node's record in the set is as it wrote it:
+// "" if so, "deleted" or "changed". Once deleted, the key is free for
+// anyone, so a record under it later is someone else's lease and is not
+// written over. a.mu must be held.
+func (a *Agent) ownState() string {
+	if !a.own.Subnet.IsValid() {
+		return ""
+	}
+	r, ok := a.set.Record(a.ownKey)
+	switch {
+	case !ok:
+		return "deleted"
+	case a.ownLost == "deleted":
+		return "deleted"
+	case r.Err != nil || !sameAttrs(r.Lease.Attrs, a.own.Attrs):
+		return "changed"
+	}
+	return ""
+}
+
+// sameAttrs compares what a node publishes in its lease.
+func sameAttrs(x, y lease.Attrs) bool {
+	return x.PublicIP == y.PublicIP && x.PublicIPv6 == y.PublicIPv6 && x.BackendType == y.BackendType &&
+		jsonEqual(x.BackendData, y.BackendData) && jsonEqual(x.BackendV6Data, y.BackendV6Data)
+}
+
+func jsonEqual(x, y json.RawMessage) bool {
+	if bytes.Equal(x, y) {
+		return true
+	}
+	var bx, by bytes.Buffer
+	return json.Compact(&bx, x) == nil && json.Compact(&by, y) == nil && bytes.Equal(bx.Bytes(), by.Bytes())
 }
 
 // loadConfig reads and validates the network config and the backend's
@@ -308,23 +460,81 @@ func (a *Agent) renewLoop(ctx context.Context, req lease.Request) error {
 	}
 }
 
+// pinger is a Store that can tell cheaply whether it is reachable.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+// Store probes: every probeEvery, with probeTimeout; readiness drops once
+// the store has been unreachable for staleAfter, so that a node whose view
+// of the cluster has gone stale says so within seconds.
+const (
+	probeEvery   = 2 * time.Second
+	probeTimeout = 2 * time.Second
+	staleAfter   = 3 * time.Second
+)
+
+// probeLoop checks that the store answers, for /readyz.
+func (a *Agent) probeLoop(ctx context.Context) error {
+	p, ok := a.o.Store.(pinger)
+	if !ok {
+		return nil
+	}
+	tick := time.NewTicker(probeEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+		err := p.Ping(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return nil
+		}
+		a.mu.Lock()
+		switch {
+		case err == nil && a.storeErr != nil:
+			a.log.Info("the store answers again", "after", time.Since(a.storeSince).Round(time.Second))
+			a.storeErr = nil
+		case err != nil && a.storeErr == nil:
+			a.log.Warn("the store does not answer; this node's view of the leases may be stale", "err", err)
+			a.storeErr, a.storeSince = err, time.Now()
+		case err != nil:
+			a.storeErr = err
+		}
+		a.mu.Unlock()
+	}
+}
+
+// syncLoop runs a sync on every change (incremental: the leases and the
+// kernel as remembered) and every Resync (full: the kernel and the
+// firewall read afresh), and retries a failed one with a full sync.
 func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request) error {
 	tick := time.NewTicker(a.o.Resync)
 	defer tick.Stop()
-	a.trigger()
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := 200 * time.Millisecond
 	marked := false
+	s := &syncer{}
 	for {
+		full := false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.kick:
 		case <-tick.C:
+			full = true
 		case <-retry.C:
+			full = true
 		}
-		err := a.sync(ctx, cfg, be, req)
+		err := a.sync(ctx, cfg, be, req, s, full)
+		if errors.Is(err, errNotListed) {
+			continue // the first list is on its way; it triggers a sync
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -369,61 +579,72 @@ func (a *Agent) markReady(ctx context.Context) bool {
 	return true
 }
 
-// sync is one level-triggered pass: list the leases (taking this node's
-// back if it is gone), compute the desired state, apply it (backend,
-// firewall, subnet.env) and report. Each part is applied even when another
-// failed; the error says which did not apply.
-func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request) (err error) {
+// syncer is what the sync loop remembers between syncs: the firewall state
+// last applied, so that an incremental sync applies it only when it
+// changed (its read-back runs iptables-save).
+type syncer struct {
+	fw   firewall.State
+	fwOK bool
+}
+
+var errNotListed = errors.New("no list of the leases yet")
+
+// sync is one level-triggered pass over the leases as the watch has
+// delivered them: take this node's lease back if it is gone or was
+// changed, compute the desired state, apply it (backend, firewall,
+// subnet.env) and report. A full sync reads the kernel and the firewall
+// afresh; an incremental one trusts the platform's memory of the kernel
+// and applies the firewall only when its state changed. Each part is
+// applied even when another failed; the error says which did not apply.
+func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, s *syncer, full bool) (err error) {
+	a.mu.Lock()
+	if !a.listed {
+		a.mu.Unlock()
+		return errNotListed
+	}
+	leases := a.set.Leases()
+	own, lost := a.own, a.ownLost
+	a.mu.Unlock()
+	kind := "incremental"
+	if full {
+		kind = "full"
+	}
 	start := time.Now()
+	var rep backend.Report
 	defer func() {
-		a.m.syncDuration.Observe(time.Since(start).Seconds())
+		a.m.syncDuration.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+		a.m.diffSize.WithLabelValues(kind).Observe(float64(rep.Added + rep.Removed))
 		res := "ok"
 		if err != nil {
 			res = "error"
 		}
-		a.m.syncs.WithLabelValues(res).Inc()
+		a.m.syncs.WithLabelValues(kind, res).Inc()
 	}()
-	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	leases, err := a.o.Store.List(rctx)
-	cancel()
-	if err != nil {
-		return err
-	}
-	a.mu.Lock()
-	own := a.own
-	a.mu.Unlock()
-	if !slices.ContainsFunc(leases, func(l lease.Lease) bool { return l.Key() == own.Key() }) {
-		// Our lease vanished (expired, or deleted by hand): take it back.
-		a.log.Warn("this node's lease is gone from the store; acquiring it again", "subnet", own.Subnet)
-		req.Prefer = []netip.Prefix{own.Subnet}
-		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		l, err := a.o.Store.Acquire(rctx, req)
-		cancel()
+	if lost != "" {
+		l, err := a.reacquire(ctx, req, own, lost)
 		if err != nil {
-			a.mu.Lock()
-			a.leaseOK = false
-			a.mu.Unlock()
-			return fmt.Errorf("re-acquire lease: %w", err)
+			return err
 		}
-		if l.Subnet != own.Subnet {
-			a.log.Error("this node's subnet changed: pods keep their old addresses until recreated", "old", own.Subnet, "new", l.Subnet)
-		}
-		a.mu.Lock()
-		a.own, a.leaseOK = l, true
-		a.mu.Unlock()
 		own = l
-		leases = append(leases, l)
 	}
 	d := a.desire(cfg, be, own, leases)
+	if full {
+		a.p.Refresh()
+	}
 	rep, beErr := be.Apply(ctx, d.Kernel)
 	if beErr != nil {
 		beErr = fmt.Errorf("backend: %w", beErr)
 	}
 	// The firewall does not depend on the peers: it is applied even when
 	// the backend could not program some of them.
-	fwErr := a.p.Firewall().Apply(ctx, d.Firewall)
-	if fwErr != nil {
-		fwErr = fmt.Errorf("firewall: %w", fwErr)
+	var fwErr error
+	if full || !s.fwOK || !reflect.DeepEqual(s.fw, d.Firewall) {
+		s.fwOK = false
+		if fwErr = a.p.Firewall().Apply(ctx, d.Firewall); fwErr != nil {
+			fwErr = fmt.Errorf("firewall: %w", fwErr)
+		} else {
+			s.fw, s.fwOK = d.Firewall, true
+		}
 	}
 	// subnet.env is read back every time (a few hundred bytes), so that
 	// a file removed or edited by hand is put right like the rest.
@@ -436,17 +657,47 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 	a.m.leases.Set(float64(len(leases)))
 	a.m.skipped.Set(float64(len(rep.Skipped)))
 	if rep.Added+rep.Removed > 0 {
-		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(d.Kernel.Node.Peers))
+		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(d.Kernel.Node.Peers), "sync", kind)
 	}
 	a.mu.Lock()
 	if !slices.Equal(a.skipped, rep.Skipped) {
 		for _, s := range rep.Skipped {
-			a.log.Warn("peer skipped", "peer", s)
+			if !slices.Contains(a.skipped, s) {
+				a.log.Warn("peer skipped", "peer", s)
+			}
 		}
 	}
 	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(d.Kernel.Node.Peers)
 	a.mu.Unlock()
 	return errors.Join(beErr, fwErr, envErr)
+}
+
+// reacquire takes this node's lease back: written back as it was when
+// someone changed it, or acquired again (the same subnet if it is still
+// free) when it was deleted or lapsed.
+func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Lease, lost string) (lease.Lease, error) {
+	req.Prefer = []netip.Prefix{own.Subnet}
+	req.Reclaim = lost == "changed"
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	l, err := a.o.Store.Acquire(rctx, req)
+	cancel()
+	if err != nil {
+		a.mu.Lock()
+		a.leaseOK = false
+		a.mu.Unlock()
+		return own, fmt.Errorf("re-acquire lease: %w", err)
+	}
+	if l.Subnet != own.Subnet {
+		a.log.Error(fmt.Sprintf("this node's subnet changed from %s to %s: its pods keep their %s addresses, which stay routed to this node's bridge and no longer reach other nodes, until they are recreated", own.Subnet, l.Subnet, own.Subnet),
+			"old", own.Subnet, "new", l.Subnet)
+	} else {
+		a.log.Warn("this node's lease is back in the store", "key", l.Key(), "was", lost)
+	}
+	a.mu.Lock()
+	// The watch brings the write back soon and checks it then.
+	a.own, a.leaseOK, a.ownKey, a.ownLost = l, true, l.Key(), ""
+	a.mu.Unlock()
+	return l, nil
 }
 
 // desire is Desire with this agent's options.
@@ -465,6 +716,12 @@ type Status struct {
 	Skipped  []string `json:"skippedPeers,omitempty"`
 	Peers    int      `json:"peers"`
 	LastSync string   `json:"lastSync,omitempty"`
+	// StoreErr is set while the store does not answer; the node is not
+	// ready once that has lasted a few seconds, as its view may be stale.
+	StoreErr string `json:"storeError,omitempty"`
+	// Rejected are the store's records that are not used, by key, with
+	// the reason. They do not make this node unready.
+	Rejected map[string]string `json:"rejectedLeases,omitempty"`
 }
 
 // Status returns the agent's readiness.
@@ -481,7 +738,17 @@ func (a *Agent) Status() Status {
 	if !a.lastSync.IsZero() {
 		s.LastSync = a.lastSync.Format(time.RFC3339Nano)
 	}
-	s.Ready = s.LeaseOK && s.Synced && a.syncErr == nil
+	stale := false
+	if a.storeErr != nil {
+		s.StoreErr = a.storeErr.Error()
+		stale = time.Since(a.storeSince) >= staleAfter
+	}
+	if a.set != nil {
+		if r := a.set.Rejected(); len(r) > 0 {
+			s.Rejected = r
+		}
+	}
+	s.Ready = s.LeaseOK && s.Synced && a.syncErr == nil && !stale
 	return s
 }
 

@@ -54,6 +54,13 @@ func (f *fakePlatform) EnableForwarding() error { f.record("forwarding"); return
 
 func (f *fakePlatform) Firewall() firewall.Applier { return &f.fw }
 
+func (f *fakePlatform) WatchKernel(ctx context.Context, changed func()) error {
+	<-ctx.Done()
+	return nil
+}
+
+func (f *fakePlatform) Refresh() { f.record("refresh") }
+
 func (f *fakePlatform) lastState() (backend.NodeState, int) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -307,4 +314,125 @@ func TestSubnetFileIsPutBack(t *testing.T) {
 			return err == nil && string(got) == string(want)
 		})
 	}
+}
+
+// A forged lease over this node's subnet is rejected once, by key, shows
+// in /readyz, and neither becomes a peer nor makes the node unready.
+func TestForgedLeaseIsRejected(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := &fakePlatform{}
+	a, _, _ := start(t, m, p, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	own := netip.MustParsePrefix(a.Status().Subnet)
+	forged := lease.Lease{Subnet: netip.PrefixFrom(own.Addr(), own.Bits()+1), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.66"), BackendType: "host-gw"}}
+	outside := lease.Lease{Subnet: netip.MustParsePrefix("192.0.2.0/30"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.67"), BackendType: "host-gw"}}
+	peer := lease.Lease{Subnet: netip.MustParsePrefix("10.244.200.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.68"), BackendType: "host-gw"}}
+	m.Reserve(forged)
+	m.Reserve(outside)
+	m.Reserve(peer)
+	eventually(t, "the good peer programmed", func() bool {
+		st, _ := p.lastState()
+		return len(st.Peers) == 1 && st.Peers[0].Subnet == peer.Subnet
+	})
+	s := a.Status()
+	if !s.Ready || len(s.Rejected) != 2 || !strings.Contains(s.Rejected[forged.Key()], "overlaps the older lease "+lease.Key(own, netip.Prefix{})) ||
+		!strings.Contains(s.Rejected[outside.Key()], "outside the network") {
+		t.Fatalf("status %+v", s)
+	}
+	m.Delete(forged.Key())
+	m.Delete(outside.Key())
+	eventually(t, "rejections withdrawn", func() bool { return len(a.Status().Rejected) == 0 })
+}
+
+// A lease event is applied incrementally: the kernel as remembered, the
+// firewall left alone since it did not change; the resync reads both.
+func TestIncrementalAndFullSyncs(t *testing.T) {
+	for _, resync := range []time.Duration{time.Hour, 200 * time.Millisecond} {
+		m := leasetest.NewMemory()
+		m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+		p := &fakePlatform{}
+		a := New(Options{Store: m, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), IPMasq: true, ForwardRules: true, Resync: resync, Log: quiet()}, p)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		eventually(t, "ready", func() bool { return a.Status().Ready })
+		count := func() (applies, refreshes int) {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			for _, c := range p.calls {
+				if c == "refresh" {
+					refreshes++
+				}
+			}
+			return len(p.fw.Transactions()), refreshes
+		}
+		if resync == time.Hour {
+			fw0, r0 := count()
+			m.Reserve(lease.Lease{Subnet: netip.MustParsePrefix("10.244.201.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.69"), BackendType: "host-gw"}})
+			eventually(t, "the peer programmed", func() bool { st, _ := p.lastState(); return len(st.Peers) == 1 })
+			if fw, r := count(); fw != fw0 || r != r0 || fw0 != 1 || r0 != 0 {
+				t.Errorf("firewall applies %d -> %d, refreshes %d -> %d; want 1 -> 1 and none", fw0, fw, r0, r)
+			}
+		} else {
+			eventually(t, "full resyncs refresh the kernel and apply the firewall", func() bool { fw, r := count(); return r >= 2 && fw >= 3 })
+		}
+		cancel()
+		<-done
+	}
+}
+
+// Another lease with this node's address (its old lease, or a forgery) is
+// never a peer: the node would route to itself.
+func TestLeaseWithOwnAddressIsNoPeer(t *testing.T) {
+	own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.1")}}
+	old := lease.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.1")}}
+	peer := lease.Lease{Subnet: netip.MustParsePrefix("10.244.2.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.2")}}
+	d := Desire(Inputs{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Leases: []lease.Lease{own, old, peer}, MTU: 1500, Backend: fakeBackend{}})
+	if len(d.Kernel.Node.Peers) != 1 || d.Kernel.Node.Peers[0].Subnet != peer.Subnet {
+		t.Fatalf("peers %+v", d.Kernel.Node.Peers)
+	}
+}
+
+// pingStore is a memory store whose Ping fails on demand.
+type pingStore struct {
+	*leasetest.Memory
+	mu   sync.Mutex
+	down bool
+}
+
+func (s *pingStore) Ping(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.down {
+		return errors.New("connection refused")
+	}
+	return nil
+}
+
+// A store that stops answering makes the node unready within seconds, and
+// ready again when it answers.
+func TestStaleStoreMakesUnready(t *testing.T) {
+	m := &pingStore{Memory: leasetest.NewMemory()}
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	a, _, _ := start(t, m, &fakePlatform{}, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	m.mu.Lock()
+	m.down = true
+	m.mu.Unlock()
+	t0 := time.Now()
+	for a.Status().Ready {
+		if time.Since(t0) > probeEvery+probeTimeout+staleAfter+2*time.Second {
+			t.Fatal("still ready with the store down")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("unready %v after the store went down", time.Since(t0).Round(100*time.Millisecond))
+	if s := a.Status(); !strings.Contains(s.StoreErr, "connection refused") {
+		t.Fatalf("status %+v", s)
+	}
+	m.mu.Lock()
+	m.down = false
+	m.mu.Unlock()
+	eventually(t, "ready again", func() bool { return a.Status().Ready })
 }

@@ -39,7 +39,10 @@ type Desired struct {
 func Desire(in Inputs) Desired {
 	st := backend.NodeState{Network: in.Network, Own: in.Own}
 	for _, l := range in.Leases {
-		if l.Key() != in.Own.Key() {
+		// A lease with this node's own address is not a peer (an old
+		// lease of this node's, or a forgery): a node never routes to
+		// itself, least of all its own old subnet away from its bridge.
+		if l.Key() != in.Own.Key() && l.Attrs.PublicIP != in.Own.Attrs.PublicIP {
 			st.Peers = append(st.Peers, l)
 		}
 	}

@@ -38,7 +38,7 @@ func TestHealthEndpoints(t *testing.T) {
 		t.Errorf("/readyz when ready: %d %s", code, body)
 	}
 	_, metrics := get(t, a, "/metrics")
-	for _, want := range []string{"weft_leases_known 1", `weft_syncs_total{result="error"}`, `weft_syncs_total{result="ok"}`,
+	for _, want := range []string{"weft_leases_known 1", `weft_syncs_total{kind="full",result="ok"}`, `weft_syncs_total{kind="incremental",result="error"}`, `weft_lease_relists_total{cause="start"} 1`,
 		"weft_sync_duration_seconds_count", "weft_kernel_entries_applied_total", "weft_peers_skipped 0"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q", want)

@@ -9,7 +9,11 @@ type metrics struct {
 	reg          *prometheus.Registry
 	leases       prometheus.Gauge
 	syncs        *prometheus.CounterVec
-	syncDuration prometheus.Histogram
+	syncDuration *prometheus.HistogramVec
+	diffSize     *prometheus.HistogramVec
+	relists      *prometheus.CounterVec
+	events       *prometheus.CounterVec
+	rejected     prometheus.Gauge
 	applied      *prometheus.CounterVec
 	renewals     *prometheus.CounterVec
 	skipped      prometheus.Gauge
@@ -19,13 +23,25 @@ func newMetrics() *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		leases: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "weft_leases_known", Help: "Leases in the store at the last sync, this node's included.",
+			Name: "weft_leases_known", Help: "Leases accepted at the last sync, this node's included.",
 		}),
 		syncs: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "weft_syncs_total", Help: "Syncs of the kernel with the leases, by result.",
-		}, []string{"result"}),
-		syncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "weft_sync_duration_seconds", Help: "Duration of a sync.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+			Name: "weft_syncs_total", Help: "Syncs of the kernel with the leases, by kind (incremental: on a change, against the kernel as remembered; full: every resync interval, the kernel and firewall read afresh) and result.",
+		}, []string{"kind", "result"}),
+		syncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weft_sync_duration_seconds", Help: "Duration of a sync, by kind.", Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"kind"}),
+		diffSize: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "weft_sync_diff_entries", Help: "Kernel entries written or removed by a sync, by kind.", Buckets: []float64{0, 1, 3, 10, 30, 100, 300, 1000, 3000, 10000},
+		}, []string{"kind"}),
+		relists: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_lease_relists_total", Help: "Full lists of the leases, by cause (start, watch-error, compacted).",
+		}, []string{"cause"}),
+		events: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "weft_lease_events_total", Help: "Lease changes received from the store's watch, by operation.",
+		}, []string{"op"}),
+		rejected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_leases_rejected", Help: "Records in the store that are not used (see /readyz rejectedLeases for why).",
 		}),
 		applied: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_kernel_entries_applied_total", Help: "Routes, neighbour and FDB entries written or removed.",
@@ -37,7 +53,7 @@ func newMetrics() *metrics {
 			Name: "weft_peers_skipped", Help: "Peers not programmed at the last sync (see /readyz for why).",
 		}),
 	}
-	m.reg.MustRegister(m.leases, m.syncs, m.syncDuration, m.applied, m.renewals, m.skipped,
+	m.reg.MustRegister(m.leases, m.syncs, m.syncDuration, m.diffSize, m.relists, m.events, m.rejected, m.applied, m.renewals, m.skipped,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

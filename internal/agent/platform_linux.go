@@ -77,3 +77,13 @@ func (l *Linux) EnableForwarding() error {
 	}
 	return nil
 }
+
+// WatchKernel implements Platform. (Until the kernel cache lands, every
+// Apply reads the kernel, so there is nothing to watch.)
+func (l *Linux) WatchKernel(ctx context.Context, changed func()) error {
+	<-ctx.Done()
+	return nil
+}
+
+// Refresh implements Platform.
+func (l *Linux) Refresh() {}

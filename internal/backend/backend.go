@@ -97,6 +97,14 @@ type Backend interface {
 	Close() error
 }
 
+// PeerChecker is a Backend that can tell from a lease alone that it could
+// never program it as a peer (e.g. a VTEP MAC that is not a unicast MAC).
+// The agent rejects such a lease where it enters, on every node alike, so
+// the check must not depend on this node.
+type PeerChecker interface {
+	CheckPeer(l lease.Lease) error
+}
+
 // Kind is one row of the backend table (internal/backend/table): a backend
 // type and the functions of its package.
 type Kind struct {

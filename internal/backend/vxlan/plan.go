@@ -85,5 +85,19 @@ func peerMAC(l lease.Lease) (string, error) {
 	if mac == "" {
 		return "", fmt.Errorf("bad VtepMAC %q", d.VtepMAC)
 	}
+	if hw, _ := net.ParseMAC(mac); hw[0]&1 != 0 || mac == "00:00:00:00:00:00" {
+		return "", fmt.Errorf("VtepMAC %s is not a unicast MAC", mac)
+	}
 	return mac, nil
+}
+
+// CheckPeer implements backend.PeerChecker: a vxlan lease needs a unicast
+// VTEP MAC, unless MACs are derived from addresses. Leases of other types
+// are not this backend's to judge.
+func (b *Backend) CheckPeer(l lease.Lease) error {
+	if b.derived || l.Attrs.BackendType != Type {
+		return nil
+	}
+	_, err := peerMAC(l)
+	return err
 }

@@ -2,6 +2,7 @@ package vxlan
 
 import (
 	"net/netip"
+	"strings"
 	"reflect"
 	"testing"
 
@@ -88,5 +89,31 @@ func TestPlanDerivedMAC(t *testing.T) {
 	p, skipped = d.Entries, d.Skipped
 	if len(skipped) != 0 || len(p.FDB) != 1 || p.FDB[0].MAC != "0e:77:c0:00:02:0c" || p.Neighs[0].MAC != "0e:77:c0:00:02:0c" {
 		t.Errorf("derived: plan %+v skipped %v", p, skipped)
+	}
+}
+
+// A vxlan lease whose VTEP MAC is not a unicast MAC is refused where it
+// enters (the kernel would reject its neighbour entry at every sync);
+// other types and derived MACs are not judged.
+func TestCheckPeer(t *testing.T) {
+	b := &Backend{}
+	for data, want := range map[string]string{
+		`{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`: "",
+		`{"VNI":1,"VtepMAC":"00:00:00:00:00:00"}`: "not a unicast MAC",
+		`{"VNI":1,"VtepMAC":"01:00:5e:00:00:01"}`: "not a unicast MAC",
+		`{"VNI":1,"VtepMAC":"ff:ff:ff:ff:ff:ff"}`: "not a unicast MAC",
+		`{"VNI":1,"VtepMAC":"banana"}`:            "bad VtepMAC",
+		`not json`:                                "bad vxlan BackendData",
+	} {
+		err := b.CheckPeer(peer("10.244.2.0/24", "192.0.2.2", "vxlan", data))
+		if want == "" && err != nil || want != "" && (err == nil || !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckPeer(%s) = %v, want %q", data, err, want)
+		}
+	}
+	if err := b.CheckPeer(peer("10.244.2.0/24", "192.0.2.2", "host-gw", "")); err != nil {
+		t.Errorf("a host-gw lease judged by vxlan: %v", err)
+	}
+	if err := (&Backend{derived: true}).CheckPeer(peer("10.244.2.0/24", "192.0.2.2", "vxlan", "")); err != nil {
+		t.Errorf("derived MACs: %v", err)
 	}
 }
