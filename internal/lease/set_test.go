@@ -17,7 +17,7 @@ func mkLease(subnet, ip string, created int64) Lease {
 	return Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: "vxlan"}, Created: created}
 }
 
-func put(l Lease) Event  { return Event{Record: Record{Key: l.Key(), Lease: l}} }
+func put(l Lease) Event    { return Event{Record: Record{Key: l.Key(), Lease: l}} }
 func del(key string) Event { return Event{Record: Record{Key: key}, Deleted: true} }
 
 func keys(ls []Lease) []string {

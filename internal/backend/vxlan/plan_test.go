@@ -2,8 +2,8 @@ package vxlan
 
 import (
 	"net/netip"
-	"strings"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/internal/backend"
