@@ -55,15 +55,28 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 			RouteDevs: []string{dev.Name, b.u.Name}, NeighDevs: []string{dev.Name}},
 	}
 	p := &d.Entries
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	prev := b.macs
+	b.macs = make(map[string]macResult, len(prev))
 	for _, peer := range st.PeersOf(Type) {
 		if b.cfg.DirectRouting && b.u.IsOnLink(peer.Attrs.PublicIP) {
 			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: b.u.Name})
 			continue
 		}
-		mac, err := peerMAC(peer)
+		var m macResult
 		if b.derived {
-			mac, err = MACFor(peer.Attrs.PublicIP), nil
+			m.mac = MACFor(peer.Attrs.PublicIP)
+		} else {
+			// Decoding each peer's BackendData at every sync would cost
+			// more than the rest of the plan: the result is kept per value.
+			var ok bool
+			if m, ok = prev[string(peer.Attrs.BackendData)]; !ok {
+				m.mac, m.err = peerMAC(peer)
+			}
+			b.macs[string(peer.Attrs.BackendData)] = m
 		}
+		mac, err := m.mac, m.err
 		if err != nil {
 			d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): %v", peer.Subnet, peer.Attrs.PublicIP, err))
 			continue
@@ -74,6 +87,12 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 		p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: gw, Dev: dev.Name, OnLink: true})
 	}
 	return d
+}
+
+// macResult is peerMAC's answer for one BackendData value.
+type macResult struct {
+	mac string
+	err error
 }
 
 func peerMAC(l lease.Lease) (string, error) {

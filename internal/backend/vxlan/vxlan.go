@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/kernel"
@@ -23,6 +24,9 @@ type Backend struct {
 	log *slog.Logger
 	// derived: every VTEP MAC, this node's too, is MACFor its address.
 	derived bool
+
+	mu   sync.Mutex           // guards macs
+	macs map[string]macResult // the MAC of each BackendData value of the last Plan
 }
 
 var _ backend.Backend = (*Backend)(nil)
