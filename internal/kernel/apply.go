@@ -3,14 +3,27 @@ package kernel
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net/netip"
 )
 
 // Read returns the kernel's routes, and the neighbour and FDB entries of
 // scope.NeighDevs, that lie within scope.
 func Read(k Kernel, scope Scope) (Plan, error) {
-	var have Plan
+	all, err := readAll(k, scope)
+	if err != nil {
+		return Plan{}, err
+	}
+	return scope.Filter(all), nil
+}
+
+// readAll returns every main-table route and the neighbour and FDB entries
+// of scope.NeighDevs: the routes outside the scope too, which Apply's
+// guard needs.
+func readAll(k Kernel, scope Scope) (Plan, error) {
+	var all Plan
 	var err error
-	if have.Routes, err = k.Routes(); err != nil {
+	if all.Routes, err = k.Routes(); err != nil {
 		return Plan{}, err
 	}
 	for _, dev := range scope.NeighDevs {
@@ -18,14 +31,53 @@ func Read(k Kernel, scope Scope) (Plan, error) {
 		if err != nil {
 			return Plan{}, err
 		}
-		have.Neighs = append(have.Neighs, neighs...)
+		all.Neighs = append(all.Neighs, neighs...)
 		fdb, err := k.FDB(dev)
 		if err != nil {
 			return Plan{}, err
 		}
-		have.FDB = append(have.FDB, fdb...)
+		all.FDB = append(all.FDB, fdb...)
 	}
-	return scope.Filter(have), nil
+	return all, nil
+}
+
+// ConflictError is a wanted route that Apply did not write because the
+// kernel routes its destination through something the scope does not own:
+// the node's own old subnet on its CNI bridge (proto kernel), a route the
+// administrator added. weft never takes such a destination over.
+type ConflictError struct {
+	Want Route // the route weft wanted
+	Have Route // the kernel's route to the same destination
+}
+
+func (e *ConflictError) Error() string {
+	how := "by dev " + e.Have.Dev
+	if e.Have.Gw.IsValid() {
+		how = "via " + e.Have.Gw.String() + " dev " + e.Have.Dev
+	}
+	return fmt.Sprintf("%s is routed %s (proto %s), not weft's: not replaced", e.Have.Dst, how, e.Have.Protocol)
+}
+
+// Conflicts returns the ConflictErrors within err (Apply joins them with
+// its other failures), to count them.
+func Conflicts(err error) []*ConflictError {
+	var out []*ConflictError
+	var walk func(error)
+	walk = func(err error) {
+		switch e := err.(type) {
+		case nil:
+		case *ConflictError:
+			out = append(out, e)
+		case interface{ Unwrap() []error }:
+			for _, x := range e.Unwrap() {
+				walk(x)
+			}
+		case interface{ Unwrap() error }:
+			walk(e.Unwrap())
+		}
+	}
+	walk(err)
+	return out
 }
 
 // Apply makes the kernel's entries within scope match want: it reads them,
@@ -37,12 +89,37 @@ func Read(k Kernel, scope Scope) (Plan, error) {
 // whole sync. When ctx ends, Apply stops before the next write and returns
 // ctx's error with the failures so far. added and removed count the writes
 // that succeeded.
+//
+// A wanted route to a destination that the kernel routes through a route
+// the scope does not own is not written: Apply returns a *ConflictError
+// for it among its failures (Conflicts counts them), and writes the rest.
+//
+// With a Cached kernel the reads come from its mirror, so a sync that
+// finds nothing to change makes no system call.
 func Apply(ctx context.Context, k Kernel, want Plan, scope Scope) (added, removed int, err error) {
-	have, err := Read(k, scope)
+	all, err := readAll(k, scope)
 	if err != nil {
 		return 0, 0, err
 	}
-	add, del := Diff(want, have)
+	add, del := Diff(want, scope.Filter(all))
+	var errs []error
+	if len(add.Routes) > 0 {
+		foreign := map[netip.Prefix]Route{}
+		for _, r := range all.Routes {
+			if !scope.Owns(r) {
+				foreign[r.Dst] = r
+			}
+		}
+		var routes []Route
+		for _, r := range add.Routes {
+			if f, ok := foreign[r.Dst]; ok {
+				errs = append(errs, &ConflictError{Want: r, Have: f})
+				continue
+			}
+			routes = append(routes, r)
+		}
+		add.Routes = routes
+	}
 	type write struct {
 		count *int
 		do    func() error
@@ -67,7 +144,6 @@ func Apply(ctx context.Context, k Kernel, want Plan, scope Scope) (added, remove
 	for _, f := range del.FDB {
 		writes = append(writes, write{&removed, func() error { return k.DeleteFDB(f) }})
 	}
-	var errs []error
 	for _, w := range writes {
 		if err := ctx.Err(); err != nil {
 			errs = append(errs, err)

@@ -3,6 +3,7 @@ package kernel_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,10 +31,10 @@ func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope k
 	// Out of scope, never touched: the own subnet (the CNI bridge's), the
 	// cluster network itself, a network outside it, another link's route
 	// into it, learnt neighbours, and entries on the underlay.
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.3.0/24"), Dev: cni0.Name}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.0.0/16"), Gw: a("10.244.0.0"), Dev: dev.Name, OnLink: true}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("203.0.113.0/24"), Gw: a("192.0.2.254"), Dev: eth0.Name}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("10.244.8.0/24"), Gw: a("10.244.3.8"), Dev: cni0.Name}))
+	f.AddRoute(kernel.Route{Dst: p("10.244.3.0/24"), Dev: cni0.Name, Protocol: kernel.ProtoKernel})
+	f.AddRoute(kernel.Route{Dst: p("10.244.0.0/16"), Gw: a("10.244.0.0"), Dev: dev.Name, OnLink: true})
+	f.AddRoute(kernel.Route{Dst: p("203.0.113.0/24"), Gw: a("192.0.2.254"), Dev: eth0.Name})
+	f.AddRoute(kernel.Route{Dst: p("10.244.8.0/24"), Gw: a("10.244.3.8"), Dev: cni0.Name})
 	f.AddLearnedNeigh(kernel.Neigh{IP: a("10.244.6.0"), MAC: "0e:00:00:00:00:06", Dev: dev.Name})
 	must(t, f.ReplaceNeigh(kernel.Neigh{IP: a("192.0.2.99"), MAC: "02:00:00:00:00:99", Dev: eth0.Name}))
 	f.Writes()
@@ -100,9 +101,9 @@ func TestApplyAddsFirstReplacesInPlaceAndStaysInScope(t *testing.T) {
 	for _, r := range routes {
 		got = append(got, r.String())
 	}
-	if g, w := strings.Join(got, "; "), "0.0.0.0/0 via 192.0.2.1 dev eth0; 10.244.0.0/16 via 10.244.0.0 dev flannel.1 onlink; "+
-		"10.244.3.0/24 dev cni0; 10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink; 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink; "+
-		"10.244.6.0/24 via 192.0.2.14 dev eth0; 10.244.8.0/24 via 10.244.3.8 dev cni0; 203.0.113.0/24 via 192.0.2.254 dev eth0"; g != w {
+	if g, w := strings.Join(got, "; "), "0.0.0.0/0 via 192.0.2.1 dev eth0 proto boot; 10.244.0.0/16 via 10.244.0.0 dev flannel.1 onlink proto boot; "+
+		"10.244.3.0/24 dev cni0 proto kernel; 10.244.4.0/24 via 10.244.4.0 dev flannel.1 onlink; 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink; "+
+		"10.244.6.0/24 via 192.0.2.14 dev eth0; 10.244.8.0/24 via 10.244.3.8 dev cni0 proto boot; 203.0.113.0/24 via 192.0.2.254 dev eth0 proto boot"; g != w {
 		t.Errorf("routes\n%s\nwant\n%s", g, w)
 	}
 	if n, _ := f.Neighs(eth0.Name); len(n) != 1 {
@@ -184,5 +185,42 @@ func TestApplyStopsWhenTheContextEnds(t *testing.T) {
 	`)
 	if added != 1 || removed != 0 {
 		t.Errorf("added %d, removed %d; want 1, 0", added, removed)
+	}
+}
+
+func TestApplyNeverTakesOverARouteItDoesNotOwn(t *testing.T) {
+	f, eth0, dev, scope := applyNode(t)
+	// The node's own old subnet after a Network change: its bridge still
+	// routes it (proto kernel), and its old lease is now a peer's.
+	scope.Own = p("10.244.7.0/24")
+	f.AddRoute(kernel.Route{Dst: p("10.244.1.0/24"), Dev: "cni0", Protocol: kernel.ProtoKernel})
+	// A route weft wrote for a lease outside the network, whose key is gone.
+	must(t, f.ReplaceRoute(kernel.Route{Dst: p("192.0.2.0/30"), Gw: a("192.0.2.14"), Dev: eth0.Name}))
+	f.Writes()
+	w := want(eth0, dev)
+	w.Routes = append(w.Routes,
+		kernel.Route{Dst: p("10.244.1.0/24"), Gw: a("10.244.1.0"), Dev: dev.Name, OnLink: true},
+		kernel.Route{Dst: p("203.0.113.0/24"), Gw: a("192.0.2.15"), Dev: eth0.Name}) // the administrator's (proto boot)
+	added, removed, err := kernel.Apply(context.Background(), f, w, scope)
+	golden(t, "apply with two conflicts", f.Writes(), `
+		bridge fdb replace 0e:00:00:00:00:05 dev flannel.1 dst 192.0.2.13 self permanent
+		ip neigh replace 10.244.5.0 lladdr 0e:00:00:00:00:05 dev flannel.1 nud permanent
+		ip route replace 10.244.6.0/24 via 192.0.2.14 dev eth0
+		ip route del 10.244.9.0/24 via 10.244.9.0 dev flannel.1 onlink
+		ip route del 192.0.2.0/30 via 192.0.2.14 dev eth0
+		ip neigh del 10.244.9.0 dev flannel.1
+		bridge fdb del 0e:00:00:00:00:09 dev flannel.1 dst 192.0.2.19 self
+		bridge fdb del 0e:00:00:00:00:15 dev flannel.1 dst 192.0.2.13 self
+	`)
+	if added != 3 || removed != 5 {
+		t.Errorf("added %d, removed %d; want 3, 5", added, removed)
+	}
+	wantErr := "10.244.1.0/24 is routed by dev cni0 (proto kernel), not weft's: not replaced\n" +
+		"203.0.113.0/24 is routed via 192.0.2.254 dev eth0 (proto boot), not weft's: not replaced"
+	if err == nil || err.Error() != wantErr {
+		t.Fatalf("error %q, want %q", err, wantErr)
+	}
+	if c := kernel.Conflicts(fmt.Errorf("sync: %w", err)); len(c) != 2 || c[0].Want.Dst != p("10.244.1.0/24") || c[1].Have.Protocol != kernel.ProtoBoot {
+		t.Errorf("Conflicts = %+v", c)
 	}
 }

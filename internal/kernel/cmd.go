@@ -70,7 +70,9 @@ func AddrCmd(verb string, a Addr) string {
 	return fmt.Sprintf("ip addr %s %s dev %s", verb, a.Prefix, a.Dev)
 }
 
-// RouteCmd is `ip route VERB DST [via GW] dev DEV [onlink]`.
+// RouteCmd is `ip route VERB DST [via GW] dev DEV [onlink] [proto P]`. It
+// leaves weft's own protocol out (0 or ProtoWeft): every route weft writes
+// carries it, so weft's transcripts and errors name only another's.
 func RouteCmd(verb string, r Route) string {
 	return "ip route " + verb + " " + routeArgs(r)
 }
@@ -83,6 +85,9 @@ func routeArgs(r Route) string {
 	s += " dev " + r.Dev
 	if r.OnLink {
 		s += " onlink"
+	}
+	if r.Protocol != 0 && r.Protocol != ProtoWeft {
+		s += " proto " + r.Protocol.String()
 	}
 	return s
 }

@@ -17,13 +17,13 @@ var (
 
 // node returns a fake kernel as a node has it before weft starts: lo, and
 // eth0 (index 2, MTU 1500, up) with 192.0.2.11/24 and a default route via
-// 192.0.2.1.
+// 192.0.2.1 (proto boot, as the node's own setup writes it).
 func node(t *testing.T) (*kerneltest.Fake, kernel.Link) {
 	t.Helper()
 	f := kerneltest.New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:0b", Up: true})
 	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("192.0.2.11/24")}))
-	must(t, f.ReplaceRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name}))
+	f.AddRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name}) // proto boot
 	f.Writes() // what was there before is not the test's
 	return f, eth0
 }

@@ -103,13 +103,16 @@ type Kernel interface {
 	// DeleteAddr is `ip addr del PREFIX dev DEV`.
 	DeleteAddr(a Addr) error
 
-	// Routes lists the unicast routes of the main table, both families;
-	// a default route has the destination 0.0.0.0/0 or ::/0.
+	// Routes lists the unicast routes of the main table, both families,
+	// with their protocol; a default route has the destination 0.0.0.0/0
+	// or ::/0.
 	Routes() ([]Route, error)
-	// ReplaceRoute adds or replaces the main-table route to r.Dst:
-	// `ip route replace DST via GW dev DEV [onlink]`.
+	// ReplaceRoute adds or replaces the main-table route to r.Dst, with
+	// protocol r.Protocol or, when that is 0, weft's (ProtoWeft):
+	// `ip route replace DST via GW dev DEV [onlink] proto 87`.
 	ReplaceRoute(r Route) error
-	// DeleteRoute is `ip route del DST via GW dev DEV`.
+	// DeleteRoute is `ip route del DST via GW dev DEV [proto P]`; a
+	// protocol of 0 matches any.
 	DeleteRoute(r Route) error
 
 	// Neighs lists the permanent neighbour (ARP and NDP) entries of the

@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/vishvananda/netlink"
+	vns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netconv"
@@ -16,7 +17,8 @@ import (
 // Netlink is the Kernel of the namespace a netlink handle points into.
 type Netlink struct {
 	h     *netlink.Handle
-	names Names // for AddLinkCmd's lower device, in error messages only
+	ns    vns.NsHandle // the namespace Watch subscribes in; None: the process's own
+	names Names        // for AddLinkCmd's lower device, in error messages only
 
 	mu sync.Mutex // guards indexes
 	// indexes are the links' indexes by name as last read (LinkByName,
@@ -33,7 +35,7 @@ var _ Kernel = (*Netlink)(nil)
 // process's own namespace, or a handle into another one (tests). The caller
 // keeps h and closes it.
 func NewNetlink(h *netlink.Handle) *Netlink {
-	k := &Netlink{h: h, indexes: map[string]int{}}
+	k := &Netlink{h: h, ns: vns.None(), indexes: map[string]int{}}
 	k.names = NameOrIndex(func(index int) (string, bool) {
 		l, err := h.LinkByIndex(index)
 		if err != nil {
@@ -330,13 +332,15 @@ func (k *Netlink) Routes() ([]Route, error) {
 		if !ok {
 			continue
 		}
-		out = append(out, Route{Dst: dst, Gw: netconv.Addr(r.Gw), Dev: names(r.LinkIndex), OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0})
+		out = append(out, Route{Dst: dst, Gw: netconv.Addr(r.Gw), Dev: names(r.LinkIndex), OnLink: r.Flags&int(netlink.FLAG_ONLINK) != 0, Protocol: Protocol(r.Protocol)})
 	}
 	return out, nil
 }
 
+// nlRoute is r for netlink, through the link index; its protocol is
+// r.Protocol (0 matches any, in a delete).
 func nlRoute(index int, r Route) *netlink.Route {
-	nr := &netlink.Route{LinkIndex: index, Dst: netconv.IPNet(r.Dst), Table: unix.RT_TABLE_MAIN}
+	nr := &netlink.Route{LinkIndex: index, Dst: netconv.IPNet(r.Dst), Table: unix.RT_TABLE_MAIN, Protocol: netlink.RouteProtocol(r.Protocol)}
 	if r.Gw.IsValid() {
 		nr.Gw = r.Gw.AsSlice()
 	}
@@ -353,7 +357,7 @@ func (k *Netlink) ReplaceRoute(r Route) error {
 	if err != nil {
 		return err
 	}
-	if err := k.h.RouteReplace(nlRoute(index, r)); err != nil {
+	if err := k.h.RouteReplace(nlRoute(index, r.written())); err != nil {
 		return failed(cmd, err)
 	}
 	return nil

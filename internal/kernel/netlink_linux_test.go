@@ -72,7 +72,7 @@ func newTestNode(t *testing.T, real bool) testNode {
 	eth0, err := k.LinkByName("eth0")
 	must(t, err)
 	must(t, k.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("192.0.2.11/24")}))
-	must(t, k.ReplaceRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name}))
+	must(t, k.ReplaceRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name, Protocol: kernel.ProtoBoot}))
 	eth0, _ = k.LinkByName("eth0")
 	return testNode{
 		k: k, eth0: eth0,

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -14,6 +15,61 @@ type Route struct {
 	Gw     netip.Addr // invalid for a route straight out of the link
 	Dev    string     // the link's name
 	OnLink bool       // the gateway is on the link even though no address covers it
+	// Protocol is who wrote the route (`proto N`), as the kernel reports
+	// it. A route written with 0 is written with ProtoWeft: a plan leaves
+	// it 0, and every route weft writes carries weft's protocol.
+	Protocol Protocol
+}
+
+// Protocol is a route's routing protocol number (rtm_protocol, `ip route
+// ... proto N`): the kernel does not interpret it beyond the first few; it
+// tells who wrote a route.
+type Protocol uint8
+
+// The protocols weft meets. ProtoWeft is weft's own.
+const (
+	ProtoKernel Protocol = 2 // RTPROT_KERNEL: made from an address (a connected route)
+	ProtoBoot   Protocol = 3 // RTPROT_BOOT: `ip route add` without proto, flanneld
+	ProtoStatic Protocol = 4 // RTPROT_STATIC: the administrator
+
+	// ProtoWeft marks the routes weft writes, so that it finds every route
+	// it ever wrote (for a lease outside the cluster network, or before a
+	// Network change) and removes it once no lease wants it. In
+	// /etc/iproute2 style (a file in /etc/iproute2/rt_protos.d/) it is
+	//
+	//	87	weft
+	//
+	// 87 is ASCII 'W'. No known daemon uses it (checked in 2025): iproute2's
+	// rt_protos and linux/rtnetlink.h name 0-4, 8-18, 42, 99, 186-189 and
+	// 192; FRR adds 190-198 (ripng, ldp, sharp, pbr, static, openfabric,
+	// srte); OVN uses 84; Calico uses boot (3) and 80 for its vxlan
+	// routes; Cilium uses kernel (2); kube-router uses 17 (mrouted's number,
+	// for the routes it learns over BGP); flanneld uses boot.
+	ProtoWeft Protocol = 87
+)
+
+// String is the protocol as `ip route` prints it on a node without extra
+// names: the kernel's names for the numbers it defines, the number for
+// others (weft's is "87").
+func (p Protocol) String() string {
+	if s, ok := protocolNames[p]; ok {
+		return s
+	}
+	return strconv.Itoa(int(p))
+}
+
+// protocolNames are iproute2's names (its rt_protos file).
+var protocolNames = map[Protocol]string{0: "unspec", 1: "redirect", ProtoKernel: "kernel", ProtoBoot: "boot", ProtoStatic: "static",
+	8: "gated", 9: "ra", 10: "mrt", 11: "zebra", 12: "bird", 13: "dnrouted", 14: "xorp", 15: "ntk", 16: "dhcp",
+	18: "keepalived", 42: "babel", 99: "openr", 186: "bgp", 187: "isis", 188: "ospf", 189: "rip", 192: "eigrp"}
+
+// written is r as the kernel reports it once written: with ProtoWeft when
+// r leaves the protocol 0.
+func (r Route) written() Route {
+	if r.Protocol == 0 {
+		r.Protocol = ProtoWeft
+	}
+	return r
 }
 
 func (r Route) String() string { return routeArgs(r) }
@@ -43,25 +99,28 @@ type Plan struct {
 // Diff compares a desired plan with what the kernel has and returns what
 // to write (add or replace) and what to delete. Routes are keyed by
 // destination, neighbours by (dev, IP), FDB entries by (dev, MAC): an entry
-// whose key is desired is replaced in place, never deleted.
+// whose key is desired is replaced in place, never deleted. A route of
+// protocol 0 is weft's (ProtoWeft), so a route of another protocol
+// (flanneld's, proto boot) is replaced by weft's.
 func Diff(want, have Plan) (add, del Plan) {
-	add.Routes, del.Routes = diffBy(want.Routes, have.Routes, func(r Route) netip.Prefix { return r.Dst })
+	add.Routes, del.Routes = diffBy(want.Routes, have.Routes, func(r Route) netip.Prefix { return r.Dst }, Route.written)
 	type nk struct {
 		dev string
 		ip  netip.Addr
 	}
-	add.Neighs, del.Neighs = diffBy(want.Neighs, have.Neighs, func(n Neigh) nk { return nk{n.Dev, n.IP} })
+	add.Neighs, del.Neighs = diffBy(want.Neighs, have.Neighs, func(n Neigh) nk { return nk{n.Dev, n.IP} }, nil)
 	type fk struct {
 		dev string
 		mac string
 	}
-	add.FDB, del.FDB = diffBy(want.FDB, have.FDB, func(f FDB) fk { return fk{f.Dev, f.MAC} })
+	add.FDB, del.FDB = diffBy(want.FDB, have.FDB, func(f FDB) fk { return fk{f.Dev, f.MAC} }, nil)
 	return add, del
 }
 
-// diffBy returns the wanted entries missing from have or different there,
-// and the entries of have whose key is not wanted at all.
-func diffBy[E comparable, K comparable](want, have []E, key func(E) K) (add, del []E) {
+// diffBy returns the wanted entries missing from have or different there
+// (compared as norm, if not nil, makes them), and the entries of have whose
+// key is not wanted at all.
+func diffBy[E comparable, K comparable](want, have []E, key func(E) K, norm func(E) E) (add, del []E) {
 	w := make(map[K]bool, len(want))
 	for _, e := range want {
 		w[key(e)] = true
@@ -71,7 +130,12 @@ func diffBy[E comparable, K comparable](want, have []E, key func(E) K) (add, del
 		h[key(e)] = e
 	}
 	for _, e := range want {
-		if cur, ok := h[key(e)]; !ok || cur != e {
+		cur, ok := h[key(e)]
+		n := e
+		if norm != nil {
+			cur, n = norm(cur), norm(e)
+		}
+		if !ok || cur != n {
 			add = append(add, e)
 		}
 	}
@@ -85,11 +149,14 @@ func diffBy[E comparable, K comparable](want, have []E, key func(E) K) (add, del
 
 // Scope says which kernel entries a backend owns, so that it can remove
 // entries it did not create (left by a previous run or planted by hand) and
-// leave everything else alone.
+// leave everything else alone. It owns every route weft wrote (ProtoWeft),
+// wherever it leads, and the routes into Network through its links that
+// others wrote there (flanneld, before weft replaced it).
 type Scope struct {
-	Network netip.Prefix // only routes to subnets of the cluster network
+	Network netip.Prefix // only routes to subnets of the cluster network, or weft's own
 	Own     netip.Prefix // never the node's own subnet (the CNI bridge has it)
-	// RouteDevs name the links whose routes into Network the backend owns.
+	// RouteDevs name the links whose routes into Network the backend owns
+	// whatever their protocol.
 	RouteDevs []string
 	// NeighDevs name the links whose permanent neighbour entries (of
 	// Network's family) and FDB entries the backend owns (the vxlan device;
@@ -97,10 +164,16 @@ type Scope struct {
 	NeighDevs []string
 }
 
-// Owns reports whether a route is in scope.
+// Owns reports whether a route is in scope: never one to the node's own
+// subnet; any route weft wrote (ProtoWeft: for a lease outside Network, or
+// written before Network changed); and a route into Network (a subnet of
+// it, not Network itself) through one of RouteDevs.
 func (s Scope) Owns(r Route) bool {
-	return slices.Contains(s.RouteDevs, r.Dev) && r.Dst.Bits() > s.Network.Bits() &&
-		s.Network.Contains(r.Dst.Addr()) && r.Dst != s.Own
+	if r.Dst == s.Own {
+		return false
+	}
+	return r.Protocol == ProtoWeft || slices.Contains(s.RouteDevs, r.Dev) && r.Dst.Bits() > s.Network.Bits() &&
+		s.Network.Contains(r.Dst.Addr())
 }
 
 // Filter drops kernel entries outside the scope.

@@ -35,6 +35,15 @@ func TestScope(t *testing.T) {
 		{Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), Dev: "flannel.1"}, false}, // the network itself
 		{Route{Dst: netip.MustParsePrefix("10.245.2.0/24"), Dev: "flannel.1"}, false}, // outside
 		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Dev: "flannel.2"}, false}, // other link
+		// flanneld's route (proto boot) on weft's link: weft's since it replaced flanneld
+		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Dev: "flannel.1", Protocol: ProtoBoot}, true},
+		// weft's own protocol: whatever the destination and link, but never the own subnet
+		{Route{Dst: netip.MustParsePrefix("192.0.2.0/30"), Dev: "eth0", Protocol: ProtoWeft}, true},
+		{Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Dev: "flannel.2", Protocol: ProtoWeft}, true},
+		{Route{Dst: netip.MustParsePrefix("10.244.0.0/16"), Dev: "flannel.1", Protocol: ProtoWeft}, true},
+		{Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Dev: "flannel.1", Protocol: ProtoWeft}, false},
+		{Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Dev: "cni0", Protocol: ProtoKernel}, false},
+		{Route{Dst: netip.MustParsePrefix("10.245.2.0/24"), Dev: "flannel.1", Protocol: ProtoStatic}, false},
 	} {
 		if got := s.Owns(tc.r); got != tc.owns {
 			t.Errorf("Owns(%v) = %v", tc.r, got)
@@ -81,5 +90,38 @@ func TestCanonicalMAC(t *testing.T) {
 		if got := CanonicalMAC(in); got != want {
 			t.Errorf("CanonicalMAC(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestDiffTakesOverAnotherProtocolsRoute(t *testing.T) {
+	r := Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("10.244.2.0"), Dev: "flannel.1", OnLink: true}
+	boot, weft := r, r
+	boot.Protocol, weft.Protocol = ProtoBoot, ProtoWeft
+	want := Plan{Routes: []Route{r}}
+	if add, _ := Diff(want, Plan{Routes: []Route{weft}}); len(add.Routes) != 0 {
+		t.Errorf("weft's route as planned (protocol 0) differs from itself as read (proto 87): %v", add.Routes)
+	}
+	add, del := Diff(want, Plan{Routes: []Route{boot}})
+	if len(add.Routes) != 1 || add.Routes[0] != r || len(del.Routes) != 0 {
+		t.Errorf("flanneld's route is not replaced in place by weft's: add %v, del %v", add.Routes, del.Routes)
+	}
+}
+
+func TestRouteCmdNamesOthersProtocols(t *testing.T) {
+	r := Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Dev: "cni0"}
+	for proto, want := range map[Protocol]string{
+		0:           "ip route del 10.244.1.0/24 dev cni0",
+		ProtoWeft:   "ip route del 10.244.1.0/24 dev cni0",
+		ProtoKernel: "ip route del 10.244.1.0/24 dev cni0 proto kernel",
+		ProtoBoot:   "ip route del 10.244.1.0/24 dev cni0 proto boot",
+		80:          "ip route del 10.244.1.0/24 dev cni0 proto 80",
+	} {
+		r.Protocol = proto
+		if got := RouteCmd("del", r); got != want {
+			t.Errorf("protocol %d: %q, want %q", proto, got, want)
+		}
+	}
+	if ProtoWeft.String() != "87" {
+		t.Errorf("weft's protocol prints as %q; `ip route` prints 87", ProtoWeft)
 	}
 }
