@@ -2,7 +2,10 @@
 // keeps links, addresses, main-table routes, neighbour and FDB entries, so
 // reads see earlier writes; it can be preloaded with what a node already
 // has, made to fail chosen calls, and it records every write as the
-// iproute2 command that does the same, one a line, for golden tests.
+// iproute2 command that does the same, one a line, for golden tests. It is
+// a kernel.Watcher too: its changes, weft's writes and the ones made "by
+// hand" through its other methods, are announced as the kernel announces
+// them.
 //
 // It lives beside package kernel rather than in it so that package kernel's
 // own tests use it from outside (package kernel_test), through the exported
@@ -12,6 +15,7 @@ package kerneltest
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"net"
 	"net/netip"
@@ -44,6 +48,20 @@ type Fake struct {
 	fdb    []kernel.FDB
 	fails  []fail
 	writes []string
+	// watchers are the live subscriptions of Watch, each with the
+	// updates queued for it.
+	watchers map[*watcher]bool
+	watched  *sync.Cond // on mu: a watcher delivered its queue or ended
+}
+
+// watcher is one subscription of Watch; Fake.mu guards its fields.
+type watcher struct {
+	queue     []kernel.Update
+	queued    int           // updates queued so far
+	delivered int           // updates fn has returned from
+	wake      chan struct{} // 1 slot: the queue has updates
+	fail      chan error    // 1 slot: end the subscription with this error
+	ended     bool
 }
 
 type neigh struct {
@@ -56,12 +74,16 @@ type fail struct {
 	err    error
 }
 
-var _ kernel.Kernel = (*Fake)(nil)
+var (
+	_ kernel.Kernel  = (*Fake)(nil)
+	_ kernel.Watcher = (*Fake)(nil)
+)
 
 // New returns a kernel with only lo (index 1, up, 127.0.0.1/8), as a new
 // network namespace has once its loopback is up.
 func New() *Fake {
-	f := &Fake{next: 1, links: map[int]*kernel.Link{}}
+	f := &Fake{next: 1, links: map[int]*kernel.Link{}, watchers: map[*watcher]bool{}}
+	f.watched = sync.NewCond(&f.mu)
 	lo := f.AddDevice(kernel.Link{Name: "lo", Kind: "device", MTU: 65536, Up: true})
 	f.addrs = append(f.addrs, kernel.Addr{Dev: lo.Name, Prefix: netip.MustParsePrefix("127.0.0.1/8")})
 	return f
@@ -107,6 +129,7 @@ func (f *Fake) AddDevice(l kernel.Link) kernel.Link {
 	}
 	f.next = max(f.next, l.Index+1)
 	f.links[l.Index] = &l
+	f.emitLink(&l, false)
 	return l
 }
 
@@ -124,10 +147,14 @@ func (f *Fake) RemoveDevice(name string) {
 	}
 }
 
-// remove deletes a link and everything on it; f.mu is held.
+// remove deletes a link and everything on it, announcing the link only
+// (the kernel does not announce the routes it removes with a link); f.mu
+// is held.
 func (f *Fake) remove(index int) {
-	name := f.links[index].Name
+	l := f.links[index]
+	name := l.Name
 	delete(f.links, index)
+	f.emitLink(l, true)
 	f.addrs = slices.DeleteFunc(f.addrs, func(a kernel.Addr) bool { return a.Dev == name })
 	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Dev == name })
 	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Dev == name })
@@ -146,6 +173,7 @@ func (f *Fake) SetDown(name string) error {
 	l.Up = false
 	f.routes = slices.DeleteFunc(f.routes, func(r kernel.Route) bool { return r.Dev == name })
 	f.neighs = slices.DeleteFunc(f.neighs, func(n neigh) bool { return n.Dev == name })
+	f.emitLink(l, false) // and nothing of what went with it
 	return nil
 }
 
@@ -154,7 +182,173 @@ func (f *Fake) SetDown(name string) error {
 func (f *Fake) AddLearnedNeigh(n kernel.Neigh) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
 	f.neighs = append(f.neighs, neigh{Neigh: n})
+	f.emit(kernel.Update{Kind: kernel.UpdateNeigh, Deleted: true, Neigh: kernel.Neigh{IP: n.IP, Dev: n.Dev}})
+}
+
+// AddRoute adds a route as another program or an administrator does
+// (`ip route add`): with r.Protocol, boot when 0, as iproute2 writes it.
+// It replaces the route to r.Dst, if any, and needs no link: a route to a
+// link that the fake does not know stands for one the kernel keeps on its
+// own (a connected route).
+func (f *Fake) AddRoute(r kernel.Route) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if r.Protocol == 0 {
+		r.Protocol = kernel.ProtoBoot
+	}
+	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
+	f.routes = append(f.routes, r)
+	f.emit(kernel.Update{Kind: kernel.UpdateRoute, Route: r})
+}
+
+// RemoveRoute is `ip route del DST` by hand.
+func (f *Fake) RemoveRoute(dst netip.Prefix) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleteRoutes(func(x kernel.Route) bool { return x.Dst == dst })
+}
+
+// RemoveNeigh is `ip neigh del IP dev DEV` by hand.
+func (f *Fake) RemoveNeigh(dev string, ip netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleteNeighs(func(x neigh) bool { return x.Dev == dev && x.IP == ip })
+}
+
+// RemoveFDB is `bridge fdb del MAC dev DEV` by hand.
+func (f *Fake) RemoveFDB(dev, mac string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deleteFDB(func(x kernel.FDB) bool { return x.Dev == dev && x.MAC == mac })
+}
+
+// deleteRoutes removes the routes del matches and announces each; f.mu
+// is held.
+func (f *Fake) deleteRoutes(del func(kernel.Route) bool) {
+	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool {
+		if del(x) {
+			f.emit(kernel.Update{Kind: kernel.UpdateRoute, Deleted: true, Route: x})
+			return true
+		}
+		return false
+	})
+}
+
+// deleteNeighs removes the neighbour entries del matches and announces
+// each; f.mu is held.
+func (f *Fake) deleteNeighs(del func(neigh) bool) {
+	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool {
+		if del(x) {
+			f.emit(kernel.Update{Kind: kernel.UpdateNeigh, Deleted: true, Neigh: kernel.Neigh{IP: x.IP, Dev: x.Dev}})
+			return true
+		}
+		return false
+	})
+}
+
+// deleteFDB removes the FDB entries del matches and announces each; f.mu
+// is held.
+func (f *Fake) deleteFDB(del func(kernel.FDB) bool) {
+	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool {
+		if del(x) {
+			f.emit(kernel.Update{Kind: kernel.UpdateFDB, Deleted: true, FDB: x})
+			return true
+		}
+		return false
+	})
+}
+
+// Overflow makes every subscription announce that changes were lost, as
+// the kernel does when a subscriber's socket buffer overflows (ENOBUFS).
+func (f *Fake) Overflow() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.emit(kernel.Update{Kind: kernel.UpdateLost})
+}
+
+// FailWatch ends every subscription with err, once it has delivered what
+// was queued before.
+func (f *Fake) FailWatch(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w := range f.watchers {
+		select {
+		case w.fail <- err:
+		default:
+		}
+	}
+}
+
+// Watch implements kernel.Watcher. Its subscription is live as soon as it
+// is called; the updates are delivered from the calling goroutine, in the
+// order of the changes.
+func (f *Fake) Watch(ctx context.Context, fn func(kernel.Update)) error {
+	w := &watcher{wake: make(chan struct{}, 1), fail: make(chan error, 1)}
+	f.mu.Lock()
+	f.watchers[w] = true
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		delete(f.watchers, w)
+		w.ended = true
+		f.watched.Broadcast()
+		f.mu.Unlock()
+	}()
+	fn(kernel.Update{Kind: kernel.UpdateLive})
+	for {
+		var failed error
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-w.wake:
+		case failed = <-w.fail:
+		}
+		f.mu.Lock()
+		q := w.queue
+		w.queue = nil
+		f.mu.Unlock()
+		for _, u := range q {
+			fn(u)
+		}
+		f.mu.Lock()
+		w.delivered += len(q)
+		f.watched.Broadcast()
+		f.mu.Unlock()
+		if failed != nil {
+			return failed
+		}
+	}
+}
+
+// Flush waits until every subscription has delivered the updates of the
+// changes made so far (or ended).
+func (f *Fake) Flush() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for w := range f.watchers {
+		for upTo := w.queued; w.delivered < upTo && !w.ended; {
+			f.watched.Wait()
+		}
+	}
+}
+
+// emit queues u for every subscription; f.mu is held.
+func (f *Fake) emit(u kernel.Update) {
+	for w := range f.watchers {
+		w.queue = append(w.queue, u)
+		w.queued++
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// emitLink announces a link's new state, or that it is gone; f.mu is held.
+func (f *Fake) emitLink(l *kernel.Link, deleted bool) {
+	f.emit(kernel.Update{Kind: kernel.UpdateLink, Deleted: deleted, Link: *l})
 }
 
 // The methods below implement kernel.Kernel.
@@ -289,6 +483,7 @@ func (f *Fake) AddLink(l kernel.Link) (kernel.Link, error) {
 	l.Up = false
 	f.links[l.Index] = &l
 	f.wrote(cmd)
+	f.emitLink(&l, false)
 	return l, nil
 }
 
@@ -321,6 +516,7 @@ func (f *Fake) set(name string, change func(*kernel.Link) syscall.Errno, args ..
 		return errno(cmd, e)
 	}
 	f.wrote(cmd)
+	f.emitLink(l, false)
 	return nil
 }
 
@@ -458,8 +654,16 @@ func (f *Fake) ReplaceRoute(r kernel.Route) error {
 	if r.Gw.IsValid() && !r.OnLink && !f.covers(l.Name, r.Gw) {
 		return errno(cmd, syscall.ENETUNREACH) // "Nexthop has invalid gateway"
 	}
-	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
-	f.routes = append(f.routes, r)
+	if r.Protocol == 0 {
+		r.Protocol = kernel.ProtoWeft
+	}
+	// The kernel announces a replacement (no deletion of the route it
+	// replaces), and nothing when the route is there as it is.
+	if !slices.Contains(f.routes, r) {
+		f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
+		f.routes = append(f.routes, r)
+		f.emit(kernel.Update{Kind: kernel.UpdateRoute, Route: r})
+	}
 	f.wrote(cmd)
 	return nil
 }
@@ -476,7 +680,7 @@ func (f *Fake) covers(dev string, ip netip.Addr) bool {
 }
 
 // DeleteRoute implements kernel.Kernel: the route to r.Dst goes if its
-// link and gateway match those given.
+// link, gateway and protocol match those given.
 func (f *Fake) DeleteRoute(r kernel.Route) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -484,8 +688,9 @@ func (f *Fake) DeleteRoute(r kernel.Route) error {
 	if err := f.call(cmd); err != nil {
 		return err
 	}
-	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool {
-		return x.Dst == r.Dst && (r.Dev == "" || x.Dev == r.Dev) && (!r.Gw.IsValid() || x.Gw == r.Gw)
+	f.deleteRoutes(func(x kernel.Route) bool {
+		return x.Dst == r.Dst && (r.Dev == "" || x.Dev == r.Dev) && (!r.Gw.IsValid() || x.Gw == r.Gw) &&
+			(r.Protocol == 0 || x.Protocol == r.Protocol)
 	})
 	f.wrote(cmd)
 	return nil
@@ -519,8 +724,11 @@ func (f *Fake) ReplaceNeigh(n kernel.Neigh) error {
 	if kernel.CanonicalMAC(n.MAC) != n.MAC {
 		return errno(cmd, syscall.EINVAL)
 	}
-	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
-	f.neighs = append(f.neighs, neigh{Neigh: n, permanent: true})
+	if !slices.Contains(f.neighs, neigh{Neigh: n, permanent: true}) {
+		f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
+		f.neighs = append(f.neighs, neigh{Neigh: n, permanent: true})
+		f.emit(kernel.Update{Kind: kernel.UpdateNeigh, Neigh: n})
+	}
 	f.wrote(cmd)
 	return nil
 }
@@ -533,7 +741,7 @@ func (f *Fake) DeleteNeigh(n kernel.Neigh) error {
 	if err := f.call(cmd); err != nil {
 		return err
 	}
-	f.neighs = slices.DeleteFunc(f.neighs, func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
+	f.deleteNeighs(func(x neigh) bool { return x.Dev == n.Dev && x.IP == n.IP })
 	f.wrote(cmd)
 	return nil
 }
@@ -573,8 +781,11 @@ func (f *Fake) ReplaceFDB(e kernel.FDB) error {
 		f.wrote(cmd)
 		return nil
 	}
-	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x.Dev == e.Dev && x.MAC == e.MAC })
-	f.fdb = append(f.fdb, e)
+	if !slices.Contains(f.fdb, e) {
+		f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x.Dev == e.Dev && x.MAC == e.MAC })
+		f.fdb = append(f.fdb, e)
+		f.emit(kernel.Update{Kind: kernel.UpdateFDB, FDB: e})
+	}
 	f.wrote(cmd)
 	return nil
 }
@@ -589,7 +800,7 @@ func (f *Fake) DeleteFDB(e kernel.FDB) error {
 	if err := f.call(cmd); err != nil {
 		return err
 	}
-	f.fdb = slices.DeleteFunc(f.fdb, func(x kernel.FDB) bool { return x == e })
+	f.deleteFDB(func(x kernel.FDB) bool { return x == e })
 	f.wrote(cmd)
 	return nil
 }

@@ -1,0 +1,430 @@
+package kernel
+
+import (
+	"cmp"
+	"context"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// UpdateKind says what an Update announces.
+type UpdateKind int
+
+const (
+	// UpdateLive says the subscription is live: every change after it is
+	// announced, so a read made after it misses nothing. Watch sends it
+	// once, first.
+	UpdateLive UpdateKind = iota + 1
+	// UpdateLost says changes were lost (the socket's receive buffer
+	// overflowed: ENOBUFS): what the kernel has must be read again.
+	UpdateLost
+	// UpdateLink: Link changed (RTM_NEWLINK: up or down, MTU, ...), or with
+	// Deleted, the link called Link.Name is gone (RTM_DELLINK, or it was
+	// renamed: then an UpdateLink for the new name follows).
+	UpdateLink
+	// UpdateRoute: Route was added to the main table or replaced the route
+	// to its destination (RTM_NEWROUTE), or with Deleted, it was removed
+	// (RTM_DELROUTE).
+	UpdateRoute
+	// UpdateNeigh: Neigh is now the permanent entry for (Dev, IP), or with
+	// Deleted, (Dev, IP) has no permanent entry any more (RTM_DELNEIGH, or
+	// an RTM_NEWNEIGH that is not permanent).
+	UpdateNeigh
+	// UpdateFDB: FDB is now the permanent entry for (Dev, MAC) of a vxlan
+	// device (RTM_NEWNEIGH of family AF_BRIDGE), or with Deleted, the entry
+	// (Dev, MAC, Dst) is gone.
+	UpdateFDB
+)
+
+// Update is one change a Watcher announces. Only the field its Kind names
+// is set.
+type Update struct {
+	Kind    UpdateKind
+	Deleted bool
+	Link    Link
+	Route   Route
+	Neigh   Neigh
+	FDB     FDB
+}
+
+// Watcher announces the changes of a namespace's links, main-table
+// unicast routes, permanent neighbour entries and vxlan FDB entries (`ip
+// monitor link route neigh`).
+type Watcher interface {
+	// Watch subscribes and calls fn with each change, in the kernel's
+	// order, from one goroutine; fn must not call the Watcher. Its first
+	// call is UpdateLive, once the subscription is live. It returns when
+	// ctx ends (with ctx's error) or when the subscription fails (with
+	// that error); fn is not called after it returns.
+	Watch(ctx context.Context, fn func(Update)) error
+}
+
+// Cached is a Kernel that answers Routes, Neighs and FDB from an in-memory
+// mirror of the kernel, kept current by a Watcher's subscription (Run), so
+// that Apply diffs two in-memory sets and writes only the difference. The
+// first read of each table dumps it from the kernel; a write goes through
+// to the kernel and, when it succeeds, into the mirror. The link and
+// address calls go straight to the wrapped Kernel.
+//
+// The mirror holds every main-table route (one per destination: the first
+// the dump lists, then the latest announced), and the permanent neighbour
+// and FDB entries of each device a read asked for. While no subscription is
+// live (before Run, or after it returned) every read dumps, as the wrapped
+// Kernel does.
+type Cached struct {
+	Kernel // the wrapped kernel; the calls Cached does not define go to it
+
+	w     Watcher
+	dumps atomic.Uint64
+	drops atomic.Uint64
+
+	// mu guards the fields below. It is held through a dump and a write,
+	// so that an update waits for the dump it follows (and is applied on
+	// top of it) and the echo of a write finds the write in the mirror.
+	mu     sync.Mutex
+	live   bool                            // a subscription is live: reads fill the mirror
+	routes map[netip.Prefix]Route          // by destination; nil until dumped
+	sorted []Route                         // routes by destination; nil when stale
+	neighs map[string]map[netip.Addr]Neigh // by device, then address; a device is absent until dumped
+	fdb    map[string]map[string]FDB       // by device, then MAC; a device is absent until dumped
+}
+
+var _ Kernel = (*Cached)(nil)
+
+// NewCached returns k behind a mirror that w keeps current once Run runs.
+// w watches the namespace k is the kernel of (a *Netlink is both).
+func NewCached(k Kernel, w Watcher) *Cached {
+	return &Cached{Kernel: k, w: w, neighs: map[string]map[netip.Addr]Neigh{}, fdb: map[string]map[string]FDB{}}
+}
+
+// Run subscribes through the Watcher and keeps the mirror current until ctx
+// ends or the subscription fails. It calls changed (from its own
+// goroutine, without a lock: it must not block long) when an update changes
+// the mirror: an entry added, changed or removed by someone else (the
+// announcement of Cached's own write changes nothing and calls nothing);
+// and when the mirror was dropped because it could no longer be trusted (a
+// link it has entries of was deleted, renamed or set down: the kernel
+// removes that link's routes without announcing it; changes were lost;
+// the subscription failed). The next read then dumps again.
+//
+// Run returns ctx's error when ctx ends, or the subscription's error;
+// until Run is called again every read dumps. One Run at a time.
+func (c *Cached) Run(ctx context.Context, changed func()) error {
+	err := c.w.Watch(ctx, func(u Update) {
+		if c.update(u) {
+			changed()
+		}
+	})
+	c.mu.Lock()
+	c.live = false
+	c.dropLocked()
+	c.mu.Unlock()
+	if ctx.Err() == nil {
+		changed() // changes may have been missed
+	}
+	return err
+}
+
+// Invalidate drops the mirror: the next read of each table dumps it again
+// (the periodic full resync).
+func (c *Cached) Invalidate() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dropLocked()
+}
+
+// Dumps returns how many tables Cached has read from the kernel: a route
+// dump, or one device's neighbour or FDB dump, each counts one.
+func (c *Cached) Dumps() uint64 { return c.dumps.Load() }
+
+// Drops returns how many times the mirror was dropped (Invalidate, a lost
+// update, a link gone or down, the subscription's end).
+func (c *Cached) Drops() uint64 { return c.drops.Load() }
+
+// dropLocked forgets the mirror and reports whether any of it was filled;
+// c.mu is held.
+func (c *Cached) dropLocked() bool {
+	filled := c.routes != nil || len(c.neighs) > 0 || len(c.fdb) > 0
+	if filled {
+		c.drops.Add(1)
+	}
+	c.routes, c.sorted = nil, nil
+	clear(c.neighs)
+	clear(c.fdb)
+	return filled
+}
+
+// update applies u to the mirror and reports whether the mirror changed
+// (or was dropped) because of it.
+func (c *Cached) update(u Update) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	switch u.Kind {
+	case UpdateLive:
+		c.live = true
+		c.dropLocked()
+		return false
+	case UpdateLost:
+		c.dropLocked()
+		return true
+	case UpdateLink:
+		if (u.Deleted || !u.Link.Up) && c.hasLinkLocked(u.Link.Name) {
+			return c.dropLocked()
+		}
+	case UpdateRoute:
+		if c.routes == nil {
+			return false
+		}
+		r := u.Route
+		cur, ok := c.routes[r.Dst]
+		switch {
+		case u.Deleted && ok && cur == r:
+			delete(c.routes, r.Dst)
+		case u.Deleted, ok && cur == r:
+			return false
+		default:
+			c.routes[r.Dst] = r
+		}
+		c.sorted = nil
+		return true
+	case UpdateNeigh:
+		n := u.Neigh
+		m, ok := c.neighs[n.Dev]
+		if !ok {
+			return false
+		}
+		cur, ok := m[n.IP]
+		switch {
+		case u.Deleted && ok:
+			delete(m, n.IP)
+		case u.Deleted, ok && cur == n:
+			return false
+		default:
+			m[n.IP] = n
+		}
+		return true
+	case UpdateFDB:
+		f := u.FDB
+		m, ok := c.fdb[f.Dev]
+		if !ok {
+			return false
+		}
+		cur, ok := m[f.MAC]
+		switch {
+		case u.Deleted && ok && cur.Dst == f.Dst:
+			delete(m, f.MAC)
+		case u.Deleted, ok && cur == f:
+			return false
+		default:
+			m[f.MAC] = f
+		}
+		return true
+	}
+	return false
+}
+
+// hasLinkLocked reports whether the mirror holds entries of the link
+// called name, or its (possibly empty) neighbour or FDB table; c.mu is
+// held.
+func (c *Cached) hasLinkLocked(name string) bool {
+	if _, ok := c.neighs[name]; ok {
+		return true
+	}
+	if _, ok := c.fdb[name]; ok {
+		return true
+	}
+	for _, r := range c.routes {
+		if r.Dev == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Routes implements Kernel: from the mirror once it is filled.
+func (c *Cached) Routes() ([]Route, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.routes == nil {
+		routes, err := c.Kernel.Routes()
+		c.dumps.Add(1)
+		if err != nil || !c.live {
+			return routes, err
+		}
+		c.routes = make(map[netip.Prefix]Route, len(routes))
+		for _, r := range routes {
+			if _, ok := c.routes[r.Dst]; !ok {
+				c.routes[r.Dst] = r
+			}
+		}
+		c.sorted = nil
+	}
+	if c.sorted == nil {
+		c.sorted = make([]Route, 0, len(c.routes))
+		for _, r := range c.routes {
+			c.sorted = append(c.sorted, r)
+		}
+		slices.SortFunc(c.sorted, func(a, b Route) int {
+			return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()))
+		})
+	}
+	return slices.Clone(c.sorted), nil
+}
+
+// ReplaceRoute implements Kernel.
+func (c *Cached) ReplaceRoute(r Route) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Kernel.ReplaceRoute(r); err != nil {
+		return err
+	}
+	if c.routes != nil {
+		c.routes[r.Dst] = r.written()
+		c.sorted = nil
+	}
+	return nil
+}
+
+// DeleteRoute implements Kernel.
+func (c *Cached) DeleteRoute(r Route) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Kernel.DeleteRoute(r); err != nil {
+		return err
+	}
+	if cur, ok := c.routes[r.Dst]; ok && (r.Dev == "" || cur.Dev == r.Dev) &&
+		(!r.Gw.IsValid() || cur.Gw == r.Gw) && (r.Protocol == 0 || cur.Protocol == r.Protocol) {
+		delete(c.routes, r.Dst)
+		c.sorted = nil
+	}
+	return nil
+}
+
+// Neighs implements Kernel: from the mirror once dev's table is filled.
+func (c *Cached) Neighs(dev string) ([]Neigh, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.neighs[dev]
+	if !ok {
+		neighs, err := c.Kernel.Neighs(dev)
+		c.dumps.Add(1)
+		if err != nil || !c.live {
+			return neighs, err
+		}
+		m = make(map[netip.Addr]Neigh, len(neighs))
+		for _, n := range neighs {
+			m[n.IP] = n
+		}
+		c.neighs[dev] = m
+	}
+	out := make([]Neigh, 0, len(m))
+	for _, n := range m {
+		out = append(out, n)
+	}
+	slices.SortFunc(out, func(a, b Neigh) int { return a.IP.Compare(b.IP) })
+	return out, nil
+}
+
+// ReplaceNeigh implements Kernel.
+func (c *Cached) ReplaceNeigh(n Neigh) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Kernel.ReplaceNeigh(n); err != nil {
+		return err
+	}
+	if m, ok := c.neighs[n.Dev]; ok {
+		m[n.IP] = n
+	}
+	return nil
+}
+
+// DeleteNeigh implements Kernel.
+func (c *Cached) DeleteNeigh(n Neigh) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Kernel.DeleteNeigh(n); err != nil {
+		return err
+	}
+	delete(c.neighs[n.Dev], n.IP)
+	return nil
+}
+
+// FDB implements Kernel: from the mirror once dev's table is filled.
+func (c *Cached) FDB(dev string) ([]FDB, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m, ok := c.fdb[dev]
+	if !ok {
+		fdb, err := c.Kernel.FDB(dev)
+		c.dumps.Add(1)
+		if err != nil || !c.live {
+			return fdb, err
+		}
+		m = make(map[string]FDB, len(fdb))
+		for _, f := range fdb {
+			m[f.MAC] = f
+		}
+		c.fdb[dev] = m
+	}
+	out := make([]FDB, 0, len(m))
+	for _, f := range m {
+		out = append(out, f)
+	}
+	slices.SortFunc(out, func(a, b FDB) int { return strings.Compare(a.MAC, b.MAC) })
+	return out, nil
+}
+
+// ReplaceFDB implements Kernel.
+func (c *Cached) ReplaceFDB(f FDB) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Kernel.ReplaceFDB(f); err != nil {
+		return err
+	}
+	if m, ok := c.fdb[f.Dev]; ok {
+		m[f.MAC] = f
+	}
+	return nil
+}
+
+// DeleteFDB implements Kernel.
+func (c *Cached) DeleteFDB(f FDB) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.Kernel.DeleteFDB(f); err != nil {
+		return err
+	}
+	if cur, ok := c.fdb[f.Dev][f.MAC]; ok && cur.Dst == f.Dst {
+		delete(c.fdb[f.Dev], f.MAC)
+	}
+	return nil
+}
+
+// DeleteLink implements Kernel: the kernel removes the link's routes with
+// it without announcing them, so the mirror is dropped.
+func (c *Cached) DeleteLink(name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.Kernel.DeleteLink(name)
+	if c.hasLinkLocked(name) {
+		c.dropLocked()
+	}
+	return err
+}
+
+// DeleteAddr implements Kernel: the kernel removes the routes that use the
+// address as their source without announcing them, so the routes are read
+// again.
+func (c *Cached) DeleteAddr(a Addr) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	err := c.Kernel.DeleteAddr(a)
+	if c.routes != nil {
+		c.routes, c.sorted = nil, nil
+		c.drops.Add(1)
+	}
+	return err
+}
