@@ -16,7 +16,9 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 	"github.com/weftnet/weft/internal/lease/kubestore"
+	"github.com/weftnet/weft/internal/lockfile"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -74,51 +77,172 @@ func (k *kubeFlags) store(ctx context.Context, log *slog.Logger) (*kubestore.Sto
 		Prefix: k.prefix, ReadOnly: k.readOnly, Log: log})
 }
 
-func run(ctx context.Context, args []string, stderr io.Writer) error {
+// flags are weft-agent's command line, parsed and checked.
+type flags struct {
+	etcd                etcdflag.Flags
+	kube                kubeFlags
+	iface, subnetFile   string
+	publicIP            netip.Addr // invalid: not given
+	ipMasq, forward     bool
+	ttl, margin, resync time.Duration
+	healthzIP           string
+	healthzPort         int
+	logLevel            string
+	pprof               bool
+}
+
+// parseFlags parses args and checks every value, touching nothing: a
+// mistake is refused before anything is locked, leased or written.
+func parseFlags(args []string, stderr io.Writer) (*flags, error) {
+	var f flags
 	fs := cmdline.NewFlagSet("weft-agent", stderr)
-	var ef etcdflag.Flags
-	ef.Register(fs)
-	iface := fs.String("iface", "", "underlay interface (default: the one with --public-ip, else of the default route)")
-	publicIP := fs.String("public-ip", "", "this node's underlay address (default: the interface's)")
-	subnetFile := fs.String("subnet-file", subnetenv.DefaultPath, "where to write subnet.env")
-	ipMasq := fs.Bool("ip-masq", false, "masquerade traffic from pods to outside the cluster network")
-	iptablesForward := fs.Bool("iptables-forward-rules", true, "accept forwarded traffic from and to the cluster network, in weft's nftables table and, where the node has iptables, in iptables' FORWARD chain (chain WEFT-FWD), as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic; false removes both")
-	ttl := fs.Duration("subnet-lease-ttl", 24*time.Hour, "TTL of this node's lease")
-	margin := fs.Duration("subnet-lease-renew-margin", time.Hour, "renew the lease this long before it expires")
-	resync := fs.Duration("resync-interval", 30*time.Second, "full resync of the kernel with the leases at least this often")
-	healthzIP := fs.String("healthz-ip", "0.0.0.0", "address of the health server")
-	healthzPort := fs.Int("healthz-port", 0, "port of /healthz, /readyz and /metrics (0: off)")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	pprof := fs.Bool("pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
-	var kf kubeFlags
-	kf.register(fs)
+	f.etcd.Register(fs)
+	fs.StringVar(&f.iface, "iface", "", "underlay interface (default: the one with --public-ip, else of the default route)")
+	publicIP := fs.String("public-ip", "", "this node's underlay address, on one of its interfaces (default: the interface's)")
+	fs.StringVar(&f.subnetFile, "subnet-file", subnetenv.DefaultPath, "where to write subnet.env; SUBNET-FILE.lock beside it makes this the node's only agent for that file")
+	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to outside the cluster network")
+	fs.BoolVar(&f.forward, "iptables-forward-rules", true, "accept forwarded traffic from and to the cluster network, in weft's nftables table and, where the node has iptables, in iptables' FORWARD chain (chain WEFT-FWD), as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic; false removes both")
+	fs.DurationVar(&f.ttl, "subnet-lease-ttl", 24*time.Hour, "TTL of this node's lease (at least 1m)")
+	f.margin = time.Hour
+	fs.Var((*minutes)(&f.margin), "subnet-lease-renew-margin", "renew the lease this long before it expires, shorter than the TTL (a bare number is minutes, as flannel takes it)")
+	fs.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full resync of the kernel with the leases at least this often")
+	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server")
+	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of /healthz, /readyz and /metrics (0: off)")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
+	f.kube.register(fs)
 	if err := cmdline.Parse(fs, args); err != nil {
-		return err
+		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q: weft-agent takes only flags (run weft-agent -h)", fs.Args())
+		return nil, fmt.Errorf("unexpected arguments %q: weft-agent takes only flags (run weft-agent -h)", fs.Args())
 	}
-	log := cmdline.Logger(stderr, *logLevel)
+	if *publicIP != "" {
+		ip, err := netip.ParseAddr(*publicIP)
+		if err != nil || !ip.Is4() {
+			return nil, fmt.Errorf("--public-ip %q is not an IPv4 address", *publicIP)
+		}
+		f.publicIP = ip
+	}
+	return &f, f.check()
+}
+
+// check refuses values no agent can run with, naming the flag and what to
+// use instead. It is pure: the file system is checked by checkSubnetDir.
+func (f *flags) check() error {
+	var l slog.Level
+	switch {
+	case l.UnmarshalText([]byte(f.logLevel)) != nil:
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
+	case f.publicIP.IsValid() && !routable(f.publicIP):
+		return fmt.Errorf("--public-ip %s is not a unicast address peers can reach; use the node's underlay address", f.publicIP)
+	case f.healthzPort < 0 || f.healthzPort > 65535:
+		return fmt.Errorf("--healthz-port %d: use a port from 1 to 65535, or 0 for no health server", f.healthzPort)
+	case f.subnetFile == "":
+		return errors.New("--subnet-file is empty: name the file the CNI plugin reads (flannel's is " + subnetenv.DefaultPath + ")")
+	case f.ttl < time.Minute:
+		return fmt.Errorf("--subnet-lease-ttl %s: use at least 1m (the default is 24h)", f.ttl)
+	case f.margin <= 0 || f.margin >= f.ttl:
+		return fmt.Errorf("--subnet-lease-renew-margin %s: use a positive duration shorter than --subnet-lease-ttl %s", f.margin, f.ttl)
+	case f.resync < time.Second:
+		return fmt.Errorf("--resync-interval %s: use at least 1s (the default is 30s)", f.resync)
+	case f.kube.readOnly && !f.kube.enabled:
+		return errors.New("--kube-read-only is a Kubernetes mode option: add --kube-subnet-mgr, or drop it")
+	}
+	if _, err := netip.ParseAddr(f.healthzIP); err != nil {
+		return fmt.Errorf("--healthz-ip %q is not an IP address (0.0.0.0: every IPv4 address of the node)", f.healthzIP)
+	}
+	return nil
+}
+
+// routable reports whether ip can be a node's address for its peers: not
+// unspecified, loopback, multicast, link-local or the broadcast address
+// (private and documentation addresses are fine).
+func routable(ip netip.Addr) bool {
+	return ip.IsGlobalUnicast()
+}
+
+// minutes is a duration flag that also takes a bare number as minutes,
+// as flannel's --subnet-lease-renew-margin does.
+type minutes time.Duration
+
+func (m *minutes) String() string { return time.Duration(*m).String() }
+func (m *minutes) Set(s string) error {
+	if n, err := strconv.Atoi(s); err == nil {
+		*m = minutes(time.Duration(n) * time.Minute)
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return errors.New("not a duration (90m, 1h) or a number of minutes")
+	}
+	*m = minutes(d)
+	return nil
+}
+
+// checkSubnetDir checks that subnet.env can be written where asked: its
+// directory is made (0755, as flannel does) and a file is created in it
+// and removed, as writing subnet.env will.
+func checkSubnetDir(path string) error {
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return fmt.Errorf("--subnet-file %s is a directory; name a file", path)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("--subnet-file %s: make its directory: %w", path, err)
+	}
+	f, err := os.CreateTemp(dir, ".weft-agent-check-*")
+	if err != nil {
+		return fmt.Errorf("--subnet-file %s: its directory is not writable: %w", path, err)
+	}
+	f.Close()
+	return os.Remove(f.Name())
+}
+
+// lockNode makes this the node's only agent for subnetFile: a second one
+// would lease a second subnet for the node and fight over its devices.
+// The lock is released when the process ends, however it ends.
+func lockNode(subnetFile string) (*lockfile.File, error) {
+	l, err := lockfile.Acquire(subnetFile + ".lock")
+	var held *lockfile.HeldError
+	if errors.As(err, &held) {
+		pid := "PID unknown"
+		if held.PID > 0 {
+			pid = "PID " + strconv.Itoa(held.PID)
+		}
+		return nil, fmt.Errorf("another weft agent (%s) runs on this node with subnet file %s; stop it first", pid, subnetFile)
+	}
+	return l, err
+}
+
+func run(ctx context.Context, args []string, stderr io.Writer) error {
+	f, err := parseFlags(args, stderr)
+	if err != nil {
+		return err
+	}
+	if err := checkSubnetDir(f.subnetFile); err != nil {
+		return err
+	}
+	lock, err := lockNode(f.subnetFile)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
+	log := cmdline.Logger(stderr, f.logLevel)
 	// The agent's live heap is a few MiB; at Go's default GOGC=100 the heap
 	// grows to twice that before each collection. At 50 it stays smaller,
 	// for a little more collection work. GOGC in the environment wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	var pip netip.Addr
-	if *publicIP != "" {
-		var err error
-		if pip, err = netip.ParseAddr(*publicIP); err != nil || !pip.Is4() {
-			return fmt.Errorf("--public-ip %q is not an IPv4 address", *publicIP)
-		}
-	}
+	pip := f.publicIP
 	var store interface {
 		lease.Store
 		Close() error
 	}
-	if kf.enabled {
+	if kf := f.kube; kf.enabled {
 		log.Info("starting weft agent in Kubernetes mode", "version", version, "net-config-path", kf.netConfPath,
-			"read-only", kf.readOnly, "iface", *iface, "ip-masq", *ipMasq)
+			"read-only", kf.readOnly, "iface", f.iface, "ip-masq", f.ipMasq)
 		ks, err := kf.store(ctx, log)
 		if err != nil {
 			return err
@@ -131,8 +255,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		}
 		store = ks
 	} else {
+		ef := f.etcd
 		log.Info("starting weft agent", "version", version, "etcd-endpoints", ef.Endpoints, "etcd-prefix", ef.Prefix,
-			"etcd-username", ef.Username, "etcd-password-set", ef.Password != "", "iface", *iface, "ip-masq", *ipMasq)
+			"etcd-username", ef.Username, "etcd-password-set", ef.Password != "", "iface", f.iface, "ip-masq", f.ipMasq)
 		es, err := etcdstore.New(ef.Options(), log)
 		if err != nil {
 			return err
@@ -146,10 +271,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer plat.Close()
 	a := agent.New(agent.Options{
-		Store: store, Iface: *iface, PublicIP: pip, SubnetFile: *subnetFile, IPMasq: *ipMasq,
-		LeaseTTL: *ttl, RenewMargin: *margin, Resync: *resync,
-		HealthzAddr: agent.HealthzAddr(*healthzIP, *healthzPort), Pprof: *pprof, Log: log,
-		ReadOnly: kf.enabled && kf.readOnly, ForwardRules: *iptablesForward,
+		Store: store, Iface: f.iface, PublicIP: pip, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
+		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
+		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
+		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward,
 	}, plat)
 	return a.Run(ctx)
 }

@@ -5,11 +5,21 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/lockfile"
 )
 
 // TestNoHeavyDependencies guards what the node agent links: not the
@@ -69,21 +79,162 @@ func TestFlags(t *testing.T) {
 	}
 }
 
-// TestBadStartRefused: mistakes on the command line are refused before
-// any store is contacted.
+// TestBadStartRefused: every mistake on the command line is refused in one
+// line naming the flag, before anything is locked, leased or written: no
+// store is contacted (the endpoint answers nobody), the subnet file's
+// directory stays empty, and nothing else is printed (no usage).
 func TestBadStartRefused(t *testing.T) {
+	file := t.TempDir() + "/subnet.env"
+	notDir := t.TempDir() + "/file"
+	if err := os.WriteFile(notDir, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"agent", "--ip-masq"}, `unexpected arguments ["agent"]`},
+		{[]string{"agent", "--ip-masq"}, `unexpected arguments ["agent"]: weft-agent takes only flags (run weft-agent -h)`},
+		{[]string{"--no-such-flag"}, "flag provided but not defined: -no-such-flag (run weft-agent -h for the flags)"},
+		{[]string{"--healthz-port", "x"}, `invalid value "x" for flag -healthz-port: parse error (run weft-agent -h for the flags)`},
 		{[]string{"--public-ip", "2001:db8::1"}, `--public-ip "2001:db8::1" is not an IPv4 address`},
 		{[]string{"--public-ip", "node1"}, `--public-ip "node1" is not an IPv4 address`},
+		{[]string{"--public-ip", "0.0.0.0"}, "--public-ip 0.0.0.0 is not a unicast address peers can reach; use the node's underlay address"},
+		{[]string{"--public-ip", "127.0.0.1"}, "--public-ip 127.0.0.1 is not a unicast address peers can reach"},
+		{[]string{"--public-ip", "224.0.0.1"}, "--public-ip 224.0.0.1 is not a unicast address peers can reach"},
+		{[]string{"--public-ip", "255.255.255.255"}, "--public-ip 255.255.255.255 is not a unicast address peers can reach"},
+		{[]string{"--healthz-ip", "localhost", "--healthz-port", "9570"}, `--healthz-ip "localhost" is not an IP address (0.0.0.0: every IPv4 address of the node)`},
+		{[]string{"--healthz-ip", "192.0.2.300"}, `--healthz-ip "192.0.2.300" is not an IP address`},
+		{[]string{"--healthz-port", "65536"}, "--healthz-port 65536: use a port from 1 to 65535, or 0 for no health server"},
+		{[]string{"--healthz-port", "-1"}, "--healthz-port -1: use a port from 1 to 65535"},
+		{[]string{"--subnet-lease-ttl", "30s"}, "--subnet-lease-ttl 30s: use at least 1m (the default is 24h)"},
+		{[]string{"--subnet-lease-renew-margin", "24h"}, "--subnet-lease-renew-margin 24h0m0s: use a positive duration shorter than --subnet-lease-ttl 24h0m0s"},
+		{[]string{"--subnet-lease-renew-margin", "1440"}, "--subnet-lease-renew-margin 24h0m0s: use a positive duration shorter"}, // flannel's minutes
+		{[]string{"--subnet-lease-renew-margin", "0"}, "--subnet-lease-renew-margin 0s: use a positive duration"},
+		{[]string{"--subnet-lease-renew-margin", "soon"}, `invalid value "soon" for flag -subnet-lease-renew-margin: not a duration (90m, 1h) or a number of minutes`},
+		{[]string{"--resync-interval", "0s"}, "--resync-interval 0s: use at least 1s (the default is 30s)"},
+		{[]string{"--log-level", "loud"}, `--log-level "loud": use debug, info, warn or error`},
+		{[]string{"--kube-read-only"}, "--kube-read-only is a Kubernetes mode option: add --kube-subnet-mgr, or drop it"},
+		{[]string{"--subnet-file", ""}, "--subnet-file is empty"},
+		{[]string{"--subnet-file", t.TempDir()}, " is a directory; name a file"},
+		{[]string{"--subnet-file", notDir + "/subnet.env"}, "--subnet-file " + notDir + "/subnet.env: make its directory: "},
 	} {
 		var errb bytes.Buffer
-		err := run(context.Background(), append(tc.args, "--etcd-endpoints", "http://192.0.2.1:1"), &errb)
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%q: %v, want %s", tc.args, err, tc.want)
+		args := append([]string{"--etcd-endpoints", "http://192.0.2.1:1", "--subnet-file", file}, tc.args...)
+		err := run(context.Background(), args, &errb)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) && !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: %v\nwant %s", tc.args, err, tc.want)
+		} else if strings.Contains(err.Error(), "\n") {
+			t.Errorf("%q: the error is more than one line: %q", tc.args, err)
+		}
+		if errb.Len() > 0 {
+			t.Errorf("%q printed %q", tc.args, errb.String())
+		}
+		if ents, _ := os.ReadDir(filepath.Dir(file)); len(ents) > 0 {
+			t.Fatalf("%q left %v in the subnet file's directory", tc.args, ents)
 		}
 	}
+}
+
+// TestUnwritableSubnetDir: a subnet file whose directory the agent cannot
+// write is refused before anything is leased. Root writes to any directory
+// but not to /proc, where no one can create a file.
+func TestUnwritableSubnetDir(t *testing.T) {
+	dir := "/proc"
+	if os.Geteuid() != 0 {
+		dir = t.TempDir()
+		if err := os.Chmod(dir, 0o555); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Chmod(dir, 0o755) })
+	}
+	err := run(context.Background(), []string{"--etcd-endpoints", "http://192.0.2.1:1", "--subnet-file", dir + "/subnet.env"}, &bytes.Buffer{})
+	if err == nil || !strings.Contains(err.Error(), "--subnet-file "+dir+"/subnet.env: its directory is not writable") {
+		t.Errorf("unwritable directory: %v", err)
+	}
+}
+
+// TestFlannelFlagValues: flannel's forms are taken: the renew margin as
+// minutes, a missing subnet file directory made as flannel makes it.
+func TestFlannelFlagValues(t *testing.T) {
+	f, err := parseFlags([]string{"--subnet-lease-renew-margin", "90", "--healthz-ip", "::1", "--public-ip", "192.0.2.11"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.margin != 90*time.Minute || f.healthzIP != "::1" || f.publicIP != netip.MustParseAddr("192.0.2.11") {
+		t.Errorf("margin %s, healthz-ip %s, public-ip %s", f.margin, f.healthzIP, f.publicIP)
+	}
+	file := filepath.Join(t.TempDir(), "run", "flannel", "subnet.env")
+	if err := checkSubnetDir(file); err != nil {
+		t.Fatal(err)
+	}
+	ents, err := os.ReadDir(filepath.Dir(file))
+	if err != nil || len(ents) > 0 {
+		t.Errorf("the directory is not there, or the check left %v: %v", ents, err)
+	}
+}
+
+// TestSecondAgentRefused: while another agent holds the node's lock for a
+// subnet file, an agent for the same file refuses in one line naming the
+// holder's PID, before it contacts any store. Another open of the lock file
+// conflicts as another process would (flock is per open file description;
+// lockfile's tests use a second process).
+func TestSecondAgentRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	first, err := lockfile.Acquire(file + ".lock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Release()
+	err = run(context.Background(), []string{"--etcd-endpoints", "http://192.0.2.1:1", "--subnet-file", file}, &bytes.Buffer{})
+	want := fmt.Sprintf("another weft agent (PID %d) runs on this node with subnet file %s; stop it first", os.Getpid(), file)
+	if err == nil || err.Error() != want {
+		t.Errorf("second agent: %v\nwant %s", err, want)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("the second agent wrote %s: %v", file, err)
+	}
+}
+
+// TestLockHeldWhileRunning: the agent holds the node's lock from before it
+// touches the store until it returns. The store here is a Kubernetes API
+// server that holds the agent's first request (finding its node) until
+// the test has looked.
+func TestLockHeldWhileRunning(t *testing.T) {
+	arrived, answer := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		once.Do(func() { close(arrived) })
+		<-answer
+		http.Error(w, "no such pod", http.StatusNotFound)
+	}))
+	defer api.Close()
+	t.Setenv("NODE_NAME", "")
+	t.Setenv("POD_NAME", "weft-abcde")
+	t.Setenv("POD_NAMESPACE", "kube-flannel")
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	done := make(chan error, 1)
+	go func() {
+		done <- run(context.Background(), []string{"--kube-subnet-mgr", "--kube-api-url", api.URL, "--subnet-file", file}, &bytes.Buffer{})
+	}()
+	select {
+	case <-arrived:
+	case err := <-done:
+		t.Fatalf("run returned before asking the API server: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent never asked the API server")
+	}
+	_, err := lockfile.Acquire(file + ".lock")
+	var held *lockfile.HeldError
+	if !errors.As(err, &held) || held.PID != os.Getpid() {
+		t.Errorf("while the agent runs: %v, want the lock held by PID %d", err, os.Getpid())
+	}
+	close(answer)
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "find this node from pod kube-flannel/weft-abcde") {
+		t.Errorf("run: %v", err)
+	}
+	l, err := lockfile.Acquire(file + ".lock")
+	if err != nil {
+		t.Fatalf("after the agent returned: %v", err)
+	}
+	l.Release()
 }
