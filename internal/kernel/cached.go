@@ -136,6 +136,14 @@ func (c *Cached) Invalidate() {
 	c.dropLocked()
 }
 
+// Live reports whether a subscription is live, so that reads are answered
+// from the mirror.
+func (c *Cached) Live() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live
+}
+
 // Dumps returns how many tables Cached has read from the kernel: a route
 // dump, or one device's neighbour or FDB dump, each counts one.
 func (c *Cached) Dumps() uint64 { return c.dumps.Load() }
