@@ -23,7 +23,7 @@ func node(t *testing.T) (*kerneltest.Fake, kernel.Link) {
 	f := kerneltest.New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:0b", Up: true})
 	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("192.0.2.11/24")}))
-	f.AddRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name}) // proto boot
+	f.AddRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name})
 	f.Writes() // what was there before is not the test's
 	return f, eth0
 }
