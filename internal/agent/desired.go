@@ -37,12 +37,12 @@ type Desired struct {
 // Desire computes the desired state. It is pure: the same inputs give the
 // same state, and nothing is read from or written to the node.
 func Desire(in Inputs) Desired {
-	st := backend.NodeState{Network: in.Network, Own: in.Own}
+	st := backend.NodeState{Network: in.Network, Own: in.Own, Peers: make([]lease.Lease, 0, len(in.Leases))}
 	for _, l := range in.Leases {
 		// A lease with this node's own address is not a peer (an old
 		// lease of this node's, or a forgery): a node never routes to
 		// itself, least of all its own old subnet away from its bridge.
-		if l.Key() != in.Own.Key() && l.Attrs.PublicIP != in.Own.Attrs.PublicIP {
+		if !l.SameSubnets(in.Own) && l.Attrs.PublicIP != in.Own.Attrs.PublicIP {
 			st.Peers = append(st.Peers, l)
 		}
 	}

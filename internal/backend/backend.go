@@ -29,9 +29,9 @@ type NodeState struct {
 // lease but this node's own, with a subnet, whose BackendType is one of
 // types.
 func (s NodeState) PeersOf(types ...string) []lease.Lease {
-	var out []lease.Lease
+	out := make([]lease.Lease, 0, len(s.Peers))
 	for _, l := range s.Peers {
-		if l.Key() != s.Own.Key() && l.Subnet.IsValid() && slices.Contains(types, l.Attrs.BackendType) {
+		if !l.SameSubnets(s.Own) && l.Subnet.IsValid() && slices.Contains(types, l.Attrs.BackendType) {
 			out = append(out, l)
 		}
 	}

@@ -49,6 +49,12 @@ func (l Lease) Reservation() bool { return l.StoreID == 0 }
 // "10.244.3.0-24&fd00:10:244:3::-64".
 func (l Lease) Key() string { return Key(l.Subnet, l.IPv6Subnet) }
 
+// SameSubnets reports whether two leases have the same key, without
+// building it.
+func (l Lease) SameSubnets(o Lease) bool {
+	return l.Subnet == o.Subnet && l.IPv6Subnet == o.IPv6Subnet
+}
+
 // Key builds a lease name from its subnets, in flannel's layout.
 func Key(v4, v6 netip.Prefix) string {
 	s := "0.0.0.0-0"

@@ -225,13 +225,18 @@ func (s *Set) decide(entries []*entry) {
 
 // Leases returns the accepted leases, ordered by subnet.
 func (s *Set) Leases() []Lease {
-	out := make([]Lease, 0, len(s.recs))
+	ok := make([]*entry, 0, len(s.recs))
 	for _, e := range s.recs {
 		if e.reason == "" {
-			out = append(out, e.rec.Lease)
+			ok = append(ok, e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Lease) int { return a.Subnet.Addr().Compare(b.Subnet.Addr()) })
+	// Sorting pointers: a Lease is a few hundred bytes to swap.
+	slices.SortFunc(ok, func(a, b *entry) int { return a.rec.Lease.Subnet.Addr().Compare(b.rec.Lease.Subnet.Addr()) })
+	out := make([]Lease, len(ok))
+	for i, e := range ok {
+		out[i] = e.rec.Lease
+	}
 	return out
 }
 

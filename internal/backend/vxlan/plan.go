@@ -54,12 +54,17 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 		Scope: kernel.Scope{Network: st.Network, Own: st.Own.Subnet,
 			RouteDevs: []string{dev.Name, b.u.Name}, NeighDevs: []string{dev.Name}},
 	}
+	peers := st.PeersOf(Type)
 	p := &d.Entries
+	p.Routes = make([]kernel.Route, 0, len(peers))
+	p.Neighs = make([]kernel.Neigh, 0, len(peers))
+	p.FDB = make([]kernel.FDB, 0, len(peers))
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	prev := b.macs
-	b.macs = make(map[string]macResult, len(prev))
-	for _, peer := range st.PeersOf(Type) {
+	if b.macs == nil || len(b.macs) > 2*len(peers)+64 {
+		b.macs = make(map[string]macResult, len(peers)) // drop the values of departed leases
+	}
+	for _, peer := range peers {
 		if b.cfg.DirectRouting && b.u.IsOnLink(peer.Attrs.PublicIP) {
 			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: b.u.Name})
 			continue
@@ -71,10 +76,10 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 			// Decoding each peer's BackendData at every sync would cost
 			// more than the rest of the plan: the result is kept per value.
 			var ok bool
-			if m, ok = prev[string(peer.Attrs.BackendData)]; !ok {
+			if m, ok = b.macs[string(peer.Attrs.BackendData)]; !ok {
 				m.mac, m.err = peerMAC(peer)
+				b.macs[string(peer.Attrs.BackendData)] = m
 			}
-			b.macs[string(peer.Attrs.BackendData)] = m
 		}
 		mac, err := m.mac, m.err
 		if err != nil {
