@@ -172,6 +172,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if c, ok := be.(prometheus.Collector); ok { // the backend's own counters
 		a.m.reg.MustRegister(c)
 	}
+	if d, ok := a.p.(interface{ KernelDumps() uint64 }); ok {
+		a.m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "weft_kernel_dumps_total", Help: "Tables read whole from the kernel (a route dump, or one device's neighbour or FDB dump): at start, at each full resync, and when the kernel's change notifications could not be trusted.",
+		}, func() float64 { return float64(d.KernelDumps()) }))
+	}
 	var check func(lease.Lease) error
 	if c, ok := be.(backend.PeerChecker); ok {
 		check = c.CheckPeer

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -18,9 +19,10 @@ import (
 // Linux is the Platform of a Linux node: netlink and nftables in the
 // agent's own network namespace.
 type Linux struct {
-	h  *netlink.Handle
-	k  kernel.Kernel
-	fw *firewall.Firewall
+	h   *netlink.Handle
+	k   *kernel.Cached
+	fw  *firewall.Firewall
+	log *slog.Logger
 }
 
 var _ Platform = (*Linux)(nil)
@@ -39,7 +41,8 @@ func NewLinux(log *slog.Logger) (*Linux, error) {
 		h.Close()
 		return nil, err
 	}
-	return &Linux{h: h, k: kernel.NewNetlink(h), fw: fw}, nil
+	nl := kernel.NewNetlink(h)
+	return &Linux{h: h, k: kernel.NewCached(nl, nl), fw: fw, log: log}, nil
 }
 
 // Close releases the netlink handle and the firewall's descriptors; the
@@ -78,12 +81,27 @@ func (l *Linux) EnableForwarding() error {
 	return nil
 }
 
-// WatchKernel implements Platform. (Until the kernel cache lands, every
-// Apply reads the kernel, so there is nothing to watch.)
+// WatchKernel implements Platform: it keeps the kernel cache's netlink
+// subscription running (`ip monitor link route neigh`), subscribing again
+// a second after it fails; meanwhile every Apply reads the kernel.
 func (l *Linux) WatchKernel(ctx context.Context, changed func()) error {
-	<-ctx.Done()
-	return nil
+	for {
+		err := l.k.Run(ctx, changed)
+		if ctx.Err() != nil {
+			return nil
+		}
+		l.log.Warn("the kernel's change notifications stopped; subscribing again", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // Refresh implements Platform.
-func (l *Linux) Refresh() {}
+func (l *Linux) Refresh() { l.k.Invalidate() }
+
+// KernelDumps is how many tables the kernel cache has read from the
+// kernel (a route dump, or one device's neighbour or FDB dump).
+func (l *Linux) KernelDumps() uint64 { return l.k.Dumps() }
