@@ -2,6 +2,7 @@ package kubestore
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,7 +34,15 @@ func FuzzNodeLease(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		l, ok := s.nodeLease(stripped.(*corev1.Node))
+		l, ok, err := s.nodeLease(stripped.(*corev1.Node))
+		if err != nil {
+			if ok {
+				t.Errorf("accepted a node with error %v", err)
+			}
+			if len(publicIP) > 16 && strings.Contains(err.Error(), publicIP) {
+				t.Errorf("the error quotes the annotation: %v", err)
+			}
+		}
 		if !ok {
 			return
 		}

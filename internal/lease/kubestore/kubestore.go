@@ -6,6 +6,7 @@
 package kubestore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -68,6 +69,7 @@ type Store struct {
 	mu      sync.Mutex // guards the fields below
 	own     lease.Lease
 	ownHeld bool
+	watches map[*nodeQueue]struct{} // told when own changes
 }
 
 var _ lease.Store = (*Store)(nil)
@@ -99,7 +101,7 @@ func New(o Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", o.ConfigPath, err)
 	}
-	s := &Store{o: o, ann: ann, doc: doc, cfg: cfg, stop: make(chan struct{})}
+	s := &Store{o: o, ann: ann, doc: doc, cfg: cfg, stop: make(chan struct{}), watches: map[*nodeQueue]struct{}{}}
 	lw := cache.NewListWatchFromClient(o.Client.REST(kubeclient.Nodes), kubeclient.Nodes.Name, "", fields.Everything())
 	s.informer = cache.NewSharedIndexInformer(lw, &corev1.Node{}, o.Resync, cache.Indexers{})
 	if err := s.informer.SetTransform(s.strip); err != nil {
@@ -116,13 +118,14 @@ func (s *Store) Close() error {
 
 // strip keeps only what the store reads from a Node, so that a large
 // cluster costs little memory: name, version, this store's annotations,
-// pod CIDRs and the InternalIP.
+// pod CIDRs, the InternalIP and the creation time (a lease's age).
 func (s *Store) strip(obj any) (any, error) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return obj, nil // a DeletedFinalStateUnknown tombstone, kept as it is
 	}
-	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion}}
+	out := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: n.Name, UID: n.UID, ResourceVersion: n.ResourceVersion,
+		CreationTimestamp: n.CreationTimestamp}}
 	for k, v := range n.Annotations {
 		if strings.HasPrefix(k, s.o.Prefix+"/") {
 			if out.Annotations == nil {
@@ -145,7 +148,9 @@ func (s *Store) Config(context.Context) ([]byte, error) { return s.doc, nil }
 
 // Acquire implements lease.Store. The subnet is the node's podCIDR; the
 // agent never allocates in this mode. Unless read-only, it publishes
-// req.Attrs as annotations on the Node (status subresource).
+// req.Attrs as annotations on the Node (status subresource). With
+// req.Reclaim it does the same: publishing again is what puts back
+// annotations someone else changed.
 func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
 	n := &corev1.Node{}
 	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
@@ -181,9 +186,12 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			return lease.Lease{}, err
 		}
 	}
-	l := lease.Lease{Subnet: subnet, Attrs: attrs}
+	l := lease.Lease{Subnet: subnet, Attrs: attrs, Created: n.CreationTimestamp.UnixNano()}
 	s.mu.Lock()
 	s.own, s.ownHeld = l, true
+	for q := range s.watches {
+		q.push(nodeChange{name: s.o.NodeName, own: true})
+	}
 	s.mu.Unlock()
 	return l, nil
 }
@@ -294,8 +302,7 @@ func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 			}
 			continue
 		}
-		l, ok := s.nodeLease(n)
-		if ok {
+		if l, ok, _ := s.nodeLease(n); ok {
 			out = append(out, l)
 		}
 	}
@@ -303,38 +310,46 @@ func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 	return out, nil
 }
 
-// nodeLease turns a peer's Node into a lease; ok is false for nodes that
-// are not (yet) part of the network.
-func (s *Store) nodeLease(n *corev1.Node) (lease.Lease, bool) {
+// nodeLease turns a peer's Node into a lease. ok is false for nodes that
+// are not (yet) part of the network (no podCIDR; in full mode, not marked
+// as managed by weft or flannel), and for nodes that claim to be but do not
+// decode, for which err says why (it quotes no annotation in full: any
+// client that may write a Node's status may write anything there).
+func (s *Store) nodeLease(n *corev1.Node) (l lease.Lease, ok bool, err error) {
 	subnet, err := s.podCIDR(n)
-	if err != nil || !subnet.IsValid() {
-		return lease.Lease{}, false
+	if err != nil {
+		return l, false, err
+	}
+	if !subnet.IsValid() {
+		return l, false, nil
 	}
 	if net := s.cfg.IPv4.Network; !net.Contains(subnet.Addr()) || subnet.Bits() < net.Bits() {
-		return lease.Lease{}, false // never route outside the cluster network
+		// Never route outside the cluster network.
+		return l, false, fmt.Errorf("node %q: podCIDR %s is outside Network %s", n.Name, subnet, net)
 	}
-	var l lease.Lease
 	l.Subnet = subnet
+	l.Created = n.CreationTimestamp.UnixNano()
 	if s.o.ReadOnly {
 		ip := nodeAddress(n, s.ann.nodePublicIP)
 		if !ip.IsValid() {
-			return l, false
+			return l, false, nil
 		}
 		l.Attrs = lease.Attrs{PublicIP: ip, BackendType: s.cfg.Backend.Type}
-		return l, true
+		return l, true, nil
 	}
 	if n.Annotations[s.ann.managed] != "true" {
-		return l, false // not ours nor flannel's: ignored
+		return l, false, nil // not ours nor flannel's: ignored
 	}
-	ip, err := netip.ParseAddr(n.Annotations[s.ann.publicIP])
+	v := n.Annotations[s.ann.publicIP]
+	ip, err := netip.ParseAddr(v)
 	if err != nil || !ip.Is4() {
-		return l, false
+		return l, false, fmt.Errorf("node %q: annotation %s (%d bytes) is not an IPv4 address", n.Name, s.ann.publicIP, len(v))
 	}
 	l.Attrs = lease.Attrs{PublicIP: ip, BackendType: n.Annotations[s.ann.backendType]}
 	if d := strings.TrimSpace(n.Annotations[s.ann.backendData]); d != "" && d != "null" && json.Valid([]byte(d)) {
 		l.Attrs.BackendData = json.RawMessage(d)
 	}
-	return l, true
+	return l, true, nil
 }
 
 // nodeAddress is the node-public-ip annotation if set, else the node's
@@ -356,52 +371,180 @@ func nodeAddress(n *corev1.Node, annotation string) netip.Addr {
 	return netip.Addr{}
 }
 
-// Watch implements lease.Store: changed is called on every Node event and
-// once when the informer's cache is full.
+// Watch implements lease.Store. Each Node is a record keyed "node/NAME":
+// its lease as List makes it (this node's own lease as acquired, while its
+// Node exists), or the reason it does not decode. The first event is a
+// Reset with every node, sent once the informer's cache holds them all;
+// then one Event per node whose lease changes: added, changed, or Deleted
+// when the Node goes or stops being a lease. Updates that change no lease,
+// such as kubelet's heartbeats, send nothing. The informer itself lists
+// again and resumes after a broken watch, so there is no other Reset.
 func (s *Store) Watch(ctx context.Context, sink func(lease.Event)) error {
-	changed := func() { // transitional: every change relists (replaced by per-node events)
-		ls, err := s.List(ctx)
-		if err == nil {
-			sink(lease.Event{Reset: true, Cause: lease.CauseStart, Leases: lease.Records(ls)})
-		}
-	}
+	q := &nodeQueue{wake: make(chan struct{}, 1)}
+	s.mu.Lock()
+	s.watches[q] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.watches, q)
+		s.mu.Unlock()
+	}()
 	reg, err := s.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { changed() },
-		UpdateFunc: func(o, n any) { s.updated(o, n, changed) },
-		DeleteFunc: func(any) { changed() },
+		AddFunc: func(obj any) { q.pushNode(obj, false) },
+		UpdateFunc: func(_, obj any) {
+			q.pushNode(obj, false)
+		},
+		DeleteFunc: func(obj any) { q.pushNode(obj, true) },
 	})
 	if err != nil {
 		return fmt.Errorf("watch nodes: %w", err)
 	}
 	defer func() { _ = s.informer.RemoveEventHandler(reg) }()
-	if err := s.waitSynced(ctx); err != nil {
-		if ctx.Err() != nil {
-			return nil
+	s.run()
+
+	sent := map[string]lease.Record{} // by key: what the sink knows
+	invalid := map[string]bool{}      // keys sent with Err
+	ownExists := false
+	// apply turns a change into the record it leaves (ok false: none).
+	apply := func(c nodeChange) (lease.Record, bool) {
+		key := "node/" + c.name
+		if c.name == s.o.NodeName {
+			if !c.own {
+				ownExists = c.node != nil
+			}
+			s.mu.Lock()
+			own, held := s.own, s.ownHeld
+			s.mu.Unlock()
+			return lease.Record{Key: key, Lease: own}, held && ownExists
 		}
-		return err
+		if c.node == nil {
+			return lease.Record{Key: key}, false
+		}
+		l, ok, err := s.nodeLease(c.node)
+		if err != nil {
+			return lease.Record{Key: key, Err: err}, true
+		}
+		return lease.Record{Key: key, Lease: l}, ok
 	}
-	changed()
-	select {
-	case <-ctx.Done():
-	case <-s.stop:
+	// Until the cache is synced and this handler has had every node.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for !reg.HasSynced() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stop:
+			return nil
+		case <-tick.C:
+		}
 	}
-	return nil
+	tick.Stop()
+	for _, c := range q.take() {
+		if r, ok := apply(c); ok {
+			sent[r.Key] = r
+		} else {
+			delete(sent, r.Key)
+		}
+	}
+	reset := lease.Event{Reset: true, Cause: lease.CauseStart}
+	for _, r := range sent {
+		if r.Err != nil {
+			reset.Invalid = append(reset.Invalid, r)
+			invalid[r.Key] = true
+		} else {
+			reset.Leases = append(reset.Leases, r)
+		}
+	}
+	sort.Slice(reset.Leases, func(i, j int) bool { return reset.Leases[i].Key < reset.Leases[j].Key })
+	sort.Slice(reset.Invalid, func(i, j int) bool { return reset.Invalid[i].Key < reset.Invalid[j].Key })
+	sink(reset)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.stop:
+			return nil
+		case <-q.wake:
+		}
+		for _, c := range q.take() {
+			r, ok := apply(c)
+			old, had := sent[r.Key]
+			switch {
+			case ok && had && sameRecord(old, r):
+				// A heartbeat, or a change to something a lease does not hold.
+			case ok:
+				sent[r.Key] = r
+				sink(lease.Event{Record: r})
+			case had:
+				delete(sent, r.Key)
+				sink(lease.Event{Record: lease.Record{Key: r.Key}, Deleted: true})
+			}
+		}
+	}
 }
 
-// updated signals only updates that change a lease; nodes are updated
-// every few seconds by kubelet heartbeats that change nothing of ours.
-func (s *Store) updated(o, n any, changed func()) {
-	on, ok1 := o.(*corev1.Node)
-	nn, ok2 := n.(*corev1.Node)
-	if ok1 && ok2 {
-		ol, oOK := s.nodeLease(on)
-		nl, nOK := s.nodeLease(nn)
-		if oOK == nOK && ol.Subnet == nl.Subnet && ol.Attrs.PublicIP == nl.Attrs.PublicIP &&
-			ol.Attrs.BackendType == nl.Attrs.BackendType && string(ol.Attrs.BackendData) == string(nl.Attrs.BackendData) {
-			return
-		}
+// nodeChange is one informer notification, or this node's lease changing.
+type nodeChange struct {
+	name string
+	node *corev1.Node // nil: the Node is gone
+	own  bool         // Acquire changed this node's lease
+}
+
+// nodeQueue passes changes from the informer's handler to the watching
+// goroutine, so the handler never waits on the sink.
+type nodeQueue struct {
+	mu      sync.Mutex // guards changes
+	changes []nodeChange
+	wake    chan struct{} // 1-slot: something was queued
+}
+
+func (q *nodeQueue) push(c nodeChange) {
+	q.mu.Lock()
+	q.changes = append(q.changes, c)
+	q.mu.Unlock()
+	select {
+	case q.wake <- struct{}{}:
+	default:
 	}
-	changed()
+}
+
+// pushNode queues a Node from the informer; gone says it was deleted.
+func (q *nodeQueue) pushNode(obj any, gone bool) {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	n, ok := obj.(*corev1.Node)
+	if !ok {
+		return
+	}
+	c := nodeChange{name: n.Name, node: n}
+	if gone {
+		c.node = nil
+	}
+	q.push(c)
+}
+
+func (q *nodeQueue) take() []nodeChange {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	c := q.changes
+	q.changes = nil
+	return c
+}
+
+// sameRecord reports whether two records say the same.
+func sameRecord(a, b lease.Record) bool {
+	if (a.Err == nil) != (b.Err == nil) {
+		return false
+	}
+	if a.Err != nil {
+		return a.Err.Error() == b.Err.Error()
+	}
+	x, y := a.Lease, b.Lease
+	return x.Subnet == y.Subnet && x.IPv6Subnet == y.IPv6Subnet && x.Created == y.Created && x.StoreID == y.StoreID &&
+		x.Expiration.Equal(y.Expiration) && x.Attrs.PublicIP == y.Attrs.PublicIP && x.Attrs.PublicIPv6 == y.Attrs.PublicIPv6 &&
+		x.Attrs.BackendType == y.Attrs.BackendType && bytes.Equal(x.Attrs.BackendData, y.Attrs.BackendData) &&
+		bytes.Equal(x.Attrs.BackendV6Data, y.Attrs.BackendV6Data)
 }
 
 // MarkReady sets the node condition NetworkUnavailable=False, as flannel

@@ -368,3 +368,147 @@ func writeTemp(t *testing.T, s string) string {
 	}
 	return p
 }
+
+// annotate writes flannel's annotations on a node, as an agent would.
+func annotate(t *testing.T, c kubernetes.Interface, node string, ann map[string]string) {
+	t.Helper()
+	patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+	if _, err := c.CoreV1().Nodes().Patch(context.Background(), node, types.MergePatchType, patch, metav1.PatchOptions{}, "status"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func flannelAnnotations(ip string) map[string]string {
+	return map[string]string{
+		"flannel.alpha.coreos.com/kube-subnet-manager": "true", "flannel.alpha.coreos.com/backend-type": "vxlan",
+		"flannel.alpha.coreos.com/backend-data": `{"VNI":1,"VtepMAC":"0e:00:00:00:00:01"}`, "flannel.alpha.coreos.com/public-ip": ip}
+}
+
+// TestWatchEvents: the watch sends a Reset with every node that is a lease
+// once the cache is full, then one event per node whose lease changes,
+// nothing for a heartbeat, Deleted when a node goes or stops being a lease,
+// and a record with Err for a node whose annotations do not decode.
+// Created is the Node's creation time.
+func TestWatchEvents(t *testing.T) {
+	srv := kubeapitest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	conf := confFile(t)
+	addNode(t, srv.Admin, "n1", "10.244.1.0/24", "192.0.2.11")
+	annotate(t, srv.Admin, "n1", flannelAnnotations("192.0.2.11"))
+	time.Sleep(1100 * time.Millisecond) // creation times have one-second resolution
+	addNode(t, srv.Admin, "n2", "10.244.2.0/24", "192.0.2.12")
+	annotate(t, srv.Admin, "n2", flannelAnnotations("192.0.2.12"))
+	addNode(t, srv.Admin, "plain", "10.244.3.0/24", "192.0.2.13") // no annotations: not a lease
+	addNode(t, srv.Admin, "me", "10.244.4.0/24", "192.0.2.14")
+
+	s := newStore(t, srv.Client, "me", conf, false)
+	own, err := s.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.14", "0e:00:00:00:00:14")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan lease.Event, 64)
+	wctx, wcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = s.Watch(wctx, func(e lease.Event) { events <- e })
+	}()
+	t.Cleanup(func() { wcancel(); <-done })
+	next := func(what string) lease.Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no watch event after %s", what)
+		}
+		return lease.Event{}
+	}
+	none := func(what string) {
+		t.Helper()
+		select {
+		case e := <-events:
+			t.Fatalf("event %+v after %s, want none", e, what)
+		case <-time.After(time.Second):
+		}
+	}
+
+	e := next("start")
+	if !e.Reset || e.Cause != lease.CauseStart || len(e.Invalid) != 0 {
+		t.Fatalf("first event %+v, want a Reset", e)
+	}
+	byKey := map[string]lease.Lease{}
+	for _, r := range e.Leases {
+		byKey[r.Key] = r.Lease
+	}
+	if len(byKey) != 3 || byKey["node/me"].Attrs.PublicIP != own.Attrs.PublicIP || byKey["node/n1"].Subnet != netip.MustParsePrefix("10.244.1.0/24") ||
+		byKey["node/n2"].Attrs.PublicIP != netip.MustParseAddr("192.0.2.12") {
+		t.Fatalf("Reset holds %+v, want node/me, node/n1, node/n2", e.Leases)
+	}
+	n1, err := srv.Admin.CoreV1().Nodes().Get(ctx, "n1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := byKey["node/n1"].Created; c != n1.CreationTimestamp.UnixNano() || c >= byKey["node/n2"].Created {
+		t.Errorf("Created: n1 %d (created %v), n2 %d; want n1's creation time, older than n2", c, n1.CreationTimestamp, byKey["node/n2"].Created)
+	}
+	if byKey["node/me"].Created != own.Created || own.Created == 0 {
+		t.Errorf("own Created %d in the Reset, %d from Acquire", byKey["node/me"].Created, own.Created)
+	}
+
+	// A kubelet heartbeat changes no lease.
+	hb, _ := json.Marshal(map[string]any{"status": map[string]any{"conditions": []corev1.NodeCondition{{
+		Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady", LastHeartbeatTime: metav1.Now()}}}})
+	for _, n := range []string{"n1", "me", "plain"} {
+		if _, err := srv.Admin.CoreV1().Nodes().PatchStatus(ctx, n, hb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	none("heartbeats")
+
+	annotate(t, srv.Admin, "n1", map[string]string{"flannel.alpha.coreos.com/public-ip": "192.0.2.21"})
+	if e := next("n1's public-ip changed"); e.Reset || e.Deleted || e.Record.Key != "node/n1" ||
+		e.Record.Lease.Attrs.PublicIP != netip.MustParseAddr("192.0.2.21") || e.Record.Lease.Created != byKey["node/n1"].Created {
+		t.Fatalf("event %+v, want node/n1 at 192.0.2.21 with its Created", e)
+	}
+	annotate(t, srv.Admin, "n2", map[string]string{"flannel.alpha.coreos.com/kube-subnet-manager": "false"})
+	if e := next("n2 stopped being a lease"); !e.Deleted || e.Record.Key != "node/n2" {
+		t.Fatalf("event %+v, want node/n2 deleted", e)
+	}
+	annotate(t, srv.Admin, "plain", flannelAnnotations("not-an-address"))
+	if e := next("a node with a bad public-ip"); e.Record.Key != "node/plain" || e.Record.Err == nil {
+		t.Fatalf("event %+v, want node/plain with Err", e)
+	}
+	annotate(t, srv.Admin, "plain", flannelAnnotations("192.0.2.13"))
+	if e := next("the bad public-ip fixed"); e.Record.Key != "node/plain" || e.Record.Err != nil || e.Record.Lease.Attrs.PublicIP != netip.MustParseAddr("192.0.2.13") {
+		t.Fatalf("event %+v, want node/plain at 192.0.2.13", e)
+	}
+	if err := srv.Admin.CoreV1().Nodes().Delete(ctx, "n1", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if e := next("n1 deleted"); !e.Deleted || e.Record.Key != "node/n1" {
+		t.Fatalf("event %+v, want node/n1 deleted", e)
+	}
+
+	// Someone overwrites this node's annotations; Reclaim publishes them
+	// again. The watch reports this node's lease as acquired, throughout.
+	annotate(t, srv.Admin, "me", map[string]string{"flannel.alpha.coreos.com/public-ip": "192.0.2.66"})
+	none("this node's annotations overwritten")
+	r, err := s.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.14", "0e:00:00:00:00:14"), Prefer: []netip.Prefix{own.Subnet}, Reclaim: true})
+	if err != nil || r.Subnet != own.Subnet || r.Attrs.PublicIP != own.Attrs.PublicIP {
+		t.Fatalf("reclaim: %+v, %v", r, err)
+	}
+	me, err := srv.Admin.CoreV1().Nodes().Get(ctx, "me", metav1.GetOptions{})
+	if err != nil || me.Annotations["flannel.alpha.coreos.com/public-ip"] != "192.0.2.14" {
+		t.Fatalf("after reclaim the node's public-ip is %q (%v), want 192.0.2.14", me.Annotations["flannel.alpha.coreos.com/public-ip"], err)
+	}
+	none("reclaim of an unchanged lease")
+	// A new lease of this node's (another MAC) is sent.
+	if _, err := s.Acquire(ctx, lease.Request{Attrs: vxlanAttrs("192.0.2.14", "0e:00:00:00:00:99")}); err != nil {
+		t.Fatal(err)
+	}
+	if e := next("this node's lease changed"); e.Record.Key != "node/me" || !strings.Contains(string(e.Record.Lease.Attrs.BackendData), "0e:00:00:00:00:99") {
+		t.Fatalf("event %+v, want node/me with the new MAC", e)
+	}
+}
