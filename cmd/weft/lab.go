@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +17,8 @@ import (
 	"github.com/weftnet/weft/internal/backend/vxlan"
 	"github.com/weftnet/weft/internal/lab"
 	"github.com/weftnet/weft/internal/lab/bench"
+	"github.com/weftnet/weft/internal/lab/leasebench"
+	"github.com/weftnet/weft/internal/lab/process"
 )
 
 const labUsage = `weft lab — a real multi-node weft cluster in network namespaces
@@ -30,6 +34,8 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
+  weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
+              [--agent PATH] [--flanneld PATH]   lease events: weft-agent beside flanneld
   weft lab down [--name NAME]
 `
 
@@ -41,6 +47,7 @@ type labCommand func(fs *flag.FlagSet, name *string) func(ctx context.Context, p
 var labCommands = map[string]labCommand{
 	"up": labUp, "down": labDown, "status": labStatus, "check": labCheck, "exec": labExec,
 	"ping": labPing, "agent": labAgent, "node": labNode, "bench": labBench,
+	"bench-leases": labBenchLeases,
 }
 
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -195,5 +202,51 @@ func labBench(fs *flag.FlagSet, name *string) func(context.Context, []string, []
 			n = "bench" // leave a lab under the default name alone
 		}
 		return lab.Bench(ctx, n, lab.BenchOptions{Modes: strings.Split(modes, ","), Seconds: *secs, Rounds: *rounds}, stdout)
+	}
+}
+
+func labBenchLeases(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	var o leasebench.Options
+	counts := fs.String("leases", "1000,5000", "lease counts to measure at, comma-separated")
+	fs.IntVar(&o.Events, "events", 50, "single adds, and as many deletes, at each count")
+	fs.DurationVar(&o.Gap, "gap", 200*time.Millisecond, "pause after every node saw a single add or delete")
+	fs.DurationVar(&o.Idle, "idle", time.Minute, "how long idle CPU is measured at each count")
+	fs.StringVar(&o.Agent, "agent", "", "the weft-agent binary to measure (default: beside weft)")
+	fs.StringVar(&o.Flanneld, "flanneld", "", "the reference flanneld (default: beside weft)")
+	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
+		o.Name = *name
+		if o.Name == "weft" {
+			o.Name = "lbench" // leave a lab under the default name alone
+		}
+		for _, c := range strings.Split(*counts, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(c))
+			if err != nil {
+				return fmt.Errorf("--leases %q: give counts such as 1000,5000", *counts)
+			}
+			o.Counts = append(o.Counts, n)
+		}
+		weft, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		o.Weft = weft
+		if o.Agent == "" {
+			if o.Agent, err = process.Beside(weft, process.AgentBinary); err != nil {
+				return err
+			}
+		}
+		if o.Flanneld == "" {
+			o.Flanneld = filepath.Join(filepath.Dir(weft), "flanneld")
+		}
+		for _, p := range []*string{&o.Agent, &o.Flanneld} {
+			if *p, err = filepath.Abs(*p); err != nil {
+				return err
+			}
+			if _, err := os.Stat(*p); err != nil {
+				return fmt.Errorf("no %s: build weft-agent with 'go build -o bin/ ./cmd/...' and the reference flanneld with '(cd tools/flannel && go build -o ../../bin/flanneld github.com/flannel-io/flannel)', or give --agent and --flanneld", *p)
+			}
+		}
+		o.Command = strings.Join(os.Args, " ")
+		return leasebench.Run(ctx, o, stdout)
 	}
 }
