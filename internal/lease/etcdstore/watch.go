@@ -3,6 +3,7 @@ package etcdstore
 import (
 	"context"
 	"errors"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -121,8 +122,8 @@ func (s *Store) follow(ctx context.Context, rev int64, sink func(lease.Event)) s
 			for _, ev := range resp.Events {
 				last = ev.Kv.ModRevision
 				if ev.Type == clientv3.EventTypeDelete {
-					r := s.decode(ev.Kv.Key, nil, 0, 0)
-					sink(lease.Event{Record: lease.Record{Key: r.Key}, Deleted: true})
+					key := strings.TrimPrefix(string(ev.Kv.Key), s.subnetsKey())
+					sink(lease.Event{Record: lease.Record{Key: key}, Deleted: true})
 					continue
 				}
 				sink(lease.Event{Record: s.decode(ev.Kv.Key, ev.Kv.Value, ev.Kv.Lease, ev.Kv.CreateRevision)})

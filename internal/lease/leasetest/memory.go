@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -259,6 +261,9 @@ func (m *Memory) Watch(ctx context.Context, sink func(lease.Event)) error {
 	}
 	m.watches[w] = struct{}{}
 	m.mu.Unlock()
+	byKey := func(a, b lease.Record) int { return strings.Compare(a.Key, b.Key) }
+	slices.SortFunc(reset.Leases, byKey)
+	slices.SortFunc(reset.Invalid, byKey)
 	defer func() {
 		m.mu.Lock()
 		delete(m.watches, w)
