@@ -33,5 +33,11 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	// skel checks that CNI_NETNS is not the plugin's own namespace only
+	// after ADD or DEL has run: an ADD there has already printed its result
+	// and made its veth, and a DEL there can never succeed. weft-cni checks
+	// it itself, before touching anything (cni.Add), so skel's late check
+	// is turned off, as a runtime would with CNI_NETNS_OVERRIDE.
+	os.Setenv("CNI_NETNS_OVERRIDE", "1")
 	skel.PluginMainFuncs(cni.Funcs, version.All, "weft-cni: connects pods to the node bridge with addresses from the weft subnet")
 }

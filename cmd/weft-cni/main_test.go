@@ -4,13 +4,18 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+
+	"github.com/weftnet/weft/internal/cni"
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/netns/netnstest"
 )
@@ -233,5 +238,174 @@ func TestGC(t *testing.T) {
 	}
 	if _, err := p.call("CHECK", "gone", b, ""); err == nil || !strings.Contains(err.Error(), "no address allocated") {
 		t.Errorf("GC kept the allocation of a removed attachment: %v", err)
+	}
+}
+
+// handle opens netlink in a namespace the test created.
+func handle(t *testing.T, ns string) *netlink.Handle {
+	t.Helper()
+	h, err := netns.Handle(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+// links names the links of a namespace, with their IPv4 addresses.
+func links(t *testing.T, h *netlink.Handle) []string {
+	t.Helper()
+	ls, err := h.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range ls {
+		s := l.Attrs().Name
+		addrs, err := h.AddrList(l, netlink.FAMILY_V4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			s += " " + a.IPNet.String()
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// allocated reports the address IPAM holds for container id, if any.
+func allocated(t *testing.T, env, id string) string {
+	t.Helper()
+	st, err := cni.OpenStore(filepath.Join(filepath.Dir(env), "ipam", "weft"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ip, ok, err := st.Lookup(cni.Attachment{ContainerID: id, IfName: "eth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		return ""
+	}
+	return ip.String()
+}
+
+// TestBadInputTouchesNothing: ADD checks its inputs before it touches
+// anything. On a fresh node (no bridge yet) whose own interface is eth0,
+// each bad CNI_NETNS (code 8), and an interface name the pod already has
+// (code 4), is one CNI error document and a non-zero exit; the node keeps
+// exactly its interfaces (no bridge, no veth, eth0 with its address), no
+// address is allocated, and DEL afterwards succeeds and leaves the node's
+// eth0 and the pod's alone (DEL names an interface eth0 too).
+func TestBadInputTouchesNothing(t *testing.T) {
+	p, env := setup(t)
+	node := handle(t, p.node)
+	eth0 := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0-peer"}
+	if err := node.LinkAdd(eth0); err != nil {
+		t.Fatal(err)
+	}
+	if err := node.AddrAdd(eth0, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("192.0.2.5"), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	before := links(t, node)
+	notNS := filepath.Join(t.TempDir(), "not-a-namespace")
+	if err := os.WriteFile(notNS, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	busy := netnstest.New(t) // a pod that has an eth0 already
+	if err := handle(t, busy).LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "eth0"}, PeerName: "eth0-peer"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, netns string
+		code        float64
+		want        string
+	}{
+		{"missing", "/run/netns/wt-does-not-exist", 8, "CNI_NETNS /run/netns/wt-does-not-exist: "},
+		{"not a namespace", notNS, 8, "CNI_NETNS " + notNS + " is not a network namespace"},
+		{"the plugin's own", netns.Path(p.node), 8, "CNI_NETNS " + netns.Path(p.node) + " is the plugin's own network namespace"},
+		{"interface taken", netns.Path(busy), 4, "CNI_IFNAME eth0 already exists in CNI_NETNS " + netns.Path(busy)},
+	} {
+		res, err := p.call("ADD", "bad", tc.netns, "")
+		if err == nil || res["code"] != tc.code || !strings.Contains(fmt.Sprint(res["msg"]), tc.want) {
+			t.Errorf("%s: ADD gave %v (%v); want one error document, code %v, %q", tc.name, res, err, tc.code, tc.want)
+		}
+		if got := links(t, node); !slices.Equal(got, before) {
+			t.Errorf("%s: the node's links are %q after ADD, want %q", tc.name, got, before)
+		}
+		if ip := allocated(t, env, "bad"); ip != "" {
+			t.Errorf("%s: %s is allocated after ADD", tc.name, ip)
+		}
+		if _, err := p.call("DEL", "bad", tc.netns, ""); err != nil {
+			t.Errorf("%s: DEL after the failed ADD: %v", tc.name, err)
+		}
+		if got := links(t, node); !slices.Equal(got, before) {
+			t.Errorf("%s: the node's links are %q after DEL, want %q", tc.name, got, before)
+		}
+	}
+	if _, err := handle(t, busy).LinkByName("eth0"); err != nil {
+		t.Errorf("the pod's own eth0 is gone: %v", err)
+	}
+}
+
+// TestFailedAddLeavesNothing: an ADD that fails after it has made the
+// bridge, the veth pair and the pod's address (here the pod already has a
+// default route, so adding weft's fails) undoes all of it: no bridge on
+// the fresh node, no veth, no address in the pod, no allocation. DEL then
+// succeeds, and ADD succeeds once the pod is fixed.
+func TestFailedAddLeavesNothing(t *testing.T) {
+	p, env := setup(t)
+	node := handle(t, p.node)
+	before := links(t, node)
+	podNS := netnstest.New(t)
+	pod := handle(t, podNS)
+	dummy := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "dummy0"}, PeerName: "dummy0-peer"}
+	if err := pod.LinkAdd(dummy); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := pod.LinkByName("dummy0-peer"); err != nil || pod.LinkSetUp(l) != nil {
+		t.Fatalf("dummy0-peer: %v", err)
+	}
+	if err := pod.AddrAdd(dummy, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("203.0.113.2"), Mask: net.CIDRMask(24, 32)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := pod.LinkSetUp(dummy); err != nil {
+		t.Fatal(err)
+	}
+	l, err := pod.LinkByName("dummy0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := &netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("203.0.113.1")}
+	if err := pod.RouteAdd(def); err != nil { // `ip route add default via 203.0.113.1 dev dummy0`
+		t.Fatal(err)
+	}
+	podBefore := links(t, pod)
+	res, err := p.call("ADD", "c1", netns.Path(podNS), "")
+	if err == nil || !strings.Contains(fmt.Sprint(res["msg"]), "add default route via 10.244.5.1") {
+		t.Fatalf("ADD into a pod with a default route: %v (%v); want it to fail adding the route", res, err)
+	}
+	if got := links(t, node); !slices.Equal(got, before) {
+		t.Errorf("the node's links are %q after the failed ADD, want %q (no bridge, no veth)", got, before)
+	}
+	if got := links(t, pod); !slices.Equal(got, podBefore) {
+		t.Errorf("the pod's links are %q after the failed ADD, want %q", got, podBefore)
+	}
+	if ip := allocated(t, env, "c1"); ip != "" {
+		t.Errorf("%s is still allocated after the failed ADD", ip)
+	}
+	if _, err := p.call("DEL", "c1", netns.Path(podNS), ""); err != nil {
+		t.Errorf("DEL after the failed ADD: %v", err)
+	}
+	if err := pod.RouteDel(def); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.call("ADD", "c1", netns.Path(podNS), ""); err != nil {
+		t.Errorf("ADD once the pod is fixed: %v", err)
+	}
+	if _, err := node.LinkByName("cni0"); err != nil {
+		t.Errorf("no bridge after a successful ADD: %v", err)
 	}
 }

@@ -36,13 +36,26 @@ func OpenStore(dir string) (*Store, error) {
 
 // lock takes the store's exclusive lock; the returned func releases it.
 func (s *Store) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	return lockFile(filepath.Join(s.dir, "lock"))
+}
+
+// lockFile takes an exclusive flock on path (created 0600), waiting for
+// other plugin processes to release it; the returned func releases it.
+// Same as `flock path`.
+func lockFile(path string) (func(), error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("ipam: open lock: %w", err)
+		return nil, fmt.Errorf("open lock %s: %w", path, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("ipam: lock %s: %w", s.dir, err)
+		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
 }

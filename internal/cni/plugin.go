@@ -77,8 +77,17 @@ func (c *NetConf) node() (node, error) {
 		return node{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("weft-cni: %s has no FLANNEL_SUBNET", c.SubnetFile), "")
 	}
 	n := node{subnet: env.Subnet.Masked(), gw: env.Subnet.Addr(), mtu: env.MTU}
+	if !n.subnet.Addr().Is4() || n.subnet.Bits() > 30 {
+		// Network, gateway and broadcast leave no pod address in a /31.
+		return node{}, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("weft-cni: %s: FLANNEL_SUBNET %s has no room for pods: weft-cni needs an IPv4 subnet of /30 or larger", c.SubnetFile, env.Subnet), "")
+	}
 	if n.mtu <= 0 {
 		n.mtu = 1500
+	}
+	if n.mtu < 68 || n.mtu > 65535 {
+		return node{}, types.NewError(types.ErrInvalidNetworkConfig,
+			fmt.Sprintf("weft-cni: %s: FLANNEL_MTU %d is not an IPv4 MTU (68 to 65535)", c.SubnetFile, n.mtu), "")
 	}
 	return n, nil
 }

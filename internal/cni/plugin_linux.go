@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	vns "github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netconv"
 )
@@ -23,29 +25,39 @@ var Funcs = skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status, GC: 
 
 // ensureBridge creates or repairs the node bridge in the current (host)
 // namespace: `ip link add cni0 type bridge; ip addr replace GW/LEN dev cni0;
-// ip link set cni0 up`.
-func ensureBridge(name string, n node) (netlink.Link, error) {
-	br, err := netlink.LinkByName(name)
+// ip link set cni0 up`. It reports whether it created the bridge; if so and
+// it fails, it deletes the bridge again. The caller holds the bridge lock.
+func ensureBridge(name string, n node) (br netlink.Link, created bool, err error) {
+	br, err = netlink.LinkByName(name)
 	if err != nil {
 		if !errors.As(err, new(netlink.LinkNotFoundError)) {
-			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+			return nil, false, fmt.Errorf("look up bridge %s: %w", name, err)
 		}
 		la := netlink.NewLinkAttrs()
 		la.Name, la.MTU = name, n.mtu
-		if err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); err != nil && !os.IsExist(err) {
-			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		switch err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); {
+		case os.IsExist(err): // made by someone else meanwhile
+		case err != nil:
+			return nil, false, fmt.Errorf("create bridge %s: %w", name, err)
+		default:
+			created = true
+			defer func() {
+				if err != nil {
+					_ = netlink.LinkDel(&netlink.Bridge{LinkAttrs: la}) // `ip link del cni0`
+				}
+			}()
 		}
 		if br, err = netlink.LinkByName(name); err != nil {
-			return nil, fmt.Errorf("look up bridge %s: %w", name, err)
+			return nil, created, fmt.Errorf("look up bridge %s: %w", name, err)
 		}
 	}
 	if _, ok := br.(*netlink.Bridge); !ok {
-		return nil, fmt.Errorf("%s exists and is not a bridge (%s)", name, br.Type())
+		return nil, false, fmt.Errorf("%s exists and is not a bridge (%s)", name, br.Type())
 	}
 	want := netip.PrefixFrom(n.gw, n.subnet.Bits())
 	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
 	if err != nil {
-		return nil, fmt.Errorf("list addresses of %s: %w", name, err)
+		return nil, created, fmt.Errorf("list addresses of %s: %w", name, err)
 	}
 	has := false
 	for _, a := range addrs {
@@ -55,18 +67,18 @@ func ensureBridge(name string, n node) (netlink.Link, error) {
 		}
 		// The node's subnet changed: the old address must go.
 		if err := netlink.AddrDel(br, &a); err != nil {
-			return nil, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, name, err)
+			return nil, created, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, name, err)
 		}
 	}
 	if !has {
 		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: netconv.IPNet(want)}); err != nil && !os.IsExist(err) {
-			return nil, fmt.Errorf("add %s to %s: %w", want, name, err)
+			return nil, created, fmt.Errorf("add %s to %s: %w", want, name, err)
 		}
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
-		return nil, fmt.Errorf("set %s up: %w", name, err)
+		return nil, created, fmt.Errorf("set %s up: %w", name, err)
 	}
-	return br, nil
+	return br, created, nil
 }
 
 // hostVethName derives the host-side name from the attachment, so that a
@@ -76,11 +88,47 @@ func hostVethName(att Attachment) string {
 	return "veth" + hex.EncodeToString(sum[:4])
 }
 
-// podHandle opens a netlink handle inside the pod's namespace.
-func podHandle(path string) (*netlink.Handle, vns.NsHandle, error) {
+// podNetns opens CNI_NETNS after checking that it is a network namespace
+// and not the plugin's own (the node's): an interface for a pod put there
+// would land among the node's own, and DEL would delete the node's.
+func podNetns(path string) (vns.NsHandle, error) {
+	bad := func(format string, a ...any) (vns.NsHandle, error) {
+		return -1, types.NewError(types.ErrInvalidNetNS, "weft-cni: "+fmt.Sprintf(format, a...), "")
+	}
+	if path == "" {
+		return -1, types.NewError(types.ErrInvalidEnvironmentVariables, "weft-cni: CNI_NETNS is not set", "")
+	}
 	fd, err := vns.GetFromPath(path)
 	if err != nil {
-		return nil, fd, types.NewError(types.ErrInvalidEnvironmentVariables, fmt.Sprintf("weft-cni: open netns %q: %v", path, err), "")
+		return bad("CNI_NETNS %s: %v", path, err)
+	}
+	// `lsns`' test: the descriptor is a namespace, and of the network kind.
+	if t, err := unix.IoctlRetInt(int(fd), unix.NS_GET_NSTYPE); err != nil || t != unix.CLONE_NEWNET {
+		fd.Close()
+		return bad("CNI_NETNS %s is not a network namespace", path)
+	}
+	var pod, own unix.Stat_t
+	if err := unix.Fstat(int(fd), &pod); err != nil {
+		fd.Close()
+		return bad("CNI_NETNS %s: %v", path, err)
+	}
+	if err := unix.Stat("/proc/self/ns/net", &own); err != nil {
+		fd.Close()
+		return -1, fmt.Errorf("weft-cni: read the plugin's own network namespace: %w", err)
+	}
+	if pod.Dev == own.Dev && pod.Ino == own.Ino {
+		fd.Close()
+		return bad("CNI_NETNS %s is the plugin's own network namespace (the node's, inode %d): a pod needs its own", path, pod.Ino)
+	}
+	return fd, nil
+}
+
+// podHandle opens a netlink handle inside the pod's namespace, after
+// podNetns's checks.
+func podHandle(path string) (*netlink.Handle, vns.NsHandle, error) {
+	fd, err := podNetns(path)
+	if err != nil {
+		return nil, fd, err
 	}
 	h, err := netlink.NewHandleAt(fd)
 	if err != nil {
@@ -107,13 +155,48 @@ func load(args *skel.CmdArgs) (*NetConf, node, *Store, error) {
 	return conf, n, st, nil
 }
 
-// Add implements CNI ADD.
-func Add(args *skel.CmdArgs) (err error) {
-	conf, n, st, err := load(args)
+// lockBridge serialises, between plugin processes, the creation of the
+// bridge, the attachment of veths to it and its removal by a failed ADD
+// that created it, so that no ADD's veth is attached to a bridge another
+// is deleting.
+func lockBridge(conf *NetConf) (func(), error) {
+	unlock, err := lockFile(filepath.Join(conf.DataDir, "bridge-"+conf.Bridge+".lock"))
 	if err != nil {
-		return err
+		return nil, types.NewError(types.ErrIOFailure, "weft-cni: "+err.Error(), "")
 	}
-	br, err := ensureBridge(conf.Bridge, n)
+	return unlock, nil
+}
+
+// removeUnusedBridge deletes the bridge a failed ADD created, unless
+// another ADD has attached a port to it since: `ip link del cni0`.
+func removeUnusedBridge(conf *NetConf) {
+	unlock, err := lockBridge(conf)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	br, err := netlink.LinkByName(conf.Bridge)
+	if err != nil {
+		return
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return
+	}
+	for _, l := range links {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			return
+		}
+	}
+	_ = netlink.LinkDel(br)
+}
+
+// Add implements CNI ADD. Every input (config, CNI_NETNS, subnet.env, the
+// pod's interface name) is checked before anything is touched, and a
+// failing ADD leaves nothing behind: no veth, no address, no allocation,
+// and no bridge if it created it.
+func Add(args *skel.CmdArgs) (err error) {
+	conf, err := ParseConf(args.StdinData)
 	if err != nil {
 		return err
 	}
@@ -123,21 +206,47 @@ func Add(args *skel.CmdArgs) (err error) {
 	}
 	defer pfd.Close()
 	defer ph.Close()
+	n, err := conf.node()
+	if err != nil {
+		return err
+	}
+	if _, err := ph.LinkByName(args.IfName); err == nil {
+		return types.NewError(types.ErrInvalidEnvironmentVariables,
+			fmt.Sprintf("weft-cni: CNI_IFNAME %s already exists in CNI_NETNS %s", args.IfName, args.Netns), "")
+	}
+	st, err := conf.store()
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
 	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
 	addr, err := st.Allocate(n.subnet, att)
 	if err != nil {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	hostName := hostVethName(att)
+	created := false
 	defer func() {
 		if err != nil { // leave nothing half-done
+			// Deleting the host end deletes the pod end and its address.
 			if l, lerr := netlink.LinkByName(hostName); lerr == nil {
 				_ = netlink.LinkDel(l)
 			}
 			_ = st.Release(att)
+			if created {
+				removeUnusedBridge(conf)
+			}
 		}
 	}()
-	// `ip link add vethXXXX mtu MTU type veth peer name eth0 netns POD`
+	unlock, err := lockBridge(conf)
+	if err != nil {
+		return err
+	}
+	br, created, err := ensureBridge(conf.Bridge, n)
+	if err != nil {
+		unlock()
+		return err
+	}
+	// `ip link add vethXXXX mtu MTU master cni0 type veth peer name eth0 netns POD`
 	veth := &netlink.Veth{
 		LinkAttrs:     netlink.LinkAttrs{Name: hostName, MTU: n.mtu, MasterIndex: br.Attrs().Index},
 		PeerName:      args.IfName,
@@ -146,7 +255,9 @@ func Add(args *skel.CmdArgs) (err error) {
 	if old, lerr := netlink.LinkByName(hostName); lerr == nil {
 		_ = netlink.LinkDel(old) // a previous, interrupted ADD of the same attachment
 	}
-	if err := netlink.LinkAdd(veth); err != nil {
+	err = netlink.LinkAdd(veth)
+	unlock()
+	if err != nil {
 		return fmt.Errorf("weft-cni: create veth %s/%s: %w", hostName, args.IfName, err)
 	}
 	hostLink, err := netlink.LinkByName(hostName)
@@ -193,7 +304,11 @@ func Add(args *skel.CmdArgs) (err error) {
 }
 
 // Del implements CNI DEL: idempotent; a missing namespace, interface or
-// allocation is success.
+// allocation is success. It deletes only what ADD made: the host end of the
+// veth pair (which takes the pod's end with it, wherever the pod is) and
+// the allocation. It never enters CNI_NETNS, so an interface of that name
+// that ADD did not make there (ADD refused because it existed, or the
+// namespace is the node's own) is left alone.
 func Del(args *skel.CmdArgs) error {
 	conf, err := ParseConf(args.StdinData)
 	if err != nil {
@@ -204,19 +319,10 @@ func Del(args *skel.CmdArgs) error {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	// Deleting the host end removes the pair, wherever the pod is.
+	// `ip link del vethXXXX`
 	if l, err := netlink.LinkByName(hostVethName(att)); err == nil {
 		if err := netlink.LinkDel(l); err != nil {
 			return fmt.Errorf("weft-cni: delete %s: %w", hostVethName(att), err)
-		}
-	}
-	if args.Netns != "" {
-		if ph, pfd, err := podHandle(args.Netns); err == nil {
-			if l, err := ph.LinkByName(args.IfName); err == nil {
-				_ = ph.LinkDel(l)
-			}
-			ph.Close()
-			pfd.Close()
 		}
 	}
 	return st.Release(att)
