@@ -1,0 +1,115 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/kernel/kerneltest"
+	"github.com/weftnet/weft/internal/lease/leasetest"
+)
+
+// startPlatform is a node whose kernel is a fake with eth0 (192.0.2.11/24,
+// the default route's). It counts what a start must not reach when it is
+// refused: a backend built, forwarding turned on (both fail). Any other
+// Platform method panics (the embedded interface is nil): a refused start
+// must not get that far either.
+type startPlatform struct {
+	agent.Platform
+	k                    *kerneltest.Fake
+	backends, forwarding atomic.Int32
+}
+
+func newStartPlatform(t *testing.T) *startPlatform {
+	t.Helper()
+	f := kerneltest.New()
+	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
+	if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix("192.0.2.11/24")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ReplaceRoute(kernel.Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.1"), Dev: eth0.Name}); err != nil {
+		t.Fatal(err)
+	}
+	return &startPlatform{k: f}
+}
+
+func (p *startPlatform) Underlay(iface string, publicIP netip.Addr) (kernel.Underlay, error) {
+	return kernel.FindUnderlay(p.k, iface, publicIP)
+}
+
+func (p *startPlatform) Backend(context.Context, backend.Kind, backend.Options, backend.Env) (backend.Backend, error) {
+	p.backends.Add(1)
+	return nil, errors.New("startPlatform builds no backend")
+}
+
+func (p *startPlatform) EnableForwarding() error {
+	p.forwarding.Add(1)
+	return errors.New("startPlatform turns no forwarding on")
+}
+
+// refused runs an agent with o that must refuse to start, and checks that
+// it did so in one line containing want, before it leased anything, wrote
+// subnet.env, built a backend or turned forwarding on.
+func refused(t *testing.T, o agent.Options, want string) {
+	t.Helper()
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := newStartPlatform(t)
+	o.Store, o.Log = m, slog.New(slog.NewTextHandler(io.Discard, nil))
+	o.SubnetFile = filepath.Join(t.TempDir(), "subnet.env")
+	a := agent.New(o, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := a.Run(ctx)
+	if err == nil || ctx.Err() != nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Run: %v; want a refusal containing %q", err, want)
+	}
+	if strings.Contains(err.Error(), "\n") {
+		t.Errorf("the refusal is more than one line: %q", err)
+	}
+	if ls, _ := m.List(context.Background()); len(ls) > 0 {
+		t.Errorf("a refused start leased %v", ls)
+	}
+	if _, err := os.Stat(o.SubnetFile); !os.IsNotExist(err) {
+		t.Errorf("a refused start wrote subnet.env: %v", err)
+	}
+	if p.backends.Load() > 0 || p.forwarding.Load() > 0 {
+		t.Errorf("a refused start built %d backends and turned forwarding on %d times", p.backends.Load(), p.forwarding.Load())
+	}
+	if s := a.Status(); s.Ready || s.Subnet != "" {
+		t.Errorf("status after a refused start: %+v", s)
+	}
+}
+
+// TestTakenHealthPortLeasesNothing: a health port another process holds
+// fails the start before anything is leased or written.
+func TestTakenHealthPortLeasesNothing(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	refused(t, agent.Options{HealthzAddr: ln.Addr().String()}, "listen on "+ln.Addr().String())
+}
+
+// TestForeignPublicIPLeasesNothing: a public IP on no interface of the
+// node is refused, naming it and the node's addresses, before anything is
+// leased or written.
+func TestForeignPublicIPLeasesNothing(t *testing.T) {
+	refused(t, agent.Options{PublicIP: netip.MustParseAddr("203.0.113.99")},
+		"no interface has address 203.0.113.99 (--public-ip): this node's addresses are eth0 192.0.2.11/24")
+	refused(t, agent.Options{Iface: "eth0", PublicIP: netip.MustParseAddr("203.0.113.99")},
+		"no interface has address 203.0.113.99 (--public-ip)")
+}
