@@ -25,9 +25,9 @@ const (
 	// Deleted, the link called Link.Name is gone (RTM_DELLINK, or it was
 	// renamed: then an UpdateLink for the new name follows).
 	UpdateLink
-	// UpdateRoute: Route was added to the main table or replaced the route
-	// to its destination (RTM_NEWROUTE), or with Deleted, it was removed
-	// (RTM_DELROUTE).
+	// UpdateRoute: Route was added to the main table (RTM_NEWROUTE), with
+	// Replace replacing the route to its destination, or with Deleted, it
+	// was removed (RTM_DELROUTE).
 	UpdateRoute
 	// UpdateNeigh: Neigh is now the permanent entry for (Dev, IP), or with
 	// Deleted, (Dev, IP) has no permanent entry any more (RTM_DELNEIGH, or
@@ -44,6 +44,7 @@ const (
 type Update struct {
 	Kind    UpdateKind
 	Deleted bool
+	Replace bool // UpdateRoute: NLM_F_REPLACE, as `ip route replace` (and weft) write
 	Link    Link
 	Route   Route
 	Neigh   Neigh
@@ -69,11 +70,13 @@ type Watcher interface {
 // to the kernel and, when it succeeds, into the mirror. The link and
 // address calls go straight to the wrapped Kernel.
 //
-// The mirror holds every main-table route (one per destination: the first
-// the dump lists, then the latest announced), and the permanent neighbour
-// and FDB entries of each device a read asked for. While no subscription is
-// live (before Run, or after it returned) every read dumps, as the wrapped
-// Kernel does.
+// The mirror holds every main-table route, by destination and link (the
+// first the dump lists of each, then the latest announced; metrics are not
+// kept: a route written in place of another, as weft and `ip route
+// replace` write, replaces every other route to its destination but IPv6
+// connected ones), and the permanent neighbour and FDB entries of each
+// device a read asked for. While no subscription is live (before Run, or
+// after it returned) every read dumps, as the wrapped Kernel does.
 type Cached struct {
 	Kernel // the wrapped kernel; the calls Cached does not define go to it
 
@@ -86,7 +89,7 @@ type Cached struct {
 	// top of it) and the echo of a write finds the write in the mirror.
 	mu     sync.Mutex
 	live   bool                            // a subscription is live: reads fill the mirror
-	routes map[netip.Prefix]Route          // by destination; nil until dumped
+	routes map[routeKey]Route              // by destination and link; nil until dumped
 	sorted []Route                         // routes by destination; nil when stale
 	neighs map[string]map[netip.Addr]Neigh // by device, then address; a device is absent until dumped
 	fdb    map[string]map[string]FDB       // by device, then MAC; a device is absent until dumped
@@ -165,6 +168,40 @@ func (c *Cached) dropLocked() bool {
 	return filled
 }
 
+// routeKey is how the mirror tells routes apart.
+type routeKey struct {
+	dst netip.Prefix
+	dev string
+}
+
+func keyOf(r Route) routeKey { return routeKey{r.Dst, r.Dev} }
+
+// replaceLocked puts r in the mirror in place of the routes to its
+// destination that a replacement takes out; c.mu is held and the routes
+// are filled.
+func (c *Cached) replaceLocked(r Route) {
+	for k, x := range c.routes {
+		if k.dst == r.Dst && k.dev != r.Dev && !(x.Protocol == ProtoKernel && x.Dst.Addr().Is6()) {
+			delete(c.routes, k)
+		}
+	}
+	c.routes[keyOf(r)] = r
+	c.sorted = nil
+}
+
+// sortedLocked returns the routes in order; c.mu is held and the routes
+// are filled.
+func (c *Cached) sortedLocked() []Route {
+	if c.sorted == nil {
+		c.sorted = make([]Route, 0, len(c.routes))
+		for _, r := range c.routes {
+			c.sorted = append(c.sorted, r)
+		}
+		slices.SortFunc(c.sorted, compareRoutes)
+	}
+	return c.sorted
+}
+
 // update applies u to the mirror and reports whether the mirror changed
 // (or was dropped) because of it.
 func (c *Cached) update(u Update) bool {
@@ -187,17 +224,22 @@ func (c *Cached) update(u Update) bool {
 			return false
 		}
 		r := u.Route
-		cur, ok := c.routes[r.Dst]
+		cur, ok := c.routes[keyOf(r)]
 		switch {
 		case u.Deleted && ok && cur == r:
-			delete(c.routes, r.Dst)
-		case u.Deleted, ok && cur == r:
+			delete(c.routes, keyOf(r))
+			c.sorted = nil
+			return true
+		case u.Deleted:
 			return false
-		default:
-			c.routes[r.Dst] = r
+		case !u.Replace:
+			c.routes[keyOf(r)] = r
+			c.sorted = nil
+			return !ok || cur != r
 		}
-		c.sorted = nil
-		return true
+		n := len(c.routes)
+		c.replaceLocked(r)
+		return !ok || cur != r || len(c.routes) != n
 	case UpdateNeigh:
 		n := u.Neigh
 		m, ok := c.neighs[n.Dev]
@@ -262,24 +304,15 @@ func (c *Cached) Routes() ([]Route, error) {
 		if err != nil || !c.live {
 			return routes, err
 		}
-		c.routes = make(map[netip.Prefix]Route, len(routes))
+		c.routes = make(map[routeKey]Route, len(routes))
 		for _, r := range routes {
-			if _, ok := c.routes[r.Dst]; !ok {
-				c.routes[r.Dst] = r
+			if _, ok := c.routes[keyOf(r)]; !ok {
+				c.routes[keyOf(r)] = r
 			}
 		}
 		c.sorted = nil
 	}
-	if c.sorted == nil {
-		c.sorted = make([]Route, 0, len(c.routes))
-		for _, r := range c.routes {
-			c.sorted = append(c.sorted, r)
-		}
-		slices.SortFunc(c.sorted, func(a, b Route) int {
-			return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()))
-		})
-	}
-	return slices.Clone(c.sorted), nil
+	return slices.Clone(c.sortedLocked()), nil
 }
 
 // ReplaceRoute implements Kernel.
@@ -290,8 +323,7 @@ func (c *Cached) ReplaceRoute(r Route) error {
 		return err
 	}
 	if c.routes != nil {
-		c.routes[r.Dst] = r.written()
-		c.sorted = nil
+		c.replaceLocked(r.written())
 	}
 	return nil
 }
@@ -303,10 +335,17 @@ func (c *Cached) DeleteRoute(r Route) error {
 	if err := c.Kernel.DeleteRoute(r); err != nil {
 		return err
 	}
-	if cur, ok := c.routes[r.Dst]; ok && (r.Dev == "" || cur.Dev == r.Dev) &&
-		(!r.Gw.IsValid() || cur.Gw == r.Gw) && (r.Protocol == 0 || cur.Protocol == r.Protocol) {
-		delete(c.routes, r.Dst)
-		c.sorted = nil
+	if c.routes == nil {
+		return nil
+	}
+	// The kernel deletes the first route that matches.
+	for _, cur := range c.sortedLocked() {
+		if cur.Dst == r.Dst && (r.Dev == "" || cur.Dev == r.Dev) &&
+			(!r.Gw.IsValid() || cur.Gw == r.Gw) && (r.Protocol == 0 || cur.Protocol == r.Protocol) {
+			delete(c.routes, keyOf(cur))
+			c.sorted = nil
+			break
+		}
 	}
 	return nil
 }
@@ -435,4 +474,9 @@ func (c *Cached) DeleteAddr(a Addr) error {
 		c.drops.Add(1)
 	}
 	return err
+}
+
+// compareRoutes orders routes by destination, then link.
+func compareRoutes(a, b Route) int {
+	return cmp.Or(a.Dst.Addr().Compare(b.Dst.Addr()), cmp.Compare(a.Dst.Bits(), b.Dst.Bits()), strings.Compare(a.Dev, b.Dev))
 }

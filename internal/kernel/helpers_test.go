@@ -18,7 +18,7 @@ var (
 // node returns a fake kernel as a node has it before weft starts: lo, and
 // eth0 (index 2, MTU 1500, up) with 192.0.2.11/24 and a default route via
 // 192.0.2.1 (proto boot, as the node's own setup writes it).
-func node(t *testing.T) (*kerneltest.Fake, kernel.Link) {
+func node(t testing.TB) (*kerneltest.Fake, kernel.Link) {
 	t.Helper()
 	f := kerneltest.New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:0b", Up: true})
@@ -28,7 +28,7 @@ func node(t *testing.T) (*kerneltest.Fake, kernel.Link) {
 	return f, eth0
 }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ import (
 type testNode struct {
 	k    kernel.Kernel
 	eth0 kernel.Link
+	ns   string // the namespace's name; "" for the fake
 	// setDown is `ip link set NAME down` by hand.
 	setDown func(name string) error
 	// deleteLink is `ip link del NAME` by hand, behind the Kernel's back.
@@ -40,7 +41,7 @@ type testNode struct {
 // newTestNode returns lo and eth0 (a veth to eth0-peer, MTU 1500, up) with
 // 192.0.2.11/24 and a default route via 192.0.2.1: node() of the fake
 // tests, in a real namespace when real.
-func newTestNode(t *testing.T, real bool) testNode {
+func newTestNode(t testing.TB, real bool) testNode {
 	t.Helper()
 	if !real {
 		f, eth0 := node(t)
@@ -75,7 +76,7 @@ func newTestNode(t *testing.T, real bool) testNode {
 	must(t, k.ReplaceRoute(kernel.Route{Dst: p("0.0.0.0/0"), Gw: a("192.0.2.1"), Dev: eth0.Name, Protocol: kernel.ProtoBoot}))
 	eth0, _ = k.LinkByName("eth0")
 	return testNode{
-		k: k, eth0: eth0,
+		k: k, eth0: eth0, ns: ns,
 		setDown: func(name string) error {
 			l, err := h.LinkByName(name)
 			if err != nil {

@@ -110,7 +110,7 @@ func (k *Netlink) Watch(ctx context.Context, fn func(Update)) error {
 				fallthrough
 			case unix.RTM_NEWROUTE:
 				if r, ok := parseRoute(m.Data, name); ok {
-					fn(Update{Kind: UpdateRoute, Deleted: deleted, Route: r})
+					fn(Update{Kind: UpdateRoute, Deleted: deleted, Replace: m.Header.Flags&unix.NLM_F_REPLACE != 0, Route: r})
 				}
 			case unix.RTM_DELNEIGH:
 				deleted = true

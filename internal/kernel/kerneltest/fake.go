@@ -200,7 +200,7 @@ func (f *Fake) AddRoute(r kernel.Route) {
 	}
 	f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
 	f.routes = append(f.routes, r)
-	f.emit(kernel.Update{Kind: kernel.UpdateRoute, Route: r})
+	f.emit(kernel.Update{Kind: kernel.UpdateRoute, Replace: true, Route: r})
 }
 
 // RemoveRoute is `ip route del DST` by hand.
@@ -662,7 +662,7 @@ func (f *Fake) ReplaceRoute(r kernel.Route) error {
 	if !slices.Contains(f.routes, r) {
 		f.routes = slices.DeleteFunc(f.routes, func(x kernel.Route) bool { return x.Dst == r.Dst })
 		f.routes = append(f.routes, r)
-		f.emit(kernel.Update{Kind: kernel.UpdateRoute, Route: r})
+		f.emit(kernel.Update{Kind: kernel.UpdateRoute, Replace: true, Route: r})
 	}
 	f.wrote(cmd)
 	return nil
