@@ -72,7 +72,7 @@ func ParseKey(key string) (v4, v6 netip.Prefix, err error) {
 	first, second, dual := strings.Cut(key, "&")
 	v4, err = parseKeyPrefix(first, true)
 	if err != nil {
-		return v4, v6, fmt.Errorf("lease key %q: %w", key, err)
+		return v4, v6, fmt.Errorf("lease key %q: %w", clip(key), err)
 	}
 	if v4.Bits() == 0 && v4.Addr().IsUnspecified() {
 		v4 = netip.Prefix{}
@@ -80,11 +80,11 @@ func ParseKey(key string) (v4, v6 netip.Prefix, err error) {
 	if dual {
 		v6, err = parseKeyPrefix(second, false)
 		if err != nil {
-			return v4, v6, fmt.Errorf("lease key %q: %w", key, err)
+			return v4, v6, fmt.Errorf("lease key %q: %w", clip(key), err)
 		}
 	}
 	if !v4.IsValid() && !v6.IsValid() {
-		return v4, v6, fmt.Errorf("lease key %q: no subnet", key)
+		return v4, v6, fmt.Errorf("lease key %q: no subnet", clip(key))
 	}
 	return v4, v6, nil
 }
@@ -92,17 +92,17 @@ func ParseKey(key string) (v4, v6 netip.Prefix, err error) {
 func parseKeyPrefix(s string, want4 bool) (netip.Prefix, error) {
 	i := strings.LastIndexByte(s, '-')
 	if i < 0 {
-		return netip.Prefix{}, fmt.Errorf("%q is not ADDR-LEN", s)
+		return netip.Prefix{}, fmt.Errorf("%q is not ADDR-LEN", clip(s))
 	}
 	p, err := netip.ParsePrefix(s[:i] + "/" + s[i+1:])
 	if err != nil {
-		return p, err
+		return p, fmt.Errorf("%q is not ADDR-LEN", clip(s))
 	}
 	if p.Addr().Is4() != want4 || p.Addr().Zone() != "" {
-		return p, fmt.Errorf("%q has the wrong address family", s)
+		return p, fmt.Errorf("%q has the wrong address family", clip(s))
 	}
 	if p.Masked() != p {
-		return p, fmt.Errorf("%q has host bits set", s)
+		return p, fmt.Errorf("%q has host bits set", clip(s))
 	}
 	return p, nil
 }
@@ -137,13 +137,13 @@ func (a *Attrs) UnmarshalJSON(b []byte) error {
 	}
 	ip, err := netip.ParseAddr(j.PublicIP)
 	if err != nil || !ip.Is4() {
-		return fmt.Errorf("PublicIP %q is not an IPv4 address", j.PublicIP)
+		return fmt.Errorf("PublicIP %q is not an IPv4 address", clip(j.PublicIP))
 	}
 	*a = Attrs{PublicIP: ip, BackendType: j.BackendType}
 	if j.PublicIPv6 != nil {
 		ip6, err := netip.ParseAddr(*j.PublicIPv6)
 		if err != nil || !ip6.Is6() || ip6.Is4In6() {
-			return fmt.Errorf("PublicIPv6 %q is not an IPv6 address", *j.PublicIPv6)
+			return fmt.Errorf("PublicIPv6 %q is not an IPv6 address", clip(*j.PublicIPv6))
 		}
 		a.PublicIPv6 = ip6
 	}
@@ -154,6 +154,17 @@ func (a *Attrs) UnmarshalJSON(b []byte) error {
 		a.BackendV6Data = j.BackendV6Data
 	}
 	return nil
+}
+
+// clip shortens untrusted text quoted in an error (a key or a field of a
+// value read from the store), so that a forged record cannot fill the
+// logs.
+func clip(s string) string {
+	const max = 64
+	if len(s) <= max {
+		return s
+	}
+	return s[:max] + "..."
 }
 
 // MaxValueSize bounds a lease value read from the store. flannel's values

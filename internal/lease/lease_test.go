@@ -1,7 +1,9 @@
 package lease
 
 import (
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/internal/config"
@@ -110,4 +112,18 @@ func FuzzParseKey(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Errors about a record quote at most a short piece of it: a forged key
+// or value must not fill every node's logs.
+func TestErrorsQuoteLittle(t *testing.T) {
+	long := strings.Repeat("9", 3000)
+	if _, err := ParseValue([]byte(`{"PublicIP":"` + long + `"}`)); err == nil || len(err.Error()) > 200 {
+		t.Errorf("value error: %d bytes", len(fmt.Sprint(err)))
+	}
+	for _, key := range []string{long, "10.244.1.0-" + long, "10.244.1.0-24&" + long} {
+		if _, _, err := ParseKey(key); err == nil || len(err.Error()) > 200 {
+			t.Errorf("key error: %d bytes", len(fmt.Sprint(err)))
+		}
+	}
 }
