@@ -75,8 +75,8 @@ func (l *lab) resynced(t *testing.T, node, what string, ok func(h *netlink.Handl
 }
 
 // TestDeviceRepairedAtSync changes each backend's device by hand and
-// expects the agent to put it back at its next sync (issue 9,
-// acceptance 4): udp's flannel0 loses its address, vxlan's flannel.1 goes
+// expects the agent to put it back (issue 9, acceptance 4; since issue
+// 10 at once, as the kernel announces the change): udp's flannel0 loses its address, vxlan's flannel.1 goes
 // down with another MTU.
 func TestDeviceRepairedAtSync(t *testing.T) {
 	t.Run("udp", func(t *testing.T) {
@@ -153,8 +153,10 @@ func TestDeviceRepairedAtSync(t *testing.T) {
 			}
 			return n
 		}
-		if up, m := state(l.handle("n1")); up || m != 1400 {
-			t.Fatalf("ip link set did not take: up %v, MTU %d", up, m)
+		// The agent hears of the change (a link notification) and may
+		// have put the device right already: either state is fine here.
+		if up, m := state(l.handle("n1")); up != (m == mtu) {
+			t.Logf("just after the change: up %v, MTU %d", up, m)
 		}
 		took := l.resynced(t, "n1", "flannel.1 up with MTU "+strconv.Itoa(mtu)+" and routes to both peers", func(h *netlink.Handle) bool {
 			up, m := state(h)
