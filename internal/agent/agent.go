@@ -682,7 +682,7 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 // free) when it was deleted or lapsed.
 func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Lease, lost string) (lease.Lease, error) {
 	req.Prefer = []netip.Prefix{own.Subnet}
-	req.Reclaim = lost == "changed"
+	req.Reclaim, req.Reservation = lost == "changed", own.Reservation()
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	l, err := a.o.Store.Acquire(rctx, req)
 	cancel()

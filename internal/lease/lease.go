@@ -205,8 +205,12 @@ type Request struct {
 	TTL    time.Duration
 	// Reclaim says that Prefer[0] is this node's subnet and that someone
 	// else changed or took its record: the store writes it back with Attrs
-	// whatever it holds now (a reservation stays one).
+	// whatever it holds now, with a TTL unless Reservation.
 	Reclaim bool
+	// Reservation (with Reclaim): this node's lease was a reservation and
+	// is written back as one. Whether the record holds a TTL now says
+	// nothing: whoever changed it chose that.
+	Reservation bool
 }
 
 // Relist causes: why a Store's Watch sent a Reset.

@@ -329,16 +329,14 @@ func (s *Store) reclaim(ctx context.Context, req lease.Request, value string) (l
 			return lease.Lease{}, s.fail("get "+key, err)
 		}
 		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
-		reservation := false
 		l.Created, l.StoreID, l.Expiration = 0, 0, time.Time{}
 		if len(cur.Kvs) > 0 {
 			kv := cur.Kvs[0]
 			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
-			reservation = kv.Lease == 0
 			l.Created = kv.CreateRevision
 		}
 		var opts []clientv3.OpOption
-		if !reservation {
+		if !req.Reservation {
 			g, err := s.cli.Grant(ctx, ttlSeconds(req.TTL))
 			if err != nil {
 				return lease.Lease{}, s.fail("grant lease for "+key, err)

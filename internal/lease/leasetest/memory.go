@@ -184,7 +184,7 @@ func (m *Memory) grantLocked(l *lease.Lease, ttl time.Duration) {
 
 // reclaim writes the node's record (req.Prefer[0], and the first IPv6
 // subnet of req.Prefer) back with req.Attrs, whatever it holds now: with a
-// new TTL unless it is now a reservation.
+// new TTL unless req.Reservation.
 func (m *Memory) reclaim(req lease.Request) (lease.Lease, error) {
 	l := lease.Lease{Attrs: req.Attrs}
 	for _, p := range req.Prefer {
@@ -201,8 +201,7 @@ func (m *Memory) reclaim(req lease.Request) (lease.Lease, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked()
-	cur, ok := m.records[l.Key()]
-	if !ok || cur.Err != nil || !cur.Lease.Reservation() {
+	if !req.Reservation {
 		m.grantLocked(&l, req.TTL)
 	}
 	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease, nil

@@ -232,8 +232,8 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		if err != nil {
 			t.Fatalf("reclaim: %v", err)
 		}
-		if r.Subnet != l.Subnet || r.Attrs.PublicIP != own.PublicIP || r.Created != l.Created {
-			t.Errorf("reclaimed %+v, want %s at %s created %d", r, l.Subnet, own.PublicIP, l.Created)
+		if r.Subnet != l.Subnet || r.Attrs.PublicIP != own.PublicIP || r.Created != l.Created || r.Reservation() {
+			t.Errorf("reclaimed %+v, want %s at %s created %d with a TTL (the forger's record had none)", r, l.Subnet, own.PublicIP, l.Created)
 		}
 		if e := w.Next(t); e.Record.Key != l.Key() || e.Record.Lease.Attrs.PublicIP != own.PublicIP {
 			t.Errorf("watch after reclaim: %+v, want %s at %s", e, l.Key(), own.PublicIP)
@@ -261,7 +261,7 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		// A reservation stays one.
 		res := lease.Lease{Subnet: netip.MustParsePrefix("10.244.9.0/24"), Attrs: attrs("192.0.2.9")}
 		h.Reserve(t, res)
-		r, err = h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.9"), TTL: time.Hour, Prefer: []netip.Prefix{res.Subnet}, Reclaim: true})
+		r, err = h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.9"), TTL: time.Hour, Prefer: []netip.Prefix{res.Subnet}, Reclaim: true, Reservation: true})
 		if err != nil || !r.Reservation() || r.Subnet != res.Subnet {
 			t.Errorf("reclaim a reservation: %+v %v, want it still a reservation", r, err)
 		}
