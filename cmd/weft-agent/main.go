@@ -236,6 +236,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		debug.SetGCPercent(50)
 	}
 	pip := f.publicIP
+	nat := false
 	var store interface {
 		lease.Store
 		Close() error
@@ -252,6 +253,9 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 			if pip, err = ks.NodePublicIP(ctx); err != nil {
 				return err
 			}
+		}
+		if nat, err = ks.PublicIPOverwrite(ctx); err != nil {
+			return err
 		}
 		store = ks
 	} else {
@@ -271,7 +275,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer plat.Close()
 	a := agent.New(agent.Options{
-		Store: store, Iface: f.iface, PublicIP: pip, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
+		Store: store, Iface: f.iface, PublicIP: pip, PublicIPNAT: nat, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
 		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
 		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
 		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward,

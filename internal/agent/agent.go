@@ -37,6 +37,10 @@ type Options struct {
 	Store      lease.Store
 	Iface      string     // underlay interface; "" = find it
 	PublicIP   netip.Addr // "" = the interface's address
+	// PublicIPNAT: PublicIP may be on none of the node's interfaces, as
+	// the node publishes a NAT address (public-ip-overwrite); the agent
+	// warns instead of refusing.
+	PublicIPNAT bool
 	SubnetFile string
 	IPMasq     bool
 	// ForwardRules accepts forwarded traffic from and to the cluster
@@ -156,6 +160,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return errors.New("net-conf.json: EnableIPv6: weft's data plane is IPv4-only for now; set EnableIPv6 to false")
 	}
 	u, err := a.p.Underlay(a.o.Iface, a.o.PublicIP)
+	var nl *kernel.NotLocalError
+	if errors.As(err, &nl) && a.o.PublicIPNAT {
+		a.log.Warn("--public-ip is on no interface of this node; using it as the node publishes a NAT address (public-ip-overwrite)", "public-ip", nl.Addr, "iface", u.Name)
+		err = nil
+	}
 	if err != nil {
 		return fmt.Errorf("find the underlay interface: %w", err)
 	}

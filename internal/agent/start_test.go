@@ -113,3 +113,20 @@ func TestForeignPublicIPLeasesNothing(t *testing.T) {
 	refused(t, agent.Options{Iface: "eth0", PublicIP: netip.MustParseAddr("203.0.113.99")},
 		"no interface has address 203.0.113.99 (--public-ip)")
 }
+
+// TestForeignPublicIPBehindNAT: where the node publishes a NAT address
+// (public-ip-overwrite), a public IP on no interface is expected: the
+// start goes on (here up to building the backend, which this platform
+// refuses).
+func TestForeignPublicIPBehindNAT(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	p := newStartPlatform(t)
+	a := agent.New(agent.Options{Store: m, PublicIP: netip.MustParseAddr("203.0.113.99"), PublicIPNAT: true,
+		SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "startPlatform builds no backend") {
+		t.Fatalf("Run: %v; want it past the underlay, at the backend", err)
+	}
+}

@@ -602,3 +602,15 @@ func (s *Store) NodePublicIP(ctx context.Context) (netip.Addr, error) {
 	}
 	return ip, nil
 }
+
+// PublicIPOverwrite reports whether this node publishes another address
+// than its own for peers to reach it (the public-ip-overwrite annotation:
+// a node behind NAT), so that a --public-ip on none of its interfaces is
+// expected there.
+func (s *Store) PublicIPOverwrite(ctx context.Context) (bool, error) {
+	n := &corev1.Node{}
+	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
+		return false, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
+	}
+	return n.Annotations[s.ann.publicIPOverwrite] != "", nil
+}
