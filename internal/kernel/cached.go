@@ -88,11 +88,11 @@ type Cached struct {
 	// so that an update waits for the dump it follows (and is applied on
 	// top of it) and the echo of a write finds the write in the mirror.
 	mu     sync.Mutex
-	live   bool                            // a subscription is live: reads fill the mirror
-	routes map[routeKey]Route              // by destination and link; nil until dumped
-	sorted []Route                         // routes by destination; nil when stale
-	neighs map[string]map[netip.Addr]Neigh // by device, then address; a device is absent until dumped
-	fdb    map[string]map[string]FDB       // by device, then MAC; a device is absent until dumped
+	live   bool                                 // a subscription is live: reads fill the mirror
+	routes map[routeKey]Route                   // by destination and link; nil until dumped
+	sorted []Route                              // routes by destination; nil when stale
+	neighs map[string]*table[netip.Addr, Neigh] // by device; a device is absent until dumped
+	fdb    map[string]*table[string, FDB]       // by device; a device is absent until dumped
 }
 
 var _ Kernel = (*Cached)(nil)
@@ -100,7 +100,7 @@ var _ Kernel = (*Cached)(nil)
 // NewCached returns k behind a mirror that w keeps current once Run runs.
 // w watches the namespace k is the kernel of (a *Netlink is both).
 func NewCached(k Kernel, w Watcher) *Cached {
-	return &Cached{Kernel: k, w: w, neighs: map[string]map[netip.Addr]Neigh{}, fdb: map[string]map[string]FDB{}}
+	return &Cached{Kernel: k, w: w, neighs: map[string]*table[netip.Addr, Neigh]{}, fdb: map[string]*table[string, FDB]{}}
 }
 
 // Run subscribes through the Watcher and keeps the mirror current until ctx
@@ -242,34 +242,34 @@ func (c *Cached) update(u Update) bool {
 		return !ok || cur != r || len(c.routes) != n
 	case UpdateNeigh:
 		n := u.Neigh
-		m, ok := c.neighs[n.Dev]
+		t, ok := c.neighs[n.Dev]
 		if !ok {
 			return false
 		}
-		cur, ok := m[n.IP]
+		cur, ok := t.m[n.IP]
 		switch {
 		case u.Deleted && ok:
-			delete(m, n.IP)
+			t.del(n.IP)
 		case u.Deleted, ok && cur == n:
 			return false
 		default:
-			m[n.IP] = n
+			t.set(n.IP, n)
 		}
 		return true
 	case UpdateFDB:
 		f := u.FDB
-		m, ok := c.fdb[f.Dev]
+		t, ok := c.fdb[f.Dev]
 		if !ok {
 			return false
 		}
-		cur, ok := m[f.MAC]
+		cur, ok := t.m[f.MAC]
 		switch {
 		case u.Deleted && ok && cur.Dst == f.Dst:
-			delete(m, f.MAC)
+			t.del(f.MAC)
 		case u.Deleted, ok && cur == f:
 			return false
 		default:
-			m[f.MAC] = f
+			t.set(f.MAC, f)
 		}
 		return true
 	}
@@ -350,29 +350,51 @@ func (c *Cached) DeleteRoute(r Route) error {
 	return nil
 }
 
+// table is one device's neighbour or FDB entries in the mirror, with
+// their list in order, kept until they change.
+type table[K comparable, E any] struct {
+	m      map[K]E
+	sorted []E // nil when stale
+}
+
+func newTable[K comparable, E any](list []E, key func(E) K) *table[K, E] {
+	t := &table[K, E]{m: make(map[K]E, len(list))}
+	for _, e := range list {
+		t.m[key(e)] = e
+	}
+	return t
+}
+
+func (t *table[K, E]) set(k K, e E) { t.m[k] = e; t.sorted = nil }
+func (t *table[K, E]) del(k K)      { delete(t.m, k); t.sorted = nil }
+
+// list returns a copy of the entries, ordered by cmp.
+func (t *table[K, E]) list(cmp func(a, b E) int) []E {
+	if t.sorted == nil {
+		t.sorted = make([]E, 0, len(t.m))
+		for _, e := range t.m {
+			t.sorted = append(t.sorted, e)
+		}
+		slices.SortFunc(t.sorted, cmp)
+	}
+	return slices.Clone(t.sorted)
+}
+
 // Neighs implements Kernel: from the mirror once dev's table is filled.
 func (c *Cached) Neighs(dev string) ([]Neigh, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m, ok := c.neighs[dev]
+	t, ok := c.neighs[dev]
 	if !ok {
 		neighs, err := c.Kernel.Neighs(dev)
 		c.dumps.Add(1)
 		if err != nil || !c.live {
 			return neighs, err
 		}
-		m = make(map[netip.Addr]Neigh, len(neighs))
-		for _, n := range neighs {
-			m[n.IP] = n
-		}
-		c.neighs[dev] = m
+		t = newTable(neighs, func(n Neigh) netip.Addr { return n.IP })
+		c.neighs[dev] = t
 	}
-	out := make([]Neigh, 0, len(m))
-	for _, n := range m {
-		out = append(out, n)
-	}
-	slices.SortFunc(out, func(a, b Neigh) int { return a.IP.Compare(b.IP) })
-	return out, nil
+	return t.list(func(a, b Neigh) int { return a.IP.Compare(b.IP) }), nil
 }
 
 // ReplaceNeigh implements Kernel.
@@ -382,8 +404,8 @@ func (c *Cached) ReplaceNeigh(n Neigh) error {
 	if err := c.Kernel.ReplaceNeigh(n); err != nil {
 		return err
 	}
-	if m, ok := c.neighs[n.Dev]; ok {
-		m[n.IP] = n
+	if t, ok := c.neighs[n.Dev]; ok {
+		t.set(n.IP, n)
 	}
 	return nil
 }
@@ -395,7 +417,9 @@ func (c *Cached) DeleteNeigh(n Neigh) error {
 	if err := c.Kernel.DeleteNeigh(n); err != nil {
 		return err
 	}
-	delete(c.neighs[n.Dev], n.IP)
+	if t, ok := c.neighs[n.Dev]; ok {
+		t.del(n.IP)
+	}
 	return nil
 }
 
@@ -403,25 +427,17 @@ func (c *Cached) DeleteNeigh(n Neigh) error {
 func (c *Cached) FDB(dev string) ([]FDB, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	m, ok := c.fdb[dev]
+	t, ok := c.fdb[dev]
 	if !ok {
 		fdb, err := c.Kernel.FDB(dev)
 		c.dumps.Add(1)
 		if err != nil || !c.live {
 			return fdb, err
 		}
-		m = make(map[string]FDB, len(fdb))
-		for _, f := range fdb {
-			m[f.MAC] = f
-		}
-		c.fdb[dev] = m
+		t = newTable(fdb, func(f FDB) string { return f.MAC })
+		c.fdb[dev] = t
 	}
-	out := make([]FDB, 0, len(m))
-	for _, f := range m {
-		out = append(out, f)
-	}
-	slices.SortFunc(out, func(a, b FDB) int { return strings.Compare(a.MAC, b.MAC) })
-	return out, nil
+	return t.list(func(a, b FDB) int { return strings.Compare(a.MAC, b.MAC) }), nil
 }
 
 // ReplaceFDB implements Kernel.
@@ -431,8 +447,8 @@ func (c *Cached) ReplaceFDB(f FDB) error {
 	if err := c.Kernel.ReplaceFDB(f); err != nil {
 		return err
 	}
-	if m, ok := c.fdb[f.Dev]; ok {
-		m[f.MAC] = f
+	if t, ok := c.fdb[f.Dev]; ok {
+		t.set(f.MAC, f)
 	}
 	return nil
 }
@@ -444,8 +460,8 @@ func (c *Cached) DeleteFDB(f FDB) error {
 	if err := c.Kernel.DeleteFDB(f); err != nil {
 		return err
 	}
-	if cur, ok := c.fdb[f.Dev][f.MAC]; ok && cur.Dst == f.Dst {
-		delete(c.fdb[f.Dev], f.MAC)
+	if t, ok := c.fdb[f.Dev]; ok && t.m[f.MAC].Dst == f.Dst {
+		t.del(f.MAC)
 	}
 	return nil
 }

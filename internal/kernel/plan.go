@@ -121,27 +121,31 @@ func Diff(want, have Plan) (add, del Plan) {
 // (compared as norm, if not nil, makes them), and the entries of have whose
 // key is not wanted at all.
 func diffBy[E comparable, K comparable](want, have []E, key func(E) K, norm func(E) E) (add, del []E) {
-	w := make(map[K]bool, len(want))
-	for _, e := range want {
-		w[key(e)] = true
+	// h holds the index in have of each key (the last, for a key listed
+	// twice); wanted marks the indexes whose key is wanted.
+	h := make(map[K]int, len(have))
+	for i, e := range have {
+		h[key(e)] = i
 	}
-	h := make(map[K]E, len(have))
-	for _, e := range have {
-		h[key(e)] = e
-	}
+	wanted := make([]bool, len(have))
 	for _, e := range want {
-		cur, ok := h[key(e)]
-		n := e
+		i, ok := h[key(e)]
+		if !ok {
+			add = append(add, e)
+			continue
+		}
+		wanted[i] = true
+		cur, n := have[i], e
 		if norm != nil {
 			cur, n = norm(cur), norm(e)
 		}
-		if !ok || cur != n {
+		if cur != n {
 			add = append(add, e)
 		}
 	}
-	for _, e := range have {
-		if !w[key(e)] {
-			del = append(del, e)
+	for i, e := range have {
+		if j := h[key(e)]; !wanted[j] {
+			del = append(del, have[i])
 		}
 	}
 	return add, del
@@ -178,7 +182,7 @@ func (s Scope) Owns(r Route) bool {
 
 // Filter drops kernel entries outside the scope.
 func (s Scope) Filter(have Plan) Plan {
-	var out Plan
+	out := Plan{Routes: make([]Route, 0, len(have.Routes)), Neighs: make([]Neigh, 0, len(have.Neighs)), FDB: make([]FDB, 0, len(have.FDB))}
 	for _, r := range have.Routes {
 		if s.Owns(r) {
 			out.Routes = append(out.Routes, r)
