@@ -116,7 +116,7 @@ func New(o Options, p Platform) *Agent {
 	if o.RenewMargin <= 0 {
 		o.RenewMargin = time.Hour
 	}
-	if o.RenewMargin > o.LeaseTTL/2 {
+	if o.RenewMargin >= o.LeaseTTL { // weft-agent refuses this; a library caller gets a margin that works
 		o.RenewMargin = o.LeaseTTL / 2
 	}
 	if o.Resync <= 0 {
