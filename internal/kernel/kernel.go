@@ -9,6 +9,12 @@
 // FindUnderlay picks the interface node-to-node traffic uses. They are
 // plain functions over the interface, so their order of writes and their
 // scope are tested on the fake without root.
+//
+// Cached wraps a Kernel with an in-memory mirror of its routes, neighbour
+// and FDB entries that a subscription (Watcher: `ip monitor`) keeps
+// current, so that a sync diffs two in-memory sets and writes only the
+// difference; weft's routes carry its own protocol (ProtoWeft), so that
+// the scope finds every route weft ever wrote.
 package kernel
 
 import (

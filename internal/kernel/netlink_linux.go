@@ -33,7 +33,8 @@ var _ Kernel = (*Netlink)(nil)
 
 // NewNetlink returns the Kernel behind h: netlink.NewHandle() for the
 // process's own namespace, or a handle into another one (tests). The caller
-// keeps h and closes it.
+// keeps h and closes it. As a Watcher it subscribes in the process's own
+// namespace (NewNetlinkAt for another).
 func NewNetlink(h *netlink.Handle) *Netlink {
 	k := &Netlink{h: h, ns: vns.None(), indexes: map[string]int{}}
 	k.names = NameOrIndex(func(index int) (string, bool) {
