@@ -216,7 +216,27 @@ func (c *Cached) update(u Update) bool {
 		c.dropLocked()
 		return true
 	case UpdateLink:
-		if (u.Deleted || !u.Link.Up) && c.hasLinkLocked(u.Link.Name) {
+		name := u.Link.Name
+		_, neighs := c.neighs[name]
+		_, fdb := c.fdb[name]
+		if u.Deleted && !neighs && !fdb {
+			// A link that is none of the backend's devices (a pod's veth,
+			// most often) is gone, and the kernel took its routes with it
+			// without a word: forget those, keep the rest (a dump costs
+			// ~100 ms at 5000 peers; pods come and go all day).
+			removed := false
+			for k := range c.routes {
+				if k.dev == name {
+					delete(c.routes, k)
+					removed = true
+				}
+			}
+			if removed {
+				c.sorted = nil
+			}
+			return removed
+		}
+		if (u.Deleted || !u.Link.Up) && c.hasLinkLocked(name) {
 			return c.dropLocked()
 		}
 	case UpdateRoute:
