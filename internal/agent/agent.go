@@ -34,15 +34,15 @@ import (
 
 // Options configure an agent. Zero durations take the defaults.
 type Options struct {
-	Store      lease.Store
-	Iface      string     // underlay interface; "" = find it
-	PublicIP   netip.Addr // "" = the interface's address
+	Store    lease.Store
+	Iface    string     // underlay interface; "" = find it
+	PublicIP netip.Addr // "" = the interface's address
 	// PublicIPNAT: PublicIP may be on none of the node's interfaces, as
 	// the node publishes a NAT address (public-ip-overwrite); the agent
 	// warns instead of refusing.
 	PublicIPNAT bool
-	SubnetFile string
-	IPMasq     bool
+	SubnetFile  string
+	IPMasq      bool
 	// ForwardRules accepts forwarded traffic from and to the cluster
 	// network, also in iptables' FORWARD chain when the host has iptables
 	// (flannel's --iptables-forward-rules, on by default there).
@@ -91,6 +91,7 @@ type Agent struct {
 	syncErr   error // what the last sync could not apply (backend, firewall, subnet.env), joined
 	synced    bool
 	skipped   []string
+	conflicts []string // routes not written: their destination is routed by something not weft's
 	own       lease.Lease
 	lastSync  time.Time
 	peerCount int
@@ -297,6 +298,15 @@ func (a *Agent) onEvent(ev lease.Event) {
 		a.m.relists.WithLabelValues(ev.Cause).Inc()
 	} else {
 		a.m.events.WithLabelValues(eventOp(ev)).Inc()
+	}
+	if _, ok := a.set.Record(a.ownKey); ev.Reset && !ok && a.own.Subnet.IsValid() {
+		// The store names records its own way (Kubernetes: "node/NAME"):
+		// find this node's by its subnets and address.
+		if r, ok := a.set.Find(func(r lease.Record) bool {
+			return r.Err == nil && r.Lease.SameSubnets(a.own) && r.Lease.Attrs.PublicIP == a.own.Attrs.PublicIP
+		}); ok {
+			a.ownKey = r.Key
+		}
 	}
 	var lost, was string
 	if ev.Reset || ev.Record.Key == a.ownKey {
@@ -646,7 +656,15 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		a.p.Refresh()
 	}
 	rep, beErr := be.Apply(ctx, d.Kernel)
-	if beErr != nil {
+	// A destination the kernel routes through something not weft's (this
+	// node's old subnet on its bridge, an administrator's route) is
+	// reported, not retried: no retry can resolve it.
+	var conflicts []string
+	for _, c := range kernel.Conflicts(beErr) {
+		conflicts = append(conflicts, c.Error())
+	}
+	slices.Sort(conflicts)
+	if beErr = kernel.WithoutConflicts(beErr); beErr != nil {
 		beErr = fmt.Errorf("backend: %w", beErr)
 	}
 	// The firewall does not depend on the peers: it is applied even when
@@ -681,8 +699,14 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 			}
 		}
 	}
-	a.skipped, a.lastSync, a.peerCount = rep.Skipped, time.Now(), len(d.Kernel.Node.Peers)
+	for _, c := range conflicts {
+		if !slices.Contains(a.conflicts, c) {
+			a.log.Warn("route not written: "+c, "sync", kind)
+		}
+	}
+	a.skipped, a.lastSync, a.peerCount, a.conflicts = rep.Skipped, time.Now(), len(d.Kernel.Node.Peers), conflicts
 	a.mu.Unlock()
+	a.m.conflicts.Set(float64(len(conflicts)))
 	return errors.Join(beErr, fwErr, envErr)
 }
 
@@ -722,14 +746,17 @@ func (a *Agent) desire(cfg *config.Config, be backend.Backend, own lease.Lease, 
 
 // Status is what /readyz reports.
 type Status struct {
-	Ready    bool     `json:"ready"`
-	Subnet   string   `json:"subnet,omitempty"`
-	LeaseOK  bool     `json:"leaseOK"`
-	Synced   bool     `json:"synced"`
-	SyncErr  string   `json:"syncError,omitempty"`
-	Skipped  []string `json:"skippedPeers,omitempty"`
-	Peers    int      `json:"peers"`
-	LastSync string   `json:"lastSync,omitempty"`
+	Ready   bool     `json:"ready"`
+	Subnet  string   `json:"subnet,omitempty"`
+	LeaseOK bool     `json:"leaseOK"`
+	Synced  bool     `json:"synced"`
+	SyncErr string   `json:"syncError,omitempty"`
+	Skipped []string `json:"skippedPeers,omitempty"`
+	// Conflicts are routes weft did not write because the kernel routes
+	// their destination through something that is not weft's.
+	Conflicts []string `json:"routeConflicts,omitempty"`
+	Peers     int      `json:"peers"`
+	LastSync  string   `json:"lastSync,omitempty"`
 	// StoreErr is set while the store does not answer; the node is not
 	// ready once that has lasted a few seconds, as its view may be stale.
 	StoreErr string `json:"storeError,omitempty"`
@@ -742,7 +769,7 @@ type Status struct {
 func (a *Agent) Status() Status {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Status{LeaseOK: a.leaseOK, Synced: a.synced, Skipped: a.skipped, Peers: a.peerCount}
+	s := Status{LeaseOK: a.leaseOK, Synced: a.synced, Skipped: a.skipped, Conflicts: a.conflicts, Peers: a.peerCount}
 	if a.own.Subnet.IsValid() {
 		s.Subnet = a.own.Subnet.String()
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -28,7 +29,8 @@ type fakePlatform struct {
 	mu       sync.Mutex // guards the fields below
 	calls    []string
 	states   []backend.NodeState
-	failNext int // Apply fails this many more times
+	failNext int   // Apply fails this many more times
+	applyErr error // Apply returns this (after applying)
 	fw       firewalltest.Fake
 	closed   bool // the backend was closed
 }
@@ -84,7 +86,7 @@ func (b fakeBackend) Apply(ctx context.Context, d backend.Desired) (backend.Repo
 		b.f.failNext--
 		return backend.Report{}, errors.New("injected kernel failure")
 	}
-	return backend.Report{Added: len(st.Peers)}, nil
+	return backend.Report{Added: len(st.Peers)}, b.f.applyErr
 }
 func (b fakeBackend) Close() error {
 	b.f.mu.Lock()
@@ -435,4 +437,77 @@ func TestStaleStoreMakesUnready(t *testing.T) {
 	m.down = false
 	m.mu.Unlock()
 	eventually(t, "ready again", func() bool { return a.Status().Ready })
+}
+
+// nodeKeyed is a store that names records as the Kubernetes store does
+// ("node/NAME"), not by their subnets.
+type nodeKeyed struct{ *leasetest.Memory }
+
+func (s nodeKeyed) Watch(ctx context.Context, sink func(lease.Event)) error {
+	rekey := func(r lease.Record) lease.Record { r.Key = "node/" + strings.ReplaceAll(r.Key, "/", "_"); return r }
+	return s.Memory.Watch(ctx, func(ev lease.Event) {
+		for i := range ev.Leases {
+			ev.Leases[i] = rekey(ev.Leases[i])
+		}
+		ev.Record = rekey(ev.Record)
+		sink(ev)
+	})
+}
+
+// A store whose keys are not the lease's subnets still has this node's
+// record found: the agent neither re-acquires in a loop nor calls its own
+// lease gone.
+func TestOwnRecordUnderAnotherKey(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	a, _, _ := start(t, nodeKeyed{m}, &fakePlatform{}, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	m.Reserve(lease.Lease{Subnet: netip.MustParsePrefix("10.244.202.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.70"), BackendType: "host-gw"}})
+	time.Sleep(200 * time.Millisecond)
+	a.mu.Lock()
+	key, lost := a.ownKey, a.ownLost
+	a.mu.Unlock()
+	if !strings.HasPrefix(key, "node/") || lost != "" {
+		t.Fatalf("own key %q, lost %q", key, lost)
+	}
+	if n := testutilCount(t, a, `weft_syncs_total{kind="incremental",result="ok"}`); n > 5 {
+		t.Errorf("%v incremental syncs for two changes: re-acquiring in a loop?", n)
+	}
+}
+
+func testutilCount(t *testing.T, a *Agent, series string) float64 {
+	t.Helper()
+	_, body := get(t, a, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			var f float64
+			_, _ = fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// A route the kernel will not let weft take over (a conflict) is reported
+// in /readyz and the metrics, and neither retried nor made a reason to be
+// unready: retrying cannot resolve it.
+func TestRouteConflictIsReportedNotRetried(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	c := &kernel.ConflictError{Want: kernel.Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Gw: netip.MustParseAddr("192.0.2.9"), Dev: "eth0"},
+		Have: kernel.Route{Dst: netip.MustParsePrefix("10.244.9.0/24"), Dev: "cni0", Protocol: kernel.ProtoKernel}}
+	p := &fakePlatform{applyErr: errors.Join(c)}
+	a, _, _ := start(t, m, p, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	s := a.Status()
+	if len(s.Conflicts) != 1 || !strings.Contains(s.Conflicts[0], "10.244.9.0/24 is routed by dev cni0") || s.SyncErr != "" {
+		t.Fatalf("status %+v", s)
+	}
+	if n := testutilCount(t, a, "weft_route_conflicts"); n != 1 {
+		t.Errorf("weft_route_conflicts %v", n)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, n := p.lastState(); n > 2 {
+		t.Errorf("%d applies: the conflict was retried", n)
+	}
 }

@@ -14,6 +14,7 @@ type metrics struct {
 	relists      *prometheus.CounterVec
 	events       *prometheus.CounterVec
 	rejected     prometheus.Gauge
+	conflicts    prometheus.Gauge
 	applied      *prometheus.CounterVec
 	renewals     *prometheus.CounterVec
 	skipped      prometheus.Gauge
@@ -40,6 +41,9 @@ func newMetrics() *metrics {
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "weft_lease_events_total", Help: "Lease changes received from the store's watch, by operation.",
 		}, []string{"op"}),
+		conflicts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "weft_route_conflicts", Help: "Routes not written at the last sync because the kernel routes their destination through something not weft's (see /readyz routeConflicts).",
+		}),
 		rejected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_leases_rejected", Help: "Records in the store that are not used (see /readyz rejectedLeases for why).",
 		}),
@@ -53,7 +57,7 @@ func newMetrics() *metrics {
 			Name: "weft_peers_skipped", Help: "Peers not programmed at the last sync (see /readyz for why).",
 		}),
 	}
-	m.reg.MustRegister(m.leases, m.syncs, m.syncDuration, m.diffSize, m.relists, m.events, m.rejected, m.applied, m.renewals, m.skipped,
+	m.reg.MustRegister(m.leases, m.syncs, m.syncDuration, m.diffSize, m.relists, m.events, m.rejected, m.conflicts, m.applied, m.renewals, m.skipped,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

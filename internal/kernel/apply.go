@@ -80,6 +80,31 @@ func Conflicts(err error) []*ConflictError {
 	return out
 }
 
+// WithoutConflicts returns err without the ConflictErrors it joins (nil
+// if they were all it held): a conflict is reported, not retried, since
+// retrying cannot resolve it.
+func WithoutConflicts(err error) error {
+	if _, ok := err.(*ConflictError); ok || err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var rest []error
+		for _, x := range j.Unwrap() {
+			if x = WithoutConflicts(x); x != nil {
+				rest = append(rest, x)
+			}
+		}
+		if len(rest) == len(j.Unwrap()) {
+			return err
+		}
+		return errors.Join(rest...)
+	}
+	if inner := errors.Unwrap(err); inner != nil && len(Conflicts(inner)) > 0 && WithoutConflicts(inner) == nil {
+		return nil // a wrapper around conflicts only
+	}
+	return err
+}
+
 // Apply makes the kernel's entries within scope match want: it reads them,
 // writes the added and changed ones first (FDB, neighbours, then routes, so
 // a route never points at a neighbour that is not there yet; a changed

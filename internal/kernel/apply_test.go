@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strings"
 	"syscall"
 	"testing"
@@ -222,5 +223,26 @@ func TestApplyNeverTakesOverARouteItDoesNotOwn(t *testing.T) {
 	}
 	if c := kernel.Conflicts(fmt.Errorf("sync: %w", err)); len(c) != 2 || c[0].Want.Dst != p("10.244.1.0/24") || c[1].Have.Protocol != kernel.ProtoBoot {
 		t.Errorf("Conflicts = %+v", c)
+	}
+}
+
+func TestWithoutConflicts(t *testing.T) {
+	c := &kernel.ConflictError{Want: kernel.Route{Dst: netip.MustParsePrefix("10.244.1.0/24")}, Have: kernel.Route{Dst: netip.MustParsePrefix("10.244.1.0/24"), Dev: "cni0"}}
+	other := errors.New("ip route replace 10.244.2.0/24: network is down")
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{c, ""},
+		{errors.Join(c, c), ""},
+		{fmt.Errorf("vxlan: %w", errors.Join(c)), ""},
+		{errors.Join(c, other), other.Error()},
+		{other, other.Error()},
+	} {
+		got := kernel.WithoutConflicts(tc.err)
+		if tc.want == "" && got != nil || tc.want != "" && (got == nil || got.Error() != tc.want) {
+			t.Errorf("WithoutConflicts(%v) = %v, want %q", tc.err, got, tc.want)
+		}
 	}
 }
