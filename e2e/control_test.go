@@ -23,7 +23,7 @@ import (
 // neighbour and FDB entry for n2 (ip route del, ip neigh del, bridge fdb
 // del), three times each: each must be back within 1 s.
 func TestHandDeletedEntriesBack(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	ns, h := p.node["n1"].Netns, p.h["n1"]
 	n2 := netip.MustParsePrefix(p.node["n2"].Subnet)
 	gw, mac, dst := n2.Addr().String(), p.vtep["n2"], p.node["n2"].Addr
@@ -33,7 +33,9 @@ func TestHandDeletedEntriesBack(t *testing.T) {
 	}
 	idx := dev.Attrs().Index
 	present := map[string]func() bool{
-		"route": func() bool { return len(entries(h, n2)) > 0 && strings.HasPrefix(entries(h, n2)[0], "route ") },
+		"route": func() bool {
+			return slices.ContainsFunc(entries(h, n2), func(e string) bool { return strings.HasPrefix(e, "route ") })
+		},
 		"neighbour": func() bool {
 			ns, _ := h.NeighList(idx, netlink.FAMILY_V4)
 			return slices.ContainsFunc(ns, func(n netlink.Neigh) bool { return n.IP.String() == gw && n.HardwareAddr.String() == mac })
@@ -110,7 +112,7 @@ const relistsCompacted = `weft_lease_relists_total{cause="compacted"}`
 // --physical`), and lets n1 back: n1 must relist and count it, and then a
 // lease added and removed must be seen by every agent within 2 s.
 func TestCompactionRelist(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	ns := p.node["n1"].Netns
 	before, exported, err := p.metricValue("n1", relistsCompacted)
 	if err != nil {

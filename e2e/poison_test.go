@@ -45,8 +45,9 @@ type labNode struct {
 	Ready                          bool
 }
 
-// poisonLab is a 3-node vxlan lab on etcd with a client of its store.
-type poisonLab struct {
+// vxlanLab is a 3-node vxlan lab on etcd, with a handle on each node's
+// kernel and a client of its store.
+type vxlanLab struct {
 	*lab
 	nodes  []labNode
 	node   map[string]labNode
@@ -57,7 +58,7 @@ type poisonLab struct {
 	offset map[string]int64 // node -> length of its agent log when the forgery began
 }
 
-func newPoisonLab(t *testing.T) *poisonLab {
+func newVXLANLab(t *testing.T) *vxlanLab {
 	t.Helper()
 	l, out := newLab(t)
 	if !strings.Contains(out, "36 passed, 0 failed") {
@@ -70,7 +71,7 @@ func newPoisonLab(t *testing.T) *poisonLab {
 	if err := json.Unmarshal([]byte(l.must("status", "--json")), &st); err != nil {
 		t.Fatal(err)
 	}
-	p := &poisonLab{lab: l, nodes: st.Nodes, node: map[string]labNode{}, h: map[string]*netlink.Handle{},
+	p := &vxlanLab{lab: l, nodes: st.Nodes, node: map[string]labNode{}, h: map[string]*netlink.Handle{},
 		pods: map[string]netip.Addr{}, vtep: map[string]string{}}
 	for _, n := range st.Nodes {
 		p.node[n.Name] = n
@@ -111,7 +112,7 @@ func (l *lab) store(t *testing.T) *clientv3.Client {
 	return cli
 }
 
-func (p *poisonLab) put(key, value string) {
+func (p *vxlanLab) put(key, value string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -120,7 +121,7 @@ func (p *poisonLab) put(key, value string) {
 	}
 }
 
-func (p *poisonLab) del(key string) {
+func (p *vxlanLab) del(key string) {
 	p.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -140,8 +141,8 @@ func vxlanValue(t *testing.T, pub netip.Addr, mac string) string {
 	return string(b)
 }
 
-// free returns the i-th subnet of 10.244.200.0/21 that no node holds.
-func (p *poisonLab) free(i int) netip.Prefix {
+// free returns the i-th subnet from 10.244.200.0/24 up that no node holds.
+func (p *vxlanLab) free(i int) netip.Prefix {
 	for n := 200; n < 250; n++ {
 		s := netip.MustParsePrefix("10.244." + strconv.Itoa(n) + ".0/24")
 		held := false
@@ -187,7 +188,7 @@ func routesOver(h *netlink.Handle, ps ...netip.Prefix) []string {
 }
 
 // routeSnapshot is routesOver on every node.
-func (p *poisonLab) routeSnapshot(ps ...netip.Prefix) map[string]string {
+func (p *vxlanLab) routeSnapshot(ps ...netip.Prefix) map[string]string {
 	out := map[string]string{}
 	for _, n := range p.nodes {
 		out[n.Name] = strings.Join(routesOver(p.h[n.Name], ps...), "; ")
@@ -196,7 +197,7 @@ func (p *poisonLab) routeSnapshot(ps ...netip.Prefix) map[string]string {
 }
 
 // routesChanged names the nodes whose routes over ps differ from before.
-func (p *poisonLab) routesChanged(before map[string]string, ps ...netip.Prefix) []string {
+func (p *vxlanLab) routesChanged(before map[string]string, ps ...netip.Prefix) []string {
 	var out []string
 	for n, now := range p.routeSnapshot(ps...) {
 		if now != before[n] {
@@ -251,7 +252,7 @@ func underlayHop(h *netlink.Handle, dst netip.Addr) (under netip.Addr, mac, rout
 
 // notDiverted checks that the nodes other than owner send traffic for the
 // owner's first pod to the owner's underlay address and VTEP MAC.
-func (p *poisonLab) notDiverted(owner string) []string {
+func (p *vxlanLab) notDiverted(owner string) []string {
 	var out []string
 	to := p.pods[owner+"-p1"]
 	for _, n := range p.nodes {
@@ -271,12 +272,12 @@ func (p *poisonLab) notDiverted(owner string) []string {
 }
 
 // readyz is a node's readiness document.
-func (p *poisonLab) readyz(node string) (map[string]any, error) {
+func (p *vxlanLab) readyz(node string) (map[string]any, error) {
 	return process.Readyz(p.node[node].Netns)
 }
 
 // notReady names the nodes whose agent does not report ready.
-func (p *poisonLab) notReady() []string {
+func (p *vxlanLab) notReady() []string {
 	var out []string
 	for _, n := range p.nodes {
 		r, err := p.readyz(n.Name)
@@ -293,7 +294,7 @@ func (p *poisonLab) notReady() []string {
 
 // storeReachable names the nodes that do not route the store's address
 // out of eth0 or cannot open a connection to it.
-func (p *poisonLab) storeReachable() []string {
+func (p *vxlanLab) storeReachable() []string {
 	var out []string
 	for _, n := range p.nodes {
 		under, _, route, err := underlayHop(p.h[n.Name], netip.MustParseAddr("192.0.2.2"))
@@ -332,7 +333,7 @@ func during(t *testing.T, d time.Duration, check func() []string) {
 }
 
 // markLogs remembers where each agent's log ends, for logSince.
-func (p *poisonLab) markLogs() {
+func (p *vxlanLab) markLogs() {
 	p.offset = map[string]int64{}
 	for _, n := range p.nodes {
 		if fi, err := os.Stat(n.Log); err == nil {
@@ -342,7 +343,7 @@ func (p *poisonLab) markLogs() {
 }
 
 // logSince is what node's agent logged since markLogs.
-func (p *poisonLab) logSince(node string) string {
+func (p *vxlanLab) logSince(node string) string {
 	b, err := os.ReadFile(p.node[node].Log)
 	if err != nil {
 		p.t.Fatal(err)
@@ -358,7 +359,7 @@ const maxLogLine = 8 << 10
 // since markLogs, in a line saying "lease rejected" with key=<key>, and
 // said nothing else about it at warning level or above; and that no line
 // is longer than maxLogLine.
-func (p *poisonLab) checkLogs(t *testing.T, keys []string) {
+func (p *vxlanLab) checkLogs(t *testing.T, keys []string) {
 	t.Helper()
 	for _, n := range p.nodes {
 		lines := strings.Split(p.logSince(n.Name), "\n")
@@ -409,7 +410,7 @@ func (l *lab) metricValue(node, series string) (v float64, ok bool, err error) {
 
 // checkRejected checks that every node lists exactly keys under
 // rejectedLeases in /readyz and counts them in weft_leases_rejected.
-func (p *poisonLab) checkRejected(t *testing.T, keys []string) {
+func (p *vxlanLab) checkRejected(t *testing.T, keys []string) {
 	t.Helper()
 	for _, n := range p.nodes {
 		r, err := p.readyz(n.Name)
@@ -484,7 +485,7 @@ type forgery struct {
 // pod traffic to victim diverted, every node ready, plus extra), checks
 // the logs, /readyz and metrics, runs extra's follow-up, deletes fs and
 // checks that no route for them remains on any node.
-func (p *poisonLab) poison(t *testing.T, victim string, fs []forgery, extra func() []string, after func()) {
+func (p *vxlanLab) poison(t *testing.T, victim string, fs []forgery, extra func() []string, after func()) {
 	t.Helper()
 	var over []netip.Prefix
 	var keys []string
@@ -552,7 +553,7 @@ func (p *poisonLab) poison(t *testing.T, victim string, fs []forgery, extra func
 // TestPoisonSubnetInside: a /25 inside n2's /24, naming another node. n2's
 // lease is older and wins on every node.
 func TestPoisonSubnetInside(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	s := netip.MustParsePrefix(p.node["n2"].Subnet)
 	half := netip.PrefixFrom(s.Addr(), 25) // holds n2's pods .2 and .3
 	p.poison(t, "n2", []forgery{{keyOf(half), vxlanValue(t, forgerIP, "02:00:5e:00:0a:01"), []netip.Prefix{half}}}, nil, nil)
@@ -561,7 +562,7 @@ func TestPoisonSubnetInside(t *testing.T) {
 // TestPoisonSecondKey: a second key for n2's /24, dual stack, naming
 // another node.
 func TestPoisonSecondKey(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	s := netip.MustParsePrefix(p.node["n2"].Subnet)
 	key := lease.Key(s, netip.MustParsePrefix("2001:db8:1::/64"))
 	p.poison(t, "n2", []forgery{{key, vxlanValue(t, forgerIP, "02:00:5e:00:0a:02"), []netip.Prefix{s}}}, nil, nil)
@@ -572,7 +573,7 @@ func TestPoisonSecondKey(t *testing.T) {
 // once and says so; n1's pings to n2's pod lose at most the replies sent
 // in the window before the restore.
 func TestPoisonOwnerOverwritten(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	key := keyOf(netip.MustParsePrefix(p.node["n2"].Subnet))
 	get := func() (lease.Attrs, int64) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -634,7 +635,7 @@ func TestPoisonOwnerOverwritten(t *testing.T) {
 // TestPoisonOutsideNetwork: leases outside the cluster network, one in
 // private space and one on the underlay's other side, are never routed.
 func TestPoisonOutsideNetwork(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	a, b := netip.MustParsePrefix("10.99.0.0/24"), netip.MustParsePrefix("198.51.100.0/28")
 	p.poison(t, "n2", []forgery{
 		{keyOf(a), vxlanValue(t, forgerIP, "02:00:5e:00:0a:03"), []netip.Prefix{a}},
@@ -646,7 +647,7 @@ func TestPoisonOutsideNetwork(t *testing.T) {
 // store. Every node keeps reaching the store, stays ready, and still sees
 // a normal lease change made afterwards.
 func TestPoisonUnderlayBlock(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	block := netip.MustParsePrefix("192.0.2.0/30")
 	p.poison(t, "n2", []forgery{{keyOf(block), vxlanValue(t, forgerIP, "02:00:5e:00:0a:05"), []netip.Prefix{block}}},
 		p.storeReachable, func() {
@@ -682,7 +683,7 @@ func TestPoisonUnderlayBlock(t *testing.T) {
 // TestPoisonBadAttributes: VtepMAC 00:00:00:00:00:00 and PublicIP
 // 0.0.0.0 are neither programmed nor make any node NotReady.
 func TestPoisonBadAttributes(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	zeroMAC, zeroIP := p.free(0), p.free(1)
 	p.poison(t, "n2", []forgery{
 		{keyOf(zeroMAC), vxlanValue(t, netip.MustParseAddr("192.0.2.97"), "00:00:00:00:00:00"), []netip.Prefix{zeroMAC}},
@@ -700,7 +701,7 @@ func hugeValue(t *testing.T) string {
 // TestPoisonHugeValue: a 1 MB value is logged at most once per node, and
 // never in full.
 func TestPoisonHugeValue(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	s := p.free(0)
 	p.poison(t, "n2", []forgery{{keyOf(s), hugeValue(t), []netip.Prefix{s}}}, nil, nil)
 }
@@ -709,7 +710,7 @@ func TestPoisonHugeValue(t *testing.T) {
 // over several resyncs of the lab's agents (10 s): each is logged once per
 // node, and none is routed.
 func TestPoisonLoggedOnce(t *testing.T) {
-	p := newPoisonLab(t)
+	p := newVXLANLab(t)
 	n2 := netip.MustParsePrefix(p.node["n2"].Subnet)
 	half := netip.PrefixFrom(n2.Addr(), 25)
 	out := netip.MustParsePrefix("10.99.0.0/24")
