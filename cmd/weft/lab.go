@@ -35,7 +35,7 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
-              [--agent PATH] [--flanneld PATH]   lease events: weft-agent beside flanneld
+              [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
   weft lab down [--name NAME]
 `
 
@@ -213,6 +213,8 @@ func labBenchLeases(fs *flag.FlagSet, name *string) func(context.Context, []stri
 	fs.DurationVar(&o.Idle, "idle", time.Minute, "how long idle CPU is measured at each count")
 	fs.StringVar(&o.Agent, "agent", "", "the weft-agent binary to measure (default: beside weft)")
 	fs.StringVar(&o.Flanneld, "flanneld", "", "the reference flanneld (default: beside weft)")
+	fs.StringVar(&o.ProfileDir, "profile", "", "after each count, write CPU profiles of the weft agents (single events, then idle) to this directory")
+	profileSecs := fs.Int("profile-seconds", 30, "length of each profile, in seconds")
 	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
 		o.Name = *name
 		if o.Name == "weft" {
@@ -246,6 +248,7 @@ func labBenchLeases(fs *flag.FlagSet, name *string) func(context.Context, []stri
 				return fmt.Errorf("no %s: build weft-agent with 'go build -o bin/ ./cmd/...' and the reference flanneld with '(cd tools/flannel && go build -o ../../bin/flanneld github.com/flannel-io/flannel)', or give --agent and --flanneld", *p)
 			}
 		}
+		o.ProfileFor = time.Duration(*profileSecs) * time.Second
 		o.Command = strings.Join(os.Args, " ")
 		return leasebench.Run(ctx, o, stdout)
 	}

@@ -38,6 +38,11 @@ type Options struct {
 	Agent    string        // the weft-agent binary
 	Flanneld string        // the reference flanneld binary
 	Command  string        // the command line, printed in the header
+	// With ProfileDir set, after the measurements at each count the weft
+	// agents are profiled (CPU) for ProfileFor while single events go on,
+	// and as long again idle; the profiles are written there.
+	ProfileDir string
+	ProfileFor time.Duration
 }
 
 // settle is the pause after the lab comes up and after each bulk write,
@@ -58,6 +63,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("--idle %s: use at least 1s", o.Idle)
 	case o.Gap < 0:
 		return fmt.Errorf("--gap %s: use 0 or more", o.Gap)
+	case o.ProfileDir != "" && o.ProfileFor < time.Second:
+		return fmt.Errorf("--profile-seconds %s: use at least 1s", o.ProfileFor)
 	}
 	for _, c := range o.Counts {
 		if c < 1 || c+o.Events > 8000 {
@@ -232,6 +239,18 @@ func (c *cluster) measure(ctx context.Context, o Options, p *pool, count int, re
 		if phases[i].Mem, err = readMemory(n.PID); err != nil {
 			return err
 		}
+	}
+
+	if o.ProfileDir != "" {
+		if err := c.profileWeft(ctx, o.ProfileDir, count, "events", o.ProfileFor, func(stop <-chan struct{}) error {
+			return c.churn(ctx, p, o.Gap, stop)
+		}); err != nil {
+			return err
+		}
+		if err := c.profileWeft(ctx, o.ProfileDir, count, "idle", o.ProfileFor, func(<-chan struct{}) error { return nil }); err != nil {
+			return err
+		}
+		fmt.Fprintf(w, "CPU profiles of the weft agents with %d leases, over %s of single events and %s idle: %s/%d-*.pprof\n", count, o.ProfileFor, o.ProfileFor, o.ProfileDir, count)
 	}
 
 	took, wrote, err = c.converge(ctx, bulk, true, timeout)
