@@ -314,7 +314,7 @@ func (a *Agent) onEvent(ev lease.Event) {
 		a.ownLost = a.ownState()
 		lost = a.ownLost
 	}
-	rejected := len(a.set.Rejected())
+	rejected := a.set.RejectedCount()
 	a.mu.Unlock()
 	a.m.rejected.Set(float64(rejected))
 	if ev.Reset {

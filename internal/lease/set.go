@@ -41,6 +41,13 @@ type Set struct {
 	network netip.Prefix
 	check   func(Lease) error
 	recs    map[string]*entry
+	// An index of the usable entries, so that a change finds the leases it
+	// overlaps without looking at the others: by subnet, and for every
+	// prefix between the network and a subnet, how many usable subnets
+	// lie strictly inside it.
+	bySubnet map[netip.Prefix][]*entry
+	inside   map[netip.Prefix]int
+	rejected int // entries whose reason is not ""
 }
 
 type entry struct {
@@ -65,7 +72,46 @@ type Verdict struct {
 // check, if not nil, is the backend's own check of a lease it would
 // program (e.g. a usable VTEP MAC); a lease it refuses is rejected.
 func NewSet(network netip.Prefix, check func(Lease) error) *Set {
-	return &Set{network: network, check: check, recs: map[string]*entry{}}
+	return &Set{network: network, check: check, recs: map[string]*entry{},
+		bySubnet: map[netip.Prefix][]*entry{}, inside: map[netip.Prefix]int{}}
+}
+
+// put stores e under its key (replacing what was there) and indexes it.
+func (s *Set) put(e *entry) {
+	s.remove(e.rec.Key)
+	s.recs[e.rec.Key] = e
+	if !e.usable() {
+		return
+	}
+	p := e.rec.Lease.Subnet
+	s.bySubnet[p] = append(s.bySubnet[p], e)
+	for b := p.Bits() - 1; b > s.network.Bits(); b-- {
+		s.inside[netip.PrefixFrom(p.Addr(), b).Masked()]++
+	}
+}
+
+// remove forgets the entry under key, if any.
+func (s *Set) remove(key string) {
+	e, ok := s.recs[key]
+	if !ok {
+		return
+	}
+	delete(s.recs, key)
+	if !e.usable() {
+		return
+	}
+	p := e.rec.Lease.Subnet
+	if l := slices.DeleteFunc(s.bySubnet[p], func(x *entry) bool { return x == e }); len(l) > 0 {
+		s.bySubnet[p] = l
+	} else {
+		delete(s.bySubnet, p)
+	}
+	for b := p.Bits() - 1; b > s.network.Bits(); b-- {
+		a := netip.PrefixFrom(p.Addr(), b).Masked()
+		if s.inside[a]--; s.inside[a] <= 0 {
+			delete(s.inside, a)
+		}
+	}
 }
 
 // reasonLimit bounds a reason, which quotes untrusted input (a decode
@@ -108,9 +154,10 @@ func (s *Set) Apply(ev Event) []Verdict {
 			note(k)
 		}
 		s.recs = make(map[string]*entry, len(ev.Leases)+len(ev.Invalid))
+		s.bySubnet, s.inside = map[netip.Prefix][]*entry{}, map[netip.Prefix]int{}
 		for _, r := range slices.Concat(ev.Leases, ev.Invalid) {
 			note(r.Key)
-			s.recs[r.Key] = s.newEntry(r)
+			s.put(s.newEntry(r))
 		}
 		all := make([]*entry, 0, len(s.recs))
 		for _, e := range s.recs {
@@ -126,10 +173,10 @@ func (s *Set) Apply(ev Event) []Verdict {
 		s.noteComponents(touched, note)
 		note(key)
 		if ev.Deleted {
-			delete(s.recs, key)
+			s.remove(key)
 		} else {
 			e := s.newEntry(ev.Record)
-			s.recs[key] = e
+			s.put(e)
 			if e.usable() {
 				touched = append(touched, e.rec.Lease.Subnet)
 			}
@@ -142,6 +189,12 @@ func (s *Set) Apply(ev Event) []Verdict {
 	var out []Verdict
 	for key, was := range before {
 		e, ok := s.recs[key]
+		if was != "" && was != "\x00absent" {
+			s.rejected--
+		}
+		if ok && e.reason != "" {
+			s.rejected++
+		}
 		switch {
 		case !ok && was == "\x00absent":
 		case !ok:
@@ -176,10 +229,16 @@ func (s *Set) noteComponents(ps []netip.Prefix, note func(string)) {
 // that root overlaps anything inside it.
 func (s *Set) component(p netip.Prefix) []*entry {
 	root := p
-	for _, e := range s.recs {
-		if q := e.rec.Lease.Subnet; e.usable() && q.Bits() < root.Bits() && q.Contains(p.Addr()) {
-			root = q
+	for b := s.network.Bits() + 1; b < p.Bits(); b++ {
+		if a := netip.PrefixFrom(p.Addr(), b).Masked(); len(s.bySubnet[a]) > 0 {
+			root = a // the largest lease that holds p
+			break
 		}
+	}
+	if s.inside[root] == 0 {
+		// The common case: nothing inside root; only leases of exactly
+		// that subnet can overlap.
+		return slices.Clone(s.bySubnet[root])
 	}
 	var out []*entry
 	for _, e := range s.recs {
@@ -240,6 +299,9 @@ func (s *Set) Leases() []Lease {
 	return out
 }
 
+// RejectedCount is how many records are rejected.
+func (s *Set) RejectedCount() int { return s.rejected }
+
 // Rejected returns every rejected record's key with the reason.
 func (s *Set) Rejected() map[string]string {
 	out := map[string]string{}
@@ -258,6 +320,17 @@ func (s *Set) Record(key string) (Record, bool) {
 		return Record{}, false
 	}
 	return e.rec, true
+}
+
+// Find returns a record for which match is true, if any (in no
+// particular order; it looks at every record).
+func (s *Set) Find(match func(Record) bool) (Record, bool) {
+	for _, e := range s.recs {
+		if match(e.rec) {
+			return e.rec, true
+		}
+	}
+	return Record{}, false
 }
 
 // Len is the number of records, accepted or not.

@@ -200,8 +200,8 @@ func TestSetIncrementalEqualsFull(t *testing.T) {
 			if got, want := keys(s.Leases()), keys(full.Leases()); !slices.Equal(got, want) {
 				t.Fatalf("seed %d step %d (%+v): incremental accepts %v, full %v", seed, step, ev, got, want)
 			}
-			if got, want := s.Rejected(), full.Rejected(); !maps.Equal(got, want) {
-				t.Fatalf("seed %d step %d: incremental rejects %v, full %v", seed, step, got, want)
+			if got, want := s.Rejected(), full.Rejected(); !maps.Equal(got, want) || s.RejectedCount() != len(want) {
+				t.Fatalf("seed %d step %d: incremental rejects %v (count %d), full %v", seed, step, got, s.RejectedCount(), want)
 			}
 			// No two accepted leases overlap.
 			ls := s.Leases()
