@@ -533,9 +533,16 @@ func (a *Agent) probeLoop(ctx context.Context) error {
 	}
 }
 
+// refreshEvery: every this many full syncs, and after a failed sync, the
+// kernel is read afresh rather than trusted as its change notifications
+// have kept it (a dump costs ~100 ms at 5000 peers; a full sync without it
+// a few).
+const refreshEvery = 10
+
 // syncLoop runs a sync on every change (incremental: the leases and the
-// kernel as remembered) and every Resync (full: the kernel and the
-// firewall read afresh), and retries a failed one with a full sync.
+// kernel as remembered) and every Resync (full: the firewall read afresh,
+// and every refreshEvery-th time the kernel too), and retries a failed one
+// with a full sync that reads the kernel.
 func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request) error {
 	tick := time.NewTicker(a.o.Resync)
 	defer tick.Stop()
@@ -544,16 +551,21 @@ func (a *Agent) syncLoop(ctx context.Context, cfg *config.Config, be backend.Bac
 	backoff := 200 * time.Millisecond
 	marked := false
 	s := &syncer{}
+	fulls := 0
 	for {
-		full := false
+		full, refresh := false, false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-a.kick:
 		case <-tick.C:
-			full = true
+			fulls++
+			full, refresh = true, fulls%refreshEvery == 0
 		case <-retry.C:
-			full = true
+			full, refresh = true, true
+		}
+		if refresh {
+			a.p.Refresh()
 		}
 		err := a.sync(ctx, cfg, be, req, s, full)
 		if errors.Is(err, errNotListed) {
@@ -616,9 +628,9 @@ var errNotListed = errors.New("no list of the leases yet")
 // sync is one level-triggered pass over the leases as the watch has
 // delivered them: take this node's lease back if it is gone or was
 // changed, compute the desired state, apply it (backend, firewall,
-// subnet.env) and report. A full sync reads the kernel and the firewall
-// afresh; an incremental one trusts the platform's memory of the kernel
-// and applies the firewall only when its state changed. Each part is
+// subnet.env) and report. A full sync reads the firewall afresh; an
+// incremental one applies it only when its state changed. Both trust the
+// platform's memory of the kernel unless the caller refreshed it. Each part is
 // applied even when another failed; the error says which did not apply.
 func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend, req lease.Request, s *syncer, full bool) (err error) {
 	a.mu.Lock()
@@ -652,9 +664,6 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		own = l
 	}
 	d := a.desire(cfg, be, own, leases)
-	if full {
-		a.p.Refresh()
-	}
 	rep, beErr := be.Apply(ctx, d.Kernel)
 	// A destination the kernel routes through something not weft's (this
 	// node's old subnet on its bridge, an administrator's route) is
