@@ -638,8 +638,10 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		a.mu.Unlock()
 		return errNotListed
 	}
-	leases := a.set.Leases()
+	// The peers only: Desire then keeps the slice as it is.
 	own, lost := a.own, a.ownLost
+	leases := a.set.LeasesWhere(backend.NodeState{Own: own}.IsPeer)
+	accepted := a.set.Len() - a.set.RejectedCount()
 	a.mu.Unlock()
 	kind := "incremental"
 	if full {
@@ -695,10 +697,11 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 	}
 	a.m.applied.WithLabelValues("add").Add(float64(rep.Added))
 	a.m.applied.WithLabelValues("remove").Add(float64(rep.Removed))
-	a.m.leases.Set(float64(len(leases)))
+	a.m.leases.Set(float64(accepted))
 	a.m.skipped.Set(float64(len(rep.Skipped)))
+	peers := len(d.Kernel.Node.Peers)
 	if rep.Added+rep.Removed > 0 {
-		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", len(d.Kernel.Node.Peers), "sync", kind)
+		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", peers, "sync", kind)
 	}
 	a.mu.Lock()
 	if !slices.Equal(a.skipped, rep.Skipped) {
@@ -713,7 +716,7 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 			a.log.Warn("route not written: "+c, "sync", kind)
 		}
 	}
-	a.skipped, a.lastSync, a.peerCount, a.conflicts = rep.Skipped, time.Now(), len(d.Kernel.Node.Peers), conflicts
+	a.skipped, a.lastSync, a.peerCount, a.conflicts = rep.Skipped, time.Now(), peers, conflicts
 	a.mu.Unlock()
 	a.m.conflicts.Set(float64(len(conflicts)))
 	return errors.Join(beErr, fwErr, envErr)

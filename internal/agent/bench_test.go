@@ -37,7 +37,7 @@ func BenchmarkDesire(b *testing.B) {
 			own := recs[0].Lease
 			b.ResetTimer()
 			for range b.N {
-				d := Desire(Inputs{Network: network, Own: own, Leases: set.Leases(), MTU: 1450, Backend: be})
+				d := Desire(Inputs{Network: network, Own: own, Leases: set.LeasesWhere(backend.NodeState{Own: own}.IsPeer), MTU: 1450, Backend: be})
 				if len(d.Kernel.Entries.Routes) != n-1 {
 					b.Fatalf("%d routes", len(d.Kernel.Entries.Routes))
 				}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/firewall"
@@ -12,10 +13,12 @@ import (
 // Inputs are everything a node's desired state depends on. (Policies and
 // BGP peers join them later.)
 type Inputs struct {
-	Network netip.Prefix  // the cluster network
-	Own     lease.Lease   // this node's lease
-	Leases  []lease.Lease // every lease in the store; Own may be among them
-	MTU     int           // the pod MTU over the backend
+	Network netip.Prefix // the cluster network
+	Own     lease.Lease  // this node's lease
+	// Leases are every accepted lease; Own may be among them. Not
+	// modified; when all are peers, the node state holds them as they are.
+	Leases []lease.Lease
+	MTU    int // the pod MTU over the backend
 	// Backend plans the backend's part from the node state (pure).
 	Backend backend.Planner
 	// IPMasq: masquerade pods' traffic leaving the cluster network.
@@ -37,13 +40,13 @@ type Desired struct {
 // Desire computes the desired state. It is pure: the same inputs give the
 // same state, and nothing is read from or written to the node.
 func Desire(in Inputs) Desired {
-	st := backend.NodeState{Network: in.Network, Own: in.Own, Peers: make([]lease.Lease, 0, len(in.Leases))}
-	for _, l := range in.Leases {
-		// A lease with this node's own address is not a peer (an old
-		// lease of this node's, or a forgery): a node never routes to
-		// itself, least of all its own old subnet away from its bridge.
-		if !l.SameSubnets(in.Own) && l.Attrs.PublicIP != in.Own.Attrs.PublicIP {
-			st.Peers = append(st.Peers, l)
+	st := backend.NodeState{Network: in.Network, Own: in.Own, Peers: in.Leases}
+	if slices.ContainsFunc(in.Leases, func(l lease.Lease) bool { return !st.IsPeer(l) }) {
+		st.Peers = make([]lease.Lease, 0, len(in.Leases))
+		for _, l := range in.Leases {
+			if st.IsPeer(l) {
+				st.Peers = append(st.Peers, l)
+			}
 		}
 	}
 	d := Desired{

@@ -9,6 +9,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"iter"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -25,17 +26,27 @@ type NodeState struct {
 	Peers   []lease.Lease // every other lease, of any backend type
 }
 
-// PeersOf returns the peers a backend of one of types programs: every
-// lease but this node's own, with a subnet, whose BackendType is one of
-// types.
-func (s NodeState) PeersOf(types ...string) []lease.Lease {
-	out := make([]lease.Lease, 0, len(s.Peers))
-	for _, l := range s.Peers {
-		if !l.SameSubnets(s.Own) && l.Subnet.IsValid() && slices.Contains(types, l.Attrs.BackendType) {
-			out = append(out, l)
+// IsPeer reports whether l is another node's lease with a subnet: not this
+// node's own, and not another with this node's address (an old lease of
+// this node's, or a forgery: a node never routes to itself, least of all
+// its own old subnet away from its bridge).
+func (s NodeState) IsPeer(l lease.Lease) bool {
+	return !l.SameSubnets(s.Own) && l.Attrs.PublicIP != s.Own.Attrs.PublicIP && l.Subnet.IsValid()
+}
+
+// PeersOf yields the peers a backend of one of types programs: every
+// lease with a subnet whose BackendType is one of types, but this node's
+// own and any other with this node's address (an old lease of this
+// node's, or a forgery: a node never routes to itself, least of all its
+// own old subnet away from its bridge).
+func (s NodeState) PeersOf(types ...string) iter.Seq[lease.Lease] {
+	return func(yield func(lease.Lease) bool) {
+		for _, l := range s.Peers {
+			if s.IsPeer(l) && slices.Contains(types, l.Attrs.BackendType) && !yield(l) {
+				return
+			}
 		}
 	}
-	return out
 }
 
 // Desired is what a backend wants the node to have for one NodeState: its

@@ -42,7 +42,7 @@ func TestPeersOf(t *testing.T) {
 		{[]string{"", "udp"}, []string{"10.244.4.0/24", "10.244.6.0/24"}},
 		{nil, nil},
 	} {
-		if got := subnets(st.PeersOf(tc.types...)); !slices.Equal(got, tc.want) {
+		if got := subnets(slices.Collect(st.PeersOf(tc.types...))); !slices.Equal(got, tc.want) {
 			t.Errorf("PeersOf(%q) = %v, want %v", tc.types, got, tc.want)
 		}
 	}

@@ -47,7 +47,17 @@ type Set struct {
 	// lie strictly inside it.
 	bySubnet map[netip.Prefix][]*entry
 	inside   map[netip.Prefix]int
-	rejected int // entries whose reason is not ""
+	// order holds the usable entries by subnet (then key), so that
+	// Leases need not sort at every sync.
+	order    []*entry
+	bulk     bool // a Reset is filling the set: put leaves order alone
+	rejected int  // entries whose reason is not ""
+}
+
+// compareEntries orders entries by subnet, then key.
+func compareEntries(a, b *entry) int {
+	pa, pb := a.rec.Lease.Subnet, b.rec.Lease.Subnet
+	return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()), strings.Compare(a.rec.Key, b.rec.Key))
 }
 
 type entry struct {
@@ -88,6 +98,10 @@ func (s *Set) put(e *entry) {
 	for b := p.Bits() - 1; b > s.network.Bits(); b-- {
 		s.inside[netip.PrefixFrom(p.Addr(), b).Masked()]++
 	}
+	if !s.bulk {
+		i, _ := slices.BinarySearchFunc(s.order, e, compareEntries)
+		s.order = slices.Insert(s.order, i, e)
+	}
 }
 
 // remove forgets the entry under key, if any.
@@ -111,6 +125,9 @@ func (s *Set) remove(key string) {
 		if s.inside[a]--; s.inside[a] <= 0 {
 			delete(s.inside, a)
 		}
+	}
+	if i, ok := slices.BinarySearchFunc(s.order, e, compareEntries); ok {
+		s.order = slices.Delete(s.order, i, i+1)
 	}
 }
 
@@ -154,11 +171,19 @@ func (s *Set) Apply(ev Event) []Verdict {
 			note(k)
 		}
 		s.recs = make(map[string]*entry, len(ev.Leases)+len(ev.Invalid))
-		s.bySubnet, s.inside = map[netip.Prefix][]*entry{}, map[netip.Prefix]int{}
+		s.bySubnet, s.inside, s.order = map[netip.Prefix][]*entry{}, map[netip.Prefix]int{}, nil
+		s.bulk = true // order is sorted once, below
 		for _, r := range slices.Concat(ev.Leases, ev.Invalid) {
 			note(r.Key)
 			s.put(s.newEntry(r))
 		}
+		s.bulk = false
+		for _, e := range s.recs {
+			if e.usable() {
+				s.order = append(s.order, e)
+			}
+		}
+		slices.SortFunc(s.order, compareEntries)
 		all := make([]*entry, 0, len(s.recs))
 		for _, e := range s.recs {
 			all = append(all, e)
@@ -283,18 +308,16 @@ func (s *Set) decide(entries []*entry) {
 }
 
 // Leases returns the accepted leases, ordered by subnet.
-func (s *Set) Leases() []Lease {
-	ok := make([]*entry, 0, len(s.recs))
-	for _, e := range s.recs {
-		if e.reason == "" {
-			ok = append(ok, e)
+func (s *Set) Leases() []Lease { return s.LeasesWhere(nil) }
+
+// LeasesWhere returns the accepted leases for which keep is true (nil:
+// all), ordered by subnet.
+func (s *Set) LeasesWhere(keep func(Lease) bool) []Lease {
+	out := make([]Lease, 0, len(s.order))
+	for _, e := range s.order {
+		if e.reason == "" && (keep == nil || keep(e.rec.Lease)) {
+			out = append(out, e.rec.Lease)
 		}
-	}
-	// Sorting pointers: a Lease is a few hundred bytes to swap.
-	slices.SortFunc(ok, func(a, b *entry) int { return a.rec.Lease.Subnet.Addr().Compare(b.rec.Lease.Subnet.Addr()) })
-	out := make([]Lease, len(ok))
-	for i, e := range ok {
-		out[i] = e.rec.Lease
 	}
 	return out
 }

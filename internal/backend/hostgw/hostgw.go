@@ -43,7 +43,7 @@ func (b *Backend) MTU() int { return b.u.MTU }
 // owns the routes into the cluster network on the underlay.
 func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 	d := backend.Desired{Node: st, Scope: kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{b.u.Name}}}
-	for _, peer := range st.PeersOf(Type) {
+	for peer := range st.PeersOf(Type) {
 		if !b.u.IsOnLink(peer.Attrs.PublicIP) {
 			d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", peer.Subnet, peer.Attrs.PublicIP, b.u.Name))
 			continue

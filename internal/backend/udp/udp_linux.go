@@ -104,7 +104,7 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 func (b *Backend) peerAddrs(st backend.NodeState) (map[netip.Prefix]netip.AddrPort, []string) {
 	var skipped []string
 	peers := map[netip.Prefix]netip.AddrPort{}
-	for _, l := range st.PeersOf("", Type) { // flannel's udp leases carry no type
+	for l := range st.PeersOf("", Type) { // flannel's udp leases carry no type
 		if l.Subnet.Bits() != st.Own.Subnet.Bits() {
 			skipped = append(skipped, fmt.Sprintf("%s (%s): subnet length differs from this node's /%d", l.Subnet, l.Attrs.PublicIP, st.Own.Subnet.Bits()))
 			continue

@@ -54,17 +54,16 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 		Scope: kernel.Scope{Network: st.Network, Own: st.Own.Subnet,
 			RouteDevs: []string{dev.Name, b.u.Name}, NeighDevs: []string{dev.Name}},
 	}
-	peers := st.PeersOf(Type)
 	p := &d.Entries
-	p.Routes = make([]kernel.Route, 0, len(peers))
-	p.Neighs = make([]kernel.Neigh, 0, len(peers))
-	p.FDB = make([]kernel.FDB, 0, len(peers))
+	p.Routes = make([]kernel.Route, 0, len(st.Peers))
+	p.Neighs = make([]kernel.Neigh, 0, len(st.Peers))
+	p.FDB = make([]kernel.FDB, 0, len(st.Peers))
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.macs == nil || len(b.macs) > 2*len(peers)+64 {
-		b.macs = make(map[string]macResult, len(peers)) // drop the values of departed leases
+	if b.macs == nil || len(b.macs) > 2*len(st.Peers)+64 {
+		b.macs = make(map[string]macResult, len(st.Peers)) // drop the values of departed leases
 	}
-	for _, peer := range peers {
+	for peer := range st.PeersOf(Type) {
 		if b.cfg.DirectRouting && b.u.IsOnLink(peer.Attrs.PublicIP) {
 			p.Routes = append(p.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: b.u.Name})
 			continue
