@@ -1,10 +1,13 @@
 package kernel
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 )
 
 // Read returns the kernel's routes, and the neighbour and FDB entries of
@@ -105,6 +108,14 @@ func WithoutConflicts(err error) error {
 	return err
 }
 
+// memo is a Kernel that remembers the last plan it applied fully
+// (*Cached, or a type that embeds it).
+type memo interface {
+	start(want Plan, scope Scope) (gen uint64, same bool)
+	applied(want Plan, scope Scope, gen uint64, ok bool)
+	snapshot(devs []string) (Plan, bool)
+}
+
 // Apply makes the kernel's entries within scope match want: it reads them,
 // writes the added and changed ones first (FDB, neighbours, then routes, so
 // a route never points at a neighbour that is not there yet; a changed
@@ -122,11 +133,31 @@ func WithoutConflicts(err error) error {
 // With a Cached kernel the reads come from its mirror, so a sync that
 // finds nothing to change makes no system call.
 func Apply(ctx context.Context, k Kernel, want Plan, scope Scope) (added, removed int, err error) {
-	all, err := readAll(k, scope)
-	if err != nil {
-		return 0, 0, err
+	c, cached := k.(memo)
+	var gen uint64
+	if cached {
+		var same bool
+		if gen, same = c.start(want, scope); same {
+			return 0, 0, nil
+		}
+		defer func() { c.applied(want, scope, gen, err == nil) }()
+	}
+	var all Plan
+	snap := false
+	if cached {
+		all, snap = c.snapshot(scope.NeighDevs)
+	}
+	if !snap {
+		if all, err = readAll(k, scope); err != nil {
+			return 0, 0, err
+		}
 	}
 	add, del := Diff(want, scope.Filter(all))
+	if snap { // the mirror's order is a map's: deletions go in a stable order
+		slices.SortFunc(del.Routes, compareRoutes)
+		slices.SortFunc(del.Neighs, func(a, b Neigh) int { return cmp.Or(strings.Compare(a.Dev, b.Dev), a.IP.Compare(b.IP)) })
+		slices.SortFunc(del.FDB, func(a, b FDB) int { return cmp.Or(strings.Compare(a.Dev, b.Dev), strings.Compare(a.MAC, b.MAC)) })
+	}
 	var errs []error
 	if len(add.Routes) > 0 {
 		foreign := map[netip.Prefix]Route{}

@@ -90,9 +90,83 @@ type Cached struct {
 	mu     sync.Mutex
 	live   bool                                 // a subscription is live: reads fill the mirror
 	routes map[routeKey]Route                   // by destination and link; nil until dumped
+	devs   map[netip.Prefix][]string            // the links of the routes to each destination
 	sorted []Route                              // routes by destination; nil when stale
 	neighs map[string]*table[netip.Addr, Neigh] // by device; a device is absent until dumped
 	fdb    map[string]*table[string, FDB]       // by device; a device is absent until dumped
+	// gen counts the changes of the mirror that weft did not make itself
+	// (announced by someone else, or a drop). The last Apply that wrote
+	// everything it wanted is remembered with the gen it started from: an
+	// Apply of the same plan while gen has not moved has nothing to do.
+	gen       uint64
+	last      Plan
+	lastScope Scope
+	lastGen   uint64
+	lastOK    bool
+	skips     atomic.Uint64
+}
+
+// start returns the generation an Apply starts from, and whether the
+// kernel is known to match want within scope already (the last Apply
+// wrote that same plan fully and nothing changed since).
+func (c *Cached) start(want Plan, scope Scope) (uint64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	same := c.lastOK && c.live && c.routes != nil && c.gen == c.lastGen &&
+		samePlan(c.last, want) && sameScope(c.lastScope, scope)
+	if same {
+		c.skips.Add(1)
+	}
+	return c.gen, same
+}
+
+// applied remembers a finished Apply of want that started at gen.
+func (c *Cached) applied(want Plan, scope Scope, gen uint64, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.last, c.lastScope, c.lastGen, c.lastOK = want, scope, gen, ok && c.live
+}
+
+// snapshot returns every route of the mirror and the neighbour and FDB
+// entries of devs, in no particular order, if the mirror holds them all
+// (live, and each table filled); Apply then need not sort or dump.
+func (c *Cached) snapshot(devs []string) (Plan, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.live || c.routes == nil {
+		return Plan{}, false
+	}
+	for _, dev := range devs {
+		if c.neighs[dev] == nil || c.fdb[dev] == nil {
+			return Plan{}, false
+		}
+	}
+	var p Plan
+	p.Routes = make([]Route, 0, len(c.routes))
+	for _, r := range c.routes {
+		p.Routes = append(p.Routes, r)
+	}
+	for _, dev := range devs {
+		for _, n := range c.neighs[dev].m {
+			p.Neighs = append(p.Neighs, n)
+		}
+		for _, f := range c.fdb[dev].m {
+			p.FDB = append(p.FDB, f)
+		}
+	}
+	return p, true
+}
+
+// Skips counts the Applies that found the plan and the mirror unchanged
+// since the last full Apply, and so read and wrote nothing.
+func (c *Cached) Skips() uint64 { return c.skips.Load() }
+
+func samePlan(a, b Plan) bool {
+	return slices.Equal(a.Routes, b.Routes) && slices.Equal(a.Neighs, b.Neighs) && slices.Equal(a.FDB, b.FDB)
+}
+
+func sameScope(a, b Scope) bool {
+	return a.Network == b.Network && a.Own == b.Own && slices.Equal(a.RouteDevs, b.RouteDevs) && slices.Equal(a.NeighDevs, b.NeighDevs)
 }
 
 var _ Kernel = (*Cached)(nil)
@@ -118,6 +192,9 @@ func NewCached(k Kernel, w Watcher) *Cached {
 func (c *Cached) Run(ctx context.Context, changed func()) error {
 	err := c.w.Watch(ctx, func(u Update) {
 		if c.update(u) {
+			c.mu.Lock()
+			c.gen++
+			c.mu.Unlock()
 			changed()
 		}
 	})
@@ -158,11 +235,12 @@ func (c *Cached) Drops() uint64 { return c.drops.Load() }
 // dropLocked forgets the mirror and reports whether any of it was filled;
 // c.mu is held.
 func (c *Cached) dropLocked() bool {
+	c.gen++
 	filled := c.routes != nil || len(c.neighs) > 0 || len(c.fdb) > 0
 	if filled {
 		c.drops.Add(1)
 	}
-	c.routes, c.sorted = nil, nil
+	c.routes, c.devs, c.sorted = nil, nil, nil
 	clear(c.neighs)
 	clear(c.fdb)
 	return filled
@@ -180,12 +258,37 @@ func keyOf(r Route) routeKey { return routeKey{r.Dst, r.Dev} }
 // destination that a replacement takes out; c.mu is held and the routes
 // are filled.
 func (c *Cached) replaceLocked(r Route) {
-	for k, x := range c.routes {
-		if k.dst == r.Dst && k.dev != r.Dev && !(x.Protocol == ProtoKernel && x.Dst.Addr().Is6()) {
-			delete(c.routes, k)
+	for _, dev := range slices.Clone(c.devs[r.Dst]) {
+		k := routeKey{r.Dst, dev}
+		if x := c.routes[k]; dev != r.Dev && !(x.Protocol == ProtoKernel && x.Dst.Addr().Is6()) {
+			c.delRouteLocked(k)
 		}
 	}
-	c.routes[keyOf(r)] = r
+	c.setRouteLocked(r)
+}
+
+// setRouteLocked puts r in the mirror (in place of the route to its
+// destination through its link, if any); c.mu is held.
+func (c *Cached) setRouteLocked(r Route) {
+	k := keyOf(r)
+	if _, ok := c.routes[k]; !ok {
+		c.devs[r.Dst] = append(c.devs[r.Dst], r.Dev)
+	}
+	c.routes[k] = r
+	c.sorted = nil
+}
+
+// delRouteLocked takes the route under k out of the mirror; c.mu is held.
+func (c *Cached) delRouteLocked(k routeKey) {
+	if _, ok := c.routes[k]; !ok {
+		return
+	}
+	delete(c.routes, k)
+	if devs := slices.DeleteFunc(c.devs[k.dst], func(d string) bool { return d == k.dev }); len(devs) > 0 {
+		c.devs[k.dst] = devs
+	} else {
+		delete(c.devs, k.dst)
+	}
 	c.sorted = nil
 }
 
@@ -227,12 +330,9 @@ func (c *Cached) update(u Update) bool {
 			removed := false
 			for k := range c.routes {
 				if k.dev == name {
-					delete(c.routes, k)
+					c.delRouteLocked(k)
 					removed = true
 				}
-			}
-			if removed {
-				c.sorted = nil
 			}
 			return removed
 		}
@@ -247,14 +347,12 @@ func (c *Cached) update(u Update) bool {
 		cur, ok := c.routes[keyOf(r)]
 		switch {
 		case u.Deleted && ok && cur == r:
-			delete(c.routes, keyOf(r))
-			c.sorted = nil
+			c.delRouteLocked(keyOf(r))
 			return true
 		case u.Deleted:
 			return false
 		case !u.Replace:
-			c.routes[keyOf(r)] = r
-			c.sorted = nil
+			c.setRouteLocked(r)
 			return !ok || cur != r
 		}
 		n := len(c.routes)
@@ -325,9 +423,10 @@ func (c *Cached) Routes() ([]Route, error) {
 			return routes, err
 		}
 		c.routes = make(map[routeKey]Route, len(routes))
+		c.devs = make(map[netip.Prefix][]string, len(routes))
 		for _, r := range routes {
 			if _, ok := c.routes[keyOf(r)]; !ok {
-				c.routes[keyOf(r)] = r
+				c.setRouteLocked(r)
 			}
 		}
 		c.sorted = nil
@@ -358,12 +457,13 @@ func (c *Cached) DeleteRoute(r Route) error {
 	if c.routes == nil {
 		return nil
 	}
-	// The kernel deletes the first route that matches.
-	for _, cur := range c.sortedLocked() {
-		if cur.Dst == r.Dst && (r.Dev == "" || cur.Dev == r.Dev) &&
-			(!r.Gw.IsValid() || cur.Gw == r.Gw) && (r.Protocol == 0 || cur.Protocol == r.Protocol) {
-			delete(c.routes, keyOf(cur))
-			c.sorted = nil
+	// The kernel deletes the first route that matches (in the mirror's
+	// order: by link name).
+	devs := slices.Sorted(slices.Values(c.devs[r.Dst]))
+	for _, dev := range devs {
+		cur := c.routes[routeKey{r.Dst, dev}]
+		if (r.Dev == "" || cur.Dev == r.Dev) && (!r.Gw.IsValid() || cur.Gw == r.Gw) && (r.Protocol == 0 || cur.Protocol == r.Protocol) {
+			c.delRouteLocked(keyOf(cur))
 			break
 		}
 	}
@@ -506,7 +606,7 @@ func (c *Cached) DeleteAddr(a Addr) error {
 	defer c.mu.Unlock()
 	err := c.Kernel.DeleteAddr(a)
 	if c.routes != nil {
-		c.routes, c.sorted = nil, nil
+		c.routes, c.devs, c.sorted = nil, nil, nil
 		c.drops.Add(1)
 	}
 	return err

@@ -332,7 +332,57 @@ func BenchmarkApplyNoop(b *testing.B) {
 		})
 	}
 	if perOp["netlink"] > 0 && perOp["cached"] > 0 {
+		b.Logf("applies that found nothing changed: %d", c.Skips())
 		b.Logf("no-op sync at %d peers: netlink %v, cached %v: cached/netlink = %.3f",
+			peers, perOp["netlink"], perOp["cached"], float64(perOp["cached"])/float64(perOp["netlink"]))
+	}
+}
+
+// BenchmarkApplyOnePeer is the sync after one lease came or went at 5000
+// peers: through the plain netlink kernel (three dumps) and through Cached
+// (the diff of two in-memory sets), writing the one peer's three entries.
+func BenchmarkApplyOnePeer(b *testing.B) {
+	const peers = 5000
+	n := newTestNode(b, true) // skips unless root
+	ctx := context.Background()
+	d := vxlanDevice(n.eth0)
+	must(b, kernel.EnsureLink(ctx, n.k, d))
+	var plan kernel.Plan
+	for i := range peers + 1 {
+		gw := netip.AddrFrom4([4]byte{10, 244, byte(8 + i/256), byte(i % 256)})
+		mac := fmt.Sprintf("0e:00:00:00:%02x:%02x", i/256, i%256)
+		pub := netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 250)})
+		plan.FDB = append(plan.FDB, kernel.FDB{MAC: mac, Dst: pub, Dev: d.Name})
+		plan.Neighs = append(plan.Neighs, kernel.Neigh{IP: gw, MAC: mac, Dev: d.Name})
+		plan.Routes = append(plan.Routes, kernel.Route{Dst: netip.PrefixFrom(gw, 32), Gw: gw, Dev: d.Name, OnLink: true})
+	}
+	without := kernel.Plan{Routes: plan.Routes[:peers], Neighs: plan.Neighs[:peers], FDB: plan.FDB[:peers]}
+	scope := pairScope(n, d.Name)
+	if _, _, err := kernel.Apply(ctx, n.k, without, scope); err != nil {
+		b.Fatal(err)
+	}
+	c := startRealCached(b, n)
+	perOp := map[string]time.Duration{}
+	for _, k := range []struct {
+		name string
+		k    kernel.Kernel
+	}{{"netlink", n.k}, {"cached", c}} {
+		b.Run(k.name, func(b *testing.B) {
+			i := 0
+			start := time.Now()
+			for b.Loop() {
+				want := []kernel.Plan{plan, without}[i%2]
+				i++
+				added, removed, err := kernel.Apply(ctx, k.k, want, scope)
+				if err != nil || added+removed != 3 {
+					b.Fatalf("one peer: added %d, removed %d, %v", added, removed, err)
+				}
+			}
+			perOp[k.name] = time.Since(start) / time.Duration(b.N)
+		})
+	}
+	if perOp["netlink"] > 0 && perOp["cached"] > 0 {
+		b.Logf("one peer added or removed at %d peers: netlink %v, cached %v: cached/netlink = %.3f",
 			peers, perOp["netlink"], perOp["cached"], float64(perOp["cached"])/float64(perOp["netlink"]))
 	}
 }
