@@ -213,7 +213,7 @@ func labBenchLeases(fs *flag.FlagSet, name *string) func(context.Context, []stri
 	fs.DurationVar(&o.Idle, "idle", time.Minute, "how long idle CPU is measured at each count")
 	fs.StringVar(&o.Agent, "agent", "", "the weft-agent binary to measure (default: beside weft)")
 	fs.StringVar(&o.Flanneld, "flanneld", "", "the reference flanneld (default: beside weft)")
-	fs.StringVar(&o.ProfileDir, "profile", "", "after each count, write CPU profiles of the weft agents (single events, then idle) to this directory")
+	fs.StringVar(&o.ProfileDir, "profile", "", "after each count, write heap and CPU profiles of the weft agents (single events, then idle) to this directory")
 	profileSecs := fs.Int("profile-seconds", 30, "length of each profile, in seconds")
 	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
 		o.Name = *name

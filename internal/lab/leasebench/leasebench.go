@@ -39,8 +39,9 @@ type Options struct {
 	Flanneld string        // the reference flanneld binary
 	Command  string        // the command line, printed in the header
 	// With ProfileDir set, after the measurements at each count the weft
-	// agents are profiled (CPU) for ProfileFor while single events go on,
-	// and as long again idle; the profiles are written there.
+	// agents' heap profiles are taken, then CPU profiles over ProfileFor
+	// while single events go on, and as long again idle; all are written
+	// there.
 	ProfileDir string
 	ProfileFor time.Duration
 }
@@ -242,6 +243,9 @@ func (c *cluster) measure(ctx context.Context, o Options, p *pool, count int, re
 	}
 
 	if o.ProfileDir != "" {
+		if err := c.heapProfiles(ctx, o.ProfileDir, count); err != nil {
+			return err
+		}
 		if err := c.profileWeft(ctx, o.ProfileDir, count, "events", o.ProfileFor, func(stop <-chan struct{}) error {
 			return c.churn(ctx, p, o.Gap, stop)
 		}); err != nil {
@@ -250,7 +254,7 @@ func (c *cluster) measure(ctx context.Context, o Options, p *pool, count int, re
 		if err := c.profileWeft(ctx, o.ProfileDir, count, "idle", o.ProfileFor, func(<-chan struct{}) error { return nil }); err != nil {
 			return err
 		}
-		fmt.Fprintf(w, "CPU profiles of the weft agents with %d leases, over %s of single events and %s idle: %s/%d-*.pprof\n", count, o.ProfileFor, o.ProfileFor, o.ProfileDir, count)
+		fmt.Fprintf(w, "profiles of the weft agents with %d leases (heap after the idle minute; CPU over %s of single events, then %s idle): %s/%d-*.pprof\n", count, o.ProfileFor, o.ProfileFor, o.ProfileDir, count)
 	}
 
 	took, wrote, err = c.converge(ctx, bulk, true, timeout)

@@ -34,7 +34,9 @@ func (c *cluster) profileWeft(ctx context.Context, dir string, count int, what s
 			continue
 		}
 		path := filepath.Join(dir, fmt.Sprintf("%d-%s-%s.pprof", count, n.Name, what))
-		g.Go(func() error { return fetchProfile(ctx, n.NS, d, path) })
+		g.Go(func() error {
+			return fetchProfile(ctx, n.NS, "profile?seconds="+strconv.Itoa(int(d.Seconds())), d, path)
+		})
 	}
 	err := g.Wait()
 	close(stop)
@@ -67,23 +69,40 @@ func (c *cluster) churn(ctx context.Context, p *pool, gap time.Duration, stop <-
 	}
 }
 
-// fetchProfile saves GET /debug/pprof/profile?seconds=D from the agent's
-// health server inside ns to path.
-func fetchProfile(ctx context.Context, ns string, d time.Duration, path string) error {
+// heapProfiles saves the heap profile of every weft agent to
+// dir/<count>-<node>-heap.pprof.
+func (c *cluster) heapProfiles(ctx context.Context, dir string, count int) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var g errgroup.Group
+	for _, n := range c.nodes {
+		if n.kind != process.Weft {
+			continue
+		}
+		path := filepath.Join(dir, fmt.Sprintf("%d-%s-heap.pprof", count, n.Name))
+		g.Go(func() error { return fetchProfile(ctx, n.NS, "heap", 0, path) })
+	}
+	return g.Wait()
+}
+
+// fetchProfile saves GET /debug/pprof/<what> (a profile over d) from the
+// agent's health server inside ns to path.
+func fetchProfile(ctx context.Context, ns, what string, d time.Duration, path string) error {
 	cl := &http.Client{Transport: &http.Transport{DialContext: netns.Dialer(ns)}, Timeout: d + 30*time.Second}
-	url := "http://127.0.0.1:" + strconv.Itoa(process.Healthz) + "/debug/pprof/profile?seconds=" + strconv.Itoa(int(d.Seconds()))
+	url := "http://127.0.0.1:" + strconv.Itoa(process.Healthz) + "/debug/pprof/" + what
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
 	resp, err := cl.Do(req)
 	if err != nil {
-		return fmt.Errorf("CPU profile of the agent in %s: %w", ns, err)
+		return fmt.Errorf("profile %s of the agent in %s: %w", what, ns, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		return fmt.Errorf("CPU profile of the agent in %s: %s: %s (does it run with --pprof?)", ns, resp.Status, b)
+		return fmt.Errorf("profile %s of the agent in %s: %s: %s (does it run with --pprof?)", what, ns, resp.Status, b)
 	}
 	f, err := os.Create(path)
 	if err != nil {
@@ -91,7 +110,7 @@ func fetchProfile(ctx context.Context, ns string, d time.Duration, path string) 
 	}
 	if _, err := io.Copy(f, resp.Body); err != nil {
 		f.Close()
-		return fmt.Errorf("CPU profile of the agent in %s: %w", ns, err)
+		return fmt.Errorf("profile %s of the agent in %s: %w", what, ns, err)
 	}
 	return f.Close()
 }
