@@ -514,3 +514,80 @@ func TestRouteConflictIsReportedNotRetried(t *testing.T) {
 		t.Errorf("%d applies: the conflict was retried", n)
 	}
 }
+
+// releasing is a memory store that can delete a lease as etcd's can.
+type releasing struct{ *leasetest.Memory }
+
+func (s releasing) Delete(_ context.Context, key string) (bool, error) {
+	s.Memory.Delete(key)
+	return true, nil
+}
+
+// A node whose subnet changes at restart (a reservation now names its
+// address) says so in one line naming both subnets, releases its old
+// lease, and never makes its old subnet a peer (routing it away from its
+// bridge).
+func TestSubnetChangeAtRestart(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	store := releasing{m}
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	a := New(Options{Store: store, SubnetFile: file, Resync: time.Hour, Log: quiet()}, &fakePlatform{})
+	actx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	old := netip.MustParsePrefix(a.Status().Subnet)
+	stop()
+	<-done
+	reserved := netip.MustParsePrefix("10.244.250.0/24")
+	m.Reserve(lease.Lease{Subnet: reserved, Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "host-gw"}})
+
+	var logs syncBuffer
+	p := &fakePlatform{}
+	b := New(Options{Store: store, SubnetFile: file, Resync: time.Hour, Log: slog.New(slog.NewTextHandler(&logs, nil))}, p)
+	ctx, cancel := context.WithCancel(context.Background())
+	bdone := make(chan error, 1)
+	go func() { bdone <- b.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-bdone })
+	eventually(t, "ready on the reserved subnet", func() bool { s := b.Status(); return s.Ready && s.Subnet == reserved.String() })
+	var lines []string
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(l, "subnet changed") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 1 || !strings.Contains(lines[0], old.String()) || !strings.Contains(lines[0], reserved.String()) || !strings.Contains(lines[0], "pods") {
+		t.Fatalf("want one line naming %s, %s and the pods; got %q", old, reserved, lines)
+	}
+	ls, _ := m.List(context.Background())
+	for _, l := range ls {
+		if l.Subnet == old {
+			t.Errorf("the old lease %s is left behind", old)
+		}
+	}
+	// Even were the old lease still there, it is no peer.
+	m.Put(lease.Record{Key: lease.Key(old, netip.Prefix{}), Lease: lease.Lease{Subnet: old, Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.1"), BackendType: "host-gw"}}})
+	time.Sleep(200 * time.Millisecond)
+	if st, _ := p.lastState(); slices.ContainsFunc(st.Peers, func(l lease.Lease) bool { return l.Subnet == old }) {
+		t.Errorf("the node's old subnet %s became a peer: %+v", old, st.Peers)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}

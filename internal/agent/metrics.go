@@ -2,6 +2,8 @@ package agent
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/weftnet/weft/internal/lease"
 )
 
 // metrics are the agent's Prometheus series, on a registry of its own.
@@ -56,6 +58,9 @@ func newMetrics() *metrics {
 		skipped: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "weft_peers_skipped", Help: "Peers not programmed at the last sync (see /readyz for why).",
 		}),
+	}
+	for _, cause := range []string{lease.CauseStart, lease.CauseWatchError, lease.CauseCompacted} {
+		m.relists.WithLabelValues(cause) // every cause from the first scrape, at 0
 	}
 	m.reg.MustRegister(m.leases, m.syncs, m.syncDuration, m.diffSize, m.relists, m.events, m.rejected, m.conflicts, m.applied, m.renewals, m.skipped,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))

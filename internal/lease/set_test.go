@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/weftnet/weft/internal/config"
 )
 
 var testNet = netip.MustParsePrefix("10.244.0.0/16")
@@ -233,5 +235,37 @@ func BenchmarkSetPut(b *testing.B) {
 				s.Apply(del(extra.Key()))
 			}
 		})
+	}
+}
+
+// Of several leases a node's address holds, a reservation wins, then the
+// subnet the node asks for, then the lowest key: the same whatever the
+// store's order.
+func TestChooseAmongOwnLeases(t *testing.T) {
+	cfg, err := config.Parse([]byte(`{"Network":"10.244.0.0/16"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := Attrs{PublicIP: netip.MustParseAddr("192.0.2.1")}
+	dyn := func(s string) Lease { return Lease{Subnet: netip.MustParsePrefix(s), Attrs: own, StoreID: 7} }
+	res := Lease{Subnet: netip.MustParsePrefix("10.244.250.0/24"), Attrs: own}
+	for _, tc := range []struct {
+		leases []Lease
+		prefer string
+		want   string
+	}{
+		{[]Lease{dyn("10.244.3.0/24"), res}, "10.244.3.0/24", "10.244.250.0/24"},
+		{[]Lease{res, dyn("10.244.3.0/24")}, "10.244.3.0/24", "10.244.250.0/24"},
+		{[]Lease{dyn("10.244.3.0/24"), dyn("10.244.9.0/24")}, "10.244.9.0/24", "10.244.9.0/24"},
+		{[]Lease{dyn("10.244.9.0/24"), dyn("10.244.3.0/24")}, "", "10.244.3.0/24"},
+	} {
+		req := Request{Attrs: own}
+		if tc.prefer != "" {
+			req.Prefer = []netip.Prefix{netip.MustParsePrefix(tc.prefer)}
+		}
+		held, v4, _, err := Choose(cfg, tc.leases, req, nil)
+		if err != nil || held == nil || v4.String() != tc.want {
+			t.Errorf("Choose(%v, prefer %s) = %v, %v; want %s", tc.leases, tc.prefer, v4, err, tc.want)
+		}
 	}
 }
