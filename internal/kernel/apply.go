@@ -108,12 +108,38 @@ func WithoutConflicts(err error) error {
 	return err
 }
 
+// conflicts takes out of add the routes to destinations that all, the
+// kernel's routes, routes through something scope does not own, and
+// returns them as ConflictErrors.
+func conflicts(all Plan, scope Scope, add *Plan) []error {
+	if len(add.Routes) == 0 {
+		return nil
+	}
+	foreign := map[netip.Prefix]Route{}
+	for _, r := range all.Routes {
+		if !scope.Owns(r) {
+			foreign[r.Dst] = r
+		}
+	}
+	var errs []error
+	routes := add.Routes[:0:0]
+	for _, r := range add.Routes {
+		if f, ok := foreign[r.Dst]; ok {
+			errs = append(errs, &ConflictError{Want: r, Have: f})
+			continue
+		}
+		routes = append(routes, r)
+	}
+	add.Routes = routes
+	return errs
+}
+
 // memo is a Kernel that remembers the last plan it applied fully
 // (*Cached, or a type that embeds it).
 type memo interface {
 	start(want Plan, scope Scope) (gen uint64, same bool)
 	applied(want Plan, scope Scope, gen uint64, ok bool)
-	snapshot(devs []string) (Plan, bool)
+	diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts []error, ok bool)
 }
 
 // Apply makes the kernel's entries within scope match want: it reads them,
@@ -142,39 +168,23 @@ func Apply(ctx context.Context, k Kernel, want Plan, scope Scope) (added, remove
 		}
 		defer func() { c.applied(want, scope, gen, err == nil) }()
 	}
-	var all Plan
-	snap := false
+	var add, del Plan
+	var errs []error
+	inPlace := false
 	if cached {
-		all, snap = c.snapshot(scope.NeighDevs)
+		add, del, errs, inPlace = c.diffInPlace(want, scope)
 	}
-	if !snap {
-		if all, err = readAll(k, scope); err != nil {
-			return 0, 0, err
-		}
-	}
-	add, del := Diff(want, scope.Filter(all))
-	if snap { // the mirror's order is a map's: deletions go in a stable order
+	if inPlace { // the mirror's order is a map's: deletions go in a stable order
 		slices.SortFunc(del.Routes, compareRoutes)
 		slices.SortFunc(del.Neighs, func(a, b Neigh) int { return cmp.Or(strings.Compare(a.Dev, b.Dev), a.IP.Compare(b.IP)) })
 		slices.SortFunc(del.FDB, func(a, b FDB) int { return cmp.Or(strings.Compare(a.Dev, b.Dev), strings.Compare(a.MAC, b.MAC)) })
-	}
-	var errs []error
-	if len(add.Routes) > 0 {
-		foreign := map[netip.Prefix]Route{}
-		for _, r := range all.Routes {
-			if !scope.Owns(r) {
-				foreign[r.Dst] = r
-			}
+	} else {
+		all, err := readAll(k, scope)
+		if err != nil {
+			return 0, 0, err
 		}
-		var routes []Route
-		for _, r := range add.Routes {
-			if f, ok := foreign[r.Dst]; ok {
-				errs = append(errs, &ConflictError{Want: r, Have: f})
-				continue
-			}
-			routes = append(routes, r)
-		}
-		add.Routes = routes
+		add, del = Diff(want, scope.Filter(all))
+		errs = conflicts(all, scope, &add)
 	}
 	type write struct {
 		count *int

@@ -104,6 +104,13 @@ type Cached struct {
 	lastGen   uint64
 	lastOK    bool
 	skips     atomic.Uint64
+	// found marks the keys diffInPlace found in the mirror; kept, cleared
+	// at each use, so that a sync does not allocate them anew.
+	found struct {
+		routes map[netip.Prefix]struct{}
+		neighs map[neighKey]struct{}
+		fdb    map[fdbKey]struct{}
+	}
 }
 
 // start returns the generation an Apply starts from, and whether the
@@ -127,34 +134,109 @@ func (c *Cached) applied(want Plan, scope Scope, gen uint64, ok bool) {
 	c.last, c.lastScope, c.lastGen, c.lastOK = want, scope, gen, ok && c.live
 }
 
-// snapshot returns every route of the mirror and the neighbour and FDB
-// entries of devs, in no particular order, if the mirror holds them all
-// (live, and each table filled); Apply then need not sort or dump.
-func (c *Cached) snapshot(devs []string) (Plan, bool) {
+// diffInPlace is Diff(want, scope.Filter(everything)) with the conflicts
+// Apply finds, computed against the mirror where it lies: its maps are the
+// index, and the keys found are marked in maps kept from one sync to the
+// next, so a sync allocates in proportion to what it changes, not to the
+// cluster. ok is false when the mirror does not hold every table (not
+// live, not yet dumped): Apply then reads and diffs as usual.
+func (c *Cached) diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts []error, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.live || c.routes == nil {
-		return Plan{}, false
+		return add, del, nil, false
 	}
-	for _, dev := range devs {
+	for _, dev := range scope.NeighDevs {
 		if c.neighs[dev] == nil || c.fdb[dev] == nil {
-			return Plan{}, false
+			return add, del, nil, false
 		}
 	}
-	var p Plan
-	p.Routes = make([]Route, 0, len(c.routes))
-	for _, r := range c.routes {
-		p.Routes = append(p.Routes, r)
+	if c.found.routes == nil {
+		c.found.routes, c.found.neighs, c.found.fdb = map[netip.Prefix]struct{}{}, map[neighKey]struct{}{}, map[fdbKey]struct{}{}
 	}
-	for _, dev := range devs {
+	found := &c.found
+	clear(found.routes)
+	clear(found.neighs)
+	clear(found.fdb)
+	// Routes, keyed by destination: the owned route to each wanted one.
+	for _, r := range want.Routes {
+		var cur Route
+		owned := false
+		var foreign *Route
+		for _, dev := range c.devs[r.Dst] {
+			x := c.routes[routeKey{r.Dst, dev}]
+			if scope.Owns(x) {
+				cur, owned = x, true
+			} else if foreign == nil {
+				foreign = &x
+			}
+		}
+		if owned {
+			found.routes[r.Dst] = struct{}{}
+			if cur.written() == r.written() {
+				continue
+			}
+		}
+		if foreign != nil {
+			conflicts = append(conflicts, &ConflictError{Want: r, Have: *foreign})
+			continue
+		}
+		add.Routes = append(add.Routes, r)
+	}
+	// An owned route to a destination nobody wants goes.
+	for _, r := range c.routes {
+		if _, ok := found.routes[r.Dst]; !ok && scope.Owns(r) {
+			del.Routes = append(del.Routes, r)
+		}
+	}
+	// Neighbour and FDB entries, keyed by (device, IP) and (device, MAC),
+	// owned on the devices of scope.NeighDevs (neighbours of the
+	// network's family).
+	is4 := scope.Network.Addr().Is4()
+	for _, n := range want.Neighs {
+		if t := c.neighs[n.Dev]; t != nil && slices.Contains(scope.NeighDevs, n.Dev) {
+			if cur, ok := t.m[n.IP]; ok && cur.IP.Is4() == is4 {
+				found.neighs[neighKey{n.Dev, n.IP}] = struct{}{}
+				if cur == n {
+					continue
+				}
+			}
+		}
+		add.Neighs = append(add.Neighs, n)
+	}
+	for _, f := range want.FDB {
+		if t := c.fdb[f.Dev]; t != nil && slices.Contains(scope.NeighDevs, f.Dev) {
+			if cur, ok := t.m[f.MAC]; ok {
+				found.fdb[fdbKey{f.Dev, f.MAC}] = struct{}{}
+				if cur == f {
+					continue
+				}
+			}
+		}
+		add.FDB = append(add.FDB, f)
+	}
+	for _, dev := range scope.NeighDevs {
 		for _, n := range c.neighs[dev].m {
-			p.Neighs = append(p.Neighs, n)
+			if _, ok := found.neighs[neighKey{n.Dev, n.IP}]; !ok && n.IP.Is4() == is4 {
+				del.Neighs = append(del.Neighs, n)
+			}
 		}
 		for _, f := range c.fdb[dev].m {
-			p.FDB = append(p.FDB, f)
+			if _, ok := found.fdb[fdbKey{f.Dev, f.MAC}]; !ok {
+				del.FDB = append(del.FDB, f)
+			}
 		}
 	}
-	return p, true
+	return add, del, conflicts, true
+}
+
+type neighKey struct {
+	dev string
+	ip  netip.Addr
+}
+
+type fdbKey struct {
+	dev, mac string
 }
 
 // Skips counts the Applies that found the plan and the mirror unchanged
