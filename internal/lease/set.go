@@ -41,14 +41,10 @@ type Set struct {
 	network netip.Prefix
 	check   func(Lease) error
 	recs    map[string]*entry
-	// An index of the usable entries, so that a change finds the leases it
-	// overlaps without looking at the others: by subnet, and for every
-	// prefix between the network and a subnet, how many usable subnets
-	// lie strictly inside it.
-	bySubnet map[netip.Prefix][]*entry
-	inside   map[netip.Prefix]int
-	// order holds the usable entries by subnet (then key), so that
-	// Leases need not sort at every sync.
+	// order holds the usable entries by subnet (address, then length,
+	// then key): Leases need not sort at every sync, and a change finds
+	// the leases it overlaps by binary search (the leases inside a prefix
+	// are a run of it) without looking at the others.
 	order    []*entry
 	bulk     bool // a Reset is filling the set: put leaves order alone
 	rejected int  // entries whose reason is not ""
@@ -82,8 +78,7 @@ type Verdict struct {
 // check, if not nil, is the backend's own check of a lease it would
 // program (e.g. a usable VTEP MAC); a lease it refuses is rejected.
 func NewSet(network netip.Prefix, check func(Lease) error) *Set {
-	return &Set{network: network, check: check, recs: map[string]*entry{},
-		bySubnet: map[netip.Prefix][]*entry{}, inside: map[netip.Prefix]int{}}
+	return &Set{network: network, check: check, recs: map[string]*entry{}}
 }
 
 // put stores e under its key (replacing what was there) and indexes it.
@@ -92,11 +87,6 @@ func (s *Set) put(e *entry) {
 	s.recs[e.rec.Key] = e
 	if !e.usable() {
 		return
-	}
-	p := e.rec.Lease.Subnet
-	s.bySubnet[p] = append(s.bySubnet[p], e)
-	for b := p.Bits() - 1; b > s.network.Bits(); b-- {
-		s.inside[netip.PrefixFrom(p.Addr(), b).Masked()]++
 	}
 	if !s.bulk {
 		i, _ := slices.BinarySearchFunc(s.order, e, compareEntries)
@@ -113,18 +103,6 @@ func (s *Set) remove(key string) {
 	delete(s.recs, key)
 	if !e.usable() {
 		return
-	}
-	p := e.rec.Lease.Subnet
-	if l := slices.DeleteFunc(s.bySubnet[p], func(x *entry) bool { return x == e }); len(l) > 0 {
-		s.bySubnet[p] = l
-	} else {
-		delete(s.bySubnet, p)
-	}
-	for b := p.Bits() - 1; b > s.network.Bits(); b-- {
-		a := netip.PrefixFrom(p.Addr(), b).Masked()
-		if s.inside[a]--; s.inside[a] <= 0 {
-			delete(s.inside, a)
-		}
 	}
 	if i, ok := slices.BinarySearchFunc(s.order, e, compareEntries); ok {
 		s.order = slices.Delete(s.order, i, i+1)
@@ -171,7 +149,7 @@ func (s *Set) Apply(ev Event) []Verdict {
 			note(k)
 		}
 		s.recs = make(map[string]*entry, len(ev.Leases)+len(ev.Invalid))
-		s.bySubnet, s.inside, s.order = map[netip.Prefix][]*entry{}, map[netip.Prefix]int{}, nil
+		s.order = nil
 		s.bulk = true // order is sorted once, below
 		for _, r := range slices.Concat(ev.Leases, ev.Invalid) {
 			note(r.Key)
@@ -255,23 +233,39 @@ func (s *Set) noteComponents(ps []netip.Prefix, note func(string)) {
 func (s *Set) component(p netip.Prefix) []*entry {
 	root := p
 	for b := s.network.Bits() + 1; b < p.Bits(); b++ {
-		if a := netip.PrefixFrom(p.Addr(), b).Masked(); len(s.bySubnet[a]) > 0 {
+		if a := netip.PrefixFrom(p.Addr(), b).Masked(); s.has(a) {
 			root = a // the largest lease that holds p
 			break
 		}
 	}
-	if s.inside[root] == 0 {
-		// The common case: nothing inside root; only leases of exactly
-		// that subnet can overlap.
-		return slices.Clone(s.bySubnet[root])
-	}
+	// The leases inside root (root's own included) are the run of order
+	// from the first at or after root's address and length while root
+	// holds their address: a prefix that starts inside root and is no
+	// longer than root is root itself.
 	var out []*entry
-	for _, e := range s.recs {
-		if q := e.rec.Lease.Subnet; e.usable() && q.Bits() >= root.Bits() && root.Contains(q.Addr()) {
-			out = append(out, e)
+	for _, e := range s.order[s.first(root):] {
+		if !root.Contains(e.rec.Lease.Subnet.Addr()) {
+			break
 		}
+		out = append(out, e)
 	}
 	return out
+}
+
+// first is the index in order of the first entry at or after p (address,
+// then length).
+func (s *Set) first(p netip.Prefix) int {
+	i, _ := slices.BinarySearchFunc(s.order, p, func(e *entry, p netip.Prefix) int {
+		q := e.rec.Lease.Subnet
+		return cmp.Or(q.Addr().Compare(p.Addr()), cmp.Compare(q.Bits(), p.Bits()))
+	})
+	return i
+}
+
+// has reports whether a usable lease has exactly the subnet p.
+func (s *Set) has(p netip.Prefix) bool {
+	i := s.first(p)
+	return i < len(s.order) && s.order[i].rec.Lease.Subnet == p
 }
 
 // decide sets the verdict of entries, which must hold every usable entry
