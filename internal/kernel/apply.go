@@ -134,11 +134,9 @@ func conflicts(all Plan, scope Scope, add *Plan) []error {
 	return errs
 }
 
-// memo is a Kernel that remembers the last plan it applied fully
-// (*Cached, or a type that embeds it).
-type memo interface {
-	start(want Plan, scope Scope) (gen uint64, same bool)
-	applied(want Plan, scope Scope, gen uint64, ok bool)
+// mirrored is a Kernel that can diff a plan against its memory of the
+// kernel in place (*Cached, or a type that embeds it).
+type mirrored interface {
 	diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts []error, ok bool)
 }
 
@@ -159,15 +157,7 @@ type memo interface {
 // With a Cached kernel the reads come from its mirror, so a sync that
 // finds nothing to change makes no system call.
 func Apply(ctx context.Context, k Kernel, want Plan, scope Scope) (added, removed int, err error) {
-	c, cached := k.(memo)
-	var gen uint64
-	if cached {
-		var same bool
-		if gen, same = c.start(want, scope); same {
-			return 0, 0, nil
-		}
-		defer func() { c.applied(want, scope, gen, err == nil) }()
-	}
+	c, cached := k.(mirrored)
 	var add, del Plan
 	var errs []error
 	inPlace := false

@@ -94,16 +94,6 @@ type Cached struct {
 	sorted []Route                              // routes by destination; nil when stale
 	neighs map[string]*table[netip.Addr, Neigh] // by device; a device is absent until dumped
 	fdb    map[string]*table[string, FDB]       // by device; a device is absent until dumped
-	// gen counts the changes of the mirror that weft did not make itself
-	// (announced by someone else, or a drop). The last Apply that wrote
-	// everything it wanted is remembered with the gen it started from: an
-	// Apply of the same plan while gen has not moved has nothing to do.
-	gen       uint64
-	last      Plan
-	lastScope Scope
-	lastGen   uint64
-	lastOK    bool
-	skips     atomic.Uint64
 	// found marks the keys diffInPlace found in the mirror; kept, cleared
 	// at each use, so that a sync does not allocate them anew.
 	found struct {
@@ -111,27 +101,6 @@ type Cached struct {
 		neighs map[neighKey]struct{}
 		fdb    map[fdbKey]struct{}
 	}
-}
-
-// start returns the generation an Apply starts from, and whether the
-// kernel is known to match want within scope already (the last Apply
-// wrote that same plan fully and nothing changed since).
-func (c *Cached) start(want Plan, scope Scope) (uint64, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	same := c.lastOK && c.live && c.routes != nil && c.gen == c.lastGen &&
-		samePlan(c.last, want) && sameScope(c.lastScope, scope)
-	if same {
-		c.skips.Add(1)
-	}
-	return c.gen, same
-}
-
-// applied remembers a finished Apply of want that started at gen.
-func (c *Cached) applied(want Plan, scope Scope, gen uint64, ok bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.last, c.lastScope, c.lastGen, c.lastOK = want, scope, gen, ok && c.live
 }
 
 // diffInPlace is Diff(want, scope.Filter(everything)) with the conflicts
@@ -239,18 +208,6 @@ type fdbKey struct {
 	dev, mac string
 }
 
-// Skips counts the Applies that found the plan and the mirror unchanged
-// since the last full Apply, and so read and wrote nothing.
-func (c *Cached) Skips() uint64 { return c.skips.Load() }
-
-func samePlan(a, b Plan) bool {
-	return slices.Equal(a.Routes, b.Routes) && slices.Equal(a.Neighs, b.Neighs) && slices.Equal(a.FDB, b.FDB)
-}
-
-func sameScope(a, b Scope) bool {
-	return a.Network == b.Network && a.Own == b.Own && slices.Equal(a.RouteDevs, b.RouteDevs) && slices.Equal(a.NeighDevs, b.NeighDevs)
-}
-
 var _ Kernel = (*Cached)(nil)
 
 // NewCached returns k behind a mirror that w keeps current once Run runs.
@@ -274,9 +231,6 @@ func NewCached(k Kernel, w Watcher) *Cached {
 func (c *Cached) Run(ctx context.Context, changed func()) error {
 	err := c.w.Watch(ctx, func(u Update) {
 		if c.update(u) {
-			c.mu.Lock()
-			c.gen++
-			c.mu.Unlock()
 			changed()
 		}
 	})
@@ -317,7 +271,6 @@ func (c *Cached) Drops() uint64 { return c.drops.Load() }
 // dropLocked forgets the mirror and reports whether any of it was filled;
 // c.mu is held.
 func (c *Cached) dropLocked() bool {
-	c.gen++
 	filled := c.routes != nil || len(c.neighs) > 0 || len(c.fdb) > 0
 	if filled {
 		c.drops.Add(1)

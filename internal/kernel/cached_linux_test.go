@@ -332,7 +332,6 @@ func BenchmarkApplyNoop(b *testing.B) {
 		})
 	}
 	if perOp["netlink"] > 0 && perOp["cached"] > 0 {
-		b.Logf("applies that found nothing changed: %d", c.Skips())
 		b.Logf("no-op sync at %d peers: netlink %v, cached %v: cached/netlink = %.3f",
 			peers, perOp["netlink"], perOp["cached"], float64(perOp["cached"])/float64(perOp["netlink"]))
 	}
