@@ -58,6 +58,7 @@ func (t *fakeTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	t.pending = t.pending[n:]
 	return n, nil
 }
+
 // Write returns what wireguard-go's Linux device returns: the sum of the
 // bytes written, not the number of packets its interface documents.
 func (t *fakeTUN) Write(bufs [][]byte, offset int) (int, error) {
