@@ -129,15 +129,14 @@ func (c *Cached) diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts [
 	clear(found.fdb)
 	// Routes, keyed by destination: the owned route to each wanted one.
 	for _, r := range want.Routes {
-		var cur Route
-		owned := false
-		var foreign *Route
+		var cur, foreign Route
+		owned, foreigner := false, false
 		for _, dev := range c.devs[r.Dst] {
 			x := c.routes[routeKey{r.Dst, dev}]
 			if scope.Owns(x) {
 				cur, owned = x, true
-			} else if foreign == nil {
-				foreign = &x
+			} else if !foreigner {
+				foreign, foreigner = x, true
 			}
 		}
 		if owned {
@@ -146,8 +145,8 @@ func (c *Cached) diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts [
 				continue
 			}
 		}
-		if foreign != nil {
-			conflicts = append(conflicts, &ConflictError{Want: r, Have: *foreign})
+		if foreigner {
+			conflicts = append(conflicts, &ConflictError{Want: r, Have: foreign})
 			continue
 		}
 		add.Routes = append(add.Routes, r)
