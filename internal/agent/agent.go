@@ -323,11 +323,11 @@ func (a *Agent) onEvent(ev lease.Event) {
 	for _, v := range verdicts {
 		switch {
 		case v.Deleted:
-			a.log.Info("rejected lease removed from the store", "key", v.Key)
+			a.log.Info("rejected lease removed from the store", "key", lease.ShortKey(v.Key))
 		case v.Reason == "":
-			a.log.Info("lease accepted after all", "key", v.Key, "was", v.Was)
+			a.log.Info("lease accepted after all", "key", lease.ShortKey(v.Key), "was", v.Was)
 		default:
-			a.log.Warn("lease rejected: no route is made for it", "key", v.Key, "reason", v.Reason)
+			a.log.Warn("lease rejected: no route is made for it", "key", lease.ShortKey(v.Key), "reason", v.Reason)
 		}
 	}
 	if lost != "" && lost != was {
@@ -798,7 +798,10 @@ func (a *Agent) Status() Status {
 	}
 	if a.set != nil {
 		if r := a.set.Rejected(); len(r) > 0 {
-			s.Rejected = r
+			s.Rejected = make(map[string]string, len(r))
+			for k, why := range r {
+				s.Rejected[lease.ShortKey(k)] = why
+			}
 		}
 	}
 	s.Ready = s.LeaseOK && s.Synced && a.syncErr == nil && !stale

@@ -591,3 +591,30 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// A forged key megabytes long is shown by its first bytes only, in the log
+// and in /readyz.
+func TestLongKeyIsShownShort(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	var logs syncBuffer
+	a := New(Options{Store: m, SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), Resync: time.Hour, Log: slog.New(slog.NewTextHandler(&logs, nil))}, &fakePlatform{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	long := strings.Repeat("k", 1<<20)
+	m.Put(lease.Record{Key: long, Err: errors.New("lease key: not ADDR-LEN")})
+	eventually(t, "rejected", func() bool { return len(a.Status().Rejected) == 1 })
+	for k := range a.Status().Rejected {
+		if len(k) > 100 {
+			t.Errorf("/readyz shows a key of %d bytes", len(k))
+		}
+	}
+	for _, l := range strings.Split(logs.String(), "\n") {
+		if len(l) > 1000 {
+			t.Errorf("a log line of %d bytes", len(l))
+		}
+	}
+}

@@ -156,6 +156,10 @@ func (a *Attrs) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
+// ShortKey is a record's key as logs and status pages show it: a forged key
+// can be megabytes long, so only its first 64 bytes are shown.
+func ShortKey(key string) string { return clip(key) }
+
 // clip shortens untrusted text quoted in an error (a key or a field of a
 // value read from the store), so that a forged record cannot fill the
 // logs.
