@@ -178,7 +178,7 @@ func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 		return nil, err
 	}
 	for _, r := range invalid {
-		s.log.Debug("skipping a lease that does not decode", "key", r.Key, "err", r.Err)
+		s.log.Debug("skipping a lease that does not decode", "key", lease.ShortKey(r.Key), "err", r.Err)
 	}
 	out := make([]lease.Lease, len(valid))
 	for i, r := range valid {
