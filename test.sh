@@ -21,7 +21,9 @@ export WEFT_FLANNELD="$PWD/bin/flanneld"
 ./tools/kube/build.sh
 export WEFT_KUBE_APISERVER="$PWD/bin/kube-apiserver"
 
-go test -race -count=1 ./...
+# The lab tests (e2e) take about 10 minutes on 2 cores, more than go test's
+# default limit per package: give every package 40.
+go test -race -count=1 -timeout 40m ./...
 
 # Differential tests against flannel's own library (a module of its own).
 (cd tools/flannel && go vet ./... && go test -count=1 ./...)
