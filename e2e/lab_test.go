@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +29,7 @@ var bin string // directory with weft, weft-agent and weft-cni
 
 func TestMain(m *testing.M) {
 	netns.HandleExec()
+	flag.Parse()
 	code := func() int {
 		if os.Geteuid() != 0 {
 			fmt.Println("e2e: skipping, needs root")
@@ -45,9 +48,48 @@ func TestMain(m *testing.M) {
 			return 1
 		}
 		bin = dir
+		guardTimeout()
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+// labs are the names of the labs this run brought up: go test's -timeout
+// ends the binary with a panic that runs no t.Cleanup, so guardTimeout
+// removes them itself just before.
+var labs struct {
+	sync.Mutex
+	names []string
+}
+
+func registerLab(name string) {
+	labs.Lock()
+	defer labs.Unlock()
+	labs.names = append(labs.names, name)
+}
+
+// guardTimeout removes every lab of this run (`weft lab down`, which is
+// safe to repeat) and exits, shortly before go test's -timeout would end
+// the binary with its labs left behind.
+func guardTimeout() {
+	f := flag.Lookup("test.timeout")
+	if f == nil {
+		return
+	}
+	d, ok := f.Value.(flag.Getter).Get().(time.Duration)
+	if !ok || d <= 0 {
+		return
+	}
+	time.AfterFunc(d-min(d/10, time.Minute), func() {
+		labs.Lock()
+		defer labs.Unlock()
+		fmt.Printf("e2e: the test timeout (%s) is near: removing this run's labs and stopping\n", d)
+		for _, name := range labs.names {
+			out, err := exec.Command(filepath.Join(bin, "weft"), "lab", "down", "--name", name).CombinedOutput()
+			fmt.Printf("e2e: lab down --name %s: %v %s", name, err, out)
+		}
+		os.Exit(1)
+	})
 }
 
 type lab struct {
@@ -64,6 +106,7 @@ func newLab(t *testing.T, args ...string) (*lab, string) {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	l := &lab{t: t, name: "t" + hex.EncodeToString(b[:])}
+	registerLab(l.name)
 	t.Cleanup(func() {
 		if out, err := l.run("down"); err != nil {
 			t.Errorf("lab down: %v\n%s", err, out)

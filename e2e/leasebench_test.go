@@ -23,6 +23,7 @@ func TestBenchLeasesRuns(t *testing.T) {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	name := "tl" + hex.EncodeToString(b[:])
+	registerLab(name)
 	args := []string{"lab", "bench-leases", "--name", name, "--leases", "20,40", "--events", "5", "--gap", "50ms", "--idle", "2s", "--flanneld", fl}
 	out, err := exec.Command(filepath.Join(bin, "weft"), args...).CombinedOutput()
 	t.Logf("\n%s", out)
