@@ -267,12 +267,3 @@ type Store interface {
 	// is called from one goroutine, and should return quickly.
 	Watch(ctx context.Context, sink func(Event)) error
 }
-
-// Records names each lease by its key.
-func Records(ls []Lease) []Record {
-	out := make([]Record, len(ls))
-	for i, l := range ls {
-		out[i] = Record{Key: l.Key(), Lease: l}
-	}
-	return out
-}
