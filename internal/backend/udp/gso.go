@@ -57,9 +57,11 @@ func (s *splitter) split(out []datagram, p []byte, h vnetHdr) ([]datagram, error
 	typ := h.gsoType &^ gsoECN
 	if typ == gsoNone {
 		if h.flags&vnetNeedsCsum != 0 {
+			// The checksum to complete is the transport's: it starts
+			// after the IPv4 header, never inside it.
 			at := int(h.csumStart) + int(h.csumOffst)
-			if int(h.csumStart) >= len(p) || at+2 > len(p) {
-				return out, fmt.Errorf("%w: checksum at %d of a %d-byte packet", errGSO, at, len(p))
+			if int(h.csumStart) < int(p[0]&0x0f)*4 || int(h.csumStart) >= len(p) || at+2 > len(p) {
+				return out, fmt.Errorf("%w: checksum at %d (from %d) of a %d-byte packet", errGSO, at, h.csumStart, len(p))
 			}
 			// The field holds the pseudo-header sum; the rest is ours.
 			binary.BigEndian.PutUint16(p[at:], ^sum(p[h.csumStart:], 0))
