@@ -217,6 +217,25 @@ type Request struct {
 	Reservation bool
 }
 
+// Reclaimed is the lease a Reclaim request writes back: req.Attrs on the
+// first IPv4 and first IPv6 subnet of req.Prefer (every Store's reclaim
+// starts from it).
+func (req Request) Reclaimed() (Lease, error) {
+	l := Lease{Attrs: req.Attrs}
+	for _, p := range req.Prefer {
+		switch {
+		case p.Addr().Is4() && !l.Subnet.IsValid():
+			l.Subnet = p.Masked()
+		case p.Addr().Is6() && !l.IPv6Subnet.IsValid():
+			l.IPv6Subnet = p.Masked()
+		}
+	}
+	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+		return Lease{}, errors.New("reclaim a lease: the request names no subnet (Prefer is empty)")
+	}
+	return l, nil
+}
+
 // Relist causes: why a Store's Watch sent a Reset.
 const (
 	CauseStart      = "start"       // the first list

@@ -306,21 +306,13 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 
 // reclaim writes this node's record (req.Prefer[0], and for dual stack the
 // first IPv6 subnet of req.Prefer) back with req.Attrs, whatever it holds
-// now: with a new TTL lease, unless the record is now a reservation (a key
-// without TTL), which stays one. The write is a compare-and-swap on the
+// now: with a new TTL lease, unless req.Reservation (this node's lease was
+// a reservation, a key without TTL). The write is a compare-and-swap on the
 // record as read; a race with another writer reads it again.
 func (s *Store) reclaim(ctx context.Context, req lease.Request, value string) (lease.Lease, error) {
-	l := lease.Lease{Attrs: req.Attrs}
-	for _, p := range req.Prefer {
-		switch {
-		case p.Addr().Is4() && !l.Subnet.IsValid():
-			l.Subnet = p.Masked()
-		case p.Addr().Is6() && !l.IPv6Subnet.IsValid():
-			l.IPv6Subnet = p.Masked()
-		}
-	}
-	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
-		return lease.Lease{}, errors.New("etcd: reclaim a lease: the request names no subnet (Prefer is empty)")
+	l, err := req.Reclaimed()
+	if err != nil {
+		return lease.Lease{}, fmt.Errorf("%s: %w", "etcd", err)
 	}
 	key := s.LeaseKey(l)
 	for attempt := 0; attempt < 10; attempt++ {

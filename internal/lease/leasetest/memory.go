@@ -186,17 +186,9 @@ func (m *Memory) grantLocked(l *lease.Lease, ttl time.Duration) {
 // subnet of req.Prefer) back with req.Attrs, whatever it holds now: with a
 // new TTL unless req.Reservation.
 func (m *Memory) reclaim(req lease.Request) (lease.Lease, error) {
-	l := lease.Lease{Attrs: req.Attrs}
-	for _, p := range req.Prefer {
-		switch {
-		case p.Addr().Is4() && !l.Subnet.IsValid():
-			l.Subnet = p.Masked()
-		case p.Addr().Is6() && !l.IPv6Subnet.IsValid():
-			l.IPv6Subnet = p.Masked()
-		}
-	}
-	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
-		return lease.Lease{}, errors.New("memory store: reclaim a lease: the request names no subnet (Prefer is empty)")
+	l, err := req.Reclaimed()
+	if err != nil {
+		return lease.Lease{}, fmt.Errorf("%s: %w", "memory store", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
