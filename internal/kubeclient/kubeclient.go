@@ -1,5 +1,6 @@
 // Package kubeclient is a Kubernetes API client for the few kinds weft
-// reads and writes: Nodes, Pods, and what deploy/weft.yaml holds.
+// reads and writes: Nodes, Pods, Namespaces, NetworkPolicies, and what
+// deploy/weft.yaml holds.
 //
 // client-go's generated clientset registers every built-in API group in a
 // global scheme when the program starts, whether it talks to Kubernetes or
@@ -17,6 +18,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	authv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -44,6 +46,7 @@ var (
 	ClusterRoles        = Resource{Group: rbacv1.GroupName, Name: "clusterroles"}
 	ClusterRoleBindings = Resource{Group: rbacv1.GroupName, Name: "clusterrolebindings"}
 	DaemonSets          = Resource{Group: appsv1.GroupName, Name: "daemonsets", Namespaced: true}
+	NetworkPolicies     = Resource{Group: networkingv1.GroupName, Name: "networkpolicies", Namespaced: true}
 )
 
 // scheme holds the kinds above and the meta types (Status, WatchEvent, list
@@ -57,7 +60,7 @@ type scheme struct {
 var theScheme = sync.OnceValue(func() scheme {
 	s := runtime.NewScheme()
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, authv1.AddToScheme, rbacv1.AddToScheme, appsv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, authv1.AddToScheme, rbacv1.AddToScheme, appsv1.AddToScheme, networkingv1.AddToScheme} {
 		if err := add(s); err != nil {
 			panic(fmt.Sprintf("kubeclient: build the scheme: %v", err)) // static input: a programming error
 		}
@@ -80,7 +83,7 @@ type Client struct {
 func New(cfg *rest.Config) (*Client, error) {
 	s := theScheme()
 	c := &Client{groups: map[string]rest.Interface{}}
-	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, rbacv1.SchemeGroupVersion, appsv1.SchemeGroupVersion} {
+	for _, gv := range []schema.GroupVersion{corev1.SchemeGroupVersion, rbacv1.SchemeGroupVersion, appsv1.SchemeGroupVersion, networkingv1.SchemeGroupVersion} {
 		gcfg := rest.CopyConfig(cfg)
 		gcfg.GroupVersion = &gv
 		gcfg.APIPath = "/apis"
