@@ -256,7 +256,10 @@ func TestFollowsTheAPIServer(t *testing.T) {
 	if _, err := c.CoreV1().Pods("shop").Patch(ctx, "web", types.MergePatchType, []byte(`{"metadata":{"labels":{"app":"web","tier":"front"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, s, "the pod's new label", func(c *policy.Cluster) bool { p := findPod(c, "shop/web"); return p != nil && p.Labels["tier"] == "front" })
+	eventually(t, s, "the pod's new label", func(c *policy.Cluster) bool {
+		p := findPod(c, "shop/web")
+		return p != nil && p.Labels["tier"] == "front"
+	})
 
 	// An update the engine does not see (an annotation) sends nothing.
 	drain(s)
@@ -289,7 +292,10 @@ func TestFollowsTheAPIServer(t *testing.T) {
 	if _, err := c.CoreV1().Namespaces().Patch(ctx, "bank", types.MergePatchType, []byte(`{"metadata":{"labels":{"team":"b"}}}`), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, s, "the namespace's label", func(c *policy.Cluster) bool { n := findNamespace(c, "bank"); return n != nil && n.Labels["team"] == "b" })
+	eventually(t, s, "the namespace's label", func(c *policy.Cluster) bool {
+		n := findNamespace(c, "bank")
+		return n != nil && n.Labels["team"] == "b"
+	})
 
 	// Policies: created, changed, deleted.
 	port := intstr.FromString("http")
