@@ -18,6 +18,7 @@ import (
 	"github.com/weftnet/weft/internal/lab"
 	"github.com/weftnet/weft/internal/lab/bench"
 	"github.com/weftnet/weft/internal/lab/leasebench"
+	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/process"
 )
 
@@ -26,6 +27,7 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
               [--direct-routing] [--topology l2|l3] [--flannel-nodes n3,...] [--flanneld PATH]
               [--store etcd|kube] [--kube-apiserver PATH] [--read-only] [--forward-drop]
+              [--pod-ports 80,81]   ports every pod serves over TCP and UDP (and declares)
   weft lab status [--name NAME] [--json]
   weft lab check [--name NAME] [--json]
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
@@ -36,6 +38,9 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
+  weft lab pod add NAME --node N [--namespace NS] [--labels k=v,...] [--ports 80,81]
+  weft lab pod remove NAME [--namespace NS]        a pod (with its Pod object, --store kube)
+  weft lab kubectl [--name NAME] ARGS...           kubectl on the lab's API server (--store kube)
   weft lab down [--name NAME]
 `
 
@@ -47,7 +52,8 @@ type labCommand func(fs *flag.FlagSet, name *string) func(ctx context.Context, p
 var labCommands = map[string]labCommand{
 	"up": labUp, "down": labDown, "status": labStatus, "check": labCheck, "exec": labExec,
 	"ping": labPing, "agent": labAgent, "node": labNode, "bench": labBench,
-	"bench-leases": labBenchLeases,
+	"bench-leases": labBenchLeases, "pod": labPod,
+	"serve": labServe, // hidden: the servers inside a pod
 }
 
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -59,6 +65,9 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		return errors.New("weft lab needs root: it creates network namespaces (run it with sudo)")
 	}
 	cmd, rest := args[0], args[1:]
+	if cmd == "kubectl" {
+		return runLabKubectl(rest, stdout, stderr)
+	}
 	def, ok := labCommands[cmd]
 	if !ok {
 		fmt.Fprint(stderr, labUsage)
@@ -66,7 +75,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	// agent and node take a verb (stop, add, ...): it is the first
 	// positional argument.
-	if (cmd == "agent" || cmd == "node") && len(rest) == 0 {
+	if (cmd == "agent" || cmd == "node" || cmd == "pod") && len(rest) == 0 {
 		return fmt.Errorf("weft lab %s: say what to do\n%s", cmd, labUsage)
 	}
 	// The command of exec follows "--", and is not parsed.
@@ -107,8 +116,13 @@ func labUp(fs *flag.FlagSet, name *string) func(context.Context, []string, []str
 	fs.StringVar(&spec.Store, "store", "etcd", "etcd (the embedded store) or kube (a real kube-apiserver; agents in Kubernetes mode)")
 	fs.StringVar(&spec.KubeAPIServer, "kube-apiserver", "", "--store kube: the kube-apiserver binary (default: beside weft)")
 	fs.BoolVar(&spec.ReadOnly, "read-only", false, "--store kube: agents in read-only mode (get/list/watch on nodes only)")
+	podPorts := fs.String("pod-ports", "", "ports every pod serves (weft lab serve) and declares: 80,81 (TCP and UDP each) or 80/tcp,53/udp")
 	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
 		spec.Name = *name
+		var err error
+		if spec.PodPorts, err = pod.ParsePorts(*podPorts); err != nil {
+			return err
+		}
 		return lab.Up(ctx, spec, stdout)
 	}
 }

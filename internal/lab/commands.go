@@ -209,7 +209,7 @@ func Agent(ctx context.Context, name string, o AgentOptions, w io.Writer) error 
 func (s *State) check(ctx context.Context) (*check.Report, error) {
 	var pods []check.Endpoint
 	for _, p := range s.Pods {
-		e := check.Endpoint{Name: p.Name, NS: p.NS, Addr: p.Addr}
+		e := check.Endpoint{Name: p.Display(), NS: p.NS, Addr: p.Addr}
 		if n, err := s.node(p.Node); err == nil {
 			e.Node = n.Addr
 		}
@@ -226,7 +226,7 @@ func (s *State) check(ctx context.Context) (*check.Report, error) {
 // cniCheck runs CNI CHECK for pod name on its node.
 func (s *State) cniCheck(ctx context.Context, name string) error {
 	for _, p := range s.Pods {
-		if p.Name != name {
+		if p.Display() != name {
 			continue
 		}
 		n, err := s.node(p.Node)
@@ -241,7 +241,7 @@ func (s *State) cniCheck(ctx context.Context, name string) error {
 func (s *State) podNames() []string {
 	var names []string
 	for _, p := range s.Pods {
-		names = append(names, p.Name)
+		names = append(names, p.Display())
 	}
 	return names
 }

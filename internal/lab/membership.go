@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/subnetenv"
@@ -108,22 +108,15 @@ func NodeRemove(ctx context.Context, name, node string, w io.Writer) error {
 	return nil
 }
 
-// removePods runs CNI DEL for n's pods and deletes their namespaces.
+// removePods removes n's pods (servers, CNI DEL, namespaces, Pod objects).
 func (s *State) removePods(ctx context.Context, n *Node) error {
-	var keep []*pod.Pod
-	for _, p := range s.Pods {
-		if p.Node != n.Name {
-			keep = append(keep, p)
-			continue
-		}
-		if err := n.runtime().Del(ctx, p); err != nil {
-			return err
-		}
-		if err := netns.Delete(p.NS); err != nil {
-			return err
+	for _, p := range slices.Clone(s.Pods) {
+		if p.Node == n.Name {
+			if err := s.removePod(ctx, p); err != nil {
+				return err
+			}
 		}
 	}
-	s.Pods = keep
 	return nil
 }
 

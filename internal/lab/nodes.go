@@ -155,18 +155,13 @@ func (s *State) findFlanneld(path string) error {
 	return nil
 }
 
-// addPod creates pod j of node n and runs CNI ADD for it.
+// addPod creates pod j of node n (n1-p1, ...) in the default namespace,
+// with the lab's pod ports (served), registered as a Pod object when the
+// store is the API server.
 func (s *State) addPod(ctx context.Context, n *Node, j int) error {
-	name := fmt.Sprintf("%s-p%d", n.Name, j)
-	p := &pod.Pod{Name: name, NS: s.Name + "-" + name, Node: n.Name, ID: "lab-" + s.Name + "-" + name}
-	s.Pods = append(s.Pods, p)
-	if err := s.addNS(p.NS); err != nil {
-		return err
-	}
-	if err := n.runtime().Add(ctx, p); err != nil {
-		return err
-	}
-	return s.save()
+	_, err := s.addPodWith(ctx, PodOptions{Name: fmt.Sprintf("%s-p%d", n.Name, j), Node: n.Name,
+		Ports: s.PodPorts, Register: s.Kube != nil, Serve: len(s.PodPorts) > 0})
+	return err
 }
 
 // waitReady waits until n's agent is ready and, when peers >= 0, has

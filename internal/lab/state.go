@@ -67,6 +67,8 @@ type State struct {
 	Namespaces    []string      `json:"namespaces"` // every namespace created, in order
 	Endpoint      string        `json:"etcdEndpoint"`
 	Kube          *kube.Kube    `json:"kube,omitempty"` // --store kube
+	// PodPorts are the ports of the pods `up` and `node add` create.
+	PodPorts []pod.Port `json:"podPorts,omitempty"`
 
 	out      io.Writer      // where up reports what it does
 	restarts map[string]int // flanneld restarts by node, during up
@@ -161,17 +163,17 @@ func (s *State) target(t string) (string, error) {
 		}
 	}
 	for _, p := range s.Pods {
-		if t == p.Name || t == p.NS {
+		if p.Is(t) {
 			return p.NS, nil
 		}
 	}
-	return "", fmt.Errorf("lab %s has no %q (try ctl, ext, n1, n1-p1)", s.Name, t)
+	return "", fmt.Errorf("lab %s has no %q (try ctl, ext, n1, n1-p1, NAMESPACE/POD)", s.Name, t)
 }
 
 // addrOf resolves a pod, node or host name to its address.
 func (s *State) addrOf(t string) (netip.Addr, error) {
 	for _, p := range s.Pods {
-		if t == p.Name || t == p.NS {
+		if p.Is(t) {
 			return p.Addr, nil
 		}
 	}

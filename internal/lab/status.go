@@ -119,11 +119,11 @@ func (st LabStatus) print(w io.Writer) {
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "POD\tNETNS\tNODE\tADDRESS")
+	fmt.Fprintln(tw, "POD\tNETNS\tNODE\tADDRESS\tLABELS\tPORTS")
 	for _, p := range st.Pods {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", p.Name, p.NS, p.Node, p.Addr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Display(), p.NS, p.Node, p.Addr, orDash(labelList(p.Labels)), orDash(portList(p.Ports)))
 	}
-	fmt.Fprintf(tw, "ext\t%s\t-\t%s (outside the cluster network)\n", st.External.NS, st.External.Addr)
+	fmt.Fprintf(tw, "ext\t%s\t-\t%s (outside the cluster network)\t-\t-\n", st.External.NS, st.External.Addr)
 	tw.Flush()
 }
 
@@ -137,7 +137,7 @@ func (s *State) picture(w io.Writer) {
 	}
 	pods := map[string][]string{}
 	for _, p := range s.Pods {
-		pods[p.Node] = append(pods[p.Node], fmt.Sprintf("%s %s", p.Name, p.Addr))
+		pods[p.Node] = append(pods[p.Node], fmt.Sprintf("%s %s", p.Display(), p.Addr))
 	}
 	mode := s.Backend
 	if s.DirectRouting {
@@ -189,4 +189,30 @@ func (s *State) paths() []string {
 func (s *State) netConf() (string, error) {
 	doc, err := netConf(s.Backend, s.DirectRouting)
 	return string(doc) + "\n", err
+}
+
+// labelList is "k=v,k2=v2", sorted.
+func labelList(labels map[string]string) string {
+	var ls []string
+	for k, v := range labels {
+		ls = append(ls, k+"="+v)
+	}
+	sort.Strings(ls)
+	return strings.Join(ls, ",")
+}
+
+// portList is "80/TCP,80/UDP".
+func portList(ports []pod.Port) string {
+	var ps []string
+	for _, p := range ports {
+		ps = append(ps, p.String())
+	}
+	return strings.Join(ps, ",")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/lab/kube"
+	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/netns"
@@ -25,13 +26,14 @@ type Spec struct {
 	PodsPerNode   int
 	Backend       string
 	DirectRouting bool
-	Topology      string   // topology.L2 or topology.L3
-	ForwardDrop   bool     // iptables -P FORWARD DROP in every node, as Docker sets it
-	FlannelNodes  []string // nodes running the reference flanneld (n3, ...)
-	Flanneld      string   // its binary (default: beside weft)
-	Store         string   // etcd (default) or kube
-	KubeAPIServer string   // kube: the kube-apiserver binary
-	ReadOnly      bool     // kube: agents in read-only mode
+	Topology      string     // topology.L2 or topology.L3
+	ForwardDrop   bool       // iptables -P FORWARD DROP in every node, as Docker sets it
+	FlannelNodes  []string   // nodes running the reference flanneld (n3, ...)
+	Flanneld      string     // its binary (default: beside weft)
+	Store         string     // etcd (default) or kube
+	KubeAPIServer string     // kube: the kube-apiserver binary
+	ReadOnly      bool       // kube: agents in read-only mode
+	PodPorts      []pod.Port // ports every pod serves and declares
 }
 
 // ExitError carries a command's exit status (check failures, exec).
@@ -89,6 +91,11 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 	}
 	fmt.Fprintf(w, "lab %s up in %.1fs\n\n", s.Name, time.Since(start).Seconds())
 	s.picture(w)
+	if s.Kube != nil {
+		fmt.Fprintf(w, "  kubectl: the API server is reachable only inside %s; 'weft lab kubectl --name %s get pods -A' runs\n"+
+			"    kubectl there with the admin kubeconfig, as does 'ip netns exec %s env KUBECONFIG=%s kubectl ...'\n",
+			s.Ctl.NS, s.Name, s.Ctl.NS, s.Kube.AdminKubeconfig())
+	}
 	fmt.Fprintln(w)
 	rep, err := s.check(ctx)
 	if err != nil {
@@ -150,7 +157,7 @@ func newState(spec Spec) (*State, map[string]string, error) {
 		return nil, nil, err
 	}
 	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting, Topology: spec.Topology,
-		ForwardDrop: spec.ForwardDrop, Network: topology.Network.String(), Weft: weft, AgentBinary: agent}
+		ForwardDrop: spec.ForwardDrop, Network: topology.Network.String(), Weft: weft, AgentBinary: agent, PodPorts: spec.PodPorts}
 	if spec.Store == "kube" {
 		bin, err := kube.Find(spec.KubeAPIServer, weft)
 		if err != nil {
@@ -220,6 +227,7 @@ func (s *State) build(ctx context.Context, spec Spec, agentOf map[string]string,
 // down removes everything the lab created, in reverse order. Idempotent.
 func (s *State) down(w io.Writer) error {
 	var errs []error
+	errs = append(errs, s.downPods(w)...)
 	for _, n := range s.Nodes {
 		if err := process.Stop(n.PID, n.SubnetFile, 10*time.Second); err != nil {
 			errs = append(errs, err)
@@ -247,4 +255,28 @@ func (s *State) down(w io.Writer) error {
 	_ = os.Remove(lockPath(s.Name)) // held by us until we return
 	fmt.Fprintf(w, "lab %s: removed %d namespaces\n", s.Name, len(s.Namespaces))
 	return nil
+}
+
+// downPods stops the pods' processes and deletes the Pod objects the lab
+// registered, while the API server still runs (their namespaces go with
+// the others'). A Pod object that cannot be deleted is reported, not an
+// error: its store goes with the lab.
+func (s *State) downPods(w io.Writer) []error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kubeUp := s.Kube != nil && s.Kube.Running()
+	for _, p := range s.Pods {
+		for _, h := range p.Procs {
+			if err := h.Stop(5 * time.Second); err != nil {
+				errs = append(errs, fmt.Errorf("pod %s: %w", p.Key(), err))
+			}
+		}
+		if p.Registered && kubeUp {
+			if err := s.Kube.DeletePod(ctx, s.Ctl.NS, p.KubeNamespace(), p.Name); err != nil {
+				fmt.Fprintf(w, "lab %s: %v\n", s.Name, err)
+			}
+		}
+	}
+	return errs
 }

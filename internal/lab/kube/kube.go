@@ -49,7 +49,7 @@ func Find(path, weft string) (string, error) {
 		path = filepath.Join(filepath.Dir(weft), "kube-apiserver")
 	}
 	if _, err := os.Stat(path); err != nil {
-		return "", fmt.Errorf("no kube-apiserver at %s: build it with '(cd tools/kube && go build -o ../../bin/kube-apiserver ./kube-apiserver)' (about 10 minutes) or give --kube-apiserver", path)
+		return "", fmt.Errorf("no kube-apiserver at %s: build it with 'tools/kube/build.sh kube-apiserver' (about 10 minutes) or give --kube-apiserver", path)
 	}
 	return filepath.Abs(path)
 }
@@ -62,10 +62,9 @@ func (k *Kube) files() *kubeapi.Files {
 
 // admin is a client with the admin token, dialing from the control
 // namespace ctl.
+// Its writes show as field manager weft-lab, the agents' as weft.
 func (k *Kube) admin(ctl string) (*kubeclient.Client, error) {
-	cfg := k.files().Config(k.URL, k.AdminToken, netns.Dialer(ctl))
-	cfg.UserAgent = "weft-lab" // its writes show as field manager weft-lab, the agents' as weft
-	return kubeclient.New(cfg)
+	return kubeclient.New(k.AdminConfig(ctl))
 }
 
 // Control is where the control plane runs.

@@ -19,16 +19,60 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	current "github.com/containernetworking/cni/pkg/types/100"
 
+	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/netns"
 )
 
-// Pod is a pod namespace attached to a node through CNI.
+// Pod is a pod namespace attached to a node through CNI, with the
+// identity Kubernetes gives a pod (namespace, labels, container ports)
+// and the processes that serve its ports.
 type Pod struct {
 	Name string     `json:"name"` // n1-p1
 	NS   string     `json:"netns"`
 	Node string     `json:"node"`
 	Addr netip.Addr `json:"addr"`
 	ID   string     `json:"containerID"`
+	// Namespace is the pod's Kubernetes namespace; "" is "default" (a lab
+	// state written before pods had one).
+	Namespace string            `json:"namespace,omitempty"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Ports     []Port            `json:"ports,omitempty"`
+	// Procs run in the pod's namespace: its servers (`weft lab serve`,
+	// or commands such as agnhost serve-hostname); stopped when the pod
+	// is removed.
+	Procs []process.Handle `json:"procs,omitempty"`
+	// Registered: the lab created (or bound) the pod's Pod object and
+	// deletes it with the pod.
+	Registered bool `json:"registered,omitempty"`
+}
+
+// DefaultNamespace is the namespace of a pod that names none.
+const DefaultNamespace = "default"
+
+// KubeNamespace is p's namespace, "default" when it names none.
+func (p *Pod) KubeNamespace() string {
+	if p.Namespace == "" {
+		return DefaultNamespace
+	}
+	return p.Namespace
+}
+
+// Key is "namespace/name".
+func (p *Pod) Key() string { return p.KubeNamespace() + "/" + p.Name }
+
+// Display is how the lab shows p: its name in the default namespace,
+// "namespace/name" elsewhere.
+func (p *Pod) Display() string {
+	if p.KubeNamespace() == DefaultNamespace {
+		return p.Name
+	}
+	return p.Key()
+}
+
+// Is reports whether t names p: its name (in the default namespace), its
+// "namespace/name", or its network namespace.
+func (p *Pod) Is(t string) bool {
+	return t == p.NS || t == p.Key() || (t == p.Name && p.KubeNamespace() == DefaultNamespace)
 }
 
 // Runtime is one node's CNI set-up.
