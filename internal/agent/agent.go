@@ -56,6 +56,9 @@ type Options struct {
 	// ReadOnly is set when the store publishes nothing (read-only
 	// Kubernetes mode): backend data is derived from node addresses.
 	ReadOnly bool
+	// Policy configures NetworkPolicy enforcement; nil (etcd mode): the
+	// agent leaves the policy table alone.
+	Policy *PolicyOptions
 }
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
@@ -84,7 +87,12 @@ type Agent struct {
 	p    Platform
 	log  *slog.Logger
 	m    *metrics
-	kick chan struct{} // 1-slot: coalesced "something changed"
+	pm   *policyMetrics // nil unless NetworkPolicy is enforced
+	kick chan struct{}  // 1-slot: coalesced "something changed"
+
+	// enfMu serializes calls to the policy enforcer (the policy loop's
+	// Apply, a scrape's Denied).
+	enfMu sync.Mutex
 
 	mu        sync.Mutex // guards the fields below
 	leaseOK   bool
@@ -107,6 +115,8 @@ type Agent struct {
 	// storeErr is the last failed probe of the store, since storeSince.
 	storeErr   error
 	storeSince time.Time
+	// pol is NetworkPolicy enforcement as the policy loop reports it.
+	pol policyState
 }
 
 // New returns an agent.
@@ -129,7 +139,11 @@ func New(o Options, p Platform) *Agent {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
-	return &Agent{o: o, p: p, log: o.Log, m: newMetrics(), kick: make(chan struct{}, 1)}
+	a := &Agent{o: o, p: p, log: o.Log, m: newMetrics(), kick: make(chan struct{}, 1)}
+	if o.Policy != nil && o.Policy.Enabled {
+		a.registerPolicyMetrics()
+	}
+	return a
 }
 
 // trigger asks for a sync; bursts coalesce into one.
@@ -152,6 +166,9 @@ func (a *Agent) Run(ctx context.Context) error {
 			return fmt.Errorf("health server: listen on %s: %w", a.o.HealthzAddr, err)
 		}
 		defer ln.Close()
+	}
+	if p := a.o.Policy; p != nil && (p.Enforcer == nil || p.Enabled && (p.Source == nil || p.Node == "")) {
+		return errors.New("NetworkPolicy: a source, an enforcer and the node's name are required")
 	}
 	cfg, kind, opts, err := a.loadConfig(ctx)
 	if err != nil {
@@ -248,6 +265,12 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.renewLoop(ctx, req) })
 	g.Go(func() error { return a.probeLoop(ctx) })
 	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req) })
+	if p := a.o.Policy; p != nil {
+		if p.Enabled {
+			g.Go(func() error { p.Source.Run(ctx); return nil })
+		}
+		g.Go(func() error { return a.policyLoop(ctx) })
+	}
 	err = g.Wait()
 	if ctx.Err() != nil && err == nil {
 		a.log.Info("stopping; the data plane stays in place")
@@ -775,6 +798,9 @@ type Status struct {
 	// Rejected are the store's records that are not used, by key, with
 	// the reason. They do not make this node unready.
 	Rejected map[string]string `json:"rejectedLeases,omitempty"`
+	// Policy is NetworkPolicy enforcement (Kubernetes mode); while it is
+	// enabled, the node is ready once its policies are in force.
+	Policy *PolicyStatus `json:"networkPolicy,omitempty"`
 }
 
 // Status returns the agent's readiness.
@@ -804,7 +830,9 @@ func (a *Agent) Status() Status {
 			}
 		}
 	}
-	s.Ready = s.LeaseOK && s.Synced && a.syncErr == nil && !stale
+	s.Policy = a.policyStatus()
+	policyOK := s.Policy == nil || !s.Policy.Enabled || s.Policy.Error == "" && s.Policy.LastSync != ""
+	s.Ready = s.LeaseOK && s.Synced && a.syncErr == nil && !stale && policyOK
 	return s
 }
 

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -14,6 +16,7 @@ import (
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/firewall"
 	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/policy/nft"
 )
 
 // Linux is the Platform of a Linux node: netlink and nftables in the
@@ -105,3 +108,63 @@ func (l *Linux) Refresh() { l.k.Invalidate() }
 // KernelDumps is how many tables the kernel cache has read from the
 // kernel (a route dump, or one device's neighbour or FDB dump).
 func (l *Linux) KernelDumps() uint64 { return l.k.Dumps() }
+
+// BridgeNetfilter implements the agent's bridgeNetfilter: it is `sysctl -w
+// net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1`
+// for this namespace, written only where a value is 0, so that packets
+// between pods on this node's bridge pass the IP forward hook, where the
+// NetworkPolicy rules are. br_netfilter makes these sysctls; without it
+// they are missing (ErrNoBridgeNetfilter).
+func (l *Linux) BridgeNetfilter() ([]string, error) {
+	var set []string
+	for _, name := range []string{"bridge-nf-call-iptables", "bridge-nf-call-ip6tables"} {
+		path := "/proc/sys/net/bridge/" + name
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return set, fmt.Errorf("%s is missing: %w", path, ErrNoBridgeNetfilter)
+		}
+		if err != nil {
+			return set, fmt.Errorf("read %s: %w", path, err)
+		}
+		if strings.TrimSpace(string(b)) != "0" {
+			continue
+		}
+		if err := os.WriteFile(path, []byte("1"), 0o644); err != nil {
+			return set, fmt.Errorf("set net.bridge.%s=1 (set it on the node, or run the agent with write access to /proc/sys): %w", name, err)
+		}
+		set = append(set, "net.bridge."+name)
+	}
+	return set, nil
+}
+
+// NewPolicyEnforcer returns the NetworkPolicy table of the agent's
+// namespace, `table inet weft-policy`, written through nft. logGroup,
+// when not 0, is the NFLOG group that denied packets are logged to.
+func NewPolicyEnforcer(log *slog.Logger, logGroup uint16) (PolicyEnforcer, error) {
+	a, err := nft.New(nft.Options{Log: log, LogGroup: logGroup})
+	if err != nil {
+		return nil, err
+	}
+	return nftEnforcer{a}, nil
+}
+
+// nftEnforcer is nft.Applier as the agent's PolicyEnforcer.
+type nftEnforcer struct{ *nft.Applier }
+
+func (e nftEnforcer) Denied(ctx context.Context) (map[netip.Addr]DeniedCounts, error) {
+	m, err := e.Applier.Denied(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[netip.Addr]DeniedCounts, len(m))
+	for a, c := range m {
+		out[a] = DeniedCounts{Ingress: c.Ingress, Egress: c.Egress}
+	}
+	return out, nil
+}
+
+// LastOps is how many nft operations the last Apply sent.
+func (e nftEnforcer) LastOps() int {
+	n, _ := e.Applier.LastOps()
+	return n
+}
