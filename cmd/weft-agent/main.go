@@ -25,10 +25,12 @@ import (
 	"github.com/weftnet/weft/cmd/internal/cmdline"
 	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 	"github.com/weftnet/weft/internal/lease/kubestore"
 	"github.com/weftnet/weft/internal/lockfile"
+	"github.com/weftnet/weft/internal/policy/source"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -63,24 +65,56 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&k.readOnly, "kube-read-only", false, "Kubernetes mode: write nothing to the API server (needs only get/list/watch on nodes; vxlan MACs are derived from node addresses; no flannel nodes)")
 }
 
-func (k *kubeFlags) store(ctx context.Context, log *slog.Logger) (*kubestore.Store, error) {
+// store returns the Kubernetes lease store, its client and this node's name.
+func (k *kubeFlags) store(ctx context.Context, log *slog.Logger) (*kubestore.Store, *kubeclient.Client, string, error) {
 	c, err := kubestore.Client(k.apiURL, k.kubeconfig, "weft/"+version)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
 	node, err := kubestore.NodeName(ctx, c)
 	if err != nil {
-		return nil, err
+		return nil, nil, "", err
 	}
 	log.Info("this node", "node", node)
-	return kubestore.New(kubestore.Options{Client: c, NodeName: node, ConfigPath: k.netConfPath,
+	s, err := kubestore.New(kubestore.Options{Client: c, NodeName: node, ConfigPath: k.netConfPath,
 		Prefix: k.prefix, ReadOnly: k.readOnly, Log: log})
+	return s, c, node, err
+}
+
+// policyFlags are the NetworkPolicy options.
+type policyFlags struct {
+	enabled  bool
+	logGroup uint
+}
+
+func (p *policyFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&p.enabled, "network-policy", true, "Kubernetes mode: enforce NetworkPolicy on this node's pods (table inet weft-policy); false for clusters that run another policy engine, and removes the table a previous run left")
+	fs.UintVar(&p.logGroup, "network-policy-log-group", 0, "log packets NetworkPolicy denies to this NFLOG group, rate-limited (0: off; they are counted in /metrics either way)")
+}
+
+// check resolves --network-policy for the mode: on by default in
+// Kubernetes mode, off in etcd mode, where asking for it is a mistake.
+func (p *policyFlags) check(kube bool, set map[string]bool) error {
+	if !kube {
+		if set["network-policy"] && p.enabled {
+			return errors.New("--network-policy needs the Kubernetes API (Pods, Namespaces, NetworkPolicies): add --kube-subnet-mgr, or drop it")
+		}
+		p.enabled = false
+	}
+	switch {
+	case p.logGroup > 65535:
+		return fmt.Errorf("--network-policy-log-group %d: use an NFLOG group from 1 to 65535, or 0 for none", p.logGroup)
+	case p.logGroup != 0 && !p.enabled:
+		return errors.New("--network-policy-log-group logs what NetworkPolicy denies, which is off: drop it, or enforce NetworkPolicy (--kube-subnet-mgr, without --network-policy=false)")
+	}
+	return nil
 }
 
 // flags are weft-agent's command line, parsed and checked.
 type flags struct {
 	etcd                etcdflag.Flags
 	kube                kubeFlags
+	policy              policyFlags
 	iface, subnetFile   string
 	publicIP            netip.Addr // invalid: not given
 	ipMasq, forward     bool
@@ -111,7 +145,13 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
 	f.kube.register(fs)
+	f.policy.register(fs)
 	if err := cmdline.Parse(fs, args); err != nil {
+		return nil, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	if err := f.policy.check(f.kube.enabled, set); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -241,14 +281,18 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		lease.Store
 		Close() error
 	}
+	var pol *agent.PolicyOptions
 	if kf := f.kube; kf.enabled {
 		log.Info("starting weft agent in Kubernetes mode", "version", version, "net-config-path", kf.netConfPath,
-			"read-only", kf.readOnly, "iface", f.iface, "ip-masq", f.ipMasq)
-		ks, err := kf.store(ctx, log)
+			"read-only", kf.readOnly, "iface", f.iface, "ip-masq", f.ipMasq, "network-policy", f.policy.enabled)
+		ks, client, node, err := kf.store(ctx, log)
 		if err != nil {
 			return err
 		}
 		defer ks.Close()
+		if pol, err = policyOptions(f.policy, client, node, log); err != nil {
+			return err
+		}
 		if !pip.IsValid() {
 			if pip, err = ks.NodePublicIP(ctx); err != nil {
 				return err
@@ -278,7 +322,26 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		Store: store, Iface: f.iface, PublicIP: pip, PublicIPNAT: nat, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
 		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
 		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
-		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward,
+		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward, Policy: pol,
 	}, plat)
 	return a.Run(ctx)
+}
+
+// policyOptions prepares NetworkPolicy enforcement (Kubernetes mode): the
+// informers when it is on, and the table in either case (off, the agent
+// removes what a previous run left).
+func policyOptions(pf policyFlags, c *kubeclient.Client, node string, log *slog.Logger) (*agent.PolicyOptions, error) {
+	enf, err := agent.NewPolicyEnforcer(log, uint16(pf.logGroup))
+	if err != nil {
+		return nil, fmt.Errorf("NetworkPolicy: %w", err)
+	}
+	o := &agent.PolicyOptions{Enabled: pf.enabled, Node: node, Enforcer: enf}
+	if pf.enabled {
+		src, err := source.New(source.Options{Client: c, Log: log})
+		if err != nil {
+			return nil, err
+		}
+		o.Source = src
+	}
+	return o, nil
 }

@@ -71,7 +71,7 @@ func TestFlags(t *testing.T) {
 		"etcd-cafile", "etcd-certfile", "etcd-endpoints", "etcd-keyfile", "etcd-password", "etcd-prefix", "etcd-username",
 		"healthz-ip", "healthz-port", "iface", "ip-masq", "iptables-forward-rules",
 		"kube-annotation-prefix", "kube-api-url", "kube-read-only", "kube-subnet-mgr", "kubeconfig-file",
-		"log-level", "net-config-path", "pprof", "public-ip", "resync-interval",
+		"log-level", "net-config-path", "network-policy", "network-policy-log-group", "pprof", "public-ip", "resync-interval",
 		"subnet-file", "subnet-lease-renew-margin", "subnet-lease-ttl",
 	}
 	if !slices.Equal(got, want) {
@@ -115,6 +115,11 @@ func TestBadStartRefused(t *testing.T) {
 		{[]string{"--log-level", "loud"}, `--log-level "loud": use debug, info, warn or error`},
 		{[]string{"--kube-read-only"}, "--kube-read-only is a Kubernetes mode option: add --kube-subnet-mgr, or drop it"},
 		{[]string{"--subnet-file", ""}, "--subnet-file is empty"},
+		{[]string{"--network-policy"}, "--network-policy needs the Kubernetes API (Pods, Namespaces, NetworkPolicies): add --kube-subnet-mgr, or drop it"},
+		{[]string{"--network-policy=true"}, "--network-policy needs the Kubernetes API"},
+		{[]string{"--network-policy-log-group", "5"}, "--network-policy-log-group logs what NetworkPolicy denies, which is off: drop it, or enforce NetworkPolicy"},
+		{[]string{"--kube-subnet-mgr", "--network-policy=false", "--network-policy-log-group", "5"}, "--network-policy-log-group logs what NetworkPolicy denies, which is off"},
+		{[]string{"--kube-subnet-mgr", "--network-policy-log-group", "65536"}, "--network-policy-log-group 65536: use an NFLOG group from 1 to 65535, or 0 for none"},
 		{[]string{"--subnet-file", t.TempDir()}, " is a directory; name a file"},
 		{[]string{"--subnet-file", notDir + "/subnet.env"}, "--subnet-file " + notDir + "/subnet.env: make its directory: "},
 	} {
@@ -170,6 +175,38 @@ func TestFlannelFlagValues(t *testing.T) {
 	ents, err := os.ReadDir(filepath.Dir(file))
 	if err != nil || len(ents) > 0 {
 		t.Errorf("the directory is not there, or the check left %v: %v", ents, err)
+	}
+}
+
+// TestNetworkPolicyFlags: NetworkPolicy is on by default in Kubernetes
+// mode and can be turned off there; in etcd mode it is off, silently
+// unless asked for (refused in TestBadStartRefused).
+func TestNetworkPolicyFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args     []string
+		env      string
+		enabled  bool
+		logGroup uint
+	}{
+		{args: []string{"--kube-subnet-mgr"}, enabled: true},
+		{args: []string{"--kube-subnet-mgr", "--network-policy-log-group", "7"}, enabled: true, logGroup: 7},
+		{args: []string{"--kube-subnet-mgr", "--network-policy=false"}},
+		{args: []string{"--kube-subnet-mgr"}, env: "false"},
+		{args: nil},
+		{args: []string{"--network-policy=false"}},
+	} {
+		t.Setenv("WEFT_NETWORK_POLICY", tc.env)
+		if tc.env == "" {
+			os.Unsetenv("WEFT_NETWORK_POLICY")
+		}
+		f, err := parseFlags(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("%q (env %q): %v", tc.args, tc.env, err)
+			continue
+		}
+		if f.policy.enabled != tc.enabled || f.policy.logGroup != tc.logGroup {
+			t.Errorf("%q (env %q): network-policy %t, log group %d; want %t, %d", tc.args, tc.env, f.policy.enabled, f.policy.logGroup, tc.enabled, tc.logGroup)
+		}
 	}
 }
 
