@@ -5,11 +5,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 )
 
 // TestDaemonSetRunsTheImage: every container of the DaemonSet runs a binary
@@ -76,6 +78,49 @@ func TestDaemonSetRunsTheImage(t *testing.T) {
 		out, _ := exec.Command(bin, append(args, "-h")...).CombinedOutput()
 		if s := string(out); !strings.HasPrefix(s, "Usage of ") {
 			t.Errorf("container %s: %s refuses %q:\n%s", c.Name, c.Command[0], args, s)
+		}
+	}
+}
+
+// TestRoles: both ClusterRoles let the agent watch what NetworkPolicy
+// needs, and the read-only one permits reading and nothing more.
+func TestRoles(t *testing.T) {
+	objs, err := Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := map[string]*rbacv1.ClusterRole{}
+	for _, o := range objs {
+		if r, ok := o.(*rbacv1.ClusterRole); ok {
+			roles[r.Name] = r
+		}
+	}
+	allows := func(r *rbacv1.ClusterRole, group, resource, verb string) bool {
+		for _, rule := range r.Rules {
+			if slices.Contains(rule.APIGroups, group) && slices.Contains(rule.Resources, resource) && slices.Contains(rule.Verbs, verb) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, name := range []string{"weft", "weft-read-only"} {
+		r := roles[name]
+		if r == nil {
+			t.Fatalf("no ClusterRole %s", name)
+		}
+		for _, gr := range [][2]string{{"", "nodes"}, {"", "pods"}, {"", "namespaces"}, {"networking.k8s.io", "networkpolicies"}} {
+			for _, verb := range []string{"get", "list", "watch"} {
+				if !allows(r, gr[0], gr[1], verb) {
+					t.Errorf("ClusterRole %s does not allow %s on %s", name, verb, strings.TrimPrefix(gr[0]+"/"+gr[1], "/"))
+				}
+			}
+		}
+	}
+	for _, rule := range roles["weft-read-only"].Rules {
+		for _, verb := range rule.Verbs {
+			if verb != "get" && verb != "list" && verb != "watch" {
+				t.Errorf("the read-only role allows %s on %v", verb, rule.Resources)
+			}
 		}
 	}
 }
