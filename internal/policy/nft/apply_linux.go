@@ -2,6 +2,7 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -146,7 +147,7 @@ func (a *Applier) Denied(ctx context.Context) (map[netip.Addr]Counts, error) {
 			err := a.do(func() error {
 				var err error
 				out, err = exec.CommandContext(ctx, "nft", "-j", "list", "set", "inet", Table, name).Output()
-				if ee, ok := err.(*exec.ExitError); ok && len(ee.Stderr) > 0 {
+				if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && len(ee.Stderr) > 0 {
 					return fmt.Errorf("%w: %s", err, ee.Stderr)
 				}
 				return err

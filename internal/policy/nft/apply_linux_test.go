@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"slices"
@@ -88,8 +89,6 @@ func TestRenderLoads(t *testing.T) {
 			t.Errorf("LogGroup %d, table has log: %t\n%s", opts.LogGroup, hasLog, got)
 		}
 	}
-	_ = context.Background
-	_ = policy.Ingress
 }
 
 // normalize makes two listings of the same table comparable: the kernel
@@ -157,5 +156,128 @@ func TestIncrementalEqualsFull(t *testing.T) {
 		if got, want := normalize(listTable(t, incNS)), normalize(listTable(t, fullNS)); got != want {
 			t.Fatalf("step %d: incremental table:\n%s\nfull table:\n%s", i, got, want)
 		}
+	}
+}
+
+// TestIncrementalRandom: the same over random Rulesets, in the kernel.
+func TestIncrementalRandom(t *testing.T) {
+	inc, incNS := newApplier(t, Options{LogGroup: 5})
+	full, fullNS := newApplier(t, Options{LogGroup: 5})
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(2, 11))
+	for i := range 15 {
+		rs := randomRuleset(r)
+		if err := inc.Apply(ctx, rs); err != nil {
+			t.Fatalf("step %d: incremental: %v", i, err)
+		}
+		if _, wasFull := inc.LastOps(); wasFull != (i == 0) {
+			t.Errorf("step %d: full %t", i, wasFull)
+		}
+		full.Resync()
+		if err := full.Apply(ctx, rs); err != nil {
+			t.Fatalf("step %d: full: %v", i, err)
+		}
+		if got, want := normalize(listTable(t, incNS)), normalize(listTable(t, fullNS)); got != want {
+			t.Fatalf("step %d: incremental table:\n%s\nfull table:\n%s", i, got, want)
+		}
+	}
+	// Nothing changed: nothing sent.
+	if err := inc.Apply(ctx, randomRuleset(rand.New(rand.NewPCG(2, 11)))); err != nil {
+		t.Fatal(err)
+	}
+	prev := listTable(t, incNS)
+	rs := randomRuleset(rand.New(rand.NewPCG(2, 11)))
+	if err := inc.Apply(ctx, rs); err != nil {
+		t.Fatal(err)
+	}
+	if ops, wasFull := inc.LastOps(); ops != 0 || wasFull {
+		t.Errorf("the same Ruleset again: %d operations, full %t", ops, wasFull)
+	}
+	if got := listTable(t, incNS); got != prev {
+		t.Errorf("the table changed:\n%s\nwas:\n%s", got, prev)
+	}
+}
+
+// overlapping returns every() with a new pod and peers that overlap: nft
+// rejects the transaction at its last element, after the pod's.
+func overlapping() *policy.Ruleset {
+	rs := every()
+	rs.Pods = append(rs.Pods, policy.PodEntry{Addr: a4("10.244.1.9"), Pod: "web/api-9", Ingress: "gin-00000001"})
+	rs.Chains[2].Rules[0].Peers = append(rs.Chains[2].Rules[0].Peers, rng("10.244.2.7", "10.244.2.7"))
+	return rs
+}
+
+// TestFailedApply: a transaction nft rejects leaves the table as it was,
+// whether it was incremental or full, and the next Apply replaces the
+// whole table.
+func TestFailedApply(t *testing.T) {
+	a, ns := newApplier(t, Options{})
+	ctx := context.Background()
+	// A table left by an earlier run, with an object weft does not write:
+	// the first Apply replaces it all.
+	if out, err := nft(t, ns, "add table inet weft-policy; add chain inet weft-policy stale"); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if err := a.Apply(ctx, small()); err != nil {
+		t.Fatal(err)
+	}
+	if got := listTable(t, ns); strings.Contains(got, "stale") {
+		t.Errorf("the first Apply kept an earlier run's chain:\n%s", got)
+	}
+	if err := a.Apply(ctx, every()); err != nil {
+		t.Fatal(err)
+	}
+	before := listTable(t, ns)
+	for i := range 2 { // incremental, then full (after the failure)
+		err := a.Apply(ctx, overlapping())
+		if err == nil {
+			t.Fatalf("attempt %d: nft accepted overlapping intervals", i)
+		}
+		t.Logf("rejected as expected: %v", err)
+		if _, wasFull := a.LastOps(); wasFull != (i == 1) {
+			t.Errorf("attempt %d: full %t", i, wasFull)
+		}
+		if got := listTable(t, ns); got != before {
+			t.Fatalf("attempt %d: the failed transaction changed the table:\n%s\nwas:\n%s", i, got, before)
+		}
+	}
+	if err := a.Apply(ctx, small()); err != nil {
+		t.Fatal(err)
+	}
+	if _, wasFull := a.LastOps(); !wasFull {
+		t.Error("the Apply after a failure was not full")
+	}
+}
+
+// TestRemove: Remove deletes the table, twice is fine, and the next Apply
+// writes it whole.
+func TestRemove(t *testing.T) {
+	a, ns := newApplier(t, Options{})
+	ctx := context.Background()
+	if err := a.Remove(ctx); err != nil {
+		t.Fatalf("Remove with no table: %v", err)
+	}
+	if err := a.Apply(ctx, every()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := a.Remove(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := listTable(t, ns); got != "" {
+			t.Fatalf("table left after Remove:\n%s", got)
+		}
+	}
+	if _, err := a.Denied(ctx); err == nil {
+		t.Error("Denied without a table: no error")
+	}
+	if err := a.Apply(ctx, every()); err != nil {
+		t.Fatal(err)
+	}
+	if _, wasFull := a.LastOps(); !wasFull {
+		t.Error("the Apply after Remove was not full")
+	}
+	if !strings.Contains(listTable(t, ns), "chain in_db_allow-api") {
+		t.Error("the Apply after Remove wrote no policy chain")
 	}
 }

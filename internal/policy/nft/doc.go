@@ -45,16 +45,16 @@
 //	add set inet weft-policy denied-in4 { type ipv4_addr ; counter ; }
 //	add map inet weft-policy ingress6 { type ipv6_addr : verdict ; }
 //	add set inet weft-policy denied-in6 { type ipv6_addr ; counter ; }
-//	add set inet weft-policy in_web_allow-web-r0-peers4 { type ipv4_addr ; flags interval ; }
 //	add set inet weft-policy in_web_allow-web-r0-ports { typeof meta l4proto . th dport ; flags interval ; }
+//	add set inet weft-policy in_web_allow-web-r0-peers4 { type ipv4_addr ; flags interval ; }
 //	add chain inet weft-policy egress { type filter hook forward priority -1 ; }
 //	add chain inet weft-policy ingress { type filter hook forward priority 0 ; }
 //	add chain inet weft-policy gin-5f3a2c10
 //	add chain inet weft-policy in_web_allow-web
 //	add element inet weft-policy ingress4 { 10.244.1.2 : goto gin-5f3a2c10 }
 //	add element inet weft-policy denied-in4 { 10.244.1.2 }
-//	add element inet weft-policy in_web_allow-web-r0-peers4 { 10.244.1.2-10.244.1.3 }
 //	add element inet weft-policy in_web_allow-web-r0-ports { tcp . 80 }
+//	add element inet weft-policy in_web_allow-web-r0-peers4 { 10.244.1.2-10.244.1.3 }
 //	add rule inet weft-policy egress ct state established,related ct direction reply accept
 //	add rule inet weft-policy egress ct state related accept
 //	add rule inet weft-policy egress ip saddr vmap @egress4

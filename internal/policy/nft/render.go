@@ -300,6 +300,9 @@ func build(rs *policy.Ruleset, opts Options) (*tableState, error) {
 		if err := checkName("chain", c.Name); err != nil {
 			return nil, err
 		}
+		if _, dup := chainDir[c.Name]; dup {
+			return nil, fmt.Errorf("chain %s defined twice", c.Name)
+		}
 		chainDir[c.Name] = c.Dir
 	}
 	groupDir := map[string]policy.Direction{}
