@@ -266,6 +266,7 @@ func (s *State) startServers(p *pod.Pod, o PodOptions) error {
 	var cmds [][]string
 	if o.Serve && len(p.Ports) > 0 {
 		cmds = append(cmds, serveArgs(s.Weft, p))
+		p.Serves = true
 	}
 	cmds = append(cmds, o.Commands...)
 	for _, argv := range cmds {
@@ -278,7 +279,7 @@ func (s *State) startServers(p *pod.Pod, o PodOptions) error {
 			return err
 		}
 	}
-	if o.Serve {
+	if p.Serves {
 		return waitServing(p, 5*time.Second, s.podLog(p))
 	}
 	return nil

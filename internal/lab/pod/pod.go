@@ -41,6 +41,8 @@ type Pod struct {
 	// or commands such as agnhost serve-hostname); stopped when the pod
 	// is removed.
 	Procs []process.Handle `json:"procs,omitempty"`
+	// Serves: one of Procs is `weft lab serve`, answering Key().
+	Serves bool `json:"serves,omitempty"`
 	// Registered: the lab created (or bound) the pod's Pod object and
 	// deletes it with the pod.
 	Registered bool `json:"registered,omitempty"`

@@ -1,0 +1,128 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/weftnet/weft/internal/lab/check"
+	"github.com/weftnet/weft/internal/lab/kube"
+	"github.com/weftnet/weft/internal/policy"
+)
+
+// policyCheck probes every pod pair, port and protocol against the
+// matrix the API server's NetworkPolicies imply, when there are any
+// (--store kube); ok is false when there are none (the plain check
+// applies).
+func (s *State) policyCheck(ctx context.Context) (rep *check.PolicyReport, ok bool, err error) {
+	if s.Kube == nil {
+		return nil, false, nil
+	}
+	kc, err := s.Kube.ReadCluster(ctx, s.Ctl.NS)
+	if err != nil {
+		return nil, false, err
+	}
+	if len(kc.Policies) == 0 {
+		return nil, false, nil
+	}
+	targets, nodeOf, skipped := s.policyTargets(kc)
+	rep = check.RunPolicy(ctx, targets, expectation(engineCluster(kc), nodeOf), time.Second)
+	rep.Lab, rep.Skipped = s.Name, skipped
+	for _, p := range kc.Policies {
+		rep.Policies = append(rep.Policies, p.Namespace+"/"+p.Name)
+	}
+	slices.Sort(rep.Policies)
+	return rep, true, ctx.Err()
+}
+
+// policyTargets are the lab's pods that the API server knows at their
+// address, and the node of each; the others are skipped, with why.
+func (s *State) policyTargets(kc *kube.Cluster) (targets []*check.Target, nodeOf map[string]string, skipped []string) {
+	objs := map[string]*corev1.Pod{}
+	for i := range kc.Pods {
+		objs[kc.Pods[i].Namespace+"/"+kc.Pods[i].Name] = &kc.Pods[i]
+	}
+	nodeOf = map[string]string{}
+	for _, p := range s.Pods {
+		o := objs[p.Key()]
+		switch {
+		case o == nil:
+			skipped = append(skipped, fmt.Sprintf("%s: no Pod object", p.Display()))
+			continue
+		case o.Status.PodIP != p.Addr.String():
+			skipped = append(skipped, fmt.Sprintf("%s: its Pod object's podIP is %q, its address %s", p.Display(), o.Status.PodIP, p.Addr))
+			continue
+		}
+		t := &check.Target{Name: p.Display(), NS: p.NS, Addr: p.Addr, Ports: p.Ports}
+		if p.Serves {
+			t.Answer = p.Key()
+		}
+		targets = append(targets, t)
+		nodeOf[t.Name] = p.Node
+	}
+	return targets, nodeOf, skipped
+}
+
+// engineCluster is the API server's cluster as the policy engine reads
+// it (as the agent's informers keep it): finished pods left out, pods'
+// addresses, labels, node and named container ports.
+func engineCluster(kc *kube.Cluster) *policy.Cluster {
+	c := &policy.Cluster{}
+	for i := range kc.Pods {
+		o := &kc.Pods[i]
+		if o.Status.Phase == corev1.PodSucceeded || o.Status.Phase == corev1.PodFailed {
+			continue
+		}
+		p := &policy.Pod{Namespace: o.Namespace, Name: o.Name, Labels: o.Labels, Node: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork}
+		ips := o.Status.PodIPs
+		if len(ips) == 0 && o.Status.PodIP != "" {
+			ips = []corev1.PodIP{{IP: o.Status.PodIP}}
+		}
+		for _, ip := range ips {
+			if a, err := netip.ParseAddr(ip.IP); err == nil && !slices.Contains(p.IPs, a.Unmap()) {
+				p.IPs = append(p.IPs, a.Unmap())
+			}
+		}
+		for _, ct := range o.Spec.Containers {
+			for _, cp := range ct.Ports {
+				if cp.Name == "" {
+					continue // only named ports matter to policies
+				}
+				proto := policy.Protocol(cp.Protocol)
+				if proto == "" {
+					proto = policy.TCP
+				}
+				p.Ports = append(p.Ports, policy.ContainerPort{Name: cp.Name, Protocol: proto, Port: uint16(cp.ContainerPort)})
+			}
+		}
+		c.Pods = append(c.Pods, p)
+	}
+	for i := range kc.Namespaces {
+		c.Namespaces = append(c.Namespaces, &policy.Namespace{Name: kc.Namespaces[i].Name, Labels: kc.Namespaces[i].Labels})
+	}
+	for i := range kc.Policies {
+		c.Policies = append(c.Policies, &kc.Policies[i])
+	}
+	return c
+}
+
+// expectation says what the policies of c allow, as the nodes enforce
+// them: the source's node checks egress, the destination's ingress, each
+// with the Ruleset it compiles (policy.Compile, the agents' compiler).
+func expectation(c *policy.Cluster, nodeOf map[string]string) check.Expect {
+	rulesets := map[string]*policy.Ruleset{}
+	rs := func(node string) *policy.Ruleset {
+		if rulesets[node] == nil {
+			rulesets[node] = policy.Compile(c, node)
+		}
+		return rulesets[node]
+	}
+	return func(from, to *check.Target, port check.Port) bool {
+		pkt := policy.Packet{Src: from.Addr, Dst: to.Addr, Protocol: policy.Protocol(port.Protocol), Port: port.Port}
+		return rs(nodeOf[from.Name]).Evaluate(policy.Egress, pkt).Allowed && rs(nodeOf[to.Name]).Evaluate(policy.Ingress, pkt).Allowed
+	}
+}
