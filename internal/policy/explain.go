@@ -65,24 +65,25 @@ func Allowed(c *Cluster, from, to string, proto Protocol, port uint16) (Explanat
 	}
 	pkt := Packet{Src: e.Src, Dst: e.Dst, Protocol: proto, Port: port}
 
-	var problems []Problem
+	// Problems do not depend on the node: every compilation reports the
+	// same ones.
+	problemsSeen := false
 	side := func(ep endpointInfo, dir Direction) Side {
 		if ep.pod == nil {
 			return Side{Verdict: Verdict{Allowed: true}}
 		}
 		s := Side{Pod: ep.pod.Key(), Node: ep.pod.Node, HostNetwork: ep.pod.HostNetwork}
 		rs := Compile(c, ep.pod.Node)
-		problems = rs.Problems
+		e.Problems, problemsSeen = rs.Problems, true
 		s.Verdict = rs.Evaluate(dir, pkt)
 		s.Selecting = rs.selecting(dir, ep.pod.Key())
 		return s
 	}
 	e.Egress = side(src, Egress)
 	e.Ingress = side(dst, Ingress)
-	if problems == nil && (src.pod == nil && dst.pod == nil) {
-		problems = Compile(c, "").Problems
+	if !problemsSeen {
+		e.Problems = Compile(c, "").Problems
 	}
-	e.Problems = problems
 	e.Allowed = e.Egress.Allowed && e.Ingress.Allowed
 	return e, nil
 }

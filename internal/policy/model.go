@@ -123,7 +123,10 @@ type Chain struct {
 
 // Rule admits a packet when its peer (the source address for ingress, the
 // destination address for egress) is among Peers and its protocol and
-// destination port are among Ports or Named.
+// destination port are among Ports or Named. A rule whose Peers are empty
+// without AnyPeer (its selectors match no pod yet), or whose Ports and
+// Named are empty without AnyPort (its named ports resolve on no pod),
+// matches nothing; a renderer may leave it out.
 type Rule struct {
 	// AnyPeer: every address (a rule with no from/to).
 	AnyPeer bool
@@ -135,7 +138,10 @@ type Rule struct {
 	// Ports: protocol and destination port intervals, sorted.
 	Ports []PortRange
 	// Named: the rule's named ports resolved on each possible destination
-	// pod: the packet's destination address, protocol and port.
+	// pod (ingress: the pods the policy selects on this node; egress: the
+	// pods among Peers, or every pod with AnyPeer): the packet's
+	// destination address, protocol and port, sorted by address,
+	// protocol, port. Addresses of no pod never match a named port.
 	Named []NamedPort
 }
 
