@@ -184,7 +184,7 @@ func (cp *compiler) problem(pol string, format string, args ...any) {
 
 // podState collects, per local pod, the chains that police it.
 type podState struct {
-	pod              *Pod
+	pod             *Pod
 	ingress, egress []string
 }
 

@@ -202,7 +202,7 @@ func TestCompileSemantics(t *testing.T) {
 			name: "named port on egress within the rule's peers only",
 			pols: []*networkingv1.NetworkPolicy{mkPol("y/p", "pod=a", types(tEg), egress(ports(port("", "http", 0)), podPeer("pod=b"), ipPeer("10.244.1.0/24")))},
 			checks: []check{
-				{"y/a", "x/a", TCP, 8080, true}, // x/a via the ipBlock
+				{"y/a", "x/a", TCP, 8080, true},  // x/a via the ipBlock
 				{"y/a", "x/b", TCP, 9090, false}, // x/b is not in the peers (podSelector is y's)
 				{"y/a", "y/b", TCP, 80, false},
 			},
@@ -248,8 +248,8 @@ func TestCompileSemantics(t *testing.T) {
 				mkPol("y/from-h", "", ingress(nil, bothPeer("ns=x", "pod=h"))),
 			},
 			checks: []check{
-				{"y/a", "x/h", TCP, 80, true}, // x/deny does not isolate x/h's ingress
-				{"x/h", "z/c", TCP, 80, true}, // nor its egress
+				{"y/a", "x/h", TCP, 80, true},  // x/deny does not isolate x/h's ingress
+				{"x/h", "z/c", TCP, 80, true},  // nor its egress
 				{"x/h", "y/a", TCP, 80, false}, // y/from-h does not admit it: it is no pod peer
 				{"x/a", "z/c", TCP, 80, false},
 			},
