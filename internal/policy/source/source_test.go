@@ -12,12 +12,16 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/weftnet/weft/deploy"
 	"github.com/weftnet/weft/internal/kubeapi/kubeapitest"
+	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/policy"
 )
 
@@ -340,5 +344,57 @@ func TestFollowsTheAPIServer(t *testing.T) {
 	case <-s.Changed():
 		t.Error("20 changes made more than one wake-up while nobody read")
 	default:
+	}
+}
+
+// TestShippedRoles: each ClusterRole shipped in deploy/weft.yaml lets the
+// source list and watch all it needs, through a service account's token.
+func TestShippedRoles(t *testing.T) {
+	srv := kubeapitest.Start(t)
+	ctx := context.Background()
+	objs, err := deploy.Objects()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roles := deploy.Only(objs, func(o runtime.Object) bool { _, ok := o.(*rbacv1.ClusterRole); return ok })
+	if err := deploy.Create(ctx, srv.Client, roles, false); err != nil {
+		t.Fatal(err)
+	}
+	mkNamespace(t, srv.Admin, "shop", nil)
+	mkPod(t, srv.Admin, "shop", "web", "n1", "10.244.1.9", nil)
+	for _, role := range []string{"weft", "weft-read-only"} {
+		b := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: role},
+			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: role, Namespace: "default"}}}
+		if _, err := srv.Admin.RbacV1().ClusterRoleBindings().Create(ctx, b, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		tok, err := srv.Client.ServiceAccountToken(ctx, "default", role, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := kubeclient.New(srv.Files.Config(srv.URL, tok, nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(Options{Client: c, Log: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { s.Run(sctx); close(done) }()
+		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
+		start := time.Now()
+		err = s.WaitSynced(wctx)
+		t.Logf("role %s: listed in %s", role, time.Since(start).Round(time.Millisecond))
+		wcancel()
+		if err != nil {
+			t.Errorf("role %s: %v (last watch error: %v)", role, err, s.Err())
+		} else if findPod(s.Snapshot(), "shop/web") == nil {
+			t.Errorf("role %s: the pod is not seen", role)
+		}
+		cancel()
+		<-done
 	}
 }
