@@ -62,7 +62,7 @@ func (k *kubeFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&k.kubeconfig, "kubeconfig-file", "", "kubeconfig to reach the API server (default: in-cluster)")
 	fs.StringVar(&k.netConfPath, "net-config-path", kubestore.DefaultConfigPath, "Kubernetes mode: the net-conf.json file")
 	fs.StringVar(&k.prefix, "kube-annotation-prefix", kubestore.DefaultPrefix, "Kubernetes mode: prefix of the Node annotations")
-	fs.BoolVar(&k.readOnly, "kube-read-only", false, "Kubernetes mode: write nothing to the API server (needs only get/list/watch on nodes; vxlan MACs are derived from node addresses; no flannel nodes)")
+	fs.BoolVar(&k.readOnly, "kube-read-only", false, "Kubernetes mode: write nothing to the API server (needs only get/list/watch on nodes, and on pods, namespaces and networkpolicies for NetworkPolicy; vxlan MACs are derived from node addresses; no flannel nodes)")
 }
 
 // store returns the Kubernetes lease store, its client and this node's name.
