@@ -29,6 +29,8 @@ Usage:
   weft config check FILE             validate a net-conf.json and print it resolved
   weft cni install [flags]           install weft-cni and a conflist atomically
                                      (the DaemonSet's init container)
+  weft policy explain|bench ...     NetworkPolicy: why a connection is allowed or
+                                     denied; the engine's benchmarks
   weft lab up|down|status|check|exec|agent|node ...
                                      a multi-node cluster in network namespaces
   weft version
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return cniinstall.Run("weft cni install", args[2:], stdout, stderr)
 	case "lab":
 		return runLab(ctx, args[1:], stdout, stderr)
+	case "policy":
+		return runPolicy(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "weft", version)
 		return nil
