@@ -15,11 +15,14 @@ mkdir -p bin
 (cd tools/flannel && go build -o ../../bin/flanneld github.com/flannel-io/flannel)
 export WEFT_FLANNELD="$PWD/bin/flanneld"
 
-# A real kube-apiserver, built from the Kubernetes release in tools/kube
-# (about 10 minutes on 2 cores the first time; the build cache makes later
-# builds quick), for the Kubernetes-mode tests and `weft lab up --store kube`.
+# A real kube-apiserver, kubectl and agnhost, built from the Kubernetes
+# release in tools/kube (about 10 minutes on 2 cores the first time; the
+# build cache makes later builds quick), for the Kubernetes-mode tests,
+# `weft lab up --store kube` and the NetworkPolicy conformance harness
+# (agnhost's `connect` probes and `serve-hostname` servers).
 ./tools/kube/build.sh
 export WEFT_KUBE_APISERVER="$PWD/bin/kube-apiserver"
+export WEFT_AGNHOST="$PWD/bin/agnhost"
 
 # The lab tests (e2e) take about 10 minutes on 2 cores, more than go test's
 # default limit per package: give every package 40.
@@ -27,6 +30,12 @@ go test -race -count=1 -timeout 40m ./...
 
 # Differential tests against flannel's own library (a module of its own).
 (cd tools/flannel && go vet ./... && go test -count=1 ./...)
+
+# NetworkPolicy against cyclonus (a module of its own): the compiler against
+# cyclonus's matcher, and cyclonus's generated cases against a real lab
+# (the CI subset; WEFT_CYCLONUS_FULL=1 runs them all, see
+# docs/network-policy.md).
+(cd tools/cyclonus && go vet ./... && go test -count=1 -timeout 40m ./...)
 
 # Each target runs a fixed number of inputs ("Nx"), not a duration: with Go
 # 1.26 a duration can end a clean run with a bare "context deadline exceeded"
@@ -49,4 +58,6 @@ done <<'TARGETS'
 ./internal/backend/udp FuzzCoalescer 50000x
 ./internal/backend/udp FuzzSplit 50000x
 ./internal/lease/kubestore FuzzNodeLease 5000x
+./internal/policy FuzzCompile 20000x
 TARGETS
+(cd tools/cyclonus && go test -run '^$' -fuzz '^FuzzMatcher$' -fuzztime "${WEFT_FUZZ_TIME:-3000x}" .)
