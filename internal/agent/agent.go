@@ -91,8 +91,9 @@ type Agent struct {
 	kick chan struct{}  // 1-slot: coalesced "something changed"
 
 	// enfMu serializes calls to the policy enforcer (the policy loop's
-	// Apply, a scrape's Denied).
-	enfMu sync.Mutex
+	// Apply, a scrape's Denied) and guards denied.
+	enfMu  sync.Mutex
+	denied deniedTotals
 
 	mu        sync.Mutex // guards the fields below
 	leaseOK   bool

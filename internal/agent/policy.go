@@ -164,28 +164,75 @@ func (c deniedCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	a.enfMu.Lock()
-	counts, err := a.o.Policy.Enforcer.Denied(ctx)
+	err := a.denied.fold(ctx, a, false)
+	totals := make(map[string][2]uint64, len(a.denied.total))
+	for pod, n := range a.denied.total {
+		totals[pod] = *n
+	}
 	a.enfMu.Unlock()
 	if err != nil {
-		ch <- prometheus.NewInvalidMetric(a.pm.denied, fmt.Errorf("read the denied counters: %w", err))
+		ch <- prometheus.NewInvalidMetric(a.pm.denied, err)
 		return
 	}
-	type key struct{ pod, dir string }
-	sums := map[key]uint64{} // a dual-stack pod's addresses add up
+	for pod, n := range totals {
+		ns, name := splitKey(pod)
+		ch <- prometheus.MustNewConstMetric(a.pm.denied, prometheus.CounterValue, float64(n[0]), ns, name, "ingress")
+		ch <- prometheus.MustNewConstMetric(a.pm.denied, prometheus.CounterValue, float64(n[1]), ns, name, "egress")
+	}
+}
+
+// deniedTotals keep the denied packets per pod monotonic: the kernel's
+// counters are per address and start again at 0 when the table is
+// replaced (a full apply) or an element re-added. Guarded by Agent.enfMu.
+type deniedTotals struct {
+	last  map[netip.Addr]DeniedCounts // the kernel's counters at the last read
+	total map[string]*[2]uint64       // by pod: ingress, egress
+}
+
+// fold reads the kernel's counters and adds what they gained since the
+// last read to the pods' totals, attributing addresses by the rule set in
+// force; with baseline, it only takes them as the new starting point (just
+// after a full apply). Pods no longer isolated are dropped. a.enfMu must
+// be held.
+func (d *deniedTotals) fold(ctx context.Context, a *Agent, baseline bool) error {
+	counts, err := a.o.Policy.Enforcer.Denied(ctx)
+	if err != nil {
+		return fmt.Errorf("read the denied counters: %w", err)
+	}
 	a.mu.Lock()
-	for addr, n := range counts {
-		pod, ok := a.pol.pods[addr]
-		if !ok {
+	pods := a.pol.pods
+	a.mu.Unlock()
+	if d.total == nil {
+		d.total = map[string]*[2]uint64{}
+	}
+	isolated := make(map[string]bool, len(pods))
+	for _, pod := range pods {
+		isolated[pod] = true
+	}
+	for pod := range d.total {
+		if !isolated[pod] {
+			delete(d.total, pod)
+		}
+	}
+	for addr, pod := range pods {
+		if d.total[pod] == nil {
+			d.total[pod] = &[2]uint64{}
+		}
+		if baseline {
 			continue
 		}
-		sums[key{pod, "ingress"}] += n.Ingress
-		sums[key{pod, "egress"}] += n.Egress
+		cur, was := counts[addr], d.last[addr]
+		gain := func(cur, was uint64) uint64 {
+			if cur < was { // the counter started again
+				return cur
+			}
+			return cur - was
+		}
+		d.total[pod][0] += gain(cur.Ingress, was.Ingress)
+		d.total[pod][1] += gain(cur.Egress, was.Egress)
 	}
-	a.mu.Unlock()
-	for k, n := range sums {
-		ns, name := splitKey(k.pod)
-		ch <- prometheus.MustNewConstMetric(a.pm.denied, prometheus.CounterValue, float64(n), ns, name, k.dir)
-	}
+	d.last = counts
+	return nil
 }
 
 func splitKey(key string) (ns, name string) {
@@ -218,6 +265,7 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 	retry.Stop()
 	backoff := 200 * time.Millisecond
 	for first := true; ; first = false {
+		full := first // a new enforcer replaces the whole table
 		if !first {
 			select {
 			case <-ctx.Done():
@@ -226,11 +274,13 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 			case <-tick.C:
 				p.Enforcer.Resync()
 				a.checkBridge()
+				full = true
 			case <-retry.C:
 				p.Enforcer.Resync()
+				full = true
 			}
 		}
-		err := a.policySync(ctx)
+		err := a.policySync(ctx, full)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -275,13 +325,17 @@ func (a *Agent) waitListed(ctx context.Context) error {
 // policyOff removes the table a previous run may have left, retrying
 // until that works or ctx ends.
 func (a *Agent) policyOff(ctx context.Context) error {
-	return a.retry(ctx, "remove table inet weft-policy", func(ctx context.Context) (bool, error) {
+	err := a.retry(ctx, "remove table inet weft-policy", func(ctx context.Context) (bool, error) {
 		if err := a.o.Policy.Enforcer.Remove(ctx); err != nil {
 			return false, err
 		}
 		a.log.Info("NetworkPolicy enforcement is off (--network-policy=false): table inet weft-policy is removed if a previous run left one")
 		return true, nil
 	})
+	if ctx.Err() != nil {
+		return nil // stopping
+	}
+	return err
 }
 
 // checkBridge makes same-node pod traffic pass the forward hook, and says
@@ -311,8 +365,10 @@ func (a *Agent) checkBridge() {
 	}
 }
 
-// policySync compiles the cluster for this node and applies it.
-func (a *Agent) policySync(ctx context.Context) (err error) {
+// policySync compiles the cluster for this node and applies it. A full
+// apply replaces the table, and with it the denied counters: they are
+// folded into the pods' totals before, and read as the new start after.
+func (a *Agent) policySync(ctx context.Context, full bool) (err error) {
 	p := a.o.Policy
 	start := time.Now()
 	defer func() {
@@ -330,11 +386,29 @@ func (a *Agent) policySync(ctx context.Context) (err error) {
 		a.mu.Unlock()
 	}()
 	rs := policy.Compile(p.Source.Snapshot(), p.Node)
+	pods := make(map[netip.Addr]string, len(rs.Pods))
+	isolated := map[string]bool{}
+	for _, e := range rs.Pods {
+		pods[e.Addr] = e.Pod
+		isolated[e.Pod] = true
+	}
 	a.enfMu.Lock()
+	if full {
+		// No table yet (the first start) is no error worth a word.
+		_ = a.denied.fold(ctx, a, false)
+	}
 	err = p.Enforcer.Apply(ctx, rs)
 	ops := -1
 	if o, ok := p.Enforcer.(interface{ LastOps() int }); ok {
 		ops = o.LastOps()
+	}
+	if err == nil {
+		a.mu.Lock()
+		a.pol.pods, a.pol.isolated = pods, len(isolated)
+		a.mu.Unlock()
+		if full {
+			_ = a.denied.fold(ctx, a, true)
+		}
 	}
 	a.enfMu.Unlock()
 	a.reportProblems(rs.Problems)
@@ -348,16 +422,7 @@ func (a *Agent) policySync(ctx context.Context) (err error) {
 	a.pm.chains.Set(float64(chains))
 	a.pm.rules.Set(float64(rules))
 	a.pm.elements.Set(float64(elems))
-	pods := make(map[netip.Addr]string, len(rs.Pods))
-	isolated := map[string]bool{}
-	for _, e := range rs.Pods {
-		pods[e.Addr] = e.Pod
-		isolated[e.Pod] = true
-	}
 	a.pm.isolated.Set(float64(len(isolated)))
-	a.mu.Lock()
-	a.pol.pods, a.pol.isolated = pods, len(isolated)
-	a.mu.Unlock()
 	return nil
 }
 

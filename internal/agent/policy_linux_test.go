@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -119,9 +120,34 @@ func TestPolicyTableInKernel(t *testing.T) {
 	stop2()
 
 	// Enforcement off: the table goes.
-	a3, _ := runAgent(t, &PolicyOptions{Enabled: false, Enforcer: newEnforcer()})
+	src.set(denyAll())
+	a4, stop4 := runAgent(t, &PolicyOptions{Enabled: true, Node: "n1", Source: src, Enforcer: newEnforcer()})
+	eventually(t, "ready", func() bool { return a4.Status().Ready })
+	stop4()
+	if !strings.Contains(listPolicyTable(t, ns), "10.244.1.2") {
+		t.Fatal("no table to remove")
+	}
+	off := &removeCounter{PolicyEnforcer: newEnforcer()}
+	a3, _ := runAgent(t, &PolicyOptions{Enabled: false, Enforcer: off})
 	eventually(t, "ready", func() bool { return a3.Status().Ready })
-	eventually(t, "the table removed", func() bool { return listPolicyTable(t, ns) == "" })
+	eventually(t, "the table removed", func() bool { return off.n.Load() == 1 })
+	if table := listPolicyTable(t, ns); table != "" {
+		t.Errorf("the table is still there:\n%s", table)
+	}
+}
+
+// removeCounter counts Remove calls.
+type removeCounter struct {
+	PolicyEnforcer
+	n atomic.Int32
+}
+
+func (r *removeCounter) Remove(ctx context.Context) error {
+	err := r.PolicyEnforcer.Remove(ctx)
+	if err == nil {
+		r.n.Add(1)
+	}
+	return err
 }
 
 // TestBridgeNetfilterSysctls: in a fresh namespace, a bridge-nf-call

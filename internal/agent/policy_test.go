@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -60,6 +61,16 @@ type fakeEnforcer struct {
 	calls    []string // "apply", "resync", "remove"
 	failNext int
 	denied   map[netip.Addr]DeniedCounts
+	// replaced: the last Apply replaced the table; the next one does
+	// unless an Apply succeeded since the last Resync (as nft.Applier).
+	trusted bool
+}
+
+// setDenied sets the kernel's counters.
+func (e *fakeEnforcer) setDenied(m map[netip.Addr]DeniedCounts) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.denied = m
 }
 
 func (e *fakeEnforcer) Apply(_ context.Context, rs *policy.Ruleset) error {
@@ -68,8 +79,15 @@ func (e *fakeEnforcer) Apply(_ context.Context, rs *policy.Ruleset) error {
 	e.calls = append(e.calls, "apply")
 	if e.failNext > 0 {
 		e.failNext--
+		e.trusted = false
 		return errors.New("injected nft failure")
 	}
+	if !e.trusted { // a new table: its counters start at 0
+		for a := range e.denied {
+			e.denied[a] = DeniedCounts{}
+		}
+	}
+	e.trusted = true
 	e.applied = append(e.applied, rs)
 	return nil
 }
@@ -78,6 +96,7 @@ func (e *fakeEnforcer) Resync() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.calls = append(e.calls, "resync")
+	e.trusted = false
 }
 
 func (e *fakeEnforcer) Remove(context.Context) error {
@@ -90,7 +109,7 @@ func (e *fakeEnforcer) Remove(context.Context) error {
 func (e *fakeEnforcer) Denied(context.Context) (map[netip.Addr]DeniedCounts, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.denied, nil
+	return maps.Clone(e.denied), nil
 }
 
 func (e *fakeEnforcer) last() (*policy.Ruleset, []string) {
@@ -185,14 +204,22 @@ func TestPolicyWaitsForTheFirstList(t *testing.T) {
 }
 
 // TestPolicyFollowsChanges: each change is compiled and applied; the
-// metrics follow, the denied counters per pod (a dual-stack pod's
-// addresses added up) among them.
+// metrics follow, the denied counters per pod among them: a dual-stack
+// pod's addresses added up, monotonic across a full apply that starts the
+// kernel's counters again.
 func TestPolicyFollowsChanges(t *testing.T) {
 	src, enf := newFakeSource(denyAll()), &fakeEnforcer{}
 	src.synced.Store(true)
-	enf.denied = map[netip.Addr]DeniedCounts{addr("10.244.1.2"): {Ingress: 3}, addr("fd00::2"): {Ingress: 4, Egress: 1}, addr("10.244.9.9"): {Ingress: 100}}
+	enf.denied = map[netip.Addr]DeniedCounts{addr("10.244.1.2"): {Ingress: 50}}
 	a := startPolicy(t, &fakePlatform{}, &PolicyOptions{Enabled: true, Node: "n1", Source: src, Enforcer: enf}, nil)
 	eventually(t, "ready", func() bool { return a.Status().Ready })
+	denied := func(dir string) float64 {
+		return testutilCount(t, a, `weft_policy_denied_packets_total{direction="`+dir+`",namespace="shop",pod="web"}`)
+	}
+	if n := denied("ingress"); n != 0 {
+		t.Errorf("%v denied before any packet (the first apply replaced the table)", n)
+	}
+	enf.setDenied(map[netip.Addr]DeniedCounts{addr("10.244.1.2"): {Ingress: 3}, addr("fd00::2"): {Ingress: 4, Egress: 1}, addr("10.244.9.9"): {Ingress: 100}})
 	_, body := get(t, a, "/metrics")
 	for _, want := range []string{
 		`weft_policy_denied_packets_total{direction="ingress",namespace="shop",pod="web"} 7`,
@@ -206,6 +233,19 @@ func TestPolicyFollowsChanges(t *testing.T) {
 	if strings.Contains(body, "10.244.9.9") || strings.Count(body, "weft_policy_denied_packets_total{") != 2 {
 		t.Errorf("denied counters of addresses that are no local isolated pod:\n%s", body)
 	}
+	enf.setDenied(map[netip.Addr]DeniedCounts{addr("10.244.1.2"): {Ingress: 5}, addr("fd00::2"): {Ingress: 4, Egress: 1}})
+	if n := denied("ingress"); n != 9 {
+		t.Errorf("ingress %v, want 9", n)
+	}
+	// A full apply (the resync's) starts the kernel's counters again.
+	enf.Resync()
+	if err := a.policySync(context.Background(), true); err != nil {
+		t.Fatal(err)
+	}
+	enf.setDenied(map[netip.Addr]DeniedCounts{addr("10.244.1.2"): {Ingress: 2}})
+	if in, out := denied("ingress"), denied("egress"); in != 11 || out != 1 {
+		t.Errorf("after a full apply: ingress %v, egress %v; want 11, 1", in, out)
+	}
 
 	// The policy goes both ways, then away.
 	src.set(denyAll(networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress))
@@ -218,8 +258,11 @@ func TestPolicyFollowsChanges(t *testing.T) {
 	src.set(c)
 	eventually(t, "nothing isolated", func() bool { rs, _ := enf.last(); return len(rs.Pods) == 0 })
 	eventually(t, "status", func() bool { return a.Status().Policy.IsolatedPods == 0 })
-	if n := testutilCount(t, a, `weft_policy_syncs_total{result="ok"}`); n != 3 {
-		t.Errorf("%v ok syncs, want 3", n)
+	if n := testutilCount(t, a, `weft_policy_syncs_total{result="ok"}`); n != 4 {
+		t.Errorf("%v ok syncs, want 4", n)
+	}
+	if strings.Contains(func() string { _, b := get(t, a, "/metrics"); return b }(), "weft_policy_denied_packets_total{") {
+		t.Error("denied counters of a pod no longer isolated")
 	}
 }
 
