@@ -1,27 +1,26 @@
 package nft
 
 import (
+	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 	"os/exec"
+	"strings"
 	"sync"
 	"time"
-
-	"sigs.k8s.io/knftables"
 
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/policy"
 )
 
 // Applier writes Rulesets into table inet weft-policy through the nft
-// binary (knftables), one transaction per Apply.
+// binary, one transaction (`nft -f -`) per Apply.
 type Applier struct {
 	log  *slog.Logger
 	opts Options
-	nft  knftables.Interface
+	nft  string // path of the nft binary
 
 	mu sync.Mutex // serialises Apply, Resync and Remove; guards the fields below
 	// last is the table the last successful Apply wrote; nil means the
@@ -33,23 +32,43 @@ type Applier struct {
 }
 
 // New returns an Applier for the caller's network namespace, or for
-// opts.Namespace. It checks that nft runs (`nft --version`, `nft --check`)
-// and does not touch the table until Apply.
+// opts.Namespace. It checks that nft can write the table (`nft --check`
+// of its creation) and does not touch the table until Apply.
 func New(opts Options) (*Applier, error) {
 	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	a := &Applier{log: log, opts: opts}
-	err := a.do(func() error {
-		var err error
-		a.nft, err = knftables.New(knftables.InetFamily, Table)
-		return err
-	})
+	path, err := exec.LookPath("nft")
 	if err != nil {
-		return nil, fmt.Errorf("nftables: %w", err)
+		return nil, fmt.Errorf("nftables: %w (install nftables)", err)
+	}
+	a := &Applier{log: log, opts: opts, nft: path}
+	if _, err := a.run(context.Background(), "add table inet "+Table+"\n", "--check", "-f", "-"); err != nil {
+		return nil, fmt.Errorf("nftables: check: %w", err)
 	}
 	return a, nil
+}
+
+// run runs nft with args and stdin in the Applier's namespace, and
+// returns its output; an error carries what nft wrote to stderr.
+func (a *Applier) run(ctx context.Context, stdin string, args ...string) ([]byte, error) {
+	var out []byte
+	err := a.do(func() error {
+		cmd := exec.CommandContext(ctx, a.nft, args...)
+		if stdin != "" {
+			cmd.Stdin = strings.NewReader(stdin)
+		}
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		var err error
+		out, err = cmd.Output()
+		if err != nil && stderr.Len() > 0 {
+			return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		}
+		return err
+	})
+	return out, err
 }
 
 // do runs fn, which starts nft, in the Applier's namespace: nft inherits
@@ -80,30 +99,30 @@ func (a *Applier) Apply(ctx context.Context, rs *policy.Ruleset) error {
 	if err != nil {
 		return fmt.Errorf("nftables: apply policy: %w", err)
 	}
-	tx := a.nft.NewTransaction()
-	full := a.last == nil || !writeDiff(tx, a.last, t)
+	var tx tx
+	full := a.last == nil || !writeDiff(&tx, a.last, t)
 	if full {
-		tx = a.nft.NewTransaction()
-		writeFull(tx, t)
+		tx = tx[:0]
+		writeFull(&tx, t)
 	}
-	a.lastOps, a.lastFull = tx.NumOperations(), full
-	if tx.NumOperations() == 0 {
+	a.lastOps, a.lastFull = len(tx), full
+	if len(tx) == 0 {
 		return nil
 	}
 	start := time.Now()
-	err = a.do(func() error { return a.nft.Run(ctx, tx) })
-	if err != nil {
+	if _, err := a.run(ctx, tx.String(), "-f", "-"); err != nil {
 		a.last = nil
-		return fmt.Errorf("nftables: apply %d operations to table inet %s (full %t): %w", tx.NumOperations(), Table, full, err)
+		return fmt.Errorf("nftables: apply %d commands to table inet %s (full %t): %w", len(tx), Table, full, err)
 	}
 	a.last = t
-	a.log.Debug("policy table applied", "operations", tx.NumOperations(), "full", full,
+	a.log.Debug("policy table applied", "commands", len(tx), "full", full,
 		"pods", len(rs.Pods), "chains", len(rs.Chains), "groups", len(rs.Groups), "took", time.Since(start))
 	return nil
 }
 
-// LastOps returns how many nft operations the last Apply sent (0: nothing
-// had changed) and whether it replaced the whole table.
+// LastOps returns how many nft commands the last Apply sent (0: nothing
+// had changed; the elements of one set go in one command, up to 1024)
+// and whether it replaced the whole table.
 func (a *Applier) LastOps() (ops int, full bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -125,10 +144,10 @@ func (a *Applier) Remove(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.last = nil
-	tx := a.nft.NewTransaction()
-	tx.Add(&knftables.Table{})
-	tx.Delete(&knftables.Table{})
-	if err := a.do(func() error { return a.nft.Run(ctx, tx) }); err != nil {
+	var tx tx
+	tx.add(kindTable, "", "")
+	tx.del(kindTable, "")
+	if _, err := a.run(ctx, tx.String(), "-f", "-"); err != nil {
 		return fmt.Errorf("nftables: delete table inet %s: %w", Table, err)
 	}
 	return nil
@@ -143,15 +162,7 @@ func (a *Applier) Denied(ctx context.Context) (map[netip.Addr]Counts, error) {
 	for _, dir := range []policy.Direction{policy.Ingress, policy.Egress} {
 		for _, f := range fams {
 			name := deniedName(dir, f)
-			var out []byte
-			err := a.do(func() error {
-				var err error
-				out, err = exec.CommandContext(ctx, "nft", "-j", "list", "set", "inet", Table, name).Output()
-				if ee := (*exec.ExitError)(nil); errors.As(err, &ee) && len(ee.Stderr) > 0 {
-					return fmt.Errorf("%w: %s", err, ee.Stderr)
-				}
-				return err
-			})
+			out, err := a.run(ctx, "", "-j", "list", "set", "inet", Table, name)
 			if err != nil {
 				return nil, fmt.Errorf("nftables: list set %s: %w", name, err)
 			}

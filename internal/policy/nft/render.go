@@ -2,13 +2,12 @@ package nft
 
 import (
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
-
-	"sigs.k8s.io/knftables"
 
 	"github.com/weftnet/weft/internal/policy"
 )
@@ -96,59 +95,42 @@ func peerAddr(dir policy.Direction) string {
 // setState is one set or map: its definition and its elements, keyed by
 // their nft text ("10.244.1.0-10.244.1.255", "tcp . 80-81").
 type setState struct {
-	obj  knftables.Object // *knftables.Set or *knftables.Map
-	keys []string         // in the order rendered
+	kind string // kindSet or kindMap
+	name string
+	def  string   // "{ type ipv4_addr ; flags interval ; }"
+	keys []string // in the order rendered
 	vals map[string]string
 }
 
-func (s *setState) element(key string) *knftables.Element {
-	switch o := s.obj.(type) {
-	case *knftables.Map:
-		return &knftables.Element{Map: o.Name, Key: []string{key}, Value: []string{s.vals[key]}}
-	case *knftables.Set:
-		return &knftables.Element{Set: o.Name, Key: []string{key}}
+// elem is the text of an element to add: "key", or "key : value" in a map.
+func (s *setState) elem(key string) string {
+	if s.kind == kindMap {
+		return key + " : " + s.vals[key]
 	}
-	panic(fmt.Sprintf("set state of %T", s.obj))
+	return key
 }
 
 func (s *setState) add(key, val string) error {
 	if _, dup := s.vals[key]; dup {
-		return fmt.Errorf("element %s added twice to %s", key, setName(s.obj))
+		return fmt.Errorf("element %s added twice to %s", key, s.name)
 	}
 	s.keys = append(s.keys, key)
 	s.vals[key] = val
 	return nil
 }
 
-func setName(o knftables.Object) string {
-	switch o := o.(type) {
-	case *knftables.Map:
-		return o.Name
-	case *knftables.Set:
-		return o.Name
-	}
-	return ""
-}
-
-// chainState is one chain and its rules.
+// chainState is one chain and its rules, as nft text.
 type chainState struct {
-	obj   *knftables.Chain
-	rules []*knftables.Rule
+	name  string
+	def   string // a base chain's "{ type filter hook ... }"; "" otherwise
+	rules []string
 }
 
 func (c *chainState) add(rule, comment string) {
-	r := &knftables.Rule{Chain: c.obj.Name, Rule: rule}
 	if comment != "" {
-		r.Comment = &comment
+		rule += fmt.Sprintf(" comment %q", comment)
 	}
-	c.rules = append(c.rules, r)
-}
-
-// sameRules reports whether a and b hold the same rules in the same order.
-func sameRules(a, b []*knftables.Rule) bool {
-	return slices.EqualFunc(a, b, func(x, y *knftables.Rule) bool {
-		return x.Rule == y.Rule && (x.Comment == nil) == (y.Comment == nil) && (x.Comment == nil || *x.Comment == *y.Comment)
-	})
+	c.rules = append(c.rules, rule)
 }
 
 // tableState is the whole content of table inet weft-policy that a
@@ -161,20 +143,35 @@ type tableState struct {
 	chainOrder []string
 }
 
-func (t *tableState) newSet(o knftables.Object) (*setState, error) {
-	name := setName(o)
+func (t *tableState) newSet(kind, name, def string) (*setState, error) {
 	if _, dup := t.sets[name]; dup {
 		return nil, fmt.Errorf("set %s defined twice", name)
 	}
-	s := &setState{obj: o, vals: map[string]string{}}
+	s := &setState{kind: kind, name: name, def: def, vals: map[string]string{}}
 	t.sets[name] = s
 	t.setOrder = append(t.setOrder, name)
 	return s, nil
 }
 
+// portsDef is the definition of a set of protocol and port intervals.
+const portsDef = "{ typeof meta l4proto . th dport ; flags interval ; }"
+
+// portsName names the set of the given protocol and port elements by their
+// FNV-1a hash: "ports-0123456789abcdef". The sets a table has weigh on
+// every command that names one (the kernel finds a set by a linear scan),
+// and policies repeat the same few port lists.
+func portsName(elems []string) string {
+	h := fnv.New64a()
+	for _, e := range elems {
+		h.Write([]byte(e))
+		h.Write([]byte{','})
+	}
+	return fmt.Sprintf("ports-%016x", h.Sum64())
+}
+
 // newSetOf defines a set with the given elements.
-func (t *tableState) newSetOf(o *knftables.Set, elems []string) error {
-	s, err := t.newSet(o)
+func (t *tableState) newSetOf(name, def string, elems []string) error {
+	s, err := t.newSet(kindSet, name, def)
 	if err != nil {
 		return err
 	}
@@ -186,14 +183,14 @@ func (t *tableState) newSetOf(o *knftables.Set, elems []string) error {
 	return nil
 }
 
-func (t *tableState) newChain(c *knftables.Chain) (*chainState, error) {
-	if _, dup := t.chains[c.Name]; dup {
-		return nil, fmt.Errorf("chain %s defined twice", c.Name)
+func (t *tableState) newChain(name, def string) (*chainState, error) {
+	if _, dup := t.chains[name]; dup {
+		return nil, fmt.Errorf("chain %s defined twice", name)
 	}
-	s := &chainState{obj: c}
-	t.chains[c.Name] = s
-	t.chainOrder = append(t.chainOrder, c.Name)
-	return s, nil
+	c := &chainState{name: name, def: def}
+	t.chains[name] = c
+	t.chainOrder = append(t.chainOrder, name)
+	return c, nil
 }
 
 // identRE is what nft's scanner reads as a name unquoted (its "string"
@@ -255,15 +252,13 @@ func build(rs *policy.Ruleset, opts Options) (*tableState, error) {
 	for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {
 		for i, f := range fams {
 			var err error
-			vmaps[dir][i], err = t.newSet(&knftables.Map{Name: vmapName(dir, f), Type: f.addrType + " : verdict"})
+			vmaps[dir][i], err = t.newSet(kindMap, vmapName(dir, f), "{ type "+f.addrType+" : verdict ; }")
 			if err != nil {
 				return nil, err
 			}
-			// knftables has no field for a set's stateful expressions:
-			// "counter" rides in the type, rendering
-			// `{ type ipv4_addr ; counter ; }`, a counter per element that
-			// every lookup that matches increments.
-			denied[dir][i], err = t.newSet(&knftables.Set{Name: deniedName(dir, f), Type: f.addrType + " ; counter"})
+			// A counter per element, that every lookup that matches
+			// increments.
+			denied[dir][i], err = t.newSet(kindSet, deniedName(dir, f), "{ type "+f.addrType+" ; counter ; }")
 			if err != nil {
 				return nil, err
 			}
@@ -272,17 +267,14 @@ func build(rs *policy.Ruleset, opts Options) (*tableState, error) {
 	for _, b := range []struct {
 		name string
 		dir  policy.Direction
-		pri  knftables.BaseChainPriority
+		pri  string
 	}{
 		// Egress first: its accept lets the packet on to the ingress
 		// chain, at the next priority of the same hook.
-		{chainEgress, policy.Egress, knftables.FilterPriority + "-1"},
-		{chainIngress, policy.Ingress, knftables.FilterPriority},
+		{chainEgress, policy.Egress, "-1"},
+		{chainIngress, policy.Ingress, "0"},
 	} {
-		c, err := t.newChain(&knftables.Chain{
-			Name: b.name, Type: knftables.PtrTo(knftables.FilterType),
-			Hook: knftables.PtrTo(knftables.ForwardHook), Priority: knftables.PtrTo(b.pri),
-		})
+		c, err := t.newChain(b.name, "{ type filter hook forward priority "+b.pri+" ; policy accept ; }")
 		if err != nil {
 			return nil, err
 		}
@@ -314,7 +306,7 @@ func build(rs *policy.Ruleset, opts Options) (*tableState, error) {
 			return nil, fmt.Errorf("group %s has the name of a policy chain", g.Name)
 		}
 		groupDir[g.Name] = g.Dir
-		c, err := t.newChain(&knftables.Chain{Name: g.Name})
+		c, err := t.newChain(g.Name, "")
 		if err != nil {
 			return nil, err
 		}
@@ -377,7 +369,7 @@ func build(rs *policy.Ruleset, opts Options) (*tableState, error) {
 // accepts is allowed. A rule whose peer or port list is empty matches
 // nothing and renders nothing.
 func addPolicyChain(t *tableState, pc policy.Chain) error {
-	c, err := t.newChain(&knftables.Chain{Name: pc.Name})
+	c, err := t.newChain(pc.Name, "")
 	if err != nil {
 		return err
 	}
@@ -412,10 +404,10 @@ func addPolicyChain(t *tableState, pc policy.Chain) error {
 				named[f] = append(named[f], fmt.Sprintf("%s . %s . %d", n.Addr, proto, n.Port))
 			}
 		}
-		// Ports: one set for both families, if some peer can use it.
+		// Ports: one set for both families, if some peer can use it, and
+		// shared by every rule with the same ports.
 		ports := ""
 		if !r.AnyPort && len(r.Ports) > 0 && (r.AnyPeer || len(peers[0]) > 0 || len(peers[1]) > 0) {
-			ports = base + "ports"
 			var elems []string
 			for _, p := range r.Ports {
 				proto, err := protoName(p.Protocol)
@@ -427,8 +419,13 @@ func addPolicyChain(t *tableState, pc policy.Chain) error {
 				}
 				elems = append(elems, proto+" . "+portText(p.First, p.Last))
 			}
-			if err := t.newSetOf(&knftables.Set{Name: ports, TypeOf: "meta l4proto . th dport", Flags: []knftables.SetFlag{knftables.IntervalFlag}}, elems); err != nil {
-				return err
+			ports = portsName(elems)
+			if s, ok := t.sets[ports]; !ok {
+				if err := t.newSetOf(ports, portsDef, elems); err != nil {
+					return err
+				}
+			} else if !slices.Equal(s.keys, elems) {
+				return fmt.Errorf("rule %d: ports %q and %q have the same hash", i, elems, s.keys)
 			}
 		}
 		if r.AnyPeer && r.AnyPort {
@@ -448,7 +445,7 @@ func addPolicyChain(t *tableState, pc policy.Chain) error {
 					continue
 				}
 				name := base + "peers" + f.suffix
-				if err := t.newSetOf(&knftables.Set{Name: name, Type: f.addrType, Flags: []knftables.SetFlag{knftables.IntervalFlag}}, peers[fi]); err != nil {
+				if err := t.newSetOf(name, "{ type "+f.addrType+" ; flags interval ; }", peers[fi]); err != nil {
 					return err
 				}
 				peerMatch = fmt.Sprintf("%s %s @%s ", f.ip, peerAddr(pc.Dir), name)
@@ -464,7 +461,7 @@ func addPolicyChain(t *tableState, pc policy.Chain) error {
 				continue
 			}
 			name := base + "named" + f.suffix
-			if err := t.newSetOf(&knftables.Set{Name: name, Type: f.addrType + " . inet_proto . inet_service"}, named[fi]); err != nil {
+			if err := t.newSetOf(name, "{ type "+f.addrType+" . inet_proto . inet_service ; }", named[fi]); err != nil {
 				return err
 			}
 			c.add(fmt.Sprintf("%s%s daddr . meta l4proto . th dport @%s accept", peerMatch, f.ip, name), note)
@@ -473,35 +470,32 @@ func addPolicyChain(t *tableState, pc policy.Chain) error {
 	return nil
 }
 
-// newTx returns an empty transaction on table inet weft-policy, without an
-// nft binary (for Render and the tests).
-func newTx() *knftables.Transaction {
-	return knftables.NewFake(knftables.InetFamily, Table).NewTransaction()
-}
-
 // writeFull adds to tx the replacement of the whole table by t: the table
 // is created if missing, deleted and created again, all in one
 // transaction, so that packets meet either the old table or the new one,
 // whatever an earlier run left in it.
-func writeFull(tx *knftables.Transaction, t *tableState) {
-	tx.Add(&knftables.Table{})
-	tx.Delete(&knftables.Table{})
-	tx.Add(&knftables.Table{})
+func writeFull(tx *tx, t *tableState) {
+	tx.add(kindTable, "", "")
+	tx.del(kindTable, "")
+	tx.add(kindTable, "", "")
 	for _, name := range t.setOrder {
-		tx.Add(t.sets[name].obj)
+		s := t.sets[name]
+		tx.add(s.kind, name, s.def)
 	}
 	for _, name := range t.chainOrder {
-		tx.Add(t.chains[name].obj)
+		tx.add(kindChain, name, t.chains[name].def)
 	}
 	for _, name := range t.setOrder {
 		s := t.sets[name]
-		for _, k := range s.keys {
-			tx.Add(s.element(k))
+		elems := make([]string, len(s.keys))
+		for i, k := range s.keys {
+			elems[i] = s.elem(k)
 		}
+		tx.elements(verbAdd, name, elems)
 	}
 	for _, name := range t.chainOrder {
 		for _, r := range t.chains[name].rules {
-			tx.Add(r)
+			tx.rule(name, r)
 		}
 	}
 }
@@ -513,25 +507,26 @@ func writeFull(tx *knftables.Transaction, t *tableState) {
 // and sets that are gone, flushed first (a chain may jump to another that
 // goes too). It returns false, having added nothing, if an object kept
 // its name but changed its definition: the caller replaces the table.
-func writeDiff(tx *knftables.Transaction, old, cur *tableState) bool {
+func writeDiff(tx *tx, old, cur *tableState) bool {
 	for name, s := range cur.sets {
-		if o, ok := old.sets[name]; ok && !sameDef(o.obj, s.obj) {
+		if o, ok := old.sets[name]; ok && (o.kind != s.kind || o.def != s.def) {
 			return false
 		}
 	}
 	for name, c := range cur.chains {
-		if o, ok := old.chains[name]; ok && !sameDef(o.obj, c.obj) {
+		if o, ok := old.chains[name]; ok && o.def != c.def {
 			return false
 		}
 	}
 	for _, name := range cur.setOrder {
 		if _, ok := old.sets[name]; !ok {
-			tx.Add(cur.sets[name].obj)
+			s := cur.sets[name]
+			tx.add(s.kind, name, s.def)
 		}
 	}
 	for _, name := range cur.chainOrder {
 		if _, ok := old.chains[name]; !ok {
-			tx.Add(cur.chains[name].obj)
+			tx.add(kindChain, name, cur.chains[name].def)
 		}
 	}
 	for _, name := range cur.setOrder {
@@ -539,59 +534,55 @@ func writeDiff(tx *knftables.Transaction, old, cur *tableState) bool {
 		if o == nil {
 			continue
 		}
+		var gone []string
 		for _, k := range o.keys {
 			if v, ok := s.vals[k]; !ok || v != o.vals[k] {
-				tx.Delete(o.element(k))
+				gone = append(gone, k)
 			}
 		}
+		tx.elements(verbDelete, name, gone)
 	}
 	for _, name := range cur.setOrder {
 		s, o := cur.sets[name], old.sets[name]
+		var added []string
 		for _, k := range s.keys {
 			if o != nil {
 				if v, ok := o.vals[k]; ok && v == s.vals[k] {
 					continue
 				}
 			}
-			tx.Add(s.element(k))
+			added = append(added, s.elem(k))
 		}
+		tx.elements(verbAdd, name, added)
 	}
 	for _, name := range cur.chainOrder {
 		c, o := cur.chains[name], old.chains[name]
 		if o != nil {
-			if sameRules(o.rules, c.rules) {
+			if slices.Equal(o.rules, c.rules) {
 				continue
 			}
-			tx.Flush(c.obj)
+			tx.flush(name)
 		}
 		for _, r := range c.rules {
-			tx.Add(r)
+			tx.rule(name, r)
 		}
 	}
 	var goneChains []string
 	for _, name := range old.chainOrder {
 		if _, ok := cur.chains[name]; !ok {
 			goneChains = append(goneChains, name)
-			tx.Flush(old.chains[name].obj)
+			tx.flush(name)
 		}
 	}
 	for _, name := range goneChains {
-		tx.Delete(&knftables.Chain{Name: name})
+		tx.del(kindChain, name)
 	}
 	for _, name := range old.setOrder {
 		if _, ok := cur.sets[name]; !ok {
-			tx.Delete(old.sets[name].obj)
+			tx.del(old.sets[name].kind, name)
 		}
 	}
 	return true
-}
-
-// sameDef reports whether two sets, maps or chains are defined alike.
-func sameDef(a, b knftables.Object) bool {
-	ta, tb := newTx(), newTx()
-	ta.Add(a)
-	tb.Add(b)
-	return ta.String() == tb.String()
 }
 
 // Render returns the whole nft transaction that replaces table inet
@@ -601,8 +592,8 @@ func Render(rs *policy.Ruleset, opts Options) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("render policy table: %w", err)
 	}
-	tx := newTx()
-	writeFull(tx, t)
+	var tx tx
+	writeFull(&tx, t)
 	return tx.String(), nil
 }
 
@@ -618,9 +609,9 @@ func Diff(old, cur *policy.Ruleset, opts Options) (text string, full bool, err e
 	if err != nil {
 		return "", false, fmt.Errorf("render policy table: %w", err)
 	}
-	tx := newTx()
-	if !writeDiff(tx, o, c) {
-		writeFull(tx, c)
+	var tx tx
+	if !writeDiff(&tx, o, c) {
+		writeFull(&tx, c)
 		return tx.String(), true, nil
 	}
 	return tx.String(), false, nil
