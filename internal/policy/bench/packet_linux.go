@@ -45,16 +45,33 @@ var Modes = [3]string{
 	"loaded",      // the rule set of the synthetic cluster
 }
 
-// The bench's pods are the synthetic cluster's first two pods of node n0
-// (team-0, app-0: a frontend and a backend, which the policies of team-0
-// select and allow between them on port 8080), and a pod of team-1 (which
-// they deny).
-var (
-	frontend = netip.MustParseAddr("10.244.0.2")
-	backend  = netip.MustParseAddr("10.244.0.3")
-	outsider = netip.MustParseAddr("10.244.0.52")
-	gateway  = netip.MustParsePrefix("10.244.0.1/24")
-)
+// gateway is the bridge's address on the measured node n0.
+var gateway = netip.MustParsePrefix("10.244.0.1/24")
+
+// benchPods picks the bench's pods from the synthetic cluster, on node n0:
+// a frontend and a backend of one namespace, whose policies select them and
+// allow the frontend to the backend's port 8080, and a pod of another
+// namespace, which they deny.
+func benchPods(c *policy.Cluster) (frontend, backend, outsider netip.Addr, err error) {
+	var ns string
+	for _, p := range c.Pods {
+		if p.Node != synth.Node {
+			continue
+		}
+		switch {
+		case !frontend.IsValid() && p.Labels["tier"] == "frontend":
+			frontend, ns = p.IPs[0], p.Namespace
+		case frontend.IsValid() && !backend.IsValid() && p.Namespace == ns && p.Labels["tier"] == "backend":
+			backend = p.IPs[0]
+		case frontend.IsValid() && !outsider.IsValid() && p.Namespace != ns:
+			outsider = p.IPs[0]
+		}
+	}
+	if !frontend.IsValid() || !backend.IsValid() || !outsider.IsValid() {
+		return frontend, backend, outsider, errors.New("bench: the synthetic cluster is too small for the per-packet measurement: give it more pods")
+	}
+	return frontend, backend, outsider, nil
+}
 
 const benchPort = 8080
 
@@ -66,12 +83,16 @@ type NewApplier func(ns string) (Applier, func() error, error)
 // the rule set of a synthetic cluster of policies x pods, and measures the
 // frontend -> backend path with and without it, rounds times, alternating.
 func PerPacket(ctx context.Context, name string, policies, pods, rounds int, secs int, newApplier NewApplier, w io.Writer) (*PacketResult, error) {
-	t, err := newTopology(name)
+	c := synth.Cluster(synth.Shape{Pods: pods, Policies: policies})
+	frontend, backend, outsider, err := benchPods(c)
+	if err != nil {
+		return nil, err
+	}
+	t, err := newTopology(name, frontend, backend, outsider)
 	if err != nil {
 		return nil, err
 	}
 	defer t.remove()
-	c := synth.Cluster(synth.Shape{Pods: pods, Policies: policies})
 	rs := policy.Compile(c, synth.Node)
 	res := &PacketResult{Policies: policies, Size: SizeOf(rs)}
 	ap, closeAp, err := newApplier(t.node)
@@ -97,8 +118,8 @@ func PerPacket(ctx context.Context, name string, policies, pods, rounds int, sec
 				return nil, fmt.Errorf("bench: %s: %w", Modes[mode], err)
 			}
 			if mode == 2 && round == 0 {
-				res.Isolated = !t.connects(outsider, backend, benchPort)
-				if !t.connects(frontend, backend, benchPort) {
+				res.Isolated = !t.connects(t.outsider, t.backend, benchPort)
+				if !t.connects(t.frontend, t.backend, benchPort) {
 					return nil, errors.New("bench: the frontend cannot reach the backend with the rule set loaded: the synthetic policies should allow it")
 				}
 			}
@@ -152,12 +173,13 @@ func medianF(v []float64) float64 {
 // on it: same-node pod traffic crosses the bridge and, through
 // br_netfilter, the forward hook where the rules are.
 type topology struct {
-	node string
-	pods map[netip.Addr]string
+	node                        string
+	pods                        map[netip.Addr]string
+	frontend, backend, outsider netip.Addr
 }
 
-func newTopology(name string) (_ *topology, err error) {
-	t := &topology{node: name + "-node", pods: map[netip.Addr]string{}}
+func newTopology(name string, frontend, backend, outsider netip.Addr) (_ *topology, err error) {
+	t := &topology{node: name + "-node", pods: map[netip.Addr]string{}, frontend: frontend, backend: backend, outsider: outsider}
 	defer func() {
 		if err != nil {
 			t.remove()
@@ -291,7 +313,7 @@ func (t *topology) connects(src, dst netip.Addr, port int) bool {
 // connection from the frontend to the backend's port, for d.
 func (t *topology) requestResponse(d time.Duration) (float64, error) {
 	var ln net.Listener
-	if err := netns.Do(t.pods[backend], func() error {
+	if err := netns.Do(t.pods[t.backend], func() error {
 		var err error
 		ln, err = net.Listen("tcp4", ":"+strconv.Itoa(benchPort))
 		return err
@@ -316,9 +338,9 @@ func (t *topology) requestResponse(d time.Duration) (float64, error) {
 		}
 	}()
 	var c net.Conn
-	if err := netns.Do(t.pods[frontend], func() error {
+	if err := netns.Do(t.pods[t.frontend], func() error {
 		var err error
-		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(backend, benchPort).String(), 3*time.Second)
+		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(t.backend, benchPort).String(), 3*time.Second)
 		return err
 	}); err != nil {
 		return 0, fmt.Errorf("bench: request/response: connect: %w", err)
@@ -341,7 +363,7 @@ func (t *topology) requestResponse(d time.Duration) (float64, error) {
 
 // stream is one iperf3 TCP stream from the frontend to the backend's port.
 func (t *topology) stream(ctx context.Context, secs int) (float64, error) {
-	srv := netns.Command(t.pods[backend], "iperf3", "-s", "-1", "-p", strconv.Itoa(benchPort))
+	srv := netns.Command(t.pods[t.backend], "iperf3", "-s", "-1", "-p", strconv.Itoa(benchPort))
 	if err := srv.Start(); err != nil {
 		return 0, fmt.Errorf("bench: iperf3 server (install iperf3): %w", err)
 	}
@@ -350,7 +372,7 @@ func (t *topology) stream(ctx context.Context, secs int) (float64, error) {
 	var err error
 	for range 20 { // until the server listens
 		time.Sleep(100 * time.Millisecond)
-		cmd := netns.Command(t.pods[frontend], "iperf3", "-c", backend.String(), "-p", strconv.Itoa(benchPort), "-t", strconv.Itoa(secs), "-J")
+		cmd := netns.Command(t.pods[t.frontend], "iperf3", "-c", t.backend.String(), "-p", strconv.Itoa(benchPort), "-t", strconv.Itoa(secs), "-J")
 		out, err = cmd.Output()
 		if err == nil || !strings.Contains(string(out), "unable to connect") || ctx.Err() != nil {
 			break

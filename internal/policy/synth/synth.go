@@ -51,8 +51,8 @@ const Node = "n0"
 var tiers = []string{"frontend", "backend", "db"}
 
 // Cluster returns a synthetic cluster of the given shape. Pod addresses are
-// in 10.244.0.0/16, 256 per node, in order: node i's pods are in
-// 10.244.i.0/24 (so at most 65536 pods and 256 per node).
+// in 10.244.0.0/16: node i's pods are in 10.244.i.0/24 from .2 (so at most
+// 256 nodes of at most 250 pods).
 func Cluster(s Shape) *policy.Cluster {
 	if s.PodsPerNode <= 0 {
 		s.PodsPerNode = DefaultPodsPerNode
@@ -70,15 +70,19 @@ func Cluster(s Shape) *policy.Cluster {
 		c.Namespaces = append(c.Namespaces, &policy.Namespace{Name: name, Labels: map[string]string{
 			"kubernetes.io/metadata.name": name, "team": name, "env": []string{"prod", "staging"}[i%2]}})
 	}
+	// Pods go round the nodes, as a scheduler spreads an application's
+	// replicas: every node has pods of every namespace, so every policy
+	// matters on the measured node.
+	nodes := max(1, (s.Pods+s.PodsPerNode-1)/s.PodsPerNode)
 	for i := range s.Pods {
-		node := i / s.PodsPerNode
+		node, j := i%nodes, i/nodes
 		ns := fmt.Sprintf("team-%d", i/s.PodsPerNamespace)
 		tier := tiers[i%len(tiers)]
 		app := fmt.Sprintf("app-%d", (i%s.PodsPerNamespace)/6)
 		c.Pods = append(c.Pods, &policy.Pod{
 			Namespace: ns, Name: fmt.Sprintf("%s-%s-%d", app, tier, i),
 			Labels: map[string]string{"app": app, "tier": tier, "pod-template-hash": fmt.Sprintf("%08x", i*2654435761)},
-			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, 244, byte(node), byte(i%s.PodsPerNode + 2)})},
+			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, 244, byte(node), byte(j + 2)})},
 			Node:   fmt.Sprintf("n%d", node),
 			Ports: []policy.ContainerPort{{Name: "http", Protocol: policy.TCP, Port: 8080},
 				{Name: "metrics", Protocol: policy.TCP, Port: 9090}},
