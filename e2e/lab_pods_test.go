@@ -1,0 +1,130 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/weftnet/weft/internal/lab/pod"
+	"github.com/weftnet/weft/internal/netns"
+)
+
+// TestLabPods adds namespaced, labelled pods with ports to a kube lab on
+// two nodes: each gets a Pod object as a kubelet would make it and
+// servers that answer with its name on its ports, across nodes; removing
+// a pod removes its object, servers and namespace.
+func TestLabPods(t *testing.T) {
+	l := kubeLab(t, "--nodes", "2", "--pods-per-node", "1", "--pod-ports", "80")
+	l.must("pod", "add", "a", "--node", "n1", "--namespace", "x", "--labels", "app=web,pod=a", "--ports", "80,81/udp")
+	l.must("pod", "add", "b", "--node", "n2", "--namespace", "y", "--labels", "pod=b", "--ports", "80/tcp")
+	c := l.admin()
+	addr := map[string]string{}
+	var st struct {
+		Pods []struct {
+			Name, Namespace, Netns, Node, Addr string
+			Labels                             map[string]string
+		}
+	}
+	if err := json.Unmarshal([]byte(l.must("status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range st.Pods {
+		ns := p.Namespace
+		if ns == "" {
+			ns = "default"
+		}
+		addr[ns+"/"+p.Name] = p.Addr
+	}
+	want := map[string]struct {
+		node, labels, ports string
+	}{
+		"x/a":           {"n1", "app=web,pod=a", "serve-80-tcp 80/TCP,serve-80-udp 80/UDP,serve-81-udp 81/UDP"},
+		"y/b":           {"n2", "pod=b", "serve-80-tcp 80/TCP"},
+		"default/n1-p1": {"n1", "", "serve-80-tcp 80/TCP,serve-80-udp 80/UDP"},
+		"default/n2-p1": {"n2", "", "serve-80-tcp 80/TCP,serve-80-udp 80/UDP"},
+	}
+	for key, w := range want {
+		ns, name, _ := strings.Cut(key, "/")
+		o, err := c.CoreV1().Pods(ns).Get(reqCtx(t), name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("pod %s: %v", key, err)
+		}
+		var labels, ports []string
+		for k, v := range o.Labels {
+			labels = append(labels, k+"="+v)
+		}
+		slices.Sort(labels)
+		for _, ct := range o.Spec.Containers {
+			for _, p := range ct.Ports {
+				ports = append(ports, fmt.Sprintf("%s %d/%s", p.Name, p.ContainerPort, p.Protocol))
+			}
+		}
+		ready := false
+		for _, cond := range o.Status.Conditions {
+			ready = ready || (cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue)
+		}
+		if o.Spec.NodeName != w.node || strings.Join(labels, ",") != w.labels || strings.Join(ports, ",") != w.ports ||
+			o.Status.Phase != corev1.PodRunning || !ready || o.Status.PodIP != addr[key] || len(o.Status.PodIPs) != 1 || addr[key] == "" {
+			t.Errorf("pod %s: node %s, labels %v, ports %v, phase %s, ready %v, podIP %s (lab: %s)",
+				key, o.Spec.NodeName, labels, ports, o.Status.Phase, ready, o.Status.PodIP, addr[key])
+		}
+	}
+	for _, ns := range []string{"x", "y"} {
+		if _, err := c.CoreV1().Namespaces().Get(reqCtx(t), ns, metav1.GetOptions{}); err != nil {
+			t.Errorf("namespace %s: %v", ns, err)
+		}
+	}
+	// The servers, from a pod on the other node: each answers its name.
+	ask := func(from, proto, to string, port uint16) (string, error) {
+		return pod.Ask(from, proto, netip.AddrPortFrom(netip.MustParseAddr(addr[to]), port), 2*time.Second)
+	}
+	for _, tc := range []struct {
+		from, proto, to string
+		port            uint16
+	}{{l.name + "-y_b", pod.TCP, "x/a", 80}, {l.name + "-y_b", pod.UDP, "x/a", 81}, {l.name + "-x_a", pod.TCP, "y/b", 80},
+		{l.name + "-n1-p1", pod.UDP, "default/n2-p1", 80}} {
+		if got, err := ask(tc.from, tc.proto, tc.to, tc.port); err != nil || got != tc.to {
+			t.Errorf("%s -> %s %d/%s: %q, %v", tc.from, tc.to, tc.port, tc.proto, got, err)
+		}
+	}
+	if got, err := ask(l.name+"-y_b", pod.TCP, "x/a", 81); err == nil {
+		t.Errorf("x/a serves 81/UDP only, but 81/TCP answered %q", got)
+	}
+	// No NetworkPolicy: the plain check, pods in other namespaces included.
+	if out := l.must("check"); !strings.Contains(out, "x/a") || !strings.Contains(out, " 0 failed") {
+		t.Errorf("check:\n%s", out)
+	}
+	serveProcs := func() int {
+		n := 0
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			b, _ := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if strings.Contains(string(b), "serve\x00--answer\x00x/a\x00") {
+				n++
+			}
+		}
+		return n
+	}
+	if n := serveProcs(); n != 1 {
+		t.Errorf("%d servers of x/a run, want 1", n)
+	}
+	l.must("pod", "remove", "a", "--namespace", "x")
+	if _, err := c.CoreV1().Pods("x").Get(reqCtx(t), "a", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod x/a after remove: %v", err)
+	}
+	if netns.Exists(l.name + "-x_a") {
+		t.Error("the network namespace of x/a is left after remove")
+	}
+	if n := serveProcs(); n != 0 {
+		t.Errorf("%d servers of x/a run after remove", n)
+	}
+}
