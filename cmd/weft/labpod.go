@@ -57,23 +57,31 @@ func labServe(fs *flag.FlagSet, _ *string) func(context.Context, []string, []str
 	}
 }
 
-// runLabKubectl is `weft lab kubectl [--name NAME] ARGS...`: everything
-// after the lab's name is kubectl's, flags included.
+// runLabKubectl is `weft lab kubectl [--name NAME] ARGS...`.
 func runLabKubectl(args []string, stdout, stderr io.Writer) error {
-	name := "weft"
-	switch {
-	case len(args) >= 2 && (args[0] == "--name" || args[0] == "-name"):
-		name, args = args[1], args[2:]
-	case len(args) >= 1 && (strings.HasPrefix(args[0], "--name=") || strings.HasPrefix(args[0], "-name=")):
-		name, args = args[0][strings.Index(args[0], "=")+1:], args[1:]
-	}
-	if len(args) > 0 && args[0] == "--" {
-		args = args[1:]
-	}
+	name, args := kubectlArgs(args)
 	err := lab.Kubectl(name, args, os.Stdin, stdout, stderr)
 	var ee lab.ExitError
 	if errors.As(err, &ee) {
 		return exitError(ee)
 	}
 	return err
+}
+
+// kubectlArgs splits `weft lab kubectl`'s arguments: a leading --name
+// NAME (or --name=NAME) is the lab's, everything after it kubectl's,
+// flags included; a "--" before them is dropped.
+func kubectlArgs(args []string) (name string, rest []string) {
+	name = "weft"
+	switch {
+	case len(args) >= 2 && (args[0] == "--name" || args[0] == "-name"):
+		name, args = args[1], args[2:]
+	case len(args) >= 1 && (strings.HasPrefix(args[0], "--name=") || strings.HasPrefix(args[0], "-name=")):
+		_, name, _ = strings.Cut(args[0], "=")
+		args = args[1:]
+	}
+	if len(args) > 0 && args[0] == "--" {
+		args = args[1:]
+	}
+	return name, args
 }
