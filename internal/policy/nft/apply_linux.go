@@ -11,6 +11,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/policy"
 )
@@ -26,9 +29,10 @@ type Applier struct {
 	// last is the table the last successful Apply wrote; nil means the
 	// next Apply replaces the whole table (first Apply, after an error,
 	// Resync or Remove).
-	last     *tableState
-	lastOps  int
-	lastFull bool
+	last        *tableState
+	lastOps     int
+	lastFull    bool
+	lastNetlink bool // the last Apply sent elements through netlink
 }
 
 // New returns an Applier for the caller's network namespace, or for
@@ -105,17 +109,30 @@ func (a *Applier) Apply(ctx context.Context, rs *policy.Ruleset) error {
 		tx = tx[:0]
 		writeFull(&tx, t)
 	}
-	a.lastOps, a.lastFull = len(tx), full
+	a.lastOps, a.lastFull, a.lastNetlink = len(tx), full, false
 	if len(tx) == 0 {
 		return nil
 	}
 	start := time.Now()
-	if _, err := a.run(ctx, tx.String(), "-f", "-"); err != nil {
+	var nl []nlSet
+	if !full && elementsOnly(tx) {
+		// An encoding failure is a bug; the text still applies.
+		if nl, err = encodeTx(tx, t); err != nil {
+			a.log.Warn("policy table: elements sent as nft text", "error", err)
+		}
+	}
+	if nl != nil {
+		a.lastNetlink = true
+		err = a.sendElements(nl)
+	} else {
+		_, err = a.run(ctx, tx.String(), "-f", "-")
+	}
+	if err != nil {
 		a.last = nil
-		return fmt.Errorf("nftables: apply %d commands to table inet %s (full %t): %w", len(tx), Table, full, err)
+		return fmt.Errorf("nftables: apply %d commands to table inet %s (full %t, netlink %t): %w", len(tx), Table, full, nl != nil, err)
 	}
 	a.last = t
-	a.log.Debug("policy table applied", "commands", len(tx), "full", full,
+	a.log.Debug("policy table applied", "commands", len(tx), "full", full, "netlink", nl != nil,
 		"pods", len(rs.Pods), "chains", len(rs.Chains), "groups", len(rs.Groups), "took", time.Since(start))
 	return nil
 }
@@ -172,4 +189,46 @@ func (a *Applier) Denied(ctx context.Context) (map[netip.Addr]Counts, error) {
 		}
 	}
 	return m, nil
+}
+
+// sendElements adds and deletes elements in one netlink batch, one
+// transaction as `nft -f` would make it (same as `nft add element inet
+// weft-policy SET { ... }` and `nft delete element ...` in one file).
+func (a *Applier) sendElements(sets []nlSet) error {
+	var opts []nftables.ConnOption
+	if a.opts.Namespace != "" {
+		fd, err := netns.Fd(a.opts.Namespace)
+		if err != nil {
+			return err
+		}
+		defer fd.Close()
+		opts = append(opts, nftables.WithNetNSFd(int(fd)))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	table := &nftables.Table{Name: Table, Family: nftables.TableFamilyINet}
+	for _, s := range sets {
+		set := &nftables.Set{Table: table, Name: s.name}
+		elems := make([]nftables.SetElement, len(s.elems))
+		for i, e := range s.elems {
+			elems[i] = nftables.SetElement{Key: e.key, IntervalEnd: e.intervalEnd}
+			if e.gotoChain != "" {
+				elems[i].VerdictData = &expr.Verdict{Kind: expr.VerdictGoto, Chain: e.gotoChain}
+			}
+		}
+		if s.add {
+			err = c.SetAddElements(set, elems)
+		} else {
+			err = c.SetDeleteElements(set, elems)
+		}
+		if err != nil {
+			return fmt.Errorf("netlink: elements of set %s: %w", s.name, err)
+		}
+	}
+	if err := c.Flush(); err != nil {
+		return fmt.Errorf("netlink: %w", err)
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package nft
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"os"
@@ -279,5 +280,61 @@ func TestRemove(t *testing.T) {
 	}
 	if !strings.Contains(listTable(t, ns), "chain in_db_allow-api") {
 		t.Error("the Apply after Remove wrote no policy chain")
+	}
+}
+
+// TestIncrementalElements: changes of pods and peers only go through
+// netlink, and leave the table a full Apply writes: vmap elements added,
+// removed and moved between groups, counted pods, peer intervals (single
+// addresses, ranges, a range to the end of the family) and named ports of
+// both families.
+func TestIncrementalElements(t *testing.T) {
+	inc, incNS := newApplier(t, Options{LogGroup: 5})
+	full, fullNS := newApplier(t, Options{LogGroup: 5})
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(3, 11))
+	groups := []string{"gin-00000001", "gin-00000002"}
+	ranges := []policy.Range{rng("10.244.2.0", "10.244.2.255"), rng("10.244.3.7", "10.244.3.7"), rng("10.244.5.0", "10.244.5.9"),
+		rng("200.0.0.0", "255.255.255.255"), rng("0.0.0.0", "9.255.255.255")}
+	ranges6 := []policy.Range{rng("fd00:10:244:1::2", "fd00:10:244:1::2"), rng("fd00:10:244:2::", "fd00:10:244:2::ff"), rng("ff00::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}
+	for i := range 20 {
+		rs := every()
+		for j := range 6 { // pods: some in, some out, some moved
+			if r.IntN(3) == 0 {
+				continue
+			}
+			for _, a := range []string{fmt.Sprintf("10.244.1.%d", 10+j), fmt.Sprintf("fd00:10:244:1::%x", 10+j)} {
+				rs.Pods = append(rs.Pods, policy.PodEntry{Addr: a4(a), Pod: fmt.Sprintf("ns/p%d", j), Ingress: groups[r.IntN(2)]})
+			}
+		}
+		pick := func(from []policy.Range) []policy.Range {
+			var out []policy.Range
+			for _, x := range from {
+				if r.IntN(2) == 0 {
+					out = append(out, x)
+				}
+			}
+			return out
+		}
+		// in_db_allow-api rule 0 keeps at least one peer of each family
+		// (an empty one would remove its set and rule: not an element
+		// change).
+		rs.Chains[2].Rules[0].Peers = slices.Concat([]policy.Range{rng("10.244.1.2", "10.244.1.3")}, pick(ranges), []policy.Range{rng("fd00:10:244:1::1", "fd00:10:244:1::1")}, pick(ranges6))
+		slices.SortFunc(rs.Chains[2].Rules[0].Peers, func(a, b policy.Range) int { return a.From.Compare(b.From) })
+		rs.Chains[2].Rules[0].Named = append(rs.Chains[2].Rules[0].Named, policy.NamedPort{Addr: a4("10.244.1.4"), Protocol: policy.UDP, Port: uint16(1000 + r.IntN(3))},
+			policy.NamedPort{Addr: a4("fd00:10:244:1::4"), Protocol: policy.SCTP, Port: uint16(1000 + r.IntN(3))})
+		if err := inc.Apply(ctx, rs); err != nil {
+			t.Fatalf("step %d: incremental: %v", i, err)
+		}
+		if ops, wasFull := inc.LastOps(); i > 0 && (wasFull || ops > 0 && !inc.lastNetlink) {
+			t.Errorf("step %d: %d commands, full %t, netlink %t; want elements through netlink", i, ops, wasFull, inc.lastNetlink)
+		}
+		full.Resync()
+		if err := full.Apply(ctx, rs); err != nil {
+			t.Fatalf("step %d: full: %v", i, err)
+		}
+		if got, want := normalize(listTable(t, incNS)), normalize(listTable(t, fullNS)); got != want {
+			t.Fatalf("step %d: incremental table:\n%s\nfull table:\n%s", i, got, want)
+		}
 	}
 }
