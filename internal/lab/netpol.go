@@ -17,14 +17,16 @@ import (
 // policyCheck probes every pod pair, port and protocol against the
 // matrix the API server's NetworkPolicies imply, when there are any
 // (--store kube); ok is false when there are none (the plain check
-// applies).
+// applies). An error says the API server could not be read.
 func (s *State) policyCheck(ctx context.Context) (rep *check.PolicyReport, ok bool, err error) {
 	if s.Kube == nil {
 		return nil, false, nil
 	}
-	kc, err := s.Kube.ReadCluster(ctx, s.Ctl.NS)
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second) // an API server stopped by a test must not hang the check
+	kc, err := s.Kube.ReadCluster(rctx, s.Ctl.NS)
+	cancel()
 	if err != nil {
-		return nil, false, err
+		return nil, false, fmt.Errorf("read the NetworkPolicies: %w", err)
 	}
 	if len(kc.Policies) == 0 {
 		return nil, false, nil
