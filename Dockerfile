@@ -1,6 +1,6 @@
 # The weft image: the node agent (/weft-agent) and the CNI plugin
 # (/opt/weft/weft-cni, which also installs itself: weft-cni install), static
-# binaries on Debian with iptables. deploy/weft.yaml runs it.
+# binaries on Debian with iptables and nft. deploy/weft.yaml runs it.
 #   docker build -t ghcr.io/weftnet/weft:latest .
 FROM golang:1.26 AS build
 WORKDIR /src
@@ -14,10 +14,12 @@ RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}"
 # Not distroless: the agent runs the iptables binaries to put its forward
 # accepts into iptables' FORWARD chain (--iptables-forward-rules, as flannel
 # does), where a DROP policy such as Docker's would otherwise drop pod
-# traffic. Debian's iptables writes through nf_tables (iptables-nft).
+# traffic. Debian's iptables writes through nf_tables (iptables-nft). The
+# NetworkPolicy rule set is applied in one transaction by the nft binary
+# (sigs.k8s.io/knftables), from Debian's nftables.
 FROM debian:bookworm-slim
 RUN apt-get update && \
-    apt-get install -y --no-install-recommends iptables && \
+    apt-get install -y --no-install-recommends iptables nftables && \
     rm -rf /var/lib/apt/lists/*
 COPY --from=build /out/weft-agent /weft-agent
 COPY --from=build /out/weft-cni /opt/weft/weft-cni
