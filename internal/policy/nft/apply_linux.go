@@ -68,7 +68,7 @@ func (a *Applier) run(ctx context.Context, stdin string, args ...string) ([]byte
 		var err error
 		out, err = cmd.Output()
 		if err != nil && stderr.Len() > 0 {
-			return fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+			return fmt.Errorf("%w: %s", err, brief(stderr.String()))
 		}
 		return err
 	})
@@ -86,13 +86,14 @@ func (a *Applier) do(fn func() error) error {
 	return netns.Do(a.opts.Namespace, fn)
 }
 
-// Apply makes table inet weft-policy enforce rs, in one nft transaction:
-// the difference from what the last Apply wrote (elements, chains whose
-// rules changed, objects added or gone), or the whole table when there is
-// no trusted last state (the first Apply, after a failed one, Resync or
-// Remove). A failed transaction leaves the table as it was. An
-// inconsistent Ruleset is rejected before anything is sent. Applying the
-// same Ruleset again sends nothing.
+// Apply makes table inet weft-policy enforce rs, in one transaction: the
+// difference from what the last Apply wrote (elements, chains whose rules
+// changed, objects added or gone), or the whole table when there is no
+// trusted last state (the first Apply, after a failed one, Resync or
+// Remove). A difference of elements only goes through netlink, anything
+// else through `nft -f -`. A failed transaction leaves the table as it
+// was. An inconsistent Ruleset is rejected before anything is sent.
+// Applying the same Ruleset again sends nothing.
 func (a *Applier) Apply(ctx context.Context, rs *policy.Ruleset) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()

@@ -228,17 +228,34 @@ func TestFailedApply(t *testing.T) {
 	if err := a.Apply(ctx, every()); err != nil {
 		t.Fatal(err)
 	}
-	before := listTable(t, ns)
-	for i := range 2 { // incremental, then full (after the failure)
-		err := a.Apply(ctx, overlapping())
+	before := normalize(listTable(t, ns))
+	// Overlapping peers and a changed rule: the text transaction.
+	withRule := overlapping()
+	withRule.Chains[4].Rules[0].Ports = tcpPorts(8080)
+	for i, c := range []struct {
+		rs            *policy.Ruleset
+		full, netlink bool
+	}{
+		{overlapping(), false, true}, // elements only: netlink
+		{every(), true, false},       // after the failure: full, succeeds
+		{withRule, false, false},     // incremental text
+		{withRule, true, false},      // full text
+	} {
+		err := a.Apply(ctx, c.rs)
+		if _, wasFull := a.LastOps(); wasFull != c.full || a.lastNetlink != c.netlink {
+			t.Errorf("attempt %d: full %t, netlink %t; want %t, %t", i, wasFull, a.lastNetlink, c.full, c.netlink)
+		}
+		if i == 1 {
+			if err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if err == nil {
-			t.Fatalf("attempt %d: nft accepted overlapping intervals", i)
+			t.Fatalf("attempt %d: overlapping intervals accepted", i)
 		}
 		t.Logf("rejected as expected: %v", err)
-		if _, wasFull := a.LastOps(); wasFull != (i == 1) {
-			t.Errorf("attempt %d: full %t", i, wasFull)
-		}
-		if got := listTable(t, ns); got != before {
+		if got := normalize(listTable(t, ns)); got != before {
 			t.Fatalf("attempt %d: the failed transaction changed the table:\n%s\nwas:\n%s", i, got, before)
 		}
 	}
@@ -337,4 +354,12 @@ func TestIncrementalElements(t *testing.T) {
 			t.Fatalf("step %d: incremental table:\n%s\nfull table:\n%s", i, got, want)
 		}
 	}
+}
+
+func tcpPorts(ports ...uint16) []policy.PortRange {
+	var r []policy.PortRange
+	for _, p := range ports {
+		r = append(r, policy.PortRange{Protocol: policy.TCP, First: p, Last: p})
+	}
+	return r
 }

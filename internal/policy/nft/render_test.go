@@ -641,3 +641,15 @@ func TestParseDenied(t *testing.T) {
 		}
 	}
 }
+
+func TestBrief(t *testing.T) {
+	long := "add element inet weft-policy ingress4 { " + strings.Repeat("10.244.1.2 : goto g, ", 1000) + "}"
+	in := "/dev/stdin:3:40-49: Error: interval overlaps\n" + long + "\n" + strings.Repeat("^", 50) + "\nx\ny\nz\n"
+	got := brief(in)
+	if len(got) > 1000 || !strings.HasPrefix(got, "/dev/stdin:3:40-49: Error: interval overlaps\nadd element") || !strings.HasSuffix(got, "(2 more lines)") {
+		t.Errorf("brief:\n%s", got)
+	}
+	if got := brief("Error: no such table\n"); got != "Error: no such table" {
+		t.Errorf("brief of one line: %q", got)
+	}
+}

@@ -93,3 +93,18 @@ func (t tx) String() string {
 	}
 	return b.String()
 }
+
+// brief shortens nft's complaint for an error message: nft quotes the
+// command it rejects, and an element command can be 50 kB long.
+func brief(stderr string) string {
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	for i, l := range lines {
+		if len(l) > 300 {
+			lines[i] = l[:300] + "..."
+		}
+	}
+	if len(lines) > 4 {
+		lines = append(lines[:4], fmt.Sprintf("(%d more lines)", len(lines)-4))
+	}
+	return strings.Join(lines, "\n")
+}
