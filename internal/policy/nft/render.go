@@ -143,11 +143,12 @@ type tableState struct {
 	chainOrder []string
 }
 
-func (t *tableState) newSet(kind, name, def string) (*setState, error) {
+// newSet defines a set or map for about size elements.
+func (t *tableState) newSet(kind, name, def string, size int) (*setState, error) {
 	if _, dup := t.sets[name]; dup {
 		return nil, fmt.Errorf("set %s defined twice", name)
 	}
-	s := &setState{kind: kind, name: name, def: def, vals: map[string]string{}}
+	s := &setState{kind: kind, name: name, def: def, keys: make([]string, 0, size), vals: make(map[string]string, size)}
 	t.sets[name] = s
 	t.setOrder = append(t.setOrder, name)
 	return s, nil
@@ -171,7 +172,7 @@ func portsName(elems []string) string {
 
 // newSetOf defines a set with the given elements.
 func (t *tableState) newSetOf(name, def string, elems []string) error {
-	s, err := t.newSet(kindSet, name, def)
+	s, err := t.newSet(kindSet, name, def, len(elems))
 	if err != nil {
 		return err
 	}
@@ -245,20 +246,20 @@ func comment(s string) string {
 // there, a group of a chain that is not there, an address or port range
 // upside down): nothing of such a Ruleset can be applied safely.
 func build(rs *policy.Ruleset, opts Options) (*tableState, error) {
-	t := &tableState{sets: map[string]*setState{}, chains: map[string]*chainState{}}
+	t := &tableState{sets: make(map[string]*setState, 8+2*len(rs.Chains)), chains: make(map[string]*chainState, 2+len(rs.Groups)+len(rs.Chains))}
 	// Fixed objects: verdict maps and counted sets per direction and
 	// family, and the two base chains.
 	var vmaps, denied [2][2]*setState // [dir][fam]
 	for _, dir := range []policy.Direction{policy.Egress, policy.Ingress} {
 		for i, f := range fams {
 			var err error
-			vmaps[dir][i], err = t.newSet(kindMap, vmapName(dir, f), "{ type "+f.addrType+" : verdict ; }")
+			vmaps[dir][i], err = t.newSet(kindMap, vmapName(dir, f), "{ type "+f.addrType+" : verdict ; }", 0)
 			if err != nil {
 				return nil, err
 			}
 			// A counter per element, that every lookup that matches
 			// increments.
-			denied[dir][i], err = t.newSet(kindSet, deniedName(dir, f), "{ type "+f.addrType+" ; counter ; }")
+			denied[dir][i], err = t.newSet(kindSet, deniedName(dir, f), "{ type "+f.addrType+" ; counter ; }", 0)
 			if err != nil {
 				return nil, err
 			}
