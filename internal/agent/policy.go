@@ -247,8 +247,9 @@ func splitKey(key string) (ns, name string) {
 // policyLoop enforces NetworkPolicy until ctx ends: it waits for the
 // first full list of pods, namespaces and policies (until then, a table a
 // previous run left stays in force: a restart never applies a partial or
-// empty rule set), then compiles and applies on every change, with a full
-// resync every resync interval, and retries a failed apply with backoff.
+// empty rule set), then compiles and applies on every change and every
+// resync interval (the table replaced whole every refreshEvery-th), and
+// retries a failed apply with backoff.
 // On return the table stays, like the rest of the data plane.
 func (a *Agent) policyLoop(ctx context.Context) error {
 	p := a.o.Policy
@@ -264,6 +265,7 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
 	backoff := 200 * time.Millisecond
+	ticks := 0
 	for first := true; ; first = false {
 		full := first // a new enforcer replaces the whole table
 		if !first {
@@ -272,9 +274,17 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 				return nil
 			case <-p.Source.Changed():
 			case <-tick.C:
-				p.Enforcer.Resync()
+				// Every resync compares the whole desired rule set with
+				// the table as last written and sends the difference
+				// (usually nothing); every refreshEvery-th one replaces
+				// the table whole, the safety net under hand changes to
+				// it, as the routes' full syncs re-read the kernel.
 				a.checkBridge()
-				full = true
+				ticks++
+				if ticks%refreshEvery == 0 {
+					p.Enforcer.Resync()
+					full = true
+				}
 			case <-retry.C:
 				p.Enforcer.Resync()
 				full = true

@@ -286,7 +286,9 @@ func TestPolicyErrorRetried(t *testing.T) {
 	}
 }
 
-// TestPolicyResync: every resync interval, the table is replaced whole.
+// TestPolicyResync: every resync interval the rule set is compiled and
+// applied (the difference: usually nothing), and every refreshEvery-th one
+// replaces the table whole.
 func TestPolicyResync(t *testing.T) {
 	src, enf := newFakeSource(denyAll()), &fakeEnforcer{}
 	src.synced.Store(true)
@@ -298,10 +300,15 @@ func TestPolicyResync(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	defer func() { cancel(); <-done }()
-	eventually(t, "two resyncs", func() bool {
+	eventually(t, "two full resyncs", func() bool {
 		_, calls := enf.last()
 		return strings.Count(strings.Join(calls, ","), "resync,apply") >= 2
 	})
+	_, calls := enf.last()
+	// The first apply, then per full resync refreshEvery applies.
+	if n, full := strings.Count(strings.Join(calls, ","), "apply"), strings.Count(strings.Join(calls, ","), "resync"); n < full*refreshEvery {
+		t.Errorf("%d applies for %d full replacements: want an apply every resync interval, a full one every %d (calls %v)", n, full, refreshEvery, calls)
+	}
 }
 
 // TestPolicyProblemsLoggedOnce: a policy the engine cannot render in full
