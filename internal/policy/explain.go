@@ -186,10 +186,10 @@ func (e Explanation) String() string {
 			b.WriteString("outside the cluster's pods: not policed\n")
 			continue
 		case s.side.HostNetwork:
-			fmt.Fprintf(&b, "%s on %s: host network, not policed\n", s.side.Pod, s.side.Node)
+			fmt.Fprintf(&b, "%s%s: host network, not policed\n", s.side.Pod, onNode(s.side.Node))
 			continue
 		}
-		fmt.Fprintf(&b, "%s on %s: ", s.side.Pod, s.side.Node)
+		fmt.Fprintf(&b, "%s%s: ", s.side.Pod, onNode(s.side.Node))
 		if !s.side.Isolated {
 			b.WriteString("not isolated (no policy selects it), allowed\n")
 			continue
@@ -219,4 +219,13 @@ func portString(proto Protocol, port uint16) string {
 		return string(proto)
 	}
 	return fmt.Sprintf("%d/%s", port, proto)
+}
+
+// onNode is " on NODE", or nothing for a pod not scheduled (a file written
+// by hand).
+func onNode(node string) string {
+	if node == "" {
+		return ""
+	}
+	return " on " + node
 }
