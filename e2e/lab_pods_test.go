@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
+	weftlab "github.com/weftnet/weft/internal/lab"
 	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/netns"
 )
@@ -126,5 +129,64 @@ func TestLabPods(t *testing.T) {
 	}
 	if n := serveProcs(); n != 0 {
 		t.Errorf("%d servers of x/a run after remove", n)
+	}
+	apiPod(t, l, c)
+}
+
+// apiPod is the NetworkPolicy harness's path through the Go API: a Pod
+// object created unbound (as cyclonus creates it), then lab.AddPod binds
+// it, attaches it and runs agnhost serve-hostname in it; RemovePod stops
+// agnhost and deletes the object.
+func apiPod(t *testing.T, l *lab, c kubernetes.Interface) {
+	agnhost, err := filepath.Abs("../bin/agnhost")
+	if err == nil {
+		_, err = os.Stat(agnhost)
+	}
+	if err != nil {
+		t.Logf("no bin/agnhost (tools/kube/build.sh agnhost): the Go API part is skipped")
+		return
+	}
+	if _, err := c.CoreV1().Namespaces().Create(reqCtx(t), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "z"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreV1().ServiceAccounts("z").Create(reqCtx(t), &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	obj := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "c", Namespace: "z", Labels: map[string]string{"pod": "c"}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "cont-8080-tcp", Image: "registry.k8s.io/e2e-test-images/agnhost:2.53",
+			Ports: []corev1.ContainerPort{{Name: "serve-8080-tcp", ContainerPort: 8080, Protocol: corev1.ProtocolTCP}}}}}}
+	if _, err := c.CoreV1().Pods("z").Create(reqCtx(t), obj, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := weftlab.AddPod(reqCtx(t), l.name, weftlab.PodOptions{Name: "c", Namespace: "z", Node: "n2", Register: true,
+		Ports:    []weftlab.PodPort{{Protocol: "TCP", Port: 8080}},
+		Commands: [][]string{{agnhost, "serve-hostname", "--tcp", "--http=false", "--port", "8080"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := c.CoreV1().Pods("z").Get(reqCtx(t), "c", metav1.GetOptions{})
+	if err != nil || o.Spec.NodeName != "n2" || o.Status.Phase != corev1.PodRunning || o.Status.PodIP != info.IP.String() ||
+		info.NetNS != l.name+"-z_c" || info.Node != "n2" || o.Spec.Containers[0].Name != "cont-8080-tcp" {
+		t.Fatalf("pod z/c after AddPod (%+v): %v %+v", info, err, o)
+	}
+	var out []byte
+	for range 50 { // agnhost needs a moment to listen
+		out, err = netns.Command(l.name+"-n1-p1", agnhost, "connect", info.IP.String()+":8080", "--timeout=1s").CombinedOutput()
+		if err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("agnhost connect to z/c: %v\n%s", err, out)
+	}
+	if err := weftlab.RemovePod(reqCtx(t), l.name, "z", "c"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CoreV1().Pods("z").Get(reqCtx(t), "c", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("pod z/c after RemovePod: %v", err)
+	}
+	if out, err := netns.Command(l.name+"-n1-p1", agnhost, "connect", info.IP.String()+":8080", "--timeout=1s").CombinedOutput(); err == nil {
+		t.Errorf("z/c still answers after RemovePod: %s", out)
 	}
 }
