@@ -3,15 +3,17 @@ package lab
 import (
 	"context"
 	"fmt"
-	"net/netip"
 	"slices"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/weftnet/weft/internal/lab/check"
 	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/policy"
+	"github.com/weftnet/weft/internal/policy/source"
 )
 
 // policyCheck probes every pod pair, port and protocol against the
@@ -31,8 +33,12 @@ func (s *State) policyCheck(ctx context.Context) (rep *check.PolicyReport, ok bo
 	if len(kc.Policies) == 0 {
 		return nil, false, nil
 	}
+	c, err := engineCluster(kc)
+	if err != nil {
+		return nil, false, err
+	}
 	targets, nodeOf, skipped := s.policyTargets(kc)
-	rep = check.RunPolicy(ctx, targets, expectation(engineCluster(kc), nodeOf), time.Second)
+	rep = check.RunPolicy(ctx, targets, expectation(c, nodeOf), time.Second)
 	rep.Lab, rep.Skipped = s.Name, skipped
 	for _, p := range kc.Policies {
 		rep.Policies = append(rep.Policies, p.Namespace+"/"+p.Name)
@@ -70,46 +76,12 @@ func (s *State) policyTargets(kc *kube.Cluster) (targets []*check.Target, nodeOf
 }
 
 // engineCluster is the API server's cluster as the policy engine reads
-// it (as the agent's informers keep it): finished pods left out, pods'
-// addresses, labels, node and named container ports.
-func engineCluster(kc *kube.Cluster) *policy.Cluster {
-	c := &policy.Cluster{}
-	for i := range kc.Pods {
-		o := &kc.Pods[i]
-		if o.Status.Phase == corev1.PodSucceeded || o.Status.Phase == corev1.PodFailed {
-			continue
-		}
-		p := &policy.Pod{Namespace: o.Namespace, Name: o.Name, Labels: o.Labels, Node: o.Spec.NodeName, HostNetwork: o.Spec.HostNetwork}
-		ips := o.Status.PodIPs
-		if len(ips) == 0 && o.Status.PodIP != "" {
-			ips = []corev1.PodIP{{IP: o.Status.PodIP}}
-		}
-		for _, ip := range ips {
-			if a, err := netip.ParseAddr(ip.IP); err == nil && !slices.Contains(p.IPs, a.Unmap()) {
-				p.IPs = append(p.IPs, a.Unmap())
-			}
-		}
-		for _, ct := range o.Spec.Containers {
-			for _, cp := range ct.Ports {
-				if cp.Name == "" {
-					continue // only named ports matter to policies
-				}
-				proto := policy.Protocol(cp.Protocol)
-				if proto == "" {
-					proto = policy.TCP
-				}
-				p.Ports = append(p.Ports, policy.ContainerPort{Name: cp.Name, Protocol: proto, Port: uint16(cp.ContainerPort)})
-			}
-		}
-		c.Pods = append(c.Pods, p)
-	}
-	for i := range kc.Namespaces {
-		c.Namespaces = append(c.Namespaces, &policy.Namespace{Name: kc.Namespaces[i].Name, Labels: kc.Namespaces[i].Labels})
-	}
-	for i := range kc.Policies {
-		c.Policies = append(c.Policies, &kc.Policies[i])
-	}
-	return c
+// it: converted as the agents' informers convert it (source.FromObjects).
+func engineCluster(kc *kube.Cluster) (*policy.Cluster, error) {
+	pods := &corev1.PodList{Items: kc.Pods}
+	nss := &corev1.NamespaceList{Items: kc.Namespaces}
+	pols := &networkingv1.NetworkPolicyList{Items: kc.Policies}
+	return source.FromObjects([]runtime.Object{pods, nss, pols})
 }
 
 // expectation says what the policies of c allow, as the nodes enforce

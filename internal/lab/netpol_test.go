@@ -56,7 +56,11 @@ func TestPolicyExpectation(t *testing.T) {
 		t.Errorf("skipped: %q", skipped)
 	}
 	var got []string
-	for _, p := range check.PlanPolicy(targets, expectation(engineCluster(kc), nodeOf)) {
+	c, err := engineCluster(kc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range check.PlanPolicy(targets, expectation(c, nodeOf)) {
 		if !p.Want {
 			got = append(got, p.From+">"+p.To+":"+p.Protocol[:1]+itoa(p.Port))
 		}

@@ -11,8 +11,6 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 
@@ -179,32 +177,9 @@ func (k *Kube) ReadCluster(ctx context.Context, ctl string) (*Cluster, error) {
 	if err := c.List(ctx, kubeclient.Namespaces, "", &nss); err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	nc, err := networkingClient(k.AdminConfig(ctl))
-	if err != nil {
-		return nil, err
-	}
 	var pols networkingv1.NetworkPolicyList
-	if err := nc.Get().Resource("networkpolicies").Do(ctx).Into(&pols); err != nil {
+	if err := c.List(ctx, kubeclient.NetworkPolicies, "", &pols); err != nil {
 		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
 	return &Cluster{Pods: pods.Items, Namespaces: nss.Items, Policies: pols.Items}, nil
-}
-
-// networkingClient is a REST client of networking.k8s.io/v1 (kubeclient
-// knows only the groups the agent uses).
-func networkingClient(cfg *rest.Config) (rest.Interface, error) {
-	s := runtime.NewScheme()
-	if err := networkingv1.AddToScheme(s); err != nil {
-		return nil, err
-	}
-	metav1.AddToGroupVersion(s, networkingv1.SchemeGroupVersion)
-	cfg = rest.CopyConfig(cfg)
-	cfg.GroupVersion = &networkingv1.SchemeGroupVersion
-	cfg.APIPath = "/apis"
-	cfg.NegotiatedSerializer = serializer.NewCodecFactory(s).WithoutConversion()
-	rc, err := rest.RESTClientFor(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes client for %s: %w", networkingv1.SchemeGroupVersion, err)
-	}
-	return rc, nil
 }
