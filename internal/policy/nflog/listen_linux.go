@@ -34,7 +34,7 @@ const readBuffer = 1 << 20
 // on Listen's goroutine, until ctx ends; then it returns nil, and the
 // group is unbound (closing the socket releases it). It returns an error
 // at once when the group cannot be bound: another reader holds it
-// (EBUSY), or the caller lacks CAP_NET_ADMIN in the namespace. It is the
+// (ErrGroupBusy), or the caller lacks CAP_NET_ADMIN in the namespace. It is the
 // same as `tcpdump -i nflog:GROUP -s 128` for the packets' headers.
 // A message that does not parse is skipped; a read error other than lost
 // messages (ENOBUFS, when fn falls behind) ends Listen with that error.
@@ -156,15 +156,35 @@ func deliver(msgs []netlink.Message, fn func(Packet)) {
 	}
 }
 
-// explain adds the usual cause of a bind error.
+// ErrGroupBusy is the cause of a bind error when another socket reads the
+// group in that namespace already.
+var ErrGroupBusy = errors.New("another process reads this group")
+
+// explain names the usual cause of a bind error. The kernel answers EPERM
+// both to a caller without CAP_NET_ADMIN (nfnetlink's check) and for a
+// group bound by another socket (nfulnl_recv_config; EBUSY only when the
+// same socket binds twice), so the capability decides which it was.
 func explain(err error) error {
 	switch {
 	case errors.Is(err, unix.EBUSY):
-		return fmt.Errorf("%w (another process reads this group)", err)
+		return fmt.Errorf("%w (%w)", ErrGroupBusy, err)
+	case errors.Is(err, unix.EPERM) && hasNetAdmin():
+		return fmt.Errorf("%w (%w)", ErrGroupBusy, err)
 	case errors.Is(err, unix.EPERM):
 		return fmt.Errorf("%w (needs CAP_NET_ADMIN)", err)
 	}
 	return err
+}
+
+// hasNetAdmin reports whether this thread has CAP_NET_ADMIN in its
+// effective set.
+func hasNetAdmin() bool {
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return false
+	}
+	return data[unix.CAP_NET_ADMIN/32].Effective&(1<<(unix.CAP_NET_ADMIN%32)) != 0
 }
 
 func inNamespace(namespace string) string {
