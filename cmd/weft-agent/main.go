@@ -30,6 +30,7 @@ import (
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 	"github.com/weftnet/weft/internal/lease/kubestore"
 	"github.com/weftnet/weft/internal/lockfile"
+	"github.com/weftnet/weft/internal/policy/nflog"
 	"github.com/weftnet/weft/internal/policy/source"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
@@ -336,6 +337,12 @@ func policyOptions(pf policyFlags, c *kubeclient.Client, node string, log *slog.
 		return nil, fmt.Errorf("NetworkPolicy: %w", err)
 	}
 	o := &agent.PolicyOptions{Enabled: pf.enabled, Node: node, Enforcer: enf}
+	if pf.enabled && pf.logGroup != 0 {
+		group := uint16(pf.logGroup)
+		o.Denials = func(ctx context.Context, fn func(nflog.Packet)) error {
+			return nflog.Listen(ctx, group, "", fn)
+		}
+	}
 	if pf.enabled {
 		src, err := source.New(source.Options{Client: c, Log: log})
 		if err != nil {

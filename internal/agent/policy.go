@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/internal/policy"
+	"github.com/weftnet/weft/internal/policy/nflog"
 )
 
 // PolicyOptions configure NetworkPolicy enforcement, a Kubernetes mode
@@ -26,6 +28,10 @@ type PolicyOptions struct {
 	Source PolicySource
 	// Enforcer writes the rule set into the kernel.
 	Enforcer PolicyEnforcer
+	// Denials, when set, reads the packets the rule set logs as denied
+	// (an NFLOG group, package policy/nflog) until ctx ends, calling fn
+	// for each; the agent logs them with the pods' names.
+	Denials func(ctx context.Context, fn func(nflog.Packet)) error
 }
 
 // PolicySource is the cluster's Pods, Namespaces and NetworkPolicies as
@@ -87,6 +93,9 @@ type policyState struct {
 	problems []string // "namespace/name: why", logged once each
 	warning  string   // br_netfilter missing or not settable
 	pods     map[netip.Addr]string
+	// names are every pod's address to namespace/name, for the log of
+	// denied packets.
+	names map[netip.Addr]string
 }
 
 // PolicyStatus is the NetworkPolicy part of /readyz.
@@ -257,6 +266,9 @@ func (a *Agent) policyLoop(ctx context.Context) error {
 		return a.policyOff(ctx)
 	}
 	a.checkBridge()
+	if p.Denials != nil {
+		go a.logDenials(ctx)
+	}
 	if err := a.waitListed(ctx); err != nil {
 		return nil // ctx ended
 	}
@@ -395,7 +407,17 @@ func (a *Agent) policySync(ctx context.Context, full bool) (err error) {
 		}
 		a.mu.Unlock()
 	}()
-	rs := policy.Compile(p.Source.Snapshot(), p.Node)
+	c := p.Source.Snapshot()
+	rs := policy.Compile(c, p.Node)
+	var names map[netip.Addr]string
+	if p.Denials != nil {
+		names = make(map[netip.Addr]string, len(c.Pods))
+		for _, pod := range c.Pods {
+			for _, ip := range pod.IPs {
+				names[ip] = pod.Key()
+			}
+		}
+	}
 	pods := make(map[netip.Addr]string, len(rs.Pods))
 	isolated := map[string]bool{}
 	for _, e := range rs.Pods {
@@ -414,7 +436,7 @@ func (a *Agent) policySync(ctx context.Context, full bool) (err error) {
 	}
 	if err == nil {
 		a.mu.Lock()
-		a.pol.pods, a.pol.isolated = pods, len(isolated)
+		a.pol.pods, a.pol.isolated, a.pol.names = pods, len(isolated), names
 		a.mu.Unlock()
 		if full {
 			_ = a.denied.fold(ctx, a, true)
@@ -502,4 +524,34 @@ func (a *Agent) policyStatus() *PolicyStatus {
 		}
 	}
 	return s
+}
+
+// logDenials logs each packet the rule set reports as denied (NFLOG,
+// rate-limited in the rule) with the pods' names, until ctx ends. Reading
+// them is best effort: a failure is said once and enforcement goes on.
+func (a *Agent) logDenials(ctx context.Context) {
+	name := func(ip netip.Addr, port uint16) string {
+		a.mu.Lock()
+		n := a.pol.names[ip]
+		a.mu.Unlock()
+		ap := ip.String()
+		if port != 0 {
+			ap = netip.AddrPortFrom(ip, port).String()
+		}
+		if n == "" {
+			return ap
+		}
+		return n + " (" + ap + ")"
+	}
+	err := a.o.Policy.Denials(ctx, func(pk nflog.Packet) {
+		dir := "ingress"
+		if strings.Contains(pk.Prefix, "-out") {
+			dir = "egress"
+		}
+		a.log.Info("NetworkPolicy denied", "direction", dir, "protocol", pk.Protocol,
+			"from", name(pk.Src, pk.SrcPort), "to", name(pk.Dst, pk.DstPort))
+	})
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("NetworkPolicy: cannot read the log of denied packets; they are still dropped and counted", "err", err)
+	}
 }

@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftnet/weft/internal/lease/leasetest"
 	"github.com/weftnet/weft/internal/policy"
+	"github.com/weftnet/weft/internal/policy/nflog"
 )
 
 // fakeSource is a PolicySource whose cluster the test sets.
@@ -393,5 +394,39 @@ func TestPolicyNeedsItsParts(t *testing.T) {
 	}
 	if ls, _ := m.List(context.Background()); len(ls) > 0 {
 		t.Errorf("leased %v", ls)
+	}
+}
+
+// TestPolicyDenialsLogged: a denied packet read from the log group is
+// logged once with the pods' names (the local one and the peer), and with
+// the bare address and port of what is no pod.
+func TestPolicyDenialsLogged(t *testing.T) {
+	src, enf := newFakeSource(denyAll()), &fakeEnforcer{}
+	src.synced.Store(true)
+	logs := &syncBuffer{}
+	packets := make(chan nflog.Packet)
+	po := &PolicyOptions{Enabled: true, Node: "n1", Source: src, Enforcer: enf,
+		Denials: func(ctx context.Context, fn func(nflog.Packet)) error {
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case pk := <-packets:
+					fn(pk)
+				}
+			}
+		}}
+	a := startPolicy(t, &fakePlatform{}, po, slog.New(slog.NewTextHandler(logs, nil)))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	packets <- nflog.Packet{Prefix: "weft-deny-in ", Src: addr("10.244.2.2"), Dst: addr("10.244.1.2"), Protocol: "TCP", SrcPort: 40000, DstPort: 80}
+	packets <- nflog.Packet{Prefix: "weft-deny-out ", Src: addr("10.244.1.2"), Dst: addr("192.0.2.9"), Protocol: "ICMP"}
+	eventually(t, "two lines", func() bool { return strings.Count(logs.String(), "NetworkPolicy denied") == 2 })
+	for _, want := range []string{
+		`msg="NetworkPolicy denied" direction=ingress protocol=TCP from="shop/far (10.244.2.2:40000)" to="shop/web (10.244.1.2:80)"`,
+		`msg="NetworkPolicy denied" direction=egress protocol=ICMP from="shop/web (10.244.1.2)" to=192.0.2.9`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no line %s in:\n%s", want, logs.String())
+		}
 	}
 }
