@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -37,6 +39,25 @@ func runIn(ctx context.Context, name string, argv []string) (stdout, stderr stri
 	}
 	runErr = cmd.Wait()
 	return out.String(), errOut.String(), runErr, nil
+}
+
+// startKillable starts argv inside netns name and returns the function
+// that kills it (SIGKILL, by the PID it started) and reaps it.
+func startKillable(name string, argv []string, log io.Writer) (func(), error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := startIn(name, cmd); err != nil {
+		return nil, fmt.Errorf("start %s in %s: %w", argv[0], name, err)
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			<-done
+		})
+	}, nil
 }
 
 // serving returns nil once something answers on port/proto inside netns

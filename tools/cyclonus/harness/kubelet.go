@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -32,15 +35,19 @@ type Sandbox struct {
 	Node  string
 }
 
-// Runtime creates the kubelet's pod sandboxes with their processes.
+// Runtime creates the kubelet's pod sandboxes and runs processes in them.
 type Runtime interface {
-	// AddPod creates pod namespace/name's network namespace on its node,
-	// attaches it through CNI (ADD), as a container runtime would, and
-	// starts each of its commands inside it. They run until RemovePod.
+	// AddPod creates pod namespace/name's network namespace on its node and
+	// attaches it through CNI (ADD), as a container runtime would.
 	AddPod(ctx context.Context, p PodSpec) (Sandbox, error)
-	// RemovePod stops the processes of a pod AddPod created, detaches it
-	// (CNI DEL) and deletes its namespace.
+	// RemovePod detaches a pod AddPod created (CNI DEL) and deletes its
+	// namespace.
 	RemovePod(ctx context.Context, namespace, name string) error
+	// Start runs argv inside the network namespace netns, its output to
+	// log, and returns a function that kills it with SIGKILL and reaps it
+	// (safe to call more than once). The process also dies with the
+	// harness.
+	Start(netns string, argv []string, log io.Writer) (kill func(), err error)
 	// Serving returns nil once something answers on port/proto inside the
 	// network namespace netns (a TCP connect, or a UDP datagram
 	// answered), or an error at ctx's end.
@@ -52,7 +59,6 @@ type PodSpec struct {
 	Namespace, Name, Node string
 	Labels                map[string]string
 	Ports                 []corev1.ContainerPort
-	Commands              [][]string // a process per container
 }
 
 // Kubelet is the harness's stand-in for kubelet, the scheduler and the
@@ -69,6 +75,7 @@ type Kubelet struct {
 	rt      Runtime
 	agnhost string // replaces the image's /agnhost
 	nodes   []string
+	logDir  string
 	log     *slog.Logger
 
 	pods       listersv1.PodLister
@@ -90,6 +97,8 @@ type Kubelet struct {
 type runningPod struct {
 	uid     types.UID
 	sandbox Sandbox
+	kills   []func() // of its containers' processes
+	log     io.Closer
 }
 
 // KubeletConfig is what a Kubelet needs.
@@ -98,6 +107,7 @@ type KubeletConfig struct {
 	Runtime Runtime
 	Agnhost string   // the agnhost binary that stands for the image's /agnhost
 	Nodes   []string // where pods may go
+	LogDir  string   // where the output of each pod's processes goes ("": nowhere)
 	Log     *slog.Logger
 }
 
@@ -112,7 +122,7 @@ func NewKubelet(cfg KubeletConfig) (*Kubelet, error) {
 	rl := func() workqueue.TypedRateLimiter[string] {
 		return workqueue.NewTypedItemExponentialFailureRateLimiter[string](50*time.Millisecond, 2*time.Second)
 	}
-	return &Kubelet{client: cfg.Client, rt: cfg.Runtime, agnhost: cfg.Agnhost, nodes: slices.Clone(cfg.Nodes), log: cfg.Log,
+	return &Kubelet{client: cfg.Client, rt: cfg.Runtime, agnhost: cfg.Agnhost, nodes: slices.Clone(cfg.Nodes), logDir: cfg.LogDir, log: cfg.Log,
 		podQ:    workqueue.NewTypedRateLimitingQueue(rl()),
 		nsQ:     workqueue.NewTypedRateLimitingQueue(rl()),
 		running: map[string]*runningPod{}, placed: map[string]int{}, nsOrder: map[string]int{}}, nil
@@ -277,7 +287,7 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*runningPod, erro
 	if err != nil {
 		return nil, err
 	}
-	spec := PodSpec{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName, Labels: pod.Labels, Commands: argvs}
+	spec := PodSpec{Namespace: pod.Namespace, Name: pod.Name, Node: pod.Spec.NodeName, Labels: pod.Labels}
 	for _, c := range pod.Spec.Containers {
 		spec.Ports = append(spec.Ports, c.Ports...)
 	}
@@ -289,6 +299,21 @@ func (k *Kubelet) start(ctx context.Context, pod *corev1.Pod) (*runningPod, erro
 	k.mu.Lock()
 	k.running[key] = r
 	k.mu.Unlock()
+	var log io.Writer = io.Discard
+	if k.logDir != "" {
+		f, err := os.Create(filepath.Join(k.logDir, pod.Namespace+"_"+pod.Name+"_"+string(pod.UID)+".log"))
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: %w", key, err)
+		}
+		log, r.log = f, f
+	}
+	for _, argv := range argvs {
+		kill, err := k.rt.Start(sb.NetNS, argv, log)
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: start %s: %w", key, strings.Join(argv, " "), err)
+		}
+		r.kills = append(r.kills, kill)
+	}
 	wait, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	for _, c := range pod.Spec.Containers {
@@ -362,10 +387,19 @@ func (k *Kubelet) teardown(ctx context.Context, key string, uid types.UID) error
 	}
 	delete(k.running, key)
 	k.mu.Unlock()
-	return k.stop(ctx, key)
+	return k.stop(ctx, key, r)
 }
 
-func (k *Kubelet) stop(ctx context.Context, key string) error {
+// stop kills the pod's processes at once (SIGKILL: cyclonus's pods have a
+// termination grace period of 0, and agnhost serve-hostname answers
+// SIGTERM by sleeping a minute) and removes its sandbox.
+func (k *Kubelet) stop(ctx context.Context, key string, r *runningPod) error {
+	for _, kill := range r.kills {
+		kill()
+	}
+	if r.log != nil {
+		r.log.Close()
+	}
 	ns, name, _ := strings.Cut(key, "/")
 	if err := k.rt.RemovePod(ctx, ns, name); err != nil {
 		return fmt.Errorf("pod %s: remove sandbox: %w", key, err)
@@ -381,10 +415,10 @@ func (k *Kubelet) teardownAll() error {
 	k.running = map[string]*runningPod{}
 	k.mu.Unlock()
 	var errs []error
-	for key := range running {
+	for key, r := range running {
 		// ctx has ended: removal gets a fresh one.
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		errs = append(errs, k.stop(ctx, key))
+		errs = append(errs, k.stop(ctx, key, r))
 		cancel()
 	}
 	return errors.Join(errs...)

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -78,7 +79,9 @@ func TestCasesCI(t *testing.T) {
 type fakeRuntime struct {
 	mu      sync.Mutex
 	next    map[string]int
-	running map[string]PodSpec // by namespace/name
+	running map[string]PodSpec    // by namespace/name
+	procs   map[string][][]string // argv by netns
+	killed  int
 	removed []string
 }
 
@@ -107,6 +110,17 @@ func (f *fakeRuntime) RemovePod(_ context.Context, namespace, name string) error
 	return nil
 }
 
+func (f *fakeRuntime) Start(netns string, argv []string, _ io.Writer) (func(), error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.procs[netns] = append(f.procs[netns], argv)
+	return func() {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		f.killed++
+	}, nil
+}
+
 func (f *fakeRuntime) Serving(context.Context, string, corev1.Protocol, int32) error { return nil }
 
 func (f *fakeRuntime) spec(key string) (PodSpec, bool) {
@@ -126,7 +140,7 @@ func TestKubeletOnAPIServer(t *testing.T) {
 	}
 	api := kubeapitest.Start(t)
 	cs := api.Admin.(*kubernetes.Clientset)
-	rt := &fakeRuntime{next: map[string]int{}, running: map[string]PodSpec{}}
+	rt := &fakeRuntime{next: map[string]int{}, running: map[string]PodSpec{}, procs: map[string][][]string{}}
 	kl, err := NewKubelet(KubeletConfig{Client: cs, Runtime: rt, Agnhost: "/opt/agnhost", Nodes: []string{"n1", "n2", "n3"},
 		Log: slog.New(slog.NewTextHandler(t.Output(), nil))})
 	if err != nil {
@@ -140,8 +154,8 @@ func TestKubeletOnAPIServer(t *testing.T) {
 		if err := <-done; err != nil {
 			t.Errorf("kubelet: %v", err)
 		}
-		if len(rt.running) > 0 {
-			t.Errorf("pods left running after the kubelet stopped: %v", rt.running)
+		if len(rt.running) > 0 || rt.killed != 4*(9+3) {
+			t.Errorf("after the kubelet stopped: pods left running %v, %d processes killed (want 48)", rt.running, rt.killed)
 		}
 	})
 	<-ready
@@ -176,9 +190,12 @@ func TestKubeletOnAPIServer(t *testing.T) {
 			t.Errorf("pod %s/%s status: %+v", p.Namespace, p.Name, kp.Status)
 		}
 		spec, _ := rt.spec(p.Namespace + "/" + p.Name)
+		rt.mu.Lock()
+		procs := rt.procs[sb.NetNS]
+		rt.mu.Unlock()
 		want := []string{"/opt/agnhost", "serve-hostname", "--udp", "--http=false", "--port", "81"}
-		if len(spec.Commands) != 4 || !slices.Equal(spec.Commands[3], want) || len(spec.Ports) != 4 || spec.Ports[3].Name != "serve-81-udp" {
-			t.Errorf("pod %s/%s runs %q with ports %+v; want 4 commands, the last %q", p.Namespace, p.Name, spec.Commands, spec.Ports, want)
+		if len(procs) != 4 || !slices.Equal(procs[3], want) || len(spec.Ports) != 4 || spec.Ports[3].Name != "serve-81-udp" {
+			t.Errorf("pod %s/%s runs %q with ports %+v; want 4 commands, the last %q", p.Namespace, p.Name, procs, spec.Ports, want)
 		}
 	}
 	for ns, on := range nodes {
@@ -229,6 +246,9 @@ func TestKubeletOnAPIServer(t *testing.T) {
 	rt.mu.Unlock()
 	if want := []string{"x/d", "y-2/a", "y-2/b"}; !slices.Equal(removed, want) {
 		t.Errorf("removed %v, want %v", removed, want)
+	}
+	if rt.killed != 3*4 {
+		t.Errorf("%d processes killed, want 12 (4 in each pod removed)", rt.killed)
 	}
 	// A namespace of the same name can come back, empty.
 	if err := st.CreateNamespace("y-2", map[string]string{"ns": "y"}); err != nil {

@@ -87,7 +87,7 @@ func runOnLab(t *testing.T, include []string) {
 		t.Fatal(err)
 	}
 	kl, err := NewKubelet(KubeletConfig{Client: cs, Runtime: LabRuntime{Lab: name}, Agnhost: agnhost, Nodes: nodes,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+		LogDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -192,7 +192,10 @@ var labs struct {
 // upLab brings up a uniquely named lab with args and takes it down when
 // the test ends.
 func upLab(t *testing.T, args ...string) string {
+	t0 := time.Now()
 	bin := weftBinary(t)
+	t.Logf("weft built in %s", time.Since(t0).Round(time.Second))
+	t0 = time.Now()
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	name := "cy" + hex.EncodeToString(b[:])
@@ -214,7 +217,7 @@ func upLab(t *testing.T, args ...string) string {
 	if err != nil {
 		t.Fatalf("lab up: %v\n%s", err, out)
 	}
-	t.Logf("lab up %s", strings.Join(args, " "))
+	t.Logf("lab %s up in %s: %s", name, time.Since(t0).Round(time.Second), strings.Join(args, " "))
 	return name
 }
 

@@ -147,6 +147,11 @@ func Run(ctx context.Context, k kube.IKubernetes, cfg Config) (Summary, error) {
 		}
 		fmt.Fprintf(out, "case %d/%d %s in %s (%d steps, tries %s): %s [%s]\n", i+1, len(cases), verdict,
 			time.Since(t0).Round(100*time.Millisecond), len(c.Steps), tries(r), c.Description, strings.Join(c.Tags.Keys(), ","))
+		if verdict == "PASS" {
+			for _, d := range retried(r, ignoreLoopback) {
+				fmt.Fprintf(out, "  retried: %s\n", d)
+			}
+		}
 	}
 	if len(printer.Results) > 0 {
 		printer.PrintSummary()
@@ -165,6 +170,35 @@ func tries(r *connectivity.Result) string {
 		s = append(s, fmt.Sprint(len(st.KubeProbes)))
 	}
 	return strings.Join(s, ",")
+}
+
+// retried describes the probes that disagreed with the truth table in
+// the tries of a step that were run again: "step 1 try 1: x/a -> y/b 80/TCP
+// got blocked, want allowed".
+func retried(r *connectivity.Result, ignoreLoopback bool) []string {
+	var out []string
+	for si, st := range r.Steps {
+		for try := 0; try < len(st.KubeProbes)-1; try++ {
+			c := st.Comparison(try)
+			for _, key := range c.Wrapped.Keys() {
+				if ignoreLoopback && key.From == key.To {
+					continue
+				}
+				item := c.Get(key.From, key.To)
+				for k, got := range item.Kube.JobResults {
+					if want := item.Simulated.JobResults[k]; want == nil || want.Combined != got.Combined {
+						w := "missing"
+						if want != nil {
+							w = string(want.Combined)
+						}
+						out = append(out, fmt.Sprintf("step %d try %d: %s -> %s %s got %s, want %s", si+1, try+1, key.From, key.To, k, got.Combined, w))
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // tagCounts lists the subordinate tags of cases with how many cases have
