@@ -16,9 +16,12 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/weftnet/weft/internal/lab/process"
@@ -460,4 +463,148 @@ func (p *policyLab) apiAddr(t *testing.T) netip.AddrPort {
 		t.Fatalf("API server URL %q: %v", st.Kube.URL, err)
 	}
 	return ap
+}
+
+// TestPolicyAgentMemory measures the agents' RSS in a 2-node lab before
+// and after 5000 Pod objects (shaped as a kubelet reports them) appear in
+// the API server, which the agents' informers watch. A policy admits the
+// new pods as peers of a lab pod, so their addresses end up in every
+// agent's rule set: the agents have seen them all when the metric of set
+// elements has grown by 5000. A benchmark, not a check: it prints the
+// figures (docs/benchmarks.md) and runs only with WEFT_POLICY_MEMORY=1.
+func TestPolicyAgentMemory(t *testing.T) {
+	if os.Getenv("WEFT_POLICY_MEMORY") != "1" {
+		t.Skip("a benchmark: set WEFT_POLICY_MEMORY=1")
+	}
+	const extra = 5000
+	p := newPolicyLab(t)
+	p.applyPeers(t, "bulk", "n1-p1", map[string]string{"bulk": "yes"})
+	ctx := context.Background()
+	pids := map[string]int{}
+	before, beforeAnon := map[string]int{}, map[string]int{}
+	elements := func(node string) float64 {
+		v, _, err := p.metricValue(node, "weft_policy_set_elements")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	base := map[string]float64{}
+	for _, n := range p.statusPIDs() {
+		pids[n.Name] = n.AgentPID
+		before[n.Name], beforeAnon[n.Name] = rss(t, n.AgentPID)
+		base[n.Name] = elements(n.Name)
+	}
+	if _, err := p.c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "bulk"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The lab runs no controller manager, which would make it.
+	if _, err := p.c.CoreV1().ServiceAccounts("bulk").Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	sem := make(chan struct{}, 16)
+	errs := make(chan error, extra)
+	for i := range extra {
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem }()
+			pod := kubeletPod(i)
+			status := pod.Status
+			created, err := p.c.CoreV1().Pods("bulk").Create(ctx, pod, metav1.CreateOptions{})
+			if err == nil {
+				created.Status = status
+				_, err = p.c.CoreV1().Pods("bulk").UpdateStatus(ctx, created, metav1.UpdateOptions{})
+			}
+			errs <- err
+		}()
+	}
+	for range extra {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("created %d Pod objects in %s", extra, time.Since(start).Round(time.Millisecond))
+	for node := range pids {
+		if took, ok := poll(120*time.Second, 500*time.Millisecond, func() bool { return elements(node) >= base[node]+extra }); !ok {
+			t.Fatalf("%s: weft_policy_set_elements %v, want %v: the agent has not seen the pods", node, elements(node), base[node]+extra)
+		} else {
+			t.Logf("%s: all %d pods in its rule set %s after the last was created", node, extra, took.Round(time.Millisecond))
+		}
+	}
+	time.Sleep(2 * time.Second) // let the informers' initial churn settle
+	var b strings.Builder
+	fmt.Fprintf(&b, "agent RSS in MiB, 2-node lab -> with %d more Pod objects watched (anonymous part: heap and stacks)\n", extra)
+	for node, pid := range pids {
+		after, anon := rss(t, pid)
+		fmt.Fprintf(&b, "  %-3s RSS %6.1f -> %6.1f (%+.1f)   anon %6.1f -> %6.1f (%+.1f)\n", node,
+			float64(before[node])/1024, float64(after)/1024, float64(after-before[node])/1024,
+			float64(beforeAnon[node])/1024, float64(anon)/1024, float64(anon-beforeAnon[node])/1024)
+	}
+	t.Log(b.String())
+}
+
+// applyPeers creates a policy isolating pod dst for ingress and admitting
+// every pod (of any namespace) with the given labels.
+func (p *policyLab) applyPeers(t *testing.T, name, dst string, labels map[string]string) {
+	t.Helper()
+	ns, _, _ := strings.Cut(p.pods[dst].obj, "/")
+	np := &networkingv1.NetworkPolicy{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+		Spec: networkingv1.NetworkPolicySpec{
+			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"lab-pod": dst}},
+			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
+			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
+				NamespaceSelector: &metav1.LabelSelector{}, PodSelector: &metav1.LabelSelector{MatchLabels: labels}}}}},
+		},
+	}
+	if _, err := p.c.NetworkingV1().NetworkPolicies(ns).Create(reqCtx(t), np, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create policy %s: %v", name, err)
+	}
+}
+
+// kubeletPod is the i-th of many Pod objects as a Deployment and a kubelet
+// leave them: owner reference, labels, annotations, a container with
+// image, ports, env, resources, probes and mounts, and a status with
+// conditions, container status and an address in 10.244.100.0 on (inside
+// the lab's 10.244.0.0/16, on nodes that do not exist), every other one so
+// that each is an element of its own in the rule set's interval sets.
+func kubeletPod(i int) *corev1.Pod {
+	ip := netip.AddrFrom4([4]byte{10, 244, byte(100 + i/125), byte(2 + 2*(i%125))})
+	name := fmt.Sprintf("app-%03d-7d9f8b6c5d-%05d", i%100, i)
+	ctrue := true
+	now := metav1.Now()
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "bulk",
+			Labels:      map[string]string{"app": fmt.Sprintf("app-%03d", i%100), "bulk": "yes", "pod-template-hash": "7d9f8b6c5d", "tier": []string{"frontend", "backend", "db"}[i%3]},
+			Annotations: map[string]string{"kubectl.kubernetes.io/restartedAt": "2026-11-30T10:00:00Z", "prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: fmt.Sprintf("app-%03d-7d9f8b6c5d", i%100),
+				UID: types.UID(fmt.Sprintf("0f0e0d0c-0b0a-0908-0706-%012d", i%100)), Controller: &ctrue, BlockOwnerDeletion: &ctrue}}},
+		Spec: corev1.PodSpec{
+			NodeName: fmt.Sprintf("bulk-node-%02d", i%46),
+			Containers: []corev1.Container{{
+				Name: "app", Image: fmt.Sprintf("registry.example/team/app-%03d:v1.%d", i%100, i%7),
+				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 8080, Protocol: corev1.ProtocolTCP},
+					{Name: "metrics", ContainerPort: 9090, Protocol: corev1.ProtocolTCP}},
+				Env: []corev1.EnvVar{{Name: "LOG_LEVEL", Value: "info"}, {Name: "POD_NAME", Value: name},
+					{Name: "DATABASE_URL", Value: "postgres://db.bulk.svc:5432/app"}},
+				Resources: corev1.ResourceRequirements{
+					Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("100m"), corev1.ResourceMemory: resource.MustParse("128Mi")},
+					Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("256Mi")}},
+				ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("http")}}},
+				VolumeMounts:   []corev1.VolumeMount{{Name: "kube-api-access", MountPath: "/var/run/secrets/kubernetes.io/serviceaccount", ReadOnly: true}},
+			}},
+			Volumes: []corev1.Volume{{Name: "kube-api-access", VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{
+				Sources: []corev1.VolumeProjection{{ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Path: "token"}}}}}}},
+		},
+		Status: corev1.PodStatus{
+			Phase: corev1.PodRunning, PodIP: ip.String(), PodIPs: []corev1.PodIP{{IP: ip.String()}}, HostIP: "192.0.2.200", StartTime: &now,
+			Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: now},
+				{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: now}},
+			ContainerStatuses: []corev1.ContainerStatus{{Name: "app", Ready: true, Image: fmt.Sprintf("registry.example/team/app-%03d:v1.%d", i%100, i%7),
+				ImageID:     fmt.Sprintf("registry.example/team/app-%03d@sha256:%064x", i%100, i%100),
+				ContainerID: fmt.Sprintf("containerd://%064x", i), State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: now}}}},
+		},
+	}
 }
