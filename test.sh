@@ -59,5 +59,7 @@ done <<'TARGETS'
 ./internal/backend/udp FuzzSplit 50000x
 ./internal/lease/kubestore FuzzNodeLease 5000x
 ./internal/policy FuzzCompile 20000x
+./internal/policy/nflog FuzzParse 50000x
+./internal/policy/nflog FuzzParsePayload 50000x
 TARGETS
 (cd tools/cyclonus && go test -run '^$' -fuzz '^FuzzMatcher$' -fuzztime "${WEFT_FUZZ_TIME:-3000x}" .)
