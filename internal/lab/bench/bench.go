@@ -212,7 +212,7 @@ func benchVeth(ctx context.Context, name string, secs int) (Result, error) {
 func measure(ctx context.Context, r *Result, src, dst string, ip netip.Addr, secs int) error {
 	var err error
 	before := readCPU()
-	if r.Gbps1, err = iperf(ctx, src, dst, ip, secs, 1); err != nil {
+	if r.Gbps1, err = Iperf(ctx, src, dst, ip, 5201, secs, 1); err != nil {
 		return err
 	}
 	after := readCPU()
@@ -222,15 +222,18 @@ func measure(ctx context.Context, r *Result, src, dst string, ip netip.Addr, sec
 	if total := after.total - before.total; total > 0 {
 		r.StealPct = 100 * (after.steal - before.steal) / total
 	}
-	if r.Gbps4, err = iperf(ctx, src, dst, ip, secs, 4); err != nil {
+	if r.Gbps4, err = Iperf(ctx, src, dst, ip, 5201, secs, 4); err != nil {
 		return err
 	}
-	r.RRPerSec, r.P50us, r.P99us, err = requestResponse(src, dst, ip, time.Duration(secs)*time.Second)
+	r.RRPerSec, r.P50us, r.P99us, err = RequestResponse(src, dst, ip, 5202, time.Duration(secs)*time.Second)
 	return err
 }
 
-func iperf(ctx context.Context, src, dst string, ip netip.Addr, secs, streams int) (float64, error) {
-	srv := netns.Command(dst, "iperf3", "-s", "-1", "-p", "5201")
+// Iperf runs iperf3's server in namespace dst on port and its client in
+// src for secs seconds with streams streams, and returns the receiver's
+// Gbit/s.
+func Iperf(ctx context.Context, src, dst string, ip netip.Addr, port, secs, streams int) (float64, error) {
+	srv := netns.Command(dst, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
 	if err := srv.Start(); err != nil {
 		return 0, err
 	}
@@ -239,7 +242,7 @@ func iperf(ctx context.Context, src, dst string, ip netip.Addr, secs, streams in
 	var err error
 	for try := 0; try < 20; try++ { // until the server listens
 		time.Sleep(100 * time.Millisecond)
-		out, err = netns.Command(src, "iperf3", "-c", ip.String(), "-p", "5201", "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J").Output()
+		out, err = netns.Command(src, "iperf3", "-c", ip.String(), "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J").Output()
 		if err == nil || !strings.Contains(string(out), "unable to connect") {
 			break
 		}
@@ -260,14 +263,15 @@ func iperf(ctx context.Context, src, dst string, ip netip.Addr, secs, streams in
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
 
-// requestResponse sends 1-byte requests over one TCP connection and waits
-// for each 1-byte answer, for d; it returns transactions per second and the
-// p50 and p99 latency in microseconds.
-func requestResponse(src, dst string, ip netip.Addr, d time.Duration) (float64, float64, float64, error) {
+// RequestResponse sends 1-byte requests over one TCP connection from
+// namespace src to a server in dst on port, and waits for each 1-byte
+// answer, for d; it returns transactions per second and the p50 and p99
+// latency in microseconds.
+func RequestResponse(src, dst string, ip netip.Addr, port int, d time.Duration) (float64, float64, float64, error) {
 	var ln net.Listener
 	if err := netns.Do(dst, func() error {
 		var err error
-		ln, err = net.Listen("tcp4", ":5202")
+		ln, err = net.Listen("tcp4", ":"+strconv.Itoa(port))
 		return err
 	}); err != nil {
 		return 0, 0, 0, err
@@ -292,7 +296,7 @@ func requestResponse(src, dst string, ip netip.Addr, d time.Duration) (float64, 
 	var c net.Conn
 	if err := netns.Do(src, func() error {
 		var err error
-		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 5202).String(), 3*time.Second)
+		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, uint16(port)).String(), 3*time.Second)
 		return err
 	}); err != nil {
 		return 0, 0, 0, err

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -11,13 +10,13 @@ import (
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/weftnet/weft/internal/firewall"
+	labbench "github.com/weftnet/weft/internal/lab/bench"
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/policy"
 	"github.com/weftnet/weft/internal/policy/synth"
@@ -120,16 +119,16 @@ func PerPacket(ctx context.Context, name string, policies, pods, rounds int, sec
 			if mode == 2 && round == 0 {
 				res.Isolated = !t.connects(t.outsider, t.backend, benchPort)
 				if !t.connects(t.frontend, t.backend, benchPort) {
-					return nil, errors.New("bench: the frontend cannot reach the backend with the rule set loaded: the synthetic policies should allow it")
+					return nil, fmt.Errorf("bench: the frontend cannot reach the backend with the rule set loaded: the synthetic cluster allows it only with more policies than namespaces (%d pods make %d namespaces)", pods, (pods+49)/50)
 				}
 			}
-			rr, err := t.requestResponse(d)
+			rr, _, _, err := labbench.RequestResponse(t.pods[t.frontend], t.pods[t.backend], t.backend, benchPort, d)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("bench: request/response: %w", err)
 			}
-			g, err := t.stream(ctx, secs)
+			g, err := labbench.Iperf(ctx, t.pods[t.frontend], t.pods[t.backend], t.backend, benchPort, secs, 1)
 			if err != nil {
-				return nil, err
+				return nil, fmt.Errorf("bench: iperf3 (install iperf3): %w", err)
 			}
 			res.RR[mode], res.Gbps[mode] = append(res.RR[mode], rr), append(res.Gbps[mode], g)
 			fmt.Fprintf(w, "round %d, %s: %.0f transactions/s, %.2f Gbit/s\n", round+1, Modes[mode], rr, g)
@@ -307,89 +306,4 @@ func (t *topology) connects(src, dst netip.Addr, port int) bool {
 		return err
 	})
 	return err == nil
-}
-
-// requestResponse is TCP_RR: 1-byte requests and answers over one
-// connection from the frontend to the backend's port, for d.
-func (t *topology) requestResponse(d time.Duration) (float64, error) {
-	var ln net.Listener
-	if err := netns.Do(t.pods[t.backend], func() error {
-		var err error
-		ln, err = net.Listen("tcp4", ":"+strconv.Itoa(benchPort))
-		return err
-	}); err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		defer c.Close()
-		b := make([]byte, 1)
-		for {
-			if _, err := io.ReadFull(c, b); err != nil {
-				return
-			}
-			if _, err := c.Write(b); err != nil {
-				return
-			}
-		}
-	}()
-	var c net.Conn
-	if err := netns.Do(t.pods[t.frontend], func() error {
-		var err error
-		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(t.backend, benchPort).String(), 3*time.Second)
-		return err
-	}); err != nil {
-		return 0, fmt.Errorf("bench: request/response: connect: %w", err)
-	}
-	defer c.Close()
-	b := []byte{1}
-	n := 0
-	start := time.Now()
-	for time.Since(start) < d {
-		if _, err := c.Write(b); err != nil {
-			return 0, err
-		}
-		if _, err := io.ReadFull(c, b); err != nil {
-			return 0, err
-		}
-		n++
-	}
-	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-// stream is one iperf3 TCP stream from the frontend to the backend's port.
-func (t *topology) stream(ctx context.Context, secs int) (float64, error) {
-	srv := netns.Command(t.pods[t.backend], "iperf3", "-s", "-1", "-p", strconv.Itoa(benchPort))
-	if err := srv.Start(); err != nil {
-		return 0, fmt.Errorf("bench: iperf3 server (install iperf3): %w", err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var out []byte
-	var err error
-	for range 20 { // until the server listens
-		time.Sleep(100 * time.Millisecond)
-		cmd := netns.Command(t.pods[t.frontend], "iperf3", "-c", t.backend.String(), "-p", strconv.Itoa(benchPort), "-t", strconv.Itoa(secs), "-J")
-		out, err = cmd.Output()
-		if err == nil || !strings.Contains(string(out), "unable to connect") || ctx.Err() != nil {
-			break
-		}
-	}
-	if err != nil {
-		return 0, fmt.Errorf("bench: iperf3: %w: %s", err, out)
-	}
-	var res struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &res); err != nil {
-		return 0, fmt.Errorf("bench: iperf3 output: %w", err)
-	}
-	return res.End.SumReceived.BitsPerSecond / 1e9, nil
 }
