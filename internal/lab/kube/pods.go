@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/policy/source"
 )
 
 // Container is the name of the one container of a lab pod's Pod object,
@@ -169,17 +170,9 @@ func (k *Kube) ReadCluster(ctx context.Context, ctl string) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
-	var pods corev1.PodList
-	if err := c.List(ctx, kubeclient.Pods, "", &pods); err != nil {
-		return nil, fmt.Errorf("list pods: %w", err)
+	o, err := source.ListObjects(ctx, c)
+	if err != nil {
+		return nil, err
 	}
-	var nss corev1.NamespaceList
-	if err := c.List(ctx, kubeclient.Namespaces, "", &nss); err != nil {
-		return nil, fmt.Errorf("list namespaces: %w", err)
-	}
-	var pols networkingv1.NetworkPolicyList
-	if err := c.List(ctx, kubeclient.NetworkPolicies, "", &pols); err != nil {
-		return nil, fmt.Errorf("list networkpolicies: %w", err)
-	}
-	return &Cluster{Pods: pods.Items, Namespaces: nss.Items, Policies: pols.Items}, nil
+	return &Cluster{Pods: o.Pods.Items, Namespaces: o.Namespaces.Items, Policies: o.Policies.Items}, nil
 }

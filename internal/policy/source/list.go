@@ -18,19 +18,33 @@ import (
 // List reads the cluster once from the API server (`weft policy explain`),
 // with the same conversion as the informers.
 func List(ctx context.Context, c *kubeclient.Client) (*policy.Cluster, error) {
-	var pods corev1.PodList
-	if err := c.List(ctx, kubeclient.Pods, "", &pods); err != nil {
+	o, err := ListObjects(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	return FromObjects([]runtime.Object{&o.Pods, &o.Namespaces, &o.Policies})
+}
+
+// Objects are the API objects NetworkPolicy depends on, as listed.
+type Objects struct {
+	Pods       corev1.PodList
+	Namespaces corev1.NamespaceList
+	Policies   networkingv1.NetworkPolicyList
+}
+
+// ListObjects lists every Pod, Namespace and NetworkPolicy.
+func ListObjects(ctx context.Context, c *kubeclient.Client) (*Objects, error) {
+	o := &Objects{}
+	if err := c.List(ctx, kubeclient.Pods, "", &o.Pods); err != nil {
 		return nil, fmt.Errorf("list pods: %w", err)
 	}
-	var nss corev1.NamespaceList
-	if err := c.List(ctx, kubeclient.Namespaces, "", &nss); err != nil {
+	if err := c.List(ctx, kubeclient.Namespaces, "", &o.Namespaces); err != nil {
 		return nil, fmt.Errorf("list namespaces: %w", err)
 	}
-	var pols networkingv1.NetworkPolicyList
-	if err := c.List(ctx, kubeclient.NetworkPolicies, "", &pols); err != nil {
+	if err := c.List(ctx, kubeclient.NetworkPolicies, "", &o.Policies); err != nil {
 		return nil, fmt.Errorf("list networkpolicies: %w", err)
 	}
-	return FromObjects([]runtime.Object{&pods, &nss, &pols})
+	return o, nil
 }
 
 // FromObjects builds the cluster from API objects (Pods, Namespaces,
