@@ -47,34 +47,6 @@ func TestPlacement(t *testing.T) {
 	}
 }
 
-func TestCasesCI(t *testing.T) {
-	cases, err := Cases(CITags, nil, "10.244.1.5")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(cases) < 40 {
-		t.Errorf("the CI subset has %d cases, want at least 40", len(cases))
-	}
-	all, err := Cases(nil, nil, "10.244.1.5")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range all {
-		if c.Tags["sctp"] {
-			t.Errorf("case %q probes SCTP", c.Description)
-		}
-		for _, s := range c.Steps {
-			if s.Probe.Mode != "pod-ip" {
-				t.Errorf("case %q probes in mode %s", c.Description, s.Probe.Mode)
-			}
-		}
-	}
-	t.Logf("%d cases in CI (%s), %d in all", len(cases), tagCounts(cases), len(all))
-	if _, err := Cases([]string{"no-such-tag"}, nil, "10.244.1.5"); err == nil {
-		t.Error("an unknown tag was accepted")
-	}
-}
-
 // fakeRuntime hands out addresses per node and records what runs.
 type fakeRuntime struct {
 	mu      sync.Mutex
