@@ -173,12 +173,32 @@ func TestParallelAddDel(t *testing.T) {
 			t.Errorf("CHECK c%d: %v", i, err)
 		}
 	}
+	// The bridge has a MAC of its own, which does not follow its ports (the
+	// pods' neighbour entries for the gateway would go stale).
+	bridgeMAC := func() string {
+		h, err := netns.Handle(p.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		br, err := h.LinkByName("cni0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return br.Attrs().HardwareAddr.String()
+	}
+	if mac := bridgeMAC(); mac != "0a:58:0a:f4:05:01" {
+		t.Errorf("cni0's MAC is %s, want 0a:58:0a:f4:05:01 (from its address 10.244.5.1)", mac)
+	}
 	for i := range n {
 		for range 2 {
 			if _, err := p.call("DEL", fmt.Sprintf("c%d", i), pods[i], ""); err != nil {
 				t.Errorf("DEL c%d: %v", i, err)
 			}
 		}
+	}
+	if mac := bridgeMAC(); mac != "0a:58:0a:f4:05:01" {
+		t.Errorf("cni0's MAC is %s after every pod left, want 0a:58:0a:f4:05:01", mac)
 	}
 	// DEL of a pod whose namespace is gone, and of one never added.
 	if _, err := p.call("DEL", "ghost", "/run/netns/does-not-exist", ""); err != nil {

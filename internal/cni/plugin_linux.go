@@ -1,14 +1,17 @@
 package cni
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/cni/pkg/types"
@@ -27,6 +30,33 @@ var Funcs = skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status, GC: 
 // namespace: `ip link add cni0 type bridge; ip addr replace GW/LEN dev cni0;
 // ip link set cni0 up`. It reports whether it created the bridge; if so and
 // it fails, it deletes the bridge again. The caller holds the bridge lock.
+// bridgeMAC is the bridge's own MAC: locally administered, 0a:58 and the
+// last four bytes of the gateway's address (all of an IPv4 one), so that
+// it is the same after the bridge is made again.
+func bridgeMAC(gw netip.Addr) net.HardwareAddr {
+	b := gw.As16()
+	return net.HardwareAddr{0x0a, 0x58, b[12], b[13], b[14], b[15]}
+}
+
+// pinMAC keeps the MAC of a bridge made before (by an older weft-cni, or
+// flannel's bridge plugin) from following its ports: setting it, to the
+// value it has, makes it the bridge's own (addr_assign_type 3, "set"),
+// `ip link set cni0 address $(cat /sys/class/net/cni0/address)`.
+func pinMAC(br netlink.Link) error {
+	b, err := os.ReadFile("/sys/class/net/" + br.Attrs().Name + "/addr_assign_type")
+	if err != nil || strings.TrimSpace(string(b)) == "3" {
+		return nil // unknown (no sysfs here), or set already
+	}
+	mac := br.Attrs().HardwareAddr
+	if len(mac) != 6 || bytes.Equal(mac, make([]byte, 6)) {
+		return nil // no port yet: it is set when the bridge is made
+	}
+	if err := netlink.LinkSetHardwareAddr(br, mac); err != nil {
+		return fmt.Errorf("pin the MAC %s of bridge %s: %w", mac, br.Attrs().Name, err)
+	}
+	return nil
+}
+
 func ensureBridge(name string, n node) (br netlink.Link, created bool, err error) {
 	br, err = netlink.LinkByName(name)
 	if err != nil {
@@ -35,6 +65,11 @@ func ensureBridge(name string, n node) (br netlink.Link, created bool, err error
 		}
 		la := netlink.NewLinkAttrs()
 		la.Name, la.MTU = name, n.mtu
+		// A MAC of its own, set at creation: a bridge without one takes
+		// the lowest of its ports' MACs, and changes it as pods come and
+		// go, so that the pods' neighbour entries for the gateway go stale
+		// and their packets to other nodes are lost until they ask again.
+		la.HardwareAddr = bridgeMAC(n.gw)
 		switch err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); {
 		case os.IsExist(err): // made by someone else meanwhile
 		case err != nil:
@@ -53,6 +88,9 @@ func ensureBridge(name string, n node) (br netlink.Link, created bool, err error
 	}
 	if _, ok := br.(*netlink.Bridge); !ok {
 		return nil, false, fmt.Errorf("%s exists and is not a bridge (%s)", name, br.Type())
+	}
+	if err := pinMAC(br); err != nil {
+		return nil, created, err
 	}
 	want := netip.PrefixFrom(n.gw, n.subnet.Bits())
 	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
