@@ -81,11 +81,9 @@ func (p *policyLab) label(t *testing.T, pod string, labels map[string]string) {
 	}
 }
 
-// apply creates or updates a policy in the namespace of pod dst selecting
-// it for ingress, allowing from the pods labelled lab-pod in from (no
-// ports: every protocol). An empty from denies all.
-func (p *policyLab) apply(t *testing.T, name, dst string, from ...string) {
-	t.Helper()
+// ingressPolicy is a policy in the namespace of lab pod dst that selects
+// it for ingress and admits the peers (none: it denies all).
+func (p *policyLab) ingressPolicy(name, dst string, peers ...networkingv1.NetworkPolicyPeer) *networkingv1.NetworkPolicy {
 	ns, _, _ := strings.Cut(p.pods[dst].obj, "/")
 	np := &networkingv1.NetworkPolicy{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -94,11 +92,24 @@ func (p *policyLab) apply(t *testing.T, name, dst string, from ...string) {
 			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
 		},
 	}
-	if len(from) > 0 {
-		np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
-			PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key: "lab-pod", Operator: metav1.LabelSelectorOpIn, Values: from}}}}}}}
+	if len(peers) > 0 {
+		np.Spec.Ingress = []networkingv1.NetworkPolicyIngressRule{{From: peers}}
 	}
+	return np
+}
+
+// apply creates or updates a policy in the namespace of pod dst selecting
+// it for ingress, allowing from the pods labelled lab-pod in from (no
+// ports: every protocol). An empty from denies all.
+func (p *policyLab) apply(t *testing.T, name, dst string, from ...string) {
+	t.Helper()
+	var peers []networkingv1.NetworkPolicyPeer
+	if len(from) > 0 {
+		peers = append(peers, networkingv1.NetworkPolicyPeer{PodSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
+			Key: "lab-pod", Operator: metav1.LabelSelectorOpIn, Values: from}}}})
+	}
+	np := p.ingressPolicy(name, dst, peers...)
+	ns := np.Namespace
 	api := p.c.NetworkingV1().NetworkPolicies(ns)
 	old, err := api.Get(reqCtx(t), name, metav1.GetOptions{})
 	if err == nil {
@@ -548,16 +559,9 @@ func TestPolicyAgentMemory(t *testing.T) {
 // every pod (of any namespace) with the given labels.
 func (p *policyLab) applyPeers(t *testing.T, name, dst string, labels map[string]string) {
 	t.Helper()
-	ns, _, _ := strings.Cut(p.pods[dst].obj, "/")
-	np := &networkingv1.NetworkPolicy{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
-		Spec: networkingv1.NetworkPolicySpec{
-			PodSelector: metav1.LabelSelector{MatchLabels: map[string]string{"lab-pod": dst}},
-			PolicyTypes: []networkingv1.PolicyType{networkingv1.PolicyTypeIngress},
-			Ingress: []networkingv1.NetworkPolicyIngressRule{{From: []networkingv1.NetworkPolicyPeer{{
-				NamespaceSelector: &metav1.LabelSelector{}, PodSelector: &metav1.LabelSelector{MatchLabels: labels}}}}},
-		},
-	}
+	np := p.ingressPolicy(name, dst, networkingv1.NetworkPolicyPeer{
+		NamespaceSelector: &metav1.LabelSelector{}, PodSelector: &metav1.LabelSelector{MatchLabels: labels}})
+	ns := np.Namespace
 	if _, err := p.c.NetworkingV1().NetworkPolicies(ns).Create(reqCtx(t), np, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create policy %s: %v", name, err)
 	}
