@@ -245,34 +245,23 @@ func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 	for _, x := range r.Results {
 		cell[[2]string{x.From, x.To}] = x
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprint(tw, "from \\ to")
-	for _, c := range cols {
-		fmt.Fprintf(tw, "\t%s", c)
-	}
-	fmt.Fprintln(tw)
-	for _, p := range pods {
-		fmt.Fprint(tw, p)
-		for _, c := range cols {
-			x, ok := cell[[2]string{p, c}]
-			switch {
-			case !ok:
-				fmt.Fprint(tw, "\t-")
-			case x.OK():
-				fmt.Fprint(tw, "\tok")
-			case !x.ICMP && !x.TCP:
-				fmt.Fprint(tw, "\tFAIL")
-			case !x.ICMP:
-				fmt.Fprint(tw, "\tno-icmp")
-			case !x.TCP:
-				fmt.Fprint(tw, "\tno-tcp")
-			default:
-				fmt.Fprint(tw, "\tbad-src")
-			}
+	printGrid(w, pods, cols, func(p, c string) string {
+		x, ok := cell[[2]string{p, c}]
+		switch {
+		case !ok:
+			return "-"
+		case x.OK():
+			return "ok"
+		case !x.ICMP && !x.TCP:
+			return "FAIL"
+		case !x.ICMP:
+			return "no-icmp"
+		case !x.TCP:
+			return "no-tcp"
+		default:
+			return "bad-src"
 		}
-		fmt.Fprintln(tw)
-	}
-	tw.Flush()
+	})
 	for _, x := range r.Results {
 		if !x.OK() {
 			fmt.Fprintf(w, "  %s -> %s: %s\n", x.From, x.To, x.Err)
@@ -287,4 +276,23 @@ func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 	}
 	fmt.Fprintf(w, "CNI CHECK: %d of %d pods pass\n", len(pods)-bad, len(pods))
 	fmt.Fprintf(w, "%d passed, %d failed\n", r.Passed, r.Failed)
+}
+
+// printGrid writes a from \ to matrix: a row per source, a column per
+// destination, each cell what mark says of the pair.
+func printGrid(w io.Writer, rows, cols []string, mark func(from, to string) string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprint(tw, "from \\ to")
+	for _, c := range cols {
+		fmt.Fprintf(tw, "\t%s", c)
+	}
+	fmt.Fprintln(tw)
+	for _, r := range rows {
+		fmt.Fprint(tw, r)
+		for _, c := range cols {
+			fmt.Fprintf(tw, "\t%s", mark(r, c))
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
 }

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/weftnet/weft/internal/lab/pod"
@@ -164,32 +163,21 @@ func (r *PolicyReport) Print(w io.Writer, pods []string) {
 				title = "observed"
 			}
 			fmt.Fprintf(w, "\n%d/%s %s:\n", k.port, k.proto, title)
-			tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-			fmt.Fprint(tw, "from \\ to")
-			for _, c := range pods {
-				fmt.Fprintf(tw, "\t%s", c)
-			}
-			fmt.Fprintln(tw)
-			for _, row := range pods {
-				fmt.Fprint(tw, row)
-				for _, c := range pods {
-					p, ok := cell[k][[2]string{row, c}]
-					v := p.Want
-					if observed {
-						v = p.Got
-					}
-					switch {
-					case !ok:
-						fmt.Fprint(tw, "\t-")
-					case v:
-						fmt.Fprint(tw, "\t.")
-					default:
-						fmt.Fprint(tw, "\tX")
-					}
+			printGrid(w, pods, pods, func(row, c string) string {
+				p, ok := cell[k][[2]string{row, c}]
+				v := p.Want
+				if observed {
+					v = p.Got
 				}
-				fmt.Fprintln(tw)
-			}
-			tw.Flush()
+				switch {
+				case !ok:
+					return "-"
+				case v:
+					return "."
+				default:
+					return "X"
+				}
+			})
 		}
 	}
 	if r.Failed > 0 {
