@@ -25,6 +25,7 @@ import (
 	"github.com/weftnet/weft/cmd/internal/cmdline"
 	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
@@ -166,6 +167,14 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		f.publicIP = ip
 	}
 	return &f, f.check()
+}
+
+// ifaces is the --iface list (one value today).
+func (f *flags) ifaces() []string {
+	if f.iface == "" {
+		return nil
+	}
+	return []string{f.iface}
 }
 
 // check refuses values no agent can run with, naming the flag and what to
@@ -320,7 +329,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer plat.Close()
 	a := agent.New(agent.Options{
-		Store: store, Iface: f.iface, PublicIP: pip, PublicIPNAT: nat, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
+		Store: store, Underlay: kernel.UnderlayQuery{Ifaces: f.ifaces(), PublicIP: pip}, PublicIPNAT: nat, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
 		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
 		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
 		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward, Policy: pol,

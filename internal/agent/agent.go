@@ -34,15 +34,18 @@ import (
 
 // Options configure an agent. Zero durations take the defaults.
 type Options struct {
-	Store    lease.Store
-	Iface    string     // underlay interface; "" = find it
-	PublicIP netip.Addr // "" = the interface's address
-	// PublicIPNAT: PublicIP may be on none of the node's interfaces, as
-	// the node publishes a NAT address (public-ip-overwrite); the agent
-	// warns instead of refusing.
-	PublicIPNAT bool
-	SubnetFile  string
-	IPMasq      bool
+	Store lease.Store
+	// Underlay says how to find the underlay interface and the node's
+	// addresses (--iface, --iface-regex, --iface-can-reach, --public-ip,
+	// --public-ipv6); the agent fills in the families the network enables.
+	Underlay kernel.UnderlayQuery
+	// PublicIPNAT and PublicIPv6NAT: the public address may be on none of
+	// the node's interfaces, as the node publishes a NAT address
+	// (public-ip-overwrite, public-ipv6-overwrite); the agent warns
+	// instead of refusing.
+	PublicIPNAT, PublicIPv6NAT bool
+	SubnetFile                 string
+	IPMasq                     bool
 	// ForwardRules accepts forwarded traffic from and to the cluster
 	// network, also in iptables' FORWARD chain when the host has iptables
 	// (flannel's --iptables-forward-rules, on by default there).
@@ -63,7 +66,7 @@ type Options struct {
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
 type Platform interface {
-	Underlay(iface string, publicIP netip.Addr) (kernel.Underlay, error)
+	Underlay(q kernel.UnderlayQuery) (kernel.Underlay, error)
 	// Backend builds a backend of kind k with the platform's kernel added
 	// to env. Its goroutines end with ctx or on Close.
 	Backend(ctx context.Context, k backend.Kind, opts backend.Options, env backend.Env) (backend.Backend, error)
@@ -178,7 +181,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if cfg.EnableIPv6 {
 		return errors.New("net-conf.json: EnableIPv6: weft's data plane is IPv4-only for now; set EnableIPv6 to false")
 	}
-	u, err := a.p.Underlay(a.o.Iface, a.o.PublicIP)
+	uq := a.o.Underlay
+	uq.IPv4, uq.IPv6 = cfg.EnableIPv4, cfg.EnableIPv6
+	u, err := a.p.Underlay(uq)
 	var nl *kernel.NotLocalError
 	if errors.As(err, &nl) && a.o.PublicIPNAT {
 		a.log.Warn("--public-ip is on no interface of this node; using it as the node publishes a NAT address (public-ip-overwrite)", "public-ip", nl.Addr, "iface", u.Name)

@@ -41,7 +41,7 @@ func (f *fakePlatform) record(c string) {
 	f.calls = append(f.calls, c)
 }
 
-func (f *fakePlatform) Underlay(string, netip.Addr) (kernel.Underlay, error) {
+func (f *fakePlatform) Underlay(kernel.UnderlayQuery) (kernel.Underlay, error) {
 	f.record("underlay")
 	return kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), MTU: 1500,
 		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, nil

@@ -58,8 +58,8 @@ func (l *Linux) Close() error {
 }
 
 // Underlay implements Platform.
-func (l *Linux) Underlay(iface string, publicIP netip.Addr) (kernel.Underlay, error) {
-	return kernel.FindUnderlay(l.k, iface, publicIP)
+func (l *Linux) Underlay(q kernel.UnderlayQuery) (kernel.Underlay, error) {
+	return kernel.FindUnderlay(l.k, q)
 }
 
 // Backend implements Platform.

@@ -45,8 +45,8 @@ func newStartPlatform(t *testing.T) *startPlatform {
 	return &startPlatform{k: f}
 }
 
-func (p *startPlatform) Underlay(iface string, publicIP netip.Addr) (kernel.Underlay, error) {
-	return kernel.FindUnderlay(p.k, iface, publicIP)
+func (p *startPlatform) Underlay(q kernel.UnderlayQuery) (kernel.Underlay, error) {
+	return kernel.FindUnderlay(p.k, q)
 }
 
 func (p *startPlatform) Backend(context.Context, backend.Kind, backend.Options, backend.Env) (backend.Backend, error) {
@@ -108,9 +108,9 @@ func TestTakenHealthPortLeasesNothing(t *testing.T) {
 // node is refused, naming it and the node's addresses, before anything is
 // leased or written.
 func TestForeignPublicIPLeasesNothing(t *testing.T) {
-	refused(t, agent.Options{PublicIP: netip.MustParseAddr("203.0.113.99")},
+	refused(t, agent.Options{Underlay: kernel.UnderlayQuery{PublicIP: netip.MustParseAddr("203.0.113.99")}},
 		"no interface has address 203.0.113.99 (--public-ip): this node's addresses are eth0 192.0.2.11/24")
-	refused(t, agent.Options{Iface: "eth0", PublicIP: netip.MustParseAddr("203.0.113.99")},
+	refused(t, agent.Options{Underlay: kernel.UnderlayQuery{Ifaces: []string{"eth0"}, PublicIP: netip.MustParseAddr("203.0.113.99")}},
 		"no interface has address 203.0.113.99 (--public-ip)")
 }
 
@@ -122,7 +122,7 @@ func TestForeignPublicIPBehindNAT(t *testing.T) {
 	m := leasetest.NewMemory()
 	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
 	p := newStartPlatform(t)
-	a := agent.New(agent.Options{Store: m, PublicIP: netip.MustParseAddr("203.0.113.99"), PublicIPNAT: true,
+	a := agent.New(agent.Options{Store: m, Underlay: kernel.UnderlayQuery{PublicIP: netip.MustParseAddr("203.0.113.99")}, PublicIPNAT: true,
 		SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -21,9 +21,10 @@ import (
 
 // NodeState is the whole desired state handed to a backend.
 type NodeState struct {
-	Network netip.Prefix  // the cluster network
-	Own     lease.Lease   // this node's lease
-	Peers   []lease.Lease // every other lease, of any backend type
+	Network     netip.Prefix  // the cluster's IPv4 network; invalid when IPv4 is off
+	IPv6Network netip.Prefix  // the cluster's IPv6 network; invalid when IPv6 is off
+	Own         lease.Lease   // this node's lease
+	Peers       []lease.Lease // every other lease, of any backend type
 }
 
 // IsPeer reports whether l is another node's lease with a subnet: not this
@@ -153,6 +154,15 @@ type Env struct {
 	// ReadOnly is set when the store publishes nothing of this node, so
 	// peers' backend data must follow from their addresses.
 	ReadOnly bool
+	// Network and IPv6Network are the cluster's networks of the families
+	// the config enables (invalid when off): a backend sets up its devices
+	// and lease data for each enabled family.
+	Network, IPv6Network netip.Prefix
+	// Previous are the attributes this node published before, when the
+	// store keeps them across a reboot (Kubernetes mode: the Node's
+	// annotations; zero otherwise): vxlan recreates its devices with the
+	// VTEP MACs peers already hold (flannel PR #1829).
+	Previous lease.Attrs
 	Log      *slog.Logger
 }
 

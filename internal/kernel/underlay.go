@@ -10,11 +10,33 @@ import (
 
 // Underlay describes the interface node-to-node traffic uses.
 type Underlay struct {
-	Name      string         // the link's name: Dev of routes through it
-	LinkIndex int            // its index: the lower device of a vxlan link (VXLAN.Dev)
-	Addr      netip.Addr     // the node's PublicIP
-	MTU       int            // the interface MTU
-	OnLink    []netip.Prefix // networks directly attached to the interface
+	Name      string     // the link's name: Dev of routes through it
+	LinkIndex int        // its index: the lower device of a vxlan link (VXLAN.Dev)
+	Addr      netip.Addr // the node's PublicIP (IPv4); invalid when IPv4 is off
+	Addr6     netip.Addr // the node's PublicIPv6; invalid when IPv6 is off
+	MTU       int        // the interface MTU
+	// OnLink are the networks directly attached to the interface, of both
+	// families.
+	OnLink []netip.Prefix
+}
+
+// UnderlayQuery says how to find the underlay interface, as flannel's
+// flags do.
+type UnderlayQuery struct {
+	// Ifaces are --iface values in order: interface names or addresses;
+	// the first that matches wins.
+	Ifaces []string
+	// Regexes are --iface-regex values, tried after Ifaces: matched against
+	// the interfaces' addresses first, then their names.
+	Regexes []string
+	// CanReach is --iface-can-reach: the interface and source address the
+	// node would use to reach it.
+	CanReach netip.Addr
+	// PublicIP and PublicIPv6 are --public-ip and --public-ipv6.
+	PublicIP, PublicIPv6 netip.Addr
+	// IPv4 and IPv6 are the families the network enables: the underlay
+	// needs an address of each.
+	IPv4, IPv6 bool
 }
 
 // IsOnLink reports whether ip is directly reachable on the underlay.
@@ -38,7 +60,12 @@ func (u Underlay) IsOnLink(ip netip.Addr) bool {
 // it is otherwise complete (the interface named by iface, else that of the
 // default route, with Addr publicIP), for the caller that knows publicIP is
 // a NAT address in front of the node and only warns.
-func FindUnderlay(k Kernel, iface string, publicIP netip.Addr) (Underlay, error) {
+func FindUnderlay(k Kernel, q UnderlayQuery) (Underlay, error) {
+	var iface string
+	if len(q.Ifaces) > 0 {
+		iface = q.Ifaces[0]
+	}
+	publicIP := q.PublicIP
 	addrs, err := k.Addrs()
 	if err != nil {
 		return Underlay{}, err

@@ -34,7 +34,7 @@ func TestFindUnderlay(t *testing.T) {
 		{"by public IP", "", a("198.51.100.11"), eth0Underlay("198.51.100.11")},
 		{"other interface", "", a("203.0.113.11"), kernel.Underlay{Name: "eth1", LinkIndex: eth1.Index, Addr: a("203.0.113.11"), MTU: 9000, OnLink: []netip.Prefix{p("203.0.113.0/24")}}},
 	} {
-		u, err := kernel.FindUnderlay(f, tc.iface, tc.publicIP)
+		u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces(tc.iface), PublicIP: tc.publicIP})
 		if err != nil {
 			t.Errorf("%s: %v", tc.name, err)
 			continue
@@ -59,7 +59,7 @@ func TestFindUnderlay(t *testing.T) {
 		{"NAT by name", "eth1", kernel.Underlay{Name: "eth1", LinkIndex: eth1.Index, Addr: a("192.0.2.200"), MTU: 9000, OnLink: []netip.Prefix{p("203.0.113.0/24")}}},
 		{"NAT by default route", "", eth0Underlay("192.0.2.200")},
 	} {
-		u, err := kernel.FindUnderlay(f, tc.iface, a("192.0.2.200"))
+		u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces(tc.iface), PublicIP: a("192.0.2.200")})
 		var nl *kernel.NotLocalError
 		if !errors.As(err, &nl) || nl.Addr != a("192.0.2.200") {
 			t.Errorf("%s: %v, want a NotLocalError for 192.0.2.200", tc.name, err)
@@ -83,26 +83,34 @@ func TestFindUnderlay(t *testing.T) {
 
 func TestFindUnderlayErrors(t *testing.T) {
 	f, eth0 := node(t)
-	_, err := kernel.FindUnderlay(f, "eth9", netip.Addr{})
+	_, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces("eth9"), PublicIP: netip.Addr{}})
 	if !kernel.IsNotFound(err) || !strings.Contains(err.Error(), "find interface eth9 (--iface)") {
 		t.Errorf("missing interface: %v", err)
 	}
-	if _, err := kernel.FindUnderlay(f, "", a("198.51.100.99")); err == nil || !strings.Contains(err.Error(), "no interface has address 198.51.100.99 (--public-ip): this node's addresses are eth0 192.0.2.11/24;") {
+	if _, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces(""), PublicIP: a("198.51.100.99")}); err == nil || !strings.Contains(err.Error(), "no interface has address 198.51.100.99 (--public-ip): this node's addresses are eth0 192.0.2.11/24;") {
 		t.Errorf("address nobody holds: %v", err)
 	}
 	f.AddDevice(kernel.Link{Name: "eth1", Kind: "device", MTU: 1500, Up: true})
-	if _, err := kernel.FindUnderlay(f, "eth1", netip.Addr{}); err == nil || !strings.Contains(err.Error(), "interface eth1 has no IPv4 address") {
+	if _, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces("eth1"), PublicIP: netip.Addr{}}); err == nil || !strings.Contains(err.Error(), "interface eth1 has no IPv4 address") {
 		t.Errorf("interface without address: %v", err)
 	}
 	must(t, f.DeleteRoute(kernel.Route{Dst: p("0.0.0.0/0"), Dev: eth0.Name}))
-	if _, err := kernel.FindUnderlay(f, "", netip.Addr{}); err == nil || !strings.Contains(err.Error(), "no default route") {
+	if _, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces(""), PublicIP: netip.Addr{}}); err == nil || !strings.Contains(err.Error(), "no default route") {
 		t.Errorf("no default route: %v", err)
 	}
 	// Without a default route there is no interface for a NAT address
 	// either: the error names the address, and is no NotLocalError.
-	_, err = kernel.FindUnderlay(f, "", a("198.51.100.99"))
+	_, err = kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: ifaces(""), PublicIP: a("198.51.100.99")})
 	var nl *kernel.NotLocalError
 	if err == nil || errors.As(err, &nl) || !strings.Contains(err.Error(), "no interface has address 198.51.100.99") || !strings.Contains(err.Error(), "no default route") {
 		t.Errorf("address nobody holds, no default route: %v", err)
 	}
+}
+
+// ifaces is the --iface list of one value, or none for "".
+func ifaces(name string) []string {
+	if name == "" {
+		return nil
+	}
+	return []string{name}
 }

@@ -56,7 +56,7 @@ func TestApplyOnFake(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Writes()
-	u, err := kernel.FindUnderlay(f, "eth0", netip.Addr{})
+	u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: []string{"eth0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,7 +36,7 @@ func underlay(t *testing.T) (*netlink.Handle, kernel.Underlay) {
 	if err := h.LinkSetUp(l); err != nil {
 		t.Fatal(err)
 	}
-	u, err := kernel.FindUnderlay(kernel.NewNetlink(h), "eth0", netip.Addr{})
+	u, err := kernel.FindUnderlay(kernel.NewNetlink(h), kernel.UnderlayQuery{Ifaces: []string{"eth0"}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ func fakeNode(t *testing.T, cfg Options) (*kerneltest.Fake, *Backend) {
 	if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
 		t.Fatal(err)
 	}
-	u, err := kernel.FindUnderlay(f, "eth0", netip.Addr{})
+	u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: []string{"eth0"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestNewReusesTheDeviceMAC(t *testing.T) {
 	if _, err := b.Apply(context.Background(), b.Plan(fakeState())); err != nil {
 		t.Fatal(err)
 	}
-	u, _ := kernel.FindUnderlay(f, "eth0", netip.Addr{})
+	u, _ := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: []string{"eth0"}})
 	b2, err := New(f, Options{Common: backend.Common{Port: 8472}, VNI: 1}, u, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
