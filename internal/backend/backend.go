@@ -27,19 +27,24 @@ type NodeState struct {
 	Peers       []lease.Lease // every other lease, of any backend type
 }
 
-// IsPeer reports whether l is another node's lease with a subnet: not this
-// node's own, and not another with this node's address (an old lease of
+// IsPeer reports whether l is another node's lease with a subnet of either
+// family: not this node's own, and not another with one of this node's
+// addresses (the same PublicIP, or the same PublicIPv6: an old lease of
 // this node's, or a forgery: a node never routes to itself, least of all
-// its own old subnet away from its bridge).
+// its own old subnet away from its bridge). An address that is invalid or
+// unspecified (PublicIP 0.0.0.0 in flannel's IPv6-only leases) matches
+// nothing.
 func (s NodeState) IsPeer(l lease.Lease) bool {
-	return !l.SameSubnets(s.Own) && l.Attrs.PublicIP != s.Own.Attrs.PublicIP && l.Subnet.IsValid()
+	if l.SameSubnets(s.Own) || !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+		return false
+	}
+	same := func(a, b netip.Addr) bool { return a.IsValid() && !a.IsUnspecified() && a == b }
+	return !same(l.Attrs.PublicIP, s.Own.Attrs.PublicIP) && !same(l.Attrs.PublicIPv6, s.Own.Attrs.PublicIPv6)
 }
 
-// PeersOf yields the peers a backend of one of types programs: every
-// lease with a subnet whose BackendType is one of types, but this node's
-// own and any other with this node's address (an old lease of this
-// node's, or a forgery: a node never routes to itself, least of all its
-// own old subnet away from its bridge).
+// PeersOf yields the peers (IsPeer) a backend of one of types programs:
+// the leases whose BackendType is one of types. A peer may have a subnet
+// of one family only; the backend programs the families it has.
 func (s NodeState) PeersOf(types ...string) iter.Seq[lease.Lease] {
 	return func(yield func(lease.Lease) bool) {
 		for _, l := range s.Peers {

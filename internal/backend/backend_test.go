@@ -48,6 +48,73 @@ func TestPeersOf(t *testing.T) {
 	}
 }
 
+// TestIsPeerDualAndIPv6Only: a lease is a peer with a subnet of either
+// family; it is this node's own by key, by PublicIP, or by PublicIPv6, and
+// an unspecified PublicIP (flannel's IPv6-only leases carry 0.0.0.0)
+// makes no lease this node's.
+func TestIsPeerDualAndIPv6Only(t *testing.T) {
+	l := func(v4, v6, ip, ip6 string) lease.Lease {
+		var x lease.Lease
+		if v4 != "" {
+			x.Subnet = netip.MustParsePrefix(v4)
+		}
+		if v6 != "" {
+			x.IPv6Subnet = netip.MustParsePrefix(v6)
+		}
+		if ip != "" {
+			x.Attrs.PublicIP = netip.MustParseAddr(ip)
+		}
+		if ip6 != "" {
+			x.Attrs.PublicIPv6 = netip.MustParseAddr(ip6)
+		}
+		x.Attrs.BackendType = "vxlan"
+		return x
+	}
+	dual := NodeState{Own: l("10.244.1.0/24", "2001:db8:244:1::/64", "192.0.2.1", "2001:db8:0:1::1")}
+	v6only := NodeState{Own: l("", "2001:db8:244:1::/64", "0.0.0.0", "2001:db8:0:1::1")}
+	v6noIP := NodeState{Own: l("", "2001:db8:244:1::/64", "", "2001:db8:0:1::1")}
+	v4only := NodeState{Own: l("10.244.1.0/24", "", "192.0.2.1", "")}
+	for _, tc := range []struct {
+		name string
+		st   NodeState
+		l    lease.Lease
+		want bool
+	}{
+		{"dual: another node", dual, l("10.244.2.0/24", "2001:db8:244:2::/64", "192.0.2.2", "2001:db8:0:1::2"), true},
+		{"dual: own key", dual, dual.Own, false},
+		{"dual: old lease with own PublicIP", dual, l("10.244.9.0/24", "2001:db8:244:9::/64", "192.0.2.1", "2001:db8:0:1::9"), false},
+		{"dual: old lease with own PublicIPv6", dual, l("10.244.9.0/24", "2001:db8:244:9::/64", "192.0.2.9", "2001:db8:0:1::1"), false},
+		{"dual: a peer with an IPv6 subnet only", dual, l("", "2001:db8:244:3::/64", "0.0.0.0", "2001:db8:0:1::3"), true},
+		{"dual: a peer with an IPv4 subnet only", dual, l("10.244.3.0/24", "", "192.0.2.3", ""), true},
+		{"dual: no subnet at all", dual, l("", "", "192.0.2.4", "2001:db8:0:1::4"), false},
+		{"v6-only: another node, PublicIP 0.0.0.0 as ours", v6only, l("", "2001:db8:244:2::/64", "0.0.0.0", "2001:db8:0:1::2"), true},
+		{"v6-only: another node without PublicIP", v6only, l("", "2001:db8:244:2::/64", "", "2001:db8:0:1::2"), true},
+		{"v6-only: own key", v6only, v6only.Own, false},
+		{"v6-only: old lease with own PublicIPv6", v6only, l("", "2001:db8:244:9::/64", "0.0.0.0", "2001:db8:0:1::1"), false},
+		{"v6-only, own PublicIP invalid: another with 0.0.0.0", v6noIP, l("", "2001:db8:244:2::/64", "0.0.0.0", "2001:db8:0:1::2"), true},
+		{"v4-only: another node", v4only, l("10.244.2.0/24", "", "192.0.2.2", ""), true},
+		{"v4-only: old lease with own PublicIP", v4only, l("10.244.9.0/24", "", "192.0.2.1", ""), false},
+	} {
+		if got := tc.st.IsPeer(tc.l); got != tc.want {
+			t.Errorf("%s: IsPeer = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// PeersOf in an IPv6-only cluster: every lease carries PublicIP
+	// 0.0.0.0, and every other node's is a peer.
+	v6only.Peers = []lease.Lease{v6only.Own,
+		l("", "2001:db8:244:2::/64", "0.0.0.0", "2001:db8:0:1::2"),
+		l("", "2001:db8:244:3::/64", "0.0.0.0", "2001:db8:0:1::3"),
+		l("", "2001:db8:244:9::/64", "0.0.0.0", "2001:db8:0:1::1"),
+	}
+	var got []string
+	for p := range v6only.PeersOf("vxlan") {
+		got = append(got, p.IPv6Subnet.String())
+	}
+	if want := []string{"2001:db8:244:2::/64", "2001:db8:244:3::/64"}; !slices.Equal(got, want) {
+		t.Errorf("IPv6-only PeersOf = %v, want %v", got, want)
+	}
+}
+
 func TestInnerMTU(t *testing.T) {
 	u := kernel.Underlay{MTU: 9000}
 	if got := InnerMTU(u, 0, 50); got != 8950 {
