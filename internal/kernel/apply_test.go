@@ -39,7 +39,7 @@ func applyNode(t *testing.T) (f *kerneltest.Fake, eth0, dev kernel.Link, scope k
 	f.AddLearnedNeigh(kernel.Neigh{IP: a("10.244.6.0"), MAC: "0e:00:00:00:00:06", Dev: dev.Name})
 	must(t, f.ReplaceNeigh(kernel.Neigh{IP: a("192.0.2.99"), MAC: "02:00:00:00:00:99", Dev: eth0.Name}))
 	f.Writes()
-	scope = kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteDevs: []string{dev.Name, eth0.Name}, NeighDevs: []string{dev.Name}}
+	scope = kernel.Scope{Networks: []netip.Prefix{p("10.244.0.0/16")}, Own: []netip.Prefix{p("10.244.3.0/24")}, RouteDevs: []string{dev.Name, eth0.Name}, NeighDevs: []string{dev.Name}}
 	return f, eth0, dev, scope
 }
 
@@ -193,7 +193,7 @@ func TestApplyNeverTakesOverARouteItDoesNotOwn(t *testing.T) {
 	f, eth0, dev, scope := applyNode(t)
 	// The node's own old subnet after a Network change: its bridge still
 	// routes it (proto kernel), and its old lease is now a peer's.
-	scope.Own = p("10.244.7.0/24")
+	scope.Own = []netip.Prefix{p("10.244.7.0/24")}
 	f.AddRoute(kernel.Route{Dst: p("10.244.1.0/24"), Dev: "cni0", Protocol: kernel.ProtoKernel})
 	// A route weft wrote for a lease outside the network, whose key is gone.
 	must(t, f.ReplaceRoute(kernel.Route{Dst: p("192.0.2.0/30"), Gw: a("192.0.2.14"), Dev: eth0.Name}))

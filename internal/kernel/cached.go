@@ -159,11 +159,10 @@ func (c *Cached) diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts [
 	}
 	// Neighbour and FDB entries, keyed by (device, IP) and (device, MAC),
 	// owned on the devices of scope.NeighDevs (neighbours of the
-	// network's family).
-	is4 := scope.Network.Addr().Is4()
+	// networks' families).
 	for _, n := range want.Neighs {
-		if t := c.neighs[n.Dev]; t != nil && slices.Contains(scope.NeighDevs, n.Dev) {
-			if cur, ok := t.m[n.IP]; ok && cur.IP.Is4() == is4 {
+		if t := c.neighs[n.Dev]; t != nil {
+			if cur, ok := t.m[n.IP]; ok && scope.ownsNeigh(cur) {
 				found.neighs[neighKey{n.Dev, n.IP}] = struct{}{}
 				if cur == n {
 					continue
@@ -185,7 +184,7 @@ func (c *Cached) diffInPlace(want Plan, scope Scope) (add, del Plan, conflicts [
 	}
 	for _, dev := range scope.NeighDevs {
 		for _, n := range c.neighs[dev].m {
-			if _, ok := found.neighs[neighKey{n.Dev, n.IP}]; !ok && n.IP.Is4() == is4 {
+			if _, ok := found.neighs[neighKey{n.Dev, n.IP}]; !ok && scope.ownsNeigh(n) {
 				del.Neighs = append(del.Neighs, n)
 			}
 		}

@@ -257,7 +257,7 @@ func TestCachedNetlinkConflictGuard(t *testing.T) {
 	by(t, n.ns, "ip", "addr", "add", "10.244.1.1/24", "dev", "cni0")
 	by(t, n.ns, "ip", "link", "set", "cni0", "up")
 	c.within(t, "cni0's route", time.Second)
-	scope.Own = p("10.244.7.0/24")
+	scope.Own = []netip.Prefix{p("10.244.7.0/24")}
 	old := kernel.Route{Dst: p("10.244.1.0/24"), Gw: a("10.244.1.0"), Dev: d.Name, OnLink: true}
 	plan.Routes = append(plan.Routes, old)
 	added, removed, err := kernel.Apply(ctx, c, plan, scope)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -108,7 +109,7 @@ func newTestNode(t testing.TB, real bool) testNode {
 }
 
 var pairScope = func(n testNode, dev string) kernel.Scope {
-	return kernel.Scope{Network: p("10.244.0.0/16"), Own: p("10.244.3.0/24"), RouteDevs: []string{dev, n.eth0.Name}, NeighDevs: []string{dev}}
+	return kernel.Scope{Networks: []netip.Prefix{p("10.244.0.0/16")}, Own: []netip.Prefix{p("10.244.3.0/24")}, RouteDevs: []string{dev, n.eth0.Name}, NeighDevs: []string{dev}}
 }
 
 // snapshot renders, by name, the links named, their addresses (but not

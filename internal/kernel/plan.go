@@ -154,30 +154,41 @@ func diffBy[E comparable, K comparable](want, have []E, key func(E) K, norm func
 // Scope says which kernel entries a backend owns, so that it can remove
 // entries it did not create (left by a previous run or planted by hand) and
 // leave everything else alone. It owns every route weft wrote (ProtoWeft),
-// wherever it leads, and the routes into Network through its links that
-// others wrote there (flanneld, before weft replaced it).
+// wherever it leads, and the routes into the cluster's networks through its
+// links that others wrote there (flanneld, before weft replaced it).
 type Scope struct {
-	Network netip.Prefix // only routes to subnets of the cluster network, or weft's own
-	Own     netip.Prefix // never the node's own subnet (the CNI bridge has it)
-	// RouteDevs name the links whose routes into Network the backend owns
+	// Networks are the cluster's networks, one per enabled family: only
+	// routes to their subnets, or weft's own, are owned.
+	Networks []netip.Prefix
+	// Own are the node's own subnets (the CNI bridge has them): never owned.
+	Own []netip.Prefix
+	// RouteDevs name the links whose routes into Networks the backend owns
 	// whatever their protocol.
 	RouteDevs []string
-	// NeighDevs name the links whose permanent neighbour entries (of
-	// Network's family) and FDB entries the backend owns (the vxlan device;
-	// never the underlay).
+	// NeighDevs name the links whose permanent neighbour entries (of the
+	// families of Networks) and FDB entries the backend owns (the vxlan
+	// devices; never the underlay).
 	NeighDevs []string
 }
 
-// Owns reports whether a route is in scope: never one to the node's own
-// subnet; any route weft wrote (ProtoWeft: for a lease outside Network, or
-// written before Network changed); and a route into Network (a subnet of
-// it, not Network itself) through one of RouteDevs.
+// Owns reports whether a route is in scope: never one to one of the node's
+// own subnets; any route weft wrote (ProtoWeft: for a lease outside
+// Networks, or written before a network changed); and a route into one of
+// Networks (a subnet of it, not the network itself) through one of
+// RouteDevs.
 func (s Scope) Owns(r Route) bool {
-	if r.Dst == s.Own {
+	if slices.Contains(s.Own, r.Dst) {
 		return false
 	}
-	return r.Protocol == ProtoWeft || slices.Contains(s.RouteDevs, r.Dev) && r.Dst.Bits() > s.Network.Bits() &&
-		s.Network.Contains(r.Dst.Addr())
+	return r.Protocol == ProtoWeft || slices.Contains(s.RouteDevs, r.Dev) && slices.ContainsFunc(s.Networks, func(n netip.Prefix) bool {
+		return r.Dst.Bits() > n.Bits() && n.Contains(r.Dst.Addr())
+	})
+}
+
+// ownsNeigh reports whether a permanent neighbour entry is in scope: on
+// one of NeighDevs, of the family of one of Networks.
+func (s Scope) ownsNeigh(n Neigh) bool {
+	return slices.Contains(s.NeighDevs, n.Dev) && slices.ContainsFunc(s.Networks, func(p netip.Prefix) bool { return p.Addr().Is4() == n.IP.Is4() })
 }
 
 // Filter drops kernel entries outside the scope.
@@ -189,7 +200,7 @@ func (s Scope) Filter(have Plan) Plan {
 		}
 	}
 	for _, n := range have.Neighs {
-		if slices.Contains(s.NeighDevs, n.Dev) && n.IP.Is4() == s.Network.Addr().Is4() {
+		if s.ownsNeigh(n) {
 			out.Neighs = append(out.Neighs, n)
 		}
 	}

@@ -25,7 +25,7 @@ func TestDiffReplacesInPlaceAndDeletesStale(t *testing.T) {
 }
 
 func TestScope(t *testing.T) {
-	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteDevs: []string{"flannel.1"}}
+	s := Scope{Networks: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, Own: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, RouteDevs: []string{"flannel.1"}}
 	for _, tc := range []struct {
 		r    Route
 		owns bool
@@ -52,7 +52,7 @@ func TestScope(t *testing.T) {
 }
 
 func TestScopeFilter(t *testing.T) {
-	s := Scope{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: netip.MustParsePrefix("10.244.1.0/24"), RouteDevs: []string{"flannel.1", "eth0"}, NeighDevs: []string{"flannel.1"}}
+	s := Scope{Networks: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, Own: []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}, RouteDevs: []string{"flannel.1", "eth0"}, NeighDevs: []string{"flannel.1"}}
 	n := func(ip, dev string) Neigh {
 		return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Dev: dev}
 	}
@@ -77,6 +77,43 @@ func TestScopeFilter(t *testing.T) {
 	}
 	if len(got.FDB) != 1 || got.FDB[0].Dev != "flannel.1" {
 		t.Errorf("fdb %v", got.FDB)
+	}
+}
+
+// TestScopeDual: one scope over both families' networks and own subnets
+// owns the routes into either network, never either own subnet, and the
+// neighbours of both families on its neighbour links; a scope of one
+// family leaves the other family's neighbours alone.
+func TestScopeDual(t *testing.T) {
+	p := netip.MustParsePrefix
+	s := Scope{Networks: []netip.Prefix{p("10.244.0.0/16"), p("2001:db8:244::/48")},
+		Own:       []netip.Prefix{p("10.244.1.0/24"), p("2001:db8:244:1::/64")},
+		RouteDevs: []string{"flannel.1", "flannel-v6.1", "eth0"}, NeighDevs: []string{"flannel.1", "flannel-v6.1"}}
+	for _, tc := range []struct {
+		r    Route
+		owns bool
+	}{
+		{Route{Dst: p("10.244.2.0/24"), Dev: "flannel.1"}, true},
+		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "flannel-v6.1"}, true},
+		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "eth0", Protocol: ProtoBoot}, true},
+		{Route{Dst: p("2001:db8:244:1::/64"), Dev: "flannel-v6.1", Protocol: ProtoWeft}, false}, // own IPv6 subnet
+		{Route{Dst: p("10.244.1.0/24"), Dev: "flannel.1", Protocol: ProtoWeft}, false},         // own IPv4 subnet
+		{Route{Dst: p("2001:db8:244::/48"), Dev: "flannel-v6.1"}, false},                       // the network itself
+		{Route{Dst: p("2001:db8:245::/64"), Dev: "flannel-v6.1"}, false},                       // outside
+		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "cni0"}, false},                             // other link
+	} {
+		if got := s.Owns(tc.r); got != tc.owns {
+			t.Errorf("Owns(%v) = %v", tc.r, got)
+		}
+	}
+	n := func(ip, dev string) Neigh { return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Dev: dev} }
+	have := Plan{Neighs: []Neigh{n("10.244.2.0", "flannel.1"), n("2001:db8:244:2::", "flannel-v6.1"), n("2001:db8:0:1::9", "eth0")}}
+	if got := s.Filter(have).Neighs; len(got) != 2 || got[0] != have.Neighs[0] || got[1] != have.Neighs[1] {
+		t.Errorf("dual neighbours %v, want both families on the vxlan devices", got)
+	}
+	v6 := Scope{Networks: []netip.Prefix{p("2001:db8:244::/48")}, NeighDevs: []string{"flannel.1", "flannel-v6.1"}}
+	if got := v6.Filter(have).Neighs; len(got) != 1 || got[0] != have.Neighs[1] {
+		t.Errorf("IPv6-only neighbours %v, want the IPv6 one", got)
 	}
 }
 

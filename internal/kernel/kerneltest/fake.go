@@ -438,9 +438,14 @@ func (f *Fake) LinkByIndex(index int) (kernel.Link, error) {
 }
 
 // maxMTU is the largest MTU of a link of kind and vxlan attributes v, as
-// the kernel enforces it; f.mu is held.
+// the kernel enforces it: a vxlan device's lower device's MTU less the
+// headroom of its family (VXLAN_HEADROOM 50 over IPv4, VXLAN6_HEADROOM 70
+// over IPv6); f.mu is held.
 func (f *Fake) maxMTU(kind string, v kernel.VXLAN) int {
 	if lower, ok := f.links[v.Dev]; ok && kind == kernel.KindVXLAN {
+		if v.Local.Is6() {
+			return lower.MTU - 70
+		}
 		return lower.MTU - 50
 	}
 	return 65535

@@ -32,6 +32,19 @@ func TestModel(t *testing.T) {
 	if err := f.SetLinkMTU("flannel.1", 1451); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("MTU above the underlay's less 50: %v", err)
 	}
+	// Over IPv6 the headroom is 70 (VXLAN6_HEADROOM): flannel's MTU-50
+	// does not fit.
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::11/64")}))
+	vx6, err := f.AddLink(kernel.Link{Name: "flannel-v6.1", Kind: kernel.KindVXLAN, VXLAN: kernel.VXLAN{VNI: 1, Local: netip.MustParseAddr("2001:db8:0:1::11"), Dev: eth0.Index, Port: 8472}})
+	must(t, err)
+	if vx6.MTU != 1430 {
+		t.Errorf("new vxlan device over IPv6 %+v: want MTU 1430 (the underlay's less 70)", vx6)
+	}
+	if err := f.SetLinkMTU("flannel-v6.1", 1450); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("MTU above the underlay's less 70 over IPv6: %v", err)
+	}
+	must(t, f.DeleteLink("flannel-v6.1"))
+	must(t, f.DeleteAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::11/64")}))
 	route := kernel.Route{Dst: p("10.244.4.0/24"), Gw: netip.MustParseAddr("10.244.4.0"), Dev: vx.Name, OnLink: true}
 	if err := f.ReplaceRoute(route); !errors.Is(err, syscall.ENETDOWN) {
 		t.Errorf("route through a link that is down: %v", err)
