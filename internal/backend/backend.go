@@ -55,6 +55,72 @@ func (s NodeState) PeersOf(types ...string) iter.Seq[lease.Lease] {
 	}
 }
 
+// Family is one address family of the cluster: a backend that programs
+// each enabled family runs one code path over Env.Families, reading the
+// family's side of leases, attributes, node state and underlay through it.
+type Family struct {
+	Is6 bool
+}
+
+// String is "IPv4" or "IPv6".
+func (f Family) String() string { return pick(f.Is6, "IPv4", "IPv6") }
+
+// Subnet is l's subnet of the family (invalid when it has none).
+func (f Family) Subnet(l lease.Lease) netip.Prefix { return pick(f.Is6, l.Subnet, l.IPv6Subnet) }
+
+// PublicIP is the node's public address of the family: PublicIP or
+// PublicIPv6.
+func (f Family) PublicIP(a lease.Attrs) netip.Addr { return pick(f.Is6, a.PublicIP, a.PublicIPv6) }
+
+// DataKey names the attribute with the family's backend data.
+func (f Family) DataKey() string { return pick(f.Is6, "BackendData", "BackendV6Data") }
+
+// Data is the family's backend data: BackendData or BackendV6Data.
+func (f Family) Data(a lease.Attrs) json.RawMessage {
+	return pick(f.Is6, a.BackendData, a.BackendV6Data)
+}
+
+// SetData sets the family's backend data in a.
+func (f Family) SetData(a *lease.Attrs, data json.RawMessage) {
+	*pick(f.Is6, &a.BackendData, &a.BackendV6Data) = data
+}
+
+// Network is the cluster's network of the family in st.
+func (f Family) Network(st NodeState) netip.Prefix { return pick(f.Is6, st.Network, st.IPv6Network) }
+
+// Local is the underlay's address of the family (Addr or Addr6), or an
+// error saying what to set when it has none.
+func (f Family) Local(u kernel.Underlay) (netip.Addr, error) {
+	a := pick(f.Is6, u.Addr, u.Addr6)
+	if !a.IsValid() {
+		return a, fmt.Errorf("the underlay %s has no %s address; set %s or choose another --iface", u.Name, f, f.PublicIPFlag())
+	}
+	return a, nil
+}
+
+// PublicIPFlag is the agent's flag that sets the family's public address.
+func (f Family) PublicIPFlag() string { return pick(f.Is6, "--public-ip", "--public-ipv6") }
+
+// pick is v4 for IPv4, v6 for IPv6.
+func pick[T any](is6 bool, v4, v6 T) T {
+	if is6 {
+		return v6
+	}
+	return v4
+}
+
+// Families are the families whose network e enables (Network,
+// IPv6Network), IPv4 first.
+func (e Env) Families() []Family {
+	var out []Family
+	for _, f := range []Family{{Is6: false}, {Is6: true}} {
+		if pick(f.Is6, e.Network, e.IPv6Network).IsValid() {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
 // Desired is what a backend wants the node to have for one NodeState: its
 // devices, and the routes, neighbour and FDB entries within the scope it
 // owns. Every entry names its link by name, so a Desired is computed

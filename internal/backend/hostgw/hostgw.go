@@ -6,6 +6,7 @@ package hostgw
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/kernel"
@@ -14,18 +15,54 @@ import (
 
 // Backend is the host-gw backend.
 type Backend struct {
-	k kernel.Kernel
-	u kernel.Underlay
+	k    kernel.Kernel
+	u    kernel.Underlay
+	fams []backend.Family // the enabled families, IPv4 first
 }
 
 var _ backend.Backend = (*Backend)(nil)
 
-// New returns the backend; it touches nothing until Apply.
-func New(k kernel.Kernel, u kernel.Underlay) *Backend { return &Backend{k: k, u: u} }
+// New returns the backend for the families env enables; it writes nothing
+// until Apply. As flannel, it refuses a public address (of either family)
+// that is not an address of the underlay interface: peers would route to
+// an address in front of the node (NAT), not on its link.
+func New(env backend.Env) (*Backend, error) {
+	b := &Backend{k: env.Kernel, u: env.Underlay, fams: env.Families()}
+	if len(b.fams) == 0 {
+		return nil, fmt.Errorf("%s: no address family: neither an IPv4 nor an IPv6 network is enabled", Type)
+	}
+	addrs, err := env.Kernel.Addrs()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", Type, err)
+	}
+	for _, f := range b.fams {
+		local, err := f.Local(env.Underlay)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", Type, err)
+		}
+		name, found := env.Underlay.Name, false
+		var held []string
+		for _, a := range addrs {
+			if a.Dev == name && a.Prefix.Addr().Is6() == f.Is6 {
+				found = found || a.Prefix.Addr() == local
+				held = append(held, a.Prefix.String())
+			}
+		}
+		if !found {
+			has := "no " + f.String() + " address"
+			if len(held) > 0 {
+				has = strings.Join(held, ", ")
+			}
+			return nil, fmt.Errorf("%s: public IP %s is not an address of %s (it has %s): probably a NAT address, which host-gw cannot route to (flannel refuses it too); set %s to %s's address, or drop it and the %s-overwrite annotation, or use the vxlan backend",
+				Type, local, name, has, f.PublicIPFlag(), name, strings.TrimPrefix(f.PublicIPFlag(), "--"))
+		}
+	}
+	return b, nil
+}
 
 // newBackend is Kind.New.
 func newBackend(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
-	return New(env.Kernel, env.Underlay), nil
+	return New(env)
 }
 
 // Close implements backend.Backend: host-gw holds nothing in the process.
@@ -37,18 +74,31 @@ func (b *Backend) LeaseAttrs() lease.Attrs { return lease.Attrs{BackendType: Typ
 // MTU implements backend.Backend: no encapsulation.
 func (b *Backend) MTU() int { return b.u.MTU }
 
-// Plan implements backend.Backend: a route to each host-gw peer's subnet
-// via its public address on the underlay, which must be on the underlay's
-// link; a peer that is not is skipped. host-gw has no device of its own and
-// owns the routes into the cluster network on the underlay.
+// Plan implements backend.Backend: for each enabled family, a route to
+// each host-gw peer's subnet of that family via its public address of that
+// family (PublicIP, PublicIPv6) on the underlay, which must be on the
+// underlay's link; a peer that is not is skipped. host-gw has no device of
+// its own and owns the routes into the cluster networks on the underlay.
 func (b *Backend) Plan(st backend.NodeState) backend.Desired {
-	d := backend.Desired{Node: st, Scope: kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{b.u.Name}}}
-	for peer := range st.PeersOf(Type) {
-		if !b.u.IsOnLink(peer.Attrs.PublicIP) {
-			d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", peer.Subnet, peer.Attrs.PublicIP, b.u.Name))
-			continue
+	d := backend.Desired{Node: st, Scope: kernel.Scope{RouteDevs: []string{b.u.Name}}}
+	for _, f := range b.fams {
+		d.Scope.Networks = append(d.Scope.Networks, f.Network(st))
+		if own := f.Subnet(st.Own); own.IsValid() {
+			d.Scope.Own = append(d.Scope.Own, own)
 		}
-		d.Entries.Routes = append(d.Entries.Routes, kernel.Route{Dst: peer.Subnet, Gw: peer.Attrs.PublicIP, Dev: b.u.Name})
+		for peer := range st.PeersOf(Type) {
+			subnet, gw := f.Subnet(peer), f.PublicIP(peer.Attrs)
+			switch {
+			case !subnet.IsValid():
+				continue // a peer without this family
+			case !gw.IsValid() || gw.IsUnspecified():
+				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: no %s public address in its lease", subnet, f))
+			case !b.u.IsOnLink(gw):
+				d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", subnet, gw, b.u.Name))
+			default:
+				d.Entries.Routes = append(d.Entries.Routes, kernel.Route{Dst: subnet, Gw: gw, Dev: b.u.Name})
+			}
+		}
 	}
 	return d
 }

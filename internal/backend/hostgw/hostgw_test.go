@@ -27,13 +27,23 @@ func TestPlanSkipsPeersThatAreNotOnLink(t *testing.T) {
 		mk("10.244.4.0/24", "192.0.2.4", "vxlan"), // another backend: ignored
 	}}
 	f := kerneltest.New()
-	d := New(f, u).Plan(st)
+	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, Up: true})
+	if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix("192.0.2.1/24")}); err != nil {
+		t.Fatal(err)
+	}
+	u.Addr = netip.MustParseAddr("192.0.2.1")
+	f.Writes()
+	b, err := New(backend.Env{Kernel: f, Underlay: u, Network: st.Network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := b.Plan(st)
 	if got := f.Writes(); got != "" {
 		t.Errorf("Plan wrote to the kernel:\n%s", got)
 	}
 	p, skipped := d.Entries, d.Skipped
 	want := kernel.Route{Dst: netip.MustParsePrefix("10.244.2.0/24"), Gw: netip.MustParseAddr("192.0.2.2"), Dev: "eth0"}
-	wantScope := kernel.Scope{Network: st.Network, Own: own.Subnet, RouteDevs: []string{"eth0"}}
+	wantScope := kernel.Scope{Networks: []netip.Prefix{st.Network}, Own: []netip.Prefix{own.Subnet}, RouteDevs: []string{"eth0"}}
 	if len(d.Devices) != 0 || len(p.Neighs)+len(p.FDB) != 0 || !reflect.DeepEqual(d.Scope, wantScope) {
 		t.Errorf("devices %+v, entries %+v, scope %+v; want none, routes only, %+v", d.Devices, p, d.Scope, wantScope)
 	}
@@ -65,7 +75,10 @@ func TestApplyOnFake(t *testing.T) {
 	}
 	own := mk("10.244.1.0/24", "192.0.2.1")
 	st := backend.NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), Own: own, Peers: []lease.Lease{own, mk("10.244.2.0/24", "192.0.2.2")}}
-	b := New(f, u)
+	b, err := New(backend.Env{Kernel: f, Underlay: u, Network: st.Network})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	rep, err := b.Apply(ctx, b.Plan(st))
 	if err != nil {
@@ -101,5 +114,141 @@ func TestApplyOnFake(t *testing.T) {
 	}
 	if err := b.Close(); err != nil {
 		t.Error(err)
+	}
+}
+
+// dualNode is a fake kernel with eth0 holding 192.0.2.1/24 and
+// 2001:db8:0:1::1/64, and the underlay over it of both families.
+func dualNode(t *testing.T) (*kerneltest.Fake, kernel.Underlay) {
+	t.Helper()
+	f := kerneltest.New()
+	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
+	for _, a := range []string{"192.0.2.1/24", "2001:db8:0:1::1/64", "fe80::1/64"} {
+		if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix(a)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Writes()
+	return f, kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, MTU: 1500,
+		Addr: netip.MustParseAddr("192.0.2.1"), Addr6: netip.MustParseAddr("2001:db8:0:1::1"),
+		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:0:1::/64")}}
+}
+
+func dualLease(v4, v6, ip, ip6 string) lease.Lease {
+	var l lease.Lease
+	if v4 != "" {
+		l.Subnet = netip.MustParsePrefix(v4)
+	}
+	if v6 != "" {
+		l.IPv6Subnet = netip.MustParsePrefix(v6)
+	}
+	l.Attrs = lease.Attrs{PublicIP: netip.MustParseAddr(ip), PublicIPv6: netip.MustParseAddr(ip6), BackendType: Type}
+	return l
+}
+
+// TestApplyDualAndIPv6OnlyOnFake: routes of each enabled family via the
+// peers' public address of that family; an IPv6 peer off the link is
+// skipped; in an IPv6-only cluster (PublicIP 0.0.0.0 everywhere) only
+// IPv6 routes.
+func TestApplyDualAndIPv6OnlyOnFake(t *testing.T) {
+	network, network6 := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("2001:db8:244::/48")
+	for _, tc := range []struct {
+		name     string
+		v4       bool
+		peers    []lease.Lease
+		own      lease.Lease
+		want     string
+		skipped  int
+		wantNets []netip.Prefix
+	}{
+		{
+			name: "dual", v4: true,
+			own: dualLease("10.244.1.0/24", "2001:db8:244:1::/64", "192.0.2.1", "2001:db8:0:1::1"),
+			peers: []lease.Lease{
+				dualLease("10.244.2.0/24", "2001:db8:244:2::/64", "192.0.2.2", "2001:db8:0:1::2"),
+				dualLease("10.244.3.0/24", "2001:db8:244:3::/64", "192.0.2.3", "2001:db8:0:2::3"), // IPv6 off-link
+			},
+			want: `ip route replace 10.244.2.0/24 via 192.0.2.2 dev eth0
+ip route replace 10.244.3.0/24 via 192.0.2.3 dev eth0
+ip route replace 2001:db8:244:2::/64 via 2001:db8:0:1::2 dev eth0
+`,
+			skipped: 1, wantNets: []netip.Prefix{network, network6},
+		},
+		{
+			name: "IPv6-only",
+			own:  dualLease("", "2001:db8:244:1::/64", "0.0.0.0", "2001:db8:0:1::1"),
+			peers: []lease.Lease{
+				dualLease("", "2001:db8:244:2::/64", "0.0.0.0", "2001:db8:0:1::2"),
+				dualLease("", "2001:db8:244:4::/64", "0.0.0.0", "2001:db8:0:1::4"),
+			},
+			want: `ip route replace 2001:db8:244:2::/64 via 2001:db8:0:1::2 dev eth0
+ip route replace 2001:db8:244:4::/64 via 2001:db8:0:1::4 dev eth0
+`,
+			wantNets: []netip.Prefix{network6},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, u := dualNode(t)
+			env := backend.Env{Kernel: f, Underlay: u, IPv6Network: network6}
+			st := backend.NodeState{IPv6Network: network6, Own: tc.own, Peers: append([]lease.Lease{tc.own}, tc.peers...)}
+			if tc.v4 {
+				env.Network, st.Network = network, network
+			} else {
+				env.Underlay.Addr = netip.Addr{}
+			}
+			b, err := New(env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := b.Plan(st)
+			if !reflect.DeepEqual(d.Scope.Networks, tc.wantNets) || len(d.Skipped) != tc.skipped {
+				t.Errorf("scope networks %v, skipped %q", d.Scope.Networks, d.Skipped)
+			}
+			if _, err := b.Apply(context.Background(), d); err != nil {
+				t.Fatal(err)
+			}
+			if got := f.Writes(); got != tc.want {
+				t.Errorf("apply:\n%s\nwant\n%s", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestNewRefusesAPublicIPNotOnTheInterface: as flannel ("probably you're
+// on a NAT"), in either family, with a message naming the interface's
+// addresses and what to do.
+func TestNewRefusesAPublicIPNotOnTheInterface(t *testing.T) {
+	f, u := dualNode(t)
+	network, network6 := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("2001:db8:244::/48")
+	if _, err := New(backend.Env{Kernel: f, Underlay: u, Network: network, IPv6Network: network6}); err != nil {
+		t.Fatalf("the interface's own addresses: %v", err)
+	}
+	nat := u
+	nat.Addr = netip.MustParseAddr("203.0.113.9")
+	_, err := New(backend.Env{Kernel: f, Underlay: nat, Network: network})
+	want := "host-gw: public IP 203.0.113.9 is not an address of eth0 (it has 192.0.2.1/24): probably a NAT address, which host-gw cannot route to (flannel refuses it too); set --public-ip to eth0's address, or drop it and the public-ip-overwrite annotation, or use the vxlan backend"
+	if err == nil || err.Error() != want {
+		t.Errorf("NAT IPv4 address: %v\nwant %s", err, want)
+	}
+	nat = u
+	nat.Addr6 = netip.MustParseAddr("2001:db8:ffff::9")
+	if _, err := New(backend.Env{Kernel: f, Underlay: nat, Network: network, IPv6Network: network6}); err == nil ||
+		!strings.Contains(err.Error(), "public IP 2001:db8:ffff::9 is not an address of eth0 (it has 2001:db8:0:1::1/64, fe80::1/64)") ||
+		!strings.Contains(err.Error(), "--public-ipv6") || !strings.Contains(err.Error(), "public-ipv6-overwrite") {
+		t.Errorf("NAT IPv6 address: %v", err)
+	}
+	// IPv6 on, but the underlay has no IPv6 address.
+	nat = u
+	nat.Addr6 = netip.Addr{}
+	if _, err := New(backend.Env{Kernel: f, Underlay: nat, Network: network, IPv6Network: network6}); err == nil ||
+		err.Error() != "host-gw: the underlay eth0 has no IPv6 address; set --public-ipv6 or choose another --iface" {
+		t.Errorf("no IPv6 address: %v", err)
+	}
+	if _, err := New(backend.Env{Kernel: f, Underlay: u}); err == nil {
+		t.Error("no family enabled: no error")
+	}
+	f.Fail("ip addr show", errors.New("netlink is broken"))
+	if _, err := New(backend.Env{Kernel: f, Underlay: u, Network: network}); err == nil {
+		t.Error("a failed read of the addresses: no error")
 	}
 }

@@ -1,7 +1,9 @@
 package udp
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 
 	"github.com/weftnet/weft/internal/backend"
@@ -12,7 +14,20 @@ import (
 const Type = "udp"
 
 // Kind is the udp row of the backend table.
-var Kind = backend.Kind{Type: Type, Parse: Parse, New: newBackend}
+var Kind = backend.Kind{Type: Type, Parse: Parse, New: newIPv4}
+
+// ErrIPv6 refuses a network with IPv6: the udp backend carries IPv4
+// packets only, as flannel's.
+var ErrIPv6 = errors.New("the udp backend is IPv4-only, as flannel's: use vxlan or host-gw for IPv6, or set EnableIPv6 false")
+
+// newIPv4 is Kind.New: newBackend, once the network is known to be IPv4
+// only.
+func newIPv4(ctx context.Context, env backend.Env, opts backend.Options) (backend.Backend, error) {
+	if env.IPv6Network.IsValid() {
+		return nil, ErrIPv6
+	}
+	return newBackend(ctx, env, opts)
+}
 
 // Options are the resolved udp options.
 type Options struct {
