@@ -8,8 +8,21 @@ import (
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/kernel/kerneltest"
 	"github.com/weftnet/weft/internal/lease"
 )
+
+// testBackend is New over an empty fake kernel with the IPv4 network
+// 10.244.0.0/16 and, when prev is set, the VTEP MAC in prev's BackendData.
+func testBackend(t *testing.T, cfg Options, u kernel.Underlay, derived bool, prev string) *Backend {
+	t.Helper()
+	b, err := New(backend.Env{Kernel: kerneltest.New(), Underlay: u, Network: netip.MustParsePrefix("10.244.0.0/16"),
+		ReadOnly: derived, Previous: lease.Attrs{BackendData: []byte(prev)}}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
 
 func peer(subnet, ip, typ, data string) lease.Lease {
 	return lease.Lease{Subnet: netip.MustParsePrefix(subnet), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: typ, BackendData: []byte(data)}}
@@ -28,7 +41,7 @@ func TestPlan(t *testing.T) {
 		peer("10.244.4.0/24", "192.0.2.4", "host-gw", ``),
 		peer("10.244.5.0/24", "192.0.2.5", "vxlan", `{"VNI":1,"VtepMAC":"zz"}`),
 	}
-	b := &Backend{cfg: Options{Common: backend.Common{Port: 8472}, VNI: 7}, u: u, mac: "02:00:00:00:00:01"}
+	b := testBackend(t, Options{Common: backend.Common{Port: 8472}, VNI: 7}, u, false, `{"VNI":7,"VtepMAC":"02:00:00:00:00:01"}`)
 	d := b.Plan(st)
 	p, skipped := d.Entries, d.Skipped
 	if len(p.Routes) != 2 || len(p.Neighs) != 2 || len(p.FDB) != 2 || len(skipped) != 1 {
@@ -52,7 +65,7 @@ func TestPlan(t *testing.T) {
 	if len(d.Devices) != 1 || !reflect.DeepEqual(d.Devices[0], wantDev) {
 		t.Errorf("devices %+v, want [%+v]", d.Devices, wantDev)
 	}
-	wantScope := kernel.Scope{Network: st.Network, Own: st.Own.Subnet, RouteDevs: []string{"flannel.7", "eth0"}, NeighDevs: []string{"flannel.7"}}
+	wantScope := kernel.Scope{Networks: []netip.Prefix{st.Network}, Own: []netip.Prefix{st.Own.Subnet}, RouteDevs: []string{"flannel.7", "eth0"}, NeighDevs: []string{"flannel.7"}}
 	if !reflect.DeepEqual(d.Scope, wantScope) || !reflect.DeepEqual(d.Node, st) {
 		t.Errorf("scope %+v, want %+v; node state %+v", d.Scope, wantScope, d.Node)
 	}
@@ -78,14 +91,13 @@ func TestPlanDerivedMAC(t *testing.T) {
 		Own:     peer("10.244.1.0/24", "192.0.2.1", "vxlan", ``),
 		Peers:   []lease.Lease{peer("10.244.2.0/24", "192.0.2.12", "vxlan", ``)}, // nothing published
 	}
-	b := &Backend{cfg: Options{VNI: 7}, u: u}
+	b := testBackend(t, Options{VNI: 7}, u, false, "")
 	d := b.Plan(st)
 	p, skipped := d.Entries, d.Skipped
 	if len(p.FDB) != 0 || len(skipped) != 1 {
 		t.Errorf("without DerivedMAC a peer without data is skipped: plan %+v skipped %v", p, skipped)
 	}
-	b.derived = true
-	d = b.Plan(st)
+	d = testBackend(t, Options{VNI: 7}, u, true, "").Plan(st)
 	p, skipped = d.Entries, d.Skipped
 	if len(skipped) != 0 || len(p.FDB) != 1 || p.FDB[0].MAC != "0e:77:c0:00:02:0c" || p.Neighs[0].MAC != "0e:77:c0:00:02:0c" {
 		t.Errorf("derived: plan %+v skipped %v", p, skipped)
@@ -96,7 +108,8 @@ func TestPlanDerivedMAC(t *testing.T) {
 // enters (the kernel would reject its neighbour entry at every sync);
 // other types and derived MACs are not judged.
 func TestCheckPeer(t *testing.T) {
-	b := &Backend{}
+	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1")}
+	b := testBackend(t, Options{VNI: 1}, u, false, "")
 	for data, want := range map[string]string{
 		`{"VNI":1,"VtepMAC":"02:00:00:00:00:02"}`: "",
 		`{"VNI":1,"VtepMAC":"00:00:00:00:00:00"}`: "not a unicast MAC",
@@ -113,7 +126,7 @@ func TestCheckPeer(t *testing.T) {
 	if err := b.CheckPeer(peer("10.244.2.0/24", "192.0.2.2", "host-gw", "")); err != nil {
 		t.Errorf("a host-gw lease judged by vxlan: %v", err)
 	}
-	if err := (&Backend{derived: true}).CheckPeer(peer("10.244.2.0/24", "192.0.2.2", "vxlan", "")); err != nil {
+	if err := testBackend(t, Options{VNI: 1}, u, true, "").CheckPeer(peer("10.244.2.0/24", "192.0.2.2", "vxlan", "")); err != nil {
 		t.Errorf("derived MACs: %v", err)
 	}
 }

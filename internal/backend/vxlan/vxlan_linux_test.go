@@ -49,7 +49,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Fatalf("underlay %+v", u)
 	}
 	cfg := Options{Common: backend.Common{Port: 8472}, VNI: 1, DirectRouting: true}
-	b, err := New(kernel.NewNetlink(h), cfg, u, false, slog.Default())
+	b, err := New(backend.Env{Kernel: kernel.NewNetlink(h), Underlay: u, Network: netip.MustParsePrefix("10.244.0.0/16"), Log: slog.Default()}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestApplyInNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if dev.Attrs().MTU != 1450 || dev.Attrs().HardwareAddr.String() != b.mac {
+	if dev.Attrs().MTU != 1450 || dev.Attrs().HardwareAddr.String() != b.fams[0].mac {
 		t.Errorf("device MTU %d MAC %s", dev.Attrs().MTU, dev.Attrs().HardwareAddr)
 	}
 	addrs, _ := h.AddrList(dev, netlink.FAMILY_V4)
@@ -127,18 +127,18 @@ func TestApplyInNamespace(t *testing.T) {
 	}
 	// A restart reuses the device and its MAC; a new MTU is applied.
 	cfg.MTU = 1400
-	b2, err := New(kernel.NewNetlink(h), cfg, u, false, slog.Default())
+	b2, err := New(backend.Env{Kernel: kernel.NewNetlink(h), Underlay: u, Network: netip.MustParsePrefix("10.244.0.0/16"), Log: slog.Default()}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b2.mac != b.mac {
-		t.Errorf("restart changed the VTEP MAC: %s -> %s", b.mac, b2.mac)
+	if b2.fams[0].mac != b.fams[0].mac {
+		t.Errorf("restart changed the VTEP MAC: %s -> %s", b.fams[0].mac, b2.fams[0].mac)
 	}
 	if _, err := b2.Apply(ctx, b2.Plan(st)); err != nil {
 		t.Fatal(err)
 	}
 	dev, _ = h.LinkByName("flannel.1")
-	if dev.Attrs().MTU != 1350 || dev.Attrs().HardwareAddr.String() != b.mac {
+	if dev.Attrs().MTU != 1350 || dev.Attrs().HardwareAddr.String() != b.fams[0].mac {
 		t.Errorf("after restart: MTU %d MAC %s", dev.Attrs().MTU, dev.Attrs().HardwareAddr)
 	}
 }
@@ -156,7 +156,7 @@ func mustNet(s string) *net.IPNet {
 // (which the kernel dropped with the link) back.
 func TestDeviceChangedByHandInNamespace(t *testing.T) {
 	h, u := underlay(t)
-	b, err := New(kernel.NewNetlink(h), Options{Common: backend.Common{Port: 8472}, VNI: 1}, u, false, slog.Default())
+	b, err := New(backend.Env{Kernel: kernel.NewNetlink(h), Underlay: u, Network: netip.MustParsePrefix("10.244.0.0/16"), Log: slog.Default()}, Options{Common: backend.Common{Port: 8472}, VNI: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

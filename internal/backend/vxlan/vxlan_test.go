@@ -3,7 +3,6 @@ package vxlan
 import (
 	"context"
 	"errors"
-	"io"
 	"log/slog"
 	"net/netip"
 	"testing"
@@ -27,13 +26,15 @@ func fakeNode(t *testing.T, cfg Options) (*kerneltest.Fake, *Backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := New(f, cfg, u, true, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b, err := New(backend.Env{Kernel: f, Underlay: u, Network: netip.MustParsePrefix("10.244.0.0/16"), ReadOnly: true, Log: quiet}, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Writes()
 	return f, b
 }
+
+var quiet = slog.New(slog.DiscardHandler)
 
 func fakeState() backend.NodeState {
 	own := peer("10.244.1.0/24", "192.0.2.1", "vxlan", "")
@@ -126,22 +127,23 @@ func TestNewReusesTheDeviceMAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	u, _ := kernel.FindUnderlay(f, kernel.UnderlayQuery{Ifaces: []string{"eth0"}})
-	b2, err := New(f, Options{Common: backend.Common{Port: 8472}, VNI: 1}, u, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	env := backend.Env{Kernel: f, Underlay: u, Network: netip.MustParsePrefix("10.244.0.0/16"), Log: quiet}
+	b2, err := New(env, Options{Common: backend.Common{Port: 8472}, VNI: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b2.mac != b.mac {
-		t.Errorf("a restart picked MAC %s, the device has %s", b2.mac, b.mac)
+	if b2.fams[0].mac != b.fams[0].mac {
+		t.Errorf("a restart picked MAC %s, the device has %s", b2.fams[0].mac, b.fams[0].mac)
 	}
-	b3, err := New(f, Options{Common: backend.Common{Port: 8472}, VNI: 2}, u, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b3, err := New(env, Options{Common: backend.Common{Port: 8472}, VNI: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b3.mac == b.mac || kernel.CanonicalMAC(b3.mac) != b3.mac || b3.mac[1] != '2' && b3.mac[1] != '6' && b3.mac[1] != 'a' && b3.mac[1] != 'e' {
-		t.Errorf("a new device's MAC %s: want a fresh locally administered unicast one", b3.mac)
+	if b3.fams[0].mac == b.fams[0].mac || kernel.CanonicalMAC(b3.fams[0].mac) != b3.fams[0].mac || b3.fams[0].mac[1] != '2' && b3.fams[0].mac[1] != '6' && b3.fams[0].mac[1] != 'a' && b3.fams[0].mac[1] != 'e' {
+		t.Errorf("a new device's MAC %s: want a fresh locally administered unicast one", b3.fams[0].mac)
 	}
 	f.Fail("ip link show flannel.1", errors.New("netlink is broken"))
-	if _, err := New(f, Options{Common: backend.Common{Port: 8472}, VNI: 1}, u, false, slog.Default()); err == nil {
+	if _, err := New(env, Options{Common: backend.Common{Port: 8472}, VNI: 1}); err == nil {
 		t.Error("New ignored a failed look-up of the device")
 	}
 }
