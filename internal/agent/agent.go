@@ -46,6 +46,9 @@ type Options struct {
 	PublicIPNAT, PublicIPv6NAT bool
 	SubnetFile                 string
 	IPMasq                     bool
+	// IPMasqFullyRandomDisable masquerades without fully-random port
+	// mapping (flannel's --ip-masq-fully-random-disable).
+	IPMasqFullyRandomDisable bool
 	// ForwardRules accepts forwarded traffic from and to the cluster
 	// network, also in iptables' FORWARD chain when the host has iptables
 	// (flannel's --iptables-forward-rules, on by default there).
