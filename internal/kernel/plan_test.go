@@ -97,16 +97,18 @@ func TestScopeDual(t *testing.T) {
 		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "flannel-v6.1"}, true},
 		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "eth0", Protocol: ProtoBoot}, true},
 		{Route{Dst: p("2001:db8:244:1::/64"), Dev: "flannel-v6.1", Protocol: ProtoWeft}, false}, // own IPv6 subnet
-		{Route{Dst: p("10.244.1.0/24"), Dev: "flannel.1", Protocol: ProtoWeft}, false},         // own IPv4 subnet
-		{Route{Dst: p("2001:db8:244::/48"), Dev: "flannel-v6.1"}, false},                       // the network itself
-		{Route{Dst: p("2001:db8:245::/64"), Dev: "flannel-v6.1"}, false},                       // outside
-		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "cni0"}, false},                             // other link
+		{Route{Dst: p("10.244.1.0/24"), Dev: "flannel.1", Protocol: ProtoWeft}, false},          // own IPv4 subnet
+		{Route{Dst: p("2001:db8:244::/48"), Dev: "flannel-v6.1"}, false},                        // the network itself
+		{Route{Dst: p("2001:db8:245::/64"), Dev: "flannel-v6.1"}, false},                        // outside
+		{Route{Dst: p("2001:db8:244:2::/64"), Dev: "cni0"}, false},                              // other link
 	} {
 		if got := s.Owns(tc.r); got != tc.owns {
 			t.Errorf("Owns(%v) = %v", tc.r, got)
 		}
 	}
-	n := func(ip, dev string) Neigh { return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Dev: dev} }
+	n := func(ip, dev string) Neigh {
+		return Neigh{IP: netip.MustParseAddr(ip), MAC: "02:00:00:00:00:01", Dev: dev}
+	}
 	have := Plan{Neighs: []Neigh{n("10.244.2.0", "flannel.1"), n("2001:db8:244:2::", "flannel-v6.1"), n("2001:db8:0:1::9", "eth0")}}
 	if got := s.Filter(have).Neighs; len(got) != 2 || got[0] != have.Neighs[0] || got[1] != have.Neighs[1] {
 		t.Errorf("dual neighbours %v, want both families on the vxlan devices", got)

@@ -117,21 +117,17 @@ func TestApplyOnFake(t *testing.T) {
 	}
 }
 
-// dualNode is a fake kernel with eth0 holding 192.0.2.1/24 and
-// 2001:db8:0:1::1/64, and the underlay over it of both families.
+// dualNode is a fake kernel with eth0 holding 192.0.2.1/24,
+// 2001:db8:0:1::1/64 and a link-local address, and the underlay over it of
+// both families.
 func dualNode(t *testing.T) (*kerneltest.Fake, kernel.Underlay) {
 	t.Helper()
 	f := kerneltest.New()
-	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
-	for _, a := range []string{"192.0.2.1/24", "2001:db8:0:1::1/64", "fe80::1/64"} {
-		if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix(a)}); err != nil {
-			t.Fatal(err)
-		}
+	u, err := f.AddUnderlay("192.0.2.1/24", "2001:db8:0:1::1/64", "fe80::1/64")
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.Writes()
-	return f, kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, MTU: 1500,
-		Addr: netip.MustParseAddr("192.0.2.1"), Addr6: netip.MustParseAddr("2001:db8:0:1::1"),
-		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:0:1::/64")}}
+	return f, u
 }
 
 func dualLease(v4, v6, ip, ip6 string) lease.Lease {

@@ -23,16 +23,11 @@ var (
 func dualFake(t *testing.T) (*kerneltest.Fake, kernel.Underlay) {
 	t.Helper()
 	f := kerneltest.New()
-	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
-	for _, a := range []string{"192.0.2.1/24", "2001:db8:0:1::1/64"} {
-		if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix(a)}); err != nil {
-			t.Fatal(err)
-		}
+	u, err := f.AddUnderlay("192.0.2.1/24", "2001:db8:0:1::1/64")
+	if err != nil {
+		t.Fatal(err)
 	}
-	f.Writes()
-	return f, kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, MTU: 1500,
-		Addr: netip.MustParseAddr("192.0.2.1"), Addr6: netip.MustParseAddr("2001:db8:0:1::1"),
-		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:0:1::/64")}}
+	return f, u
 }
 
 // dualPeer is a vxlan lease of both families (v4 "" for IPv6-only, with

@@ -133,6 +133,37 @@ func (f *Fake) AddDevice(l kernel.Link) kernel.Link {
 	return l
 }
 
+// AddUnderlay adds eth0 (a veth, MTU 1500, up) with the addresses given
+// ("192.0.2.1/24", "2001:db8:0:1::1/64") and returns the underlay over it
+// as the agent finds it: Addr and Addr6 the first address of each family,
+// OnLink their networks (link-local addresses count for neither). Nothing
+// is recorded as written.
+func (f *Fake) AddUnderlay(addrs ...string) (kernel.Underlay, error) {
+	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:01", Up: true})
+	u := kernel.Underlay{Name: eth0.Name, LinkIndex: eth0.Index, MTU: eth0.MTU}
+	for _, s := range addrs {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return u, err
+		}
+		f.mu.Lock()
+		f.addrs = append(f.addrs, kernel.Addr{Dev: eth0.Name, Prefix: p})
+		f.mu.Unlock()
+		if p.Addr().IsLinkLocalUnicast() {
+			continue
+		}
+		first := &u.Addr
+		if p.Addr().Is6() {
+			first = &u.Addr6
+		}
+		if !first.IsValid() {
+			*first = p.Addr()
+		}
+		u.OnLink = append(u.OnLink, p.Masked())
+	}
+	return u, nil
+}
+
 // RemoveDevice removes a link as the kernel does when it goes away on its
 // own (a TUN device whose last descriptor was closed), with what DeleteLink
 // removes. A missing link is no error.
