@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/weftnet/weft/internal/config"
 )
 
 // Attrs are the attributes a node publishes with its lease. The JSON form is
@@ -285,4 +287,67 @@ type Store interface {
 	// history, and otherwise sends a new Reset whose Cause says why. sink
 	// is called from one goroutine, and should return quickly.
 	Watch(ctx context.Context, sink func(Event)) error
+}
+
+// Family selects one address family's fields of a lease, so that code
+// which does the same for IPv4 and IPv6 is written once, as a loop over
+// Families.
+type Family int
+
+// The address families of a lease, in flannel's order.
+const (
+	IPv4 Family = iota
+	IPv6
+)
+
+// Families are both families, IPv4 first.
+var Families = [...]Family{IPv4, IPv6}
+
+func (f Family) String() string {
+	if f == IPv6 {
+		return "IPv6"
+	}
+	return "IPv4"
+}
+
+// Has reports whether a is an address of the family (an IPv4-mapped IPv6
+// address is neither).
+func (f Family) Has(a netip.Addr) bool {
+	if f == IPv6 {
+		return a.Is6() && !a.Is4In6()
+	}
+	return a.Is4()
+}
+
+// Of returns the family's part of a config, and whether it is enabled.
+func (f Family) Of(cfg *config.Config) (config.Family, bool) {
+	if f == IPv6 {
+		return cfg.IPv6, cfg.EnableIPv6
+	}
+	return cfg.IPv4, cfg.EnableIPv4
+}
+
+// SubnetOf is the lease's subnet of family f: Subnet or IPv6Subnet.
+func (l *Lease) SubnetOf(f Family) *netip.Prefix {
+	if f == IPv6 {
+		return &l.IPv6Subnet
+	}
+	return &l.Subnet
+}
+
+// PublicIPOf is the public address of family f: PublicIP or PublicIPv6.
+func (a *Attrs) PublicIPOf(f Family) *netip.Addr {
+	if f == IPv6 {
+		return &a.PublicIPv6
+	}
+	return &a.PublicIP
+}
+
+// BackendDataOf is the backend data of family f: BackendData or
+// BackendV6Data.
+func (a *Attrs) BackendDataOf(f Family) *json.RawMessage {
+	if f == IPv6 {
+		return &a.BackendV6Data
+	}
+	return &a.BackendData
 }

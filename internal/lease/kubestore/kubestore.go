@@ -146,47 +146,47 @@ func (s *Store) strip(obj any) (any, error) {
 // Config implements lease.Store: the net-conf.json file read at New.
 func (s *Store) Config(context.Context) ([]byte, error) { return s.doc, nil }
 
-// Acquire implements lease.Store. The subnet is the node's podCIDR; the
-// agent never allocates in this mode. Unless read-only, it publishes
-// req.Attrs as annotations on the Node (status subresource). With
+// Acquire implements lease.Store. The subnets are the node's podCIDRs, one
+// per enabled family; the agent never allocates in this mode. Unless
+// read-only, it publishes req.Attrs as annotations on the Node (status
+// subresource), with the address of a public-ip-overwrite or
+// public-ipv6-overwrite annotation instead of the detected one. With
 // req.Reclaim it does the same: publishing again is what puts back
 // annotations someone else changed.
 func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
-	n := &corev1.Node{}
-	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
-		if apierrors.IsNotFound(err) {
-			return lease.Lease{}, fmt.Errorf("node %q does not exist: set NODE_NAME to this node's name as Kubernetes knows it: %w", s.o.NodeName, err)
-		}
-		return lease.Lease{}, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
-	}
-	subnet, err := s.podCIDR(n)
+	n, err := s.ownNode(ctx)
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	if !subnet.IsValid() {
-		return lease.Lease{}, fmt.Errorf("node %q has no podCIDR: start kube-controller-manager with --allocate-node-cidrs and --cluster-cidr, or set it", n.Name)
+	l, err := podCIDRs(n)
+	if err != nil {
+		return lease.Lease{}, fmt.Errorf("%w: %w", err, lease.ErrMisconfigured)
 	}
-	if !s.cfg.IPv4.Network.Contains(subnet.Addr()) || subnet.Bits() < s.cfg.IPv4.Network.Bits() {
-		return lease.Lease{}, fmt.Errorf("node %q has podCIDR %s, which is outside Network %s in %s: make kube-controller-manager's --cluster-cidr and net-conf.json agree: %w",
-			n.Name, subnet, s.cfg.IPv4.Network, s.o.ConfigPath, lease.ErrMisconfigured)
+	if err := s.checkSubnets(n, &l, true); err != nil {
+		return lease.Lease{}, err
 	}
 	attrs := req.Attrs
 	if !s.o.ReadOnly {
-		if ow := n.Annotations[s.ann.publicIPOverwrite]; ow != "" {
+		for _, f := range s.families() {
+			name := s.ann.fam[f].publicIPOverwrite
+			ow := n.Annotations[name]
+			if ow == "" {
+				continue
+			}
 			ip, err := netip.ParseAddr(ow)
-			if err != nil || !ip.Is4() {
-				return lease.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not an IPv4 address: %w", n.Name, s.ann.publicIPOverwrite, ow, lease.ErrMisconfigured)
+			if err != nil || !f.Has(ip) {
+				return lease.Lease{}, fmt.Errorf("node %q: annotation %s=%q is not an %s address: %w", n.Name, name, ow, f, lease.ErrMisconfigured)
 			}
-			if ip != attrs.PublicIP {
-				s.o.Log.Info("publishing the public IP from the node's annotation", "annotation", s.ann.publicIPOverwrite, "public-ip", ip)
+			if ip != *attrs.PublicIPOf(f) {
+				s.o.Log.Info("publishing the public IP from the node's annotation", "annotation", name, "public-ip", ip)
 			}
-			attrs.PublicIP = ip
+			*attrs.PublicIPOf(f) = ip
 		}
 		if err := s.publish(ctx, n, attrs); err != nil {
 			return lease.Lease{}, err
 		}
 	}
-	l := lease.Lease{Subnet: subnet, Attrs: attrs, Created: n.CreationTimestamp.UnixNano()}
+	l.Attrs, l.Created = attrs, n.CreationTimestamp.UnixNano()
 	s.mu.Lock()
 	s.own, s.ownHeld = l, true
 	for q := range s.watches {
@@ -196,38 +196,110 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 	return l, nil
 }
 
-// podCIDR returns the node's IPv4 pod CIDR (invalid when none is set).
-func (s *Store) podCIDR(n *corev1.Node) (netip.Prefix, error) {
+// families are the address families the network config enables.
+func (s *Store) families() []lease.Family {
+	var out []lease.Family
+	for _, f := range lease.Families {
+		if _, on := f.Of(s.cfg); on {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// podCIDRs returns a lease holding the node's pod CIDRs: spec.podCIDRs, or
+// spec.podCIDR when that is empty, at most one of each family (a subnet is
+// invalid when the node has none of its family).
+func podCIDRs(n *corev1.Node) (lease.Lease, error) {
+	var l lease.Lease
 	cidrs := n.Spec.PodCIDRs
 	if len(cidrs) == 0 && n.Spec.PodCIDR != "" {
 		cidrs = []string{n.Spec.PodCIDR}
 	}
+	if len(cidrs) > 2 {
+		return l, fmt.Errorf("node %q has %d podCIDRs %q: at most one IPv4 and one IPv6 are allowed", n.Name, len(cidrs), cidrs)
+	}
 	for _, c := range cidrs {
 		p, err := netip.ParsePrefix(c)
 		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("node %q: podCIDR %q: %w", n.Name, c, err)
+			return l, fmt.Errorf("node %q: podCIDR %q: %w", n.Name, c, err)
 		}
-		if p.Addr().Is4() {
-			return p.Masked(), nil
+		f := lease.IPv4
+		if !p.Addr().Is4() {
+			f = lease.IPv6
+		}
+		if !f.Has(p.Addr()) {
+			return l, fmt.Errorf("node %q: podCIDR %q is an IPv4-mapped IPv6 prefix", n.Name, c)
+		}
+		sub := l.SubnetOf(f)
+		if sub.IsValid() {
+			return l, fmt.Errorf("node %q has two %s podCIDRs %q: at most one IPv4 and one IPv6 are allowed", n.Name, f, cidrs)
+		}
+		*sub = p.Masked()
+	}
+	return l, nil
+}
+
+// checkSubnets keeps in l the subnets of the enabled families and checks
+// each against its Network: a node must have one of each enabled family,
+// inside the family's Network. own says l is this node's, whose errors say
+// what to do.
+func (s *Store) checkSubnets(n *corev1.Node, l *lease.Lease, own bool) error {
+	for _, f := range lease.Families {
+		fam, on := f.Of(s.cfg)
+		sub := l.SubnetOf(f)
+		switch {
+		case !on:
+			*sub = netip.Prefix{} // flannel ignores a podCIDR of a disabled family
+		case !sub.IsValid() && own && f == lease.IPv4 && len(s.families()) == 1:
+			return fmt.Errorf("node %q has no podCIDR: start kube-controller-manager with --allocate-node-cidrs and --cluster-cidr, or set it", n.Name)
+		case !sub.IsValid() && own:
+			return fmt.Errorf("node %q has no %s podCIDR (it has %q) and net-conf.json enables %s: give kube-controller-manager --allocate-node-cidrs and a --cluster-cidr of each enabled family (e.g. --cluster-cidr=%s): %w",
+				n.Name, f, n.Spec.PodCIDRs, f, clusterCIDRs(s.cfg), lease.ErrMisconfigured)
+		case !sub.IsValid():
+			return fmt.Errorf("node %q has no %s podCIDR", n.Name, f)
+		case !fam.Network.Contains(sub.Addr()) || sub.Bits() < fam.Network.Bits():
+			if own {
+				return fmt.Errorf("node %q has podCIDR %s, which is outside Network %s in %s: make kube-controller-manager's --cluster-cidr and net-conf.json agree: %w",
+					n.Name, *sub, fam.Network, s.o.ConfigPath, lease.ErrMisconfigured)
+			}
+			// Never route outside the cluster network.
+			return fmt.Errorf("node %q: podCIDR %s is outside Network %s", n.Name, *sub, fam.Network)
 		}
 	}
-	return netip.Prefix{}, nil
+	return nil
+}
+
+// clusterCIDRs is the --cluster-cidr that matches the config.
+func clusterCIDRs(cfg *config.Config) string {
+	var nets []string
+	for _, f := range lease.Families {
+		if fam, on := f.Of(cfg); on {
+			nets = append(nets, fam.Network.String())
+		}
+	}
+	return strings.Join(nets, ",")
 }
 
 // annotationValues are the annotations flannel writes for attrs, byte for
-// byte: backend-data is the JSON of BackendData ("null" when there is
-// none), public-ip the dotted quad.
+// byte: for each enabled family, backend-data (backend-v6-data) is the
+// JSON of its backend data ("null" when there is none) and public-ip
+// (public-ipv6) the address.
 func (s *Store) annotationValues(attrs lease.Attrs) (map[string]string, error) {
-	data, err := json.Marshal(attrs.BackendData)
-	if err != nil {
-		return nil, fmt.Errorf("encode backend data: %w", err)
-	}
-	return map[string]string{
+	out := map[string]string{
 		s.ann.managed:     "true",
 		s.ann.backendType: attrs.BackendType,
-		s.ann.backendData: string(data),
-		s.ann.publicIP:    attrs.PublicIP.String(),
-	}, nil
+	}
+	for _, f := range s.families() {
+		data, err := json.Marshal(*attrs.BackendDataOf(f))
+		if err != nil {
+			return nil, fmt.Errorf("encode %s backend data: %w", f, err)
+		}
+		ann := s.ann.fam[f]
+		out[ann.backendData] = string(data)
+		out[ann.publicIP] = attrs.PublicIPOf(f).String()
+	}
+	return out, nil
 }
 
 // publish writes attrs onto the node with a merge patch of the status
@@ -253,7 +325,8 @@ func (s *Store) publish(ctx context.Context, n *corev1.Node, attrs lease.Attrs) 
 	if err := s.o.Client.Patch(ctx, kubeclient.Nodes, "", n.Name, types.MergePatchType, patch, "status"); err != nil {
 		return fmt.Errorf("annotate node %q with its backend data: %w", n.Name, err)
 	}
-	s.o.Log.Info("published backend data on the node", "node", n.Name, "backend-type", attrs.BackendType, "public-ip", attrs.PublicIP)
+	s.o.Log.Info("published backend data on the node", "node", n.Name, "backend-type", attrs.BackendType,
+		"public-ip", attrs.PublicIP, "public-ipv6", attrs.PublicIPv6)
 	return nil
 }
 
@@ -306,7 +379,12 @@ func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 			out = append(out, l)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Subnet.Addr().Less(out[j].Subnet.Addr()) })
+	sort.Slice(out, func(i, j int) bool {
+		if c := out[i].Subnet.Addr().Compare(out[j].Subnet.Addr()); c != 0 {
+			return c < 0
+		}
+		return out[i].IPv6Subnet.Addr().Less(out[j].IPv6Subnet.Addr())
+	})
 	return out, nil
 }
 
@@ -314,49 +392,54 @@ func (s *Store) List(ctx context.Context) ([]lease.Lease, error) {
 // are not (yet) part of the network (no podCIDR; in full mode, not marked
 // as managed by weft or flannel), and for nodes that claim to be but do not
 // decode, for which err says why (it quotes no annotation in full: any
-// client that may write a Node's status may write anything there).
+// client that may write a Node's status may write anything there). A
+// lease has the subnet, public address and backend data of each enabled
+// family.
 func (s *Store) nodeLease(n *corev1.Node) (l lease.Lease, ok bool, err error) {
-	subnet, err := s.podCIDR(n)
+	l, err = podCIDRs(n)
 	if err != nil {
-		return l, false, err
+		return lease.Lease{}, false, err
 	}
-	if !subnet.IsValid() {
-		return l, false, nil
+	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
+		return lease.Lease{}, false, nil
 	}
-	if net := s.cfg.IPv4.Network; !net.Contains(subnet.Addr()) || subnet.Bits() < net.Bits() {
-		// Never route outside the cluster network.
-		return l, false, fmt.Errorf("node %q: podCIDR %s is outside Network %s", n.Name, subnet, net)
+	if err := s.checkSubnets(n, &l, false); err != nil {
+		return lease.Lease{}, false, err
 	}
-	l.Subnet = subnet
 	l.Created = n.CreationTimestamp.UnixNano()
 	if s.o.ReadOnly {
-		ip := nodeAddress(n, s.ann.nodePublicIP)
-		if !ip.IsValid() {
-			return l, false, nil
+		l.Attrs.BackendType = s.cfg.Backend.Type
+		for _, f := range s.families() {
+			ip := nodeAddress(n, s.ann.fam[f].nodePublicIP, f)
+			if !ip.IsValid() {
+				return lease.Lease{}, false, nil
+			}
+			*l.Attrs.PublicIPOf(f) = ip
 		}
-		l.Attrs = lease.Attrs{PublicIP: ip, BackendType: s.cfg.Backend.Type}
 		return l, true, nil
 	}
 	if n.Annotations[s.ann.managed] != "true" {
-		return l, false, nil // not ours nor flannel's: ignored
+		return lease.Lease{}, false, nil // not ours nor flannel's: ignored
 	}
-	v := n.Annotations[s.ann.publicIP]
-	ip, err := netip.ParseAddr(v)
-	if err != nil || !ip.Is4() {
-		return l, false, fmt.Errorf("node %q: annotation %s (%d bytes) is not an IPv4 address", n.Name, s.ann.publicIP, len(v))
-	}
-	l.Attrs = lease.Attrs{PublicIP: ip, BackendType: n.Annotations[s.ann.backendType]}
-	if d := strings.TrimSpace(n.Annotations[s.ann.backendData]); d != "" && d != "null" && json.Valid([]byte(d)) {
-		l.Attrs.BackendData = json.RawMessage(d)
+	l.Attrs.BackendType = n.Annotations[s.ann.backendType]
+	for _, f := range s.families() {
+		ann := s.ann.fam[f]
+		v := n.Annotations[ann.publicIP]
+		ip, err := netip.ParseAddr(v)
+		if err != nil || !f.Has(ip) {
+			return lease.Lease{}, false, fmt.Errorf("node %q: annotation %s (%d bytes) is not an %s address", n.Name, ann.publicIP, len(v), f)
+		}
+		*l.Attrs.PublicIPOf(f) = ip
+		*l.Attrs.BackendDataOf(f) = backendData(n.Annotations[ann.backendData])
 	}
 	return l, true, nil
 }
 
-// nodeAddress is the node-public-ip annotation if set, else the node's
-// first IPv4 InternalIP.
-func nodeAddress(n *corev1.Node, annotation string) netip.Addr {
+// nodeAddress is the node-public-ip (node-public-ipv6) annotation if set,
+// else the node's first InternalIP of family f.
+func nodeAddress(n *corev1.Node, annotation string, f lease.Family) netip.Addr {
 	if v := n.Annotations[annotation]; v != "" {
-		if ip, err := netip.ParseAddr(v); err == nil && ip.Is4() {
+		if ip, err := netip.ParseAddr(v); err == nil && f.Has(ip) {
 			return ip
 		}
 	}
@@ -364,7 +447,7 @@ func nodeAddress(n *corev1.Node, annotation string) netip.Addr {
 		if a.Type != corev1.NodeInternalIP {
 			continue
 		}
-		if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
+		if ip, err := netip.ParseAddr(a.Address); err == nil && f.Has(ip) {
 			return ip
 		}
 	}
@@ -571,7 +654,15 @@ func (s *Store) MarkReady(ctx context.Context) error {
 
 // annotations are the full names of the annotations, under a prefix.
 type annotations struct {
-	managed, backendType, backendData, publicIP, publicIPOverwrite, nodePublicIP string
+	managed, backendType string
+	fam                  [2]familyAnnotations // by lease.Family
+}
+
+// familyAnnotations are the annotations of one address family: flannel's
+// backend-data, public-ip, public-ip-overwrite and node-public-ip, or their
+// -v6 / -ipv6 twins.
+type familyAnnotations struct {
+	backendData, publicIP, publicIPOverwrite, nodePublicIP string
 }
 
 func newAnnotations(prefix string) (annotations, error) {
@@ -580,25 +671,53 @@ func newAnnotations(prefix string) (annotations, error) {
 	}
 	p := prefix + "/"
 	return annotations{
-		managed: p + "kube-subnet-manager", backendType: p + "backend-type", backendData: p + "backend-data",
-		publicIP: p + "public-ip", publicIPOverwrite: p + "public-ip-overwrite", nodePublicIP: p + "node-public-ip",
+		managed: p + "kube-subnet-manager", backendType: p + "backend-type",
+		fam: [2]familyAnnotations{
+			lease.IPv4: {backendData: p + "backend-data", publicIP: p + "public-ip",
+				publicIPOverwrite: p + "public-ip-overwrite", nodePublicIP: p + "node-public-ip"},
+			lease.IPv6: {backendData: p + "backend-v6-data", publicIP: p + "public-ipv6",
+				publicIPOverwrite: p + "public-ipv6-overwrite", nodePublicIP: p + "node-public-ipv6"},
+		},
 	}, nil
+}
+
+// ownNode reads this node's Node object.
+func (s *Store) ownNode(ctx context.Context) (*corev1.Node, error) {
+	n := &corev1.Node{}
+	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("node %q does not exist: set NODE_NAME to this node's name as Kubernetes knows it: %w", s.o.NodeName, err)
+		}
+		return nil, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
+	}
+	return n, nil
 }
 
 // NodePublicIP returns the node-public-ip annotation of this node, if set:
 // flannel's way to choose a node's underlay address from the cluster.
 func (s *Store) NodePublicIP(ctx context.Context) (netip.Addr, error) {
-	n := &corev1.Node{}
-	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
-		return netip.Addr{}, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
+	return s.nodePublicIP(ctx, lease.IPv4)
+}
+
+// NodePublicIPv6 returns the node-public-ipv6 annotation of this node, if
+// set: NodePublicIP's IPv6 twin (flannel's --public-ipv6 from the cluster).
+func (s *Store) NodePublicIPv6(ctx context.Context) (netip.Addr, error) {
+	return s.nodePublicIP(ctx, lease.IPv6)
+}
+
+func (s *Store) nodePublicIP(ctx context.Context, f lease.Family) (netip.Addr, error) {
+	n, err := s.ownNode(ctx)
+	if err != nil {
+		return netip.Addr{}, err
 	}
-	v := n.Annotations[s.ann.nodePublicIP]
+	name := s.ann.fam[f].nodePublicIP
+	v := n.Annotations[name]
 	if v == "" {
 		return netip.Addr{}, nil
 	}
 	ip, err := netip.ParseAddr(v)
-	if err != nil || !ip.Is4() {
-		return netip.Addr{}, fmt.Errorf("node %q: annotation %s=%q is not an IPv4 address", n.Name, s.ann.nodePublicIP, v)
+	if err != nil || !f.Has(ip) {
+		return netip.Addr{}, fmt.Errorf("node %q: annotation %s=%q is not an %s address", n.Name, name, v, f)
 	}
 	return ip, nil
 }
@@ -608,9 +727,54 @@ func (s *Store) NodePublicIP(ctx context.Context) (netip.Addr, error) {
 // a node behind NAT), so that a --public-ip on none of its interfaces is
 // expected there.
 func (s *Store) PublicIPOverwrite(ctx context.Context) (bool, error) {
-	n := &corev1.Node{}
-	if err := s.o.Client.Get(ctx, kubeclient.Nodes, "", s.o.NodeName, n); err != nil {
-		return false, fmt.Errorf("get node %q: %w", s.o.NodeName, err)
+	return s.publicIPOverwrite(ctx, lease.IPv4)
+}
+
+// PublicIPv6Overwrite is PublicIPOverwrite for IPv6: the
+// public-ipv6-overwrite annotation is set on this node.
+func (s *Store) PublicIPv6Overwrite(ctx context.Context) (bool, error) {
+	return s.publicIPOverwrite(ctx, lease.IPv6)
+}
+
+func (s *Store) publicIPOverwrite(ctx context.Context, f lease.Family) (bool, error) {
+	n, err := s.ownNode(ctx)
+	if err != nil {
+		return false, err
 	}
-	return n.Annotations[s.ann.publicIPOverwrite] != "", nil
+	return n.Annotations[s.ann.fam[f].publicIPOverwrite] != "", nil
+}
+
+// PreviousAttrs returns the attributes this node published before, read
+// back from its own Node's annotations (backend-type, backend-data,
+// backend-v6-data, public-ip, public-ipv6), whoever wrote them: weft, or
+// flannel before the node moved to weft. The vxlan backend takes the
+// VtepMAC of a device it creates from them, as flannel does (its PR
+// #1829), so that peers' neighbour entries stay valid across a reboot. The
+// attributes are zero when the Node has none; an annotation that does not
+// decode (not JSON, not an address of its family) is left out, as a fresh
+// node would have it: the next publish overwrites it anyway.
+func (s *Store) PreviousAttrs(ctx context.Context) (lease.Attrs, error) {
+	n, err := s.ownNode(ctx)
+	if err != nil {
+		return lease.Attrs{}, err
+	}
+	a := lease.Attrs{BackendType: n.Annotations[s.ann.backendType]}
+	for _, f := range lease.Families {
+		ann := s.ann.fam[f]
+		if ip, err := netip.ParseAddr(n.Annotations[ann.publicIP]); err == nil && f.Has(ip) && !ip.IsUnspecified() {
+			*a.PublicIPOf(f) = ip
+		}
+		*a.BackendDataOf(f) = backendData(n.Annotations[ann.backendData])
+	}
+	return a, nil
+}
+
+// backendData is a backend-data annotation as a lease holds it: nil for
+// none, "null" or anything that is not JSON.
+func backendData(v string) json.RawMessage {
+	v = strings.TrimSpace(v)
+	if v == "" || v == "null" || !json.Valid([]byte(v)) {
+		return nil
+	}
+	return json.RawMessage(v)
 }
