@@ -295,21 +295,21 @@ func links(t *testing.T, h *netlink.Handle) []string {
 	return out
 }
 
-// allocated reports the address IPAM holds for container id, if any.
+// allocated reports the addresses IPAM holds for container id, if any.
 func allocated(t *testing.T, env, id string) string {
 	t.Helper()
 	st, err := cni.OpenStore(filepath.Join(filepath.Dir(env), "ipam", "weft"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ip, ok, err := st.Lookup(cni.Attachment{ContainerID: id, IfName: "eth0"})
+	ips, err := st.Lookup(cni.Attachment{ContainerID: id, IfName: "eth0"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !ok {
+	if len(ips) == 0 {
 		return ""
 	}
-	return ip.String()
+	return fmt.Sprint(ips)
 }
 
 // TestBadInputTouchesNothing: ADD checks its inputs before it touches

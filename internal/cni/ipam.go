@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -109,7 +110,8 @@ func (s *Store) Allocate(subnet netip.Prefix, att Attachment) (netip.Addr, error
 	}
 	first := subnet.Masked().Addr().Next().Next() // skip network and gateway
 	start := first
-	if b, err := os.ReadFile(filepath.Join(s.dir, "last_reserved_ip")); err == nil {
+	lastFile := filepath.Join(s.dir, lastReserved(subnet))
+	if b, err := os.ReadFile(lastFile); err == nil {
 		if last, err := netip.ParseAddr(strings.TrimSpace(string(b))); err == nil && subnet.Contains(last) {
 			start = last.Next()
 		}
@@ -139,62 +141,92 @@ func (s *Store) Allocate(subnet netip.Prefix, att Attachment) (netip.Addr, error
 		os.Remove(filepath.Join(s.dir, ip.String()))
 		return netip.Addr{}, fmt.Errorf("ipam: write allocation %s: %w", ip, werr)
 	}
-	_ = os.WriteFile(filepath.Join(s.dir, "last_reserved_ip"), []byte(ip.String()), 0o644)
+	_ = os.WriteFile(lastFile, []byte(ip.String()), 0o644)
 	return ip, nil
+}
+
+// lastReserved names the file that remembers the family's last allocated
+// address, so that addresses go round the subnet before one is reused:
+// "last_reserved_ip" for IPv4 (the name before IPv6), "last_reserved_ip6".
+func lastReserved(subnet netip.Prefix) string {
+	if subnet.Addr().Is4() {
+		return "last_reserved_ip"
+	}
+	return "last_reserved_ip6"
 }
 
 func isBroadcast(subnet netip.Prefix, ip netip.Addr) bool {
 	return ip.Is4() && !subnet.Contains(ip.Next())
 }
 
-// Lookup returns the address allocated to att, if any.
-func (s *Store) Lookup(att Attachment) (netip.Addr, bool, error) {
+// Lookup returns the addresses allocated to att (one per family), sorted,
+// IPv4 first; none is not an error.
+func (s *Store) Lookup(att Attachment) ([]netip.Addr, error) {
 	unlock, err := s.lock()
 	if err != nil {
-		return netip.Addr{}, false, err
+		return nil, err
 	}
 	defer unlock()
 	all, err := s.all()
 	if err != nil {
-		return netip.Addr{}, false, err
+		return nil, err
 	}
+	var out []netip.Addr
 	for ip, a := range all {
 		if a == att {
-			return ip, true, nil
+			out = append(out, ip)
 		}
 	}
-	return netip.Addr{}, false, nil
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out, nil
 }
 
-// Release frees att's address; releasing nothing is success.
+// Release frees att's addresses; releasing nothing is success.
 func (s *Store) Release(att Attachment) error {
 	unlock, err := s.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	return s.releaseLocked(func(a Attachment) bool { return a == att })
+	all, err := s.all()
+	if err != nil {
+		return err
+	}
+	return s.releaseLocked(all, func(a Attachment) bool { return a == att })
 }
 
-// GC frees every allocation whose attachment is not in keep.
-func (s *Store) GC(keep []Attachment) error {
+// GC frees every allocation whose attachment is not in keep. Before it
+// does, and under the store's lock (so that no ADD is handed one of the
+// addresses meanwhile), it calls before with the addresses, sorted; if
+// before fails, nothing is freed.
+func (s *Store) GC(keep []Attachment, before func([]netip.Addr) error) error {
 	unlock, err := s.lock()
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	valid := map[Attachment]bool{}
-	for _, k := range keep {
-		valid[k] = true
-	}
-	return s.releaseLocked(func(a Attachment) bool { return !valid[a] })
-}
-
-func (s *Store) releaseLocked(match func(Attachment) bool) error {
 	all, err := s.all()
 	if err != nil {
 		return err
 	}
+	valid := map[Attachment]bool{}
+	for _, k := range keep {
+		valid[k] = true
+	}
+	var gone []netip.Addr
+	for ip, a := range all {
+		if !valid[a] {
+			gone = append(gone, ip)
+		}
+	}
+	slices.SortFunc(gone, netip.Addr.Compare)
+	if err := before(gone); err != nil {
+		return err
+	}
+	return s.releaseLocked(all, func(a Attachment) bool { return !valid[a] })
+}
+
+func (s *Store) releaseLocked(all map[netip.Addr]Attachment, match func(Attachment) bool) error {
 	var errs []error
 	for ip, a := range all {
 		if match(a) {

@@ -2,6 +2,7 @@ package cni
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/cni/pkg/skel"
@@ -26,10 +28,6 @@ import (
 // Funcs are the plugin's commands, for skel.PluginMainFuncs.
 var Funcs = skel.CNIFuncs{Add: Add, Del: Del, Check: Check, Status: Status, GC: GC}
 
-// ensureBridge creates or repairs the node bridge in the current (host)
-// namespace: `ip link add cni0 type bridge; ip addr replace GW/LEN dev cni0;
-// ip link set cni0 up`. It reports whether it created the bridge; if so and
-// it fails, it deletes the bridge again. The caller holds the bridge lock.
 // bridgeMAC is the bridge's own MAC: locally administered, 0a:58 and the
 // last four bytes of the gateway's address (all of an IPv4 one), so that
 // it is the same after the bridge is made again.
@@ -57,6 +55,11 @@ func pinMAC(br netlink.Link) error {
 	return nil
 }
 
+// ensureBridge creates or repairs the node bridge in the current (host)
+// namespace: `ip link add cni0 type bridge; ip addr replace GW/LEN dev cni0
+// [nodad]` for each family; `ip link set cni0 up`. It reports whether it
+// created the bridge; if so and it fails, it deletes the bridge again. The
+// caller holds the bridge lock.
 func ensureBridge(name string, n node) (br netlink.Link, created bool, err error) {
 	br, err = netlink.LinkByName(name)
 	if err != nil {
@@ -69,7 +72,7 @@ func ensureBridge(name string, n node) (br netlink.Link, created bool, err error
 		// the lowest of its ports' MACs, and changes it as pods come and
 		// go, so that the pods' neighbour entries for the gateway go stale
 		// and their packets to other nodes are lost until they ask again.
-		la.HardwareAddr = bridgeMAC(n.gw)
+		la.HardwareAddr = bridgeMAC(n.fams[0].gw)
 		switch err := netlink.LinkAdd(&netlink.Bridge{LinkAttrs: la}); {
 		case os.IsExist(err): // made by someone else meanwhile
 		case err != nil:
@@ -92,31 +95,67 @@ func ensureBridge(name string, n node) (br netlink.Link, created bool, err error
 	if err := pinMAC(br); err != nil {
 		return nil, created, err
 	}
-	want := netip.PrefixFrom(n.gw, n.subnet.Bits())
-	addrs, err := netlink.AddrList(br, netlink.FAMILY_V4)
-	if err != nil {
-		return nil, created, fmt.Errorf("list addresses of %s: %w", name, err)
-	}
-	has := false
-	for _, a := range addrs {
-		if a.IPNet.String() == netconv.IPNet(want).String() {
-			has = true
-			continue
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		var want netip.Prefix // none: the node has no subnet of this family
+		for _, f := range n.fams {
+			if (fam == netlink.FAMILY_V4) == f.gw.Is4() {
+				want = f.gateway()
+			}
 		}
-		// The node's subnet changed: the old address must go.
-		if err := netlink.AddrDel(br, &a); err != nil {
-			return nil, created, fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, name, err)
-		}
-	}
-	if !has {
-		if err := netlink.AddrAdd(br, &netlink.Addr{IPNet: netconv.IPNet(want)}); err != nil && !os.IsExist(err) {
-			return nil, created, fmt.Errorf("add %s to %s: %w", want, name, err)
+		if err := ensureAddr(br, fam, want); err != nil {
+			return nil, created, err
 		}
 	}
 	if err := netlink.LinkSetUp(br); err != nil {
 		return nil, created, fmt.Errorf("set %s up: %w", name, err)
 	}
 	return br, created, nil
+}
+
+// ensureAddr makes want the bridge's only address of family fam, other
+// than link-local ones (the kernel's own, for IPv6): a stale one (the
+// node's subnet changed, or the family went away) is removed.
+func ensureAddr(br netlink.Link, fam int, want netip.Prefix) error {
+	name := br.Attrs().Name
+	addrs, err := netlink.AddrList(br, fam) // `ip -4|-6 addr show dev cni0`
+	if err != nil {
+		return fmt.Errorf("list addresses of %s: %w", name, err)
+	}
+	has := false
+	for _, a := range addrs {
+		got, ok := netconv.Prefix(a.IPNet)
+		switch {
+		case ok && got.Addr().IsLinkLocalUnicast():
+			continue
+		case ok && want.IsValid() && got == want:
+			has = true
+			continue
+		}
+		if err := netlink.AddrDel(br, &a); err != nil {
+			return fmt.Errorf("remove stale address %s from %s: %w", a.IPNet, name, err)
+		}
+	}
+	if has || !want.IsValid() {
+		return nil
+	}
+	if err := netlink.AddrAdd(br, podAddr(want)); err != nil && !os.IsExist(err) {
+		return fmt.Errorf("add %s to %s: %w", want, name, err)
+	}
+	return nil
+}
+
+// podAddr is the netlink address of p. An IPv6 one skips duplicate address
+// detection (`ip addr add P dev IF nodad`): the address is the pod's or
+// the bridge's by IPAM's word, and DAD would keep it tentative, unusable,
+// for a second or more after the link comes up. The bridge plugin turns
+// DAD off in the pod instead (accept_dad=0), which needs the plugin inside
+// the pod's namespace; the flag does the same from a netlink handle.
+func podAddr(p netip.Prefix) *netlink.Addr {
+	a := &netlink.Addr{IPNet: netconv.IPNet(p)}
+	if p.Addr().Is6() {
+		a.Flags = unix.IFA_F_NODAD
+	}
+	return a
 }
 
 // hostVethName derives the host-side name from the attachment, so that a
@@ -231,8 +270,9 @@ func removeUnusedBridge(conf *NetConf) {
 
 // Add implements CNI ADD. Every input (config, CNI_NETNS, subnet.env, the
 // pod's interface name) is checked before anything is touched, and a
-// failing ADD leaves nothing behind: no veth, no address, no allocation,
-// and no bridge if it created it.
+// failing ADD leaves nothing behind: no veth, no address, no allocation, no
+// masquerade, and no bridge if it created it. The pod gets an address of
+// each family the node has, and routes of each (podRoutes).
 func Add(args *skel.CmdArgs) (err error) {
 	conf, err := ParseConf(args.StdinData)
 	if err != nil {
@@ -257,17 +297,17 @@ func Add(args *skel.CmdArgs) (err error) {
 		return types.NewError(types.ErrIOFailure, err.Error(), "")
 	}
 	att := Attachment{ContainerID: args.ContainerID, IfName: args.IfName}
-	addr, err := st.Allocate(n.subnet, att)
-	if err != nil {
-		return types.NewError(types.ErrIOFailure, err.Error(), "")
-	}
 	hostName := hostVethName(att)
 	created := false
+	var addrs []netip.Addr
 	defer func() {
 		if err != nil { // leave nothing half-done
 			// Deleting the host end deletes the pod end and its address.
 			if l, lerr := netlink.LinkByName(hostName); lerr == nil {
 				_ = netlink.LinkDel(l)
+			}
+			if n.ipMasq {
+				_ = masqDel(context.Background(), addrs)
 			}
 			_ = st.Release(att)
 			if created {
@@ -275,6 +315,13 @@ func Add(args *skel.CmdArgs) (err error) {
 			}
 		}
 	}()
+	for _, f := range n.fams {
+		a, err := st.Allocate(f.subnet, att)
+		if err != nil {
+			return types.NewError(types.ErrIOFailure, err.Error(), "")
+		}
+		addrs = append(addrs, a)
+	}
 	unlock, err := lockBridge(conf)
 	if err != nil {
 		return err
@@ -302,6 +349,12 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		return fmt.Errorf("weft-cni: look up %s: %w", hostName, err)
 	}
+	// `bridge link set dev vethXXXX hairpin on|off`: on, a pod reaches
+	// itself through a service address (the reply leaves by the port the
+	// request came in).
+	if err := netlink.LinkSetHairpin(hostLink, conf.HairpinMode); err != nil {
+		return fmt.Errorf("weft-cni: set hairpin mode of %s: %w", hostName, err)
+	}
 	if err := netlink.LinkSetUp(hostLink); err != nil {
 		return fmt.Errorf("weft-cni: set %s up: %w", hostName, err)
 	}
@@ -314,9 +367,22 @@ func Add(args *skel.CmdArgs) (err error) {
 			return fmt.Errorf("weft-cni: set MTU of %s: %w", args.IfName, err)
 		}
 	}
-	own := netip.PrefixFrom(addr, n.subnet.Bits())
-	if err := ph.AddrAdd(pod, &netlink.Addr{IPNet: netconv.IPNet(own)}); err != nil {
-		return fmt.Errorf("weft-cni: add %s to %s: %w", own, args.IfName, err)
+	result := &current.Result{
+		CNIVersion: current.ImplementedSpecVersion,
+		Interfaces: []*current.Interface{
+			{Name: hostName, Mac: hostLink.Attrs().HardwareAddr.String()},
+			{Name: args.IfName, Mac: pod.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
+		},
+	}
+	idx := 1
+	for _, a := range addrs {
+		f, _ := n.family(a)
+		own := netip.PrefixFrom(a, f.subnet.Bits())
+		// `ip addr add ADDR/LEN dev eth0 [nodad]`
+		if err := ph.AddrAdd(pod, podAddr(own)); err != nil {
+			return fmt.Errorf("weft-cni: add %s to %s: %w", own, args.IfName, err)
+		}
+		result.IPs = append(result.IPs, &current.IPConfig{Interface: &idx, Address: *netconv.IPNet(own), Gateway: f.gw.AsSlice()})
 	}
 	if err := ph.LinkSetUp(pod); err != nil {
 		return fmt.Errorf("weft-cni: set %s up: %w", args.IfName, err)
@@ -324,29 +390,28 @@ func Add(args *skel.CmdArgs) (err error) {
 	if lo, err := ph.LinkByName("lo"); err == nil {
 		_ = ph.LinkSetUp(lo)
 	}
-	// `ip route add default via GW dev IFNAME`
-	if err := ph.RouteAdd(&netlink.Route{LinkIndex: pod.Attrs().Index, Gw: n.gw.AsSlice()}); err != nil {
-		return fmt.Errorf("weft-cni: add default route via %s: %w", n.gw, err)
+	for _, r := range podRoutes(n, conf.DefaultGateway) {
+		// `ip route add DST via GW dev eth0`
+		if err := ph.RouteAdd(&netlink.Route{LinkIndex: pod.Attrs().Index, Dst: netconv.IPNet(r.dst), Gw: r.gw.AsSlice()}); err != nil {
+			return fmt.Errorf("weft-cni: add %s: %w", r, err)
+		}
+		result.Routes = append(result.Routes, &types.Route{Dst: *netconv.IPNet(r.dst), GW: r.gw.AsSlice()})
 	}
-	idx := 1
-	result := &current.Result{
-		CNIVersion: current.ImplementedSpecVersion,
-		Interfaces: []*current.Interface{
-			{Name: hostName, Mac: hostLink.Attrs().HardwareAddr.String()},
-			{Name: args.IfName, Mac: pod.Attrs().HardwareAddr.String(), Sandbox: args.Netns},
-		},
-		IPs:    []*current.IPConfig{{Interface: &idx, Address: *netconv.IPNet(own), Gateway: n.gw.AsSlice()}},
-		Routes: []*types.Route{{Dst: *netconv.IPNet(netip.PrefixFrom(netip.IPv4Unspecified(), 0)), GW: n.gw.AsSlice()}},
+	if n.ipMasq {
+		if err := masqAdd(context.Background(), n, addrs); err != nil {
+			return fmt.Errorf("weft-cni: %w", err)
+		}
 	}
 	return types.PrintResult(result, conf.CNIVersion)
 }
 
-// Del implements CNI DEL: idempotent; a missing namespace, interface or
-// allocation is success. It deletes only what ADD made: the host end of the
-// veth pair (which takes the pod's end with it, wherever the pod is) and
-// the allocation. It never enters CNI_NETNS, so an interface of that name
-// that ADD did not make there (ADD refused because it existed, or the
-// namespace is the node's own) is left alone.
+// Del implements CNI DEL: idempotent; a missing namespace, interface,
+// allocation or masquerade is success. It deletes only what ADD made: the
+// host end of the veth pair (which takes the pod's end with it, wherever
+// the pod is), the pod's masquerade and its allocations. It never enters
+// CNI_NETNS, so an interface of that name that ADD did not make there (ADD
+// refused because it existed, or the namespace is the node's own) is left
+// alone.
 func Del(args *skel.CmdArgs) error {
 	conf, err := ParseConf(args.StdinData)
 	if err != nil {
@@ -363,21 +428,29 @@ func Del(args *skel.CmdArgs) error {
 			return fmt.Errorf("weft-cni: delete %s: %w", hostVethName(att), err)
 		}
 	}
+	addrs, err := st.Lookup(att)
+	if err != nil {
+		return types.NewError(types.ErrIOFailure, err.Error(), "")
+	}
+	// Whatever FLANNEL_IPMASQ says now: it may have changed since ADD.
+	if err := masqDel(context.Background(), addrs); err != nil {
+		return fmt.Errorf("weft-cni: %w", err)
+	}
 	return st.Release(att)
 }
 
-// Check implements CNI CHECK: the interface, its address and the default
-// route are as ADD left them.
+// Check implements CNI CHECK: the interface, its addresses, its routes and
+// its hairpin mode are as ADD left them.
 func Check(args *skel.CmdArgs) error {
-	_, n, st, err := load(args)
+	conf, n, st, err := load(args)
 	if err != nil {
 		return err
 	}
-	addr, ok, err := st.Lookup(Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
+	addrs, err := st.Lookup(Attachment{ContainerID: args.ContainerID, IfName: args.IfName})
 	if err != nil {
 		return err
 	}
-	if !ok {
+	if len(addrs) == 0 {
 		return fmt.Errorf("weft-cni: no address allocated to %s/%s", args.ContainerID, args.IfName)
 	}
 	ph, pfd, err := podHandle(args.Netns)
@@ -386,32 +459,50 @@ func Check(args *skel.CmdArgs) error {
 	}
 	defer pfd.Close()
 	defer ph.Close()
-	want := netconv.IPNet(netip.PrefixFrom(addr, n.subnet.Bits())).String()
 	link, err := ph.LinkByName(args.IfName)
 	if err != nil {
 		return fmt.Errorf("weft-cni: interface %s: %w", args.IfName, err)
 	}
-	addrs, err := ph.AddrList(link, netlink.FAMILY_V4)
+	have, err := ph.AddrList(link, netlink.FAMILY_ALL)
 	if err != nil {
-		return err
+		return fmt.Errorf("weft-cni: list addresses of %s: %w", args.IfName, err)
 	}
-	found := false
 	for _, a := range addrs {
-		found = found || a.IPNet.String() == want
-	}
-	if !found {
-		return fmt.Errorf("weft-cni: %s lacks address %s", args.IfName, want)
-	}
-	routes, err := ph.RouteList(link, netlink.FAMILY_V4)
-	if err != nil {
-		return err
-	}
-	for _, r := range routes {
-		if (r.Dst == nil || r.Dst.IP.IsUnspecified()) && r.Gw.Equal(n.gw.AsSlice()) {
-			return nil
+		f, ok := n.family(a)
+		if !ok {
+			return fmt.Errorf("weft-cni: %s has %s, of a family the node no longer has", args.IfName, a)
+		}
+		want := netip.PrefixFrom(a, f.subnet.Bits())
+		if !slices.ContainsFunc(have, func(h netlink.Addr) bool { p, ok := netconv.Prefix(h.IPNet); return ok && p == want }) {
+			return fmt.Errorf("weft-cni: %s lacks address %s", args.IfName, want)
 		}
 	}
-	return fmt.Errorf("weft-cni: %s has no default route via %s", args.IfName, n.gw)
+	routes, err := ph.RouteList(link, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("weft-cni: list routes of %s: %w", args.IfName, err)
+	}
+	for _, r := range podRoutes(n, conf.DefaultGateway) {
+		if !slices.ContainsFunc(routes, func(h netlink.Route) bool {
+			dst := netip.PrefixFrom(unspecified(r.gw), 0)
+			if h.Dst != nil {
+				dst, _ = netconv.Prefix(h.Dst)
+			}
+			return dst == r.dst && netconv.Addr(h.Gw) == r.gw
+		}) {
+			return fmt.Errorf("weft-cni: %s has no %s", args.IfName, r)
+		}
+	}
+	host, err := netlink.LinkByName(hostVethName(Attachment{ContainerID: args.ContainerID, IfName: args.IfName}))
+	if err != nil {
+		return fmt.Errorf("weft-cni: the host end of %s: %w", args.IfName, err)
+	}
+	// `bridge -d link show dev vethXXXX`
+	if pi, err := netlink.LinkGetProtinfo(host); err != nil {
+		return fmt.Errorf("weft-cni: bridge port flags of %s: %w", host.Attrs().Name, err)
+	} else if pi.Hairpin != conf.HairpinMode {
+		return fmt.Errorf("weft-cni: bridge port %s has hairpin %t, want %t", host.Attrs().Name, pi.Hairpin, conf.HairpinMode)
+	}
+	return nil
 }
 
 // Status implements CNI STATUS: ready when subnet.env is there and the
@@ -434,8 +525,8 @@ func Status(args *skel.CmdArgs) error {
 	return nil
 }
 
-// GC implements CNI GC: it releases the allocations of attachments the
-// runtime no longer knows.
+// GC implements CNI GC: it releases the allocations, and removes the
+// masquerade, of attachments the runtime no longer knows.
 func GC(args *skel.CmdArgs) error {
 	var gc struct {
 		NetConf
@@ -456,5 +547,10 @@ func GC(args *skel.CmdArgs) error {
 	for _, a := range gc.ValidAttachments {
 		keep = append(keep, Attachment{ContainerID: a.ContainerID, IfName: a.IfName})
 	}
-	return st.GC(keep)
+	return st.GC(keep, func(gone []netip.Addr) error {
+		if err := masqDel(context.Background(), gone); err != nil {
+			return fmt.Errorf("weft-cni: %w", err)
+		}
+		return nil
+	})
 }
