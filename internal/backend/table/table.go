@@ -81,7 +81,8 @@ func Resolve(cfg *config.Config) (backend.Kind, backend.Options, error) {
 }
 
 // Parse parses, defaults and validates a whole net-conf.json: the envelope
-// (config.Parse) and the backend's options (its own package).
+// (config.Parse), the backend's options (its own package), and what needs
+// both (Check).
 func Parse(doc []byte) (*config.Config, backend.Kind, backend.Options, error) {
 	cfg, err := config.Parse(doc)
 	if err != nil {
@@ -91,8 +92,48 @@ func Parse(doc []byte) (*config.Config, backend.Kind, backend.Options, error) {
 	if err != nil {
 		return nil, backend.Kind{}, nil, err
 	}
+	if err := Check(cfg, k); err != nil {
+		return nil, backend.Kind{}, nil, err
+	}
 	cfg.Backend.Type = k.Type
 	return cfg, k, opts, nil
+}
+
+// MinMTU and MinMTU6 are the smallest Backend.MTU weft takes: the least
+// MTU of an IPv4 link (RFC 791) and of an IPv6 link (RFC 8200), which
+// applies when the network enables IPv6. flannel takes any value (MTU 10
+// makes a network that carries nothing); weft refuses it when the config
+// is read, a deliberate difference.
+const (
+	MinMTU  = 68
+	MinMTU6 = 1280
+)
+
+// Check validates what depends on both the network and the backend k the
+// config resolved to: Backend.MTU against the enabled families (0 derives
+// it from the interface and is always valid), and udp with IPv6 (udp's New
+// refuses it too; here `weft config check` says so).
+func Check(cfg *config.Config, k backend.Kind) error {
+	if cfg.EnableIPv6 && k.Type == udp.Type {
+		return &config.Error{Key: "EnableIPv6", Msg: udp.ErrIPv6.Error()}
+	}
+	var r struct{ backend.RawCommon }
+	if cfg.Backend.Raw != nil {
+		if err := config.DecodeBackend(cfg.Backend.Raw, &r); err != nil {
+			return err
+		}
+	}
+	if r.MTU == nil || *r.MTU == 0 {
+		return nil
+	}
+	least, why := MinMTU, "the least MTU of an IPv4 link"
+	if cfg.EnableIPv6 {
+		least, why = MinMTU6, "the least MTU of an IPv6 link, and EnableIPv6 is true"
+	}
+	if *r.MTU < least {
+		return &config.Error{Key: "Backend.MTU", Msg: fmt.Sprintf("%d is below %d, %s; use 0 (derive from the interface) or at least %d", *r.MTU, least, why, least)}
+	}
+	return nil
 }
 
 // Document is a net-conf.json for network with a backend of typ and the

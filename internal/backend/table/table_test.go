@@ -2,6 +2,7 @@ package table
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -83,6 +84,10 @@ func TestInvalid(t *testing.T) {
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","DirectRouting":"yes"}}`, "Backend.DirectRouting", "wrong type"},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":1}}`, "Backend.GBP", "wrong type"},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"SubnetLen":31}`, "SubnetLen", "longer than /30"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":10}}`, "Backend.MTU", "10 is below 68, the least MTU of an IPv4 link; use 0 (derive from the interface) or at least 68"},
+		{`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48","Backend":{"Type":"vxlan","MTU":1279}}`, "Backend.MTU", "1279 is below 1280, the least MTU of an IPv6 link, and EnableIPv6 is true"},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","Backend":{"Type":"udp"}}`, "EnableIPv6", "the udp backend is IPv4-only, as flannel's: use vxlan or host-gw for IPv6"},
+		{`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48"}`, "EnableIPv6", "the udp backend is IPv4-only"},
 	} {
 		_, _, _, err := Parse([]byte(tc.doc))
 		if err == nil {
@@ -113,6 +118,38 @@ func TestOtherBackendsKeysAreIgnored(t *testing.T) {
 	}
 }
 
+// TestMTUBounds: Backend.MTU 0 derives the MTU and is always valid; else
+// it must be at least 68, or 1280 when the network enables IPv6, whatever
+// the backend. The values at the bounds pass; one below fails.
+func TestMTUBounds(t *testing.T) {
+	nets := map[string]string{
+		"ipv4": `"Network":"10.244.0.0/16"`,
+		"dual": `"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48"`,
+		"ipv6": `"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48"`,
+	}
+	for fam, least := range map[string]int{"ipv4": MinMTU, "dual": MinMTU6, "ipv6": MinMTU6} {
+		for _, typ := range Types() {
+			if typ == "udp" && fam != "ipv4" {
+				continue // refused whatever the MTU (TestInvalid)
+			}
+			for _, tc := range []struct {
+				mtu int
+				ok  bool
+			}{{0, true}, {least, true}, {least - 1, false}, {1, false}, {9000, true}} {
+				doc := fmt.Sprintf(`{%s,"Backend":{"Type":%q,"MTU":%d}}`, nets[fam], typ, tc.mtu)
+				_, _, _, err := Parse([]byte(doc))
+				var ce *config.Error
+				switch {
+				case tc.ok && err != nil:
+					t.Errorf("%s: %v", doc, err)
+				case !tc.ok && (!errors.As(err, &ce) || ce.Key != "Backend.MTU"):
+					t.Errorf("%s: error %v, want one naming Backend.MTU", doc, err)
+				}
+			}
+		}
+	}
+}
+
 func TestDocument(t *testing.T) {
 	doc, err := Document("10.244.0.0/16", "vxlan", 0, map[string]any{"DirectRouting": true})
 	if err != nil || string(doc) != `{"Backend":{"DirectRouting":true,"Type":"vxlan"},"Network":"10.244.0.0/16"}` {
@@ -130,7 +167,8 @@ func FuzzParse(f *testing.F) {
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":3,"GBP":true}}`,
 		`{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.16.0.0","Backend":{"Type":"host-gw"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":7000,"MTU":1400}}`,
-		`{"EnableIPv6":true,"IPv6Network":"fd00::/56","Network":"10.1.0.0/16"}`,
+		`{"EnableIPv6":true,"IPv6Network":"fd00::/56","Network":"10.1.0.0/16","Backend":{"Type":"vxlan","MTU":1280}}`,
+		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","IPv6SubnetLen":80,"Backend":{"Type":"host-gw"}}`,
 	} {
 		f.Add([]byte(s))
 	}
