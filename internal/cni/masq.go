@@ -105,9 +105,27 @@ func masqDelScript(pods []netip.Addr) []byte {
 	return b.Bytes()
 }
 
+// nftPath finds the nft binary: in PATH, or, as a runtime may run the
+// plugin with no PATH at all, in the system's binary directories.
+func nftPath() (string, error) {
+	if p, err := exec.LookPath("nft"); err == nil {
+		return p, nil
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin", "/usr/local/bin"} {
+		if p, err := exec.LookPath(dir + "/nft"); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("the nft binary is in neither PATH nor /usr/sbin, /sbin, /usr/bin, /bin, /usr/local/sbin, /usr/local/bin: install nftables")
+}
+
 // nft runs the nft binary with script on stdin: `nft -f -`.
 func nft(ctx context.Context, script []byte) error {
-	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
+	bin, err := nftPath()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, bin, "-f", "-")
 	cmd.Stdin = bytes.NewReader(script)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -132,11 +150,12 @@ func masqDel(ctx context.Context, pods []netip.Addr) error {
 	if len(pods) == 0 {
 		return nil
 	}
-	if _, err := exec.LookPath("nft"); err != nil {
+	bin, err := nftPath()
+	if err != nil {
 		return nil
 	}
 	// `nft list tables inet`: one "table inet NAME" line per table.
-	out, err := exec.CommandContext(ctx, "nft", "list", "tables", "inet").Output()
+	out, err := exec.CommandContext(ctx, bin, "list", "tables", "inet").Output()
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
