@@ -99,7 +99,7 @@ func start(ctx context.Context, o Options, w io.Writer) (_ *cluster, err error) 
 	if err := c.addNS(c.underlay); err != nil {
 		return nil, err
 	}
-	if err := topology.BuildUnderlay(c.underlay, topology.L2); err != nil {
+	if err := topology.BuildUnderlay(c.underlay, topology.L2, topology.IPv4); err != nil {
 		return nil, err
 	}
 	if err := c.startStore(ctx, o.Weft); err != nil {
@@ -240,7 +240,7 @@ func (c *cluster) addNode(i int, kind, bin string) error {
 	if kind == process.Flannel {
 		// flanneld leaves IP forwarding to the node's set-up; weft's agent
 		// turns it on itself.
-		if err := topology.EnableForwarding(n.NS); err != nil {
+		if err := topology.EnableForwarding(n.NS, false); err != nil {
 			return err
 		}
 	}

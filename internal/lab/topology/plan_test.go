@@ -42,3 +42,34 @@ func TestGatewayAndExt(t *testing.T) {
 		t.Errorf("l3 ext: %s %s", a, side)
 	}
 }
+
+// TestPlan6: the IPv6 plan mirrors the IPv4 one host for host, inside
+// 2001:db8::/32; the router has an IPv6 address per side only in a lab
+// with IPv6.
+func TestPlan6(t *testing.T) {
+	doc := netip.MustParsePrefix("2001:db8::/32")
+	for _, side := range []string{"a", "b", "x"} {
+		if p := Prefix6(side); !doc.Contains(p.Addr()) || p.Bits() != 64 {
+			t.Errorf("side %s: %s is not a /64 of 2001:db8::/32", side, p)
+		}
+	}
+	h := Host{Name: "n1", Addr: netip.MustParseAddr("192.0.2.11"), Side: "a"}.WithIPv6()
+	if h.Addr6 != netip.MustParseAddr("2001:db8:0:a::b") || len(h.Addrs()) != 2 || h.AddrOf(true) != h.Addr6 || h.AddrOf(false) != h.Addr {
+		t.Errorf("n1: %v", h.Addrs())
+	}
+	if a, side := ExtAddr(L3); Mirror6(side, a) != netip.MustParseAddr("2001:db8:0:f::a") {
+		t.Errorf("l3 ext's IPv6: %s", Mirror6(side, a))
+	}
+	if gws := Gateways(L3, "b", Dual); len(gws) != 2 || gws[1] != netip.MustParseAddr("2001:db8:0:b::1") {
+		t.Errorf("l3 dual gateways of b: %v", gws)
+	}
+	if gws := Gateways(L3, "b", IPv4); len(gws) != 1 {
+		t.Errorf("l3 ipv4 gateways of b: %v", gws)
+	}
+	if gws := Gateways(L2, "a", Dual); len(gws) != 0 {
+		t.Errorf("l2 has no router: %v", gws)
+	}
+	if !doc.Contains(Network6.Addr()) || HasIPv4(IPv6) || !HasIPv4("") || !HasIPv6(Dual) || HasIPv6(IPv4) {
+		t.Error("families")
+	}
+}

@@ -9,14 +9,16 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
 )
 
 // BuildUnderlay turns the namespace ns into the underlay: one bridge (l2),
-// or three bridges with the router's addresses and forwarding on (l3).
-func BuildUnderlay(ns, topo string) error {
+// or three bridges with the router's addresses and forwarding on (l3),
+// IPv6 too in a lab of family ipv6 or dual.
+func BuildUnderlay(ns, topo, fam string) error {
 	h, err := netns.Handle(ns)
 	if err != nil {
 		return err
@@ -32,10 +34,9 @@ func BuildUnderlay(ns, topo string) error {
 		if err != nil {
 			return err
 		}
-		if gw := Gateway(topo, side); gw.IsValid() {
-			p := netip.PrefixFrom(gw, Prefix(side).Bits())
-			if err := h.AddrAdd(l, &netlink.Addr{IPNet: netconv.IPNet(p)}); err != nil {
-				return fmt.Errorf("underlay: address %s on %s: %w", p, br.Name, err)
+		for _, gw := range Gateways(topo, side, fam) {
+			if err := addAddr(h, l, side, gw); err != nil {
+				return fmt.Errorf("underlay: %w", err)
 			}
 		}
 		if err := h.LinkSetUp(l); err != nil {
@@ -44,7 +45,7 @@ func BuildUnderlay(ns, topo string) error {
 	}
 	if topo == L3 {
 		// The router forwards between the sides; this namespace only.
-		if err := EnableForwarding(ns); err != nil {
+		if err := EnableForwarding(ns, HasIPv6(fam)); err != nil {
 			return fmt.Errorf("underlay: %w", err)
 		}
 	}
@@ -89,8 +90,24 @@ func Attach(ul, topo string, h Host) error {
 	return configureEth0(topo, h)
 }
 
-// configureEth0 gives h's end of the veth its address and, on l3, the
-// default route via the router.
+// addAddr puts a on link l with its side's prefix length: the same as
+// `ip addr add A/LEN dev L`, with `nodad` for IPv6: the lab's addresses
+// are unique by plan, and duplicate address detection would hold an
+// address tentative (unusable) for a second or more.
+func addAddr(h *netlink.Handle, l netlink.Link, side string, a netip.Addr) error {
+	p := netip.PrefixFrom(a, SegmentOf(side, a).Bits())
+	na := &netlink.Addr{IPNet: netconv.IPNet(p)}
+	if a.Is6() {
+		na.Flags = unix.IFA_F_NODAD
+	}
+	if err := h.AddrAdd(l, na); err != nil {
+		return fmt.Errorf("address %s on %s: %w", p, l.Attrs().Name, err)
+	}
+	return nil
+}
+
+// configureEth0 gives h's end of the veth its addresses and, on l3, the
+// default routes via the router.
 func configureEth0(topo string, h Host) error {
 	hh, err := netns.Handle(h.NS)
 	if err != nil {
@@ -101,27 +118,47 @@ func configureEth0(topo string, h Host) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", h.NS, err)
 	}
-	addr := netip.PrefixFrom(h.Addr, Prefix(h.Side).Bits())
-	if err := hh.AddrAdd(eth, &netlink.Addr{IPNet: netconv.IPNet(addr)}); err != nil {
-		return fmt.Errorf("%s: address %s: %w", h.NS, addr, err)
+	for _, a := range h.Addrs() {
+		if err := addAddr(hh, eth, h.Side, a); err != nil {
+			return fmt.Errorf("%s: %w", h.NS, err)
+		}
 	}
 	if err := hh.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("%s: set eth0 up: %w", h.NS, err)
 	}
-	if gw := Gateway(topo, h.Side); gw.IsValid() {
-		// `ip route add default via GW dev eth0` inside the host's namespace.
-		if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: gw.AsSlice()}); err != nil {
-			return fmt.Errorf("%s: default route via %s: %w", h.NS, gw, err)
+	gw := Gateway(topo, h.Side)
+	if !gw.IsValid() {
+		return nil
+	}
+	for _, a := range h.Addrs() {
+		via := gw
+		if a.Is6() {
+			via = Mirror6(h.Side, gw)
+		}
+		// `ip route add default via GW dev eth0` (`ip -6 route ...` for
+		// IPv6) inside the host's namespace.
+		if err := hh.RouteAdd(&netlink.Route{LinkIndex: eth.Attrs().Index, Gw: via.AsSlice()}); err != nil {
+			return fmt.Errorf("%s: default route via %s: %w", h.NS, via, err)
 		}
 	}
 	return nil
 }
 
-// EnableForwarding turns on IPv4 forwarding in namespace ns only: the same
-// as `ip netns exec NS sysctl net.ipv4.ip_forward=1`.
-func EnableForwarding(ns string) error {
+// EnableForwarding turns on IPv4 forwarding, and IPv6's when v6, in
+// namespace ns only: the same as `ip netns exec NS sysctl
+// net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1`.
+func EnableForwarding(ns string, v6 bool) error {
+	knobs := []string{"/proc/sys/net/ipv4/ip_forward"}
+	if v6 {
+		knobs = append(knobs, "/proc/sys/net/ipv6/conf/all/forwarding")
+	}
 	err := netns.Do(ns, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644)
+		for _, k := range knobs {
+			if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("%s: enable forwarding: %w", ns, err)
