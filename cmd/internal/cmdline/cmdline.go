@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 )
 
@@ -24,8 +25,10 @@ func NewFlagSet(name string, stderr io.Writer) *flag.FlagSet {
 // Parse parses args, allowing flags after positional arguments (kept in
 // order as fs.Args()), then fills every flag not given on the command line
 // from the environment: WEFT_<NAME> or, as flannel reads them,
-// FLANNELD_<NAME> (--etcd-endpoints: WEFT_ETCD_ENDPOINTS). A bad value in
-// the environment is an error naming the variable.
+// FLANNELD_<NAME> (--etcd-endpoints: WEFT_ETCD_ENDPOINTS). A variable set
+// to "" is ignored, as flannel ignores it. A flag that may be repeated
+// (Strings) takes one value from the environment, as flannel's --iface
+// does. A bad value in the environment is an error naming the variable.
 //
 // -h prints the usage and returns flag.ErrHelp. Any other mistake (an
 // unknown flag, a bad value) prints nothing: the error is one line that
@@ -41,9 +44,9 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		if set[f.Name] {
 			return
 		}
-		env := strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		for _, prefix := range []string{"WEFT_", "FLANNELD_"} {
-			if v, ok := os.LookupEnv(prefix + env); ok {
+		env := envName(f.Name)
+		for _, prefix := range []string{"WEFT_", FlannelPrefix} {
+			if v := os.Getenv(prefix + env); v != "" {
 				if err := fs.Set(f.Name, v); err != nil {
 					errs = append(errs, fmt.Errorf("%s%s=%q: %w", prefix, env, v, err))
 				}
@@ -52,6 +55,60 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return errors.Join(errs...)
+}
+
+// FlannelPrefix starts the environment variables flanneld reads its flags
+// from: FLANNELD_IFACE is --iface.
+const FlannelPrefix = "FLANNELD_"
+
+// envName is the environment variable of flag name, without its prefix:
+// upper case, dashes as underscores (iface-regex: IFACE_REGEX).
+func envName(name string) string {
+	return strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// UnknownEnv returns the names of the variables in environ (os.Environ's
+// KEY=VALUE form) that start with prefix but name no flag of fs, sorted:
+// a FLANNELD_IFACE_REGX that Parse would silently skip.
+func UnknownEnv(fs *flag.FlagSet, prefix string, environ []string) []string {
+	known := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { known[prefix+envName(f.Name)] = true })
+	var out []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, prefix) && !known[k] && !slices.Contains(out, k) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Strings is a flag that may be given more than once, each value appended
+// in order (flannel's --iface and --iface-regex). Check, when set, refuses
+// a value as it is given.
+type Strings struct {
+	Values []string
+	Check  func(string) error
+}
+
+// String implements flag.Value.
+func (s *Strings) String() string {
+	if s == nil {
+		return ""
+	}
+	return strings.Join(s.Values, ",")
+}
+
+// Set implements flag.Value: it appends v.
+func (s *Strings) Set(v string) error {
+	if s.Check != nil {
+		if err := s.Check(v); err != nil {
+			return err
+		}
+	}
+	s.Values = append(s.Values, v)
+	return nil
 }
 
 // parseArgs is Parse without the environment. The flag package prints an

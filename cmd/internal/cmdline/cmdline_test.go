@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -99,5 +100,72 @@ func TestMistakeIsOneLine(t *testing.T) {
 	out.Reset()
 	if err := Parse(fs, []string{"--nope"}); err == nil || out.Len() > 0 {
 		t.Errorf("second parse: %v, printed %q", err, out.String())
+	}
+}
+
+// TestStrings: a repeatable flag appends each value in order, checks each
+// as given, and takes one value from the environment (the whole variable,
+// commas and all), as flannel's --iface does; an empty variable is
+// ignored, as flannel ignores it.
+func TestStrings(t *testing.T) {
+	newFS := func() (*flag.FlagSet, *Strings) {
+		fs := NewFlagSet("test", &bytes.Buffer{})
+		s := &Strings{Check: func(v string) error {
+			if v == "bad" {
+				return errors.New("no bad values")
+			}
+			return nil
+		}}
+		fs.Var(s, "iface", "")
+		return fs, s
+	}
+	fs, s := newFS()
+	t.Setenv("FLANNELD_IFACE", "eth9") // the command line wins
+	if err := Parse(fs, []string{"--iface", "eth0", "--iface=192.0.2.11", "--iface", "eth1"}); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"eth0", "192.0.2.11", "eth1"}; !slices.Equal(s.Values, want) || s.String() != "eth0,192.0.2.11,eth1" {
+		t.Errorf("got %q (%s), want %q", s.Values, s, want)
+	}
+	fs, _ = newFS()
+	if err := Parse(fs, []string{"--iface", "eth0", "--iface", "bad"}); err == nil || err.Error() != `invalid value "bad" for flag -iface: no bad values (run test -h for the flags)` {
+		t.Errorf("bad value: %v", err)
+	}
+	fs, s = newFS()
+	t.Setenv("FLANNELD_IFACE", "eth0,eth1")
+	if err := Parse(fs, nil); err != nil || !slices.Equal(s.Values, []string{"eth0,eth1"}) {
+		t.Errorf("from the environment: %q, %v", s.Values, err)
+	}
+	fs, s = newFS()
+	t.Setenv("FLANNELD_IFACE", "")
+	if err := Parse(fs, nil); err != nil || len(s.Values) != 0 {
+		t.Errorf("an empty variable: %q, %v", s.Values, err)
+	}
+	fs, _ = newFS()
+	t.Setenv("FLANNELD_IFACE", "bad")
+	if err := Parse(fs, nil); err == nil || err.Error() != `FLANNELD_IFACE="bad": no bad values` {
+		t.Errorf("a bad value from the environment: %v", err)
+	}
+}
+
+// TestUnknownEnv: a FLANNELD_ variable that names no flag is found by
+// name (flannel would ignore it silently); known ones, variables without
+// the prefix and ones with another are not.
+func TestUnknownEnv(t *testing.T) {
+	fs := NewFlagSet("test", &bytes.Buffer{})
+	fs.String("iface-regex", "", "")
+	fs.String("log_backtrace_at", "", "")
+	fs.Bool("v", false, "")
+	env := []string{
+		"FLANNELD_IFACE_REGEX=eth.*", "FLANNELD_LOG_BACKTRACE_AT=x.go:1", "FLANNELD_V=2",
+		"FLANNELD_IFACE_REGX=eth.*", "FLANNELD_REMOTE=10.0.0.1:8888", "FLANNELD_REMOTE=again",
+		"NODE_NAME=n1", "WEFT_KUBE_APISERVER=/bin/x", "FLANNELD_EMPTY=",
+	}
+	got := UnknownEnv(fs, FlannelPrefix, env)
+	if want := []string{"FLANNELD_EMPTY", "FLANNELD_IFACE_REGX", "FLANNELD_REMOTE"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	if got := UnknownEnv(fs, FlannelPrefix, env[:3]); len(got) != 0 {
+		t.Errorf("known variables reported: %q", got)
 	}
 }
