@@ -25,7 +25,7 @@ func BenchmarkDesire(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			set := lease.NewSet(network, be.CheckPeer)
+			set := lease.NewSet(network, netip.Prefix{}, be.CheckPeer)
 			var recs []lease.Record
 			for i := range n {
 				l := lease.Lease{Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{10, byte(i >> 8), byte(i), 0}), 24), Created: int64(i),

@@ -8,61 +8,94 @@ import (
 	"strings"
 )
 
-// Check reports why a lease cannot be used in a cluster whose IPv4 network
-// is network, or nil. It looks at the lease alone: a subnet inside the
-// network (and smaller than it), and a PublicIP that a packet can be sent
-// to (unicast, not unspecified, loopback, broadcast or inside the network).
-func Check(network netip.Prefix, l Lease) error {
-	s := l.Subnet
-	switch {
-	case !s.IsValid():
-		return fmt.Errorf("no IPv4 subnet")
-	case !network.Contains(s.Addr()) || s.Bits() <= network.Bits():
-		return fmt.Errorf("subnet %s is outside the network %s", s, network)
+// Check reports why a lease cannot be used in a cluster whose networks
+// are v4 and v6 (either invalid when its family is off), or nil. It looks
+// at the lease alone: for each family the cluster runs and the lease has a
+// subnet of, the subnet is inside the network (and smaller than it), and
+// the public address of the family (PublicIP, PublicIPv6) is one a packet
+// can be sent to (unicast, not unspecified, loopback, broadcast or inside
+// the network). A lease needs a subnet of one of the cluster's families; a
+// subnet of a family the cluster does not run is not looked at, as flannel
+// programs only the families it runs.
+func Check(v4, v6 netip.Prefix, l Lease) error {
+	nets := [...]netip.Prefix{IPv4: v4, IPv6: v6}
+	var runs []string
+	found := false
+	for _, f := range Families {
+		n, s := nets[f], *l.SubnetOf(f)
+		if !n.IsValid() {
+			continue
+		}
+		runs = append(runs, f.String())
+		if !s.IsValid() {
+			continue
+		}
+		if !n.Contains(s.Addr()) || s.Bits() <= n.Bits() {
+			return fmt.Errorf("subnet %s is outside the network %s", s, n)
+		}
+		field := "PublicIP"
+		if f == IPv6 {
+			field = "PublicIPv6"
+		}
+		switch ip := *l.Attrs.PublicIPOf(f); {
+		case !f.Has(ip) || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return fmt.Errorf("%s %s is not a unicast address", field, ip)
+		case n.Contains(ip):
+			return fmt.Errorf("%s %s is inside the cluster network %s", field, ip, n)
+		}
+		found = true
 	}
-	ip := l.Attrs.PublicIP
-	switch {
-	case !ip.Is4() || ip.IsUnspecified() || ip.IsLoopback() || ip.IsMulticast() || ip == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
-		return fmt.Errorf("PublicIP %s is not a unicast address", ip)
-	case network.Contains(ip):
-		return fmt.Errorf("PublicIP %s is inside the cluster network %s", ip, network)
+	if !found {
+		return fmt.Errorf("no %s subnet", strings.Join(runs, " or "))
 	}
 	return nil
 }
 
 // Set is the validated view of a store's leases, maintained from its Watch
 // events: every record is checked where it enters (Check, then the
-// backend's check), and of leases whose subnets overlap the older one wins
-// (lower Created, then lower key), so every node that sees the same records
-// accepts the same leases. A change costs what it changes: only the leases
-// that overlap the changed one are decided again. A Set is not safe for
-// concurrent use.
+// backend's check), and of leases whose subnets of one family overlap the
+// older one wins (lower Created, then lower key), so every node that sees
+// the same records accepts the same leases. Each family is decided on its
+// own; a lease that loses in either family is rejected. A change costs what
+// it changes: only the leases that overlap the changed one are decided
+// again. A Set is not safe for concurrent use.
 type Set struct {
-	network netip.Prefix
-	check   func(Lease) error
-	recs    map[string]*entry
-	// order holds the usable entries by subnet (address, then length,
-	// then key): Leases need not sort at every sync, and a change finds
-	// the leases it overlaps by binary search (the leases inside a prefix
-	// are a run of it) without looking at the others.
-	order    []*entry
+	nets  [2]netip.Prefix // by Family; invalid when the family is off
+	check func(Lease) error
+	recs  map[string]*entry
+	// order holds, per family the cluster runs, the usable entries with a
+	// subnet of that family, by that subnet (address, then length, then
+	// key): Leases need not sort at every sync, and a change finds the
+	// leases it overlaps by binary search (the leases inside a prefix are
+	// a run of it) without looking at the others.
+	order    [2][]*entry
 	bulk     bool // a Reset is filling the set: put leaves order alone
 	rejected int  // entries whose reason is not ""
 }
 
-// compareEntries orders entries by subnet, then key.
-func compareEntries(a, b *entry) int {
-	pa, pb := a.rec.Lease.Subnet, b.rec.Lease.Subnet
-	return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()), strings.Compare(a.rec.Key, b.rec.Key))
+// compareEntries orders entries by their subnet of family f, then key.
+func compareEntries(f Family) func(a, b *entry) int {
+	return func(a, b *entry) int {
+		pa, pb := a.subnet(f), b.subnet(f)
+		return cmp.Or(pa.Addr().Compare(pb.Addr()), cmp.Compare(pa.Bits(), pb.Bits()), strings.Compare(a.rec.Key, b.rec.Key))
+	}
 }
 
 type entry struct {
 	rec    Record
-	err    error  // why the record is unusable on its own; nil: usable
-	reason string // "" accepted; else why rejected (err, or the overlap)
+	err    error     // why the record is unusable on its own; nil: usable
+	over   [2]string // by Family: the older lease it overlaps, or ""
+	reason string    // "" accepted; else why rejected (err, or an overlap)
 }
 
 func (e *entry) usable() bool { return e.err == nil }
+
+func (e *entry) subnet(f Family) netip.Prefix { return *e.rec.Lease.SubnetOf(f) }
+
+// indexed reports whether e is in order[f].
+func (s *Set) indexed(e *entry, f Family) bool {
+	return e.usable() && s.nets[f].IsValid() && e.subnet(f).IsValid()
+}
 
 // Verdict is a record whose acceptance changed: it was rejected (Reason
 // says why), accepted again after a rejection, or deleted while rejected.
@@ -74,23 +107,26 @@ type Verdict struct {
 	Deleted bool
 }
 
-// NewSet returns an empty set for a cluster whose IPv4 network is network.
-// check, if not nil, is the backend's own check of a lease it would
-// program (e.g. a usable VTEP MAC); a lease it refuses is rejected.
-func NewSet(network netip.Prefix, check func(Lease) error) *Set {
-	return &Set{network: network, check: check, recs: map[string]*entry{}}
+// NewSet returns an empty set for a cluster whose networks are v4 and v6
+// (either invalid when its family is off). check, if not nil, is the
+// backend's own check of a lease it would program (e.g. a usable VTEP
+// MAC); a lease it refuses is rejected.
+func NewSet(v4, v6 netip.Prefix, check func(Lease) error) *Set {
+	return &Set{nets: [2]netip.Prefix{IPv4: v4, IPv6: v6}, check: check, recs: map[string]*entry{}}
 }
 
 // put stores e under its key (replacing what was there) and indexes it.
 func (s *Set) put(e *entry) {
 	s.remove(e.rec.Key)
 	s.recs[e.rec.Key] = e
-	if !e.usable() {
+	if s.bulk {
 		return
 	}
-	if !s.bulk {
-		i, _ := slices.BinarySearchFunc(s.order, e, compareEntries)
-		s.order = slices.Insert(s.order, i, e)
+	for _, f := range Families {
+		if s.indexed(e, f) {
+			i, _ := slices.BinarySearchFunc(s.order[f], e, compareEntries(f))
+			s.order[f] = slices.Insert(s.order[f], i, e)
+		}
 	}
 }
 
@@ -101,11 +137,13 @@ func (s *Set) remove(key string) {
 		return
 	}
 	delete(s.recs, key)
-	if !e.usable() {
-		return
-	}
-	if i, ok := slices.BinarySearchFunc(s.order, e, compareEntries); ok {
-		s.order = slices.Delete(s.order, i, i+1)
+	for _, f := range Families {
+		if !s.indexed(e, f) {
+			continue
+		}
+		if i, ok := slices.BinarySearchFunc(s.order[f], e, compareEntries(f)); ok {
+			s.order[f] = slices.Delete(s.order[f], i, i+1)
+		}
 	}
 }
 
@@ -116,7 +154,7 @@ const reasonLimit = 200
 func (s *Set) newEntry(r Record) *entry {
 	e := &entry{rec: r, err: r.Err}
 	if e.err == nil {
-		e.err = Check(s.network, r.Lease)
+		e.err = Check(s.nets[IPv4], s.nets[IPv6], r.Lease)
 	}
 	if e.err == nil && s.check != nil {
 		e.err = s.check(r.Lease)
@@ -149,7 +187,7 @@ func (s *Set) Apply(ev Event) []Verdict {
 			note(k)
 		}
 		s.recs = make(map[string]*entry, len(ev.Leases)+len(ev.Invalid))
-		s.order = nil
+		s.order = [2][]*entry{}
 		s.bulk = true // order is sorted once, below
 		for _, r := range slices.Concat(ev.Leases, ev.Invalid) {
 			note(r.Key)
@@ -157,21 +195,25 @@ func (s *Set) Apply(ev Event) []Verdict {
 		}
 		s.bulk = false
 		for _, e := range s.recs {
-			if e.usable() {
-				s.order = append(s.order, e)
+			for _, f := range Families {
+				if s.indexed(e, f) {
+					s.order[f] = append(s.order[f], e)
+				}
 			}
 		}
-		slices.SortFunc(s.order, compareEntries)
-		all := make([]*entry, 0, len(s.recs))
-		for _, e := range s.recs {
-			all = append(all, e)
+		for _, f := range Families {
+			slices.SortFunc(s.order[f], compareEntries(f))
+			s.decide(slices.Clone(s.order[f]), f)
 		}
-		s.decide(all)
 	} else {
 		key := ev.Record.Key
-		var touched []netip.Prefix
-		if old, ok := s.recs[key]; ok && old.usable() {
-			touched = append(touched, old.rec.Lease.Subnet)
+		var touched [2][]netip.Prefix // by Family
+		if old, ok := s.recs[key]; ok {
+			for _, f := range Families {
+				if s.indexed(old, f) {
+					touched[f] = append(touched[f], old.subnet(f))
+				}
+			}
 		}
 		s.noteComponents(touched, note)
 		note(key)
@@ -180,13 +222,17 @@ func (s *Set) Apply(ev Event) []Verdict {
 		} else {
 			e := s.newEntry(ev.Record)
 			s.put(e)
-			if e.usable() {
-				touched = append(touched, e.rec.Lease.Subnet)
+			for _, f := range Families {
+				if s.indexed(e, f) {
+					touched[f] = append(touched[f], e.subnet(f))
+				}
 			}
 		}
 		s.noteComponents(touched, note)
-		for _, p := range touched {
-			s.decide(s.component(p))
+		for _, f := range Families {
+			for _, p := range touched[f] {
+				s.decide(s.component(p, f), f)
+			}
 		}
 	}
 	var out []Verdict
@@ -217,23 +263,25 @@ func (s *Set) Apply(ev Event) []Verdict {
 }
 
 // noteComponents records the verdicts of every lease that a change to the
-// subnets ps could affect.
-func (s *Set) noteComponents(ps []netip.Prefix, note func(string)) {
-	for _, p := range ps {
-		for _, e := range s.component(p) {
-			note(e.rec.Key)
+// subnets ps (by family) could affect.
+func (s *Set) noteComponents(ps [2][]netip.Prefix, note func(string)) {
+	for _, f := range Families {
+		for _, p := range ps[f] {
+			for _, e := range s.component(p, f) {
+				note(e.rec.Key)
+			}
 		}
 	}
 }
 
-// component returns the usable entries whose verdicts depend on those
-// overlapping p: every usable lease inside the largest usable lease that
-// contains p (or inside p). Overlapping prefixes nest, so nothing outside
-// that root overlaps anything inside it.
-func (s *Set) component(p netip.Prefix) []*entry {
+// component returns the entries of order[f] whose verdicts in family f
+// depend on those overlapping p: every usable lease inside the largest
+// usable lease that contains p (or inside p). Overlapping prefixes nest, so
+// nothing outside that root overlaps anything inside it.
+func (s *Set) component(p netip.Prefix, f Family) []*entry {
 	root := p
-	for b := s.network.Bits() + 1; b < p.Bits(); b++ {
-		if a := netip.PrefixFrom(p.Addr(), b).Masked(); s.has(a) {
+	for b := s.nets[f].Bits() + 1; b < p.Bits(); b++ {
+		if a := netip.PrefixFrom(p.Addr(), b).Masked(); s.has(a, f) {
 			root = a // the largest lease that holds p
 			break
 		}
@@ -243,8 +291,8 @@ func (s *Set) component(p netip.Prefix) []*entry {
 	// holds their address: a prefix that starts inside root and is no
 	// longer than root is root itself.
 	var out []*entry
-	for _, e := range s.order[s.first(root):] {
-		if !root.Contains(e.rec.Lease.Subnet.Addr()) {
+	for _, e := range s.order[f][s.first(root, f):] {
+		if !root.Contains(e.subnet(f).Addr()) {
 			break
 		}
 		out = append(out, e)
@@ -252,52 +300,51 @@ func (s *Set) component(p netip.Prefix) []*entry {
 	return out
 }
 
-// first is the index in order of the first entry at or after p (address,
-// then length).
-func (s *Set) first(p netip.Prefix) int {
-	i, _ := slices.BinarySearchFunc(s.order, p, func(e *entry, p netip.Prefix) int {
-		q := e.rec.Lease.Subnet
+// first is the index in order[f] of the first entry at or after p
+// (address, then length).
+func (s *Set) first(p netip.Prefix, f Family) int {
+	i, _ := slices.BinarySearchFunc(s.order[f], p, func(e *entry, p netip.Prefix) int {
+		q := e.subnet(f)
 		return cmp.Or(q.Addr().Compare(p.Addr()), cmp.Compare(q.Bits(), p.Bits()))
 	})
 	return i
 }
 
-// has reports whether a usable lease has exactly the subnet p.
-func (s *Set) has(p netip.Prefix) bool {
-	i := s.first(p)
-	return i < len(s.order) && s.order[i].rec.Lease.Subnet == p
+// has reports whether a usable lease has exactly the subnet p of family f.
+func (s *Set) has(p netip.Prefix, f Family) bool {
+	i := s.first(p, f)
+	return i < len(s.order[f]) && s.order[f][i].subnet(f) == p
 }
 
-// decide sets the verdict of entries, which must hold every usable entry
-// that overlaps any of them: oldest first, each usable lease is accepted
-// unless it overlaps one already accepted.
-func (s *Set) decide(entries []*entry) {
+// decide sets the verdict in family f of entries, which must hold every
+// entry of order[f] that overlaps any of them: oldest first, each lease is
+// accepted unless its subnet of f overlaps one already accepted. A lease
+// is rejected when it loses in either family.
+func (s *Set) decide(entries []*entry, f Family) {
 	slices.SortFunc(entries, func(a, b *entry) int {
 		return cmp.Or(cmp.Compare(a.rec.Lease.Created, b.rec.Lease.Created), strings.Compare(a.rec.Key, b.rec.Key))
 	})
 	accepted := map[netip.Prefix]string{} // subnet -> key
 	covers := map[netip.Prefix]string{}   // every strict ancestor of an accepted subnet -> a key under it
 	for _, e := range entries {
-		if !e.usable() {
-			continue
-		}
-		p := e.rec.Lease.Subnet
+		p := e.subnet(f)
 		winner, ok := accepted[p]
 		if !ok {
 			winner, ok = covers[p]
 		}
-		for b := p.Bits() - 1; !ok && b > s.network.Bits(); b-- {
+		for b := p.Bits() - 1; !ok && b > s.nets[f].Bits(); b-- {
 			winner, ok = accepted[netip.PrefixFrom(p.Addr(), b).Masked()]
 		}
+		e.over[f] = ""
 		if ok {
-			e.reason = fmt.Sprintf("overlaps the older lease %s", winner)
-			continue
+			e.over[f] = fmt.Sprintf("overlaps the older lease %s", winner)
+		} else {
+			accepted[p] = e.rec.Key
+			for b := p.Bits() - 1; b > s.nets[f].Bits(); b-- {
+				covers[netip.PrefixFrom(p.Addr(), b).Masked()] = e.rec.Key
+			}
 		}
-		e.reason = ""
-		accepted[p] = e.rec.Key
-		for b := p.Bits() - 1; b > s.network.Bits(); b-- {
-			covers[netip.PrefixFrom(p.Addr(), b).Masked()] = e.rec.Key
-		}
+		e.reason = cmp.Or(e.over[IPv4], e.over[IPv6])
 	}
 }
 
@@ -305,12 +352,18 @@ func (s *Set) decide(entries []*entry) {
 func (s *Set) Leases() []Lease { return s.LeasesWhere(nil) }
 
 // LeasesWhere returns the accepted leases for which keep is true (nil:
-// all), ordered by subnet.
+// all), ordered by IPv4 subnet, then those without one (IPv6-only) by
+// IPv6 subnet.
 func (s *Set) LeasesWhere(keep func(Lease) bool) []Lease {
-	out := make([]Lease, 0, len(s.order))
-	for _, e := range s.order {
-		if e.reason == "" && (keep == nil || keep(e.rec.Lease)) {
-			out = append(out, e.rec.Lease)
+	out := make([]Lease, 0, len(s.recs))
+	for _, f := range Families {
+		for _, e := range s.order[f] {
+			if f == IPv6 && s.indexed(e, IPv4) {
+				continue // listed with IPv4
+			}
+			if e.reason == "" && (keep == nil || keep(e.rec.Lease)) {
+				out = append(out, e.rec.Lease)
+			}
 		}
 	}
 	return out
