@@ -8,22 +8,47 @@ import (
 	"github.com/weftnet/weft/internal/config"
 )
 
+// Choice is what Choose decided for a node.
+type Choice struct {
+	// Held is the lease this node holds already and refreshes, or nil when
+	// it creates a new one on Subnet and IPv6Subnet.
+	Held               *Lease
+	Subnet, IPv6Subnet netip.Prefix
+	// Stale are leases of this node's public address that the config no
+	// longer allows (outside SubnetMin..SubnetMax, another SubnetLen, a
+	// subnet of a disabled family or none of an enabled one): the store
+	// deletes them, as flannel does. They still count as taken when new
+	// subnets are picked, since the deletion may fail or race.
+	Stale []Lease
+	// Unusable are reservations of this node's public address that the
+	// config does not allow. A reservation is an operator's, so it is kept
+	// (flannel never sees one: its etcd v3 store skips keys without TTL)
+	// and only reported; it stays taken.
+	Unusable []Lease
+}
+
 // Choose decides which lease a node gets, given all current leases: the one
-// its PublicIP already holds (a reservation first), else new subnets
-// picked with Pick. Pure; shared
-// by every Store so they decide alike.
-func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (held *Lease, v4, v6 netip.Prefix, err error) {
+// its public address already holds (a reservation first), else new subnets
+// picked with Pick. The node is known by PublicIP, or by PublicIPv6 when
+// IPv4 is disabled. Pure; shared by every Store so they decide alike.
+func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (Choice, error) {
+	var c Choice
 	// Of several leases held by this node's address, a reservation wins
 	// (an operator's choice), then one the node asks for (its old
 	// subnet.env), then the first: the same answer whatever the order.
 	best, rank := -1, 0
 	for i := range leases {
 		l := &leases[i]
-		if !ownedBy(l.Attrs, req.Attrs) {
+		if !ownedBy(cfg, l.Attrs, req.Attrs) {
 			continue
 		}
-		if cfg.EnableIPv4 && !InRange(cfg.IPv4, l.Subnet) || cfg.EnableIPv6 && !InRange(cfg.IPv6, l.IPv6Subnet) {
-			continue // left over from another config; do not reuse
+		if !Compatible(cfg, *l) {
+			if l.Reservation() {
+				c.Unusable = append(c.Unusable, *l)
+			} else {
+				c.Stale = append(c.Stale, *l)
+			}
+			continue
 		}
 		r := 1
 		switch {
@@ -38,35 +63,54 @@ func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (he
 	}
 	if best >= 0 {
 		l := &leases[best]
-		return l, l.Subnet, l.IPv6Subnet, nil
+		c.Held, c.Subnet, c.IPv6Subnet = l, l.Subnet, l.IPv6Subnet
+		return c, nil
 	}
-	taken4 := map[netip.Prefix]bool{}
-	taken6 := map[netip.Prefix]bool{}
-	for _, l := range leases {
-		if l.Subnet.IsValid() {
-			taken4[l.Subnet] = true
+	var chosen Lease
+	for _, f := range Families {
+		fam, on := f.Of(cfg)
+		if !on {
+			continue
 		}
-		if l.IPv6Subnet.IsValid() {
-			taken6[l.IPv6Subnet] = true
+		var held []netip.Prefix
+		for i := range leases {
+			if p := *leases[i].SubnetOf(f); p.IsValid() {
+				held = append(held, p)
+			}
 		}
+		p, err := Pick(fam, held, req.Prefer, rnd)
+		if err != nil {
+			return Choice{Stale: c.Stale, Unusable: c.Unusable}, err
+		}
+		*chosen.SubnetOf(f) = p
 	}
-	if cfg.EnableIPv4 {
-		if v4, err = Pick(cfg.IPv4, taken4, req.Prefer, rnd); err != nil {
-			return nil, v4, v6, err
-		}
-	}
-	if cfg.EnableIPv6 {
-		if v6, err = Pick(cfg.IPv6, taken6, req.Prefer, rnd); err != nil {
-			return nil, v4, v6, err
-		}
-	}
-	return nil, v4, v6, nil
+	c.Subnet, c.IPv6Subnet = chosen.Subnet, chosen.IPv6Subnet
+	return c, nil
 }
 
-// ownedBy reports whether a stored lease belongs to the node asking with want.
-func ownedBy(have, want Attrs) bool {
-	if want.PublicIP.IsValid() && !want.PublicIP.IsUnspecified() {
-		return have.PublicIP == want.PublicIP
+// Compatible reports whether the config allows lease l as it is: a subnet
+// of each enabled family that the family may lease, and none of a
+// disabled family (flannel's isSubnetConfigCompat and
+// isIPv6SubnetConfigCompat).
+func Compatible(cfg *config.Config, l Lease) bool {
+	for _, f := range Families {
+		fam, on := f.Of(cfg)
+		p := *l.SubnetOf(f)
+		if on && !InRange(fam, p) || !on && p.IsValid() {
+			return false
+		}
 	}
-	return want.PublicIPv6.IsValid() && have.PublicIPv6 == want.PublicIPv6
+	return true
+}
+
+// ownedBy reports whether a stored lease belongs to the node asking with
+// want: the same PublicIP, or the same PublicIPv6 when IPv4 is disabled.
+// An absent or unspecified address owns nothing.
+func ownedBy(cfg *config.Config, have, want Attrs) bool {
+	f := IPv4
+	if !cfg.EnableIPv4 {
+		f = IPv6
+	}
+	ip := *want.PublicIPOf(f)
+	return ip.IsValid() && !ip.IsUnspecified() && *have.PublicIPOf(f) == ip
 }

@@ -1,6 +1,8 @@
 package lease
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -62,12 +64,12 @@ func TestPick(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	taken := map[netip.Prefix]bool{netip.MustParsePrefix("10.244.1.0/24"): true}
+	taken := []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24")}
 	p, err := Pick(cfg.IPv4, taken, []netip.Prefix{netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.9.0/24")}, nil)
 	if err != nil || p != netip.MustParsePrefix("10.244.2.0/24") {
 		t.Fatalf("Pick = %v %v", p, err)
 	}
-	taken[p] = true
+	taken = append(taken, p)
 	if _, err := Pick(cfg.IPv4, taken, nil, nil); err == nil {
 		t.Fatal("full range accepted")
 	} else {
@@ -78,6 +80,9 @@ func TestPick(t *testing.T) {
 func FuzzParseValue(f *testing.F) {
 	f.Add([]byte(`{"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`))
 	f.Add([]byte(`{"PublicIP":"192.0.2.11","PublicIPv6":"2001:db8::1"}`))
+	f.Add([]byte(`{"PublicIP":"192.0.2.11","PublicIPv6":"2001:db8:1::11","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"0e:00:00:00:00:11"},"BackendV6Data":{"VNI":1,"VtepMAC":"0e:00:00:00:00:61"}}`))
+	f.Add([]byte(`{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::11","BackendType":"host-gw","BackendV6Data":null}`))
+	f.Add([]byte(`{"PublicIP":"192.0.2.11","PublicIPv6":"::ffff:192.0.2.11"}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		a, err := ParseValue(data)
 		if err != nil {
@@ -91,15 +96,29 @@ func FuzzParseValue(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-parse of %s: %v", b, err)
 		}
-		if a2.PublicIP != a.PublicIP || a2.PublicIPv6 != a.PublicIPv6 || a2.BackendType != a.BackendType {
+		if a2.PublicIP != a.PublicIP || a2.PublicIPv6 != a.PublicIPv6 || a2.BackendType != a.BackendType ||
+			!sameJSON(a2.BackendData, a.BackendData) || !sameJSON(a2.BackendV6Data, a.BackendV6Data) {
 			t.Fatalf("round trip changed %+v to %+v", a, a2)
 		}
 	})
 }
 
+// sameJSON reports whether two documents are the same but for spacing.
+func sameJSON(a, b []byte) bool {
+	var ca, cb bytes.Buffer
+	if json.Compact(&ca, a) != nil || json.Compact(&cb, b) != nil {
+		return bytes.Equal(a, b)
+	}
+	return bytes.Equal(ca.Bytes(), cb.Bytes())
+}
+
 func FuzzParseKey(f *testing.F) {
 	f.Add("10.244.3.0-24")
 	f.Add("10.244.3.0-24&fd00:10:244:3::-64")
+	f.Add("0.0.0.0-0&2001:db8:244:3::-64")
+	f.Add("10.244.3.0-24&2001:db8:244:3::-64")
+	f.Add("10.244.3.0-24&::ffff:10.244.3.0-120")
+	f.Add("0.0.0.0-0&2001:DB8::-64")
 	f.Fuzz(func(t *testing.T, key string) {
 		v4, v6, err := ParseKey(key)
 		if err != nil {

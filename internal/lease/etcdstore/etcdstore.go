@@ -254,19 +254,33 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		for i, r := range valid {
 			leases[i] = r.Lease
 		}
-		held, v4, v6, err := lease.Choose(cfg, leases, req, nil)
+		c, err := lease.Choose(cfg, leases, req, nil)
+		staleCmps, staleOps := s.staleOps(c.Stale, modRevs)
+		if errors.Is(err, lease.ErrNoFreeSubnet) && len(c.Stale) > 0 {
+			// This node's stale leases fill the network: delete them, as
+			// flannel does before it allocates, and look again.
+			resp, err := s.cli.Txn(ctx).If(staleCmps...).Then(staleOps...).Commit()
+			if err != nil {
+				return lease.Lease{}, s.fail("delete stale leases", err)
+			}
+			if resp.Succeeded {
+				s.logStale(c.Stale)
+			}
+			continue
+		}
 		if err != nil {
 			return lease.Lease{}, err
 		}
-		l := lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: req.Attrs}
+		held := c.Held
+		l := lease.Lease{Subnet: c.Subnet, IPv6Subnet: c.IPv6Subnet, Attrs: req.Attrs}
 		key := s.subnetsKey() + l.Key()
-		var cmp clientv3.Cmp
+		var cmps []clientv3.Cmp
 		if held != nil {
 			// Our own lease: overwrite it only if nobody changed it since we read it.
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", modRevs[l.Key()])
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRevs[l.Key()]))
 			l.Created = held.Created
 		} else {
-			cmp = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
 		}
 		var opts []clientv3.OpOption
 		if held != nil && held.Reservation() {
@@ -280,7 +294,13 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			l.StoreID = int64(g.ID)
 			l.Expiration = time.Now().Add(time.Duration(g.TTL) * time.Second)
 		}
-		resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, string(value), opts...)).Commit()
+		cmps = append(cmps, staleCmps...)
+		ops := append([]clientv3.Op{clientv3.OpPut(key, string(value), opts...)}, staleOps...)
+		for _, u := range c.Unusable {
+			s.log.Warn("this node's reservation is not allowed by the network config; keeping it, and leasing another subnet",
+				"key", s.LeaseKey(u))
+		}
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
 			return lease.Lease{}, s.fail("create "+key, err)
 		}
@@ -288,6 +308,7 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			if held == nil {
 				l.Created = resp.Header.Revision
 			}
+			s.logStale(c.Stale)
 			if held != nil && held.StoreID != 0 && held.StoreID != l.StoreID {
 				// The key moved to the new etcd lease; drop the old one.
 				if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(held.StoreID)); err != nil {
@@ -302,6 +323,27 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		s.log.Info("lost a race for a subnet, trying again", "subnet", l.Key())
 	}
 	return lease.Lease{}, fmt.Errorf("etcd: acquire lease: lost the race for a subnet 10 times in a row")
+}
+
+// staleOps delete this node's stale leases (lease.Choice.Stale), as
+// flannel deletes a lease of its public IP that the config no longer
+// allows; each only if it is still as read, so that a lease someone just
+// rewrote is not lost.
+func (s *Store) staleOps(stale []lease.Lease, modRevs map[string]int64) ([]clientv3.Cmp, []clientv3.Op) {
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, st := range stale {
+		k := s.LeaseKey(st)
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", modRevs[st.Key()]))
+		ops = append(ops, clientv3.OpDelete(k))
+	}
+	return cmps, ops
+}
+
+func (s *Store) logStale(stale []lease.Lease) {
+	for _, st := range stale {
+		s.log.Info("deleted a lease of this node that the network config no longer allows", "key", s.LeaseKey(st))
+	}
 }
 
 // reclaim writes this node's record (req.Prefer[0], and for dual stack the

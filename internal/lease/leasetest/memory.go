@@ -94,6 +94,11 @@ func (m *Memory) Delete(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked()
+	m.deleteLocked(key)
+}
+
+// deleteLocked removes a record and tells the watches; m.mu is held.
+func (m *Memory) deleteLocked(key string) {
 	if _, ok := m.records[key]; !ok {
 		return
 	}
@@ -163,12 +168,18 @@ func (m *Memory) Acquire(ctx context.Context, req lease.Request) (lease.Lease, e
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	held, v4, v6, err := lease.Choose(cfg, m.listLocked(), req, nil)
+	c, err := lease.Choose(cfg, m.listLocked(), req, nil)
+	for _, st := range c.Stale {
+		m.deleteLocked(st.Key()) // as flannel does
+	}
+	if errors.Is(err, lease.ErrNoFreeSubnet) && len(c.Stale) > 0 {
+		c, err = lease.Choose(cfg, m.listLocked(), req, nil) // without them
+	}
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	l := lease.Lease{Subnet: v4, IPv6Subnet: v6, Attrs: req.Attrs}
-	if held == nil || !held.Reservation() {
+	l := lease.Lease{Subnet: c.Subnet, IPv6Subnet: c.IPv6Subnet, Attrs: req.Attrs}
+	if c.Held == nil || !c.Held.Reservation() {
 		m.grantLocked(&l, req.TTL)
 	}
 	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease, nil
