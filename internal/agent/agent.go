@@ -218,7 +218,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		check = c.CheckPeer
 	}
 	a.mu.Lock()
-	a.set = lease.NewSet(cfg.IPv4.Network, check)
+	a.set = lease.NewSet(cfg.IPv4.Network, cfg.IPv6.Network, check)
 	a.mu.Unlock()
 	attrs := be.LeaseAttrs()
 	attrs.PublicIP = u.Addr
