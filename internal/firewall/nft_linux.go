@@ -282,8 +282,8 @@ func ruleExprs(r Rule) ([]expr.Any, error) {
 		e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
 	case VerdictAccept:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
-	case VerdictMasquerade:
-		e = append(e, &expr.Masq{FullyRandom: true})
+	case VerdictMasquerade, VerdictMasqueradeNotRandom:
+		e = append(e, &expr.Masq{FullyRandom: r.Verdict == VerdictMasquerade})
 	default:
 		return nil, fmt.Errorf("rule %q: unknown verdict %q", r, r.Verdict)
 	}

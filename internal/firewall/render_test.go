@@ -8,8 +8,10 @@ import (
 )
 
 var (
-	network = netip.MustParsePrefix("10.244.0.0/16")
-	subnet  = netip.MustParsePrefix("10.244.3.0/24")
+	network  = netip.MustParsePrefix("10.244.0.0/16")
+	subnet   = netip.MustParsePrefix("10.244.3.0/24")
+	network6 = netip.MustParsePrefix("2001:db8:244::/48")
+	subnet6  = netip.MustParsePrefix("2001:db8:244:3::/64")
 )
 
 // The rules of flannel's FLANNEL-POSTRTG and FLANNEL-FWD, in nft syntax.
@@ -24,17 +26,54 @@ var golden = []string{
 	"ip daddr 10.244.0.0/16 accept",
 }
 
-func TestRules(t *testing.T) {
+// The same for IPv6, as flannel's ip6tables rules: ff00::/8 for
+// multicast.
+var golden6 = []string{
+	"meta mark & 0x00004000 == 0x00004000 return",
+	"ip6 saddr 2001:db8:244:3::/64 ip6 daddr 2001:db8:244::/48 return",
+	"ip6 saddr 2001:db8:244::/48 ip6 daddr 2001:db8:244:3::/64 return",
+	"ip6 saddr != 2001:db8:244::/48 ip6 daddr 2001:db8:244:3::/64 return",
+	"ip6 saddr 2001:db8:244::/48 ip6 daddr != ff00::/8 masquerade fully-random",
+	"ip6 saddr != 2001:db8:244::/48 ip6 daddr 2001:db8:244::/48 masquerade fully-random",
+	"ip6 saddr 2001:db8:244::/48 accept",
+	"ip6 daddr 2001:db8:244::/48 accept",
+}
+
+func rulesOf(parts ...Part) []string {
 	var got []string
-	for _, p := range []Part{Masquerade(network, subnet), Forward(network)} {
+	for _, p := range parts {
 		for _, c := range p.Chains {
 			for _, r := range c.Rules {
 				got = append(got, r.String())
 			}
 		}
 	}
-	if !slices.Equal(got, golden) {
+	return got
+}
+
+func TestRules(t *testing.T) {
+	if got := rulesOf(Masquerade(network, subnet), Forward(network)); !slices.Equal(got, golden) {
 		t.Errorf("rules:\n got %q\nwant %q", got, golden)
+	}
+	m6, f6 := Masquerade(network6, subnet6), Forward(network6)
+	if got := rulesOf(m6, f6); !slices.Equal(got, golden6) {
+		t.Errorf("IPv6 rules:\n got %q\nwant %q", got, golden6)
+	}
+	if m6.Family != IPv6 || f6.Family != IPv6 || f6.IPTables[0].Name != IPTablesForwardChain || !slices.Equal(f6.IPTables[0].Rules, f6.Chains[0].Rules) {
+		t.Errorf("IPv6 parts: %+v %+v", m6, f6)
+	}
+	// --ip-masq-fully-random-disable: the same rules, plain masquerade.
+	for i, fam := range []struct{ n, s netip.Prefix }{{network, subnet}, {network6, subnet6}} {
+		want := slices.Clone([][]string{golden, golden6}[i][:6])
+		for j := range want {
+			want[j] = strings.Replace(want[j], "masquerade fully-random", "masquerade", 1)
+		}
+		if got := rulesOf(MasqueradeRandom(fam.n, fam.s, false)); !slices.Equal(got, want) {
+			t.Errorf("not fully random:\n got %q\nwant %q", got, want)
+		}
+		if got := rulesOf(MasqueradeRandom(fam.n, fam.s, true)); !slices.Equal(got, rulesOf(Masquerade(fam.n, fam.s))) {
+			t.Errorf("MasqueradeRandom(true) is not Masquerade: %q", got)
+		}
 	}
 	v6 := Masquerade(netip.MustParsePrefix("fd00:10:244::/56"), netip.MustParsePrefix("fd00:10:244:3::/64"))
 	if v6.Family != IPv6 {
@@ -115,6 +154,31 @@ func TestRender(t *testing.T) {
 				"add chain ip6 weft forward { type filter hook forward priority filter; policy accept; }\n" +
 				"add rule ip6 weft forward ip6 saddr fd00:10:244::/56 accept\n" +
 				"add rule ip6 weft forward ip6 daddr fd00:10:244::/56 accept\n"},
+		{"dual stack with masquerade: the same rules per family, ff00::/8 for IPv6",
+			[]State{NewState(Masquerade(network, subnet), Forward(network), Masquerade(network6, subnet6), Forward(network6))},
+			"add table ip weft\n" + addPost + addFwd + postRule + fwdRule +
+				"add table ip6 weft\n" +
+				"add chain ip6 weft postrouting { type nat hook postrouting priority srcnat; policy accept; }\n" +
+				"add chain ip6 weft forward { type filter hook forward priority filter; policy accept; }\n" +
+				"add rule ip6 weft postrouting meta mark & 0x00004000 == 0x00004000 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr 2001:db8:244:3::/64 ip6 daddr 2001:db8:244::/48 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr 2001:db8:244::/48 ip6 daddr 2001:db8:244:3::/64 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr != 2001:db8:244::/48 ip6 daddr 2001:db8:244:3::/64 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr 2001:db8:244::/48 ip6 daddr != ff00::/8 masquerade fully-random\n" +
+				"add rule ip6 weft postrouting ip6 saddr != 2001:db8:244::/48 ip6 daddr 2001:db8:244::/48 masquerade fully-random\n" +
+				"add rule ip6 weft forward ip6 saddr 2001:db8:244::/48 accept\n" +
+				"add rule ip6 weft forward ip6 daddr 2001:db8:244::/48 accept\n"},
+		{"IPv6 only after IPv4: the ip table goes, the ip6 one comes",
+			[]State{NewState(Masquerade(network, subnet), Forward(network)), NewState(MasqueradeRandom(network6, subnet6, false))},
+			"delete table ip weft\n" +
+				"add table ip6 weft\n" +
+				"add chain ip6 weft postrouting { type nat hook postrouting priority srcnat; policy accept; }\n" +
+				"add rule ip6 weft postrouting meta mark & 0x00004000 == 0x00004000 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr 2001:db8:244:3::/64 ip6 daddr 2001:db8:244::/48 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr 2001:db8:244::/48 ip6 daddr 2001:db8:244:3::/64 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr != 2001:db8:244::/48 ip6 daddr 2001:db8:244:3::/64 return\n" +
+				"add rule ip6 weft postrouting ip6 saddr 2001:db8:244::/48 ip6 daddr != ff00::/8 masquerade\n" +
+				"add rule ip6 weft postrouting ip6 saddr != 2001:db8:244::/48 ip6 daddr 2001:db8:244::/48 masquerade\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var obs Observed

@@ -52,8 +52,12 @@ type Verdict string
 // Verdicts, as nft spells them.
 const (
 	VerdictReturn     Verdict = "return"
-	VerdictMasquerade Verdict = "masquerade" // always fully random
-	VerdictAccept     Verdict = "accept"
+	VerdictMasquerade Verdict = "masquerade" // fully random
+	// VerdictMasqueradeNotRandom is nft's plain "masquerade": the kernel
+	// keeps a source port when it is free (flannel's
+	// --ip-masq-fully-random-disable).
+	VerdictMasqueradeNotRandom Verdict = "masquerade-not-random"
+	VerdictAccept              Verdict = "accept"
 )
 
 // Match is an address match; Not negates it. An invalid Prefix matches all.
@@ -94,8 +98,11 @@ func (r Rule) String() string {
 		parts = append(parts, fmt.Sprintf("%s %s %s%s", fam, m.field, op, prefixString(m.m.Prefix)))
 	}
 	v := string(r.Verdict)
-	if r.Verdict == VerdictMasquerade {
+	switch r.Verdict {
+	case VerdictMasquerade:
 		v = "masquerade fully-random"
+	case VerdictMasqueradeNotRandom:
+		v = "masquerade"
 	}
 	parts = append(parts, v)
 	return strings.Join(parts, " ")
@@ -129,9 +136,19 @@ const (
 // Masquerade is the part that masquerades pod traffic leaving the cluster
 // network n and host traffic to remote pods, for this node's subnet s
 // (COMPAT.md, "Masquerade semantics"): chain postrouting, as flannel's
-// FLANNEL-POSTRTG.
-func Masquerade(n, s netip.Prefix) Part {
+// FLANNEL-POSTRTG, fully random. n and s are of one family, either: an
+// IPv6 network gets the same rules with ff00::/8 for multicast, in table
+// ip6 weft, as flannel's ip6tables rules.
+func Masquerade(n, s netip.Prefix) Part { return MasqueradeRandom(n, s, true) }
+
+// MasqueradeRandom is Masquerade with fully-random source ports on or off
+// (off: flannel's --ip-masq-fully-random-disable).
+func MasqueradeRandom(n, s netip.Prefix, fullyRandom bool) Part {
 	n, s = n.Masked(), s.Masked()
+	masq := VerdictMasquerade
+	if !fullyRandom {
+		masq = VerdictMasqueradeNotRandom
+	}
 	return Part{Name: PartMasquerade, Family: FamilyOf(n), Chains: []Chain{{
 		Name: ChainPostrouting,
 		Base: &Base{Type: TypeNAT, Hook: HookPostrouting, Priority: PrioritySrcNAT},
@@ -144,9 +161,9 @@ func Masquerade(n, s netip.Prefix) Part {
 			// The outside reaching a local pod keeps its source.
 			{Src: notIn(n), Dst: in(s), Verdict: VerdictReturn},
 			// Pods to the outside (not multicast): the node's address.
-			{Src: in(n), Dst: notIn(multicast(n)), Verdict: VerdictMasquerade},
+			{Src: in(n), Dst: notIn(multicast(n)), Verdict: masq},
 			// The host to remote pods: the node's address.
-			{Src: notIn(n), Dst: in(n), Verdict: VerdictMasquerade},
+			{Src: notIn(n), Dst: in(n), Verdict: masq},
 		},
 	}}}
 }

@@ -197,7 +197,7 @@ func checkRules(p Part, chain string, rules []Rule) error {
 			}
 		}
 		switch r.Verdict {
-		case VerdictReturn, VerdictAccept, VerdictMasquerade:
+		case VerdictReturn, VerdictAccept, VerdictMasquerade, VerdictMasqueradeNotRandom:
 		default:
 			return fmt.Errorf("firewall part %s: chain %s: rule %q: unknown verdict %q", p.Name, chain, r, r.Verdict)
 		}
