@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net"
 	"net/netip"
@@ -185,9 +186,8 @@ func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *st
 			return f, errorf(s.keyNet, "%s is too small: it must hold at least four subnets of at most /%d", f.Network, s.maxLen)
 		}
 	}
-	count := uint64(1) << min(uint(f.SubnetLen-plen), 63)
 	f.SubnetMin = NthSubnet(f.Network.Addr(), f.SubnetLen, 1)
-	f.SubnetMax = NthSubnet(f.Network.Addr(), f.SubnetLen, count-1)
+	f.SubnetMax = lastSubnet(f.Network, f.SubnetLen)
 	for _, b := range []struct {
 		key string
 		val *string
@@ -284,11 +284,31 @@ func NthSubnet(base netip.Addr, subnetLen int, n uint64) netip.Addr {
 	return a
 }
 
+// lastSubnet is the last subnet of length subnetLen in network: its last
+// address with the host bits of subnetLen cleared (flannel's
+// Network.Next() less one subnet), however many subnets the network holds.
+func lastSubnet(network netip.Prefix, subnetLen int) netip.Addr {
+	b := network.Masked().Addr().AsSlice()
+	for i := network.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 0x80 >> (i % 8)
+	}
+	last, _ := netip.AddrFromSlice(b)
+	return netip.PrefixFrom(last, subnetLen).Masked().Addr()
+}
+
+// MaxIndex is where SubnetIndex saturates: one less than the largest
+// uint64, so that a count of subnets (the index of the last plus one) fits.
+const MaxIndex = math.MaxUint64 - 1
+
 // SubnetIndex is the inverse of NthSubnet: how many subnets of subnetLen lie
-// between base and a.
+// between base and a (a at or after base), at most MaxIndex: an IPv6
+// network may hold more than 2^64 subnets (a /48 cut into /126s).
 func SubnetIndex(base, a netip.Addr, subnetLen int) uint64 {
 	d := new(big.Int).Sub(new(big.Int).SetBytes(a.AsSlice()), new(big.Int).SetBytes(base.AsSlice()))
 	d.Rsh(d, uint(base.BitLen()-subnetLen))
+	if !d.IsUint64() || d.Uint64() > MaxIndex {
+		return MaxIndex
+	}
 	return d.Uint64()
 }
 

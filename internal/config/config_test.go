@@ -71,6 +71,18 @@ func TestIPv6(t *testing.T) {
 	if c.IPv6.SubnetLen != 122 || c.IPv6.SubnetMax != netip.MustParseAddr("fd00::c0") {
 		t.Errorf("ipv6 small: %+v", c.IPv6)
 	}
+	// More than 2^64 subnets: the last is the network's last /126, as
+	// flannel's (it was the 2^63-1st, 2001:db8:244:1:ffff:ffff:ffff:fffc).
+	c, err = Parse([]byte(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","IPv6SubnetLen":126,"Backend":{"Type":"vxlan"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.IPv6.SubnetMin != netip.MustParseAddr("2001:db8:244::4") || c.IPv6.SubnetMax != netip.MustParseAddr("2001:db8:244:ffff:ffff:ffff:ffff:fffc") {
+		t.Errorf("ipv6 /126 in /48: %+v", c.IPv6)
+	}
+	if got := SubnetIndex(c.IPv6.SubnetMin, c.IPv6.SubnetMax, 126); got != MaxIndex {
+		t.Errorf("SubnetIndex over 2^78 subnets = %d, want MaxIndex (saturated)", got)
+	}
 }
 
 func TestUnknownKeys(t *testing.T) {
@@ -139,6 +151,18 @@ func TestNthSubnet(t *testing.T) {
 	}
 	if got := NthSubnet(netip.MustParseAddr("fd00::"), 64, 3); got.String() != "fd00:0:0:3::" {
 		t.Errorf("v6: %s", got)
+	}
+	if got := SubnetIndex(netip.MustParseAddr("fd00::"), netip.MustParseAddr("fd00:0:0:ffff::"), 64); got != 0xffff {
+		t.Errorf("SubnetIndex v6 = %d", got)
+	}
+	for _, tc := range []struct {
+		to  string
+		len int
+		n   uint64
+	}{{"fd00::ffff:ffff:ffff:fffd", 128, MaxIndex - 1}, {"fd00::ffff:ffff:ffff:fffe", 128, MaxIndex}, {"fd00::ffff:ffff:ffff:ffff", 128, MaxIndex}, {"fd00:0:0:1::", 128, MaxIndex}} {
+		if got := SubnetIndex(netip.MustParseAddr("fd00::"), netip.MustParseAddr(tc.to), tc.len); got != tc.n {
+			t.Errorf("SubnetIndex(fd00::, %s, %d) = %d, want %d", tc.to, tc.len, got, tc.n)
+		}
 	}
 }
 

@@ -4,6 +4,8 @@
 package difftest
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -13,6 +15,7 @@ import (
 	fsubnet "github.com/flannel-io/flannel/pkg/subnet"
 
 	"github.com/weftnet/weft/internal/backend/table"
+	"github.com/weftnet/weft/internal/config"
 )
 
 // corpus: flannel's documented examples, edge cases of SubnetLen, SubnetMin
@@ -78,6 +81,76 @@ var corpus = []string{
 	`{"Network": "10.0.0.0/16", "Backend": {"Type": "banana"}}`,
 	`{"Network": "10.0.0.0/16", "Backend": {}}`,
 	`{"Network": "10.0.0.0/16", "Backend": {"Type": "wireguard"}}`,
+	`{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "MTU": 10}}`,
+	`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fd00::/56", "Backend": {"Type": "vxlan", "MTU": 1279}}`,
+	`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fd00::/56", "Backend": {"Type": "udp"}}`,
+	`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fd00::/56"}`,
+}
+
+// ipv6Corpus are IPv6-only and dual-stack documents, each with what
+// flannel does with it, so that the corpus cannot quietly stop testing
+// either side: defaults of IPv6SubnetLen, IPv6SubnetMin and IPv6SubnetMax,
+// their bounds, and rejections.
+var ipv6Corpus = []struct {
+	doc            string
+	flannelAccepts bool
+}{
+	// defaults: /64 up to a /62 network, else the network's length + 2
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "host-gw"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "host-gw"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8::/32", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/64", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/120", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/124", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/126", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/128", "Backend": {"Type": "vxlan"}}`, false},
+	// host bits, upper case, keys in other cases
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::1/48", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:DB8:244::/48", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"enableipv4": false, "enableipv6": true, "ipv6network": "2001:db8:244::/48", "ipv6subnetlen": 80, "backend": {"type": "vxlan"}}`, true},
+	// IPv6SubnetLen bounds
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 50, "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 49, "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 126, "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 127, "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 0, "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": -64, "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": "64", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 64.5, "Backend": {"Type": "vxlan"}}`, false},
+	// IPv6SubnetMin and IPv6SubnetMax
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMin": "2001:db8:244:10::", "IPv6SubnetMax": "2001:db8:244:20::", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMin": "2001:db8:244:20::", "IPv6SubnetMax": "2001:db8:244:10::", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 80, "IPv6SubnetMin": "2001:db8:244:0:1::", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 80, "IPv6SubnetMin": "2001:db8:244:0:1:1::", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMax": "2001:db8:245::", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMin": "2001:db8:243:ffff::", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMax": "::", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMin": "", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMin": "10.244.1.0", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetMin": "bogus", "Backend": {"Type": "vxlan"}}`, false},
+	// both families' bounds at once: the IPv4 side still decides
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "SubnetLen": 31, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "SubnetMin": "10.245.0.0", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`, false},
+	// rejections
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "::/0", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/129", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": 6, "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv4": false, "EnableIPv6": "true", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`, false},
+	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "bogus", "Backend": {"Type": "vxlan"}}`, false},
+	// IPv6 switched off: the IPv6 keys are read but not used
+	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 127, "Backend": {"Type": "vxlan"}}`, true},
+	// MTU: 0 derives it; weft refuses less than 1280 with IPv6 (deliberate)
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan", "MTU": 0}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan", "MTU": 1280}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "host-gw", "MTU": 576}}`, true},
+	// udp: flannel starts it and carries IPv4 only; weft refuses (deliberate)
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "udp"}}`, true},
+	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48"}`, true},
 }
 
 // flannelParse is what flanneld does with <prefix>/config: ParseConfig,
@@ -93,16 +166,30 @@ func flannelParse(doc string) (*fsubnet.Config, error) {
 	return c, nil
 }
 
-// deliberate reports why weft may reject a document flannel accepts.
-// flannel checks these later (at backend start) or not at all.
-func deliberate(c *fsubnet.Config) string {
+// deliberate reports why weft may reject a document flannel accepts, and
+// the key weft's error must name. flannel checks these later (at backend
+// start) or not at all.
+func deliberate(c *fsubnet.Config) (why, key string) {
+	typ := strings.ToLower(c.BackendType)
 	switch {
 	case !c.EnableIPv4 && !c.EnableIPv6:
-		return "both families disabled: weft rejects it in the config"
-	case !slices.Contains(table.Types(), strings.ToLower(c.BackendType)):
-		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType)
+		return "both families disabled: weft rejects it in the config", "EnableIPv4"
+	case !slices.Contains(table.Types(), typ):
+		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType), "Backend.Type"
+	case typ == "udp" && c.EnableIPv6:
+		return "udp with IPv6: flannel's udp carries IPv4 only and says nothing; weft refuses it in the config", "EnableIPv6"
 	}
-	return ""
+	var be struct{ MTU *int }
+	if json.Unmarshal(c.Backend, &be) == nil && be.MTU != nil && *be.MTU != 0 {
+		least := table.MinMTU
+		if c.EnableIPv6 {
+			least = table.MinMTU6
+		}
+		if *be.MTU < least {
+			return fmt.Sprintf("Backend.MTU %d: flannel takes any MTU; weft refuses one below %d", *be.MTU, least), "Backend.MTU"
+		}
+	}
+	return "", ""
 }
 
 // compare checks one document and returns what differs, or "".
@@ -115,8 +202,13 @@ func compare(doc string) string {
 	case ferr != nil:
 		return fmt.Sprintf("flannel rejects (%v), weft accepts", ferr)
 	case werr != nil:
-		if why := deliberate(fc); why != "" {
+		why, key := deliberate(fc)
+		var ce *config.Error
+		if why != "" && errors.As(werr, &ce) && ce.Key == key {
 			return ""
+		}
+		if why != "" {
+			return fmt.Sprintf("flannel accepts, weft rejects it deliberately (%s) but with another error: %v", why, werr)
 		}
 		return fmt.Sprintf("flannel accepts, weft rejects (%v)", werr)
 	}
@@ -158,9 +250,34 @@ func TestConfigAgainstFlannel(t *testing.T) {
 	t.Logf("%d of %d documents: weft and flannel agree (or differ deliberately)", agree, len(corpus))
 }
 
+// TestIPv6ConfigAgainstFlannel: the IPv6-only and dual-stack documents,
+// each accepted or refused by flannel as listed, and by weft the same way
+// with the same resolved values (or refused deliberately).
+func TestIPv6ConfigAgainstFlannel(t *testing.T) {
+	agree, accepted := 0, 0
+	for _, tc := range ipv6Corpus {
+		fc, ferr := flannelParse(tc.doc)
+		if (ferr == nil) != tc.flannelAccepts {
+			t.Errorf("%s\n    flannel: %+v, %v; the corpus says accepted=%v", tc.doc, fc, ferr, tc.flannelAccepts)
+		}
+		if ferr == nil {
+			accepted++
+		}
+		if d := compare(tc.doc); d != "" {
+			t.Errorf("%s\n    %s", tc.doc, d)
+		} else {
+			agree++
+		}
+	}
+	t.Logf("%d of %d IPv6 and dual-stack documents (%d accepted by flannel): weft and flannel agree (or differ deliberately)", agree, len(ipv6Corpus), accepted)
+}
+
 func FuzzConfigAgainstFlannel(f *testing.F) {
 	for _, doc := range corpus {
 		f.Add(doc)
+	}
+	for _, tc := range ipv6Corpus {
+		f.Add(tc.doc)
 	}
 	f.Fuzz(func(t *testing.T, doc string) {
 		if d := compare(doc); d != "" {
