@@ -33,6 +33,21 @@ func GatewayPrefix(subnet netip.Prefix) netip.Prefix {
 	return netip.PrefixFrom(subnet.Masked().Addr().Next(), subnet.Bits())
 }
 
+// SetFamily sets the lines of network's family: FLANNEL_NETWORK and
+// FLANNEL_SUBNET for IPv4, FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET for
+// IPv6, the subnet in its gateway form (GatewayPrefix). flannel writes a
+// family's lines only when it is enabled: a family never set is left out.
+func (e *Env) SetFamily(network, subnet netip.Prefix) {
+	n, s := &e.Network, &e.Subnet
+	if network.Addr().Is6() {
+		n, s = &e.IPv6Network, &e.IPv6Subnet
+	}
+	*n, *s = network, netip.Prefix{}
+	if subnet.IsValid() {
+		*s = GatewayPrefix(subnet)
+	}
+}
+
 // Marshal renders the file, in flannel's key order: each family's network
 // and subnet together, IPv4 first.
 func (e Env) Marshal() []byte {
