@@ -166,6 +166,10 @@ func TestDualStack(t *testing.T) {
 		t.Errorf("cni0 has %v, want the gateway of each family", global)
 	}
 	hairpins(t, node, br, 2)
+	// Forwarding on for both families, as the bridge plugin does for flannel.
+	if out, err := netns.Command(p.node, "sysctl", "-n", "net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding").CombinedOutput(); err != nil || string(out) != "1\n1\n" {
+		t.Errorf("forwarding in the node namespace: %q %v, want on for both families", out, err)
+	}
 	check := strings.Replace(p.conf, `"cniVersion":"0.3.1"`, `"cniVersion":"1.0.0"`, 1) // CHECK came with 0.4.0
 	for i, pod := range pods {
 		if _, err := p.call("CHECK", fmt.Sprintf("c%d", i), netns.Path(pod), check); err != nil {
@@ -320,7 +324,7 @@ func TestIPMasq(t *testing.T) {
 
 // outside links the node namespace to ext over a veth pair
 // (203.0.113.1/24 and 2001:db8:1::1/64 on the node, .2 and ::2 in ext)
-// and turns on forwarding in the node namespace. ext has no route to the
+// (forwarding there is the plugin's to turn on). ext has no route to the
 // pods.
 func outside(t *testing.T, node, ext string) {
 	t.Helper()
@@ -351,10 +355,6 @@ func outside(t *testing.T, node, ext string) {
 		if err := side.h.LinkSetUp(l); err != nil {
 			t.Fatal(err)
 		}
-	}
-	out, err := netns.Command(node, "sysctl", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1").CombinedOutput()
-	if err != nil {
-		t.Fatalf("forwarding in %s: %v: %s", node, err, out)
 	}
 	// Neighbour discovery on the new link settles before the first ping.
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)

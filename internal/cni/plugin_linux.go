@@ -112,6 +112,27 @@ func ensureBridge(name string, n node) (br netlink.Link, created bool, err error
 	return br, created, nil
 }
 
+// enableForwarding turns forwarding on in the node's namespace for each
+// family of the node, as the bridge plugin does for flannel's pods (its
+// isGateway, which flannel sets): `sysctl -w net.ipv4.ip_forward=1` and
+// `sysctl -w net.ipv6.conf.all.forwarding=1`. A knob that is on already is
+// not written.
+func enableForwarding(n node) error {
+	for _, f := range n.fams {
+		knob := "/proc/sys/net/ipv4/ip_forward"
+		if f.gw.Is6() {
+			knob = "/proc/sys/net/ipv6/conf/all/forwarding"
+		}
+		if b, err := os.ReadFile(knob); err == nil && strings.TrimSpace(string(b)) == "1" {
+			continue
+		}
+		if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable forwarding (%s): %w", knob, err)
+		}
+	}
+	return nil
+}
+
 // ensureAddr makes want the bridge's only address of family fam, other
 // than link-local ones (the kernel's own, for IPv6): a stale one (the
 // node's subnet changed, or the family went away) is removed.
@@ -330,6 +351,10 @@ func Add(args *skel.CmdArgs) (err error) {
 	if err != nil {
 		unlock()
 		return err
+	}
+	if err := enableForwarding(n); err != nil {
+		unlock()
+		return fmt.Errorf("weft-cni: %w", err)
 	}
 	// `ip link add vethXXXX mtu MTU master cni0 type veth peer name eth0 netns POD`
 	veth := &netlink.Veth{
