@@ -171,3 +171,61 @@ func TestFlannelLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestFlannelLayoutDual: dual-stack and IPv6-only keys and values as
+// flannel's MakeSubnetKey and LeaseAttrs write them, byte for byte: the
+// IPv6 subnet after "&", an IPv6-only key's IPv4 part "0.0.0.0-0", and
+// PublicIPv6 and BackendV6Data in the value ("0.0.0.0", flannel's zero
+// IP4, as the PublicIP of an IPv6-only node).
+func TestFlannelLayoutDual(t *testing.T) {
+	cli := client(t, embedded(t))
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, conf string
+		attrs      lease.Attrs
+		prefer     []netip.Prefix
+		key, value string
+	}{
+		{name: "dual", conf: `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","Backend":{"Type":"vxlan"}}`,
+			attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.11"), PublicIPv6: netip.MustParseAddr("2001:db8:1::11"), BackendType: "vxlan",
+				BackendData: []byte(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}`), BackendV6Data: []byte(`{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:66"}`)},
+			prefer: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24"), netip.MustParsePrefix("2001:db8:244:3::/64")},
+			key:    "/dual/subnets/10.244.3.0-24&2001:db8:244:3::-64",
+			value:  `{"PublicIP":"192.0.2.11","PublicIPv6":"2001:db8:1::11","BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"},"BackendV6Data":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:66"}}`},
+		{name: "v6only", conf: `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","Backend":{"Type":"host-gw"}}`,
+			attrs:  lease.Attrs{PublicIPv6: netip.MustParseAddr("2001:db8:1::12"), BackendType: "host-gw"},
+			prefer: []netip.Prefix{netip.MustParsePrefix("2001:db8:244:4::/64")},
+			key:    "/v6only/subnets/0.0.0.0-0&2001:db8:244:4::-64",
+			value:  `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::12","BackendType":"host-gw"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := NewFromClient(cli, "/"+tc.name, nil)
+			if err := s.PutConfig(ctx, []byte(tc.conf)); err != nil {
+				t.Fatal(err)
+			}
+			l, err := s.Acquire(ctx, lease.Request{Attrs: tc.attrs, TTL: time.Hour, Prefer: tc.prefer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.LeaseKey(l) != tc.key {
+				t.Errorf("lease key %s, want %s", s.LeaseKey(l), tc.key)
+			}
+			resp, err := cli.Get(ctx, tc.key)
+			if err != nil || len(resp.Kvs) != 1 {
+				t.Fatalf("key %s not found: %v %v", tc.key, resp, err)
+			}
+			if got := string(resp.Kvs[0].Value); got != tc.value {
+				t.Errorf("value\n got %s\nwant %s", got, tc.value)
+			}
+			// flannel's record, written by flannel, reads back the same.
+			if _, err := cli.Put(ctx, tc.key, tc.value); err != nil {
+				t.Fatal(err)
+			}
+			ls, err := s.List(ctx)
+			if err != nil || len(ls) != 1 || !ls[0].SameSubnets(l) || ls[0].Attrs.PublicIPv6 != tc.attrs.PublicIPv6 ||
+				string(ls[0].Attrs.BackendV6Data) != string(tc.attrs.BackendV6Data) {
+				t.Errorf("List = %+v %v, want %s with %+v", ls, err, tc.key, tc.attrs)
+			}
+		})
+	}
+}

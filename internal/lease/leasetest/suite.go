@@ -2,9 +2,11 @@ package leasetest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,6 +31,27 @@ const backendType = "conformance"
 
 func attrs(ip string) lease.Attrs {
 	return lease.Attrs{PublicIP: netip.MustParseAddr(ip), BackendType: backendType}
+}
+
+// The suite's dual-stack and IPv6-only configs.
+const (
+	dualConfig   = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/48"}`
+	v6OnlyConfig = `{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48"}`
+)
+
+// dualAttrs are a dual-stack node's attributes, with backend data of each
+// family as vxlan publishes it.
+func dualAttrs(ip, ip6 string) lease.Attrs {
+	a := v6Attrs(ip6)
+	a.PublicIP = netip.MustParseAddr(ip)
+	a.BackendData = json.RawMessage(`{"VNI":1,"VtepMAC":"0e:00:00:00:00:01"}`)
+	return a
+}
+
+// v6Attrs are an IPv6-only node's attributes: no PublicIP.
+func v6Attrs(ip6 string) lease.Attrs {
+	return lease.Attrs{PublicIPv6: netip.MustParseAddr(ip6), BackendType: backendType,
+		BackendV6Data: json.RawMessage(`{"VNI":1,"VtepMAC":"0e:00:00:00:00:61"}`)}
 }
 
 // Run runs the conformance suite. newHarness must return a harness over an
@@ -266,6 +289,137 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Errorf("reclaim a reservation: %+v %v, want it still a reservation", r, err)
 		}
 	})
+	t.Run("DualStack", func(t *testing.T) {
+		h := newHarness(t)
+		h.PutConfig(t, dualConfig)
+		a := dualAttrs("192.0.2.1", "2001:db8:1::1")
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: a, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := mustConfig(t, h)
+		if !lease.InRange(cfg.IPv4, l.Subnet) || !lease.InRange(cfg.IPv6, l.IPv6Subnet) {
+			t.Fatalf("dual lease %s: a subnet of each family in range wanted", l.Key())
+		}
+		if want := lease.Key(l.Subnet, l.IPv6Subnet); l.Key() != want || !strings.Contains(want, "&2001:db8:244:") {
+			t.Fatalf("key %q", l.Key())
+		}
+		// Restarted, the node keeps both subnets; another gets others.
+		again, err := h.Store.Acquire(ctx, lease.Request{Attrs: a, TTL: time.Hour})
+		if err != nil || !again.SameSubnets(l) {
+			t.Fatalf("restart: %s %v, want %s", again.Key(), err, l.Key())
+		}
+		b, err := h.Store.Acquire(ctx, lease.Request{Attrs: dualAttrs("192.0.2.2", "2001:db8:1::2"), TTL: time.Hour})
+		if err != nil || b.Subnet == l.Subnet || b.IPv6Subnet == l.IPv6Subnet || !b.IPv6Subnet.IsValid() {
+			t.Fatalf("second node: %s %v, want other subnets than %s", b.Key(), err, l.Key())
+		}
+		w := StartWatch(t, h.Store)
+		e := w.Next(t)
+		if !e.Reset || len(e.Leases) != 2 {
+			t.Fatalf("first event %+v, want a Reset with 2 leases", e)
+		}
+		for _, r := range e.Leases {
+			if r.Key != l.Key() {
+				continue
+			}
+			if !r.Lease.SameSubnets(l) || r.Lease.Attrs.PublicIPv6 != a.PublicIPv6 ||
+				string(r.Lease.Attrs.BackendV6Data) != string(a.BackendV6Data) || string(r.Lease.Attrs.BackendData) != string(a.BackendData) {
+				t.Errorf("dual lease read back as %+v, want %+v", r.Lease, a)
+			}
+			return
+		}
+		t.Errorf("the Reset has no record %s: %+v", l.Key(), e.Leases)
+	})
+	t.Run("IPv6Only", func(t *testing.T) {
+		h := newHarness(t)
+		h.PutConfig(t, v6OnlyConfig)
+		a := v6Attrs("2001:db8:1::1")
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: a, TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Subnet.IsValid() || !lease.InRange(mustConfig(t, h).IPv6, l.IPv6Subnet) || !strings.HasPrefix(l.Key(), "0.0.0.0-0&2001:db8:244:") {
+			t.Fatalf("IPv6-only lease %q, want 0.0.0.0-0&<IPv6 subnet> (flannel's key)", l.Key())
+		}
+		// Known by PublicIPv6: restarted, it keeps its subnet.
+		again, err := h.Store.Acquire(ctx, lease.Request{Attrs: a, TTL: time.Hour})
+		if err != nil || !again.SameSubnets(l) {
+			t.Fatalf("restart: %s %v, want %s", again.Key(), err, l.Key())
+		}
+		b, err := h.Store.Acquire(ctx, lease.Request{Attrs: v6Attrs("2001:db8:1::2"), TTL: time.Hour})
+		if err != nil || b.IPv6Subnet == l.IPv6Subnet || b.Subnet.IsValid() {
+			t.Fatalf("second node: %s %v", b.Key(), err)
+		}
+		ls, err := h.Store.List(ctx)
+		if err != nil || len(ls) != 2 {
+			t.Fatalf("List = %+v %v, want 2 leases", ls, err)
+		}
+		for _, x := range ls {
+			if x.SameSubnets(l) && (x.Attrs.PublicIPv6 != a.PublicIPv6 || string(x.Attrs.BackendV6Data) != string(a.BackendV6Data)) {
+				t.Errorf("IPv6-only lease read back as %+v", x)
+			}
+		}
+	})
+	t.Run("Overlap", func(t *testing.T) {
+		h := newHarness(t)
+		// 16 subnets; a /20 left by an older config covers 15 of them.
+		h.PutConfig(t, `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.16.0"}`)
+		h.Reserve(t, lease.Lease{Subnet: netip.MustParsePrefix("10.244.0.0/20"), Attrs: attrs("192.0.2.9")})
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour})
+		if err != nil || l.Subnet != netip.MustParsePrefix("10.244.16.0/24") {
+			t.Fatalf("Acquire beside a /20: %s %v, want 10.244.16.0/24, the only subnet it does not overlap", l.Subnet, err)
+		}
+		if _, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.2"), TTL: time.Hour}); !errors.Is(err, lease.ErrNoFreeSubnet) {
+			t.Fatalf("second Acquire: %v, want ErrNoFreeSubnet", err)
+		}
+	})
+	t.Run("StaleOwnLease", func(t *testing.T) {
+		h := newHarness(t)
+		h.PutConfig(t, `{"Network":"10.244.0.0/16","SubnetLen":23}`)
+		old, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		peer, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.2"), TTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := lease.Lease{Subnet: netip.MustParsePrefix("10.99.0.0/24"), Attrs: attrs("192.0.2.1")}
+		h.Reserve(t, res)
+		w := StartWatch(t, h.Store)
+		w.Next(t) // the Reset
+		// SubnetLen changes: this node's /23 is deleted, as flannel does;
+		// the new /24 overlaps neither it nor the peer's /23, which stays;
+		// the operator's reservation stays too.
+		h.PutConfig(t, `{"Network":"10.244.0.0/16","SubnetLen":24}`)
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: attrs("192.0.2.1"), TTL: time.Hour, Prefer: []netip.Prefix{old.Subnet}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Subnet.Bits() != 24 || l.Subnet.Overlaps(old.Subnet) || l.Subnet.Overlaps(peer.Subnet) {
+			t.Fatalf("new lease %s overlaps %s or %s", l.Subnet, old.Subnet, peer.Subnet)
+		}
+		got := map[string]bool{}
+		ls, err := h.Store.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, x := range ls {
+			got[x.Key()] = true
+		}
+		if got[old.Key()] || !got[peer.Key()] || !got[res.Key()] || !got[l.Key()] || len(got) != 3 {
+			t.Fatalf("leases after the change: %v, want %s deleted and %s, %s, %s kept", got, old.Key(), peer.Key(), res.Key(), l.Key())
+		}
+		deleted := false
+		for range 2 {
+			if e := w.Next(t); e.Deleted && e.Record.Key == old.Key() {
+				deleted = true
+			}
+		}
+		if !deleted {
+			t.Errorf("no watch event deleting %s", old.Key())
+		}
+	})
 	t.Run("Expiry", func(t *testing.T) {
 		h := newHarness(t)
 		h.PutConfig(t, `{"Network":"10.244.0.0/16"}`)
@@ -342,7 +496,9 @@ func (w *Watcher) None(t *testing.T, d time.Duration) {
 	}
 }
 
-func mustFamily(t *testing.T, h Harness) config.Family {
+func mustFamily(t *testing.T, h Harness) config.Family { return mustConfig(t, h).IPv4 }
+
+func mustConfig(t *testing.T, h Harness) *config.Config {
 	t.Helper()
 	doc, err := h.Store.Config(context.Background())
 	if err != nil {
@@ -352,5 +508,5 @@ func mustFamily(t *testing.T, h Harness) config.Family {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.IPv4
+	return c
 }
