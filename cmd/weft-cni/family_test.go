@@ -322,10 +322,10 @@ func TestIPMasq(t *testing.T) {
 	}
 }
 
-// outside links the node namespace to ext over a veth pair
-// (203.0.113.1/24 and 2001:db8:1::1/64 on the node, .2 and ::2 in ext)
-// (forwarding there is the plugin's to turn on). ext has no route to the
-// pods.
+// outside links the node namespace to ext over a veth pair:
+// 203.0.113.1/24 and 2001:db8:1::1/64 on the node, .2 and ::2 in ext.
+// Forwarding in the node is the plugin's to turn on; ext has no route to
+// the pods.
 func outside(t *testing.T, node, ext string) {
 	t.Helper()
 	h := handle(t, node)

@@ -25,14 +25,14 @@ func Install(src, dir, name string, mode os.FileMode) error {
 }
 
 // CheckConflist reports whether b is a network configuration list with a
-// name and at least one plugin, each with a type.
+// name and at least one plugin, each with a type, whose weft-cni entries
+// ParseConf accepts as the runtime will hand them over (with the list's
+// name and cniVersion).
 func CheckConflist(b []byte) error {
 	var l struct {
-		CNIVersion string `json:"cniVersion"`
-		Name       string `json:"name"`
-		Plugins    []struct {
-			Type string `json:"type"`
-		} `json:"plugins"`
+		CNIVersion string            `json:"cniVersion"`
+		Name       string            `json:"name"`
+		Plugins    []json.RawMessage `json:"plugins"`
 	}
 	if err := json.Unmarshal(b, &l); err != nil {
 		return fmt.Errorf("conflist: %w", err)
@@ -45,9 +45,22 @@ func CheckConflist(b []byte) error {
 	case len(l.Plugins) == 0:
 		return fmt.Errorf("conflist: no plugins")
 	}
-	for i, p := range l.Plugins {
-		if p.Type == "" {
+	for i, raw := range l.Plugins {
+		var p map[string]any
+		if err := json.Unmarshal(raw, &p); err != nil {
+			return fmt.Errorf("conflist: plugin %d: %w", i, err)
+		}
+		typ, _ := p["type"].(string)
+		if typ == "" {
 			return fmt.Errorf("conflist: plugin %d has no type", i)
+		}
+		if typ != "weft-cni" {
+			continue
+		}
+		p["name"], p["cniVersion"] = l.Name, l.CNIVersion
+		conf, _ := json.Marshal(p)
+		if _, err := ParseConf(conf); err != nil {
+			return fmt.Errorf("conflist: plugin %d (weft-cni): %w", i, err)
 		}
 	}
 	return nil

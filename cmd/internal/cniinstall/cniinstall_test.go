@@ -19,8 +19,19 @@ func files(t *testing.T) (plugin, conflist, binDir, confDir string) {
 }
 
 func TestInstall(t *testing.T) {
+	for _, doc := range []string{
+		`{"cniVersion":"1.0.0","name":"weft","plugins":[{"type":"weft-cni"},{"type":"portmap"}]}`,
+		// kube-flannel.yml's conflist, with only the type changed.
+		`{"name":"cbr0","cniVersion":"0.3.1","plugins":[{"type":"weft-cni","delegate":{"hairpinMode":true,"isDefaultGateway":true}},` +
+			`{"type":"portmap","capabilities":{"portMappings":true}}]}`,
+	} {
+		install(t, doc)
+	}
+}
+
+func install(t *testing.T, doc string) {
+	t.Helper()
 	plugin, conflist, binDir, confDir := files(t)
-	const doc = `{"cniVersion":"1.0.0","name":"weft","plugins":[{"type":"weft-cni"},{"type":"portmap"}]}`
 	if err := os.WriteFile(conflist, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -54,16 +65,21 @@ func TestInstall(t *testing.T) {
 // TestBadConflistInstallsNothing: a conflist that kubelet would reject is
 // refused before the plugin is installed.
 func TestBadConflistInstallsNothing(t *testing.T) {
-	plugin, conflist, binDir, confDir := files(t)
-	if err := os.WriteFile(conflist, []byte(`{"cniVersion":"1.0.0","name":"weft","plugins":[]}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	err := Run("weft cni install", []string{"--plugin", plugin, "--bin-dir", binDir, "--conflist", conflist, "--conf-dir", confDir}, &out, &out)
-	if err == nil || !strings.Contains(err.Error(), conflist) || !strings.Contains(err.Error(), "no plugins") {
-		t.Errorf("err = %v; want one naming %s and what is wrong", err, conflist)
-	}
-	if _, err := os.Stat(binDir); !os.IsNotExist(err) {
-		t.Errorf("the plugin directory was created (%v) for a bad conflist", err)
+	for _, tc := range []struct{ doc, want string }{
+		{`{"cniVersion":"1.0.0","name":"weft","plugins":[]}`, "no plugins"},
+		{`{"cniVersion":"1.0.0","name":"weft","plugins":[{"type":"weft-cni","delegate":{"mtu":10}}]}`, "plugin 0 (weft-cni): weft-cni: delegate.mtu 10 is not an MTU"},
+	} {
+		plugin, conflist, binDir, confDir := files(t)
+		if err := os.WriteFile(conflist, []byte(tc.doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		err := Run("weft cni install", []string{"--plugin", plugin, "--bin-dir", binDir, "--conflist", conflist, "--conf-dir", confDir}, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), conflist) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("err = %v; want one naming %s and %q", err, conflist, tc.want)
+		}
+		if _, err := os.Stat(binDir); !os.IsNotExist(err) {
+			t.Errorf("the plugin directory was created (%v) for a bad conflist", err)
+		}
 	}
 }
