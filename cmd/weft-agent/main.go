@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"runtime/debug"
 	"strconv"
 	"syscall"
@@ -43,9 +44,7 @@ func main() {
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stderr)
 	switch {
-	case err == nil:
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+	case err == nil, errors.Is(err, flag.ErrHelp): // -h, --help: the usage was asked for
 	default:
 		fmt.Fprintf(os.Stderr, "weft-agent: %v\n", err)
 		os.Exit(1)
@@ -117,39 +116,72 @@ type flags struct {
 	etcd                etcdflag.Flags
 	kube                kubeFlags
 	policy              policyFlags
-	iface, subnetFile   string
-	publicIP            netip.Addr // invalid: not given
+	underlay            kernel.UnderlayQuery // --iface, --iface-regex, --iface-can-reach, --public-ip(v6)
+	subnetFile          string
 	ipMasq, forward     bool
+	masqNotFullyRandom  bool // --ip-masq-fully-random-disable
+	setNetworkAvailable bool // --set-node-network-unavailable
 	ttl, margin, resync time.Duration
 	healthzIP           string
 	healthzPort         int
 	logLevel            string
 	pprof               bool
+	version             bool
+	notes               []string // flannel flags given that have no effect here, said at start-up
+	unknownEnv          []string // FLANNELD_ variables that name no flag
 }
 
 // parseFlags parses args and checks every value, touching nothing: a
-// mistake is refused before anything is locked, leased or written.
+// mistake is refused before anything is locked, leased or written. Every
+// flag of flanneld v0.28 is taken (docs/migrating-from-flannel.md):
+// implemented, mapped to weft's own, or refused in one line saying what
+// to use instead.
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	var f flags
 	fs := cmdline.NewFlagSet("weft-agent", stderr)
 	f.etcd.Register(fs)
-	fs.StringVar(&f.iface, "iface", "", "underlay interface (default: the one with --public-ip, else of the default route)")
-	publicIP := fs.String("public-ip", "", "this node's underlay address, on one of its interfaces (default: the interface's)")
+	ifaces := &cmdline.Strings{Check: func(v string) error {
+		if v == "" {
+			return errors.New("empty: name an interface or give one of its addresses")
+		}
+		return nil
+	}}
+	fs.Var(ifaces, "iface", "underlay interface, a name or one of its addresses; repeat it to try each in order (default: the one with --public-ip, else of the default route)")
+	regexes := &cmdline.Strings{Check: func(v string) error {
+		_, err := regexp.Compile(v)
+		return err
+	}}
+	fs.Var(regexes, "iface-regex", "regular expression matched against the interfaces' addresses, then their names, to pick the underlay; repeatable, tried after --iface")
+	canReach := fs.String("iface-can-reach", "", "pick the interface and address the node would use to reach this IP address (as `ip route get`), after --iface and --iface-regex")
+	publicIP := fs.String("public-ip", "", "this node's IPv4 underlay address, on one of its interfaces (default: the interface's)")
+	publicIPv6 := fs.String("public-ipv6", "", "this node's IPv6 underlay address, on one of its interfaces (default: the interface's)")
 	fs.StringVar(&f.subnetFile, "subnet-file", subnetenv.DefaultPath, "where to write subnet.env; SUBNET-FILE.lock beside it makes this the node's only agent for that file")
 	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to outside the cluster network")
+	fs.BoolVar(&f.masqNotFullyRandom, "ip-masq-fully-random-disable", false, "masquerade without fully-random source ports")
 	fs.BoolVar(&f.forward, "iptables-forward-rules", true, "accept forwarded traffic from and to the cluster network, in weft's nftables table and, where the node has iptables, in iptables' FORWARD chain (chain WEFT-FWD), as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic; false removes both")
 	fs.DurationVar(&f.ttl, "subnet-lease-ttl", 24*time.Hour, "TTL of this node's lease (at least 1m)")
 	f.margin = time.Hour
-	fs.Var((*minutes)(&f.margin), "subnet-lease-renew-margin", "renew the lease this long before it expires, shorter than the TTL (a bare number is minutes, as flannel takes it)")
-	fs.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full resync of the kernel with the leases at least this often")
+	fs.Var((*minutes)(&f.margin), "subnet-lease-renew-margin", "renew the lease this long before it expires, shorter than the TTL: minutes from 1 to 1439, as flannel takes it, or a duration (90m)")
+	fs.DurationVar(&f.resync, "resync-interval", 30*time.Second, "full resync of the kernel and the firewall with the leases at least this often")
+	iptablesResync := fs.Int("iptables-resync", 0, "flannel's resync period in seconds: the same as --resync-interval (which wins when both are given)")
+	blackhole := fs.Bool("ip-blackhole-route", false, "flannel's blackhole route for the node's subnet: not supported (refused when true)")
+	fs.BoolVar(&f.setNetworkAvailable, "set-node-network-unavailable", true, "Kubernetes mode: set the Node's condition NetworkUnavailable=False once the network is up (false: leave the condition to another component)")
 	fs.StringVar(&f.healthzIP, "healthz-ip", "0.0.0.0", "address of the health server")
 	fs.IntVar(&f.healthzPort, "healthz-port", 0, "port of /healthz, /readyz and /metrics (0: off)")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	verbosity := fs.Int("v", 0, "flannel's (klog's) verbosity: 0 is --log-level info, 1 or more is debug (--log-level wins when both are given)")
+	vmodule := fs.String("vmodule", "", "klog's per-file verbosity, accepted for flannel's command lines; it has no effect (use --log-level)")
+	backtrace := fs.String("log_backtrace_at", "", "klog's stack trace at a log line, accepted for flannel's command lines; it has no effect")
+	fs.BoolVar(&f.version, "version", false, "print the version (to stderr, as flanneld) and exit")
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
 	f.kube.register(fs)
 	f.policy.register(fs)
 	if err := cmdline.Parse(fs, args); err != nil {
 		return nil, err
+	}
+	f.unknownEnv = cmdline.UnknownEnv(fs, cmdline.FlannelPrefix, os.Environ())
+	if f.version {
+		return &f, nil
 	}
 	set := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
@@ -159,22 +191,55 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q: weft-agent takes only flags (run weft-agent -h)", fs.Args())
 	}
-	if *publicIP != "" {
-		ip, err := netip.ParseAddr(*publicIP)
-		if err != nil || !ip.Is4() {
-			return nil, fmt.Errorf("--public-ip %q is not an IPv4 address", *publicIP)
+	f.underlay.Ifaces, f.underlay.Regexes = ifaces.Values, regexes.Values
+	for _, a := range []struct {
+		flag, value, family string
+		to                  *netip.Addr
+	}{
+		{"--public-ip", *publicIP, "IPv4", &f.underlay.PublicIP},
+		{"--public-ipv6", *publicIPv6, "IPv6", &f.underlay.PublicIPv6},
+	} {
+		if a.value == "" {
+			continue
 		}
-		f.publicIP = ip
+		ip, err := netip.ParseAddr(a.value)
+		if err != nil || ip.Is4() != (a.family == "IPv4") || ip.Is4In6() || ip.Zone() != "" {
+			return nil, fmt.Errorf("%s %q is not an %s address", a.flag, a.value, a.family)
+		}
+		*a.to = ip
+	}
+	if *canReach != "" {
+		ip, err := netip.ParseAddr(*canReach)
+		if err != nil || ip.Zone() != "" {
+			return nil, fmt.Errorf("--iface-can-reach %q is not an IP address", *canReach)
+		}
+		f.underlay.CanReach = ip.Unmap()
+	}
+	if set["iptables-resync"] {
+		if *iptablesResync < 1 {
+			return nil, fmt.Errorf("--iptables-resync %d: use a number of seconds of at least 1 (it sets --resync-interval)", *iptablesResync)
+		}
+		if !set["resync-interval"] {
+			f.resync = time.Duration(*iptablesResync) * time.Second
+		}
+	}
+	if *blackhole {
+		return nil, errors.New("--ip-blackhole-route is not supported: weft keeps no blackhole route for the node's subnet; add it yourself (ip route add blackhole SUBNET proto static, SUBNET from FLANNEL_SUBNET in --subnet-file: weft leaves routes it did not write alone), or drop the flag")
+	}
+	if set["v"] && !set["log-level"] {
+		if *verbosity < 0 {
+			return nil, fmt.Errorf("-v %d: use a verbosity of 0 or more (or --log-level)", *verbosity)
+		}
+		if *verbosity > 0 {
+			f.logLevel = "debug"
+		}
+	}
+	for _, k := range []struct{ name, value string }{{"vmodule", *vmodule}, {"log_backtrace_at", *backtrace}} {
+		if k.value != "" {
+			f.notes = append(f.notes, fmt.Sprintf("-%s has no effect on weft-agent (flannel's klog flag, accepted for its command lines); use --log-level", k.name))
+		}
 	}
 	return &f, f.check()
-}
-
-// ifaces is the --iface list (one value today).
-func (f *flags) ifaces() []string {
-	if f.iface == "" {
-		return nil
-	}
-	return []string{f.iface}
 }
 
 // check refuses values no agent can run with, naming the flag and what to
@@ -184,8 +249,10 @@ func (f *flags) check() error {
 	switch {
 	case l.UnmarshalText([]byte(f.logLevel)) != nil:
 		return fmt.Errorf("--log-level %q: use debug, info, warn or error", f.logLevel)
-	case f.publicIP.IsValid() && !routable(f.publicIP):
-		return fmt.Errorf("--public-ip %s is not a unicast address peers can reach; use the node's underlay address", f.publicIP)
+	case f.underlay.PublicIP.IsValid() && !routable(f.underlay.PublicIP):
+		return fmt.Errorf("--public-ip %s is not a unicast address peers can reach; use the node's underlay address", f.underlay.PublicIP)
+	case f.underlay.PublicIPv6.IsValid() && !routable(f.underlay.PublicIPv6):
+		return fmt.Errorf("--public-ipv6 %s is not a unicast address peers can reach; use the node's underlay address", f.underlay.PublicIPv6)
 	case f.healthzPort < 0 || f.healthzPort > 65535:
 		return fmt.Errorf("--healthz-port %d: use a port from 1 to 65535, or 0 for no health server", f.healthzPort)
 	case f.subnetFile == "":
@@ -213,12 +280,16 @@ func routable(ip netip.Addr) bool {
 }
 
 // minutes is a duration flag that also takes a bare number as minutes,
-// as flannel's --subnet-lease-renew-margin does.
+// as flannel's --subnet-lease-renew-margin does, in flannel's range (1 to
+// 1439); a Go duration is weft's extension, checked against the TTL.
 type minutes time.Duration
 
 func (m *minutes) String() string { return time.Duration(*m).String() }
 func (m *minutes) Set(s string) error {
 	if n, err := strconv.Atoi(s); err == nil {
+		if n < 1 || n > 1439 {
+			return fmt.Errorf("%d minutes: use 1 to 1439, as flannel (less than a day)", n)
+		}
 		*m = minutes(time.Duration(n) * time.Minute)
 		return nil
 	}
@@ -270,6 +341,10 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if f.version {
+		fmt.Fprintln(stderr, version) // to stderr, as flanneld prints it
+		return nil
+	}
 	if err := checkSubnetDir(f.subnetFile); err != nil {
 		return err
 	}
@@ -279,14 +354,20 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer lock.Release()
 	log := cmdline.Logger(stderr, f.logLevel)
+	for _, name := range f.unknownEnv {
+		log.Warn("environment variable "+name+" names no flag and is ignored (flanneld ignores it too); check its spelling against weft-agent -h", "variable", name)
+	}
+	for _, note := range f.notes {
+		log.Warn(note)
+	}
 	// The agent's live heap is a few MiB; at Go's default GOGC=100 the heap
 	// grows to twice that before each collection. At 50 it stays smaller,
 	// for a little more collection work. GOGC in the environment wins.
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(50)
 	}
-	pip := f.publicIP
-	nat := false
+	uq := f.underlay
+	var nat, nat6 bool
 	var store interface {
 		lease.Store
 		Close() error
@@ -294,7 +375,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	var pol *agent.PolicyOptions
 	if kf := f.kube; kf.enabled {
 		log.Info("starting weft agent in Kubernetes mode", "version", version, "net-config-path", kf.netConfPath,
-			"read-only", kf.readOnly, "iface", f.iface, "ip-masq", f.ipMasq, "network-policy", f.policy.enabled)
+			"read-only", kf.readOnly, "iface", uq.Ifaces, "iface-regex", uq.Regexes, "ip-masq", f.ipMasq, "network-policy", f.policy.enabled)
 		ks, client, node, err := kf.store(ctx, log)
 		if err != nil {
 			return err
@@ -303,19 +384,35 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		if pol, err = policyOptions(f.policy, client, node, log); err != nil {
 			return err
 		}
-		if !pip.IsValid() {
-			if pip, err = ks.NodePublicIP(ctx); err != nil {
+		// The node-public-ip(v6) annotations stand for --public-ip(v6)
+		// when it is not given; public-ip(v6)-overwrite says the address
+		// is a NAT address, on none of the node's interfaces.
+		for _, a := range []struct {
+			ip        *netip.Addr
+			nat       *bool
+			annotated func(context.Context) (netip.Addr, error)
+			overwrite func(context.Context) (bool, error)
+		}{
+			{&uq.PublicIP, &nat, ks.NodePublicIP, ks.PublicIPOverwrite},
+			{&uq.PublicIPv6, &nat6, ks.NodePublicIPv6, ks.PublicIPv6Overwrite},
+		} {
+			if !a.ip.IsValid() {
+				if *a.ip, err = a.annotated(ctx); err != nil {
+					return err
+				}
+			}
+			if *a.nat, err = a.overwrite(ctx); err != nil {
 				return err
 			}
 		}
-		if nat, err = ks.PublicIPOverwrite(ctx); err != nil {
-			return err
-		}
 		store = ks
+		if !f.setNetworkAvailable {
+			store = noReadyMark{ks}
+		}
 	} else {
 		ef := f.etcd
 		log.Info("starting weft agent", "version", version, "etcd-endpoints", ef.Endpoints, "etcd-prefix", ef.Prefix,
-			"etcd-username", ef.Username, "etcd-password-set", ef.Password != "", "iface", f.iface, "ip-masq", f.ipMasq)
+			"etcd-username", ef.Username, "etcd-password-set", ef.Password != "", "iface", uq.Ifaces, "iface-regex", uq.Regexes, "ip-masq", f.ipMasq)
 		es, err := etcdstore.New(ef.Options(), log)
 		if err != nil {
 			return err
@@ -329,13 +426,23 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	defer plat.Close()
 	a := agent.New(agent.Options{
-		Store: store, Underlay: kernel.UnderlayQuery{Ifaces: f.ifaces(), PublicIP: pip}, PublicIPNAT: nat, SubnetFile: f.subnetFile, IPMasq: f.ipMasq,
+		Store: store, Underlay: uq, PublicIPNAT: nat, PublicIPv6NAT: nat6, SubnetFile: f.subnetFile,
+		IPMasq: f.ipMasq, IPMasqFullyRandomDisable: f.masqNotFullyRandom,
 		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
 		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
 		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward, Policy: pol,
 	}, plat)
 	return a.Run(ctx)
 }
+
+// noReadyMark is the Kubernetes store with --set-node-network-unavailable
+// false: it leaves the Node's NetworkUnavailable condition to another
+// component (the agent marks the node ready through MarkReady when its
+// store has it). Every other method is the store's.
+type noReadyMark struct{ *kubestore.Store }
+
+// MarkReady does nothing.
+func (noReadyMark) MarkReady(context.Context) error { return nil }
 
 // policyOptions prepares NetworkPolicy enforcement (Kubernetes mode): the
 // informers when it is on, and the table in either case (off, the agent

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"slices"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/lease/kubestore"
 	"github.com/weftnet/weft/internal/lockfile"
 )
 
@@ -64,15 +66,16 @@ func TestFlags(t *testing.T) {
 		t.Fatalf("-h: %v", err)
 	}
 	var got []string
-	for _, m := range regexp.MustCompile(`(?m)^  -([a-z-]+)`).FindAllStringSubmatch(errb.String(), -1) {
+	for _, m := range regexp.MustCompile(`(?m)^  -([a-z0-9_-]+)`).FindAllStringSubmatch(errb.String(), -1) {
 		got = append(got, m[1])
 	}
 	want := []string{
 		"etcd-cafile", "etcd-certfile", "etcd-endpoints", "etcd-keyfile", "etcd-password", "etcd-prefix", "etcd-username",
-		"healthz-ip", "healthz-port", "iface", "ip-masq", "iptables-forward-rules",
+		"healthz-ip", "healthz-port", "iface", "iface-can-reach", "iface-regex", "ip-blackhole-route", "ip-masq", "ip-masq-fully-random-disable",
+		"iptables-forward-rules", "iptables-resync",
 		"kube-annotation-prefix", "kube-api-url", "kube-read-only", "kube-subnet-mgr", "kubeconfig-file",
-		"log-level", "net-config-path", "network-policy", "network-policy-log-group", "pprof", "public-ip", "resync-interval",
-		"subnet-file", "subnet-lease-renew-margin", "subnet-lease-ttl",
+		"log-level", "log_backtrace_at", "net-config-path", "network-policy", "network-policy-log-group", "pprof", "public-ip", "public-ipv6", "resync-interval",
+		"set-node-network-unavailable", "subnet-file", "subnet-lease-renew-margin", "subnet-lease-ttl", "v", "version", "vmodule",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("flags\n got %q\nwant %q", got, want)
@@ -108,8 +111,23 @@ func TestBadStartRefused(t *testing.T) {
 		{[]string{"--healthz-port", "-1"}, "--healthz-port -1: use a port from 1 to 65535"},
 		{[]string{"--subnet-lease-ttl", "30s"}, "--subnet-lease-ttl 30s: use at least 1m (the default is 24h)"},
 		{[]string{"--subnet-lease-renew-margin", "24h"}, "--subnet-lease-renew-margin 24h0m0s: use a positive duration shorter than --subnet-lease-ttl 24h0m0s"},
-		{[]string{"--subnet-lease-renew-margin", "1440"}, "--subnet-lease-renew-margin 24h0m0s: use a positive duration shorter"}, // flannel's minutes
-		{[]string{"--subnet-lease-renew-margin", "0"}, "--subnet-lease-renew-margin 0s: use a positive duration"},
+		{[]string{"--subnet-lease-renew-margin", "1440"}, `invalid value "1440" for flag -subnet-lease-renew-margin: 1440 minutes: use 1 to 1439, as flannel (less than a day)`}, // flannel's minutes
+		{[]string{"--subnet-lease-renew-margin", "0"}, `invalid value "0" for flag -subnet-lease-renew-margin: 0 minutes: use 1 to 1439`},
+		{[]string{"--subnet-lease-renew-margin", "-5"}, `invalid value "-5" for flag -subnet-lease-renew-margin: -5 minutes: use 1 to 1439`},
+		{[]string{"--subnet-lease-renew-margin", "0s"}, "--subnet-lease-renew-margin 0s: use a positive duration"},
+		{[]string{"--subnet-lease-ttl", "10m", "--subnet-lease-renew-margin", "20"}, "--subnet-lease-renew-margin 20m0s: use a positive duration shorter than --subnet-lease-ttl 10m0s"},
+		{[]string{"--public-ipv6", "192.0.2.11"}, `--public-ipv6 "192.0.2.11" is not an IPv6 address`},
+		{[]string{"--public-ipv6", "::ffff:192.0.2.11"}, `--public-ipv6 "::ffff:192.0.2.11" is not an IPv6 address`},
+		{[]string{"--public-ipv6", "fe80::1%eth0"}, `--public-ipv6 "fe80::1%eth0" is not an IPv6 address`},
+		{[]string{"--public-ipv6", "fe80::1"}, "--public-ipv6 fe80::1 is not a unicast address peers can reach; use the node's underlay address"},
+		{[]string{"--public-ipv6", "ff02::1"}, "--public-ipv6 ff02::1 is not a unicast address peers can reach"},
+		{[]string{"--public-ipv6", "::"}, "--public-ipv6 :: is not a unicast address peers can reach"},
+		{[]string{"--iface", ""}, `invalid value "" for flag -iface: empty: name an interface or give one of its addresses`},
+		{[]string{"--iface-regex", "eth("}, `invalid value "eth(" for flag -iface-regex: error parsing regexp: missing closing ): ` + "`eth(`"},
+		{[]string{"--iface-can-reach", "gateway"}, `--iface-can-reach "gateway" is not an IP address`},
+		{[]string{"--iptables-resync", "0"}, "--iptables-resync 0: use a number of seconds of at least 1 (it sets --resync-interval)"},
+		{[]string{"--ip-blackhole-route"}, "--ip-blackhole-route is not supported: weft keeps no blackhole route for the node's subnet; add it yourself (ip route add blackhole SUBNET proto static"},
+		{[]string{"-v", "-1"}, "-v -1: use a verbosity of 0 or more (or --log-level)"},
 		{[]string{"--subnet-lease-renew-margin", "soon"}, `invalid value "soon" for flag -subnet-lease-renew-margin: not a duration (90m, 1h) or a number of minutes`},
 		{[]string{"--resync-interval", "0s"}, "--resync-interval 0s: use at least 1s (the default is 30s)"},
 		{[]string{"--log-level", "loud"}, `--log-level "loud": use debug, info, warn or error`},
@@ -165,8 +183,8 @@ func TestFlannelFlagValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if f.margin != 90*time.Minute || f.healthzIP != "::1" || f.publicIP != netip.MustParseAddr("192.0.2.11") {
-		t.Errorf("margin %s, healthz-ip %s, public-ip %s", f.margin, f.healthzIP, f.publicIP)
+	if f.margin != 90*time.Minute || f.healthzIP != "::1" || f.underlay.PublicIP != netip.MustParseAddr("192.0.2.11") {
+		t.Errorf("margin %s, healthz-ip %s, public-ip %s", f.margin, f.healthzIP, f.underlay.PublicIP)
 	}
 	file := filepath.Join(t.TempDir(), "run", "flannel", "subnet.env")
 	if err := checkSubnetDir(file); err != nil {
@@ -274,4 +292,196 @@ func TestLockHeldWhileRunning(t *testing.T) {
 		t.Fatalf("after the agent returned: %v", err)
 	}
 	l.Release()
+}
+
+// TestFlannelFlags: each flanneld flag weft takes, as parsed: the
+// interface flags into the underlay query, flannel's mappings onto weft's
+// own flags (--iptables-resync, -v), and the klog flags that have no
+// effect, which are said at start-up.
+func TestFlannelFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args  []string
+		check func(f *flags) bool
+	}{
+		{[]string{"--iface", "eth1", "--iface", "192.0.2.11", "--iface=eth0"}, func(f *flags) bool {
+			return slices.Equal(f.underlay.Ifaces, []string{"eth1", "192.0.2.11", "eth0"})
+		}},
+		{[]string{"--iface-regex", `^eth\d$`, "--iface-regex", "^192\\.0\\.2\\."}, func(f *flags) bool {
+			return slices.Equal(f.underlay.Regexes, []string{`^eth\d$`, `^192\.0\.2\.`})
+		}},
+		{[]string{"--iface-can-reach", "198.51.100.1"}, func(f *flags) bool { return f.underlay.CanReach == netip.MustParseAddr("198.51.100.1") }},
+		{[]string{"--iface-can-reach", "2001:db8::1"}, func(f *flags) bool { return f.underlay.CanReach == netip.MustParseAddr("2001:db8::1") }},
+		{[]string{"--public-ipv6", "2001:db8:0:1::11", "--public-ip", "192.0.2.11"}, func(f *flags) bool {
+			return f.underlay.PublicIPv6 == netip.MustParseAddr("2001:db8:0:1::11") && f.underlay.PublicIP == netip.MustParseAddr("192.0.2.11")
+		}},
+		{nil, func(f *flags) bool {
+			return f.underlay.Ifaces == nil && f.underlay.Regexes == nil && !f.underlay.CanReach.IsValid() && !f.underlay.PublicIPv6.IsValid() &&
+				f.resync == 30*time.Second && f.logLevel == "info" && f.setNetworkAvailable && !f.masqNotFullyRandom && f.margin == time.Hour && f.notes == nil
+		}},
+		{[]string{"--subnet-lease-renew-margin", "1439"}, func(f *flags) bool { return f.margin == 1439*time.Minute }},
+		{[]string{"--subnet-lease-renew-margin", "1"}, func(f *flags) bool { return f.margin == time.Minute }},
+		{[]string{"--subnet-lease-renew-margin", "90s"}, func(f *flags) bool { return f.margin == 90*time.Second }},
+		{[]string{"--iptables-resync", "5"}, func(f *flags) bool { return f.resync == 5*time.Second }},
+		{[]string{"--iptables-resync", "5", "--resync-interval", "1m"}, func(f *flags) bool { return f.resync == time.Minute }},
+		{[]string{"--ip-blackhole-route=false"}, func(f *flags) bool { return true }},
+		{[]string{"--ip-masq", "--ip-masq-fully-random-disable"}, func(f *flags) bool { return f.ipMasq && f.masqNotFullyRandom }},
+		{[]string{"--kube-subnet-mgr", "--set-node-network-unavailable=false"}, func(f *flags) bool { return !f.setNetworkAvailable }},
+		{[]string{"-v", "2"}, func(f *flags) bool { return f.logLevel == "debug" }},
+		{[]string{"-v=0"}, func(f *flags) bool { return f.logLevel == "info" }},
+		{[]string{"-v", "4", "--log-level", "warn"}, func(f *flags) bool { return f.logLevel == "warn" }},
+		{[]string{"-vmodule", "main=4", "-log_backtrace_at", "main.go:10"}, func(f *flags) bool {
+			return f.logLevel == "info" && slices.Equal(f.notes, []string{
+				"-vmodule has no effect on weft-agent (flannel's klog flag, accepted for its command lines); use --log-level",
+				"-log_backtrace_at has no effect on weft-agent (flannel's klog flag, accepted for its command lines); use --log-level",
+			})
+		}},
+		{[]string{"--kube-api-url", "https://192.0.2.1:6443", "--kube-subnet-mgr", "--kube-annotation-prefix", "example.com"}, func(f *flags) bool {
+			return f.kube.apiURL == "https://192.0.2.1:6443" && f.kube.prefix == "example.com"
+		}},
+	} {
+		f, err := parseFlags(tc.args, &bytes.Buffer{})
+		if err != nil {
+			t.Errorf("%q: %v", tc.args, err)
+			continue
+		}
+		if !tc.check(f) {
+			t.Errorf("%q: parsed as %+v", tc.args, *f)
+		}
+	}
+}
+
+// TestFlannelEnvironment: every flag is read from FLANNELD_<FLAG> when the
+// command line does not give it, a repeatable flag takes the variable as
+// one value, and a FLANNELD_ variable that names no flag is reported.
+func TestFlannelEnvironment(t *testing.T) {
+	t.Setenv("FLANNELD_IFACE", "eth1")
+	t.Setenv("FLANNELD_IFACE_REGEX", `^eth[0-9]+$`)
+	t.Setenv("FLANNELD_IFACE_CAN_REACH", "198.51.100.1")
+	t.Setenv("FLANNELD_PUBLIC_IPV6", "2001:db8:0:1::11")
+	t.Setenv("FLANNELD_SUBNET_LEASE_RENEW_MARGIN", "30")
+	t.Setenv("FLANNELD_IPTABLES_RESYNC", "7")
+	t.Setenv("FLANNELD_V", "3")
+	t.Setenv("FLANNELD_IP_MASQ_FULLY_RANDOM_DISABLE", "true")
+	t.Setenv("FLANNELD_IFACE_REGX", "eth1") // misspelt
+	t.Setenv("FLANNELD_NETWORKS", "a,b")    // a flag flannel removed long ago
+	f, err := parseFlags([]string{"--iface", "eth0"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(f.underlay.Ifaces, []string{"eth0"}) || !slices.Equal(f.underlay.Regexes, []string{`^eth[0-9]+$`}) ||
+		f.underlay.CanReach != netip.MustParseAddr("198.51.100.1") || f.underlay.PublicIPv6 != netip.MustParseAddr("2001:db8:0:1::11") ||
+		f.margin != 30*time.Minute || f.resync != 7*time.Second || f.logLevel != "debug" || !f.masqNotFullyRandom {
+		t.Errorf("parsed as %+v", *f)
+	}
+	if want := []string{"FLANNELD_IFACE_REGX", "FLANNELD_NETWORKS"}; !slices.Equal(f.unknownEnv, want) {
+		t.Errorf("unknown variables %q, want %q", f.unknownEnv, want)
+	}
+	t.Setenv("FLANNELD_IFACE_REGEX", "eth(")
+	if _, err := parseFlags(nil, &bytes.Buffer{}); err == nil || !strings.HasPrefix(err.Error(), `FLANNELD_IFACE_REGEX="eth(": error parsing regexp`) {
+		t.Errorf("a bad regex from the environment: %v", err)
+	}
+	t.Setenv("FLANNELD_IFACE_REGEX", "")
+	t.Setenv("FLANNELD_SUBNET_LEASE_RENEW_MARGIN", "1440")
+	if _, err := parseFlags(nil, &bytes.Buffer{}); err == nil || err.Error() != `FLANNELD_SUBNET_LEASE_RENEW_MARGIN="1440": 1440 minutes: use 1 to 1439, as flannel (less than a day)` {
+		t.Errorf("a margin out of flannel's range from the environment: %v", err)
+	}
+}
+
+// TestUnknownEnvironmentWarned: the agent says at start-up, by name, which
+// FLANNELD_ variables it ignores, and which klog flags have no effect,
+// before it contacts the store (an API server that refuses it here).
+func TestUnknownEnvironmentWarned(t *testing.T) {
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no such node", http.StatusNotFound)
+	}))
+	defer api.Close()
+	t.Setenv("NODE_NAME", "n1")
+	t.Setenv("FLANNELD_IFACE_REGX", "eth1")
+	var errb bytes.Buffer
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	err := run(context.Background(), []string{"--kube-subnet-mgr", "--kube-api-url", api.URL, "--subnet-file", file, "-vmodule", "x=2"}, &errb)
+	if err == nil {
+		t.Fatal("run against an API server without the node succeeded")
+	}
+	for _, want := range []string{
+		`level=WARN msg="environment variable FLANNELD_IFACE_REGX names no flag and is ignored (flanneld ignores it too); check its spelling against weft-agent -h" variable=FLANNELD_IFACE_REGX`,
+		`level=WARN msg="-vmodule has no effect on weft-agent`,
+	} {
+		if !strings.Contains(errb.String(), want) {
+			t.Errorf("the log lacks %s:\n%s", want, errb.String())
+		}
+	}
+}
+
+// TestVersionAndHelp: --version prints the version to stderr (as
+// flanneld) and touches nothing; -h and --help print the usage; the
+// binary exits 0 for all three, and 1 for a mistake.
+func TestVersionAndHelp(t *testing.T) {
+	var errb bytes.Buffer
+	dir := t.TempDir()
+	if err := run(context.Background(), []string{"--version", "--subnet-file", dir + "/subnet.env"}, &errb); err != nil || errb.String() != version+"\n" {
+		t.Errorf("--version: %v, printed %q", err, errb.String())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) > 0 {
+		t.Errorf("--version left %v", ents)
+	}
+	for _, tc := range []struct {
+		args   []string
+		code   int
+		stderr string
+	}{
+		{[]string{"-h"}, 0, "Usage of weft-agent:\n"},
+		{[]string{"--help"}, 0, "Usage of weft-agent:\n"},
+		{[]string{"-help"}, 0, "Usage of weft-agent:\n"},
+		{[]string{"--version"}, 0, version + "\n"},
+		{[]string{"--no-such-flag"}, 1, "weft-agent: flag provided but not defined: -no-such-flag (run weft-agent -h for the flags)\n"},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMainProcess$")
+		cmd.Env = append(os.Environ(), "WEFT_AGENT_MAIN_ARGS="+strings.Join(tc.args, " "))
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code || !strings.HasPrefix(stderr.String(), tc.stderr) {
+			t.Errorf("weft-agent %q: exit %d, stderr %q; want exit %d, stderr starting %q", tc.args, code, stderr.String(), tc.code, tc.stderr)
+		}
+	}
+}
+
+// TestMainProcess is weft-agent's main in a process of its own, for
+// TestVersionAndHelp: it runs only with WEFT_AGENT_MAIN_ARGS set.
+func TestMainProcess(t *testing.T) {
+	args, ok := os.LookupEnv("WEFT_AGENT_MAIN_ARGS")
+	if !ok {
+		t.Skip("run by TestVersionAndHelp")
+	}
+	os.Args = append([]string{"weft-agent"}, strings.Fields(args)...)
+	main()
+	os.Exit(0)
+}
+
+// TestNoReadyMark: with --set-node-network-unavailable=false the store
+// keeps every method of the Kubernetes store (the agent finds its
+// optional interfaces by method) and MarkReady does nothing.
+func TestNoReadyMark(t *testing.T) {
+	methods := func(v any) []string {
+		var out []string
+		ty := reflect.TypeOf(v)
+		for i := range ty.NumMethod() {
+			out = append(out, ty.Method(i).Name)
+		}
+		return out
+	}
+	if got, want := methods(noReadyMark{}), methods(&kubestore.Store{}); !slices.Equal(got, want) || !slices.Contains(got, "MarkReady") {
+		t.Errorf("noReadyMark has %q, the store %q", got, want)
+	}
+	if err := (noReadyMark{}).MarkReady(context.Background()); err != nil { // a nil store: it is not called
+		t.Error(err)
+	}
 }
