@@ -181,22 +181,32 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if cfg.EnableIPv6 {
-		return errors.New("net-conf.json: EnableIPv6: weft's data plane is IPv4-only for now; set EnableIPv6 to false")
-	}
+	v4, v6 := networks(cfg)
 	uq := a.o.Underlay
 	uq.IPv4, uq.IPv6 = cfg.EnableIPv4, cfg.EnableIPv6
 	u, err := a.p.Underlay(uq)
-	var nl *kernel.NotLocalError
-	if errors.As(err, &nl) && a.o.PublicIPNAT {
-		a.log.Warn("--public-ip is on no interface of this node; using it as the node publishes a NAT address (public-ip-overwrite)", "public-ip", nl.Addr, "iface", u.Name)
+	if nls, only := kernel.NotLocalErrors(err); only && err != nil && a.natAll(nls) {
+		for _, nl := range nls {
+			a.log.Warn(fmt.Sprintf("%s is on no interface of this node; using it as the node publishes a NAT address (%s)", publicIPFlag(nl.Addr), overwriteAnnotation(nl.Addr)),
+				"public-ip", nl.Addr, "iface", u.Name)
+		}
 		err = nil
 	}
 	if err != nil {
 		return fmt.Errorf("find the underlay interface: %w", err)
 	}
-	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "mtu", u.MTU)
-	be, err := a.p.Backend(ctx, kind, opts, backend.Env{Underlay: u, ReadOnly: a.o.ReadOnly, Log: a.log})
+	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "public-ipv6", u.Addr6, "mtu", u.MTU)
+	env := backend.Env{Underlay: u, ReadOnly: a.o.ReadOnly, Log: a.log, Network: v4, IPv6Network: v6}
+	if p, ok := a.o.Store.(previousAttrs); ok {
+		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		env.Previous, err = p.PreviousAttrs(pctx)
+		cancel()
+		if err != nil {
+			a.log.Warn("cannot read the attributes this node published before; a new device gets a new MAC", "err", err)
+			env.Previous = lease.Attrs{}
+		}
+	}
+	be, err := a.p.Backend(ctx, kind, opts, env)
 	if err != nil {
 		return err
 	}
@@ -218,35 +228,45 @@ func (a *Agent) Run(ctx context.Context) error {
 		check = c.CheckPeer
 	}
 	a.mu.Lock()
-	a.set = lease.NewSet(cfg.IPv4.Network, cfg.IPv6.Network, check)
+	a.set = lease.NewSet(v4, v6, check)
 	a.mu.Unlock()
 	attrs := be.LeaseAttrs()
-	attrs.PublicIP = u.Addr
+	// flannel publishes PublicIP 0.0.0.0 when IPv4 is off; so does the
+	// store's JSON, so the record read back compares equal.
+	attrs.PublicIP, attrs.PublicIPv6 = netip.IPv4Unspecified(), netip.Addr{}
+	if v4.IsValid() {
+		attrs.PublicIP = u.Addr
+	}
+	if v6.IsValid() {
+		attrs.PublicIPv6 = u.Addr6
+	}
 	req := lease.Request{Attrs: attrs, TTL: a.o.LeaseTTL}
-	var prev netip.Prefix
-	if old, err := subnetenv.Read(a.o.SubnetFile); err == nil && old.Subnet.IsValid() {
-		prev = old.Subnet.Masked()
-		req.Prefer = []netip.Prefix{prev}
+	// The subnets of the old subnet.env, of the families enabled now.
+	var prev lease.Lease
+	if old, err := subnetenv.Read(a.o.SubnetFile); err == nil {
+		if v4.IsValid() {
+			prev.Subnet = old.Subnet.Masked()
+		}
+		if v6.IsValid() {
+			prev.IPv6Subnet = old.IPv6Subnet.Masked()
+		}
+		req.Prefer = subnets(prev)
 	}
 	own, err := a.acquire(ctx, req)
 	if err != nil {
 		return err
 	}
-	if own.Reservation() {
-		a.log.Info("leased subnet", "subnet", own.Subnet, "expires", "never")
-	} else {
-		a.log.Info("leased subnet", "subnet", own.Subnet, "expires", own.Expiration.Format(time.RFC3339))
+	expires := "never"
+	if !own.Reservation() {
+		expires = own.Expiration.Format(time.RFC3339)
 	}
-	if prev.IsValid() && prev != own.Subnet {
-		a.log.Error(fmt.Sprintf("this node's subnet changed from %s to %s: its pods keep their %s addresses, which stay routed to this node's bridge and no longer reach other nodes, until they are recreated", prev, own.Subnet, prev),
-			"old", prev, "new", own.Subnet)
-	}
+	a.log.Info("leased subnet", "subnet", own.Subnet, "ipv6-subnet", own.IPv6Subnet, "expires", expires)
+	a.logSubnetChanges(prev, own)
 	a.releaseStale(ctx, own)
 	if err := a.p.EnableForwarding(); err != nil {
 		return err
 	}
-	env := a.desire(cfg, be, own, nil).Env
-	if err := subnetenv.Write(a.o.SubnetFile, env); err != nil {
+	if err := subnetenv.Write(a.o.SubnetFile, a.desire(cfg, be, own, nil).Env); err != nil {
 		return err
 	}
 	a.mu.Lock()
@@ -287,13 +307,93 @@ func (a *Agent) Run(ctx context.Context) error {
 	return err
 }
 
+// networks returns the cluster's networks of the families cfg enables,
+// invalid when off.
+func networks(cfg *config.Config) (v4, v6 netip.Prefix) {
+	if cfg.EnableIPv4 {
+		v4 = cfg.IPv4.Network
+	}
+	if cfg.EnableIPv6 {
+		v6 = cfg.IPv6.Network
+	}
+	return v4, v6
+}
+
+// subnets returns l's valid subnets, IPv4 first: the subnets a request
+// prefers.
+func subnets(l lease.Lease) []netip.Prefix {
+	var out []netip.Prefix
+	for _, f := range families {
+		if s := f.Subnet(l); s.IsValid() {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// held reports whether l is a lease at all (a subnet of either family).
+func held(l lease.Lease) bool { return l.Subnet.IsValid() || l.IPv6Subnet.IsValid() }
+
+// sameNode reports whether l was published by the node whose lease is
+// own: the same PublicIP or, when own has none (IPv6-only: 0.0.0.0), the
+// same PublicIPv6, as flannel tells its own leases.
+func sameNode(l, own lease.Lease) bool {
+	if ip := own.Attrs.PublicIP; ip.IsValid() && !ip.IsUnspecified() {
+		return l.Attrs.PublicIP == ip
+	}
+	ip := own.Attrs.PublicIPv6
+	return ip.IsValid() && !ip.IsUnspecified() && l.Attrs.PublicIPv6 == ip
+}
+
+// logSubnetChanges says, in one line per family, that this node's subnet
+// changed from old's to l's, and what that means for its pods.
+func (a *Agent) logSubnetChanges(old, l lease.Lease) {
+	for _, f := range families {
+		was, now := f.Subnet(old), f.Subnet(l)
+		if !was.IsValid() || was == now {
+			continue
+		}
+		a.log.Error(fmt.Sprintf("this node's %s subnet changed from %s to %s: its pods keep their %s addresses, which stay routed to this node's bridge and no longer reach other nodes, until they are recreated", f, was, now, was),
+			"old", was, "new", now)
+	}
+}
+
+// previousAttrs is a Store that keeps what this node published before
+// across a reboot (Kubernetes: the Node's annotations).
+type previousAttrs interface {
+	PreviousAttrs(ctx context.Context) (lease.Attrs, error)
+}
+
+// natAll reports whether every public address no interface holds is
+// allowed to be a NAT address by its family's option (PublicIPNAT,
+// PublicIPv6NAT).
+func (a *Agent) natAll(nls []*kernel.NotLocalError) bool {
+	for _, nl := range nls {
+		if nl.Addr.Is4() && !a.o.PublicIPNAT || !nl.Addr.Is4() && !a.o.PublicIPv6NAT {
+			return false
+		}
+	}
+	return true
+}
+
+func publicIPFlag(ip netip.Addr) string {
+	return backend.Family{Is6: !ip.Is4()}.PublicIPFlag()
+}
+
+func overwriteAnnotation(ip netip.Addr) string {
+	if ip.Is4() {
+		return "public-ip-overwrite"
+	}
+	return "public-ipv6-overwrite"
+}
+
 // releaser is a Store that can remove a lease (etcd).
 type releaser interface {
 	Delete(ctx context.Context, key string) (bool, error)
 }
 
 // releaseStale removes the leases this node held before under other
-// subnets (same PublicIP, not a reservation), left behind when its subnet
+// subnets (sameNode, not a reservation), left behind when its subnet
 // changed: nobody else may take them while they stand, and a node never
 // routes to itself.
 func (a *Agent) releaseStale(ctx context.Context, own lease.Lease) {
@@ -309,14 +409,14 @@ func (a *Agent) releaseStale(ctx context.Context, own lease.Lease) {
 		return
 	}
 	for _, l := range ls {
-		if l.Key() == own.Key() || l.Attrs.PublicIP != own.Attrs.PublicIP || l.Reservation() {
+		if l.SameSubnets(own) || !sameNode(l, own) || l.Reservation() {
 			continue
 		}
 		if _, err := r.Delete(lctx, l.Key()); err != nil {
 			a.log.Warn("cannot release this node's old lease", "key", l.Key(), "err", err)
 			continue
 		}
-		a.log.Warn("released this node's old lease", "key", l.Key(), "subnet", own.Subnet)
+		a.log.Warn("released this node's old lease", "key", l.Key(), "subnet", own.Subnet, "ipv6-subnet", own.IPv6Subnet)
 	}
 }
 
@@ -331,11 +431,11 @@ func (a *Agent) onEvent(ev lease.Event) {
 	} else {
 		a.m.events.WithLabelValues(eventOp(ev)).Inc()
 	}
-	if _, ok := a.set.Record(a.ownKey); ev.Reset && !ok && a.own.Subnet.IsValid() {
+	if _, ok := a.set.Record(a.ownKey); ev.Reset && !ok && held(a.own) {
 		// The store names records its own way (Kubernetes: "node/NAME"):
 		// find this node's by its subnets and address.
 		if r, ok := a.set.Find(func(r lease.Record) bool {
-			return r.Err == nil && r.Lease.SameSubnets(a.own) && r.Lease.Attrs.PublicIP == a.own.Attrs.PublicIP
+			return r.Err == nil && r.Lease.SameSubnets(a.own) && sameNode(r.Lease, a.own)
 		}); ok {
 			a.ownKey = r.Key
 		}
@@ -380,7 +480,7 @@ func eventOp(ev lease.Event) string {
 // anyone, so a record under it later is someone else's lease and is not
 // written over. a.mu must be held.
 func (a *Agent) ownState() string {
-	if !a.own.Subnet.IsValid() {
+	if !held(a.own) {
 		return ""
 	}
 	r, ok := a.set.Record(a.ownKey)
@@ -758,7 +858,7 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 // someone changed it, or acquired again (the same subnet if it is still
 // free) when it was deleted or lapsed.
 func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Lease, lost string) (lease.Lease, error) {
-	req.Prefer = []netip.Prefix{own.Subnet}
+	req.Prefer = subnets(own)
 	req.Reclaim, req.Reservation = lost == "changed", own.Reservation()
 	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	l, err := a.o.Store.Acquire(rctx, req)
@@ -769,9 +869,8 @@ func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Leas
 		a.mu.Unlock()
 		return own, fmt.Errorf("re-acquire lease: %w", err)
 	}
-	if l.Subnet != own.Subnet {
-		a.log.Error(fmt.Sprintf("this node's subnet changed from %s to %s: its pods keep their %s addresses, which stay routed to this node's bridge and no longer reach other nodes, until they are recreated", own.Subnet, l.Subnet, own.Subnet),
-			"old", own.Subnet, "new", l.Subnet)
+	if !l.SameSubnets(own) {
+		a.logSubnetChanges(own, l)
 	} else {
 		a.log.Warn("this node's lease is back in the store", "key", l.Key(), "was", lost)
 	}
@@ -784,18 +883,20 @@ func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Leas
 
 // desire is Desire with this agent's options.
 func (a *Agent) desire(cfg *config.Config, be backend.Backend, own lease.Lease, leases []lease.Lease) Desired {
-	return Desire(Inputs{Network: cfg.IPv4.Network, Own: own, Leases: leases, MTU: be.MTU(), Backend: be,
-		IPMasq: a.o.IPMasq, ForwardRules: a.o.ForwardRules})
+	v4, v6 := networks(cfg)
+	return Desire(Inputs{Network: v4, IPv6Network: v6, Own: own, Leases: leases, MTU: be.MTU(), Backend: be,
+		IPMasq: a.o.IPMasq, IPMasqNotRandom: a.o.IPMasqFullyRandomDisable, ForwardRules: a.o.ForwardRules})
 }
 
 // Status is what /readyz reports.
 type Status struct {
-	Ready   bool     `json:"ready"`
-	Subnet  string   `json:"subnet,omitempty"`
-	LeaseOK bool     `json:"leaseOK"`
-	Synced  bool     `json:"synced"`
-	SyncErr string   `json:"syncError,omitempty"`
-	Skipped []string `json:"skippedPeers,omitempty"`
+	Ready      bool     `json:"ready"`
+	Subnet     string   `json:"subnet,omitempty"`
+	IPv6Subnet string   `json:"ipv6Subnet,omitempty"`
+	LeaseOK    bool     `json:"leaseOK"`
+	Synced     bool     `json:"synced"`
+	SyncErr    string   `json:"syncError,omitempty"`
+	Skipped    []string `json:"skippedPeers,omitempty"`
 	// Conflicts are routes weft did not write because the kernel routes
 	// their destination through something that is not weft's.
 	Conflicts []string `json:"routeConflicts,omitempty"`
@@ -819,6 +920,9 @@ func (a *Agent) Status() Status {
 	s := Status{LeaseOK: a.leaseOK, Synced: a.synced, Skipped: a.skipped, Conflicts: a.conflicts, Peers: a.peerCount}
 	if a.own.Subnet.IsValid() {
 		s.Subnet = a.own.Subnet.String()
+	}
+	if a.own.IPv6Subnet.IsValid() {
+		s.IPv6Subnet = a.own.IPv6Subnet.String()
 	}
 	if a.syncErr != nil {
 		s.SyncErr = a.syncErr.Error()

@@ -21,7 +21,7 @@ func BenchmarkDesire(b *testing.B) {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			network := netip.MustParsePrefix("10.0.0.0/8")
 			u := kernel.Underlay{Name: "eth0", LinkIndex: 2, MTU: 1500, Addr: netip.MustParseAddr("192.0.2.1"), OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
-			be, err := vxlan.New(kerneltest.New(), vxlan.Options{VNI: 1, Common: backend.Common{Port: 8472}}, u, false, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			be, err := vxlan.New(backend.Env{Kernel: kerneltest.New(), Underlay: u, Network: network, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, vxlan.Options{VNI: 1, Common: backend.Common{Port: 8472}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -17,8 +17,10 @@ import (
 // planned builds the backend net-conf.json names, as the agent does
 // (table.Parse, Kind.New), over a fake kernel with lo, eth0 (index 2) and,
 // for vxlan, flannel.1 as an earlier run left it (so its MAC is reused).
-// The underlay is fixed: eth0, 192.0.2.11 on 192.0.2.0/24, MTU 1500.
-func planned(t *testing.T, conf string) (backend.Backend, *kerneltest.Fake, netip.Prefix) {
+// The underlay is fixed: eth0, 192.0.2.11 on 192.0.2.0/24 and
+// 2001:db8:0:1::11 on 2001:db8:0:1::/64, MTU 1500. It returns the
+// networks of the enabled families.
+func planned(t *testing.T, conf string) (backend.Backend, *kerneltest.Fake, netip.Prefix, netip.Prefix) {
 	t.Helper()
 	cfg, kind, opts, err := table.Parse([]byte(conf))
 	if err != nil {
@@ -26,16 +28,23 @@ func planned(t *testing.T, conf string) (backend.Backend, *kerneltest.Fake, neti
 	}
 	f := kerneltest.New()
 	eth0 := f.AddDevice(kernel.Link{Name: "eth0", Kind: "veth", MTU: 1500, MAC: "02:00:c0:00:02:0b", Up: true})
+	for _, a := range []string{"192.0.2.11/24", "2001:db8:0:1::11/64"} {
+		if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix(a)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Writes() // the node's own setup, not the backend's
 	f.AddDevice(kernel.Link{Name: "flannel.1", Kind: kernel.KindVXLAN, MTU: 1450, MAC: "0e:00:00:00:00:03", Up: true,
 		VXLAN: kernel.VXLAN{VNI: 1, Local: netip.MustParseAddr("192.0.2.11"), Dev: eth0.Index, Port: 8472}})
-	u := kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, Addr: netip.MustParseAddr("192.0.2.11"), MTU: 1500,
-		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
-	be, err := kind.New(t.Context(), backend.Env{Kernel: f, Underlay: u, Log: quiet()}, opts)
+	u := kernel.Underlay{Name: "eth0", LinkIndex: eth0.Index, Addr: netip.MustParseAddr("192.0.2.11"), Addr6: netip.MustParseAddr("2001:db8:0:1::11"), MTU: 1500,
+		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("2001:db8:0:1::/64")}}
+	v4, v6 := networks(cfg)
+	be, err := kind.New(t.Context(), backend.Env{Kernel: f, Underlay: u, Network: v4, IPv6Network: v6, Log: quiet()}, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = be.Close() })
-	return be, f, cfg.IPv4.Network
+	return be, f, v4, v6
 }
 
 func mkLease(subnet, ip, typ, data string) lease.Lease {
@@ -95,8 +104,8 @@ func TestDesireKernel(t *testing.T) {
 ip neigh replace 10.244.5.0 lladdr 0e:00:00:00:00:05 dev flannel.1 nud permanent
 ip route replace 10.244.4.0/24 via 192.0.2.12 dev eth0
 ip route replace 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink`,
-			scope:    kernel.Scope{Network: network, Own: own, RouteDevs: []string{"flannel.1", "eth0"}, NeighDevs: []string{"flannel.1"}},
-			skipped:  []string{`10.244.6.0/24 (198.51.100.14): bad VtepMAC "zz"`},
+			scope:    kernel.Scope{Networks: []netip.Prefix{network}, Own: []netip.Prefix{own}, RouteDevs: []string{"flannel.1", "eth0"}, NeighDevs: []string{"flannel.1"}},
+			skipped:  []string{`10.244.6.0/24 (198.51.100.14): BackendData: bad VtepMAC "zz"`},
 			firewall: firewall.NewState(masq, fwd),
 			mtu:      1450,
 		},
@@ -111,7 +120,7 @@ ip route replace 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink`,
 			},
 			forward:  true,
 			entries:  `ip route replace 10.244.4.0/24 via 192.0.2.12 dev eth0`,
-			scope:    kernel.Scope{Network: network, Own: own, RouteDevs: []string{"eth0"}},
+			scope:    kernel.Scope{Networks: []netip.Prefix{network}, Own: []netip.Prefix{own}, RouteDevs: []string{"eth0"}},
 			skipped:  []string{"10.244.5.0/24 (198.51.100.13): not on-link from eth0; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)"},
 			firewall: firewall.NewState(fwd),
 			mtu:      1500,
@@ -133,7 +142,7 @@ ip route replace 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink`,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			be, f, net := planned(t, tc.conf)
+			be, f, net, _ := planned(t, tc.conf)
 			ownLease := mkLease(own.String(), "192.0.2.11", tc.ownType, ``)
 			d := Desire(Inputs{Network: net, Own: ownLease, Leases: append([]lease.Lease{ownLease}, tc.peers...),
 				MTU: be.MTU(), Backend: be, IPMasq: tc.masq, ForwardRules: tc.forward})
@@ -173,7 +182,7 @@ ip route replace 10.244.5.0/24 via 10.244.5.0 dev flannel.1 onlink`,
 }
 
 func TestDesire(t *testing.T) {
-	be, _, network := planned(t, `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`)
+	be, _, network, _ := planned(t, `{"Network": "10.244.0.0/16", "Backend": {"Type": "host-gw"}}`)
 	mk := func(subnet, ip string) lease.Lease { return mkLease(subnet, ip, "host-gw", ``) }
 	own := mk("10.244.3.0/24", "192.0.2.11")
 	peers := []lease.Lease{mk("10.244.4.0/24", "192.0.2.12"), mk("10.244.5.0/24", "192.0.2.13")}
