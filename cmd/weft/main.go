@@ -51,8 +51,7 @@ func main() {
 	case err == nil:
 	case errors.As(err, &ee):
 		os.Exit(int(ee))
-	case errors.Is(err, flag.ErrHelp):
-		os.Exit(2)
+	case errors.Is(err, flag.ErrHelp): // -h, --help: the usage was asked for
 	default:
 		fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 		os.Exit(1)
@@ -77,8 +76,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "config":
 		return runConfig(args[1:], stdout, stderr)
 	case "cni":
+		const cniUsage = "usage: weft cni install --plugin FILE --bin-dir DIR --conflist FILE --conf-dir DIR [--conf-name NAME]"
+		if len(args) == 2 && (helpFlag(args[1]) || args[1] == "help") {
+			fmt.Fprintln(stdout, cniUsage)
+			return nil
+		}
 		if len(args) < 2 || args[1] != "install" {
-			return errors.New("usage: weft cni install --plugin FILE --bin-dir DIR --conflist FILE --conf-dir DIR [--conf-name NAME]")
+			return errors.New(cniUsage)
 		}
 		return cniinstall.Run("weft cni install", args[2:], stdout, stderr)
 	case "lab":
@@ -88,13 +92,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "version":
 		fmt.Fprintln(stdout, "weft", version)
 		return nil
-	case "-h", "--help", "help":
+	case "-h", "--help", "-help", "help":
 		fmt.Fprint(stdout, usage)
 		return nil
 	default:
 		fmt.Fprint(stderr, usage)
 		return fmt.Errorf("unknown command %q", args[0])
 	}
+}
+
+// helpFlag reports whether arg is a flag that asks for a command's usage
+// (as the flag package takes it), which is then printed to stdout, with
+// exit status 0.
+func helpFlag(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help"
 }
 
 // The command files here name cmdline's helpers briefly.

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -74,4 +77,71 @@ func TestStoreInit(t *testing.T) {
 	if !strings.HasPrefix(out.String(), "SUBNET") || strings.Count(out.String(), "\n") != 1 {
 		t.Errorf("leases of an empty store: %q", out.String())
 	}
+}
+
+// TestHelp: -h and --help print the usage of weft and of each of its
+// commands here (lab and policy test their own), and the binary exits 0
+// for them; a mistake exits non-zero.
+func TestHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string // in stdout or stderr
+	}{
+		{[]string{"-h"}, "Usage:\n  weft store serve"},
+		{[]string{"--help"}, "Usage:\n  weft store serve"},
+		{[]string{"help"}, "Usage:\n  weft store serve"},
+		{[]string{"store", "-h"}, "weft store evict SUBNET"},
+		{[]string{"store", "--help"}, "weft store evict SUBNET"},
+		{[]string{"store", "serve", "-h"}, "-data-dir string"},
+		{[]string{"store", "init", "--help"}, "-network string"},
+		{[]string{"store", "leases", "-h"}, "-etcd-endpoints string"},
+		{[]string{"store", "evict", "-h"}, "-etcd-endpoints string"},
+		{[]string{"config", "-h"}, "weft config check FILE"},
+		{[]string{"config", "check", "--help"}, "weft config check FILE"},
+		{[]string{"cni", "-h"}, "usage: weft cni install --plugin FILE"},
+		{[]string{"cni", "install", "--help"}, "-conflist string"},
+	} {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), tc.args, &out, &errb)
+		if err != nil && !errors.Is(err, flag.ErrHelp) {
+			t.Errorf("weft %q: %v", tc.args, err)
+		}
+		if !strings.Contains(out.String()+errb.String(), tc.want) {
+			t.Errorf("weft %q printed %q%q, want %q in it", tc.args, out.String(), errb.String(), tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"-h"}, 0}, {[]string{"--help"}, 0}, {[]string{"store", "serve", "--help"}, 0},
+		{[]string{"config", "check", "-h"}, 0}, {[]string{"cni", "install", "-h"}, 0},
+		{[]string{"store", "serve", "--nope"}, 1}, {[]string{}, 2},
+	} {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestMainProcess$")
+		cmd.Env = append(os.Environ(), "WEFT_MAIN_ARGS="+strings.Join(tc.args, " "))
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != tc.code {
+			t.Errorf("weft %q: exit status %d, want %d", tc.args, code, tc.code)
+		}
+	}
+}
+
+// TestMainProcess is weft's main in a process of its own, for TestHelp:
+// it runs only with WEFT_MAIN_ARGS set.
+func TestMainProcess(t *testing.T) {
+	args, ok := os.LookupEnv("WEFT_MAIN_ARGS")
+	if !ok {
+		t.Skip("run by TestHelp")
+	}
+	os.Args = append([]string{"weft"}, strings.Fields(args)...)
+	main()
+	os.Exit(0)
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -20,11 +21,23 @@ import (
 	"github.com/weftnet/weft/internal/lease/etcdstore"
 )
 
+const storeUsage = `Usage:
+  weft store serve [flags]           run the embedded etcd store
+  weft store init [flags]            write the network config to the store
+  weft store leases [flags]          list leases
+  weft store evict SUBNET [flags]    delete a node's lease
+
+Run 'weft store COMMAND -h' for a command's flags.
+`
+
 func runStore(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return errors.New("weft store: say serve, init, leases or evict")
 	}
 	switch args[0] {
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, storeUsage)
+		return nil
 	case "serve":
 		return storeServe(ctx, args[1:], stderr)
 	case "init":
@@ -172,6 +185,10 @@ func storeEvict(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runConfig(args []string, stdout, stderr io.Writer) error {
+	if slices.ContainsFunc(args, helpFlag) {
+		fmt.Fprint(stdout, "Usage:\n  weft config check FILE    validate a net-conf.json and print it resolved (warnings to stderr)\n")
+		return nil
+	}
 	if len(args) != 2 || args[0] != "check" {
 		return errors.New("usage: weft config check FILE")
 	}
