@@ -7,11 +7,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/big"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/flannel-io/flannel/pkg/ip"
 	fsubnet "github.com/flannel-io/flannel/pkg/subnet"
 
 	"github.com/weftnet/weft/internal/backend/table"
@@ -142,6 +144,10 @@ var ipv6Corpus = []struct {
 	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": 6, "Backend": {"Type": "vxlan"}}`, false},
 	{`{"EnableIPv4": false, "EnableIPv6": "true", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`, false},
 	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "bogus", "Backend": {"Type": "vxlan"}}`, false},
+	// IPv4-mapped (weft refuses it, deliberate) and IPv4-compatible networks
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "::ffff:10.0.0.0/104", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "::a00:0/104", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fe80::%eth0/64", "Backend": {"Type": "vxlan"}}`, false},
 	// IPv6 switched off: the IPv6 keys are read but not used
 	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 127, "Backend": {"Type": "vxlan"}}`, true},
 	// MTU: 0 derives it; weft refuses less than 1280 with IPv6 (deliberate)
@@ -176,6 +182,8 @@ func deliberate(c *fsubnet.Config) (why, key string) {
 		return "both families disabled: weft rejects it in the config", "EnableIPv4"
 	case !slices.Contains(table.Types(), typ):
 		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType), "Backend.Type"
+	case c.EnableIPv6 && addr6(c.IPv6Network.IP).Is4In6():
+		return "an IPv4-mapped IPv6Network (::ffff:0:0/96): flannel takes it; weft refuses it, an IPv4 network in IPv6's clothes", "IPv6Network"
 	case typ == "udp" && c.EnableIPv6:
 		return "udp with IPv6: flannel's udp carries IPv4 only and says nothing; weft refuses it in the config", "EnableIPv6"
 	}
@@ -190,6 +198,16 @@ func deliberate(c *fsubnet.Config) (why, key string) {
 		}
 	}
 	return "", ""
+}
+
+// addr6 is flannel's IPv6 address as a netip.Addr. (Not through its
+// String: an address below 2^32 prints as IPv4 there, "::a00:0" as
+// "10.0.0.0".)
+func addr6(a *ip.IP6) netip.Addr {
+	if a == nil {
+		return netip.IPv6Unspecified()
+	}
+	return netip.AddrFrom16([16]byte((*big.Int)(a).FillBytes(make([]byte, 16))))
 }
 
 // compare checks one document and returns what differs, or "".
@@ -230,10 +248,10 @@ func compare(doc string) string {
 		eq("SubnetMax", fc.SubnetMax.String(), wc.IPv4.SubnetMax.String())
 	}
 	if fc.EnableIPv6 {
-		eq("IPv6Network", netip.MustParsePrefix(fc.IPv6Network.String()), wc.IPv6.Network)
+		eq("IPv6Network", netip.PrefixFrom(addr6(fc.IPv6Network.IP), int(fc.IPv6Network.PrefixLen)), wc.IPv6.Network)
 		eq("IPv6SubnetLen", fc.IPv6SubnetLen, wc.IPv6.SubnetLen)
-		eq("IPv6SubnetMin", netip.MustParseAddr(fc.IPv6SubnetMin.String()), wc.IPv6.SubnetMin)
-		eq("IPv6SubnetMax", netip.MustParseAddr(fc.IPv6SubnetMax.String()), wc.IPv6.SubnetMax)
+		eq("IPv6SubnetMin", addr6(fc.IPv6SubnetMin), wc.IPv6.SubnetMin)
+		eq("IPv6SubnetMax", addr6(fc.IPv6SubnetMax), wc.IPv6.SubnetMax)
 	}
 	return strings.Join(diffs, "; ")
 }
