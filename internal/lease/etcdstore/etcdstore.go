@@ -1,6 +1,7 @@
 // Package etcdstore keeps leases in etcd v3 with flannel's key layout: the
 // network config at <prefix>/config and one key per lease at
-// <prefix>/subnets/<a.b.c.d>-<len>, attached to an etcd lease with a TTL.
+// <prefix>/subnets/<a.b.c.d>-<len> (dual stack <a.b.c.d>-<len>&<v6>-<len>,
+// IPv6-only 0.0.0.0-0&<v6>-<len>), attached to an etcd lease with a TTL.
 package etcdstore
 
 import (

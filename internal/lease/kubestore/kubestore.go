@@ -1,5 +1,6 @@
-// Package kubestore is the lease store of Kubernetes mode: a node's subnet
-// is its spec.podCIDR, assigned by kube-controller-manager, and peers are
+// Package kubestore is the lease store of Kubernetes mode: a node's subnets
+// are its spec.podCIDRs (one per enabled family; spec.podCIDR when that is
+// empty), assigned by kube-controller-manager, and peers are
 // learned from Node objects through an informer. Unless read-only, the
 // agent publishes its backend data with flannel's annotations on its own
 // Node, so weft and flannel nodes can share a cluster.
@@ -45,7 +46,8 @@ type Options struct {
 	Prefix     string // annotation prefix; default DefaultPrefix
 	// ReadOnly makes the store write nothing: no annotations, no node
 	// condition. Peers are every node with a podCIDR, at the address of
-	// their node-public-ip annotation or else their InternalIP, with backend
+	// their node-public-ip (node-public-ipv6) annotation or else their
+	// InternalIP of the family, with backend
 	// data the backend can derive from that address.
 	ReadOnly bool
 	// Resync is the informer's resync period; 0 means none (the agent
@@ -403,6 +405,9 @@ func (s *Store) nodeLease(n *corev1.Node) (l lease.Lease, ok bool, err error) {
 	if !l.Subnet.IsValid() && !l.IPv6Subnet.IsValid() {
 		return lease.Lease{}, false, nil
 	}
+	if !s.o.ReadOnly && n.Annotations[s.ann.managed] != "true" {
+		return lease.Lease{}, false, nil // not ours nor flannel's: ignored
+	}
 	if err := s.checkSubnets(n, &l, false); err != nil {
 		return lease.Lease{}, false, err
 	}
@@ -417,9 +422,6 @@ func (s *Store) nodeLease(n *corev1.Node) (l lease.Lease, ok bool, err error) {
 			*l.Attrs.PublicIPOf(f) = ip
 		}
 		return l, true, nil
-	}
-	if n.Annotations[s.ann.managed] != "true" {
-		return lease.Lease{}, false, nil // not ours nor flannel's: ignored
 	}
 	l.Attrs.BackendType = n.Annotations[s.ann.backendType]
 	for _, f := range s.families() {
