@@ -20,14 +20,26 @@ import (
 	"github.com/weftnet/weft/internal/cni"
 )
 
+const usage = `weft-cni — weft's CNI plugin: connects pods to the node's bridge with
+addresses from the node's subnet, which the agent writes to subnet.env.
+
+Usage:
+  weft-cni                    as a CNI runtime runs it: CNI_COMMAND (ADD, DEL, CHECK,
+                              STATUS, GC, VERSION) and the others in the environment,
+                              the network config on stdin
+  weft-cni install [flags]    install the plugin and a conflist (weft-cni install -h)
+`
+
 func main() {
+	if len(os.Args) == 2 && (os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "-help") {
+		fmt.Print(usage)
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "install" {
 		err := cniinstall.Run("weft-cni install", os.Args[2:], os.Stdout, os.Stderr)
 		switch {
-		case err == nil:
+		case err == nil, errors.Is(err, flag.ErrHelp): // -h: the usage was asked for
 			return
-		case errors.Is(err, flag.ErrHelp):
-			os.Exit(2)
 		default:
 			fmt.Fprintf(os.Stderr, "weft-cni install: %v\n", err)
 			os.Exit(1)

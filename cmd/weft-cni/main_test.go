@@ -429,3 +429,26 @@ func TestFailedAddLeavesNothing(t *testing.T) {
 		t.Errorf("no bridge after a successful ADD: %v", err)
 	}
 }
+
+// TestHelp: -h and --help print the usage and exit 0, as does
+// `weft-cni install -h`; a runtime never passes arguments.
+func TestHelp(t *testing.T) {
+	bin := build(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-h"}, "weft-cni install [flags]"},
+		{[]string{"--help"}, "weft-cni install [flags]"},
+		{[]string{"install", "-h"}, "-conflist string"},
+		{[]string{"install", "--help"}, "-conflist string"},
+	} {
+		out, err := exec.Command(bin, tc.args...).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), tc.want) {
+			t.Errorf("weft-cni %q: %v, printed %q; want exit 0 and %q", tc.args, err, out, tc.want)
+		}
+	}
+	if err := exec.Command(bin, "install", "--nope").Run(); err == nil {
+		t.Error("weft-cni install --nope exited 0")
+	}
+}
