@@ -25,7 +25,8 @@ import (
 const labUsage = `weft lab — a real multi-node weft cluster in network namespaces
 
   weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
-              [--direct-routing] [--topology l2|l3] [--flannel-nodes n3,...] [--flanneld PATH]
+              [--direct-routing] [--topology l2|l3] [--ip-family ipv4|ipv6|dual]
+              [--flannel-nodes n3,...] [--flanneld PATH]
               [--store etcd|kube] [--kube-apiserver PATH] [--read-only] [--forward-drop]
               [--pod-ports 80,81]   ports every pod serves over TCP and UDP (and declares)
   weft lab status [--name NAME] [--json]
@@ -34,7 +35,7 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab agent stop|start|restart NODE [--name NAME]
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
-  weft lab ping [--name NAME] [--count N] [--interval D] FROM TO   FROM: a pod; TO: a pod or ext
+  weft lab ping [--name NAME] [--count N] [--interval D] [--ipv6] FROM TO   FROM: a pod; TO: a pod or ext
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
@@ -42,6 +43,11 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab pod remove NAME [--namespace NS]        a pod (with its Pod object, --store kube)
   weft lab kubectl [--name NAME] ARGS...           kubectl on the lab's API server (--store kube)
   weft lab down [--name NAME]
+
+--ip-family: the pods' families. ipv6 and dual give every host an IPv6 address
+in 2001:db8::/32 beside its IPv4 one (the store and API server stay on IPv4)
+and the pods addresses from 2001:db8:244::/56; check probes each family.
+'weft lab COMMAND -h' prints a command's flags.
 `
 
 // labCommand is one `weft lab` command: it defines its flags on fs and
@@ -56,16 +62,55 @@ var labCommands = map[string]labCommand{
 	"serve": labServe, // hidden: the servers inside a pod
 }
 
+// labHelp reports whether arg asks for the usage.
+func labHelp(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+}
+
+// needRoot is the error of a lab command run without root.
+func needRoot() error {
+	if os.Geteuid() != 0 {
+		return errors.New("weft lab needs root: it creates network namespaces (run it with sudo)")
+	}
+	return nil
+}
+
+// labSynopsis is the lines of labUsage that show command cmd.
+func labSynopsis(cmd string) string {
+	var b strings.Builder
+	in := false
+	for _, line := range strings.Split(labUsage, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  weft lab "+cmd+" ") || line == "  weft lab "+cmd:
+			in = true
+		case !strings.HasPrefix(line, "              "):
+			in = false
+		}
+		if in {
+			b.WriteString(line + "\n")
+		}
+	}
+	return b.String()
+}
+
 func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, labUsage)
 		return exitError(2)
 	}
-	if os.Geteuid() != 0 {
-		return errors.New("weft lab needs root: it creates network namespaces (run it with sudo)")
-	}
 	cmd, rest := args[0], args[1:]
+	if labHelp(cmd) {
+		fmt.Fprint(stdout, labUsage)
+		return nil
+	}
 	if cmd == "kubectl" {
+		if len(rest) == 1 && labHelp(rest[0]) {
+			fmt.Fprint(stdout, labSynopsis(cmd))
+			return nil
+		}
+		if err := needRoot(); err != nil {
+			return err
+		}
 		return runLabKubectl(rest, stdout, stderr)
 	}
 	def, ok := labCommands[cmd]
@@ -76,7 +121,7 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	// agent and node take a verb (stop, add, ...): it is the first
 	// positional argument.
 	if (cmd == "agent" || cmd == "node" || cmd == "pod") && len(rest) == 0 {
-		return fmt.Errorf("weft lab %s: say what to do\n%s", cmd, labUsage)
+		return fmt.Errorf("weft lab %s: say what to do\n%s", cmd, labSynopsis(cmd))
 	}
 	// The command of exec follows "--", and is not parsed.
 	var command []string
@@ -86,10 +131,21 @@ func runLab(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			break
 		}
 	}
-	fs := newFlags("weft lab "+cmd, stderr)
+	// -h prints the command's usage on stdout and succeeds; a mistake
+	// prints nothing but the one-line error main prints.
+	fs := newFlags("weft lab "+cmd, stdout)
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage:\n%s\nflags:\n", labSynopsis(cmd))
+		fs.PrintDefaults()
+	}
 	name := fs.String("name", "weft", "lab name (1-8 lower-case letters and digits)")
 	runCmd := def(fs, name)
-	if err := parse(fs, rest); err != nil {
+	if err := parse(fs, rest); errors.Is(err, flag.ErrHelp) {
+		return nil
+	} else if err != nil {
+		return err
+	}
+	if err := needRoot(); err != nil {
 		return err
 	}
 	err := runCmd(ctx, fs.Args(), command, stdout, stderr)
@@ -107,6 +163,7 @@ func labUp(fs *flag.FlagSet, name *string) func(context.Context, []string, []str
 	fs.StringVar(&spec.Backend, "backend", lab.DefaultBackend, "the data path: "+strings.Join(lab.BackendTypes(), ", "))
 	fs.BoolVar(&spec.DirectRouting, "direct-routing", false, lab.DirectRoutingHelp())
 	fs.StringVar(&spec.Topology, "topology", "l2", "l2 (one bridge) or l3 (two subnets and a router)")
+	fs.StringVar(&spec.IPFamily, "ip-family", "ipv4", "the pods' families: ipv4, ipv6 (EnableIPv4 false) or dual; IPv6 underlay and pods from 2001:db8::/32")
 	fs.BoolVar(&spec.ForwardDrop, "forward-drop", false, "set iptables -P FORWARD DROP in every node before its agent starts, as Docker does")
 	fs.Func("flannel-nodes", "nodes that run the reference flanneld instead of weft (e.g. n3)", func(v string) error {
 		spec.FlannelNodes = strings.Split(v, ",")
@@ -160,9 +217,10 @@ func labPing(fs *flag.FlagSet, name *string) func(context.Context, []string, []s
 	var o lab.PingOptions
 	fs.IntVar(&o.Count, "count", 10, "echo requests to send")
 	fs.DurationVar(&o.Interval, "interval", 50*time.Millisecond, "time between echo requests")
+	fs.BoolVar(&o.IPv6, "ipv6", false, "ping TO's IPv6 address (ICMPv6); default: its first address")
 	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
 		if len(pos) != 2 {
-			return errors.New("usage: weft lab ping [--count N] [--interval D] FROM TO")
+			return errors.New("usage: weft lab ping [--count N] [--interval D] [--ipv6] FROM TO")
 		}
 		o.From, o.To = pos[0], pos[1]
 		return lab.Ping(ctx, *name, o, stdout)

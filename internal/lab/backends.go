@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/weftnet/weft/internal/backend"
@@ -16,7 +17,7 @@ func BackendTypes() []string { return table.Types() }
 
 // backendOptions parses the lab's backend options, as its agents will.
 func backendOptions(typ string, directRouting bool) (backend.Options, error) {
-	doc, err := netConf(typ, directRouting)
+	doc, err := netConf(typ, directRouting, topology.IPv4)
 	if err != nil {
 		return nil, err
 	}
@@ -24,9 +25,11 @@ func backendOptions(typ string, directRouting bool) (backend.Options, error) {
 	return opts, err
 }
 
-// netConf is the net-conf.json of a lab on backend typ, checked with the
-// table's parser.
-func netConf(typ string, directRouting bool) ([]byte, error) {
+// netConf is the net-conf.json of a lab on backend typ with the pod
+// families of fam, checked with the table's parser: IPv6 adds
+// EnableIPv6, IPv6Network and IPv6SubnetLen; ipv6 alone sets EnableIPv4
+// false and has no Network.
+func netConf(typ string, directRouting bool, fam string) ([]byte, error) {
 	var extra map[string]any
 	if directRouting {
 		extra = map[string]any{"DirectRouting": true}
@@ -34,6 +37,24 @@ func netConf(typ string, directRouting bool) ([]byte, error) {
 	doc, err := table.Document(topology.Network.String(), typ, 0, extra)
 	if err != nil {
 		return nil, fmt.Errorf("--backend %s: %w", typ, err)
+	}
+	if !topology.HasIPv6(fam) {
+		return doc, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, err
+	}
+	m["EnableIPv6"], m["IPv6Network"], m["IPv6SubnetLen"] = true, topology.Network6.String(), topology.SubnetLen6
+	if !topology.HasIPv4(fam) {
+		m["EnableIPv4"] = false
+		delete(m, "Network")
+	}
+	if doc, err = json.Marshal(m); err != nil {
+		return nil, err
+	}
+	if _, _, _, err := table.Parse(doc); err != nil {
+		return nil, fmt.Errorf("--backend %s --ip-family %s: %w", typ, fam, err)
 	}
 	return doc, nil
 }

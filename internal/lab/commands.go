@@ -150,6 +150,7 @@ func Exec(name, target string, argv []string, stdin io.Reader, stdout, stderr io
 // PingOptions say what `lab ping` sends.
 type PingOptions struct {
 	From, To string // a pod; a pod, node or host
+	IPv6     bool   // ping To's IPv6 address (ICMPv6), not its first
 	Count    int
 	Interval time.Duration
 }
@@ -166,7 +167,7 @@ func Ping(ctx context.Context, name string, o PingOptions, w io.Writer) error {
 	if err != nil {
 		return err
 	}
-	to, err := s.addrOf(o.To)
+	to, err := s.addrOf(o.To, o.IPv6)
 	if err != nil {
 		return err
 	}
@@ -230,13 +231,13 @@ func Agent(ctx context.Context, name string, o AgentOptions, w io.Writer) error 
 func (s *State) check(ctx context.Context) (*check.Report, error) {
 	var pods []check.Endpoint
 	for _, p := range s.Pods {
-		e := check.Endpoint{Name: p.Display(), NS: p.NS, Addr: p.Addr}
+		e := check.Endpoint{Name: p.Display(), NS: p.NS, Addrs: p.AllAddrs()}
 		if n, err := s.node(p.Node); err == nil {
-			e.Node = n.Addr
+			e.Node = n.Addrs()
 		}
 		pods = append(pods, e)
 	}
-	ext := check.Endpoint{Name: s.Ext.Name, NS: s.Ext.NS, Addr: s.Ext.Addr}
+	ext := check.Endpoint{Name: s.Ext.Name, NS: s.Ext.NS, Addrs: s.Ext.Addrs()}
 	rep, err := check.Run(ctx, pods, ext, s.cniCheck)
 	if rep != nil {
 		rep.Lab = s.Name

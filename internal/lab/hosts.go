@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -21,7 +22,17 @@ func (s *State) buildUnderlay() error {
 	if err := s.addNS(s.Underlay); err != nil {
 		return err
 	}
-	return topology.BuildUnderlay(s.Underlay, s.Topology)
+	return topology.BuildUnderlay(s.Underlay, s.Topology, s.IPFamily)
+}
+
+// place is h with the addresses of the lab's families: its IPv4 address
+// (the store and the API server are reached over IPv4 in every lab) and
+// in a lab with IPv6 pods its IPv6 address too.
+func (s *State) place(h topology.Host) topology.Host {
+	if topology.HasIPv6(s.IPFamily) {
+		return h.WithIPv6()
+	}
+	return h
 }
 
 // addHost creates h's namespace and plugs it into the underlay.
@@ -39,7 +50,7 @@ func (s *State) etcdArgs() []string {
 // startStore runs the embedded store in the control namespace and writes
 // the network config, or with --store kube starts the API server on it.
 func (s *State) startStore(ctx context.Context, w io.Writer) error {
-	s.Ctl = topology.Host{Name: "ctl", NS: s.Name + "-ctl", Addr: topology.StoreIP, Side: "a"}
+	s.Ctl = s.place(topology.Host{Name: "ctl", NS: s.Name + "-ctl", Addr: topology.StoreIP, Side: "a"})
 	if err := s.addHost(s.Ctl); err != nil {
 		return err
 	}
@@ -72,11 +83,16 @@ func (s *State) startStore(ctx context.Context, w io.Writer) error {
 
 // initStore writes the network config once the store accepts it.
 func (s *State) initStore(ctx context.Context, logPath string, w io.Writer) error {
-	args := append([]string{s.Weft, "store", "init"}, s.etcdArgs()...)
-	args = append(args, "--network", s.Network, "--backend", s.Backend)
-	if s.DirectRouting {
-		args = append(args, "--direct-routing")
+	conf, err := s.netConf()
+	if err != nil {
+		return err
 	}
+	confPath := filepath.Join(filepath.Dir(logPath), "net-conf.json")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return err
+	}
+	args := append([]string{s.Weft, "store", "init"}, s.etcdArgs()...)
+	args = append(args, "--config", confPath)
 	var last error
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
 		if !process.Alive(s.Ctl.PID) {
@@ -98,6 +114,6 @@ func (s *State) initStore(ctx context.Context, logPath string, w io.Writer) erro
 // startExt creates the external host, outside the cluster network.
 func (s *State) startExt() error {
 	addr, side := topology.ExtAddr(s.Topology)
-	s.Ext = topology.Host{Name: "ext", NS: s.Name + "-ext", Addr: addr, Side: side}
+	s.Ext = s.place(topology.Host{Name: "ext", NS: s.Name + "-ext", Addr: addr, Side: side})
 	return s.addHost(s.Ext)
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/topology"
 )
@@ -24,6 +25,11 @@ func TestValidate(t *testing.T) {
 		{func(s *Spec) { s.Topology = "l4" }, `--topology "l4": use l2 or l3`},
 		{func(s *Spec) { s.Backend, s.DirectRouting = "host-gw", true }, "--direct-routing goes with --backend vxlan"},
 		{func(s *Spec) { s.Store = "consul" }, `--store "consul": use etcd or kube`},
+		{func(s *Spec) { s.IPFamily = "ipv5" }, `--ip-family "ipv5": use ipv4, ipv6 or dual`},
+		{func(s *Spec) { s.IPFamily, s.Backend = topology.Dual, "udp" },
+			"--ip-family dual: the udp backend carries IPv4 only (as flannel's); use --backend vxlan or host-gw"},
+		{func(s *Spec) { s.IPFamily, s.Backend = topology.IPv6, "udp" },
+			"--ip-family ipv6: the udp backend carries IPv4 only (as flannel's); use --backend vxlan or host-gw"},
 		{func(s *Spec) { s.ReadOnly = true }, "--read-only goes with --store kube"},
 		{func(s *Spec) { s.Store, s.ReadOnly, s.FlannelNodes = "kube", true, []string{"n3"} },
 			"--read-only cannot mix with --flannel-nodes: flannel nodes need the annotations read-only agents do not publish"},
@@ -106,5 +112,44 @@ func TestNetConf(t *testing.T) {
 	}
 	if got, err := testState("host-gw", false, false).netConf(); err != nil || got != `{"Backend":{"Type":"host-gw"},"Network":"10.244.0.0/16"}`+"\n" {
 		t.Errorf("net-conf.json: %s %v", got, err)
+	}
+}
+
+// TestNetConfFamilies: the lab's net-conf.json per --ip-family, as the
+// agents' parser reads it: dual adds the IPv6 network with a /64 per
+// node, ipv6 turns IPv4 off, and udp refuses IPv6.
+func TestNetConfFamilies(t *testing.T) {
+	for _, tc := range []struct {
+		fam, backend string
+		v4, v6       bool
+	}{
+		{topology.IPv4, "vxlan", true, false},
+		{topology.Dual, "vxlan", true, true},
+		{topology.IPv6, "host-gw", false, true},
+		{topology.Dual, "host-gw", true, true},
+	} {
+		doc, err := netConf(tc.backend, false, tc.fam)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.fam, tc.backend, err)
+		}
+		cfg, err := config.Parse(doc)
+		if err != nil {
+			t.Fatalf("%s %s: %v\n%s", tc.fam, tc.backend, err, doc)
+		}
+		if cfg.EnableIPv4 != tc.v4 || cfg.EnableIPv6 != tc.v6 {
+			t.Errorf("%s: EnableIPv4 %v, EnableIPv6 %v:\n%s", tc.fam, cfg.EnableIPv4, cfg.EnableIPv6, doc)
+		}
+		if tc.v6 && (cfg.IPv6.Network != topology.Network6 || cfg.IPv6.SubnetLen != 64) {
+			t.Errorf("%s: IPv6 %+v", tc.fam, cfg.IPv6)
+		}
+		if tc.v4 && cfg.IPv4.Network != topology.Network {
+			t.Errorf("%s: IPv4 %+v", tc.fam, cfg.IPv4)
+		}
+	}
+	if _, err := netConf("udp", false, topology.Dual); err == nil {
+		t.Error("udp with IPv6 accepted")
+	}
+	if got := networks(topology.Dual); got != "10.244.0.0/16, 2001:db8:244::/56" {
+		t.Errorf("networks of a dual lab: %s", got)
 	}
 }

@@ -21,7 +21,7 @@ func (s *State) addNode(ctx context.Context, i, total int, agent string) (*Node,
 	name := "n" + strconv.Itoa(i)
 	nd := filepath.Join(dir(s.Name), name)
 	n := &Node{
-		Host:       topology.Host{Name: name, NS: s.Name + "-" + name, Addr: addr, Side: side},
+		Host:       s.place(topology.Host{Name: name, NS: s.Name + "-" + name, Addr: addr, Side: side}),
 		Agent:      agent,
 		Dir:        nd,
 		SubnetFile: filepath.Join(nd, "subnet.env"),
@@ -39,7 +39,7 @@ func (s *State) addNode(ctx context.Context, i, total int, agent string) (*Node,
 	if agent == process.Flannel {
 		// flanneld leaves IP forwarding to the node's set-up (kubelet or the
 		// OS); weft's agent turns it on itself.
-		if err := topology.EnableForwarding(n.NS); err != nil {
+		if err := topology.EnableForwarding(n.NS, topology.HasIPv6(s.IPFamily)); err != nil {
 			return n, err
 		}
 	}
@@ -50,11 +50,11 @@ func (s *State) addNode(ctx context.Context, i, total int, agent string) (*Node,
 		}
 	}
 	if s.Kube != nil {
-		cidr, err := s.Kube.RegisterNode(ctx, s.Ctl.NS, n.Name, n.Addr)
+		cidrs, err := s.Kube.RegisterNode(ctx, s.Ctl.NS, n.Name, n.Addrs(), podNetworks(s.IPFamily))
 		if err != nil {
 			return n, err
 		}
-		n.PodCIDR = cidr
+		n.PodCIDR = strings.Join(cidrs, ",")
 		if err := s.save(); err != nil {
 			return n, err
 		}

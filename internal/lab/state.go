@@ -39,7 +39,7 @@ type Node struct {
 	CNIConfDir string   `json:"cniConfDir"`
 	CNIBinDirs []string `json:"cniBinDirs"`
 	LogFile    string   `json:"logFile"`
-	PodCIDR    string   `json:"podCIDR,omitempty"` // --store kube: its Node's
+	PodCIDR    string   `json:"podCIDR,omitempty"` // --store kube: its Node's podCIDRs, comma-separated
 }
 
 // runtime is the node's CNI set-up.
@@ -50,23 +50,26 @@ func (n *Node) runtime() pod.Runtime {
 // State is everything a lab created, written before each creation so that
 // `down` can remove it all after any failure.
 type State struct {
-	Name          string        `json:"name"`
-	Backend       string        `json:"backend"`
-	DirectRouting bool          `json:"directRouting"`
-	Topology      string        `json:"topology"`
-	ForwardDrop   bool          `json:"forwardDrop,omitempty"` // iptables -P FORWARD DROP in every node
-	Network       string        `json:"network"`
-	Weft          string        `json:"weftBinary"`
-	AgentBinary   string        `json:"agentBinary,omitempty"` // weft-agent
-	Flanneld      string        `json:"flanneldBinary,omitempty"`
-	Underlay      string        `json:"underlayNetns"`
-	Ctl           topology.Host `json:"ctl"`
-	Ext           topology.Host `json:"ext"`
-	Nodes         []*Node       `json:"nodes"`
-	Pods          []*pod.Pod    `json:"pods"`
-	Namespaces    []string      `json:"namespaces"` // every namespace created, in order
-	Endpoint      string        `json:"etcdEndpoint"`
-	Kube          *kube.Kube    `json:"kube,omitempty"` // --store kube
+	Name          string `json:"name"`
+	Backend       string `json:"backend"`
+	DirectRouting bool   `json:"directRouting"`
+	Topology      string `json:"topology"`
+	ForwardDrop   bool   `json:"forwardDrop,omitempty"` // iptables -P FORWARD DROP in every node
+	Network       string `json:"network"`               // the pods' networks, comma-separated
+	// IPFamily is the pod network's families, topology.IPv4, IPv6 or
+	// Dual ("" in a state written before: IPv4).
+	IPFamily    string        `json:"ipFamily,omitempty"`
+	Weft        string        `json:"weftBinary"`
+	AgentBinary string        `json:"agentBinary,omitempty"` // weft-agent
+	Flanneld    string        `json:"flanneldBinary,omitempty"`
+	Underlay    string        `json:"underlayNetns"`
+	Ctl         topology.Host `json:"ctl"`
+	Ext         topology.Host `json:"ext"`
+	Nodes       []*Node       `json:"nodes"`
+	Pods        []*pod.Pod    `json:"pods"`
+	Namespaces  []string      `json:"namespaces"` // every namespace created, in order
+	Endpoint    string        `json:"etcdEndpoint"`
+	Kube        *kube.Kube    `json:"kube,omitempty"` // --store kube
 	// PodPorts are the ports of the pods `up` and `node add` create.
 	PodPorts []pod.Port `json:"podPorts,omitempty"`
 
@@ -170,22 +173,35 @@ func (s *State) target(t string) (string, error) {
 	return "", fmt.Errorf("lab %s has no %q (try ctl, ext, n1, n1-p1, NAMESPACE/POD)", s.Name, t)
 }
 
-// addrOf resolves a pod, node or host name to its address.
-func (s *State) addrOf(t string) (netip.Addr, error) {
+// addrOf resolves a pod, node or host name to its address: its first
+// (IPv4 in a lab that has it), or with v6 its IPv6 one.
+func (s *State) addrOf(t string, v6 bool) (netip.Addr, error) {
+	var addrs []netip.Addr
 	for _, p := range s.Pods {
 		if p.Is(t) {
-			return p.Addr, nil
+			addrs = p.AllAddrs()
 		}
 	}
 	for _, h := range []topology.Host{s.Ctl, s.Ext} {
 		if t == h.Name || t == h.NS {
-			return h.Addr, nil
+			addrs = h.Addrs()
 		}
 	}
 	for _, n := range s.Nodes {
 		if t == n.Name || t == n.NS {
-			return n.Addr, nil
+			addrs = n.Addrs()
 		}
 	}
-	return netip.Addr{}, fmt.Errorf("lab %s has no %q", s.Name, t)
+	if len(addrs) == 0 {
+		return netip.Addr{}, fmt.Errorf("lab %s has no %q", s.Name, t)
+	}
+	if !v6 {
+		return addrs[0], nil
+	}
+	for _, a := range addrs {
+		if a.Is6() {
+			return a, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("lab %s: %s has no IPv6 address (start the lab with --ip-family dual or ipv6)", s.Name, t)
 }

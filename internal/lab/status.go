@@ -3,6 +3,7 @@ package lab
 import (
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -67,7 +68,7 @@ func (n *Node) status() NodeStatus {
 	ns := NodeStatus{Name: n.Name, NS: n.NS, Agent: n.Agent, Addr: n.Addr.String(), AgentPID: n.PID, Running: process.Ours(n.PID, n.SubnetFile),
 		SubnetFile: n.SubnetFile, CNIConfDir: n.CNIConfDir, CNIBinDirs: n.CNIBinDirs, Log: n.LogFile}
 	if env, err := subnetenv.Read(n.SubnetFile); err == nil {
-		ns.Subnet = env.Subnet.Masked().String()
+		ns.Subnet = subnets(env)
 	}
 	switch {
 	case !ns.Running:
@@ -83,6 +84,27 @@ func (n *Node) status() NodeStatus {
 		}
 	}
 	return ns
+}
+
+// subnets are the node's subnets in its subnet file, IPv4 then IPv6,
+// comma-separated.
+func subnets(env subnetenv.Env) string {
+	var out []string
+	for _, p := range []netip.Prefix{env.Subnet, env.IPv6Subnet} {
+		if p.IsValid() {
+			out = append(out, p.Masked().String())
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// addrList is addrs separated by spaces.
+func addrList(addrs []netip.Addr) string {
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.String())
+	}
+	return strings.Join(out, " ")
 }
 
 func (st LabStatus) print(w io.Writer) {
@@ -121,53 +143,59 @@ func (st LabStatus) print(w io.Writer) {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POD\tNETNS\tNODE\tADDRESS\tLABELS\tPORTS")
 	for _, p := range st.Pods {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Display(), p.NS, p.Node, p.Addr, orDash(labelList(p.Labels)), orDash(portList(p.Ports)))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", p.Display(), p.NS, p.Node, addrList(p.AllAddrs()), orDash(labelList(p.Labels)), orDash(portList(p.Ports)))
 	}
-	fmt.Fprintf(tw, "ext\t%s\t-\t%s (outside the cluster network)\t-\t-\n", st.External.NS, st.External.Addr)
+	fmt.Fprintf(tw, "ext\t%s\t-\t%s (outside the cluster network)\t-\t-\n", st.External.NS, addrList(st.External.Addrs()))
 	tw.Flush()
 }
 
 // picture draws the topology.
 func (s *State) picture(w io.Writer) {
-	subnets := map[string]string{}
+	nodeSubnets := map[string]string{}
 	for _, n := range s.Nodes {
 		if env, err := subnetenv.Read(n.SubnetFile); err == nil {
-			subnets[n.Name] = env.Subnet.Masked().String()
+			nodeSubnets[n.Name] = subnets(env)
 		}
 	}
 	pods := map[string][]string{}
 	for _, p := range s.Pods {
-		pods[p.Node] = append(pods[p.Node], fmt.Sprintf("%s %s", p.Display(), p.Addr))
+		pods[p.Node] = append(pods[p.Node], fmt.Sprintf("%s %s", p.Display(), addrList(p.AllAddrs())))
 	}
 	mode := s.Backend
 	if s.DirectRouting {
 		mode += " + DirectRouting"
 	}
 	fmt.Fprintf(w, "lab %s — cluster network %s, backend %s, underlay %s\n", s.Name, s.Network, mode, s.Topology)
+	seg := func(side string) string {
+		if topology.HasIPv6(s.IPFamily) {
+			return topology.Prefix(side).String() + " " + topology.Prefix6(side).String()
+		}
+		return topology.Prefix(side).String()
+	}
 	if s.Topology == topology.L3 {
-		fmt.Fprintf(w, "  underlay: router %s joins side a %s (br-a), side b %s (br-b), outside %s (br-x)\n", s.Underlay, topology.SideA, topology.SideB, topology.Outside)
+		fmt.Fprintf(w, "  underlay: router %s joins side a %s (br-a), side b %s (br-b), outside %s (br-x)\n", s.Underlay, seg("a"), seg("b"), seg("x"))
 	} else {
-		fmt.Fprintf(w, "  underlay: switch %s, bridge br-a, %s\n", s.Underlay, topology.SideA)
+		fmt.Fprintf(w, "  underlay: switch %s, bridge br-a, %s\n", s.Underlay, seg("a"))
 	}
 	if s.ForwardDrop {
 		fmt.Fprintln(w, "  nodes: iptables FORWARD policy DROP (as Docker sets it)")
 	}
-	fmt.Fprintf(w, "  ctl  %-12s %-15s store %s\n", s.Ctl.NS, s.Ctl.Addr, s.Endpoint)
+	fmt.Fprintf(w, "  ctl  %-12s %-15s store %s\n", s.Ctl.NS, addrList(s.Ctl.Addrs()), s.Endpoint)
 	if s.Kube != nil {
 		fmt.Fprintf(w, "       %s\n", s.Kube.Summary())
 	}
 	for _, side := range topology.NodeSides(s.Topology) {
 		if s.Topology == topology.L3 {
-			fmt.Fprintf(w, "  side %s (%s):\n", side, topology.Prefix(side))
+			fmt.Fprintf(w, "  side %s (%s):\n", side, seg(side))
 		}
 		for _, n := range s.Nodes {
 			if n.Side != side {
 				continue
 			}
-			fmt.Fprintf(w, "  %-4s %-12s %-15s subnet %-15s pods: %s\n", n.Name, n.NS, n.Addr, subnets[n.Name], strings.Join(pods[n.Name], ", "))
+			fmt.Fprintf(w, "  %-4s %-12s %-15s subnet %-15s pods: %s\n", n.Name, n.NS, addrList(n.Addrs()), nodeSubnets[n.Name], strings.Join(pods[n.Name], ", "))
 		}
 	}
-	fmt.Fprintf(w, "  ext  %-12s %-15s outside the cluster network\n", s.Ext.NS, s.Ext.Addr)
+	fmt.Fprintf(w, "  ext  %-12s %-15s outside the cluster network\n", s.Ext.NS, addrList(s.Ext.Addrs()))
 	fmt.Fprintln(w, "  paths between nodes:")
 	fmt.Fprintln(w, strings.Join(s.paths(), "\n"))
 }
@@ -187,7 +215,7 @@ func (s *State) paths() []string {
 
 // netConf is the lab's net-conf.json, for --store kube.
 func (s *State) netConf() (string, error) {
-	doc, err := netConf(s.Backend, s.DirectRouting)
+	doc, err := netConf(s.Backend, s.DirectRouting, s.IPFamily)
 	return string(doc) + "\n", err
 }
 

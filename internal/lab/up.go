@@ -27,6 +27,7 @@ type Spec struct {
 	Backend       string
 	DirectRouting bool
 	Topology      string     // topology.L2 or topology.L3
+	IPFamily      string     // the pods' families: topology.IPv4 (default), IPv6 or Dual
 	ForwardDrop   bool       // iptables -P FORWARD DROP in every node, as Docker sets it
 	FlannelNodes  []string   // nodes running the reference flanneld (n3, ...)
 	Flanneld      string     // its binary (default: beside weft)
@@ -65,6 +66,9 @@ func up(ctx context.Context, spec Spec, w io.Writer) (err error) {
 	}
 	if spec.Store == "" {
 		spec.Store = "etcd"
+	}
+	if spec.IPFamily == "" {
+		spec.IPFamily = topology.IPv4
 	}
 	if err := spec.validate(); err != nil {
 		return err
@@ -120,6 +124,10 @@ func (spec Spec) validate() error {
 		return fmt.Errorf("--backend %q: use %s", spec.Backend, orList(BackendTypes()))
 	case spec.Topology != topology.L2 && spec.Topology != topology.L3:
 		return fmt.Errorf("--topology %q: use l2 or l3", spec.Topology)
+	case spec.IPFamily != "" && !slices.Contains(topology.Families(), spec.IPFamily):
+		return fmt.Errorf("--ip-family %q: use %s", spec.IPFamily, orList(topology.Families()))
+	case topology.HasIPv6(spec.IPFamily) && spec.Backend == "udp":
+		return fmt.Errorf("--ip-family %s: the udp backend carries IPv4 only (as flannel's); use --backend vxlan or host-gw", spec.IPFamily)
 	case spec.DirectRouting && !takesDirectRouting(spec.Backend):
 		return fmt.Errorf("--direct-routing goes with --backend %s", orList(directRoutingTypes()))
 	case spec.Store != "etcd" && spec.Store != "kube":
@@ -157,7 +165,7 @@ func newState(spec Spec) (*State, map[string]string, error) {
 		return nil, nil, err
 	}
 	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting, Topology: spec.Topology,
-		ForwardDrop: spec.ForwardDrop, Network: topology.Network.String(), Weft: weft, AgentBinary: agent, PodPorts: spec.PodPorts}
+		ForwardDrop: spec.ForwardDrop, IPFamily: spec.IPFamily, Network: networks(spec.IPFamily), Weft: weft, AgentBinary: agent, PodPorts: spec.PodPorts}
 	if spec.Store == "kube" {
 		bin, err := kube.Find(spec.KubeAPIServer, weft)
 		if err != nil {
@@ -179,6 +187,28 @@ func newState(spec Spec) (*State, map[string]string, error) {
 		}
 	}
 	return s, agentOf, nil
+}
+
+// networks names the cluster networks of a lab of family fam.
+func networks(fam string) string {
+	var out []string
+	for _, n := range podNetworks(fam) {
+		out = append(out, n.Prefix.String())
+	}
+	return strings.Join(out, ", ")
+}
+
+// podNetworks are the cluster networks of a lab of family fam, IPv4
+// first, with the length of a node's subnet in each.
+func podNetworks(fam string) []kube.PodNetwork {
+	var out []kube.PodNetwork
+	if topology.HasIPv4(fam) {
+		out = append(out, kube.PodNetwork{Prefix: topology.Network, SubnetLen: 24})
+	}
+	if topology.HasIPv6(fam) {
+		out = append(out, kube.PodNetwork{Prefix: topology.Network6, SubnetLen: topology.SubnetLen6})
+	}
+	return out
 }
 
 // build creates the underlay, the store, the external host, the nodes

@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/weftnet/weft/internal/netns"
 )
@@ -30,23 +31,46 @@ const probePort = 7777
 
 // Endpoint is something check connects to: a pod or the external host.
 type Endpoint struct {
-	Name string     `json:"name"`
-	NS   string     `json:"netns"`
-	Addr netip.Addr `json:"addr"`
-	// Node is a pod's node's underlay address: the source the external
-	// host must see (masquerade), where other pods see the pod's own.
-	Node netip.Addr
+	Name string `json:"name"`
+	NS   string `json:"netns"`
+	// Addrs are its addresses, at most one per family.
+	Addrs []netip.Addr `json:"addrs"`
+	// Node are a pod's node's underlay addresses, one per family: the
+	// source the external host must see (masquerade), where other pods
+	// see the pod's own.
+	Node []netip.Addr `json:"node,omitempty"`
 }
 
-// Result is one source-destination probe.
+// addrOf is the address of addrs of family fam (4 or 6), or the zero
+// Addr.
+func addrOf(addrs []netip.Addr, fam int) netip.Addr {
+	for _, a := range addrs {
+		if family(a) == fam {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// family is 4 or 6.
+func family(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 4
+	}
+	return 6
+}
+
+// Result is one source-destination probe over one family.
 type Result struct {
-	From   string `json:"from"`
-	To     string `json:"to"`
-	ICMP   bool   `json:"icmp"`
-	TCP    bool   `json:"tcp"`
-	SeenAs string `json:"seenAs,omitempty"`
-	Want   string `json:"wantSource,omitempty"`
-	Err    string `json:"error,omitempty"`
+	From   string     `json:"from"`
+	To     string     `json:"to"`
+	Family int        `json:"family"` // 4 or 6
+	Dst    netip.Addr `json:"dst"`
+	ICMP   bool       `json:"icmp"`
+	TCP    bool       `json:"tcp"`
+	SeenAs string     `json:"seenAs,omitempty"`
+	Want   string     `json:"wantSource,omitempty"`
+	Err    string     `json:"error,omitempty"`
 }
 
 // OK reports whether the probe passed entirely.
@@ -62,12 +86,17 @@ type Report struct {
 	Failed   int               `json:"failed"`
 }
 
-// listener answers each TCP connection with the source address it sees.
-func listen(ns string) (net.Listener, error) {
+// listen answers each TCP connection to a's port with the source address
+// it sees, inside ns: on 0.0.0.0 for IPv4, on [::] (IPv6 only) for IPv6.
+func listen(ns string, a netip.Addr) (net.Listener, error) {
+	network, any := "tcp4", netip.IPv4Unspecified()
+	if family(a) == 6 {
+		network, any = "tcp6", netip.IPv6Unspecified()
+	}
 	var ln net.Listener
 	err := netns.Do(ns, func() error {
 		var err error
-		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", probePort))
+		ln, err = net.Listen(network, netip.AddrPortFrom(any, probePort).String())
 		return err
 	})
 	if err != nil {
@@ -95,7 +124,7 @@ func tcpProbe(ns string, dst netip.Addr) (string, error) {
 	var c net.Conn
 	err := netns.Do(ns, func() error {
 		var err error
-		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(dst, probePort).String(), 3*time.Second)
+		c, err = net.DialTimeout("tcp", netip.AddrPortFrom(dst, probePort).String(), 3*time.Second)
 		return err
 	})
 	if err != nil {
@@ -110,22 +139,71 @@ func tcpProbe(ns string, dst netip.Addr) (string, error) {
 	return strings.TrimSpace(line), nil
 }
 
-// pingProbe sends ICMP echo requests from ns to dst on a raw socket.
-func pingProbe(ns string, dst netip.Addr, id int) error {
+// echo is the ICMP echo of one family: ICMP's for IPv4, ICMPv6's for
+// IPv6 (on a raw ICMPv6 socket the kernel fills in the checksum).
+type echo struct {
+	network, any   string
+	proto          int // for icmp.ParseMessage
+	request, reply icmp.Type
+}
+
+func echoFor(dst netip.Addr) echo {
+	if family(dst) == 6 {
+		return echo{"ip6:ipv6-icmp", "::", 58, ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply}
+	}
+	return echo{"ip4:icmp", "0.0.0.0", 1, ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply}
+}
+
+// open is a raw socket for e's echoes inside ns.
+func (e echo) open(ns string) (*icmp.PacketConn, error) {
 	var pc *icmp.PacketConn
 	err := netns.Do(ns, func() error {
 		var err error
-		pc, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
+		pc, err = icmp.ListenPacket(e.network, e.any)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("icmp socket in %s: %w", ns, err)
+		return nil, fmt.Errorf("icmp socket in %s: %w", ns, err)
+	}
+	return pc, nil
+}
+
+// send sends echo request seq of id to dst.
+func (e echo) send(pc *icmp.PacketConn, dst netip.Addr, id, seq int, data string) error {
+	msg := icmp.Message{Type: e.request, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte(data)}}
+	b, _ := msg.Marshal(nil)
+	_, err := pc.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()})
+	return err
+}
+
+// replyFrom is the echo reply b holds if it came from dst, or nil.
+func (e echo) replyFrom(b []byte, from net.Addr, dst netip.Addr) *icmp.Echo {
+	m, err := icmp.ParseMessage(e.proto, b)
+	if err != nil || m.Type != e.reply {
+		return nil
+	}
+	ia, ok := from.(*net.IPAddr)
+	if !ok {
+		return nil
+	}
+	if a, ok := netip.AddrFromSlice(ia.IP); !ok || a.Unmap() != dst {
+		return nil
+	}
+	r, _ := m.Body.(*icmp.Echo)
+	return r
+}
+
+// pingProbe sends echo requests (ICMP or ICMPv6, as dst's family) from ns
+// to dst on a raw socket.
+func pingProbe(ns string, dst netip.Addr, id int) error {
+	e := echoFor(dst)
+	pc, err := e.open(ns)
+	if err != nil {
+		return err
 	}
 	defer pc.Close()
 	for seq := 1; seq <= 3; seq++ {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("weft-lab")}}
-		b, _ := msg.Marshal(nil)
-		if _, err := pc.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
+		if err := e.send(pc, dst, id, seq, "weft-lab"); err != nil {
 			return fmt.Errorf("send echo to %s: %w", dst, err)
 		}
 		deadline := time.Now().Add(time.Second)
@@ -136,11 +214,7 @@ func pingProbe(ns string, dst netip.Addr, id int) error {
 			if err != nil {
 				break
 			}
-			m, err := icmp.ParseMessage(1, buf[:n])
-			if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
-				continue
-			}
-			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && from.String() == dst.String() {
+			if r := e.replyFrom(buf[:n], from, dst); r != nil && r.ID == id {
 				return nil
 			}
 		}
@@ -148,17 +222,20 @@ func pingProbe(ns string, dst netip.Addr, id int) error {
 	return fmt.Errorf("no echo reply from %s", dst)
 }
 
-// Run probes every pod to every other pod and to ext, then runs cniCheck
-// for every pod (CNI CHECK, as a runtime runs it). A probe's failure is in
-// the report; the error is for a check that could not run at all.
+// Run probes every pod to every other pod and to ext, over each family
+// both have, then runs cniCheck for every pod (CNI CHECK, as a runtime
+// runs it). A probe's failure is in the report; the error is for a check
+// that could not run at all.
 func Run(ctx context.Context, pods []Endpoint, ext Endpoint, cniCheck func(ctx context.Context, pod string) error) (*Report, error) {
 	dsts := append(slices.Clone(pods), ext)
 	for _, d := range dsts {
-		ln, err := listen(d.NS)
-		if err != nil {
-			return nil, err
+		for _, a := range d.Addrs {
+			ln, err := listen(d.NS, a)
+			if err != nil {
+				return nil, err
+			}
+			defer ln.Close()
 		}
-		defer ln.Close()
 	}
 	jobs := plan(pods, ext)
 	byName := map[string]Endpoint{}
@@ -173,7 +250,7 @@ func Run(ctx context.Context, pods []Endpoint, ext Endpoint, cniCheck func(ctx c
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			probe(&jobs[i], byName[jobs[i].From].NS, byName[jobs[i].To].Addr, 0x4000+i)
+			probe(&jobs[i], byName[jobs[i].From].NS, 0x4000+i)
 		}()
 	}
 	wg.Wait()
@@ -196,7 +273,8 @@ func Run(ctx context.Context, pods []Endpoint, ext Endpoint, cniCheck func(ctx c
 }
 
 // plan lists the probes: from every pod to every other pod, wanting its
-// own address as the source, and to ext, wanting its node's.
+// own address as the source, and to ext, wanting its node's; one per
+// family that source and destination both have, IPv4 first.
 func plan(pods []Endpoint, ext Endpoint) []Result {
 	var jobs []Result
 	for _, src := range pods {
@@ -204,25 +282,31 @@ func plan(pods []Endpoint, ext Endpoint) []Result {
 			if d.Name == src.Name {
 				continue
 			}
-			want := src.Addr.String()
-			if d.Name == ext.Name {
-				want = src.Node.String()
+			for _, fam := range []int{4, 6} {
+				from, dst := addrOf(src.Addrs, fam), addrOf(d.Addrs, fam)
+				if !from.IsValid() || !dst.IsValid() {
+					continue
+				}
+				want := from
+				if d.Name == ext.Name {
+					want = addrOf(src.Node, fam)
+				}
+				jobs = append(jobs, Result{From: src.Name, To: d.Name, Family: fam, Dst: dst, Want: want.String()})
 			}
-			jobs = append(jobs, Result{From: src.Name, To: d.Name, Want: want})
 		}
 	}
 	return jobs
 }
 
-// probe runs ICMP and TCP from namespace ns to dst and fills in j.
-func probe(j *Result, ns string, dst netip.Addr, id int) {
+// probe runs ICMP and TCP from namespace ns to j.Dst and fills in j.
+func probe(j *Result, ns string, id int) {
 	var errs []error
-	if err := pingProbe(ns, dst, id); err != nil {
+	if err := pingProbe(ns, j.Dst, id); err != nil {
 		errs = append(errs, err)
 	} else {
 		j.ICMP = true
 	}
-	seen, err := tcpProbe(ns, dst)
+	seen, err := tcpProbe(ns, j.Dst)
 	if err != nil {
 		errs = append(errs, err)
 	} else {
@@ -238,33 +322,44 @@ func probe(j *Result, ns string, dst netip.Addr, id int) {
 
 // PrintMatrix draws the connectivity matrix: rows are sources, columns
 // destinations (the pods, in order, then ext); "ok" means ICMP and TCP
-// passed with the expected source.
+// passed with the expected source. In a dual-stack lab each cell holds
+// two marks, IPv4's then IPv6's ("ok/ok").
 func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 	cols := append(slices.Clone(pods), "ext")
-	cell := map[[2]string]Result{}
+	type key struct {
+		from, to string
+		fam      int
+	}
+	cell := map[key]Result{}
+	var fams []int
 	for _, x := range r.Results {
-		cell[[2]string{x.From, x.To}] = x
+		cell[key{x.From, x.To, x.Family}] = x
+		if !slices.Contains(fams, x.Family) {
+			fams = append(fams, x.Family)
+		}
+	}
+	slices.Sort(fams)
+	if len(fams) > 1 {
+		fmt.Fprintf(w, "each cell: %s\n", strings.Join(familyNames(fams), "/"))
 	}
 	printGrid(w, pods, cols, func(p, c string) string {
-		x, ok := cell[[2]string{p, c}]
-		switch {
-		case !ok:
-			return "-"
-		case x.OK():
-			return "ok"
-		case !x.ICMP && !x.TCP:
-			return "FAIL"
-		case !x.ICMP:
-			return "no-icmp"
-		case !x.TCP:
-			return "no-tcp"
-		default:
-			return "bad-src"
+		var marks []string
+		for _, f := range fams {
+			x, ok := cell[key{p, c, f}]
+			marks = append(marks, mark(x, ok))
 		}
+		if strings.Trim(strings.Join(marks, ""), "-") == "" {
+			return "-" // no probe of any family: a pod and itself
+		}
+		return strings.Join(marks, "/")
 	})
 	for _, x := range r.Results {
 		if !x.OK() {
-			fmt.Fprintf(w, "  %s -> %s: %s\n", x.From, x.To, x.Err)
+			over := ""
+			if len(fams) > 1 {
+				over = " over " + familyNames([]int{x.Family})[0]
+			}
+			fmt.Fprintf(w, "  %s -> %s%s: %s\n", x.From, x.To, over, x.Err)
 		}
 	}
 	bad := 0
@@ -276,6 +371,33 @@ func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 	}
 	fmt.Fprintf(w, "CNI CHECK: %d of %d pods pass\n", len(pods)-bad, len(pods))
 	fmt.Fprintf(w, "%d passed, %d failed\n", r.Passed, r.Failed)
+}
+
+// mark is a cell's word for probe x (ok: there was one).
+func mark(x Result, ok bool) string {
+	switch {
+	case !ok:
+		return "-"
+	case x.OK():
+		return "ok"
+	case !x.ICMP && !x.TCP:
+		return "FAIL"
+	case !x.ICMP:
+		return "no-icmp"
+	case !x.TCP:
+		return "no-tcp"
+	default:
+		return "bad-src"
+	}
+}
+
+// familyNames are "IPv4", "IPv6" for 4, 6.
+func familyNames(fams []int) []string {
+	var out []string
+	for _, f := range fams {
+		out = append(out, fmt.Sprintf("IPv%d", f))
+	}
+	return out
 }
 
 // printGrid writes a from \ to matrix: a row per source, a column per

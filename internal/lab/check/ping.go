@@ -3,15 +3,9 @@ package check
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"sync"
 	"time"
-
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
-
-	"github.com/weftnet/weft/internal/netns"
 )
 
 // PingStats summarises a continuous ping.
@@ -28,17 +22,15 @@ func (p PingStats) String() string {
 		p.From, p.To, p.Sent, p.Received, p.Sent-p.Received, p.MaxGap)
 }
 
-// Ping sends count echo requests from ns to dst, one per interval, and
-// counts the replies (each may arrive until one second after the last send).
+// Ping sends count echo requests (ICMP or ICMPv6, as dst's family) from
+// ns to dst, one per interval, and counts the replies (each may arrive
+// until one second after the last send).
 func Ping(ctx context.Context, ns string, dst netip.Addr, count int, interval time.Duration) (PingStats, error) {
 	st := PingStats{}
-	var pc *icmp.PacketConn
-	if err := netns.Do(ns, func() error {
-		var err error
-		pc, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
-		return err
-	}); err != nil {
-		return st, fmt.Errorf("icmp socket in %s: %w", ns, err)
+	e := echoFor(dst)
+	pc, err := e.open(ns)
+	if err != nil {
+		return st, err
 	}
 	defer pc.Close()
 	id := int(time.Now().UnixNano() & 0xffff)
@@ -53,13 +45,9 @@ func Ping(ctx context.Context, ns string, dst netip.Addr, count int, interval ti
 			if err != nil {
 				return
 			}
-			m, err := icmp.ParseMessage(1, buf[:n])
-			if err != nil || m.Type != ipv4.ICMPTypeEchoReply || from.String() != dst.String() {
-				continue
-			}
-			if e, ok := m.Body.(*icmp.Echo); ok && e.ID == id && e.Seq >= 1 && e.Seq <= count {
+			if r := e.replyFrom(buf[:n], from, dst); r != nil && r.ID == id && r.Seq >= 1 && r.Seq <= count {
 				mu.Lock()
-				got[e.Seq] = true
+				got[r.Seq] = true
 				mu.Unlock()
 			}
 		}
@@ -67,13 +55,8 @@ func Ping(ctx context.Context, ns string, dst netip.Addr, count int, interval ti
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for seq := 1; seq <= count; seq++ {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: id, Seq: seq, Data: []byte("weft-lab-ping")}}
-		b, _ := msg.Marshal(nil)
-		if _, err := pc.WriteTo(b, &net.IPAddr{IP: dst.AsSlice()}); err == nil {
-			st.Sent++
-		} else {
-			st.Sent++ // a send error is a lost packet too
-		}
+		_ = e.send(pc, dst, id, seq, "weft-lab-ping") // a send error is a lost packet too
+		st.Sent++
 		select {
 		case <-ctx.Done():
 			return st, ctx.Err()

@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/weftnet/weft/deploy"
+	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/kubeapi"
 	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lab/process"
@@ -190,50 +191,72 @@ func (k *Kube) Stop() error { return process.Stop(k.PID, k.certDirArg(), 15*time
 // certDirArg is the argument that tells the lab's API server from others.
 func (k *Kube) certDirArg() string { return "--cert-dir=" + k.Dir }
 
+// PodNetwork is a cluster network Nodes get a podCIDR of, SubnetLen long.
+type PodNetwork struct {
+	Prefix    netip.Prefix
+	SubnetLen int
+}
+
 // RegisterNode creates the Node object of a lab node as kubelet and
-// kube-controller-manager would: its InternalIP and a free /24 podCIDR
-// from network, which it returns.
-func (k *Kube) RegisterNode(ctx context.Context, ctl, name string, addr netip.Addr) (string, error) {
+// kube-controller-manager would: its InternalIPs addrs (one per family)
+// and a free podCIDR of each network in nets (podCIDRs in nets' order,
+// IPv4 first in a dual-stack cluster), which it returns. A Node that
+// exists keeps its podCIDRs.
+func (k *Kube) RegisterNode(ctx context.Context, ctl, name string, addrs []netip.Addr, nets []PodNetwork) ([]string, error) {
 	c, err := k.admin(ctl)
 	if err != nil {
-		return "", err
+		return nil, err
 	}
 	list := &corev1.NodeList{}
 	if err := c.List(ctx, kubeclient.Nodes, "", list); err != nil {
-		return "", fmt.Errorf("list nodes: %w", err)
+		return nil, fmt.Errorf("list nodes: %w", err)
 	}
 	used := map[string]bool{}
-	podCIDR := ""
+	var podCIDRs []string
 	for _, o := range list.Items {
-		used[o.Spec.PodCIDR] = true
+		for _, p := range append([]string{o.Spec.PodCIDR}, o.Spec.PodCIDRs...) {
+			used[p] = true
+		}
 		if o.Name == name {
-			podCIDR = o.Spec.PodCIDR
+			podCIDRs = o.Spec.PodCIDRs
 		}
 	}
-	if podCIDR == "" {
-		podCIDR = freePodCIDR(used)
+	if len(podCIDRs) == 0 {
+		for _, n := range nets {
+			p := freePodCIDR(n, used)
+			if p == "" {
+				return nil, fmt.Errorf("node %s: no free podCIDR /%d left in %s", name, n.SubnetLen, n.Prefix)
+			}
+			podCIDRs = append(podCIDRs, p)
+		}
 	}
 	// The annotations kubelet sets when it registers a node (flanneld
 	// panics on a Node that has no annotations at all).
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name},
 		Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
-		Spec: corev1.NodeSpec{PodCIDR: podCIDR, PodCIDRs: []string{podCIDR}}}
+		Spec: corev1.NodeSpec{PodCIDR: podCIDRs[0], PodCIDRs: podCIDRs}}
 	if err := c.Create(ctx, kubeclient.Nodes, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-		return "", fmt.Errorf("create node %s: %w", name, err)
+		return nil, fmt.Errorf("create node %s: %w", name, err)
 	}
-	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"addresses": []corev1.NodeAddress{
-		{Type: corev1.NodeInternalIP, Address: addr.String()}, {Type: corev1.NodeHostName, Address: name}}}})
+	var na []corev1.NodeAddress
+	for _, a := range addrs {
+		na = append(na, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: a.String()})
+	}
+	patch, _ := json.Marshal(map[string]any{"status": map[string]any{"addresses": append(na,
+		corev1.NodeAddress{Type: corev1.NodeHostName, Address: name})}})
 	if err := c.Patch(ctx, kubeclient.Nodes, "", name, types.StrategicMergePatchType, patch, "status"); err != nil {
-		return "", fmt.Errorf("set the addresses of node %s: %w", name, err)
+		return nil, fmt.Errorf("set the addresses of node %s: %w", name, err)
 	}
-	return podCIDR, nil
+	return podCIDRs, nil
 }
 
-// freePodCIDR is the first /24 of the cluster network that no Node has.
-func freePodCIDR(used map[string]bool) string {
-	a := topology.Network.Addr().As4()
-	for i := 1; i < 256; i++ {
-		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{a[0], a[1], byte(i), 0}), 24).String()
+// freePodCIDR is the first subnet of n after its first (flannel's
+// SubnetMin) that no Node has, among its first 256, or "" when all are
+// taken.
+func freePodCIDR(n PodNetwork, used map[string]bool) string {
+	count := uint64(1) << min(n.SubnetLen-n.Prefix.Bits(), 8)
+	for i := uint64(1); i < count; i++ {
+		p := netip.PrefixFrom(config.NthSubnet(n.Prefix.Masked().Addr(), n.SubnetLen, i), n.SubnetLen).String()
 		if !used[p] {
 			return p
 		}

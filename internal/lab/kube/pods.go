@@ -61,7 +61,8 @@ func PodObject(p *pod.Pod) *corev1.Pod {
 }
 
 // PodStatus is the status kubelet would report for lab pod p, running on
-// a node whose address is hostIP: phase Running, its address, Ready.
+// a node whose address is hostIP: phase Running, its addresses (podIP
+// the first, podIPs one per family), Ready.
 func PodStatus(p *pod.Pod, hostIP netip.Addr, now time.Time) corev1.PodStatus {
 	t := metav1.NewTime(now.Truncate(time.Second))
 	started := true
@@ -75,7 +76,7 @@ func PodStatus(p *pod.Pod, hostIP netip.Addr, now time.Time) corev1.PodStatus {
 		HostIP:     hostIP.String(),
 		HostIPs:    []corev1.HostIP{{IP: hostIP.String()}},
 		PodIP:      p.Addr.String(),
-		PodIPs:     []corev1.PodIP{{IP: p.Addr.String()}},
+		PodIPs:     podIPs(p),
 		StartTime:  &t,
 		ContainerStatuses: []corev1.ContainerStatus{{Name: Container, Ready: true, Started: &started, Image: image,
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: t}}}},
@@ -175,4 +176,13 @@ func (k *Kube) ReadCluster(ctx context.Context, ctl string) (*Cluster, error) {
 		return nil, err
 	}
 	return &Cluster{Pods: o.Pods.Items, Namespaces: o.Namespaces.Items, Policies: o.Policies.Items}, nil
+}
+
+// podIPs are p's addresses as Kubernetes lists them.
+func podIPs(p *pod.Pod) []corev1.PodIP {
+	var out []corev1.PodIP
+	for _, a := range p.AllAddrs() {
+		out = append(out, corev1.PodIP{IP: a.String()})
+	}
+	return out
 }

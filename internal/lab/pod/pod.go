@@ -27,11 +27,15 @@ import (
 // identity Kubernetes gives a pod (namespace, labels, container ports)
 // and the processes that serve its ports.
 type Pod struct {
-	Name string     `json:"name"` // n1-p1
-	NS   string     `json:"netns"`
-	Node string     `json:"node"`
-	Addr netip.Addr `json:"addr"`
-	ID   string     `json:"containerID"`
+	Name string `json:"name"` // n1-p1
+	NS   string `json:"netns"`
+	Node string `json:"node"`
+	// Addr is its first address (Kubernetes' podIP): IPv4 in an ipv4 or
+	// dual lab, IPv6 in an ipv6 lab; Addrs all of them, one per family
+	// (podIPs).
+	Addr  netip.Addr   `json:"addr"`
+	Addrs []netip.Addr `json:"addrs,omitempty"`
+	ID    string       `json:"containerID"`
 	// Namespace is the pod's Kubernetes namespace; "" is "default" (a lab
 	// state written before pods had one).
 	Namespace string            `json:"namespace,omitempty"`
@@ -75,6 +79,25 @@ func (p *Pod) Display() string {
 // "namespace/name", or its network namespace.
 func (p *Pod) Is(t string) bool {
 	return t == p.NS || t == p.Key() || (t == p.Name && p.KubeNamespace() == DefaultNamespace)
+}
+
+// AllAddrs are p's addresses, one per family (a state written before pods
+// had Addrs: Addr alone).
+func (p *Pod) AllAddrs() []netip.Addr {
+	if len(p.Addrs) == 0 {
+		return []netip.Addr{p.Addr}
+	}
+	return p.Addrs
+}
+
+// AddrOf is p's address of the family is6 says, or the zero Addr.
+func (p *Pod) AddrOf(is6 bool) netip.Addr {
+	for _, a := range p.AllAddrs() {
+		if a.Is6() == is6 {
+			return a
+		}
+	}
+	return netip.Addr{}
 }
 
 // Runtime is one node's CNI set-up.
@@ -145,8 +168,8 @@ func (p *Pod) rt() *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{ContainerID: p.ID, NetNS: netns.Path(p.NS), IfName: "eth0"}
 }
 
-// Add runs CNI ADD for p, whose namespace exists, and sets p.Addr to the
-// address the plugins gave it.
+// Add runs CNI ADD for p, whose namespace exists, and sets p.Addrs to
+// the addresses the plugins gave it (IPv4 first) and p.Addr to the first.
 func (r Runtime) Add(ctx context.Context, p *Pod) error {
 	c, list, err := r.cni()
 	if err != nil {
@@ -160,10 +183,11 @@ func (r Runtime) Add(ctx context.Context, p *Pod) error {
 	if err != nil {
 		return fmt.Errorf("CNI ADD for %s: %w", p.Name, err)
 	}
-	if len(cr.IPs) == 0 {
+	p.Addrs = resultAddrs(cr)
+	if len(p.Addrs) == 0 {
 		return fmt.Errorf("CNI ADD for %s returned no address", p.Name)
 	}
-	p.Addr, _ = netip.AddrFromSlice(cr.IPs[0].Address.IP.To4())
+	p.Addr = p.Addrs[0]
 	return nil
 }
 
@@ -191,4 +215,22 @@ func (r Runtime) Del(ctx context.Context, p *Pod) error {
 		return fmt.Errorf("CNI DEL for %s: %w", p.Name, err)
 	}
 	return nil
+}
+
+// resultAddrs are the addresses of a CNI result, IPv4 before IPv6, one
+// per family (the first the result lists).
+func resultAddrs(r *current.Result) []netip.Addr {
+	var v4, v6 []netip.Addr
+	for _, ip := range r.IPs {
+		a, ok := netip.AddrFromSlice(ip.Address.IP)
+		if !ok {
+			continue
+		}
+		if a = a.Unmap(); a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	return append(v4[:min(len(v4), 1)], v6[:min(len(v6), 1)]...)
 }

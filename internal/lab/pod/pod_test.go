@@ -3,9 +3,15 @@ package pod
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	current "github.com/containernetworking/cni/pkg/types/100"
 )
 
 func TestWriteConflist(t *testing.T) {
@@ -41,5 +47,40 @@ func TestDelWithoutConfigIsSuccess(t *testing.T) {
 	}
 	if err := r.Add(context.Background(), &Pod{Name: "n1-p1", NS: "x-n1-p1"}); err == nil {
 		t.Error("ADD without CNI config succeeded")
+	}
+}
+
+// TestResultAddrs: a dual-stack result gives IPv4 then IPv6, whatever
+// order the plugin lists them in; the first is the pod's Addr.
+func TestResultAddrs(t *testing.T) {
+	mk := func(cidrs ...string) *current.Result {
+		r := &current.Result{}
+		for _, c := range cidrs {
+			ip, n, _ := net.ParseCIDR(c)
+			n.IP = ip
+			r.IPs = append(r.IPs, &current.IPConfig{Address: *n})
+		}
+		return r
+	}
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"10.244.1.2/24"}, "[10.244.1.2]"},
+		{[]string{"2001:db8:244:1::2/64", "10.244.1.2/24"}, "[10.244.1.2 2001:db8:244:1::2]"},
+		{[]string{"2001:db8:244:1::2/64"}, "[2001:db8:244:1::2]"},
+	} {
+		got := resultAddrs(mk(tc.in...))
+		if fmt.Sprint(got) != tc.want {
+			t.Errorf("%v: %v, want %s", tc.in, got, tc.want)
+		}
+		p := &Pod{Addrs: got}
+		if a := p.AddrOf(true); a.IsValid() != strings.Contains(tc.want, ":") {
+			t.Errorf("%v: AddrOf(IPv6) = %s", tc.in, a)
+		}
+	}
+	old := &Pod{Addr: netip.MustParseAddr("10.244.1.2")}
+	if len(old.AllAddrs()) != 1 || old.AddrOf(false) != old.Addr {
+		t.Errorf("a pod without Addrs: %v", old.AllAddrs())
 	}
 }

@@ -61,8 +61,8 @@ type Host struct {
 	// Addr6 is its IPv6 address in an ipv6 or dual lab, host Addr's
 	// number on its side's IPv6 segment.
 	Addr6 netip.Addr `json:"addr6,omitzero"`
-	Side string     `json:"side,omitempty"` // "a", "b" (l3) or "x" (outside)
-	PID  int        `json:"pid,omitempty"`  // the process the lab runs there, if any
+	Side  string     `json:"side,omitempty"` // "a", "b" (l3) or "x" (outside)
+	PID   int        `json:"pid,omitempty"`  // the process the lab runs there, if any
 }
 
 // Addrs are h's underlay addresses: IPv4, then IPv6 if it has one.
