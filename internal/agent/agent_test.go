@@ -32,7 +32,8 @@ type fakePlatform struct {
 	failNext int   // Apply fails this many more times
 	applyErr error // Apply returns this (after applying)
 	fw       firewalltest.Fake
-	closed   bool // the backend was closed
+	closed   bool        // the backend was closed
+	env      backend.Env // what the backend was built with
 }
 
 func (f *fakePlatform) record(c string) {
@@ -41,14 +42,27 @@ func (f *fakePlatform) record(c string) {
 	f.calls = append(f.calls, c)
 }
 
-func (f *fakePlatform) Underlay(kernel.UnderlayQuery) (kernel.Underlay, error) {
+// Underlay is eth0 with 192.0.2.1/24 and 2001:db8:0:1::1/64, of the
+// families asked for.
+func (f *fakePlatform) Underlay(q kernel.UnderlayQuery) (kernel.Underlay, error) {
 	f.record("underlay")
-	return kernel.Underlay{Name: "eth0", LinkIndex: 2, Addr: netip.MustParseAddr("192.0.2.1"), MTU: 1500,
-		OnLink: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}, nil
+	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, MTU: 1500}
+	if q.IPv4 {
+		u.Addr = netip.MustParseAddr("192.0.2.1")
+		u.OnLink = append(u.OnLink, netip.MustParsePrefix("192.0.2.0/24"))
+	}
+	if q.IPv6 {
+		u.Addr6 = netip.MustParseAddr("2001:db8:0:1::1")
+		u.OnLink = append(u.OnLink, netip.MustParsePrefix("2001:db8:0:1::/64"))
+	}
+	return u, nil
 }
 
-func (f *fakePlatform) Backend(_ context.Context, k backend.Kind, _ backend.Options, _ backend.Env) (backend.Backend, error) {
+func (f *fakePlatform) Backend(_ context.Context, k backend.Kind, _ backend.Options, env backend.Env) (backend.Backend, error) {
 	f.record("backend " + k.Type)
+	f.mu.Lock()
+	f.env = env
+	f.mu.Unlock()
 	return fakeBackend{f}, nil
 }
 

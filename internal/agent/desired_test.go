@@ -232,3 +232,99 @@ func btoi(b bool) int {
 	}
 	return 0
 }
+
+// TestDesireFamilies: a dual-stack and an IPv6-only node get the node
+// state, subnet.env lines and firewall parts of each enabled family, the
+// same for both, and the real backends plan routes of each family.
+func TestDesireFamilies(t *testing.T) {
+	sub4, sub6 := netip.MustParsePrefix("10.244.3.0/24"), netip.MustParsePrefix("2001:db8:244:3::/64")
+	dual := func(v4, ip4, v6, ip6, typ string) lease.Lease {
+		l := lease.Lease{Attrs: lease.Attrs{PublicIP: netip.IPv4Unspecified(), BackendType: typ}}
+		if v4 != "" {
+			l.Subnet, l.Attrs.PublicIP = netip.MustParsePrefix(v4), netip.MustParseAddr(ip4)
+		}
+		if v6 != "" {
+			l.IPv6Subnet, l.Attrs.PublicIPv6 = netip.MustParsePrefix(v6), netip.MustParseAddr(ip6)
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name, conf string
+		own        lease.Lease
+		peers      []lease.Lease
+		notRandom  bool
+		env        string
+		firewall   func(n4, n6 netip.Prefix) firewall.State
+		routes     string
+	}{
+		{
+			name: "dual stack, host-gw",
+			conf: `{"Network": "10.244.0.0/16", "EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "host-gw"}}`,
+			own:  dual("10.244.3.0/24", "192.0.2.11", "2001:db8:244:3::/64", "2001:db8:0:1::11", "host-gw"),
+			peers: []lease.Lease{
+				dual("10.244.4.0/24", "192.0.2.12", "2001:db8:244:4::/64", "2001:db8:0:1::12", "host-gw"),
+				dual("10.244.5.0/24", "192.0.2.13", "", "", "host-gw"), // not dual yet
+			},
+			env: "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_IPV6_NETWORK=2001:db8:244::/48\nFLANNEL_IPV6_SUBNET=2001:db8:244:3::1/64\nFLANNEL_MTU=1500\nFLANNEL_IPMASQ=true\n",
+			firewall: func(n4, n6 netip.Prefix) firewall.State {
+				return firewall.NewState(firewall.Masquerade(n4, sub4), firewall.Forward(n4), firewall.Masquerade(n6, sub6), firewall.Forward(n6))
+			},
+			routes: `ip route replace 10.244.4.0/24 via 192.0.2.12 dev eth0
+ip route replace 10.244.5.0/24 via 192.0.2.13 dev eth0
+ip route replace 2001:db8:244:4::/64 via 2001:db8:0:1::12 dev eth0`,
+		},
+		{
+			name: "IPv6 only, vxlan, masquerade not fully random",
+			conf: `{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan"}}`,
+			own:  dual("", "", "2001:db8:244:3::/64", "2001:db8:0:1::11", "vxlan"),
+			peers: []lease.Lease{
+				dual("", "", "2001:db8:244:4::/64", "2001:db8:0:1::12", "vxlan"),
+			},
+			notRandom: true,
+			env:       "FLANNEL_IPV6_NETWORK=2001:db8:244::/48\nFLANNEL_IPV6_SUBNET=2001:db8:244:3::1/64\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=true\n",
+			firewall: func(_, n6 netip.Prefix) firewall.State {
+				return firewall.NewState(firewall.MasqueradeRandom(n6, sub6, false), firewall.Forward(n6))
+			},
+			routes: `ip route replace 2001:db8:244:4::/64 via 2001:db8:244:4:: dev flannel-v6.1 onlink`,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			be, f, n4, n6 := planned(t, tc.conf)
+			if !n6.IsValid() {
+				t.Fatal("IPv6 is not enabled")
+			}
+			if strings.Contains(tc.name, "IPv6 only") != !n4.IsValid() {
+				t.Fatalf("IPv4 network %s", n4)
+			}
+			if tc.peers[0].Attrs.BackendType == "vxlan" {
+				tc.peers[0].Attrs.BackendV6Data = []byte(`{"VNI":1,"VtepMAC":"0e:00:00:00:00:04"}`)
+			}
+			in := Inputs{Network: n4, IPv6Network: n6, Own: tc.own, Leases: append([]lease.Lease{tc.own}, tc.peers...),
+				MTU: be.MTU(), Backend: be, IPMasq: true, IPMasqNotRandom: tc.notRandom, ForwardRules: true}
+			d := Desire(in)
+			if got := f.Writes(); got != "" {
+				t.Errorf("Desire wrote to the kernel:\n%s", got)
+			}
+			node := d.Kernel.Node
+			if node.Network != n4 || node.IPv6Network != n6 || !reflect.DeepEqual(node.Peers, tc.peers) || !node.Own.SameSubnets(tc.own) {
+				t.Errorf("node state %+v", node)
+			}
+			if got := string(d.Env.Marshal()); got != tc.env {
+				t.Errorf("subnet.env\n%s\nwant\n%s", got, tc.env)
+			}
+			if want := tc.firewall(n4, n6); !reflect.DeepEqual(d.Firewall, want) {
+				t.Errorf("firewall %+v\nwant %+v", d.Firewall, want)
+			}
+			var routes []string
+			for _, r := range d.Kernel.Entries.Routes {
+				routes = append(routes, kernel.RouteCmd("replace", r))
+			}
+			if got := strings.Join(routes, "\n"); got != tc.routes {
+				t.Errorf("routes\n%s\nwant\n%s", got, tc.routes)
+			}
+			if !reflect.DeepEqual(Desire(in), d) {
+				t.Error("a second Desire differs")
+			}
+		})
+	}
+}

@@ -21,8 +21,8 @@ import (
 	"github.com/weftnet/weft/internal/lease/leasetest"
 )
 
-// startPlatform is a node whose kernel is a fake with eth0 (192.0.2.11/24,
-// the default route's). It counts what a start must not reach when it is
+// startPlatform is a node whose kernel is a fake with eth0 (192.0.2.11/24
+// and 2001:db8:0:1::11/64, the default routes'). It counts what a start must not reach when it is
 // refused: a backend built, forwarding turned on (both fail). Any other
 // Platform method panics (the embedded interface is nil): a refused start
 // must not get that far either.
@@ -40,6 +40,12 @@ func newStartPlatform(t *testing.T) *startPlatform {
 		t.Fatal(err)
 	}
 	if err := f.ReplaceRoute(kernel.Route{Dst: netip.MustParsePrefix("0.0.0.0/0"), Gw: netip.MustParseAddr("192.0.2.1"), Dev: eth0.Name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: netip.MustParsePrefix("2001:db8:0:1::11/64")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.ReplaceRoute(kernel.Route{Dst: netip.MustParsePrefix("::/0"), Gw: netip.MustParseAddr("2001:db8:0:1::1"), Dev: eth0.Name}); err != nil {
 		t.Fatal(err)
 	}
 	return &startPlatform{k: f}
@@ -64,8 +70,14 @@ func (p *startPlatform) EnableForwarding() error {
 // subnet.env, built a backend or turned forwarding on.
 func refused(t *testing.T, o agent.Options, want string) {
 	t.Helper()
+	refusedWith(t, `{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`, o, want)
+}
+
+// refusedWith is refused with the network config conf.
+func refusedWith(t *testing.T, conf string, o agent.Options, want string) {
+	t.Helper()
 	m := leasetest.NewMemory()
-	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
+	m.PutConfig([]byte(conf))
 	p := newStartPlatform(t)
 	o.Store, o.Log = m, slog.New(slog.NewTextHandler(io.Discard, nil))
 	o.SubnetFile = filepath.Join(t.TempDir(), "subnet.env")
@@ -123,6 +135,31 @@ func TestForeignPublicIPBehindNAT(t *testing.T) {
 	m.PutConfig([]byte(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`))
 	p := newStartPlatform(t)
 	a := agent.New(agent.Options{Store: m, Underlay: kernel.UnderlayQuery{PublicIP: netip.MustParseAddr("203.0.113.99")}, PublicIPNAT: true,
+		SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, p)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Run(ctx); err == nil || !strings.Contains(err.Error(), "startPlatform builds no backend") {
+		t.Fatalf("Run: %v; want it past the underlay, at the backend", err)
+	}
+}
+
+const dualConf = `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","Backend":{"Type":"host-gw"}}`
+
+// TestForeignPublicIPv6: a --public-ipv6 on no interface is refused like
+// --public-ip, unless the node publishes a NAT address of that family
+// (public-ipv6-overwrite): the option of the other family does not do.
+func TestForeignPublicIPv6(t *testing.T) {
+	q := kernel.UnderlayQuery{PublicIPv6: netip.MustParseAddr("2001:db8:99::1")}
+	refusedWith(t, dualConf, agent.Options{Underlay: q},
+		"no interface has address 2001:db8:99::1 (--public-ipv6): this node's addresses are eth0 2001:db8:0:1::11/64")
+	refusedWith(t, dualConf, agent.Options{Underlay: q, PublicIPNAT: true}, "no interface has address 2001:db8:99::1 (--public-ipv6)")
+	refusedWith(t, dualConf, agent.Options{Underlay: kernel.UnderlayQuery{PublicIP: netip.MustParseAddr("203.0.113.99"), PublicIPv6: q.PublicIPv6}, PublicIPv6NAT: true},
+		"no interface has address 203.0.113.99 (--public-ip)")
+
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(dualConf))
+	p := newStartPlatform(t)
+	a := agent.New(agent.Options{Store: m, Underlay: q, PublicIPv6NAT: true,
 		SubnetFile: filepath.Join(t.TempDir(), "subnet.env"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, p)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
