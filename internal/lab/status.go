@@ -22,7 +22,8 @@ type NodeStatus struct {
 	NS         string   `json:"netns"`
 	Agent      string   `json:"agent"`
 	Addr       string   `json:"addr"`
-	Subnet     string   `json:"subnet"`
+	Addr6      string   `json:"addr6,omitempty"`
+	Subnet     string   `json:"subnet"` // IPv4 then IPv6, comma-separated
 	AgentPID   int      `json:"agentPID"`
 	Running    bool     `json:"running"`
 	Ready      bool     `json:"ready"`
@@ -67,6 +68,9 @@ func (s *State) status() LabStatus {
 func (n *Node) status() NodeStatus {
 	ns := NodeStatus{Name: n.Name, NS: n.NS, Agent: n.Agent, Addr: n.Addr.String(), AgentPID: n.PID, Running: process.Ours(n.PID, n.SubnetFile),
 		SubnetFile: n.SubnetFile, CNIConfDir: n.CNIConfDir, CNIBinDirs: n.CNIBinDirs, Log: n.LogFile}
+	if n.Addr6.IsValid() {
+		ns.Addr6 = n.Addr6.String()
+	}
 	if env, err := subnetenv.Read(n.SubnetFile); err == nil {
 		ns.Subnet = subnets(env)
 	}
@@ -128,7 +132,7 @@ func (st LabStatus) print(w io.Writer) {
 		if !n.Running {
 			pid = "stopped"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.Name, n.NS, n.Addr, n.Subnet, n.Agent, pid, n.Ready, n.SubnetFile, n.CNIConfDir)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\t%s\n", n.Name, n.NS, strings.TrimSpace(n.Addr+" "+n.Addr6), n.Subnet, n.Agent, pid, n.Ready, n.SubnetFile, n.CNIConfDir)
 	}
 	tw.Flush()
 	for _, n := range st.Nodes {
@@ -206,7 +210,7 @@ func (s *State) paths() []string {
 	for i, a := range s.Nodes {
 		for _, b := range s.Nodes[i+1:] {
 			kind := s.pathBetween(a.Side == b.Side)
-			paths = append(paths, fmt.Sprintf("    %s %s <-> %s %s: %s", a.Name, a.Addr, b.Name, b.Addr, kind))
+			paths = append(paths, fmt.Sprintf("    %s %s <-> %s %s: %s", a.Name, addrList(a.Addrs()), b.Name, addrList(b.Addrs()), kind))
 		}
 	}
 	sort.Strings(paths)

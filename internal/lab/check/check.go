@@ -339,7 +339,7 @@ func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 		}
 	}
 	slices.Sort(fams)
-	if len(fams) > 1 {
+	if len(fams) > 1 || slices.Equal(fams, []int{6}) {
 		fmt.Fprintf(w, "each cell: %s\n", strings.Join(familyNames(fams), "/"))
 	}
 	printGrid(w, pods, cols, func(p, c string) string {
