@@ -385,9 +385,9 @@ func TestChooseAmongOwnLeases(t *testing.T) {
 		if tc.prefer != "" {
 			req.Prefer = []netip.Prefix{netip.MustParsePrefix(tc.prefer)}
 		}
-		held, v4, _, err := Choose(cfg, tc.leases, req, nil)
-		if err != nil || held == nil || v4.String() != tc.want {
-			t.Errorf("Choose(%v, prefer %s) = %v, %v; want %s", tc.leases, tc.prefer, v4, err, tc.want)
+		c, err := Choose(cfg, tc.leases, req, nil)
+		if err != nil || c.Held == nil || c.Subnet.String() != tc.want {
+			t.Errorf("Choose(%v, prefer %s) = %v, %v; want %s", tc.leases, tc.prefer, c.Subnet, err, tc.want)
 		}
 	}
 }
