@@ -172,20 +172,23 @@ func flannelParse(doc string) (*fsubnet.Config, error) {
 	return c, nil
 }
 
-// deliberate reports why weft may reject a document flannel accepts, and
-// the key weft's error must name. flannel checks these later (at backend
-// start) or not at all.
-func deliberate(c *fsubnet.Config) (why, key string) {
+// deliberate lists why weft may reject a document flannel accepts, each
+// with the key weft's error must name (weft reports the first it meets).
+// flannel checks these later (at backend start) or not at all.
+func deliberate(c *fsubnet.Config) map[string]string {
+	whys := map[string]string{} // key: why
 	typ := strings.ToLower(c.BackendType)
-	switch {
-	case !c.EnableIPv4 && !c.EnableIPv6:
-		return "both families disabled: weft rejects it in the config", "EnableIPv4"
-	case !slices.Contains(table.Types(), typ):
-		return fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType), "Backend.Type"
-	case c.EnableIPv6 && addr6(c.IPv6Network.IP).Is4In6():
-		return "an IPv4-mapped IPv6Network (::ffff:0:0/96): flannel takes it; weft refuses it, an IPv4 network in IPv6's clothes", "IPv6Network"
-	case typ == "udp" && c.EnableIPv6:
-		return "udp with IPv6: flannel's udp carries IPv4 only and says nothing; weft refuses it in the config", "EnableIPv6"
+	if !c.EnableIPv4 && !c.EnableIPv6 {
+		whys["EnableIPv4"] = "both families disabled: weft rejects it in the config"
+	}
+	if !slices.Contains(table.Types(), typ) {
+		whys["Backend.Type"] = fmt.Sprintf("backend type %q: weft rejects a type it does not implement in the config; flannel fails later, at backend start", c.BackendType)
+	}
+	if c.EnableIPv6 && addr6(c.IPv6Network.IP).Is4In6() {
+		whys["IPv6Network"] = "an IPv4-mapped IPv6Network (::ffff:0:0/96): flannel takes it; weft refuses it, an IPv4 network in IPv6's clothes"
+	}
+	if typ == "udp" && c.EnableIPv6 {
+		whys["EnableIPv6"] = "udp with IPv6: flannel's udp carries IPv4 only and says nothing; weft refuses it in the config"
 	}
 	var be struct{ MTU *int }
 	if json.Unmarshal(c.Backend, &be) == nil && be.MTU != nil && *be.MTU != 0 {
@@ -194,10 +197,10 @@ func deliberate(c *fsubnet.Config) (why, key string) {
 			least = table.MinMTU6
 		}
 		if *be.MTU < least {
-			return fmt.Sprintf("Backend.MTU %d: flannel takes any MTU; weft refuses one below %d", *be.MTU, least), "Backend.MTU"
+			whys["Backend.MTU"] = fmt.Sprintf("Backend.MTU %d: flannel takes any MTU; weft refuses one below %d", *be.MTU, least)
 		}
 	}
-	return "", ""
+	return whys
 }
 
 // addr6 is flannel's IPv6 address as a netip.Addr. (Not through its
@@ -220,13 +223,13 @@ func compare(doc string) string {
 	case ferr != nil:
 		return fmt.Sprintf("flannel rejects (%v), weft accepts", ferr)
 	case werr != nil:
-		why, key := deliberate(fc)
+		whys := deliberate(fc)
 		var ce *config.Error
-		if why != "" && errors.As(werr, &ce) && ce.Key == key {
+		if errors.As(werr, &ce) && whys[ce.Key] != "" {
 			return ""
 		}
-		if why != "" {
-			return fmt.Sprintf("flannel accepts, weft rejects it deliberately (%s) but with another error: %v", why, werr)
+		if len(whys) > 0 {
+			return fmt.Sprintf("flannel accepts, weft rejects it deliberately (%v) but with another error: %v", whys, werr)
 		}
 		return fmt.Sprintf("flannel accepts, weft rejects (%v)", werr)
 	}
