@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/weftnet/weft/internal/firewall"
@@ -223,5 +224,49 @@ func TestPreviousAttrs(t *testing.T) {
 		if !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("store error %v: the backend got Previous %+v, want %+v", tc.err, got, tc.want)
 		}
+	}
+}
+
+// releasingStore lists extra leases beside the memory store's and records
+// what the agent deletes, as etcd would delete it.
+type releasingStore struct {
+	*leasetest.Memory
+	extra []lease.Lease
+
+	mu      sync.Mutex // guards deleted
+	deleted []string
+}
+
+func (s *releasingStore) List(ctx context.Context) ([]lease.Lease, error) {
+	ls, err := s.Memory.List(ctx)
+	return append(ls, s.extra...), err
+}
+
+func (s *releasingStore) Delete(_ context.Context, key string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.deleted = append(s.deleted, key)
+	return true, nil
+}
+
+// TestIPv6OnlyReleasesOnlyItsOwnOldLease: at start an IPv6-only node
+// releases its own old lease, known by PublicIPv6, and not the leases of
+// other IPv6-only nodes, whose PublicIP is 0.0.0.0 like its own, nor its
+// reservations.
+func TestIPv6OnlyReleasesOnlyItsOwnOldLease(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig([]byte(ipv6Conf))
+	mine := hostGW("", "", "2001:db8:244:78::/64", underlay6)
+	mine.StoreID = 5
+	other := hostGW("", "", "2001:db8:244:79::/64", "2001:db8:0:1::9")
+	other.StoreID = 6
+	reserved := hostGW("", "", "2001:db8:244:7a::/64", underlay6)
+	s := &releasingStore{Memory: m, extra: []lease.Lease{mine, other, reserved}}
+	a, _, _ := start(t, s, &fakePlatform{}, filepath.Join(t.TempDir(), "subnet.env"))
+	eventually(t, "ready", func() bool { return a.Status().Ready })
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !slices.Equal(s.deleted, []string{mine.Key()}) {
+		t.Errorf("released %v, want only %s", s.deleted, mine.Key())
 	}
 }
