@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/kubeapi/kubeapitest"
 )
 
 // flanneld returns the reference flanneld that test.sh builds from
@@ -25,7 +27,9 @@ func flanneld(t *testing.T) string {
 }
 
 // TestMixedWithFlanneld runs the real flanneld on one node and weft on the
-// others, sharing one etcd: every pod must reach every other pod both ways.
+// others, sharing one etcd (or, -kube, one API server): every pod must
+// reach every other pod both ways, over both families in a dual-stack
+// lab.
 func TestMixedWithFlanneld(t *testing.T) {
 	if bin == "" {
 		t.Skip("needs root")
@@ -35,14 +39,22 @@ func TestMixedWithFlanneld(t *testing.T) {
 		name string
 		args []string
 		want string
+		kube bool
 	}{
-		{"vxlan", nil, "36 passed, 0 failed"},
-		{"host-gw", []string{"--backend", "host-gw"}, "36 passed, 0 failed"},
-		{"udp", []string{"--backend", "udp"}, "36 passed, 0 failed"},
-		{"vxlan-DirectRouting-l3", []string{"--topology", "l3", "--direct-routing", "--nodes", "4"}, "64 passed, 0 failed"},
+		{"vxlan", nil, "36 passed, 0 failed", false},
+		{"host-gw", []string{"--backend", "host-gw"}, "36 passed, 0 failed", false},
+		{"udp", []string{"--backend", "udp"}, "36 passed, 0 failed", false},
+		{"vxlan-DirectRouting-l3", []string{"--topology", "l3", "--direct-routing", "--nodes", "4"}, "64 passed, 0 failed", false},
+		{"vxlan-dual", []string{"--ip-family", "dual"}, "72 passed, 0 failed", false},
+		{"host-gw-dual", []string{"--ip-family", "dual", "--backend", "host-gw"}, "72 passed, 0 failed", false},
+		{"vxlan-dual-kube", []string{"--ip-family", "dual"}, "72 passed, 0 failed", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, out := newLab(t, append([]string{"--flannel-nodes", "n3", "--flanneld", fl}, tc.args...)...)
+			args := tc.args
+			if tc.kube {
+				args = append(args, "--store", "kube", "--kube-apiserver", kubeapitest.Binary(t))
+			}
+			_, out := newLab(t, append([]string{"--flannel-nodes", "n3", "--flanneld", fl}, args...)...)
 			if !strings.Contains(out, tc.want) {
 				t.Fatalf("mixed lab (%s) with flanneld on n3:\n%s", tc.name, out)
 			}
@@ -52,8 +64,8 @@ func TestMixedWithFlanneld(t *testing.T) {
 
 // TestMigrationUnderLoad starts a lab all on flanneld, replaces flanneld by
 // weft on each node in turn while pods ping each other across nodes at
-// 20/s, then rolls one node back: no packet lost, every node keeps its
-// subnet and (vxlan) its VTEP MAC.
+// 20/s (over each family in a dual-stack lab), then rolls one node back:
+// no packet lost, every node keeps its subnets and (vxlan) its VTEP MACs.
 func TestMigrationUnderLoad(t *testing.T) {
 	if bin == "" {
 		t.Skip("needs root")
@@ -62,38 +74,59 @@ func TestMigrationUnderLoad(t *testing.T) {
 	for _, backend := range []string{"vxlan", "host-gw"} {
 		t.Run(backend, func(t *testing.T) { migrate(t, fl, backend) })
 	}
+	t.Run("vxlan-dual", func(t *testing.T) { migrate(t, fl, "vxlan", "--ip-family", "dual") })
+	t.Run("host-gw-dual", func(t *testing.T) { migrate(t, fl, "host-gw", "--ip-family", "dual") })
+	t.Run("vxlan-dual-kube", func(t *testing.T) {
+		migrate(t, fl, "vxlan", "--ip-family", "dual", "--store", "kube", "--kube-apiserver", kubeapitest.Binary(t))
+	})
 }
 
-// migrate starts a 3-node lab all on flanneld (labArgs choose the store),
-// switches each node to weft in turn while pods ping across nodes at 20/s,
-// rolls n2 back to flanneld, and checks that no packet was lost and every
-// node kept its subnet and VTEP MAC.
+// migrate starts a 3-node lab all on flanneld (labArgs choose the store
+// and the families), switches each node to weft in turn while pods ping
+// across nodes at 20/s over each family, rolls n2 back to flanneld, and
+// checks that no packet was lost and every node kept its subnets and
+// VTEP MACs.
 func migrate(t *testing.T, fl, backend string, labArgs ...string) {
+	dual := strings.Contains(strings.Join(labArgs, " "), "--ip-family dual")
+	want := "36 passed, 0 failed"
+	devs := []string{"flannel.1"}
+	pingFlags := [][]string{nil}
+	if dual {
+		want = "72 passed, 0 failed"
+		devs = append(devs, "flannel-v6.1")
+		pingFlags = append(pingFlags, []string{"--ipv6"})
+	}
 	l, out := newLab(t, append([]string{"--flannel-nodes", "n1,n2,n3", "--flanneld", fl, "--backend", backend}, labArgs...)...)
-	if !strings.Contains(out, "36 passed, 0 failed") {
+	if !strings.Contains(out, want) {
 		t.Fatalf("all-flannel lab:\n%s", out)
 	}
 	before := l.status()
 	macs := map[string]string{}
 	if backend == "vxlan" {
 		for _, n := range []string{"n1", "n2", "n3"} {
-			dev, err := l.handle(n).LinkByName("flannel.1")
-			if err != nil {
-				t.Fatal(err)
+			for _, d := range devs {
+				dev, err := l.handle(n).LinkByName(d)
+				if err != nil {
+					t.Fatal(err)
+				}
+				macs[n+" "+d] = dev.Attrs().HardwareAddr.String()
 			}
-			macs[n] = dev.Attrs().HardwareAddr.String()
 		}
 	}
 	var pings []*exec.Cmd
 	var outs []*strings.Builder
 	for _, pair := range [][2]string{{"n1-p1", "n3-p1"}, {"n2-p1", "n1-p2"}, {"n3-p2", "n2-p2"}} {
-		c := exec.Command(filepath.Join(bin, "weft"), "lab", "ping", "--name", l.name, "--count", "300", "--interval", "50ms", pair[0], pair[1])
-		var sb strings.Builder
-		c.Stdout, c.Stderr = &sb, &sb
-		if err := c.Start(); err != nil {
-			t.Fatal(err)
+		for _, fam := range pingFlags {
+			args := append([]string{"lab", "ping", "--name", l.name, "--count", "300", "--interval", "50ms"}, fam...)
+			c := exec.Command(filepath.Join(bin, "weft"), append(args, pair[0], pair[1])...)
+			var sb strings.Builder
+			sb.WriteString(strings.Join(fam, "") + " ")
+			c.Stdout, c.Stderr = &sb, &sb
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			pings, outs = append(pings, c), append(outs, &sb)
 		}
-		pings, outs = append(pings, c), append(outs, &sb)
 	}
 	time.Sleep(time.Second)
 	for _, n := range []string{"n1", "n2", "n3"} {
@@ -114,13 +147,18 @@ func migrate(t *testing.T, fl, backend string, labArgs ...string) {
 			t.Errorf("%s changed subnet: %s -> %s", before.Nodes[i].Name, before.Nodes[i].Subnet, after.Nodes[i].Subnet)
 		}
 	}
-	for n, mac := range macs {
-		dev, _ := l.handle(n).LinkByName("flannel.1")
+	for key, mac := range macs {
+		n, d, _ := strings.Cut(key, " ")
+		dev, err := l.handle(n).LinkByName(d)
+		if err != nil {
+			t.Errorf("%s: %v", key, err)
+			continue
+		}
 		if got := dev.Attrs().HardwareAddr.String(); got != mac {
-			t.Errorf("%s changed its VTEP MAC: %s -> %s", n, mac, got)
+			t.Errorf("%s changed its VTEP MAC: %s -> %s", key, mac, got)
 		}
 	}
-	if out := l.must("check"); !strings.Contains(out, "36 passed, 0 failed") {
+	if out := l.must("check"); !strings.Contains(out, want) {
 		t.Errorf("check after migration:\n%s", out)
 	}
 }
