@@ -106,6 +106,19 @@ func parseKeyPrefix(s string, want4 bool) (netip.Prefix, error) {
 	if p.Masked() != p {
 		return p, fmt.Errorf("%q has host bits set", clip(s))
 	}
+	// Keys flannel's ParseSubnetKey cannot read are refused too, so that a
+	// mixed cluster agrees on which leases exist: flannel reads the length
+	// into 5 (IPv4) or 7 (IPv6) bits, matches lower-case hex only, and
+	// writes an IPv4-mapped or ::/96 subnet's key as IPv4.
+	a := p.Addr()
+	switch {
+	case p.Bits() == a.BitLen():
+		return p, fmt.Errorf("%q is a single address, not a subnet", clip(s))
+	case strings.ContainsAny(s[:i], "ABCDEF"):
+		return p, fmt.Errorf("%q has upper-case hex digits (flannel writes lower case)", clip(s))
+	case a.Is6() && (a.Is4In6() || [12]byte(a.AsSlice()) == [12]byte{}):
+		return p, fmt.Errorf("%q is in ::ffff:0:0/96 or ::/96, which flannel writes as IPv4", clip(s))
+	}
 	return p, nil
 }
 

@@ -35,7 +35,9 @@ func TestKey(t *testing.T) {
 			t.Errorf("ParseKey(%q) = %v %v %v", tc.key, g4, g6, err)
 		}
 	}
-	for _, bad := range []string{"", "10.244.3.0", "10.244.3.1-24", "10.244.3.0-33", "fd00::-64", "10.244.3.0-24&10.0.0.0-8", "0.0.0.0-0"} {
+	for _, bad := range []string{"", "10.244.3.0", "10.244.3.1-24", "10.244.3.0-33", "fd00::-64", "10.244.3.0-24&10.0.0.0-8", "0.0.0.0-0",
+		// keys flannel cannot read: host lengths, upper-case hex, IPv6 it writes as IPv4
+		"10.0.0.0-32", "0.0.0.0-0&fd00::-128", "10.244.3.0-24&FD00::-64", "0.0.0.0-0&::ffff:a00:0-104", "0.0.0.0-0&::a00:0-104"} {
 		if _, _, err := ParseKey(bad); err == nil {
 			t.Errorf("ParseKey(%q) accepted", bad)
 		}
