@@ -148,6 +148,9 @@ type familySpec struct {
 	keyNet, keyLen, keyMin, keyMax        string
 }
 
+// compatIPv6 is ::/96, the IPv4-compatible IPv6 addresses.
+var compatIPv6 = netip.MustParsePrefix("::/96")
+
 func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *string) (Family, error) {
 	var f Family
 	if network == nil || *network == "" {
@@ -165,6 +168,11 @@ func resolveFamily(s familySpec, network *string, subnetLen *int, smin, smax *st
 		return f, errorf(s.keyNet, "%q is not an IPv%d network", *network, map[int]int{32: 4, 128: 6}[s.bits])
 	}
 	f.Network = p.Masked()
+	if s.bits == 128 && f.Network.Overlaps(compatIPv6) {
+		// flannel writes the lease key of a subnet in ::/96 as IPv4, a key
+		// it cannot read back (a deliberate difference: flannel accepts it).
+		return f, errorf(s.keyNet, "%q overlaps ::/96, whose lease keys flannel writes as IPv4; use a network such as %q", *network, example(s.bits))
+	}
 	plen := f.Network.Bits()
 	if subnetLen != nil && *subnetLen > 0 {
 		f.SubnetLen = *subnetLen

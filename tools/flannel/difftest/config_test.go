@@ -146,7 +146,7 @@ var ipv6Corpus = []struct {
 	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "bogus", "Backend": {"Type": "vxlan"}}`, false},
 	// IPv4-mapped (weft refuses it, deliberate) and IPv4-compatible networks
 	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "::ffff:10.0.0.0/104", "Backend": {"Type": "vxlan"}}`, true},
-	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "::a00:0/104", "Backend": {"Type": "vxlan"}}`, true},
+	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "::a00:0/104", "Backend": {"Type": "vxlan"}}`, true}, // weft refuses, deliberate
 	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fe80::%eth0/64", "Backend": {"Type": "vxlan"}}`, false},
 	// IPv6 switched off: the IPv6 keys are read but not used
 	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 127, "Backend": {"Type": "vxlan"}}`, true},
@@ -186,6 +186,9 @@ func deliberate(c *fsubnet.Config) map[string]string {
 	}
 	if c.EnableIPv6 && addr6(c.IPv6Network.IP).Is4In6() {
 		whys["IPv6Network"] = "an IPv4-mapped IPv6Network (::ffff:0:0/96): flannel takes it; weft refuses it, an IPv4 network in IPv6's clothes"
+	}
+	if n6 := netip.PrefixFrom(addr6(c.IPv6Network.IP), int(c.IPv6Network.PrefixLen)); c.EnableIPv6 && n6.Overlaps(netip.MustParsePrefix("::/96")) {
+		whys["IPv6Network"] = "an IPv6Network overlapping ::/96: flannel takes it and writes its lease keys as IPv4, keys it cannot read; weft refuses it"
 	}
 	if typ == "udp" && c.EnableIPv6 {
 		whys["EnableIPv6"] = "udp with IPv6: flannel's udp carries IPv4 only and says nothing; weft refuses it in the config"
