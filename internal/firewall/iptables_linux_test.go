@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/netns/netnstest"
@@ -135,30 +136,7 @@ func TestForwardDropTraffic(t *testing.T) {
 	defer h.Close()
 	for i, pod := range []string{a, b} {
 		// node: vethI 10.244.I.1/24 <-> pod: eth0 10.244.I.2/24, default via .1
-		name := fmt.Sprintf("veth%d", i)
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0"}); err != nil {
-			t.Fatal(err)
-		}
-		addrUp(t, h, name, fmt.Sprintf("10.244.%d.1/24", i))
-		peer, err := h.LinkByName("eth0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, err := netns.Fd(pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = h.LinkSetNsFd(peer, int(fd))
-		fd.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		ph, err := netns.Handle(pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ph.Close()
-		addrUp(t, ph, "eth0", fmt.Sprintf("10.244.%d.2/24", i))
+		ph := vethTo(t, h, fmt.Sprintf("veth%d", i), fmt.Sprintf("10.244.%d.1/24", i), pod, fmt.Sprintf("10.244.%d.2/24", i))
 		gw := netip.MustParseAddr(fmt.Sprintf("10.244.%d.1", i))
 		if err := ph.RouteAdd(&netlink.Route{Gw: gw.AsSlice()}); err != nil { // ip route add default via gw
 			t.Fatal(err)
@@ -171,29 +149,8 @@ func TestForwardDropTraffic(t *testing.T) {
 	}
 	inNS(t, node, "iptables", "-P", "FORWARD", "DROP")
 
-	var ln net.Listener
-	if err := netns.Do(b, func() (err error) { ln, err = net.Listen("tcp", "10.244.1.2:0"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	dial := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		c, err := netns.Dialer(a)(ctx, "tcp", ln.Addr().String())
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}
+	addr, _ := serveIn(t, b, "10.244.1.2:0")
+	dial := func() error { return dialFrom(a, addr) }
 	if dial() == nil {
 		t.Fatal("traffic passes the DROP policy before weft applied anything")
 	}
@@ -225,7 +182,78 @@ func TestForwardDropTraffic(t *testing.T) {
 	}
 }
 
-// addrUp is `ip addr add ADDR dev NAME; ip link set NAME up`.
+// serveIn listens on TCP addr in namespace ns until the test ends,
+// accepting and closing connections; it returns the address listened on
+// and the source addresses of the connections accepted.
+func serveIn(t *testing.T, ns, addr string) (string, <-chan netip.Addr) {
+	t.Helper()
+	var ln net.Listener
+	if err := netns.Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	seen := make(chan netip.Addr, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			select {
+			case seen <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr().Unmap():
+			default:
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String(), seen
+}
+
+// dialFrom connects to TCP addr from namespace ns, within two seconds.
+func dialFrom(ns, addr string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c, err := netns.Dialer(ns)(ctx, "tcp", addr)
+	if err == nil {
+		c.Close()
+	}
+	return err
+}
+
+// vethTo links the node (h) to namespace ns: veth NAME with nodeAddr in
+// the node, its peer eth0 with addr in ns. It returns ns's handle, closed
+// when the test ends.
+func vethTo(t *testing.T, h *netlink.Handle, name, nodeAddr, ns, addr string) *netlink.Handle {
+	t.Helper()
+	// ip link add NAME type veth peer name eth0
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	addrUp(t, h, name, nodeAddr)
+	peer, err := h.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd, err := netns.Fd(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = h.LinkSetNsFd(peer, int(fd)) // ip link set eth0 netns NS
+	fd.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nh, err := netns.Handle(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nh.Close)
+	addrUp(t, nh, "eth0", addr)
+	return nh
+}
+
+// addrUp is `ip addr add ADDR dev NAME; ip link set NAME up`, with
+// nodad for an IPv6 address, so that it is usable at once.
 func addrUp(t *testing.T, h *netlink.Handle, name, addr string) {
 	t.Helper()
 	l, err := h.LinkByName(name)
@@ -235,6 +263,9 @@ func addrUp(t *testing.T, h *netlink.Handle, name, addr string) {
 	a, err := netlink.ParseAddr(addr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a.IP.To4() == nil {
+		a.Flags = unix.IFA_F_NODAD
 	}
 	if err := h.AddrAdd(l, a); err != nil {
 		t.Fatalf("add %s to %s: %v", addr, name, err)

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/netns/netnstest"
@@ -31,15 +30,7 @@ func TestApplyIPv6InNamespace(t *testing.T) {
 			}
 		}
 		checkTable(t, name, s)
-		tx, err := Render(s, Observed{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := netns.Command(name, "nft", "-c", "-f", "/dev/stdin")
-		cmd.Stdin = strings.NewReader(tx.String())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("nft -c rejects the rendered transaction: %v\n%s\n%s", err, out, tx)
-		}
+		nftCheck(t, name, s, Observed{})
 	}
 	if onPath("iptables-save") && onPath("ip6tables") && onPath("ip6tables-save") && onPath("ip6tables-restore") {
 		got := inNS(t, name, "ip6tables", "-S", "WEFT-FWD")
@@ -80,40 +71,8 @@ func TestMasqueradeIPv6Traffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer h.Close()
-	for _, side := range []struct{ ns, veth, nodeAddr, addr string }{
-		{pod, "vpod", "2001:db8:244:3::1/64", "2001:db8:244:3::2/64"},
-		{ext, "vext", "2001:db8:0:1::1/64", "2001:db8:0:1::2/64"},
-	} {
-		// node: VETH NODEADDR <-> SIDE: eth0 ADDR
-		if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: side.veth}, PeerName: "eth0"}); err != nil {
-			t.Fatal(err)
-		}
-		addrUpNoDAD(t, h, side.veth, side.nodeAddr)
-		peer, err := h.LinkByName("eth0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		fd, err := netns.Fd(side.ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = h.LinkSetNsFd(peer, int(fd)) // ip link set eth0 netns SIDE
-		fd.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		sh, err := netns.Handle(side.ns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sh.Close()
-		addrUpNoDAD(t, sh, "eth0", side.addr)
-	}
-	ph, err := netns.Handle(pod)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ph.Close()
+	ph := vethTo(t, h, "vpod", "2001:db8:244:3::1/64", pod, "2001:db8:244:3::2/64")
+	vethTo(t, h, "vext", "2001:db8:0:1::1/64", ext, "2001:db8:0:1::2/64")
 	// ip -6 route add default via 2001:db8:244:3::1, in the pod; the
 	// outside host has no route to the pods.
 	if err := ph.RouteAdd(&netlink.Route{Dst: &net.IPNet{IP: net.IPv6zero, Mask: net.CIDRMask(0, 128)}, Gw: net.ParseIP("2001:db8:244:3::1")}); err != nil {
@@ -124,31 +83,8 @@ func TestMasqueradeIPv6Traffic(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	var ln net.Listener
-	if err := netns.Do(ext, func() (err error) { ln, err = net.Listen("tcp", "[2001:db8:0:1::2]:0"); return err }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	seen := make(chan netip.Addr, 4)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			seen <- c.RemoteAddr().(*net.TCPAddr).AddrPort().Addr()
-			c.Close()
-		}
-	}()
-	dial := func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		c, err := netns.Dialer(pod)(ctx, "tcp", ln.Addr().String())
-		if err == nil {
-			c.Close()
-		}
-		return err
-	}
+	addr, seen := serveIn(t, ext, "[2001:db8:0:1::2]:0")
+	dial := func() error { return dialFrom(pod, addr) }
 	if dial() == nil {
 		t.Fatal("the pod reaches the outside host without masquerade: the test proves nothing")
 	}
@@ -165,25 +101,5 @@ func TestMasqueradeIPv6Traffic(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("no connection seen")
-	}
-}
-
-// addrUpNoDAD is `ip addr add ADDR dev NAME nodad; ip link set NAME up`.
-func addrUpNoDAD(t *testing.T, h *netlink.Handle, name, addr string) {
-	t.Helper()
-	l, err := h.LinkByName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := netlink.ParseAddr(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a.Flags = unix.IFA_F_NODAD
-	if err := h.AddrAdd(l, a); err != nil {
-		t.Fatalf("add %s to %s: %v", addr, name, err)
-	}
-	if err := h.LinkSetUp(l); err != nil {
-		t.Fatalf("set %s up: %v", name, err)
 	}
 }

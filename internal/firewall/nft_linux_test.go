@@ -109,6 +109,21 @@ func want(s State, fam Family) map[string][]string {
 	return m
 }
 
+// nftCheck has nft check (nft -c) the text of the transaction Render
+// gives from o to s, against the namespace's live tables.
+func nftCheck(t *testing.T, name string, s State, o Observed) {
+	t.Helper()
+	tx, err := Render(s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := netns.Command(name, "nft", "-c", "-f", "/dev/stdin")
+	cmd.Stdin = strings.NewReader(tx.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("nft -c rejects the rendered transaction: %v\n%s\n%s", err, out, tx)
+	}
+}
+
 func checkTable(t *testing.T, name string, s State) {
 	t.Helper()
 	for _, fam := range []Family{IPv4, IPv6} {
@@ -138,15 +153,7 @@ func TestApplyInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, o := range []Observed{{}, obs} {
-		tx, err := Render(full, o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := netns.Command(name, "nft", "-c", "-f", "/dev/stdin")
-		cmd.Stdin = strings.NewReader(tx.String())
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Errorf("nft -c rejects the rendered transaction: %v\n%s\n%s", err, out, tx)
-		}
+		nftCheck(t, name, full, o)
 	}
 	// Masquerade off: its chain goes, the others keep theirs.
 	rest := NewState(Forward(network), policy())
