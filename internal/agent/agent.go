@@ -73,7 +73,7 @@ type Platform interface {
 	// Backend builds a backend of kind k with the platform's kernel added
 	// to env. Its goroutines end with ctx or on Close.
 	Backend(ctx context.Context, k backend.Kind, opts backend.Options, env backend.Env) (backend.Backend, error)
-	EnableForwarding() error
+	EnableForwarding(ipv6 bool) error
 	// Firewall applies weft's firewall state.
 	Firewall() firewall.Applier
 	// WatchKernel calls changed, until ctx ends, whenever the kernel's
@@ -263,7 +263,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("leased subnet", "subnet", own.Subnet, "ipv6-subnet", own.IPv6Subnet, "expires", expires)
 	a.logSubnetChanges(prev, own)
 	a.releaseStale(ctx, own)
-	if err := a.p.EnableForwarding(); err != nil {
+	if err := a.p.EnableForwarding(cfg.EnableIPv6); err != nil {
 		return err
 	}
 	if err := subnetenv.Write(a.o.SubnetFile, a.desire(cfg, be, own, nil).Env); err != nil {

@@ -66,7 +66,10 @@ func (f *fakePlatform) Backend(_ context.Context, k backend.Kind, _ backend.Opti
 	return fakeBackend{f}, nil
 }
 
-func (f *fakePlatform) EnableForwarding() error { f.record("forwarding"); return nil }
+func (f *fakePlatform) EnableForwarding(ipv6 bool) error {
+	f.record(map[bool]string{false: "forwarding", true: "forwarding ipv4 ipv6"}[ipv6])
+	return nil
+}
 
 func (f *fakePlatform) Firewall() firewall.Applier { return &f.fw }
 

@@ -81,7 +81,11 @@ func TestDualStack(t *testing.T) {
 	}
 	p.mu.Lock()
 	env := p.env
+	forwarding := slices.Contains(p.calls, "forwarding ipv4 ipv6")
 	p.mu.Unlock()
+	if !forwarding {
+		t.Error("the agent did not turn on IPv6 forwarding")
+	}
 	if env.Network.String() != "10.244.0.0/16" || env.IPv6Network.String() != network6 || env.Underlay.Addr6.String() != underlay6 {
 		t.Errorf("the backend was built with networks %s %s, underlay %+v", env.Network, env.IPv6Network, env.Underlay)
 	}

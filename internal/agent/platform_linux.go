@@ -72,14 +72,24 @@ func (l *Linux) Backend(ctx context.Context, k backend.Kind, opts backend.Option
 func (l *Linux) Firewall() firewall.Applier { return l.fw }
 
 // EnableForwarding is `sysctl -w net.ipv4.ip_forward=1` for this
-// namespace. It writes only when needed: in a container /proc/sys is
-// read-only, and the node usually has forwarding on already.
-func (l *Linux) EnableForwarding() error {
-	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil && strings.TrimSpace(string(b)) == "1" {
-		return nil
+// namespace, and `net.ipv6.conf.all.forwarding=1` when ipv6 (a node that
+// routes IPv6 pods; as with the bridge plugin under flannel, the node then
+// ignores router advertisements on interfaces with accept_ra=1). It
+// writes only when needed: in a container /proc/sys is read-only, and the
+// node usually has forwarding on already.
+func (l *Linux) EnableForwarding(ipv6 bool) error {
+	knobs := []struct{ family, path, sysctl string }{{"IPv4", "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"}}
+	if ipv6 {
+		knobs = append(knobs, struct{ family, path, sysctl string }{"IPv6", "/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"})
 	}
-	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
-		return fmt.Errorf("enable IPv4 forwarding (set net.ipv4.ip_forward=1 on the node, or run the agent with write access to /proc/sys): %w", err)
+	for _, k := range knobs {
+		if b, err := os.ReadFile(k.path); err == nil && strings.TrimSpace(string(b)) == "1" {
+			continue
+		}
+		if err := os.WriteFile(k.path, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("enable %s forwarding (set %s=1 on the node, or run the agent with write access to /proc/sys): %w", k.family, k.sysctl, err)
+		}
+		l.log.Info("turned on " + k.family + " forwarding (" + k.sysctl + "=1)")
 	}
 	return nil
 }
