@@ -366,3 +366,43 @@ func outside(t *testing.T, node, ext string) {
 	}
 	t.Fatal(errors.New("the outside namespace does not answer the node over IPv6"))
 }
+
+// TestCheckOlderPod: a pod weft-cni attached before it added the cluster
+// network's route and turned hairpin on (weft's own conflist, no
+// delegate) still passes CHECK: `ip route del 10.244.0.0/16` in the pod
+// and `bridge link set dev vethX hairpin off` make it such a pod.
+func TestCheckOlderPod(t *testing.T) {
+	p := setupWith(t, "FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
+		`{"cniVersion":"1.1.0","name":"weft","type":"weft-cni","subnetFile":%q,"dataDir":%q}`)
+	pod := netnstest.New(t)
+	if _, err := p.call("ADD", "c0", netns.Path(pod), ""); err != nil {
+		t.Fatal(err)
+	}
+	ph := handle(t, pod)
+	if err := ph.RouteDel(&netlink.Route{Dst: &net.IPNet{IP: net.IPv4(10, 244, 0, 0).To4(), Mask: net.CIDRMask(16, 32)}, Gw: net.IPv4(10, 244, 5, 1).To4()}); err != nil {
+		t.Fatal(err)
+	}
+	node := handle(t, p.node)
+	br, err := node.LinkByName("cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, _ := node.LinkList()
+	for _, l := range ls {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			if err := node.LinkSetHairpin(l, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := p.call("CHECK", "c0", netns.Path(pod), ""); err != nil {
+		t.Errorf("CHECK of an older pod: %v", err)
+	}
+	// The default route is still required.
+	if err := ph.RouteDel(&netlink.Route{Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Gw: net.IPv4(10, 244, 5, 1).To4()}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.call("CHECK", "c0", netns.Path(pod), ""); err == nil {
+		t.Error("CHECK passed a pod without its default route")
+	}
+}

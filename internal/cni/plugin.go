@@ -38,10 +38,15 @@ type NetConf struct {
 	// Resolved options (ParseConf): with a delegate, the bridge plugin's
 	// defaults for what it leaves out, as flannel's users get them; without
 	// one, weft-cni's own (hairpin on, default route via the bridge).
-	HairpinMode    bool  `json:"-"`
-	DefaultGateway bool  `json:"-"` // default route of each family via the bridge
-	IPMasq         *bool `json:"-"` // nil: the opposite of FLANNEL_IPMASQ
-	MTU            int   `json:"-"` // 0: FLANNEL_MTU
+	HairpinMode    bool `json:"-"`
+	DefaultGateway bool `json:"-"` // default route of each family via the bridge
+	// IPMasq: masquerade the pods' traffic leaving their subnet. nil: with
+	// flannel's delegate, the opposite of FLANNEL_IPMASQ, as flannel's
+	// plugin does (masquerade where the agent does not); without one, off,
+	// as weft-cni always did (pod-to-pod traffic keeps its addresses, which
+	// NetworkPolicy matches on).
+	IPMasq *bool `json:"-"`
+	MTU    int   `json:"-"` // 0: FLANNEL_MTU
 }
 
 // Delegate holds the keys of flannel's delegate object that weft-cni
@@ -148,9 +153,16 @@ func resolveNode(c *NetConf, env subnetenv.Env) (node, error) {
 	bad := func(format string, a ...any) (node, error) {
 		return node{}, types.NewError(types.ErrInvalidNetworkConfig, fmt.Sprintf("weft-cni: %s: ", c.SubnetFile)+fmt.Sprintf(format, a...), "")
 	}
-	n := node{mtu: env.MTU, ipMasq: !env.IPMasq}
-	if c.IPMasq != nil {
+	n := node{mtu: env.MTU}
+	switch {
+	case c.IPMasq != nil:
 		n.ipMasq = *c.IPMasq
+	case c.Delegate != nil && !env.HasIPMasq:
+		// flannel's plugin refuses the file too: which way to masquerade
+		// would be a guess.
+		return bad("has no FLANNEL_IPMASQ line, which decides whether the plugin masquerades (flannel's conflist): is it the agent's file? set delegate.ipMasq to decide here")
+	case c.Delegate != nil:
+		n.ipMasq = !env.IPMasq
 	}
 	if c.MTU != 0 {
 		n.mtu = c.MTU

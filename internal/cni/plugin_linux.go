@@ -507,6 +507,11 @@ func Check(args *skel.CmdArgs) error {
 		return fmt.Errorf("weft-cni: list routes of %s: %w", args.IfName, err)
 	}
 	for _, r := range podRoutes(n, conf.DefaultGateway) {
+		if conf.DefaultGateway && r.dst.Bits() != 0 {
+			// The default route covers the cluster network; pods made
+			// before weft-cni added that route too have only the default.
+			continue
+		}
 		if !slices.ContainsFunc(routes, func(h netlink.Route) bool {
 			dst := netip.PrefixFrom(unspecified(r.gw), 0)
 			if h.Dst != nil {
@@ -524,7 +529,9 @@ func Check(args *skel.CmdArgs) error {
 	// `bridge -d link show dev vethXXXX`
 	if pi, err := netlink.LinkGetProtinfo(host); err != nil {
 		return fmt.Errorf("weft-cni: bridge port flags of %s: %w", host.Attrs().Name, err)
-	} else if pi.Hairpin != conf.HairpinMode {
+	} else if pi.Hairpin != conf.HairpinMode && conf.Delegate != nil {
+		// Only a conflist that asks for a mode is held to it: weft-cni's
+		// own default became hairpin on, and older pods' ports are off.
 		return fmt.Errorf("weft-cni: bridge port %s has hairpin %t, want %t", host.Attrs().Name, pi.Hairpin, conf.HairpinMode)
 	}
 	return nil

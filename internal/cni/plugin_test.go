@@ -104,6 +104,7 @@ func TestNodeAndRoutes(t *testing.T) {
 			"[10.244.5.0/24 gw 10.244.5.1 net 10.244.0.0/16, 2001:db8:244:5::/64 gw 2001:db8:244:5::1 net 2001:db8:244::/48]", false,
 			"[route 10.244.0.0/16 via 10.244.5.1 route 2001:db8:244::/48 via 2001:db8:244:5::1]"},
 		{"delegate ipMasq wins", `{"name":"n","delegate":{"ipMasq":true}}`, dualEnv, "", true, ""},
+		{"weft's own conf never masquerades by itself", `{"name":"n"}`, v6Env, "", false, ""},
 		{"subnet given by its network address", `{"name":"n"}`, "FLANNEL_SUBNET=10.244.5.0/24\nFLANNEL_MTU=1450\nFLANNEL_IPMASQ=true\n",
 			"[10.244.5.0/24 gw 10.244.5.1 net invalid Prefix]", false, "[default route via 10.244.5.1]"},
 	} {
@@ -149,6 +150,15 @@ func TestNodeRejects(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: %v, want %q", tc.env, err, tc.want)
 		}
+	}
+	// flannel's conflist: FLANNEL_IPMASQ decides, so a file without it is
+	// refused, as flannel's plugin refuses it.
+	fc, err := ParseConf([]byte(flannelConflistPlugin))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := resolveNode(fc, env(t, "FLANNEL_SUBNET=10.244.5.1/24\nFLANNEL_MTU=1450\n")); err == nil || !strings.Contains(err.Error(), "has no FLANNEL_IPMASQ line") {
+		t.Errorf("flannel's conflist without FLANNEL_IPMASQ: %v", err)
 	}
 }
 

@@ -25,6 +25,10 @@ type Env struct {
 	IPv6Subnet  netip.Prefix // FLANNEL_IPV6_SUBNET (optional)
 	MTU         int          // FLANNEL_MTU
 	IPMasq      bool         // FLANNEL_IPMASQ
+	// HasIPMasq is set by Parse when the file has a FLANNEL_IPMASQ line
+	// (flannel's CNI plugin refuses a file without one); Write always
+	// writes it.
+	HasIPMasq bool
 }
 
 // GatewayPrefix turns a subnet (10.244.3.0/24) into the form subnet.env
@@ -111,6 +115,7 @@ func Parse(data []byte) (Env, error) {
 			e.MTU, err = strconv.Atoi(v)
 		case "FLANNEL_IPMASQ":
 			e.IPMasq, err = strconv.ParseBool(v)
+			e.HasIPMasq = err == nil
 		}
 		if err != nil {
 			return e, fmt.Errorf("line %d: %s: %w", n, k, err)

@@ -31,7 +31,7 @@ func TestWriteExactFormat(t *testing.T) {
 		t.Errorf("mode %v", st.Mode())
 	}
 	back, err := Read(path)
-	if err != nil || back != e {
+	if err != nil || back != withMasqLine(e) {
 		t.Errorf("Read = %+v, %v", back, err)
 	}
 	if ents, _ := os.ReadDir(filepath.Dir(path)); len(ents) != 1 {
@@ -71,7 +71,7 @@ func TestWriteFamilies(t *testing.T) {
 				t.Fatalf("got\n%s\nwant\n%s (%v)", got, tc.want, err)
 			}
 			back, err := Read(path)
-			if err != nil || back != e {
+			if err != nil || back != withMasqLine(e) {
 				t.Errorf("Read = %+v, %v; want %+v", back, err, e)
 			}
 			if back.IPv6Subnet.Masked() != sub6 {
@@ -94,4 +94,18 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("re-parse: %v", err)
 		}
 	})
+}
+
+// withMasqLine is e as Read returns it after Write, which always writes
+// FLANNEL_IPMASQ.
+func withMasqLine(e Env) Env {
+	e.HasIPMasq = true
+	return e
+}
+
+func TestMissingIPMasqLine(t *testing.T) {
+	e, err := Parse([]byte("FLANNEL_NETWORK=10.244.0.0/16\nFLANNEL_SUBNET=10.244.3.1/24\nFLANNEL_MTU=1450\n"))
+	if err != nil || e.HasIPMasq || e.IPMasq {
+		t.Errorf("a file without FLANNEL_IPMASQ: %+v, %v", e, err)
+	}
 }
