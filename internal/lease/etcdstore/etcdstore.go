@@ -252,11 +252,16 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			return lease.Lease{}, err
 		}
 		leases := make([]lease.Lease, len(valid))
+		// rawKeys: a lease's key as stored, which may be spelled otherwise
+		// than lease.Key writes it (an IPv6 address with leading zeros,
+		// written by hand): a delete or a compare must name that one.
+		rawKeys := make(map[string]string, len(valid))
 		for i, r := range valid {
 			leases[i] = r.Lease
+			rawKeys[r.Lease.Key()] = r.Key
 		}
 		c, err := lease.Choose(cfg, leases, req, nil)
-		staleCmps, staleOps := s.staleOps(c.Stale, modRevs)
+		staleCmps, staleOps := s.staleOps(c.Stale, rawKeys, modRevs)
 		if errors.Is(err, lease.ErrNoFreeSubnet) && len(c.Stale) > 0 {
 			// This node's stale leases fill the network: delete them, as
 			// flannel does before it allocates, and look again.
@@ -277,8 +282,10 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		key := s.subnetsKey() + l.Key()
 		var cmps []clientv3.Cmp
 		if held != nil {
-			// Our own lease: overwrite it only if nobody changed it since we read it.
-			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRevs[l.Key()]))
+			// Our own lease, under its key as stored: overwrite it only if
+			// nobody changed it since we read it.
+			key = s.subnetsKey() + rawKeys[held.Key()]
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRevs[rawKeys[held.Key()]]))
 			l.Created = held.Created
 		} else {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
@@ -330,12 +337,13 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 // flannel deletes a lease of its public IP that the config no longer
 // allows; each only if it is still as read, so that a lease someone just
 // rewrote is not lost.
-func (s *Store) staleOps(stale []lease.Lease, modRevs map[string]int64) ([]clientv3.Cmp, []clientv3.Op) {
+func (s *Store) staleOps(stale []lease.Lease, rawKeys map[string]string, modRevs map[string]int64) ([]clientv3.Cmp, []clientv3.Op) {
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
 	for _, st := range stale {
-		k := s.LeaseKey(st)
-		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", modRevs[st.Key()]))
+		raw := rawKeys[st.Key()]
+		k := s.subnetsKey() + raw
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", modRevs[raw]))
 		ops = append(ops, clientv3.OpDelete(k))
 	}
 	return cmps, ops

@@ -229,3 +229,34 @@ func TestFlannelLayoutDual(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleLeaseSpelledOtherwise: a stale lease of this node stored under
+// a key spelled otherwise than weft writes it (leading zeros in the IPv6
+// address, by hand) is deleted under that key, and the new lease made.
+func TestStaleLeaseSpelledOtherwise(t *testing.T) {
+	cli := client(t, embedded(t))
+	ctx := context.Background()
+	s := NewFromClient(cli, "/spelled", nil)
+	if err := s.PutConfig(ctx, []byte(`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","IPv6SubnetLen":64,"Backend":{"Type":"host-gw"}}`)); err != nil {
+		t.Fatal(err)
+	}
+	// A /56 from an older config (SubnetLen changed since): stale.
+	const stale = "/spelled/subnets/0.0.0.0-0&2001:db8:244:0100::-56"
+	g, err := cli.Grant(ctx, 3600) // with a TTL: a reservation would be kept
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.Put(ctx, stale, `{"PublicIP":"0.0.0.0","PublicIPv6":"2001:db8:1::12","BackendType":"host-gw"}`, clientv3.WithLease(g.ID)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.Acquire(ctx, lease.Request{Attrs: lease.Attrs{PublicIPv6: netip.MustParseAddr("2001:db8:1::12"), BackendType: "host-gw"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.IPv6Subnet.Bits() != 64 {
+		t.Errorf("leased %s, want a /64", l.IPv6Subnet)
+	}
+	if resp, err := cli.Get(ctx, stale); err != nil || len(resp.Kvs) != 0 {
+		t.Errorf("the stale lease %s is still stored (%v)", stale, err)
+	}
+}
