@@ -73,7 +73,9 @@ type Platform interface {
 	// Backend builds a backend of kind k with the platform's kernel added
 	// to env. Its goroutines end with ctx or on Close.
 	Backend(ctx context.Context, k backend.Kind, opts backend.Options, env backend.Env) (backend.Backend, error)
-	EnableForwarding(ipv6 bool) error
+	// EnableForwarding turns on forwarding for IPv4, and for IPv6 when
+	// ipv6; underlay is the underlay interface's name.
+	EnableForwarding(ipv6 bool, underlay string) error
 	// Firewall applies weft's firewall state.
 	Firewall() firewall.Applier
 	// WatchKernel calls changed, until ctx ends, whenever the kernel's
@@ -263,7 +265,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.log.Info("leased subnet", "subnet", own.Subnet, "ipv6-subnet", own.IPv6Subnet, "expires", expires)
 	a.logSubnetChanges(prev, own)
 	a.releaseStale(ctx, own)
-	if err := a.p.EnableForwarding(cfg.EnableIPv6); err != nil {
+	if err := a.p.EnableForwarding(cfg.EnableIPv6, u.Name); err != nil {
 		return err
 	}
 	if err := subnetenv.Write(a.o.SubnetFile, a.desire(cfg, be, own, nil).Env); err != nil {

@@ -66,7 +66,7 @@ func (f *fakePlatform) Backend(_ context.Context, k backend.Kind, _ backend.Opti
 	return fakeBackend{f}, nil
 }
 
-func (f *fakePlatform) EnableForwarding(ipv6 bool) error {
+func (f *fakePlatform) EnableForwarding(ipv6 bool, _ string) error {
 	f.record(map[bool]string{false: "forwarding", true: "forwarding ipv4 ipv6"}[ipv6])
 	return nil
 }

@@ -77,7 +77,7 @@ func (l *Linux) Firewall() firewall.Applier { return l.fw }
 // ignores router advertisements on interfaces with accept_ra=1). It
 // writes only when needed: in a container /proc/sys is read-only, and the
 // node usually has forwarding on already.
-func (l *Linux) EnableForwarding(ipv6 bool) error {
+func (l *Linux) EnableForwarding(ipv6 bool, underlay string) error {
 	knobs := []struct{ family, path, sysctl string }{{"IPv4", "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"}}
 	if ipv6 {
 		knobs = append(knobs, struct{ family, path, sysctl string }{"IPv6", "/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"})
@@ -90,6 +90,16 @@ func (l *Linux) EnableForwarding(ipv6 bool) error {
 			return fmt.Errorf("enable %s forwarding (set %s=1 on the node, or run the agent with write access to /proc/sys): %w", k.family, k.sysctl, err)
 		}
 		l.log.Info("turned on " + k.family + " forwarding (" + k.sysctl + "=1)")
+	}
+	if ipv6 {
+		// With forwarding on, accept_ra=1 stops taking router
+		// advertisements: an underlay configured by SLAAC would lose its
+		// IPv6 default route and addresses when they expire.
+		path := "/proc/sys/net/ipv6/conf/" + underlay + "/accept_ra"
+		if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
+			l.log.Warn("IPv6 forwarding is on and the underlay takes router advertisements only while it is off (accept_ra=1): "+
+				"if its IPv6 address or default route come from them (SLAAC), set net.ipv6.conf."+underlay+".accept_ra=2", "iface", underlay)
+		}
 	}
 	return nil
 }

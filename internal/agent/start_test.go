@@ -60,7 +60,7 @@ func (p *startPlatform) Backend(context.Context, backend.Kind, backend.Options, 
 	return nil, errors.New("startPlatform builds no backend")
 }
 
-func (p *startPlatform) EnableForwarding(bool) error {
+func (p *startPlatform) EnableForwarding(bool, string) error {
 	p.forwarding.Add(1)
 	return errors.New("startPlatform turns no forwarding on")
 }
