@@ -336,17 +336,6 @@ func subnets(l lease.Lease) []netip.Prefix {
 // held reports whether l is a lease at all (a subnet of either family).
 func held(l lease.Lease) bool { return l.Subnet.IsValid() || l.IPv6Subnet.IsValid() }
 
-// sameNode reports whether l was published by the node whose lease is
-// own: the same PublicIP or, when own has none (IPv6-only: 0.0.0.0), the
-// same PublicIPv6, as flannel tells its own leases.
-func sameNode(l, own lease.Lease) bool {
-	if ip := own.Attrs.PublicIP; ip.IsValid() && !ip.IsUnspecified() {
-		return l.Attrs.PublicIP == ip
-	}
-	ip := own.Attrs.PublicIPv6
-	return ip.IsValid() && !ip.IsUnspecified() && l.Attrs.PublicIPv6 == ip
-}
-
 // logSubnetChanges says, in one line per family, that this node's subnet
 // changed from old's to l's, and what that means for its pods.
 func (a *Agent) logSubnetChanges(old, l lease.Lease) {
@@ -395,7 +384,7 @@ type releaser interface {
 }
 
 // releaseStale removes the leases this node held before under other
-// subnets (sameNode, not a reservation), left behind when its subnet
+// subnets (lease.SameNode, not a reservation), left behind when its subnet
 // changed: nobody else may take them while they stand, and a node never
 // routes to itself.
 func (a *Agent) releaseStale(ctx context.Context, own lease.Lease) {
@@ -411,7 +400,7 @@ func (a *Agent) releaseStale(ctx context.Context, own lease.Lease) {
 		return
 	}
 	for _, l := range ls {
-		if l.SameSubnets(own) || !sameNode(l, own) || l.Reservation() {
+		if l.SameSubnets(own) || !lease.SameNode(l.Attrs, own.Attrs) || l.Reservation() {
 			continue
 		}
 		if _, err := r.Delete(lctx, l.Key()); err != nil {
@@ -437,7 +426,7 @@ func (a *Agent) onEvent(ev lease.Event) {
 		// The store names records its own way (Kubernetes: "node/NAME"):
 		// find this node's by its subnets and address.
 		if r, ok := a.set.Find(func(r lease.Record) bool {
-			return r.Err == nil && r.Lease.SameSubnets(a.own) && sameNode(r.Lease, a.own)
+			return r.Err == nil && r.Lease.SameSubnets(a.own) && lease.SameNode(r.Lease.Attrs, a.own.Attrs)
 		}); ok {
 			a.ownKey = r.Key
 		}

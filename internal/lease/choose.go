@@ -39,7 +39,7 @@ func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (Ch
 	best, rank := -1, 0
 	for i := range leases {
 		l := &leases[i]
-		if !ownedBy(cfg, l.Attrs, req.Attrs) {
+		if !SameNode(l.Attrs, req.Attrs) {
 			continue
 		}
 		if !Compatible(cfg, *l) {
@@ -103,14 +103,14 @@ func Compatible(cfg *config.Config, l Lease) bool {
 	return true
 }
 
-// ownedBy reports whether a stored lease belongs to the node asking with
-// want: the same PublicIP, or the same PublicIPv6 when IPv4 is disabled.
-// An absent or unspecified address owns nothing.
-func ownedBy(cfg *config.Config, have, want Attrs) bool {
-	f := IPv4
-	if !cfg.EnableIPv4 {
-		f = IPv6
+// SameNode reports whether have was published by the node that publishes
+// want: the same PublicIP or, when want has none (IPv6-only: 0.0.0.0),
+// the same PublicIPv6, as flannel tells its own leases. An absent or
+// unspecified address owns nothing.
+func SameNode(have, want Attrs) bool {
+	if ip := want.PublicIP; ip.IsValid() && !ip.IsUnspecified() {
+		return have.PublicIP == ip
 	}
-	ip := *want.PublicIPOf(f)
-	return ip.IsValid() && !ip.IsUnspecified() && *have.PublicIPOf(f) == ip
+	ip := want.PublicIPv6
+	return ip.IsValid() && !ip.IsUnspecified() && have.PublicIPv6 == ip
 }
