@@ -50,6 +50,8 @@ func TestDualStack(t *testing.T) {
 	}{
 		{"dual-vxlan-l2", []string{"--ip-family", "dual"}, "72 passed, 0 failed", false},
 		{"ipv6-host-gw-l2", []string{"--ip-family", "ipv6", "--backend", "host-gw"}, "36 passed, 0 failed", false},
+		{"dual-host-gw-l2", []string{"--ip-family", "dual", "--backend", "host-gw", "--nodes", "2"}, "32 passed, 0 failed", false},
+		{"ipv6-vxlan-l2", []string{"--ip-family", "ipv6", "--nodes", "2"}, "16 passed, 0 failed", false},
 		{"dual-vxlan-l3", []string{"--ip-family", "dual", "--topology", "l3", "--nodes", "4"}, "128 passed, 0 failed", false},
 		{"ipv6-vxlan-l3", []string{"--ip-family", "ipv6", "--topology", "l3", "--nodes", "2"}, "16 passed, 0 failed", false},
 		{"dual-vxlan-kube", []string{"--ip-family", "dual"}, "72 passed, 0 failed", true},
