@@ -127,7 +127,12 @@ func Check(cfg *config.Config, k backend.Kind) error {
 		return nil
 	}
 	least, why := MinMTU, "the least MTU of an IPv4 link"
-	if cfg.EnableIPv6 {
+	switch {
+	case cfg.EnableIPv6 && k.Type == vxlan.Type:
+		// flannel-v6.<VNI> gets the MTU less vxlan.Overhead6, and the pods'
+		// IPv6 needs 1280 on it.
+		least, why = MinMTU6+vxlan.Overhead6, fmt.Sprintf("the least MTU of an IPv6 link (%d) plus what VXLAN over IPv6 adds (%d), and EnableIPv6 is true", MinMTU6, vxlan.Overhead6)
+	case cfg.EnableIPv6:
 		least, why = MinMTU6, "the least MTU of an IPv6 link, and EnableIPv6 is true"
 	}
 	if *r.MTU < least {

@@ -85,7 +85,8 @@ func TestInvalid(t *testing.T) {
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","GBP":1}}`, "Backend.GBP", "wrong type"},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"},"SubnetLen":31}`, "SubnetLen", "longer than /30"},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","MTU":10}}`, "Backend.MTU", "10 is below 68, the least MTU of an IPv4 link; use 0 (derive from the interface) or at least 68"},
-		{`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48","Backend":{"Type":"vxlan","MTU":1279}}`, "Backend.MTU", "1279 is below 1280, the least MTU of an IPv6 link, and EnableIPv6 is true"},
+		{`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48","Backend":{"Type":"host-gw","MTU":1279}}`, "Backend.MTU", "1279 is below 1280, the least MTU of an IPv6 link, and EnableIPv6 is true"},
+		{`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48","Backend":{"Type":"vxlan","MTU":1349}}`, "Backend.MTU", "1349 is below 1350, the least MTU of an IPv6 link (1280) plus what VXLAN over IPv6 adds (70)"},
 		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","Backend":{"Type":"udp"}}`, "EnableIPv6", "the udp backend is IPv4-only, as flannel's: use vxlan or host-gw for IPv6"},
 		{`{"EnableIPv6":true,"Network":"10.244.0.0/16","IPv6Network":"2001:db8:244::/48"}`, "EnableIPv6", "the udp backend is IPv4-only"},
 	} {
@@ -119,8 +120,9 @@ func TestOtherBackendsKeysAreIgnored(t *testing.T) {
 }
 
 // TestMTUBounds: Backend.MTU 0 derives the MTU and is always valid; else
-// it must be at least 68, or 1280 when the network enables IPv6, whatever
-// the backend. The values at the bounds pass; one below fails.
+// it must be at least 68, or 1280 when the network enables IPv6 (with
+// vxlan, 1280 on flannel-v6.<VNI>: 1350). The values at the bounds pass;
+// one below fails.
 func TestMTUBounds(t *testing.T) {
 	nets := map[string]string{
 		"ipv4": `"Network":"10.244.0.0/16"`,
@@ -131,6 +133,10 @@ func TestMTUBounds(t *testing.T) {
 		for _, typ := range Types() {
 			if typ == "udp" && fam != "ipv4" {
 				continue // refused whatever the MTU (TestInvalid)
+			}
+			least := least
+			if typ == "vxlan" && fam != "ipv4" {
+				least += vxlan.Overhead6
 			}
 			for _, tc := range []struct {
 				mtu int
@@ -167,7 +173,7 @@ func FuzzParse(f *testing.F) {
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan","VNI":3,"GBP":true}}`,
 		`{"Network":"10.0.0.0/8","SubnetLen":20,"SubnetMin":"10.16.0.0","Backend":{"Type":"host-gw"}}`,
 		`{"Network":"10.244.0.0/16","Backend":{"Type":"udp","Port":7000,"MTU":1400}}`,
-		`{"EnableIPv6":true,"IPv6Network":"fd00::/56","Network":"10.1.0.0/16","Backend":{"Type":"vxlan","MTU":1280}}`,
+		`{"EnableIPv6":true,"IPv6Network":"fd00::/56","Network":"10.1.0.0/16","Backend":{"Type":"vxlan","MTU":1350}}`,
 		`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","IPv6SubnetLen":80,"Backend":{"Type":"host-gw"}}`,
 	} {
 		f.Add([]byte(s))

@@ -17,6 +17,7 @@ import (
 	fsubnet "github.com/flannel-io/flannel/pkg/subnet"
 
 	"github.com/weftnet/weft/internal/backend/table"
+	"github.com/weftnet/weft/internal/backend/vxlan"
 	"github.com/weftnet/weft/internal/config"
 )
 
@@ -150,7 +151,8 @@ var ipv6Corpus = []struct {
 	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "fe80::%eth0/64", "Backend": {"Type": "vxlan"}}`, false},
 	// IPv6 switched off: the IPv6 keys are read but not used
 	{`{"EnableIPv6": false, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "IPv6SubnetLen": 127, "Backend": {"Type": "vxlan"}}`, true},
-	// MTU: 0 derives it; weft refuses less than 1280 with IPv6 (deliberate)
+	// MTU: 0 derives it; weft refuses less than 1280 with IPv6, 1350 with
+	// vxlan (deliberate)
 	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan", "MTU": 0}}`, true},
 	{`{"EnableIPv6": true, "Network": "10.244.0.0/16", "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "vxlan", "MTU": 1280}}`, true},
 	{`{"EnableIPv4": false, "EnableIPv6": true, "IPv6Network": "2001:db8:244::/48", "Backend": {"Type": "host-gw", "MTU": 576}}`, true},
@@ -198,6 +200,9 @@ func deliberate(c *fsubnet.Config) map[string]string {
 		least := table.MinMTU
 		if c.EnableIPv6 {
 			least = table.MinMTU6
+			if typ == vxlan.Type {
+				least += vxlan.Overhead6 // flannel-v6.<VNI> needs 1280 itself
+			}
 		}
 		if *be.MTU < least {
 			whys["Backend.MTU"] = fmt.Sprintf("Backend.MTU %d: flannel takes any MTU; weft refuses one below %d", *be.MTU, least)
