@@ -64,7 +64,7 @@ var labCommands = map[string]labCommand{
 
 // labHelp reports whether arg asks for the usage.
 func labHelp(arg string) bool {
-	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
+	return helpFlag(arg) || arg == "help"
 }
 
 // needRoot is the error of a lab command run without root.

@@ -100,6 +100,8 @@ func TestHelp(t *testing.T) {
 		{[]string{"config", "check", "--help"}, "weft config check FILE"},
 		{[]string{"cni", "-h"}, "usage: weft cni install --plugin FILE"},
 		{[]string{"cni", "install", "--help"}, "-conflist string"},
+		{[]string{"policy", "-h"}, "weft policy explain"},
+		{[]string{"policy", "--help"}, "weft policy explain"},
 	} {
 		var out, errb bytes.Buffer
 		err := run(context.Background(), tc.args, &out, &errb)

@@ -41,9 +41,13 @@ const policyUsage = `weft policy — NetworkPolicy as weft's agents enforce it
 `
 
 func runPolicy(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 {
 		fmt.Fprint(stderr, policyUsage)
 		return exitError(2)
+	}
+	if helpFlag(args[0]) {
+		fmt.Fprint(stdout, policyUsage)
+		return nil
 	}
 	switch args[0] {
 	case "explain":
