@@ -57,7 +57,16 @@ type VXLAN struct {
 type Addr struct {
 	Dev    string       // the link's name
 	Prefix netip.Prefix // the address with its prefix length (10.244.3.0/32)
+	// Dynamic and Deprecated are read, never written: an address with a
+	// lifetime (DHCP, SLAAC; `ip addr` says "dynamic": no IFA_F_PERMANENT),
+	// and one whose preferred lifetime is over ("deprecated"). Weft's own
+	// addresses have neither; only the underlay's choice looks at them.
+	Dynamic, Deprecated bool
 }
+
+// Same reports whether a and b are the same address on the same link,
+// whatever their flags.
+func (a Addr) Same(b Addr) bool { return a.Dev == b.Dev && a.Prefix == b.Prefix }
 
 // Kernel is the part of one network namespace's configuration that weft
 // reads and writes. Addresses, routes, neighbour and FDB entries name their

@@ -266,7 +266,8 @@ func (k *Netlink) Addrs() ([]Addr, error) {
 	out := make([]Addr, 0, len(addrs))
 	for _, a := range addrs {
 		if p, ok := netconv.Prefix(a.IPNet); ok {
-			out = append(out, Addr{Dev: names(a.LinkIndex), Prefix: p})
+			out = append(out, Addr{Dev: names(a.LinkIndex), Prefix: p,
+				Dynamic: a.Flags&unix.IFA_F_PERMANENT == 0, Deprecated: a.Flags&unix.IFA_F_DEPRECATED != 0})
 		}
 	}
 	return out, nil

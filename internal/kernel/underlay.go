@@ -111,9 +111,8 @@ func (q UnderlayQuery) public() perFamily { return perFamily{q.PublicIP, q.Publi
 // enabled family, or the family's public address is given. A family's
 // address is its public address when given, else the one the step chose
 // (the --iface address, the regex's match, the route's source), else the
-// interface's first global one, else its first link-local one (flannel's
-// preference; weft's Addr carries no flags, so permanent and deprecated
-// addresses cannot be told apart and the kernel's order is kept). OnLink
+// interface's first global one (permanent before dynamic, deprecated ones
+// skipped), else its first link-local one (flannel's preference). OnLink
 // are the interface's networks of global addresses, both families, and
 // the link-local network of a link-local address chosen.
 //
@@ -171,21 +170,24 @@ func (f *finder) global(fam int) []Addr {
 }
 
 // candidates returns the addresses of dev of family fam that can be the
-// node's, in flannel's order of preference: global ones, then link-local
-// ones, each in the kernel's order.
+// node's, in flannel's order of preference: global permanent ones, global
+// dynamic ones (DHCP, SLAAC), then link-local ones, each in the kernel's
+// order; deprecated addresses are skipped.
 func (f *finder) candidates(dev string, fam int) []netip.Addr {
-	var global, local []netip.Addr
+	var permanent, dynamic, local []netip.Addr
 	for _, a := range f.addrs {
 		ip := a.Prefix.Addr()
 		switch {
-		case a.Dev != dev || familyOf(ip) != fam:
+		case a.Dev != dev || familyOf(ip) != fam || a.Deprecated:
+		case ip.IsGlobalUnicast() && !a.Dynamic:
+			permanent = append(permanent, ip)
 		case ip.IsGlobalUnicast():
-			global = append(global, ip)
+			dynamic = append(dynamic, ip)
 		case ip.IsLinkLocalUnicast():
 			local = append(local, ip)
 		}
 	}
-	return append(global, local...)
+	return slices.Concat(permanent, dynamic, local)
 }
 
 // bySelectors tries --iface, --iface-regex and --iface-can-reach in order.

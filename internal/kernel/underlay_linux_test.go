@@ -1,11 +1,16 @@
 package kernel_test
 
 import (
+	"fmt"
 	"net/netip"
 	"reflect"
 	"testing"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
 	"github.com/weftnet/weft/internal/kernel"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // TestFindUnderlayNetlink: FindUnderlay over the real kernel in a fresh
@@ -33,6 +38,37 @@ func TestFindUnderlayNetlink(t *testing.T) {
 		if !reflect.DeepEqual(u, want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", name, u, want)
 		}
+	}
+	// An address with a lifetime (as SLAAC or DHCP make it) reads as
+	// dynamic, one past its preferred lifetime as deprecated; neither is
+	// chosen over the permanent one, added after them.
+	must(t, n.k.DeleteAddr(kernel.Addr{Dev: "eth0", Prefix: p("2001:db8:0:1::11/64")}))
+	h, err := netns.Handle(n.ns)
+	must(t, err)
+	defer h.Close()
+	eth0, err := h.LinkByName("eth0")
+	must(t, err)
+	for addr, preferred := range map[string]int{"2001:db8:0:1::aa/64": 0, "2001:db8:0:1::bb/64": 300} {
+		// `ip addr add ADDR dev eth0 nodad valid_lft 300 preferred_lft N`
+		ipn, err := netlink.ParseIPNet(addr)
+		must(t, err)
+		must(t, h.AddrAdd(eth0, &netlink.Addr{IPNet: ipn, Flags: unix.IFA_F_NODAD, ValidLft: 300, PreferedLft: preferred}))
+	}
+	must(t, n.k.ReplaceAddr(kernel.Addr{Dev: "eth0", Prefix: p("2001:db8:0:1::11/64")}))
+	addrs, err := n.k.Addrs()
+	must(t, err)
+	flags := map[string]string{}
+	for _, ad := range addrs {
+		flags[ad.Prefix.String()] = fmt.Sprintf("dynamic=%t deprecated=%t", ad.Dynamic, ad.Deprecated)
+	}
+	for addr, want := range map[string]string{"2001:db8:0:1::aa/64": "dynamic=true deprecated=true",
+		"2001:db8:0:1::bb/64": "dynamic=true deprecated=false", "2001:db8:0:1::11/64": "dynamic=false deprecated=false", "192.0.2.11/24": "dynamic=false deprecated=false"} {
+		if flags[addr] != want {
+			t.Errorf("%s reads %q, want %q", addr, flags[addr], want)
+		}
+	}
+	if u, err := kernel.FindUnderlay(n.k, kernel.UnderlayQuery{IPv4: true, IPv6: true}); err != nil || u.Addr6 != a("2001:db8:0:1::11") {
+		t.Errorf("with dynamic and deprecated addresses: %+v, %v; want 2001:db8:0:1::11", u, err)
 	}
 	// IPv6 only, an interface with only the kernel's link-local address:
 	// eth0-peer is chosen by name, its fe80:: address as the last resort.

@@ -359,6 +359,23 @@ func TestFindUnderlayAddressPreference(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(u, want) {
 		t.Errorf("link-local as the last resort: %+v, %v\nwant %+v", u, err, want)
 	}
+	// Permanent before dynamic (SLAAC, DHCP), deprecated never, whatever
+	// the kernel's order.
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::aa/64"), Deprecated: true}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::bb/64"), Dynamic: true}))
+	must(t, f.ReplaceAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::cc/64")}))
+	if u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{IPv6: true, Ifaces: []string{"eth0"}}); err != nil || u.Addr6 != a("2001:db8:0:1::cc") {
+		t.Errorf("permanent first: %+v, %v", u, err)
+	}
+	must(t, f.DeleteAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::cc/64")}))
+	if u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{IPv6: true, Ifaces: []string{"eth0"}}); err != nil || u.Addr6 != a("2001:db8:0:1::bb") {
+		t.Errorf("dynamic before deprecated: %+v, %v", u, err)
+	}
+	must(t, f.DeleteAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::bb/64")}))
+	if u, err := kernel.FindUnderlay(f, kernel.UnderlayQuery{IPv6: true, Ifaces: []string{"eth0"}}); err != nil || u.Addr6 != a("fe80::7") {
+		t.Errorf("a deprecated address is skipped (link-local before it): %+v, %v", u, err)
+	}
+	must(t, f.DeleteAddr(kernel.Addr{Dev: eth0.Name, Prefix: p("2001:db8:0:1::aa/64")}))
 	// A regex matches the preferred address first.
 	q = kernel.UnderlayQuery{IPv4: true, Regexes: []string{`\.`}}
 	if u, err := kernel.FindUnderlay(f, q); err != nil || u.Addr != a("192.0.2.11") {

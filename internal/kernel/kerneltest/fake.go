@@ -630,7 +630,9 @@ func (f *Fake) ReplaceAddr(a kernel.Addr) error {
 	if _, err := f.byName(cmd, a.Dev); err != nil {
 		return err
 	}
-	if !slices.Contains(f.addrs, a) {
+	if i := slices.IndexFunc(f.addrs, a.Same); i >= 0 {
+		f.addrs[i] = a
+	} else {
 		f.addrs = append(f.addrs, a)
 	}
 	f.wrote(cmd)
@@ -652,12 +654,12 @@ func (f *Fake) DeleteAddr(a kernel.Addr) error {
 	var primary bool
 	for _, x := range f.addrs {
 		if x.Dev == a.Dev && x.Prefix.Addr().Is4() && x.Prefix.Masked() == a.Prefix.Masked() {
-			primary = x == a
+			primary = x.Same(a)
 			break
 		}
 	}
 	f.addrs = slices.DeleteFunc(f.addrs, func(x kernel.Addr) bool {
-		return x == a || primary && x.Dev == a.Dev && x.Prefix.Masked() == a.Prefix.Masked()
+		return x.Same(a) || primary && x.Dev == a.Dev && x.Prefix.Masked() == a.Prefix.Masked()
 	})
 	f.wrote(cmd)
 	return nil
