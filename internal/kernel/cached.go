@@ -3,6 +3,7 @@ package kernel
 import (
 	"cmp"
 	"context"
+	"errors"
 	"net/netip"
 	"slices"
 	"strings"
@@ -212,6 +213,16 @@ var _ Kernel = (*Cached)(nil)
 // w watches the namespace k is the kernel of (a *Netlink is both).
 func NewCached(k Kernel, w Watcher) *Cached {
 	return &Cached{Kernel: k, w: w, neighs: map[string]*table[netip.Addr, Neigh]{}, fdb: map[string]*table[string, FDB]{}}
+}
+
+// RouteGet implements RouteGetter when the wrapped kernel does (it is
+// not cached: it is asked once, at start); else it returns
+// errors.ErrUnsupported.
+func (c *Cached) RouteGet(dst netip.Addr) (string, netip.Addr, error) {
+	if g, ok := c.Kernel.(RouteGetter); ok {
+		return g.RouteGet(dst)
+	}
+	return "", netip.Addr{}, errors.ErrUnsupported
 }
 
 // Run subscribes through the Watcher and keeps the mirror current until ctx

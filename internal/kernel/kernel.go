@@ -64,6 +64,15 @@ type Addr struct {
 	Dynamic, Deprecated bool
 }
 
+// RouteGetter is a Kernel that can say how the node would reach an
+// address, as `ip route get ADDR` does (policy rules, metrics and source
+// selection included): the route's device and source address. Kernels
+// that cannot (the fake) leave it out, and callers fall back to the
+// main table.
+type RouteGetter interface {
+	RouteGet(dst netip.Addr) (dev string, src netip.Addr, err error)
+}
+
 // Same reports whether a and b are the same address on the same link,
 // whatever their flags.
 func (a Addr) Same(b Addr) bool { return a.Dev == b.Dev && a.Prefix == b.Prefix }

@@ -273,6 +273,23 @@ func (k *Netlink) Addrs() ([]Addr, error) {
 	return out, nil
 }
 
+// RouteGet implements RouteGetter: `ip route get DST`.
+func (k *Netlink) RouteGet(dst netip.Addr) (string, netip.Addr, error) {
+	cmd := "ip route get " + dst.String()
+	rs, err := k.h.RouteGet(dst.AsSlice())
+	if err != nil {
+		return "", netip.Addr{}, Failed(cmd, err)
+	}
+	if len(rs) == 0 {
+		return "", netip.Addr{}, Failed(cmd, errors.New("no route"))
+	}
+	l, err := k.h.LinkByIndex(rs[0].LinkIndex)
+	if err != nil {
+		return "", netip.Addr{}, Failed(cmd, err)
+	}
+	return l.Attrs().Name, netconv.Addr(rs[0].Src), nil
+}
+
 func nlAddr(index int, a Addr) (netlink.Link, *netlink.Addr) {
 	return &netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: index}}, &netlink.Addr{IPNet: netconv.IPNet(a.Prefix)}
 }

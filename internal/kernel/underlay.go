@@ -98,9 +98,10 @@ func (q UnderlayQuery) public() perFamily { return perFamily{q.PublicIP, q.Publi
 //  2. then each of q.Regexes, matched against the interfaces' addresses
 //     (an address of each enabled family must match) and then their
 //     names, interfaces in index order;
-//  3. then q.CanReach: the interface of the most specific main-table route
-//     to it (as `ip route get` would, without rules or metrics), with the
-//     address in the route's gateway's network, else the interface's own;
+//  3. then q.CanReach: the interface and source address of `ip route get`
+//     (a RouteGetter kernel); a kernel that cannot ask (the fake) takes
+//     the most specific main-table route and the address in its gateway's
+//     network;
 //  4. when none of those is given: the interface that holds q.PublicIP
 //     (else q.PublicIPv6) of the enabled families;
 //  5. else the interface of the IPv4 default route (the IPv6 one when IPv4
@@ -331,6 +332,22 @@ func (f *finder) links() ([]Link, error) {
 // choose its source. Routes carry no source address (`src`) or metric
 // here: among equally specific routes the first wins.
 func (f *finder) byCanReach(ip netip.Addr) (Underlay, error) {
+	if g, ok := f.k.(RouteGetter); ok {
+		dev, src, err := g.RouteGet(ip)
+		switch {
+		case err == nil:
+			// The source counts only when it is the interface's own (an
+			// address still in duplicate address detection is not
+			// chosen: the kernel then names another, even ::1).
+			var pinned perFamily
+			if slices.ContainsFunc(f.addrs, func(a Addr) bool { return a.Dev == dev && a.Prefix.Addr() == src }) {
+				pinned.set(src)
+			}
+			return f.resolveDev(dev, pinned, fmt.Sprintf("--iface-can-reach %s (ip route get: dev %s src %s)", ip, dev, src))
+		case !errors.Is(err, errors.ErrUnsupported):
+			return Underlay{}, fmt.Errorf("--iface-can-reach %s: %w", ip, err)
+		}
+	}
 	routes, err := f.k.Routes()
 	if err != nil {
 		return Underlay{}, err

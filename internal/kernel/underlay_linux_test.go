@@ -39,13 +39,26 @@ func TestFindUnderlayNetlink(t *testing.T) {
 			t.Errorf("%s:\n got %+v\nwant %+v", name, u, want)
 		}
 	}
+	h, err := netns.Handle(n.ns)
+	must(t, err)
+	defer h.Close()
+	// --iface-can-reach asks the kernel (`ip route get`): a route with its
+	// own source address gives that address, not the first of the
+	// gateway's network.
+	must(t, n.k.ReplaceAddr(kernel.Addr{Dev: "eth0", Prefix: p("198.51.100.11/24")}))
+	dst, err := netlink.ParseIPNet("203.0.113.0/24")
+	must(t, err)
+	eth0link, err := h.LinkByName("eth0")
+	must(t, err)
+	// `ip route add 203.0.113.0/24 via 192.0.2.1 dev eth0 src 198.51.100.11`
+	must(t, h.RouteAdd(&netlink.Route{LinkIndex: eth0link.Attrs().Index, Dst: dst, Gw: a("192.0.2.1").AsSlice(), Src: a("198.51.100.11").AsSlice()}))
+	if u, err := kernel.FindUnderlay(n.k, kernel.UnderlayQuery{IPv4: true, CanReach: a("203.0.113.9")}); err != nil || u.Addr != a("198.51.100.11") {
+		t.Errorf("can-reach by a route with its own source: %+v, %v; want 198.51.100.11", u, err)
+	}
 	// An address with a lifetime (as SLAAC or DHCP make it) reads as
 	// dynamic, one past its preferred lifetime as deprecated; neither is
 	// chosen over the permanent one, added after them.
 	must(t, n.k.DeleteAddr(kernel.Addr{Dev: "eth0", Prefix: p("2001:db8:0:1::11/64")}))
-	h, err := netns.Handle(n.ns)
-	must(t, err)
-	defer h.Close()
 	eth0, err := h.LinkByName("eth0")
 	must(t, err)
 	for addr, preferred := range map[string]int{"2001:db8:0:1::aa/64": 0, "2001:db8:0:1::bb/64": 300} {
