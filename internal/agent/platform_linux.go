@@ -17,6 +17,7 @@ import (
 	"github.com/weftnet/weft/internal/firewall"
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/policy/nft"
+	"github.com/weftnet/weft/internal/sysctl"
 )
 
 // Linux is the Platform of a Linux node: netlink and nftables in the
@@ -78,28 +79,27 @@ func (l *Linux) Firewall() firewall.Applier { return l.fw }
 // writes only when needed: in a container /proc/sys is read-only, and the
 // node usually has forwarding on already.
 func (l *Linux) EnableForwarding(ipv6 bool, underlay string) error {
-	knobs := []struct{ family, path, sysctl string }{{"IPv4", "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward"}}
+	fams := []bool{false}
 	if ipv6 {
-		knobs = append(knobs, struct{ family, path, sysctl string }{"IPv6", "/proc/sys/net/ipv6/conf/all/forwarding", "net.ipv6.conf.all.forwarding"})
+		fams = append(fams, true)
 	}
-	for _, k := range knobs {
-		if b, err := os.ReadFile(k.path); err == nil && strings.TrimSpace(string(b)) == "1" {
-			continue
+	for _, is6 := range fams {
+		knob := sysctl.Forwarding(is6)
+		wrote, err := sysctl.Ensure("1", knob...)
+		if err != nil {
+			return fmt.Errorf("enable forwarding (set %s=1 on the node, or run the agent with write access to /proc/sys): %w", sysctl.Name(knob...), err)
 		}
-		if err := os.WriteFile(k.path, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("enable %s forwarding (set %s=1 on the node, or run the agent with write access to /proc/sys): %w", k.family, k.sysctl, err)
+		if wrote {
+			l.log.Info("turned on forwarding (" + sysctl.Name(knob...) + "=1)")
 		}
-		l.log.Info("turned on " + k.family + " forwarding (" + k.sysctl + "=1)")
 	}
-	if ipv6 {
-		// With forwarding on, accept_ra=1 stops taking router
-		// advertisements: an underlay configured by SLAAC would lose its
-		// IPv6 default route and addresses when they expire.
-		path := "/proc/sys/net/ipv6/conf/" + underlay + "/accept_ra"
-		if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) == "1" {
-			l.log.Warn("IPv6 forwarding is on and the underlay takes router advertisements only while it is off (accept_ra=1): "+
-				"if its IPv6 address or default route come from them (SLAAC), set net.ipv6.conf."+underlay+".accept_ra=2", "iface", underlay)
-		}
+	// With forwarding on, accept_ra=1 stops taking router advertisements:
+	// an underlay configured by SLAAC would lose its IPv6 default route
+	// and addresses when they expire.
+	ra := []string{"net", "ipv6", "conf", underlay, "accept_ra"}
+	if v, err := sysctl.Get(ra...); ipv6 && err == nil && v == "1" {
+		l.log.Warn("IPv6 forwarding is on and the underlay takes router advertisements only while it is off (accept_ra=1): "+
+			"if its IPv6 address or default route come from them (SLAAC), set "+sysctl.Name(ra[:4]...)+".accept_ra=2", "iface", underlay)
 	}
 	return nil
 }

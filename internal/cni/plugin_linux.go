@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/netconv"
+	"github.com/weftnet/weft/internal/sysctl"
 )
 
 // Funcs are the plugin's commands, for skel.PluginMainFuncs.
@@ -119,15 +120,8 @@ func ensureBridge(name string, n node) (br netlink.Link, created bool, err error
 // not written.
 func enableForwarding(n node) error {
 	for _, f := range n.fams {
-		knob := "/proc/sys/net/ipv4/ip_forward"
-		if f.gw.Is6() {
-			knob = "/proc/sys/net/ipv6/conf/all/forwarding"
-		}
-		if b, err := os.ReadFile(knob); err == nil && strings.TrimSpace(string(b)) == "1" {
-			continue
-		}
-		if err := os.WriteFile(knob, []byte("1"), 0o644); err != nil {
-			return fmt.Errorf("enable forwarding (%s): %w", knob, err)
+		if _, err := sysctl.Ensure("1", sysctl.Forwarding(f.gw.Is6())...); err != nil {
+			return fmt.Errorf("enable forwarding: %w", err)
 		}
 	}
 	return nil
