@@ -189,7 +189,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	u, err := a.p.Underlay(uq)
 	if nls, only := kernel.NotLocalErrors(err); only && err != nil && a.natAll(nls) {
 		for _, nl := range nls {
-			a.log.Warn(fmt.Sprintf("%s is on no interface of this node; using it as the node publishes a NAT address (%s)", publicIPFlag(nl.Addr), overwriteAnnotation(nl.Addr)),
+			a.log.Warn(fmt.Sprintf("%s is on no interface of this node; using it as the node publishes a NAT address (%s)", kernel.PublicIPFlag(nl.Addr), kernel.OverwriteAnnotation(nl.Addr)),
 				"public-ip", nl.Addr, "iface", u.Name)
 		}
 		err = nil
@@ -365,17 +365,6 @@ func (a *Agent) natAll(nls []*kernel.NotLocalError) bool {
 		}
 	}
 	return true
-}
-
-func publicIPFlag(ip netip.Addr) string {
-	return backend.Family{Is6: !ip.Is4()}.PublicIPFlag()
-}
-
-func overwriteAnnotation(ip netip.Addr) string {
-	if ip.Is4() {
-		return "public-ip-overwrite"
-	}
-	return "public-ipv6-overwrite"
 }
 
 // releaser is a Store that can remove a lease (etcd).

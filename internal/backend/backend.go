@@ -62,28 +62,28 @@ type Family struct {
 	Is6 bool
 }
 
+// lease is the family as package lease names it, whose accessors read
+// the family's side of leases and attributes.
+func (f Family) lease() lease.Family { return pick(f.Is6, lease.IPv4, lease.IPv6) }
+
 // String is "IPv4" or "IPv6".
-func (f Family) String() string { return pick(f.Is6, "IPv4", "IPv6") }
+func (f Family) String() string { return f.lease().String() }
 
 // Subnet is l's subnet of the family (invalid when it has none).
-func (f Family) Subnet(l lease.Lease) netip.Prefix { return pick(f.Is6, l.Subnet, l.IPv6Subnet) }
+func (f Family) Subnet(l lease.Lease) netip.Prefix { return *l.SubnetOf(f.lease()) }
 
 // PublicIP is the node's public address of the family: PublicIP or
 // PublicIPv6.
-func (f Family) PublicIP(a lease.Attrs) netip.Addr { return pick(f.Is6, a.PublicIP, a.PublicIPv6) }
+func (f Family) PublicIP(a lease.Attrs) netip.Addr { return *a.PublicIPOf(f.lease()) }
 
 // DataKey names the attribute with the family's backend data.
 func (f Family) DataKey() string { return pick(f.Is6, "BackendData", "BackendV6Data") }
 
 // Data is the family's backend data: BackendData or BackendV6Data.
-func (f Family) Data(a lease.Attrs) json.RawMessage {
-	return pick(f.Is6, a.BackendData, a.BackendV6Data)
-}
+func (f Family) Data(a lease.Attrs) json.RawMessage { return *a.BackendDataOf(f.lease()) }
 
 // SetData sets the family's backend data in a.
-func (f Family) SetData(a *lease.Attrs, data json.RawMessage) {
-	*pick(f.Is6, &a.BackendData, &a.BackendV6Data) = data
-}
+func (f Family) SetData(a *lease.Attrs, data json.RawMessage) { *a.BackendDataOf(f.lease()) = data }
 
 // Network is the cluster's network of the family in st.
 func (f Family) Network(st NodeState) netip.Prefix { return pick(f.Is6, st.Network, st.IPv6Network) }
@@ -99,7 +99,9 @@ func (f Family) Local(u kernel.Underlay) (netip.Addr, error) {
 }
 
 // PublicIPFlag is the agent's flag that sets the family's public address.
-func (f Family) PublicIPFlag() string { return pick(f.Is6, "--public-ip", "--public-ipv6") }
+func (f Family) PublicIPFlag() string {
+	return kernel.PublicIPFlag(pick(f.Is6, netip.IPv4Unspecified(), netip.IPv6Unspecified()))
+}
 
 // pick is v4 for IPv4, v6 for IPv6.
 func pick[T any](is6 bool, v4, v6 T) T {

@@ -64,6 +64,15 @@ var families = [2]family{
 	{"IPv6", "--public-ipv6", "public-ipv6-overwrite", netip.MustParsePrefix("::/0")},
 }
 
+// PublicIPFlag is the agent's flag that sets the public address of ip's
+// family: --public-ip or --public-ipv6.
+func PublicIPFlag(ip netip.Addr) string { return families[familyOf(ip)].flag }
+
+// OverwriteAnnotation is the Node annotation that publishes a NAT address
+// of ip's family (Kubernetes mode): public-ip-overwrite or
+// public-ipv6-overwrite.
+func OverwriteAnnotation(ip netip.Addr) string { return families[familyOf(ip)].overwrite }
+
 // familyOf returns the index in families of ip's family.
 func familyOf(ip netip.Addr) int {
 	if ip.Unmap().Is4() {
