@@ -123,6 +123,27 @@ func (e Env) Families() []Family {
 	return out
 }
 
+// FamilyPeers yields the peers PeersOf(types...) yields that have a subnet
+// of family f and a public address of it to reach them at. A peer with
+// the subnet but no such address is not yielded: it is added to skipped,
+// with the reason.
+func (s NodeState) FamilyPeers(f Family, skipped *[]string, types ...string) iter.Seq[lease.Lease] {
+	return func(yield func(lease.Lease) bool) {
+		for peer := range s.PeersOf(types...) {
+			subnet, pub := f.Subnet(peer), f.PublicIP(peer.Attrs)
+			switch {
+			case !subnet.IsValid():
+				// a peer without this family (an IPv4-only node in a dual
+				// cluster)
+			case !pub.IsValid() || pub.IsUnspecified():
+				*skipped = append(*skipped, fmt.Sprintf("%s: no %s public address in its lease", subnet, f))
+			case !yield(peer):
+				return
+			}
+		}
+	}
+}
+
 // Desired is what a backend wants the node to have for one NodeState: its
 // devices, and the routes, neighbour and FDB entries within the scope it
 // owns. Every entry names its link by name, so a Desired is computed

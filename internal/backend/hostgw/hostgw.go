@@ -86,13 +86,9 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 		if own := f.Subnet(st.Own); own.IsValid() {
 			d.Scope.Own = append(d.Scope.Own, own)
 		}
-		for peer := range st.PeersOf(Type) {
+		for peer := range st.FamilyPeers(f, &d.Skipped, Type) {
 			subnet, gw := f.Subnet(peer), f.PublicIP(peer.Attrs)
 			switch {
-			case !subnet.IsValid():
-				continue // a peer without this family
-			case !gw.IsValid() || gw.IsUnspecified():
-				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: no %s public address in its lease", subnet, f))
 			case !b.u.IsOnLink(gw):
 				d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", subnet, gw, b.u.Name))
 			default:

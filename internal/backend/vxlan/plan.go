@@ -93,15 +93,8 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 		d.Scope.Own = append(d.Scope.Own, own)
 		d.Scope.RouteDevs = append(d.Scope.RouteDevs, dev.Name)
 		d.Scope.NeighDevs = append(d.Scope.NeighDevs, dev.Name)
-		for peer := range st.PeersOf(Type) {
+		for peer := range st.FamilyPeers(f.Family, &d.Skipped, Type) {
 			subnet, pub := f.Subnet(peer), f.PublicIP(peer.Attrs)
-			if !subnet.IsValid() {
-				continue // a peer without this family (an IPv4-only node in a dual cluster)
-			}
-			if !pub.IsValid() || pub.IsUnspecified() {
-				d.Skipped = append(d.Skipped, fmt.Sprintf("%s: no %s public address in its lease", subnet, f.Family))
-				continue
-			}
 			if b.cfg.DirectRouting && b.u.IsOnLink(pub) {
 				p.Routes = append(p.Routes, kernel.Route{Dst: subnet, Gw: pub, Dev: b.u.Name})
 				continue
