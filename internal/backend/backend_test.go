@@ -124,3 +124,32 @@ func TestInnerMTU(t *testing.T) {
 		t.Errorf("configured: %d", got)
 	}
 }
+
+// TestFamilyPeers: of a dual cluster's peers, the IPv6 family yields those
+// with an IPv6 subnet and PublicIPv6; one with the subnet but no address
+// is skipped with the reason; an IPv4-only peer is not its business.
+func TestFamilyPeers(t *testing.T) {
+	own := lease.Lease{Subnet: netip.MustParsePrefix("10.244.1.0/24"), IPv6Subnet: netip.MustParsePrefix("2001:db8:244:1::/64"),
+		Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.1"), PublicIPv6: netip.MustParseAddr("2001:db8:0:1::1"), BackendType: "vxlan"}}
+	full := lease.Lease{Subnet: netip.MustParsePrefix("10.244.2.0/24"), IPv6Subnet: netip.MustParsePrefix("2001:db8:244:2::/64"),
+		Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.2"), PublicIPv6: netip.MustParseAddr("2001:db8:0:1::2"), BackendType: "vxlan"}}
+	noAddr6 := lease.Lease{Subnet: netip.MustParsePrefix("10.244.3.0/24"), IPv6Subnet: netip.MustParsePrefix("2001:db8:244:3::/64"),
+		Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.3"), BackendType: "vxlan"}}
+	v4only := lease.Lease{Subnet: netip.MustParsePrefix("10.244.4.0/24"), Attrs: lease.Attrs{PublicIP: netip.MustParseAddr("192.0.2.4"), BackendType: "vxlan"}}
+	st := NodeState{Network: netip.MustParsePrefix("10.244.0.0/16"), IPv6Network: netip.MustParsePrefix("2001:db8:244::/48"),
+		Own: own, Peers: []lease.Lease{own, full, noAddr6, v4only}}
+	keys := func(f Family) ([]string, []string) {
+		var got, skipped []string
+		for p := range st.FamilyPeers(f, &skipped, "vxlan") {
+			got = append(got, p.Key())
+		}
+		return got, skipped
+	}
+	if got, skipped := keys(Family{Is6: true}); !slices.Equal(got, []string{full.Key()}) ||
+		!slices.Equal(skipped, []string{"2001:db8:244:3::/64: no IPv6 public address in its lease"}) {
+		t.Errorf("IPv6: %v, skipped %v", got, skipped)
+	}
+	if got, skipped := keys(Family{Is6: false}); !slices.Equal(got, []string{full.Key(), noAddr6.Key(), v4only.Key()}) || len(skipped) != 0 {
+		t.Errorf("IPv4: %v, skipped %v", got, skipped)
+	}
+}
