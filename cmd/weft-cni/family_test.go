@@ -256,16 +256,9 @@ func TestHairpinOff(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := handle(t, p.node)
-	br, err := node.LinkByName("cni0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, _ := node.LinkList()
-	for _, l := range ls {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
-			if pi, err := node.LinkGetProtinfo(l); err != nil || pi.Hairpin {
-				t.Errorf("port %s: hairpin %v (%v), want off", l.Attrs().Name, pi.Hairpin, err)
-			}
+	for _, l := range cni0Ports(t, node) {
+		if pi, err := node.LinkGetProtinfo(l); err != nil || pi.Hairpin {
+			t.Errorf("port %s: hairpin %v (%v), want off", l.Attrs().Name, pi.Hairpin, err)
 		}
 	}
 	if got := podRoutes(t, handle(t, pod)); fmt.Sprint(got) != "[10.244.0.0/16 via 10.244.5.1 2001:db8:244::/48 via 2001:db8:244:5::1]" {
@@ -383,16 +376,9 @@ func TestCheckOlderPod(t *testing.T) {
 		t.Fatal(err)
 	}
 	node := handle(t, p.node)
-	br, err := node.LinkByName("cni0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ls, _ := node.LinkList()
-	for _, l := range ls {
-		if l.Attrs().MasterIndex == br.Attrs().Index {
-			if err := node.LinkSetHairpin(l, false); err != nil {
-				t.Fatal(err)
-			}
+	for _, l := range cni0Ports(t, node) {
+		if err := node.LinkSetHairpin(l, false); err != nil { // `bridge link set dev VETH hairpin off`
+			t.Fatal(err)
 		}
 	}
 	if _, err := p.call("CHECK", "c0", netns.Path(pod), ""); err != nil {
@@ -405,4 +391,24 @@ func TestCheckOlderPod(t *testing.T) {
 	if _, err := p.call("CHECK", "c0", netns.Path(pod), ""); err == nil {
 		t.Error("CHECK passed a pod without its default route")
 	}
+}
+
+// cni0Ports lists the bridge's ports (`bridge link show master cni0`).
+func cni0Ports(t *testing.T, node *netlink.Handle) []netlink.Link {
+	t.Helper()
+	br, err := node.LinkByName("cni0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ls, err := node.LinkList()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netlink.Link
+	for _, l := range ls {
+		if l.Attrs().MasterIndex == br.Attrs().Index {
+			out = append(out, l)
+		}
+	}
+	return out
 }
