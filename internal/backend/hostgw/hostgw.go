@@ -53,8 +53,8 @@ func New(env backend.Env) (*Backend, error) {
 			if len(held) > 0 {
 				has = strings.Join(held, ", ")
 			}
-			return nil, fmt.Errorf("%s: public IP %s is not an address of %s (it has %s): probably a NAT address, which host-gw cannot route to (flannel refuses it too); set %s to %s's address, or drop it and the %s-overwrite annotation, or use the vxlan backend",
-				Type, local, name, has, f.PublicIPFlag(), name, strings.TrimPrefix(f.PublicIPFlag(), "--"))
+			return nil, fmt.Errorf("%s: public IP %s is not an address of %s (it has %s): probably a NAT address, which host-gw cannot route to (flannel refuses it too); set %s to %s's address, or drop it and the %s annotation, or use the vxlan backend",
+				Type, local, name, has, f.PublicIPFlag(), name, kernel.OverwriteAnnotation(local))
 		}
 	}
 	return b, nil
