@@ -25,6 +25,13 @@ type NodeState struct {
 	IPv6Network netip.Prefix  // the cluster's IPv6 network; invalid when IPv6 is off
 	Own         lease.Lease   // this node's lease
 	Peers       []lease.Lease // every other lease, of any backend type
+	// Learned are the routes this node learned over BGP (import on), by
+	// prefix: the next hop each peer router announced. A backend that
+	// cannot reach a peer directly (host-gw across an L3 hop) routes that
+	// peer's subnet through the learned next hop instead of skipping it;
+	// only subnets that peers' leases hold are used, so an announcement
+	// can never take a route that no lease gives. nil when import is off.
+	Learned map[netip.Prefix]netip.Addr
 }
 
 // IsPeer reports whether l is another node's lease with a subnet of either

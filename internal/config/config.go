@@ -46,6 +46,10 @@ type Config struct {
 	// BackendDefaulted is true when the document had no Backend: the
 	// backend table applies flannel's default.
 	BackendDefaulted bool
+	// BGP is the BGP object as written (nil when the document has none):
+	// package bgp parses it (bgp.Parse), as a backend parses Backend.
+	// flanneld ignores the key.
+	BGP json.RawMessage
 	// UnknownKeys lists top-level keys weft does not know (ignored).
 	UnknownKeys []string
 }
@@ -77,12 +81,14 @@ type raw struct {
 	IPv6SubnetMax  *string
 	EnableNFTables *bool
 	Backend        json.RawMessage
+	BGP            json.RawMessage
 }
 
 var knownKeys = map[string]bool{
 	"network": true, "ipv6network": true, "enableipv4": true, "enableipv6": true,
 	"subnetlen": true, "subnetmin": true, "subnetmax": true, "ipv6subnetlen": true,
 	"ipv6subnetmin": true, "ipv6subnetmax": true, "enablenftables": true, "backend": true,
+	"bgp": true,
 }
 
 // Parse parses, defaults and validates a net-conf.json document.
@@ -110,6 +116,9 @@ func Parse(data []byte) (*Config, error) {
 	}
 	if r.EnableNFTables != nil {
 		c.EnableNFTables = *r.EnableNFTables
+	}
+	if len(r.BGP) > 0 && !bytes.Equal(bytes.TrimSpace(r.BGP), []byte("null")) {
+		c.BGP = r.BGP
 	}
 	if !c.EnableIPv4 && !c.EnableIPv6 {
 		return nil, errorf("EnableIPv4", "both EnableIPv4 and EnableIPv6 are false; enable at least one family")
