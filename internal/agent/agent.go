@@ -25,6 +25,7 @@ import (
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/backend/table"
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/firewall"
 	"github.com/weftnet/weft/internal/kernel"
@@ -65,6 +66,11 @@ type Options struct {
 	// Policy configures NetworkPolicy enforcement; nil (etcd mode): the
 	// agent leaves the policy table alone.
 	Policy *PolicyOptions
+	// BGPNode are this node's own BGP settings from weft-agent's flags
+	// (--bgp-local-as, --bgp-router-id, --bgp-peer). They override the
+	// Node's annotations (Kubernetes mode), which override net-conf.json's
+	// BGP object; BGP runs only when that object is there.
+	BGPNode bgp.NodeSettings
 }
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
