@@ -88,6 +88,64 @@ func TestRules(t *testing.T) {
 	}
 }
 
+// TestMasqueradeExcept: pods' traffic to a routable network keeps its
+// source: one return per routable network of the part's family, after the
+// pod-to-pod and outside-to-pod returns and before the masquerade of pods'
+// traffic to the outside.
+func TestMasqueradeExcept(t *testing.T) {
+	pp := netip.MustParsePrefix
+	routable := []netip.Prefix{pp("203.0.113.0/24"), pp("2001:db8:0:f::/64"), pp("198.51.100.7/24")}
+	for _, tc := range []struct {
+		name     string
+		part     Part
+		want     []string
+		routable []string // the rules that the routable networks add, in order
+	}{
+		{"IPv4", MasqueradeExcept(network, subnet, true, routable), golden[:6], []string{
+			"ip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 return",
+			"ip saddr 10.244.0.0/16 ip daddr 198.51.100.0/24 return", // masked, as the kernel compares it
+		}},
+		{"IPv6", MasqueradeExcept(network6, subnet6, true, routable), golden6[:6], []string{
+			"ip6 saddr 2001:db8:244::/48 ip6 daddr 2001:db8:0:f::/64 return",
+		}},
+		{"IPv4 not random", MasqueradeExcept(network, subnet, false, routable[:1]), []string{
+			golden[0], golden[1], golden[2], golden[3],
+			"ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade",
+			"ip saddr != 10.244.0.0/16 ip daddr 10.244.0.0/16 masquerade",
+		}, []string{"ip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 return"}},
+		{"IPv6 with IPv4 networks only", MasqueradeExcept(network6, subnet6, true, []netip.Prefix{pp("203.0.113.0/24"), {}}), golden6[:6], nil},
+		{"none", MasqueradeExcept(network, subnet, true, nil), golden[:6], nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			want := slices.Concat(tc.want[:4], tc.routable, tc.want[4:])
+			if got := rulesOf(tc.part); !slices.Equal(got, want) {
+				t.Errorf("rules:\n got %q\nwant %q", got, want)
+			}
+			if tc.part.Name != PartMasquerade || tc.part.Family != FamilyOf(tc.part.Chains[0].Rules[1].Src.Prefix) {
+				t.Errorf("part %s, family %s", tc.part.Name, tc.part.Family)
+			}
+		})
+	}
+	// Without routable networks it is MasqueradeRandom, rendered the same.
+	for _, random := range []bool{true, false} {
+		s, r := NewState(MasqueradeExcept(network, subnet, random, nil)), NewState(MasqueradeRandom(network, subnet, random))
+		ts, err1 := Render(s, Observed{})
+		tr, err2 := Render(r, Observed{})
+		if err1 != nil || err2 != nil || ts.String() != tr.String() {
+			t.Errorf("random %v: MasqueradeExcept without networks renders\n%s\nMasqueradeRandom\n%s (%v, %v)", random, ts, tr, err1, err2)
+		}
+	}
+	// Rendered into the transaction.
+	tx, err := Render(NewState(MasqueradeExcept(network, subnet, true, routable[:1])), Observed{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "add rule ip weft postrouting ip saddr 10.244.0.0/16 ip daddr 203.0.113.0/24 return\n" +
+		"add rule ip weft postrouting ip saddr 10.244.0.0/16 ip daddr != 224.0.0.0/4 masquerade fully-random\n"; !strings.Contains(tx.String(), want) {
+		t.Errorf("transaction lacks\n%s\nin\n%s", want, tx)
+	}
+}
+
 const (
 	addPost  = "add chain ip weft postrouting { type nat hook postrouting priority srcnat; policy accept; }\n"
 	addFwd   = "add chain ip weft forward { type filter hook forward priority filter; policy accept; }\n"

@@ -144,27 +144,50 @@ func Masquerade(n, s netip.Prefix) Part { return MasqueradeRandom(n, s, true) }
 // MasqueradeRandom is Masquerade with fully-random source ports on or off
 // (off: flannel's --ip-masq-fully-random-disable).
 func MasqueradeRandom(n, s netip.Prefix, fullyRandom bool) Part {
+	return MasqueradeExcept(n, s, fullyRandom, nil)
+}
+
+// MasqueradeExcept is MasqueradeRandom that leaves pod traffic to the
+// routable networks alone: destinations that route back to pod addresses
+// (they learn the pod subnets over BGP), so that they see, and can call
+// back, the pod's own address. Each gets
+//
+//	ip saddr N ip daddr R return
+//
+// before the rule that masquerades pods' traffic to the outside. Routable
+// networks of the other family than n's are left out, so that one list
+// serves both families' parts.
+func MasqueradeExcept(n, s netip.Prefix, fullyRandom bool, routable []netip.Prefix) Part {
 	n, s = n.Masked(), s.Masked()
 	masq := VerdictMasquerade
 	if !fullyRandom {
 		masq = VerdictMasqueradeNotRandom
 	}
+	rules := []Rule{
+		// Already masqueraded by kube-proxy: leave alone.
+		{Mark: KubeProxyMark, Verdict: VerdictReturn},
+		// Pod to pod keeps its source.
+		{Src: in(s), Dst: in(n), Verdict: VerdictReturn},
+		{Src: in(n), Dst: in(s), Verdict: VerdictReturn},
+		// The outside reaching a local pod keeps its source.
+		{Src: notIn(n), Dst: in(s), Verdict: VerdictReturn},
+	}
+	// Pods to a network that routes back to them keep their source.
+	for _, r := range routable {
+		if r.IsValid() && r.Addr().Is4() == n.Addr().Is4() {
+			rules = append(rules, Rule{Src: in(n), Dst: in(r.Masked()), Verdict: VerdictReturn})
+		}
+	}
+	rules = append(rules,
+		// Pods to the outside (not multicast): the node's address.
+		Rule{Src: in(n), Dst: notIn(multicast(n)), Verdict: masq},
+		// The host to remote pods: the node's address.
+		Rule{Src: notIn(n), Dst: in(n), Verdict: masq},
+	)
 	return Part{Name: PartMasquerade, Family: FamilyOf(n), Chains: []Chain{{
-		Name: ChainPostrouting,
-		Base: &Base{Type: TypeNAT, Hook: HookPostrouting, Priority: PrioritySrcNAT},
-		Rules: []Rule{
-			// Already masqueraded by kube-proxy: leave alone.
-			{Mark: KubeProxyMark, Verdict: VerdictReturn},
-			// Pod to pod keeps its source.
-			{Src: in(s), Dst: in(n), Verdict: VerdictReturn},
-			{Src: in(n), Dst: in(s), Verdict: VerdictReturn},
-			// The outside reaching a local pod keeps its source.
-			{Src: notIn(n), Dst: in(s), Verdict: VerdictReturn},
-			// Pods to the outside (not multicast): the node's address.
-			{Src: in(n), Dst: notIn(multicast(n)), Verdict: masq},
-			// The host to remote pods: the node's address.
-			{Src: notIn(n), Dst: in(n), Verdict: masq},
-		},
+		Name:  ChainPostrouting,
+		Base:  &Base{Type: TypeNAT, Hook: HookPostrouting, Priority: PrioritySrcNAT},
+		Rules: rules,
 	}}}
 }
 
