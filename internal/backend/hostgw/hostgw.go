@@ -1,6 +1,7 @@
 // Package hostgw is the host-gw backend: a plain route to each peer's subnet
-// via the peer's underlay address. Every peer must be on-link; one that is
-// not is skipped and reported, never misrouted.
+// via the peer's underlay address. A peer must be on-link, or its subnet
+// learned over BGP from an on-link router (import on); one that is neither
+// is skipped and reported, never misrouted.
 package hostgw
 
 import (
@@ -77,8 +78,13 @@ func (b *Backend) MTU() int { return b.u.MTU }
 // Plan implements backend.Backend: for each enabled family, a route to
 // each host-gw peer's subnet of that family via its public address of that
 // family (PublicIP, PublicIPv6) on the underlay, which must be on the
-// underlay's link; a peer that is not is skipped. host-gw has no device of
-// its own and owns the routes into the cluster networks on the underlay.
+// underlay's link. A peer that is not is routed through the next hop
+// learned over BGP for exactly its subnet (st.Learned), when that next hop
+// is on-link, and skipped otherwise. Only peers' subnets are looked up, so
+// a learned prefix that no lease holds makes no route; a learned route
+// that goes away takes its route with it at the next Apply. host-gw has no
+// device of its own and owns the routes into the cluster networks on the
+// underlay.
 func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 	d := backend.Desired{Node: st, Scope: kernel.Scope{RouteDevs: []string{b.u.Name}}}
 	for _, f := range b.fams {
@@ -88,11 +94,18 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 		}
 		for peer := range st.FamilyPeers(f, &d.Skipped, Type) {
 			subnet, gw := f.Subnet(peer), f.PublicIP(peer.Attrs)
+			hop, learned := st.Learned[subnet]
 			switch {
-			case !b.u.IsOnLink(gw):
-				d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting)", subnet, gw, b.u.Name))
-			default:
+			case b.u.IsOnLink(gw):
 				d.Entries.Routes = append(d.Entries.Routes, kernel.Route{Dst: subnet, Gw: gw, Dev: b.u.Name})
+			case !learned:
+				d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting), or a router that announces the subnet over BGP (BGP.Import)", subnet, gw, b.u.Name))
+			case hop.Is4() != subnet.Addr().Is4() || !b.u.IsOnLink(hop):
+				d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s, and the next hop %s learned over BGP is not on-link either", subnet, gw, b.u.Name, hop))
+			default:
+				// Through the router that announced the peer's subnet:
+				// `ip route replace SUBNET via HOP dev UNDERLAY proto weft`.
+				d.Entries.Routes = append(d.Entries.Routes, kernel.Route{Dst: subnet, Gw: hop, Dev: b.u.Name})
 			}
 		}
 	}

@@ -248,3 +248,120 @@ func TestNewRefusesAPublicIPNotOnTheInterface(t *testing.T) {
 		t.Error("a failed read of the addresses: no error")
 	}
 }
+
+// TestPlanLearnedRoutes: a peer off the link is routed through the next
+// hop learned over BGP for exactly its subnet, when that next hop is on
+// the link; a learned prefix that no peer's lease holds (or holds only as
+// part of a larger prefix) makes no route; an on-link peer keeps its
+// direct route whatever was learned.
+func TestPlanLearnedRoutes(t *testing.T) {
+	network, network6 := netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("2001:db8:244::/48")
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	own := dualLease("10.244.1.0/24", "2001:db8:244:1::/64", "192.0.2.1", "2001:db8:0:1::1")
+	peers := []lease.Lease{
+		own,
+		dualLease("10.244.2.0/24", "2001:db8:244:2::/64", "192.0.2.2", "2001:db8:0:1::2"),    // on-link
+		dualLease("10.244.3.0/24", "2001:db8:244:3::/64", "198.51.100.3", "2001:db8:0:2::3"), // behind the router
+		dualLease("10.244.4.0/24", "2001:db8:244:4::/64", "198.51.100.4", "2001:db8:0:2::4"), // learned via a hop off the link
+		dualLease("10.244.5.0/24", "", "198.51.100.5", "::"),                                 // only a covering prefix learned
+		dualLease("10.244.6.0/24", "2001:db8:244:6::/64", "198.51.100.6", "2001:db8:0:2::6"), // nothing learned
+	}
+	for _, tc := range []struct {
+		name    string
+		learned map[netip.Prefix]netip.Addr
+		want    []kernel.Route
+		skipped []string // substrings, one per skipped peer, in order
+	}{
+		{
+			name: "import off",
+			want: []kernel.Route{
+				{Dst: p("10.244.2.0/24"), Gw: a("192.0.2.2"), Dev: "eth0"},
+				{Dst: p("2001:db8:244:2::/64"), Gw: a("2001:db8:0:1::2"), Dev: "eth0"},
+			},
+			skipped: []string{"10.244.3.0/24 (198.51.100.3): not on-link", "10.244.4.0/24", "10.244.5.0/24", "10.244.6.0/24",
+				"2001:db8:244:3::/64", "2001:db8:244:4::/64", "2001:db8:244:6::/64"},
+		},
+		{
+			name: "learned",
+			learned: map[netip.Prefix]netip.Addr{
+				p("10.244.2.0/24"):       a("192.0.2.254"), // on-link peer: its direct route stays
+				p("10.244.3.0/24"):       a("192.0.2.254"),
+				p("10.244.4.0/24"):       a("203.0.113.1"), // not on-link: skipped
+				p("10.244.0.0/16"):       a("192.0.2.254"), // covers 10.244.5.0/24 but is not its subnet
+				p("10.244.9.0/24"):       a("192.0.2.254"), // no lease holds it
+				p("0.0.0.0/0"):           a("192.0.2.254"),
+				p("2001:db8:244:3::/64"): a("2001:db8:0:1::fe"),
+				p("2001:db8:244:4::/64"): a("192.0.2.254"), // an IPv4 next hop for an IPv6 subnet
+			},
+			want: []kernel.Route{
+				{Dst: p("10.244.2.0/24"), Gw: a("192.0.2.2"), Dev: "eth0"},
+				{Dst: p("10.244.3.0/24"), Gw: a("192.0.2.254"), Dev: "eth0"},
+				{Dst: p("2001:db8:244:2::/64"), Gw: a("2001:db8:0:1::2"), Dev: "eth0"},
+				{Dst: p("2001:db8:244:3::/64"), Gw: a("2001:db8:0:1::fe"), Dev: "eth0"},
+			},
+			skipped: []string{"10.244.4.0/24 (198.51.100.4): not on-link from eth0, and the next hop 203.0.113.1 learned over BGP is not on-link either",
+				"10.244.5.0/24 (198.51.100.5): not on-link", "10.244.6.0/24",
+				"2001:db8:244:4::/64 (2001:db8:0:2::4): not on-link from eth0, and the next hop 192.0.2.254 learned over BGP", "2001:db8:244:6::/64"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, u := dualNode(t)
+			b, err := New(backend.Env{Kernel: f, Underlay: u, Network: network, IPv6Network: network6})
+			if err != nil {
+				t.Fatal(err)
+			}
+			d := b.Plan(backend.NodeState{Network: network, IPv6Network: network6, Own: own, Peers: peers, Learned: tc.learned})
+			if !reflect.DeepEqual(d.Entries.Routes, tc.want) {
+				t.Errorf("routes:\n got %v\nwant %v", d.Entries.Routes, tc.want)
+			}
+			if len(d.Skipped) != len(tc.skipped) {
+				t.Fatalf("skipped %q, want %d", d.Skipped, len(tc.skipped))
+			}
+			for i, s := range tc.skipped {
+				if !strings.HasPrefix(d.Skipped[i], s) && !strings.Contains(d.Skipped[i], s) {
+					t.Errorf("skipped[%d] = %q, want %q in it", i, d.Skipped[i], s)
+				}
+			}
+		})
+	}
+}
+
+// TestApplyLearnedRouteGoes: the route through a learned next hop is
+// written with weft's protocol like every other, and removed when the
+// route is no longer learned (the router withdrew it): level-triggered.
+func TestApplyLearnedRouteGoes(t *testing.T) {
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	f, u := dualNode(t)
+	b, err := New(backend.Env{Kernel: f, Underlay: u, Network: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := dualLease("10.244.1.0/24", "", "192.0.2.1", "::")
+	st := backend.NodeState{Network: network, Own: own, Peers: []lease.Lease{own, dualLease("10.244.3.0/24", "", "198.51.100.3", "::")},
+		Learned: map[netip.Prefix]netip.Addr{netip.MustParsePrefix("10.244.3.0/24"): netip.MustParseAddr("192.0.2.254")}}
+	ctx := context.Background()
+	f.Writes()
+	if rep, err := b.Apply(ctx, b.Plan(st)); err != nil || rep.Added != 1 || len(rep.Skipped) != 0 {
+		t.Fatalf("apply with the learned route: %+v, %v", rep, err)
+	}
+	if got := f.Writes(); got != "ip route replace 10.244.3.0/24 via 192.0.2.254 dev eth0\n" {
+		t.Errorf("with the learned route:\n%s", got)
+	}
+	routes, err := f.Routes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range routes {
+		if r.Dst == netip.MustParsePrefix("10.244.3.0/24") && r.Protocol != kernel.ProtoWeft {
+			t.Errorf("learned route written with protocol %s, want weft's", r.Protocol)
+		}
+	}
+	st.Learned = map[netip.Prefix]netip.Addr{}
+	rep, err := b.Apply(ctx, b.Plan(st))
+	if err != nil || rep.Removed != 1 || len(rep.Skipped) != 1 {
+		t.Fatalf("apply after the withdrawal: %+v, %v", rep, err)
+	}
+	if got := f.Writes(); got != "ip route del 10.244.3.0/24 via 192.0.2.254 dev eth0\n" {
+		t.Errorf("after the withdrawal:\n%s", got)
+	}
+}
