@@ -5,13 +5,14 @@ import (
 	"slices"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/firewall"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
-// Inputs are everything a node's desired state depends on. (Policies and
-// BGP peers join them later.)
+// Inputs are everything a node's desired state depends on. (NetworkPolicy
+// has a loop of its own.)
 type Inputs struct {
 	// Network and IPv6Network are the cluster's networks of the families
 	// the config enables; invalid when off.
@@ -29,15 +30,37 @@ type Inputs struct {
 	// ForwardRules: accept forwarded traffic from and to the cluster
 	// network, also where the host's firewall drops forwarding by default.
 	ForwardRules bool
+	// BGP is what BGP adds to the node's state; nil when BGP is off.
+	BGP *BGPInputs
+}
+
+// BGPInputs are the node's BGP inputs: what to announce from, what was
+// learned, and where the outside routes back to pods.
+type BGPInputs struct {
+	// NextHop4 and NextHop6 are the node's underlay addresses, the next
+	// hops of the subnets it announces, of each family.
+	NextHop4, NextHop6 netip.Addr
+	// Learned are the best routes learned from the peers (Speaker.Learned)
+	// when import is on; nil when it is off.
+	Learned []bgp.Route
+	// Routable are the networks that route back to pod addresses
+	// (bgp.Config.RoutableNetworks): pods' traffic to them is not
+	// masqueraded.
+	Routable []netip.Prefix
 }
 
 // Desired is the whole desired state of a node: the backend's devices and
 // kernel entries (with the node state they were planned from), weft's
-// firewall, and subnet.env for the CNI plugin.
+// firewall, subnet.env for the CNI plugin, and the routes the node
+// announces over BGP.
 type Desired struct {
 	Kernel   backend.Desired
 	Firewall firewall.State
 	Env      subnetenv.Env
+	// Announce are this node's subnets with its underlay address of each
+	// family as the next hop, IPv4 first: the complete set the speaker
+	// announces (nil when BGP is off).
+	Announce []bgp.Route
 }
 
 // Desire computes the desired state. It is pure: the same inputs give the
@@ -46,6 +69,11 @@ type Desired struct {
 // same for both.
 func Desire(in Inputs) Desired {
 	st := backend.NodeState{Network: in.Network, IPv6Network: in.IPv6Network, Own: in.Own, Peers: in.Leases}
+	var routable []netip.Prefix
+	if in.BGP != nil {
+		st.Learned = learned(in.BGP.Learned)
+		routable = in.BGP.Routable
+	}
 	if slices.ContainsFunc(in.Leases, func(l lease.Lease) bool { return !st.IsPeer(l) }) {
 		st.Peers = make([]lease.Lease, 0, len(in.Leases))
 		for _, l := range in.Leases {
@@ -66,7 +94,10 @@ func Desire(in Inputs) Desired {
 		}
 		d.Env.SetFamily(n, s)
 		if in.IPMasq && s.IsValid() {
-			parts = append(parts, firewall.MasqueradeRandom(n, s, !in.IPMasqNotRandom))
+			parts = append(parts, firewall.MasqueradeExcept(n, s, !in.IPMasqNotRandom, routable))
+		}
+		if hop := nextHop(in.BGP, f); s.IsValid() && hop.IsValid() {
+			d.Announce = append(d.Announce, bgp.Route{Prefix: s, NextHop: hop})
 		}
 		if in.ForwardRules {
 			parts = append(parts, firewall.Forward(n))
@@ -78,3 +109,36 @@ func Desire(in Inputs) Desired {
 
 // families are both address families, IPv4 first.
 var families = []backend.Family{{Is6: false}, {Is6: true}}
+
+// nextHop is the next hop of f's announced subnet: the node's underlay
+// address of f; invalid when BGP is off or the node has none of f.
+func nextHop(b *BGPInputs, f backend.Family) netip.Addr {
+	if b == nil {
+		return netip.Addr{}
+	}
+	hop := b.NextHop4
+	if f.Is6 {
+		hop = b.NextHop6
+	}
+	if !hop.IsValid() || hop.IsUnspecified() || hop.Is4() == f.Is6 {
+		return netip.Addr{}
+	}
+	return hop
+}
+
+// learned is the learned routes by prefix, for backend.NodeState.Learned:
+// the first route of each prefix (the speaker reports one, its best); nil
+// when import is off (routes nil).
+func learned(routes []bgp.Route) map[netip.Prefix]netip.Addr {
+	if routes == nil {
+		return nil
+	}
+	m := make(map[netip.Prefix]netip.Addr, len(routes))
+	for _, r := range routes {
+		p := r.Prefix.Masked()
+		if _, ok := m[p]; !ok && p.IsValid() && r.NextHop.IsValid() {
+			m[p] = r.NextHop
+		}
+	}
+	return m
+}
