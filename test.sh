@@ -64,5 +64,8 @@ done <<'TARGETS'
 ./internal/policy FuzzCompile 20000x
 ./internal/policy/nflog FuzzParse 50000x
 ./internal/policy/nflog FuzzParsePayload 50000x
+./internal/bgp FuzzParse 50000x
+./internal/bgp FuzzParseAnnotations 50000x
+./internal/bgp FuzzParsePeerFlag 50000x
 TARGETS
 (cd tools/cyclonus && go test -run '^$' -fuzz '^FuzzMatcher$' -fuzztime "${WEFT_FUZZ_TIME:-3000x}" .)
