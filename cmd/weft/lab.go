@@ -29,10 +29,11 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
               [--flannel-nodes n3,...] [--flanneld PATH]
               [--store etcd|kube] [--kube-apiserver PATH] [--read-only] [--forward-drop]
               [--pod-ports 80,81]   ports every pod serves over TCP and UDP (and declares)
+              [--bgp [--bgp-router bird|frr] [--bgp-password SECRET]]   with --topology l3
   weft lab status [--name NAME] [--json]
   weft lab check [--name NAME] [--json]
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
-  weft lab agent stop|start|restart NODE [--name NAME]
+  weft lab agent stop|start|restart NODE [--name NAME] [--bgp-peer ADDRESS,as=N[,...]|router]...
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] [--ipv6] FROM TO   FROM: a pod; TO: a pod or ext
@@ -47,6 +48,13 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
 --ip-family: the pods' families. ipv6 and dual give every host an IPv6 address
 in 2001:db8::/32 beside its IPv4 one (the store and API server stay on IPv4)
 and the pods addresses from 2001:db8:244::/56; check probes each family.
+
+--bgp: the l3 router runs BIRD 2 (default) or FRR as AS 64500 with an eBGP
+session to each node nK (AS 64512+K; hold time 9 s, graceful restart, the
+nodes' restart time 30 s); it learns the pods' subnets, so ext (whose network
+is routable: no masquerade) and pods reach each other by their own addresses.
+'agent restart NODE --bgp-peer SPEC' gives a node's agent its own peers
+(the word router stands for the lab's; alone it restores them).
 'weft lab COMMAND -h' prints a command's flags.
 `
 
@@ -174,6 +182,9 @@ func labUp(fs *flag.FlagSet, name *string) func(context.Context, []string, []str
 	fs.StringVar(&spec.KubeAPIServer, "kube-apiserver", "", "--store kube: the kube-apiserver binary (default: beside weft)")
 	fs.BoolVar(&spec.ReadOnly, "read-only", false, "--store kube: agents in read-only mode (get/list/watch on nodes only)")
 	podPorts := fs.String("pod-ports", "", "ports every pod serves (weft lab serve) and declares: 80,81 (TCP and UDP each) or 80/tcp,53/udp")
+	fs.BoolVar(&spec.BGP, "bgp", false, "with --topology l3: the router speaks BGP with every node (BIRD or FRR), learning the pods' subnets")
+	fs.StringVar(&spec.BGPRouter, "bgp-router", "", "with --bgp: bird (BIRD 2, the default) or frr (FRR's zebra and bgpd)")
+	fs.StringVar(&spec.BGPPassword, "bgp-password", "", "with --bgp: the TCP MD5 password of every session (router and agents)")
 	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
 		spec.Name = *name
 		var err error
@@ -231,6 +242,10 @@ func labAgent(fs *flag.FlagSet, name *string) func(context.Context, []string, []
 	var o lab.AgentOptions
 	fs.StringVar(&o.To, "to", "", "switch: the agent to run, weft or flannel")
 	fs.StringVar(&o.Flanneld, "flanneld", "", "the flanneld binary (default: beside weft)")
+	fs.Func("bgp-peer", "start, restart (repeatable): the agent's --bgp-peer values from now on; router: the lab's", func(v string) error {
+		o.BGPPeers = append(o.BGPPeers, v)
+		return nil
+	})
 	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
 		// pos[0] is the action (stop, start, restart, switch).
 		if len(pos) != 2 {

@@ -189,6 +189,9 @@ type AgentOptions struct {
 	Node     string
 	To       string // switch: process.Weft or process.Flannel
 	Flanneld string // its binary, if not the lab's or beside weft
+	// BGPPeers (start, restart) replace the node's --bgp-peer values
+	// from now on; "router" stands for the lab's (alone: back to them).
+	BGPPeers []string
 }
 
 // Agent stops, starts, restarts or switches a node's agent.
@@ -200,6 +203,12 @@ func Agent(ctx context.Context, name string, o AgentOptions, w io.Writer) error 
 	defer done()
 	n, err := s.node(o.Node)
 	if err != nil {
+		return err
+	}
+	if len(o.BGPPeers) > 0 && o.Action != "start" && o.Action != "restart" {
+		return errors.New("--bgp-peer goes with start or restart")
+	}
+	if err := s.setPeers(n, o.BGPPeers); err != nil {
 		return err
 	}
 	switch o.Action {
@@ -237,7 +246,9 @@ func (s *State) check(ctx context.Context) (*check.Report, error) {
 		}
 		pods = append(pods, e)
 	}
-	ext := check.Endpoint{Name: s.Ext.Name, NS: s.Ext.NS, Addrs: s.Ext.Addrs()}
+	// With BGP the router routes ext's network to the pods: ext sees
+	// them by their own addresses and reaches them.
+	ext := check.Endpoint{Name: s.Ext.Name, NS: s.Ext.NS, Addrs: s.Ext.Addrs(), Routed: s.Router != nil}
 	rep, err := check.Run(ctx, pods, ext, s.cniCheck)
 	if rep != nil {
 		rep.Lab = s.Name

@@ -1,12 +1,15 @@
 package lab
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/internal/config"
+	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/lab/pod"
+	"github.com/weftnet/weft/internal/lab/router"
 	"github.com/weftnet/weft/internal/lab/topology"
 )
 
@@ -33,6 +36,12 @@ func TestValidate(t *testing.T) {
 		{func(s *Spec) { s.ReadOnly = true }, "--read-only goes with --store kube"},
 		{func(s *Spec) { s.Store, s.ReadOnly, s.FlannelNodes = "kube", true, []string{"n3"} },
 			"--read-only cannot mix with --flannel-nodes: flannel nodes need the annotations read-only agents do not publish"},
+		{func(s *Spec) { s.BGP = true }, "--bgp needs --topology l3: the router between the two sides runs BIRD or FRR"},
+		{func(s *Spec) { s.BGPRouter = "frr" }, "--bgp-router goes with --bgp"},
+		{func(s *Spec) { s.BGPPassword = "x" }, "--bgp-password goes with --bgp"},
+		{func(s *Spec) { s.BGP, s.Topology, s.FlannelNodes = true, topology.L3, []string{"n3"} },
+			"--bgp cannot mix with --flannel-nodes: flanneld speaks no BGP"},
+		{func(s *Spec) { s.BGP, s.Topology, s.BGPRouter = true, topology.L3, "gobgp" }, `--bgp-router "gobgp": use bird or frr`},
 	} {
 		s := ok
 		tc.change(&s)
@@ -151,5 +160,91 @@ func TestNetConfFamilies(t *testing.T) {
 	}
 	if got := networks(topology.Dual); got != "10.244.0.0/16, 2001:db8:244::/56" {
 		t.Errorf("networks of a dual lab: %s", got)
+	}
+}
+
+// bgpState is testState with a BIRD router and an MD5 password.
+func bgpState(fam string) *State {
+	s := testState("host-gw", false, false)
+	s.IPFamily = fam
+	s.Router = &router.Router{Kind: router.BIRD, AS: router.AS, Password: "pw"}
+	for _, n := range s.Nodes {
+		n.Dir = "/run/weft-lab/x/" + n.Name
+		if topology.HasIPv6(fam) {
+			n.Host = n.WithIPv6()
+		}
+	}
+	return s
+}
+
+// TestBGPNetConf: the BGP object of a --bgp lab's net-conf.json: import
+// on, the lab's timers, ext's networks routable.
+func TestBGPNetConf(t *testing.T) {
+	got, err := bgpState(topology.Dual).netConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct{ BGP map[string]any }
+	if err := json.Unmarshal([]byte(got), &doc); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(doc.BGP)
+	if want := `{"HoldTime":9,"Import":true,"LocalAS":64512,"RestartTime":30,"RoutableNetworks":["203.0.113.0/24","2001:db8:0:f::/64"]}`; string(b) != want {
+		t.Errorf("BGP object %s, want %s", b, want)
+	}
+	if got, _ := testState("host-gw", false, false).netConf(); strings.Contains(got, "BGP") {
+		t.Errorf("a lab without --bgp has a BGP object: %s", got)
+	}
+}
+
+// TestBGPFlags: node nK's agent gets AS 64512+K and its side's router
+// address per family with the password file (etcd mode); in Kubernetes
+// mode the annotations say them; a node's own peers replace the lab's,
+// "router" standing for them.
+func TestBGPFlags(t *testing.T) {
+	s := bgpState(topology.Dual)
+	n3 := s.Nodes[2]
+	want := "--bgp-local-as 64515 --bgp-peer 198.51.100.1,as=64500,password-file=/run/weft-lab/x/n3/bgp-password" +
+		" --bgp-peer 2001:db8:0:b::1,as=64500,password-file=/run/weft-lab/x/n3/bgp-password"
+	if got := strings.Join(s.bgpFlags(n3), " "); got != want {
+		t.Errorf("n3's flags:\n got %s\nwant %s", got, want)
+	}
+	nb := s.neighbors(n3)
+	if len(nb) != 2 || nb[0] != (router.Neighbor{Node: "n3", Addr: netip.MustParseAddr("198.51.100.13"), AS: 64515}) || nb[1].Addr != netip.MustParseAddr("2001:db8:0:b::d") {
+		t.Errorf("n3's neighbours: %+v", nb)
+	}
+	if err := s.setPeers(n3, []string{"router", "192.0.2.99,as=64500"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(s.peerFlags(n3), " "); !strings.HasSuffix(got, " 192.0.2.99,as=64500") || !strings.HasPrefix(got, "198.51.100.1,as=64500,") {
+		t.Errorf("n3's own peers: %s", got)
+	}
+	s.Kube = &kube.Kube{}
+	if got := strings.Join(s.bgpFlags(s.Nodes[0]), " "); got != "" {
+		t.Errorf("kube mode flags of n1: %q", got)
+	}
+	ann, err := s.bgpAnnotations(s.Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ann["bgp.weft.io/local-as"] != "64513" || ann["bgp.weft.io/peers"] != `[{"Address":"192.0.2.1","AS":64500,"Password":"pw"},{"Address":"2001:db8:0:a::1","AS":64500,"Password":"pw"}]` {
+		t.Errorf("n1's annotations: %v", ann)
+	}
+	s4 := bgpState(topology.IPv4)
+	if got := strings.Join(s4.bgpFlags(s4.Nodes[0]), " "); got != "--bgp-local-as 64513 --bgp-peer 192.0.2.1,as=64500,password-file=/run/weft-lab/x/n1/bgp-password" {
+		t.Errorf("n1's flags in an IPv4 lab: %s", got)
+	}
+	if err := testState("vxlan", false, false).setPeers(n3, []string{"router"}); err == nil || !strings.Contains(err.Error(), "runs no BGP") {
+		t.Errorf("--bgp-peer in a lab without BGP: %v", err)
+	}
+}
+
+// TestBGPPicture: the picture says who speaks BGP with what timers.
+func TestBGPPicture(t *testing.T) {
+	var b strings.Builder
+	bgpState(topology.IPv4).picture(&b)
+	if !strings.Contains(b.String(), "  bgp: the router runs bird as AS 64500, an eBGP session with each node nK (AS 64512+K); hold time 9s, restart time 30s;\n"+
+		"       it learns the pods' subnets and re-announces them; ext's network (203.0.113.0/24) is routable: no masquerade to it\n") {
+		t.Errorf("picture:\n%s", b.String())
 	}
 }

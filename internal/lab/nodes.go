@@ -49,8 +49,15 @@ func (s *State) addNode(ctx context.Context, i, total int, agent string) (*Node,
 			return n, err
 		}
 	}
+	if err := s.prepareBGP(ctx, n); err != nil {
+		return n, err
+	}
 	if s.Kube != nil {
-		cidrs, err := s.Kube.RegisterNode(ctx, s.Ctl.NS, n.Name, n.Addrs(), podNetworks(s.IPFamily))
+		ann, err := s.bgpAnnotations(n)
+		if err != nil {
+			return n, err
+		}
+		cidrs, err := s.Kube.RegisterNode(ctx, s.Ctl.NS, n.Name, n.Addrs(), podNetworks(s.IPFamily), ann)
 		if err != nil {
 			return n, err
 		}
@@ -78,6 +85,7 @@ func (s *State) agentSpec(n *Node) (process.AgentSpec, error) {
 	if s.Kube != nil {
 		a.Etcd, a.Kubeconfig, a.NetConf, a.ReadOnly = "", s.Kube.Kubeconfig, s.Kube.NetConf, s.Kube.ReadOnly
 	}
+	a.Extra = s.bgpFlags(n)
 	return a, nil
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/lab/pod"
+	"github.com/weftnet/weft/internal/lab/router"
 	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/netns"
 )
@@ -40,6 +41,10 @@ type Node struct {
 	CNIBinDirs []string `json:"cniBinDirs"`
 	LogFile    string   `json:"logFile"`
 	PodCIDR    string   `json:"podCIDR,omitempty"` // --store kube: its Node's podCIDRs, comma-separated
+	// BGPPeers are the node's own --bgp-peer values (`weft lab agent
+	// restart --bgp-peer`), in place of the lab's; the word "router"
+	// stands for the lab's.
+	BGPPeers []string `json:"bgpPeers,omitempty"`
 }
 
 // runtime is the node's CNI set-up.
@@ -70,6 +75,8 @@ type State struct {
 	Namespaces  []string      `json:"namespaces"` // every namespace created, in order
 	Endpoint    string        `json:"etcdEndpoint"`
 	Kube        *kube.Kube    `json:"kube,omitempty"` // --store kube
+	// Router is the BGP router in the underlay namespace (--bgp).
+	Router *router.Router `json:"router,omitempty"`
 	// PodPorts are the ports of the pods `up` and `node add` create.
 	PodPorts []pod.Port `json:"podPorts,omitempty"`
 

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
@@ -9,9 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/lab/router"
 	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
@@ -32,6 +35,26 @@ type NodeStatus struct {
 	CNIConfDir string   `json:"cniConfDir"`
 	CNIBinDirs []string `json:"cniBinDirs"`
 	Log        string   `json:"log"`
+	// BGPAS is the node's AS and BGP its agent's sessions as its
+	// /readyz reports them (address, as, state, prefixesSent, ...), in
+	// a lab started with --bgp.
+	BGPAS uint32 `json:"bgpAS,omitempty"`
+	BGP   []any  `json:"bgp,omitempty"`
+}
+
+// RouterStatus is the BGP router of a lab started with --bgp.
+type RouterStatus struct {
+	Kind    string `json:"kind"`
+	NS      string `json:"netns"`
+	AS      uint32 `json:"as"`
+	Running bool   `json:"running"`
+	PIDs    []int  `json:"pids"`
+	// Socket is birdc's -s or vtysh's --vty_socket.
+	Socket   string           `json:"socket"`
+	Config   string           `json:"config"`
+	Log      string           `json:"log"`
+	Sessions []router.Session `json:"sessions"`
+	Error    string           `json:"error,omitempty"` // why the sessions could not be read
 }
 
 // LabStatus is `lab status`.
@@ -49,6 +72,7 @@ type LabStatus struct {
 	External    topology.Host `json:"external"`
 	Nodes       []NodeStatus  `json:"nodes"`
 	Pods        []*pod.Pod    `json:"pods"`
+	Router      *RouterStatus `json:"router,omitempty"`
 }
 
 func (s *State) status() LabStatus {
@@ -58,7 +82,24 @@ func (s *State) status() LabStatus {
 		st.Kube = s.Kube.Summary()
 	}
 	for _, n := range s.Nodes {
-		st.Nodes = append(st.Nodes, n.status())
+		ns := n.status()
+		if s.Router != nil {
+			ns.BGPAS = router.NodeAS(nodeIndex(n.Name))
+		}
+		st.Nodes = append(st.Nodes, ns)
+	}
+	if r := s.Router; r != nil {
+		rs := &RouterStatus{Kind: r.Kind, NS: r.NS, AS: r.AS, Running: r.Running(), Socket: r.Socket(), Config: r.ConfigFile(), Log: r.LogFile()}
+		for _, p := range r.Procs {
+			rs.PIDs = append(rs.PIDs, p.PID)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var err error
+		if rs.Sessions, err = r.Sessions(ctx); err != nil {
+			rs.Error = err.Error()
+		}
+		st.Router = rs
 	}
 	return st
 }
@@ -84,6 +125,9 @@ func (n *Node) status() NodeStatus {
 			ns.Ready = r["ready"] == true
 			if sk, ok := r["skippedPeers"].([]any); ok {
 				ns.Skipped = sk
+			}
+			if b, ok := r["bgp"].([]any); ok {
+				ns.BGP = b
 			}
 		}
 	}
@@ -143,6 +187,9 @@ func (st LabStatus) print(w io.Writer) {
 	if len(st.Nodes) > 0 {
 		fmt.Fprintf(w, "CNI plugins from: %s\n", strings.Join(st.Nodes[0].CNIBinDirs, ":"))
 	}
+	if st.Router != nil {
+		st.printBGP(w)
+	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "POD\tNETNS\tNODE\tADDRESS\tLABELS\tPORTS")
@@ -151,6 +198,42 @@ func (st LabStatus) print(w io.Writer) {
 	}
 	fmt.Fprintf(tw, "ext\t%s\t-\t%s (outside the cluster network)\t-\t-\n", st.External.NS, addrList(st.External.Addrs()))
 	tw.Flush()
+}
+
+// printBGP writes the router's sessions and each agent's.
+func (st LabStatus) printBGP(w io.Writer) {
+	r := st.Router
+	fmt.Fprintf(w, "\nBGP router: %s in %s, AS %d, pids %v (running %v), control %s\n", r.Kind, r.NS, r.AS, r.PIDs, r.Running, r.Socket)
+	if r.Error != "" {
+		fmt.Fprintf(w, "  sessions: %s\n", r.Error)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROUTER NEIGHBOUR\tAS\tSTATE\tRECEIVED\tSENT\tINFO")
+	for _, x := range r.Sessions {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%s\n", x.Neighbor, x.AS, x.State, x.Received, x.Sent, orDash(x.Info))
+	}
+	tw.Flush()
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tAS\tPEER\tPEER AS\tSTATE\tSENT\tRECEIVED\tFLAPS\tLAST ERROR")
+	for _, n := range st.Nodes {
+		if len(n.BGP) == 0 {
+			fmt.Fprintf(tw, "%s\t%d\t-\t-\t(no sessions reported)\t\t\t\t\n", n.Name, n.BGPAS)
+		}
+		for _, p := range n.BGP {
+			m, _ := p.(map[string]any)
+			fmt.Fprintf(tw, "%s\t%d\t%v\t%v\t%v\t%v\t%v\t%v\t%s\n", n.Name, n.BGPAS, m["address"], m["as"], m["state"],
+				m["prefixesSent"], m["prefixesReceived"], m["flaps"], orDash(fmt.Sprint(orNil(m["lastError"]))))
+		}
+	}
+	tw.Flush()
+}
+
+// orNil is v, or "" for nil.
+func orNil(v any) any {
+	if v == nil {
+		return ""
+	}
+	return v
 }
 
 // picture draws the topology.
@@ -183,6 +266,11 @@ func (s *State) picture(w io.Writer) {
 	}
 	if s.ForwardDrop {
 		fmt.Fprintln(w, "  nodes: iptables FORWARD policy DROP (as Docker sets it)")
+	}
+	if r := s.Router; r != nil {
+		fmt.Fprintf(w, "  bgp: the router runs %s as AS %d, an eBGP session with each node nK (AS 64512+K); hold time %ds, restart time %ds;\n"+
+			"       it learns the pods' subnets and re-announces them; ext's network (%s) is routable: no masquerade to it\n",
+			r.Kind, r.AS, router.HoldTime, bgpRestartTime, strings.Join(s.routableNetworks(), " "))
 	}
 	fmt.Fprintf(w, "  ctl  %-12s %-15s store %s\n", s.Ctl.NS, addrList(s.Ctl.Addrs()), s.Endpoint)
 	if s.Kube != nil {
@@ -220,6 +308,10 @@ func (s *State) paths() []string {
 // netConf is the lab's net-conf.json, for --store kube.
 func (s *State) netConf() (string, error) {
 	doc, err := netConf(s.Backend, s.DirectRouting, s.IPFamily)
+	if err != nil {
+		return "", err
+	}
+	doc, err = s.withBGP(doc)
 	return string(doc) + "\n", err
 }
 

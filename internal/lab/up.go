@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/lab/router"
 	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/netns"
 )
@@ -35,6 +37,12 @@ type Spec struct {
 	KubeAPIServer string     // kube: the kube-apiserver binary
 	ReadOnly      bool       // kube: agents in read-only mode
 	PodPorts      []pod.Port // ports every pod serves and declares
+	// BGP runs a BGP router (BGPRouter: router.BIRD, the default, or
+	// router.FRR) in the l3 router namespace, peering with every node;
+	// BGPPassword is every session's TCP MD5 password.
+	BGP         bool
+	BGPRouter   string
+	BGPPassword string
 }
 
 // ExitError carries a command's exit status (check failures, exec).
@@ -136,7 +144,22 @@ func (spec Spec) validate() error {
 		return errors.New("--read-only goes with --store kube")
 	case spec.ReadOnly && len(spec.FlannelNodes) > 0:
 		return errors.New("--read-only cannot mix with --flannel-nodes: flannel nodes need the annotations read-only agents do not publish")
-	case spec.ForwardDrop:
+	case spec.BGP && spec.Topology != topology.L3:
+		return errors.New("--bgp needs --topology l3: the router between the two sides runs BIRD or FRR")
+	case !spec.BGP && spec.BGPRouter != "":
+		return errors.New("--bgp-router goes with --bgp")
+	case !spec.BGP && spec.BGPPassword != "":
+		return errors.New("--bgp-password goes with --bgp")
+	case spec.BGP && len(spec.FlannelNodes) > 0:
+		return errors.New("--bgp cannot mix with --flannel-nodes: flanneld speaks no BGP")
+	case spec.BGP && spec.BGPRouter != "" && !slices.Contains(router.Kinds(), spec.BGPRouter):
+		return fmt.Errorf("--bgp-router %q: use %s", spec.BGPRouter, orList(router.Kinds()))
+	case spec.BGP:
+		if err := router.Find(cmp.Or(spec.BGPRouter, router.BIRD)); err != nil {
+			return err
+		}
+	}
+	if spec.ForwardDrop {
 		return topology.CheckIPTables()
 	}
 	return nil
@@ -172,6 +195,9 @@ func newState(spec Spec) (*State, map[string]string, error) {
 			return nil, nil, err
 		}
 		s.Kube = &kube.Kube{Binary: bin, ReadOnly: spec.ReadOnly}
+	}
+	if spec.BGP {
+		s.Router = &router.Router{Kind: cmp.Or(spec.BGPRouter, router.BIRD), Password: spec.BGPPassword}
 	}
 	agentOf := map[string]string{}
 	for _, n := range spec.FlannelNodes {
@@ -216,6 +242,11 @@ func podNetworks(fam string) []kube.PodNetwork {
 func (s *State) build(ctx context.Context, spec Spec, agentOf map[string]string, w io.Writer) error {
 	if err := s.buildUnderlay(); err != nil {
 		return err
+	}
+	if s.Router != nil {
+		if err := s.startRouter(ctx, w); err != nil {
+			return err
+		}
 	}
 	if err := s.startStore(ctx, w); err != nil {
 		return err
@@ -265,6 +296,11 @@ func (s *State) down(w io.Writer) error {
 	}
 	if s.Kube != nil {
 		if err := s.Kube.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.Router != nil {
+		if err := s.Router.Stop(); err != nil {
 			errs = append(errs, err)
 		}
 	}

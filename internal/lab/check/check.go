@@ -39,6 +39,11 @@ type Endpoint struct {
 	// source the external host must see (masquerade), where other pods
 	// see the pod's own.
 	Node []netip.Addr `json:"node,omitempty"`
+	// Routed (the external host): its network routes to the pods (a
+	// router learned their subnets over BGP, and the agents do not
+	// masquerade to it). Pods must reach it with their own addresses,
+	// and it must reach every pod by the pod's address, seen as its own.
+	Routed bool `json:"routed,omitempty"`
 }
 
 // addrOf is the address of addrs of family fam (4 or 6), or the zero
@@ -273,11 +278,17 @@ func Run(ctx context.Context, pods []Endpoint, ext Endpoint, cniCheck func(ctx c
 }
 
 // plan lists the probes: from every pod to every other pod, wanting its
-// own address as the source, and to ext, wanting its node's; one per
-// family that source and destination both have, IPv4 first.
+// own address as the source, and to ext, wanting its node's (its own
+// when ext is Routed); one per family that source and destination both
+// have, IPv4 first. When ext is Routed, ext probes every pod too, each
+// wanting ext's own address.
 func plan(pods []Endpoint, ext Endpoint) []Result {
 	var jobs []Result
-	for _, src := range pods {
+	srcs := slices.Clone(pods)
+	if ext.Routed {
+		srcs = append(srcs, ext)
+	}
+	for _, src := range srcs {
 		for _, d := range append(slices.Clone(pods), ext) {
 			if d.Name == src.Name {
 				continue
@@ -288,7 +299,7 @@ func plan(pods []Endpoint, ext Endpoint) []Result {
 					continue
 				}
 				want := from
-				if d.Name == ext.Name {
+				if d.Name == ext.Name && !ext.Routed {
 					want = addrOf(src.Node, fam)
 				}
 				jobs = append(jobs, Result{From: src.Name, To: d.Name, Family: fam, Dst: dst, Want: want.String()})
@@ -323,9 +334,15 @@ func probe(j *Result, ns string, id int) {
 // PrintMatrix draws the connectivity matrix: rows are sources, columns
 // destinations (the pods, in order, then ext); "ok" means ICMP and TCP
 // passed with the expected source. In a dual-stack lab each cell holds
-// two marks, IPv4's then IPv6's ("ok/ok").
+// two marks, IPv4's then IPv6's ("ok/ok"). When ext probed the pods (a
+// routed ext), its row comes last: "ext reaches the pod by its own
+// address".
 func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 	cols := append(slices.Clone(pods), "ext")
+	rows := pods
+	if slices.ContainsFunc(r.Results, func(x Result) bool { return x.From == "ext" }) {
+		rows = cols
+	}
 	type key struct {
 		from, to string
 		fam      int
@@ -342,7 +359,10 @@ func (r *Report) PrintMatrix(w io.Writer, pods []string) {
 	if len(fams) > 1 || slices.Equal(fams, []int{6}) {
 		fmt.Fprintf(w, "each cell: %s\n", strings.Join(familyNames(fams), "/"))
 	}
-	printGrid(w, pods, cols, func(p, c string) string {
+	if len(rows) > len(pods) {
+		fmt.Fprintln(w, "ext is routed (BGP): pods reach it with their own addresses; row ext: ext reaches the pod by its own address")
+	}
+	printGrid(w, rows, cols, func(p, c string) string {
 		var marks []string
 		for _, f := range fams {
 			x, ok := cell[key{p, c, f}]

@@ -102,3 +102,53 @@ CNI CHECK: 2 of 2 pods pass
 		t.Errorf("matrix:\n%s\nwant:\n%s", b.String(), want)
 	}
 }
+
+// TestPlanRouted: with a routed ext (BGP), pods reach ext wanting their
+// own addresses, and ext probes every pod, per family, wanting its own.
+func TestPlanRouted(t *testing.T) {
+	a := netip.MustParseAddr
+	pods := []Endpoint{
+		{Name: "n1-p1", Addrs: []netip.Addr{a("10.244.1.2"), a("2001:db8:244:1::2")}, Node: []netip.Addr{a("192.0.2.11"), a("2001:db8:0:a::b")}},
+		{Name: "n3-p1", Addrs: []netip.Addr{a("10.244.3.2")}, Node: []netip.Addr{a("198.51.100.13")}},
+	}
+	ext := Endpoint{Name: "ext", Addrs: []netip.Addr{a("203.0.113.10"), a("2001:db8:0:f::a")}, Routed: true}
+	var got []string
+	for _, r := range plan(pods, ext) {
+		got = append(got, r.From+">"+r.To+"/"+r.Dst.String()+"="+r.Want)
+	}
+	want := []string{
+		"n1-p1>n3-p1/10.244.3.2=10.244.1.2",
+		"n1-p1>ext/203.0.113.10=10.244.1.2",
+		"n1-p1>ext/2001:db8:0:f::a=2001:db8:244:1::2",
+		"n3-p1>n1-p1/10.244.1.2=10.244.3.2",
+		"n3-p1>ext/203.0.113.10=10.244.3.2",
+		"ext>n1-p1/10.244.1.2=203.0.113.10",
+		"ext>n1-p1/2001:db8:244:1::2=2001:db8:0:f::a",
+		"ext>n3-p1/10.244.3.2=203.0.113.10",
+	}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("plan:\n got %s\nwant %s", strings.Join(got, "\n     "), strings.Join(want, "\n     "))
+	}
+}
+
+// TestPrintMatrixRouted: ext's probes make a last row, explained above
+// the grid.
+func TestPrintMatrixRouted(t *testing.T) {
+	r := &Report{Results: []Result{
+		{From: "n1-p1", To: "ext", Family: 4, ICMP: true, TCP: true, SeenAs: "10.244.1.2", Want: "10.244.1.2"},
+		{From: "ext", To: "n1-p1", Family: 4, ICMP: true, TCP: false, Want: "203.0.113.10", Err: "dial tcp 10.244.1.2:7777: i/o timeout"},
+	}, CNICheck: map[string]string{"n1-p1": ""}, Passed: 1, Failed: 1}
+	var b strings.Builder
+	r.PrintMatrix(&b, []string{"n1-p1"})
+	want := `ext is routed (BGP): pods reach it with their own addresses; row ext: ext reaches the pod by its own address
+from \ to  n1-p1   ext
+n1-p1      -       ok
+ext        no-tcp  -
+  ext -> n1-p1: dial tcp 10.244.1.2:7777: i/o timeout
+CNI CHECK: 1 of 1 pods pass
+1 passed, 1 failed
+`
+	if b.String() != want {
+		t.Errorf("matrix:\n%s\nwant:\n%s", b.String(), want)
+	}
+}

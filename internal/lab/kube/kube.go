@@ -200,9 +200,10 @@ type PodNetwork struct {
 // RegisterNode creates the Node object of a lab node as kubelet and
 // kube-controller-manager would: its InternalIPs addrs (one per family)
 // and a free podCIDR of each network in nets (podCIDRs in nets' order,
-// IPv4 first in a dual-stack cluster), which it returns. A Node that
-// exists keeps its podCIDRs.
-func (k *Kube) RegisterNode(ctx context.Context, ctl, name string, addrs []netip.Addr, nets []PodNetwork) ([]string, error) {
+// IPv4 first in a dual-stack cluster), which it returns, with the
+// annotations ann added (the node's BGP settings, as an administrator
+// sets them). A Node that exists keeps its podCIDRs.
+func (k *Kube) RegisterNode(ctx context.Context, ctl, name string, addrs []netip.Addr, nets []PodNetwork, ann map[string]string) ([]string, error) {
 	c, err := k.admin(ctl)
 	if err != nil {
 		return nil, err
@@ -235,7 +236,15 @@ func (k *Kube) RegisterNode(ctx context.Context, ctl, name string, addrs []netip
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"kubernetes.io/hostname": name},
 		Annotations: map[string]string{"node.alpha.kubernetes.io/ttl": "0", "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
 		Spec: corev1.NodeSpec{PodCIDR: podCIDRs[0], PodCIDRs: podCIDRs}}
-	if err := c.Create(ctx, kubeclient.Nodes, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+	for k, v := range ann {
+		node.Annotations[k] = v
+	}
+	if err := c.Create(ctx, kubeclient.Nodes, node, metav1.CreateOptions{}); apierrors.IsAlreadyExists(err) && len(ann) > 0 {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": ann}})
+		if err := c.Patch(ctx, kubeclient.Nodes, "", name, types.StrategicMergePatchType, patch, ""); err != nil {
+			return nil, fmt.Errorf("annotate node %s: %w", name, err)
+		}
+	} else if err != nil && !apierrors.IsAlreadyExists(err) {
 		return nil, fmt.Errorf("create node %s: %w", name, err)
 	}
 	var na []corev1.NodeAddress

@@ -48,6 +48,9 @@ type AgentSpec struct {
 	Kubeconfig string
 	NetConf    string // net-conf.json
 	ReadOnly   bool   // --kube-read-only (weft only)
+	// Extra are flags added to weft's command line (the node's --bgp-*
+	// flags).
+	Extra []string
 }
 
 // Args is the agent's command line: the flags weft shares with flanneld,
@@ -69,7 +72,7 @@ func (a AgentSpec) Args() []string {
 	if a.ReadOnly {
 		args = append(args, "--kube-read-only")
 	}
-	return args
+	return append(args, a.Extra...)
 }
 
 // Readyz asks the agent in namespace ns for its readiness document

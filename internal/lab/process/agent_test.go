@@ -18,6 +18,10 @@ func TestAgentArgs(t *testing.T) {
 			"/b/flanneld --etcd-endpoints http://192.0.2.2:2379 --iface eth0 --subnet-file /r/n3/subnet.env --ip-masq --healthz-port 9570"},
 		{AgentSpec{Kind: Weft, Binary: "/b/weft-agent", SubnetFile: "/s", Kubeconfig: "/k", NetConf: "/nc", ReadOnly: true},
 			"/b/weft-agent --kube-subnet-mgr --kubeconfig-file /k --net-config-path /nc --iface eth0 --subnet-file /s --ip-masq --healthz-port 9570 --resync-interval 10s --pprof --kube-read-only"},
+		{AgentSpec{Kind: Weft, Binary: "/b/weft-agent", SubnetFile: "/s", Etcd: "http://e", Extra: []string{"--bgp-local-as", "64513"}},
+			"/b/weft-agent --etcd-endpoints http://e --iface eth0 --subnet-file /s --ip-masq --healthz-port 9570 --resync-interval 10s --pprof --bgp-local-as 64513"},
+		{AgentSpec{Kind: Flannel, Binary: "/b/flanneld", SubnetFile: "/s", Etcd: "http://e", Extra: []string{"--bgp-local-as", "64513"}},
+			"/b/flanneld --etcd-endpoints http://e --iface eth0 --subnet-file /s --ip-masq --healthz-port 9570"},
 		{AgentSpec{Kind: Flannel, Binary: "/b/flanneld", SubnetFile: "/s", Kubeconfig: "/k", NetConf: "/nc"},
 			"/b/flanneld --kube-subnet-mgr --kubeconfig-file /k --net-config-path /nc --iface eth0 --subnet-file /s --ip-masq --healthz-port 9570"},
 	} {

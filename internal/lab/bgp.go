@@ -1,0 +1,224 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/weftnet/weft/internal/lab/router"
+	"github.com/weftnet/weft/internal/lab/topology"
+)
+
+// The BGP settings of a lab started with --bgp, documented in the lab's
+// docs: the router keeps a node's routes for bgpRestartTime after its
+// session closes without a NOTIFICATION (an agent restart, or a node
+// removed for good), and a session whose peer stops answering ends after
+// router.HoldTime.
+const (
+	bgpRestartTime = 30 // seconds
+	bgpLocalAS     = 64512
+)
+
+// routerPeersWord, given to --bgp-peer of `weft lab agent`, stands for
+// the lab's own peers of the node (its side's router address per family).
+const routerPeersWord = "router"
+
+// startRouter starts the lab's BGP router in the underlay namespace (the
+// router between the sides), with no neighbour yet: addNode adds each
+// node's.
+func (s *State) startRouter(ctx context.Context, w io.Writer) error {
+	r := s.Router
+	r.NS, r.Dir, r.ID, r.AS = s.Underlay, filepath.Join(dir(s.Name), "router"), topology.Gateway(topology.L3, "a"), router.AS
+	if err := s.save(); err != nil {
+		return err
+	}
+	if err := r.Start(ctx, s.save); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "router: %s in %s, AS %d, hold time %ds, graceful restart (nodes' restart time %ds)\n", r.Kind, s.Underlay, r.AS, router.HoldTime, bgpRestartTime)
+	return s.save()
+}
+
+// nodeIndex is K of node nK.
+func nodeIndex(name string) int {
+	i, _ := strconv.Atoi(strings.TrimPrefix(name, "n"))
+	return i
+}
+
+// routerAddrs are the router's addresses n peers with: its address on
+// n's side, per family of the lab's pods.
+func (s *State) routerAddrs(n *Node) []netip.Addr {
+	var out []netip.Addr
+	gw := topology.Gateway(topology.L3, n.Side)
+	if topology.HasIPv4(s.IPFamily) {
+		out = append(out, gw)
+	}
+	if topology.HasIPv6(s.IPFamily) {
+		out = append(out, topology.Mirror6(n.Side, gw))
+	}
+	return out
+}
+
+// neighbors are n's sessions as the router sees them: n's underlay
+// address per family of the lab's pods.
+func (s *State) neighbors(n *Node) []router.Neighbor {
+	var out []router.Neighbor
+	for _, gw := range s.routerAddrs(n) {
+		out = append(out, router.Neighbor{Node: n.Name, Addr: n.AddrOf(gw.Is6()), AS: router.NodeAS(nodeIndex(n.Name))})
+	}
+	return out
+}
+
+// passwordFile is where n's agent reads the sessions' MD5 password.
+func (n *Node) passwordFile() string { return filepath.Join(n.Dir, "bgp-password") }
+
+// prepareBGP adds n's neighbours to the router and writes the password
+// file n's agent reads; a no-op in a lab without BGP.
+func (s *State) prepareBGP(ctx context.Context, n *Node) error {
+	if s.Router == nil {
+		return nil
+	}
+	if s.Router.Password != "" {
+		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(n.passwordFile(), []byte(s.Router.Password+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
+	if err := s.Router.AddNeighbor(ctx, s.neighbors(n)...); err != nil {
+		return err
+	}
+	return s.save()
+}
+
+// peerFlags are n's --bgp-peer values: the router's addresses, or the
+// node's own list (`weft lab agent restart --bgp-peer`), in which the
+// word "router" stands for the router's.
+func (s *State) peerFlags(n *Node) []string {
+	var lab []string
+	for _, gw := range s.routerAddrs(n) {
+		v := fmt.Sprintf("%s,as=%d", gw, router.AS)
+		if s.Router.Password != "" {
+			v += ",password-file=" + n.passwordFile()
+		}
+		lab = append(lab, v)
+	}
+	if len(n.BGPPeers) == 0 {
+		return lab
+	}
+	var out []string
+	for _, p := range n.BGPPeers {
+		if p == routerPeersWord {
+			out = append(out, lab...)
+		} else {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// bgpFlags are n's agent's --bgp-* flags: in etcd mode its AS and peers;
+// in Kubernetes mode its Node's annotations say them, and flags only
+// override its peers when `weft lab agent --bgp-peer` set its own.
+func (s *State) bgpFlags(n *Node) []string {
+	if s.Router == nil || n.Agent != "weft" {
+		return nil
+	}
+	var args []string
+	if s.Kube == nil {
+		args = append(args, "--bgp-local-as", strconv.FormatUint(uint64(router.NodeAS(nodeIndex(n.Name))), 10))
+	}
+	if s.Kube != nil && len(n.BGPPeers) == 0 {
+		return args
+	}
+	for _, p := range s.peerFlags(n) {
+		args = append(args, "--bgp-peer", p)
+	}
+	return args
+}
+
+// bgpAnnotations are the annotations of n's Node in Kubernetes mode:
+// its AS and its peers (with the password: the annotation is the only
+// place a Kubernetes-mode node reads it from here).
+func (s *State) bgpAnnotations(n *Node) (map[string]string, error) {
+	if s.Router == nil {
+		return nil, nil
+	}
+	type peer struct {
+		Address  netip.Addr
+		AS       uint32
+		Password string `json:",omitempty"`
+	}
+	var peers []peer
+	for _, gw := range s.routerAddrs(n) {
+		peers = append(peers, peer{Address: gw, AS: router.AS, Password: s.Router.Password})
+	}
+	b, err := json.Marshal(peers)
+	if err != nil {
+		return nil, err
+	}
+	return map[string]string{
+		"bgp.weft.io/local-as": strconv.FormatUint(uint64(router.NodeAS(nodeIndex(n.Name))), 10),
+		"bgp.weft.io/peers":    string(b),
+	}, nil
+}
+
+// bgpObject is the BGP object of the lab's net-conf.json: LocalAS is
+// overridden per node (flags or annotations), import on (host-gw reaches
+// peers behind the router), the lab's short timers, and ext's network
+// routable (the router learns the pod subnets, so pods reach ext with
+// their own addresses).
+func (s *State) bgpObject() map[string]any {
+	return map[string]any{"LocalAS": bgpLocalAS, "Import": true, "HoldTime": router.HoldTime,
+		"RestartTime": bgpRestartTime, "RoutableNetworks": s.routableNetworks()}
+}
+
+// routableNetworks are ext's networks of the lab's families.
+func (s *State) routableNetworks() []string {
+	var out []string
+	if topology.HasIPv4(s.IPFamily) {
+		out = append(out, topology.Outside.String())
+	}
+	if topology.HasIPv6(s.IPFamily) {
+		out = append(out, topology.Outside6.String())
+	}
+	return out
+}
+
+// withBGP adds the BGP object to net-conf.json doc when the lab runs a
+// router.
+func (s *State) withBGP(doc []byte) ([]byte, error) {
+	if s.Router == nil {
+		return doc, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, err
+	}
+	m["BGP"] = s.bgpObject()
+	return json.Marshal(m)
+}
+
+// setPeers sets n's own --bgp-peer list (nil: the lab's), for `weft lab
+// agent start|restart --bgp-peer`; starting the agent saves the state.
+func (s *State) setPeers(n *Node, peers []string) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	if s.Router == nil {
+		return fmt.Errorf("--bgp-peer: lab %s runs no BGP (start it with --topology l3 --bgp)", s.Name)
+	}
+	if slices.Equal(peers, []string{routerPeersWord}) {
+		peers = nil
+	}
+	n.BGPPeers = peers
+	return nil
+}
