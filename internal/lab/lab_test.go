@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/lab/pod"
@@ -246,5 +248,53 @@ func TestBGPPicture(t *testing.T) {
 	if !strings.Contains(b.String(), "  bgp: the router runs bird as AS 64500, an eBGP session with each node nK (AS 64512+K); hold time 9s, restart time 30s;\n"+
 		"       it learns the pods' subnets and re-announces them; ext's network (203.0.113.0/24) is routable: no masquerade to it\n") {
 		t.Errorf("picture:\n%s", b.String())
+	}
+}
+
+// TestBGPSettingsParse: what the lab writes (the BGP object, n3's flags
+// and n1's annotations) is what the agents' parsers accept, giving the
+// node its AS, peers and password.
+func TestBGPSettingsParse(t *testing.T) {
+	s := bgpState(topology.Dual)
+	doc, err := s.netConf()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nc struct{ BGP json.RawMessage }
+	if err := json.Unmarshal([]byte(doc), &nc); err != nil {
+		t.Fatal(err)
+	}
+	c, err := bgp.Parse(nc.BGP)
+	if err != nil {
+		t.Fatalf("bgp.Parse(%s): %v", nc.BGP, err)
+	}
+	if !c.Enabled || !c.Import || !c.GracefulRestart || c.HoldTime != 9*time.Second || c.RestartTime != 30*time.Second || len(c.RoutableNetworks) != 2 {
+		t.Errorf("parsed BGP object: %+v", c)
+	}
+	flags := s.bgpFlags(s.Nodes[2])
+	var peers []bgp.Peer
+	for i := 0; i+1 < len(flags); i += 2 {
+		if flags[i] != "--bgp-peer" {
+			continue
+		}
+		p, err := bgp.ParsePeerFlag(flags[i+1], func(string) ([]byte, error) { return []byte("pw\n"), nil })
+		if err != nil {
+			t.Fatalf("--bgp-peer %s: %v", flags[i+1], err)
+		}
+		peers = append(peers, p)
+	}
+	if len(peers) != 2 || peers[0].AS != router.AS || peers[0].Password != "pw" || peers[1].Address != netip.MustParseAddr("2001:db8:0:b::1") {
+		t.Errorf("n3's peers: %+v", peers)
+	}
+	if as, err := bgp.ParseAS(flags[1]); err != nil || as != 64515 {
+		t.Errorf("--bgp-local-as %s: %d %v", flags[1], as, err)
+	}
+	ann, _ := s.bgpAnnotations(s.Nodes[0])
+	ns, err := bgp.ParseAnnotations(ann)
+	if err != nil || ns.LocalAS != 64513 || !ns.PeersSet || len(ns.Peers) != 2 || ns.Peers[0].Password != "pw" {
+		t.Errorf("n1's annotations %v: %+v %v", ann, ns, err)
+	}
+	if err := c.WithNode(ns).Validate(); err != nil {
+		t.Errorf("n1's merged config: %v", err)
 	}
 }
