@@ -1,0 +1,527 @@
+package bgp
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	api "github.com/osrg/gobgp/v4/api"
+	"github.com/osrg/gobgp/v4/pkg/apiutil"
+	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	"github.com/osrg/gobgp/v4/pkg/server"
+)
+
+// ConnectRetry is how often GoBGP retries a connection to a peer that is
+// not established: a fixed interval with 0-25% jitter (GoBGP has no
+// exponential backoff); each attempt's connect times out after
+// ConnectRetry-1 s. After a session error GoBGP also waits its idle hold
+// time (5 s) before it tries again.
+const ConnectRetry = 5 * time.Second
+
+// firstAnnounceWait bounds how long Run waits for the first Announce
+// before it adds the peers (see Run).
+const firstAnnounceWait = 10 * time.Second
+
+// Options are what a Speaker needs from the node beyond its Config.
+type Options struct {
+	// Log receives the speaker's lines: a session going up or down at
+	// Info, each distinct error cause once at Warn, GoBGP's own log at
+	// Debug. nil: slog.Default().
+	Log *slog.Logger
+	// Underlay4 and Underlay6 are the node's underlay addresses: the
+	// addresses the speaker listens and connects on, the next hop of a
+	// Route announced without one, and (Underlay4) the router ID when
+	// Config.RouterID is unset.
+	Underlay4, Underlay6 netip.Addr
+	// Changed is called (from GoBGP's event goroutine) when learned
+	// routes or a peer's state changed. It must not block. nil: none.
+	Changed func()
+}
+
+// Speaker is one node's BGP speaker: GoBGP in process, configured from a
+// Config. New validates; Run serves; Announce, Withdraw, Learned and
+// Status may be called from any goroutine at any time, before, during
+// and after Run.
+//
+// Speaker is a prometheus.Collector; see Describe for its metrics.
+type Speaker struct {
+	cfg      Config
+	log      *slog.Logger
+	changed  func()
+	routerID netip.Addr
+	port     int32 // GoBGP's listen port; -1: do not listen
+	listen   []string
+	under4   netip.Addr
+	under6   netip.Addr
+
+	announced     chan struct{} // closed by the first Announce
+	announcedOnce sync.Once
+	stop          chan struct{} // closed by Withdraw: Run returns
+	stopOnce      sync.Once
+
+	mu sync.Mutex // guards the fields below; held across GoBGP's path calls (GoBGP's callbacks and log never take it)
+	// srv is the running server: nil before Run started it and after it
+	// stopped.
+	srv       *server.BgpServer
+	ran       bool                   // Run was called
+	withdrawn bool                   // Withdraw was called: announce nothing any more
+	want      map[netip.Prefix]Route // the last Announce's routes, next hops resolved
+	have      map[netip.Prefix]Route // the routes in GoBGP's RIB
+
+	st peerStates
+}
+
+// New returns the speaker of c. It opens nothing; Run starts it.
+func New(c Config, o Options) (*Speaker, error) {
+	if c.LocalAS == 0 {
+		return nil, errors.New("bgp: local AS is not set")
+	}
+	id := c.RouterID
+	if !id.IsValid() {
+		id = o.Underlay4
+	}
+	if !id.IsValid() {
+		return nil, errors.New("bgp: no router ID: this node has no IPv4 underlay address; set the router ID")
+	}
+	if !id.Is4() {
+		return nil, fmt.Errorf("bgp: router ID %s is not an IPv4 address", id)
+	}
+	port := int32(c.ListenPort)
+	switch {
+	case c.ListenPort == 0:
+		port = DefaultPort
+	case c.ListenPort < 0:
+		port = -1
+	case c.ListenPort > 65535:
+		return nil, fmt.Errorf("bgp: listen port %d is out of range", c.ListenPort)
+	}
+	log := o.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Speaker{
+		cfg:       c,
+		log:       log,
+		changed:   o.Changed,
+		routerID:  id,
+		port:      port,
+		under4:    o.Underlay4,
+		under6:    o.Underlay6,
+		announced: make(chan struct{}),
+		stop:      make(chan struct{}),
+		have:      map[netip.Prefix]Route{},
+	}
+	for _, a := range []netip.Addr{o.Underlay4, o.Underlay6} {
+		if a.IsValid() {
+			s.listen = append(s.listen, a.String())
+		}
+	}
+	s.st.peers = map[netip.Addr]*peerState{}
+	for _, p := range c.Peers {
+		a := p.Address.Unmap()
+		if !a.IsValid() {
+			return nil, errors.New("bgp: a peer has no address")
+		}
+		if p.AS == 0 {
+			return nil, fmt.Errorf("bgp: peer %s has no AS", a)
+		}
+		if _, dup := s.st.peers[a]; dup {
+			return nil, fmt.Errorf("bgp: peer %s is configured twice", a)
+		}
+		s.st.peers[a] = &peerState{conf: p, state: "idle", causes: map[string]int{}}
+	}
+	return s, nil
+}
+
+// Run starts GoBGP, listening on the underlay addresses at
+// Config.ListenPort, announces the routes of the last Announce, adds the
+// peers and serves until ctx ends. Then it closes the sessions: with
+// graceful restart on, without a NOTIFICATION (GoBGP's StopBgp with
+// AllowGracefulRestart), so routers keep this node's routes as stale for
+// RestartTime while the agent restarts; with it off, with a Cease
+// NOTIFICATION, so they drop them. Run returns nil then, and also when
+// Withdraw stopped the speaker; it returns an error only when the speaker
+// cannot start (e.g. the listen port is taken). Run may be called once.
+//
+// Peers are added once the first Announce has come (or after 10 s at
+// most): a restarted agent's first UPDATE and End-of-RIB then carry its
+// routes, and a router that kept them as stale replaces them without a
+// gap instead of dropping them at the End-of-RIB.
+func (s *Speaker) Run(ctx context.Context) error {
+	s.mu.Lock()
+	if s.ran {
+		s.mu.Unlock()
+		return errors.New("bgp: speaker already ran")
+	}
+	s.ran = true
+	withdrawn := s.withdrawn
+	s.mu.Unlock()
+	if withdrawn {
+		return nil
+	}
+
+	srv := server.NewBgpServer(server.LoggerOption(slog.New(&gobgpLog{next: s.log.Handler().WithAttrs([]slog.Attr{slog.String("component", "gobgp")}), s: s}), nil))
+	go srv.Serve()
+	global := &api.Global{
+		Asn:             s.cfg.LocalAS,
+		RouterId:        s.routerID.String(),
+		ListenPort:      s.port,
+		ListenAddresses: s.listen,
+	}
+	if err := srv.StartBgp(ctx, &api.StartBgpRequest{Global: global}); err != nil {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{}) // ends Serve
+		return fmt.Errorf("start BGP speaker AS %d (router ID %s, port %d on %v): %w", s.cfg.LocalAS, s.routerID, s.port, s.listen, err)
+	}
+	watch, cancelWatch := context.WithCancel(context.Background())
+	defer cancelWatch()
+	err := srv.WatchEvent(watch, server.WatchEventMessageCallbacks{
+		OnPeerUpdate: s.onPeerEvent,
+		OnBestPath:   s.onBestPath,
+	}, server.WatchPeer(), server.WatchBestPath(false))
+	if err != nil {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		return fmt.Errorf("watch BGP events: %w", err)
+	}
+
+	s.mu.Lock()
+	if s.withdrawn { // Withdraw came while we started
+		s.mu.Unlock()
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		return nil
+	}
+	s.srv = srv
+	if err := s.syncLocked(); err != nil {
+		s.log.Warn("BGP: announce", "error", err)
+	}
+	s.mu.Unlock()
+
+	select {
+	case <-s.announced:
+	case <-time.After(firstAnnounceWait):
+	case <-ctx.Done():
+	case <-s.stop:
+	}
+	for _, p := range s.cfg.Peers {
+		if ctx.Err() != nil {
+			break
+		}
+		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
+			if s.stopped() {
+				return nil
+			}
+			s.shutdown(false)
+			return fmt.Errorf("add BGP peer %s AS %d: %w", p.Address, p.AS, err)
+		}
+	}
+
+	select {
+	case <-ctx.Done():
+		s.shutdown(s.cfg.GracefulRestart)
+	case <-s.stop:
+	}
+	return nil
+}
+
+// stopped reports whether Withdraw was called.
+func (s *Speaker) stopped() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// shutdown stops the server. graceful: close the sessions without a
+// NOTIFICATION where graceful restart was negotiated.
+func (s *Speaker) shutdown(graceful bool) {
+	s.mu.Lock()
+	srv := s.srv
+	s.srv = nil
+	s.mu.Unlock()
+	if srv == nil {
+		return
+	}
+	if err := srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil {
+		s.log.Warn("BGP: stop speaker", "error", err)
+	}
+}
+
+// apiPeer is GoBGP's configuration of peer p.
+func (s *Speaker) apiPeer(p Peer) *api.Peer {
+	hold := p.HoldTime
+	if hold == 0 {
+		hold = s.cfg.HoldTime
+	}
+	if hold == 0 {
+		hold = DefaultHoldTime
+	}
+	holdSec := max(uint64(hold/time.Second), 3) // RFC 4271: 0 or at least 3 s
+	port := uint32(p.Port)
+	if port == 0 {
+		port = DefaultPort
+	}
+	addr := p.Address.Unmap()
+	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
+	local := s.under4
+	if addr.Is6() {
+		family = &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}
+		local = s.under6
+	}
+	ap := &api.Peer{
+		Conf: &api.PeerConf{
+			NeighborAddress: addr.String(),
+			PeerAsn:         p.AS,
+			AuthPassword:    p.Password, // TCP MD5 (RFC 2385), set on the listener and the connecting socket
+		},
+		Timers: &api.Timers{Config: &api.TimersConfig{
+			ConnectRetry:      uint64(ConnectRetry / time.Second),
+			HoldTime:          holdSec,
+			KeepaliveInterval: max(holdSec/3, 1),
+		}},
+		Transport: &api.Transport{RemotePort: port},
+		AfiSafis: []*api.AfiSafi{{
+			Config: &api.AfiSafiConfig{Family: family, Enabled: true},
+		}},
+	}
+	if local.IsValid() {
+		ap.Transport.LocalAddress = local.String()
+	}
+	if p.Multihop > 0 {
+		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
+	}
+	if s.cfg.GracefulRestart {
+		restart := s.cfg.RestartTime
+		if restart == 0 {
+			restart = DefaultRestartTime
+		}
+		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(restart / time.Second)}
+		ap.AfiSafis[0].MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
+	}
+	return ap
+}
+
+// Announce makes routes the complete set of prefixes this node
+// announces: GoBGP gets the missing ones and loses the ones no longer
+// wanted (level-triggered; calling it again with the same routes changes
+// nothing). An IPv4 prefix goes to the IPv4 peers, an IPv6 prefix to the
+// IPv6 peers (in MP_REACH_NLRI), each with origin IGP and its NextHop (the
+// zero NextHop: the underlay address of its family). Before Run has
+// started the server the set is kept and announced when it starts; after
+// Withdraw, Announce does nothing.
+func (s *Speaker) Announce(ctx context.Context, routes []Route) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	want := make(map[netip.Prefix]Route, len(routes))
+	for _, r := range routes {
+		r, err := s.resolve(r)
+		if err != nil {
+			return err
+		}
+		if old, dup := want[r.Prefix]; dup && old.NextHop != r.NextHop {
+			return fmt.Errorf("bgp: announce %s: two next hops, %s and %s", r.Prefix, old.NextHop, r.NextHop)
+		}
+		want[r.Prefix] = r
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.withdrawn {
+		return nil
+	}
+	s.want = want
+	s.announcedOnce.Do(func() { close(s.announced) })
+	if s.srv == nil {
+		return nil
+	}
+	return s.syncLocked()
+}
+
+// resolve checks r and fills in its next hop.
+func (s *Speaker) resolve(r Route) (Route, error) {
+	if !r.Prefix.IsValid() {
+		return r, errors.New("bgp: announce: a route has no prefix")
+	}
+	r.Prefix = netip.PrefixFrom(r.Prefix.Addr().Unmap(), r.Prefix.Bits()).Masked()
+	r.NextHop = r.NextHop.Unmap()
+	r.Peer = netip.Addr{}
+	if !r.NextHop.IsValid() {
+		r.NextHop = s.under4
+		if r.Prefix.Addr().Is6() {
+			r.NextHop = s.under6
+		}
+		if !r.NextHop.IsValid() {
+			return r, fmt.Errorf("bgp: announce %s: no next hop and no underlay address of its family", r.Prefix)
+		}
+	}
+	if r.NextHop.Is4() != r.Prefix.Addr().Is4() {
+		return r, fmt.Errorf("bgp: announce %s: next hop %s is of the other family", r.Prefix, r.NextHop)
+	}
+	return r, nil
+}
+
+// syncLocked makes GoBGP's local routes s.want: adds first, then
+// deletes. s.mu must be held and s.srv set.
+func (s *Speaker) syncLocked() error {
+	var errs []error
+	for _, p := range sortedPrefixes(s.want) {
+		r := s.want[p]
+		if old, ok := s.have[p]; ok && old == r {
+			continue
+		}
+		path, err := apiPath(r)
+		if err == nil {
+			// Same prefix, new next hop: GoBGP replaces the path (an
+			// implicit withdraw), no delete needed.
+			_, err = s.srv.AddPath(apiutil.AddPathRequest{Paths: []*apiutil.Path{path}})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("announce %s via %s: %w", r.Prefix, r.NextHop, err))
+			continue
+		}
+		s.have[p] = r
+	}
+	for _, p := range sortedPrefixes(s.have) {
+		if _, ok := s.want[p]; ok {
+			continue
+		}
+		r := s.have[p]
+		path, err := apiPath(r)
+		if err == nil {
+			err = s.srv.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{path}})
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("withdraw %s via %s: %w", r.Prefix, r.NextHop, err))
+			continue
+		}
+		delete(s.have, p)
+	}
+	return errors.Join(errs...)
+}
+
+func sortedPrefixes(m map[netip.Prefix]Route) []netip.Prefix {
+	ps := make([]netip.Prefix, 0, len(m))
+	for p := range m {
+		ps = append(ps, p)
+	}
+	slices.SortFunc(ps, comparePrefix)
+	return ps
+}
+
+func comparePrefix(a, b netip.Prefix) int {
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.Bits(), b.Bits())
+}
+
+// apiPath is GoBGP's path for r: origin IGP and the next hop, in
+// NEXT_HOP for IPv4 and in MP_REACH_NLRI for IPv6 (RFC 4760).
+func apiPath(r Route) (*apiutil.Path, error) {
+	nlri, err := gobgp.NewIPAddrPrefix(r.Prefix)
+	if err != nil {
+		return nil, err
+	}
+	origin := gobgp.NewPathAttributeOrigin(gobgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	if r.Prefix.Addr().Is4() {
+		nh, err := gobgp.NewPathAttributeNextHop(r.NextHop)
+		if err != nil {
+			return nil, err
+		}
+		return &apiutil.Path{Family: gobgp.RF_IPv4_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, nh}}, nil
+	}
+	mp, err := gobgp.NewPathAttributeMpReachNLRI(gobgp.RF_IPv6_UC, []gobgp.PathNLRI{{NLRI: nlri}}, r.NextHop)
+	if err != nil {
+		return nil, err
+	}
+	return &apiutil.Path{Family: gobgp.RF_IPv6_UC, Nlri: nlri, Attrs: []gobgp.PathAttributeInterface{origin, mp}}, nil
+}
+
+// Withdraw withdraws every route this node announces and closes the
+// sessions with a Cease NOTIFICATION (no graceful restart: routers drop
+// the routes now), for a node that leaves for good. Run returns. Later
+// Announce calls do nothing.
+func (s *Speaker) Withdraw(ctx context.Context) error {
+	s.mu.Lock()
+	s.withdrawn = true
+	s.want = nil
+	srv := s.srv
+	var err error
+	if srv != nil && len(s.have) > 0 {
+		// Explicit withdrawals first; the NOTIFICATION below drops
+		// whatever a router still holds anyway.
+		if err = srv.DeletePath(apiutil.DeletePathRequest{DeleteAll: true}); err != nil {
+			err = fmt.Errorf("withdraw BGP routes: %w", err)
+		}
+		clear(s.have)
+	}
+	s.mu.Unlock()
+	s.shutdown(false)
+	s.stopOnce.Do(func() { close(s.stop) })
+	return err
+}
+
+// Learned returns the best routes GoBGP learned from peers (not this
+// node's own), sorted by prefix; nil when the speaker is not running.
+func (s *Speaker) Learned() []Route {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	var out []Route
+	for _, f := range []gobgp.Family{gobgp.RF_IPv4_UC, gobgp.RF_IPv6_UC} {
+		_ = srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f}, func(nlri gobgp.NLRI, paths []*apiutil.Path) {
+			for _, p := range paths {
+				if !p.Best || p.Withdrawal || !p.PeerAddress.IsValid() || p.PeerAddress.IsUnspecified() {
+					continue // not the best, or our own
+				}
+				n, ok := p.Nlri.(*gobgp.IPAddrPrefix)
+				nh := nextHop(p.Attrs)
+				if !ok || !nh.IsValid() {
+					continue
+				}
+				out = append(out, Route{Prefix: n.Prefix, NextHop: nh, Peer: p.PeerAddress.Unmap()})
+			}
+		})
+	}
+	slices.SortFunc(out, func(a, b Route) int { return comparePrefix(a.Prefix, b.Prefix) })
+	return out
+}
+
+// nextHop is the next hop in a path's attributes.
+func nextHop(attrs []gobgp.PathAttributeInterface) netip.Addr {
+	for _, a := range attrs {
+		switch a := a.(type) {
+		case *gobgp.PathAttributeNextHop:
+			return a.Value.Unmap()
+		case *gobgp.PathAttributeMpReachNLRI:
+			return a.Nexthop.Unmap()
+		}
+	}
+	return netip.Addr{}
+}
+
+// onBestPath is GoBGP's callback for best-path changes: a change in a
+// route learned from a peer is news for the agent.
+func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
+	for _, p := range paths {
+		if p.PeerAddress.IsValid() && !p.PeerAddress.IsUnspecified() {
+			s.notify()
+			return
+		}
+	}
+}
+
+func (s *Speaker) notify() {
+	if s.changed != nil {
+		s.changed()
+	}
+}
