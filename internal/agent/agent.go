@@ -71,6 +71,9 @@ type Options struct {
 	// Node's annotations (Kubernetes mode), which override net-conf.json's
 	// BGP object; BGP runs only when that object is there.
 	BGPNode bgp.NodeSettings
+	// NewSpeaker builds the BGP speaker when BGP is on; nil: bgp.New
+	// (GoBGP in process). Tests give a fake.
+	NewSpeaker func(c bgp.Config, o bgp.Options) (Speaker, error)
 }
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
@@ -132,6 +135,12 @@ type Agent struct {
 	storeSince time.Time
 	// pol is NetworkPolicy enforcement as the policy loop reports it.
 	pol policyState
+	// bgp is the BGP speaker, nil when BGP is off; set once before the
+	// agent's goroutines start. bgpErr is why it could not start;
+	// announced are the routes it last took.
+	bgp       *bgpState
+	bgpErr    error
+	announced []bgp.Route
 }
 
 // New returns an agent.
@@ -189,6 +198,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	bc, err := a.bgpConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
 	v4, v6 := networks(cfg)
 	uq := a.o.Underlay
 	uq.IPv4, uq.IPv6 = cfg.EnableIPv4, cfg.EnableIPv6
@@ -204,6 +217,11 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("find the underlay interface: %w", err)
 	}
 	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "public-ipv6", u.Addr6, "mtu", u.MTU)
+	if bc.Enabled {
+		if err := a.startBGP(bc, u, cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
+			return err
+		}
+	}
 	env := backend.Env{Underlay: u, ReadOnly: a.o.ReadOnly, Log: a.log, Network: v4, IPv6Network: v6}
 	if p, ok := a.o.Store.(previousAttrs); ok {
 		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
@@ -302,6 +320,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	g.Go(func() error { return a.renewLoop(ctx, req) })
 	g.Go(func() error { return a.probeLoop(ctx) })
 	g.Go(func() error { return a.syncLoop(ctx, cfg, be, req) })
+	if a.bgp != nil {
+		g.Go(func() error { return a.runBGP(ctx) })
+	}
 	if p := a.o.Policy; p != nil {
 		if p.Enabled {
 			g.Go(func() error { p.Source.Run(ctx); return nil })
@@ -739,6 +760,13 @@ func (a *Agent) markReady(ctx context.Context) bool {
 type syncer struct {
 	fw   firewall.State
 	fwOK bool
+	// announced are the routes the speaker last took (annOK), annErr
+	// why it did not take the last ones; withdrawn: this node's routes
+	// were withdrawn as its Node was deleted.
+	announced []bgp.Route
+	annOK     bool
+	annErr    error
+	withdrawn bool
 }
 
 var errNotListed = errors.New("no list of the leases yet")
@@ -777,11 +805,13 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		a.m.syncs.WithLabelValues(kind, res).Inc()
 	}()
 	if lost != "" {
+		// A Node deleted for good first takes its routes off the routers.
+		a.withdrawIfRemoved(ctx, s, lost)
 		l, err := a.reacquire(ctx, req, own, lost)
 		if err != nil {
 			return err
 		}
-		own = l
+		own, s.withdrawn = l, false
 	}
 	d := a.desire(cfg, be, own, leases)
 	rep, beErr := be.Apply(ctx, d.Kernel)
@@ -813,6 +843,8 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 	if cur, err := subnetenv.Read(a.o.SubnetFile); err != nil || cur != d.Env {
 		envErr = subnetenv.Write(a.o.SubnetFile, d.Env)
 	}
+	// BGP trouble is logged and retried, never a failed sync.
+	a.announce(ctx, s, d.Announce, full)
 	a.m.applied.WithLabelValues("add").Add(float64(rep.Added))
 	a.m.applied.WithLabelValues("remove").Add(float64(rep.Removed))
 	a.m.leases.Set(float64(accepted))
@@ -871,7 +903,7 @@ func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Leas
 func (a *Agent) desire(cfg *config.Config, be backend.Backend, own lease.Lease, leases []lease.Lease) Desired {
 	v4, v6 := networks(cfg)
 	return Desire(Inputs{Network: v4, IPv6Network: v6, Own: own, Leases: leases, MTU: be.MTU(), Backend: be,
-		IPMasq: a.o.IPMasq, IPMasqNotRandom: a.o.IPMasqFullyRandomDisable, ForwardRules: a.o.ForwardRules})
+		IPMasq: a.o.IPMasq, IPMasqNotRandom: a.o.IPMasqFullyRandomDisable, ForwardRules: a.o.ForwardRules, BGP: a.bgpInputs()})
 }
 
 // Status is what /readyz reports.
@@ -897,13 +929,23 @@ type Status struct {
 	// Policy is NetworkPolicy enforcement (Kubernetes mode); while it is
 	// enabled, the node is ready once its policies are in force.
 	Policy *PolicyStatus `json:"networkPolicy,omitempty"`
+	// BGP are the BGP sessions, by peer address, while BGP is on; with
+	// the routes announced, the routes learned (import on) and why the
+	// speaker could not start. None of them makes the node unready: pod
+	// networking does not depend on BGP.
+	BGP          []bgp.PeerStatus `json:"bgp,omitempty"`
+	BGPAnnounced []bgp.Route      `json:"bgpAnnounced,omitempty"`
+	BGPLearned   []bgp.Route      `json:"bgpLearned,omitempty"`
+	BGPErr       string           `json:"bgpError,omitempty"`
 }
 
 // Status returns the agent's readiness.
 func (a *Agent) Status() Status {
+	var s Status
+	a.bgpStatus(&s) // before a.mu: it asks the speaker
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	s := Status{LeaseOK: a.leaseOK, Synced: a.synced, Skipped: a.skipped, Conflicts: a.conflicts, Peers: a.peerCount}
+	s.LeaseOK, s.Synced, s.Skipped, s.Conflicts, s.Peers = a.leaseOK, a.synced, a.skipped, a.conflicts, a.peerCount
 	if a.own.Subnet.IsValid() {
 		s.Subnet = a.own.Subnet.String()
 	}
