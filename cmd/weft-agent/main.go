@@ -26,6 +26,7 @@ import (
 	"github.com/weftnet/weft/cmd/internal/cmdline"
 	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/kubeclient"
 	"github.com/weftnet/weft/internal/lease"
@@ -111,11 +112,59 @@ func (p *policyFlags) check(kube bool, set map[string]bool) error {
 	return nil
 }
 
+// bgpFlags are this node's own BGP settings. They override the Node's
+// annotations (Kubernetes mode), which override net-conf.json's BGP
+// object; BGP runs only when net-conf.json has that object.
+type bgpFlags struct {
+	localAS, routerID string
+	peers             cmdline.Strings
+}
+
+func (b *bgpFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&b.localAS, "bgp-local-as", "", "BGP: this node's `AS` number, over net-conf.json's BGP.LocalAS and the Node annotation "+bgp.AnnotationLocalAS+" (e.g. 64513; a per-node private AS, 64512-65534 or 4200000000-4294967294)")
+	fs.StringVar(&b.routerID, "bgp-router-id", "", "BGP: this node's router ID, an IPv4 `ADDRESS`, over BGP.RouterID and the annotation "+bgp.AnnotationRouterID+" (default: the node's IPv4 underlay address)")
+	fs.Var(&b.peers, "bgp-peer", "BGP: a router to peer with; `PEER` is ADDRESS,as=N[,port=N][,multihop=TTL][,hold-time=SECONDS][,password-file=PATH] (TCP MD5 password from PATH, less a trailing newline; never on the command line); repeat it for each router. Any --bgp-peer replaces BGP.Peers and the annotation "+bgp.AnnotationPeers)
+}
+
+// settings parses the flags given; password files are read with readFile.
+func (b *bgpFlags) settings(readFile func(string) ([]byte, error)) (bgp.NodeSettings, error) {
+	var n bgp.NodeSettings
+	if b.localAS != "" {
+		as, err := bgp.ParseAS(b.localAS)
+		if err != nil {
+			return n, fmt.Errorf("--bgp-local-as: %w", err)
+		}
+		n.LocalAS = as
+	}
+	if b.routerID != "" {
+		id, err := bgp.ParseRouterID(b.routerID)
+		if err != nil {
+			return n, fmt.Errorf("--bgp-router-id: %w", err)
+		}
+		n.RouterID = id
+	}
+	seen := map[netip.Addr]bool{}
+	for _, v := range b.peers.Values {
+		p, err := bgp.ParsePeerFlag(v, readFile)
+		if err != nil {
+			return n, err
+		}
+		if seen[p.Address] {
+			return n, fmt.Errorf("--bgp-peer %s is given twice; give each peer once", p.Address)
+		}
+		seen[p.Address] = true
+		n.Peers, n.PeersSet = append(n.Peers, p), true
+	}
+	return n, nil
+}
+
 // flags are weft-agent's command line, parsed and checked.
 type flags struct {
 	etcd                etcdflag.Flags
 	kube                kubeFlags
 	policy              policyFlags
+	bgp                 bgpFlags
+	bgpNode             bgp.NodeSettings     // from bgp
 	underlay            kernel.UnderlayQuery // --iface, --iface-regex, --iface-can-reach, --public-ip(v6)
 	subnetFile          string
 	ipMasq, forward     bool
@@ -176,6 +225,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.pprof, "pprof", false, "serve Go profiles at /debug/pprof/ on the health server")
 	f.kube.register(fs)
 	f.policy.register(fs)
+	f.bgp.register(fs)
 	if err := cmdline.Parse(fs, args); err != nil {
 		return nil, err
 	}
@@ -222,6 +272,10 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		if !set["resync-interval"] {
 			f.resync = time.Duration(*iptablesResync) * time.Second
 		}
+	}
+	var err error
+	if f.bgpNode, err = f.bgp.settings(os.ReadFile); err != nil {
+		return nil, err
 	}
 	if *blackhole {
 		return nil, errors.New("--ip-blackhole-route is not supported: weft keeps no blackhole route for the node's subnet; add it yourself (ip route add blackhole SUBNET proto static, SUBNET from FLANNEL_SUBNET in --subnet-file: weft leaves routes it did not write alone), or drop the flag")
@@ -431,6 +485,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
 		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
 		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward, Policy: pol,
+		BGPNode: f.bgpNode,
 	}, plat)
 	return a.Run(ctx)
 }

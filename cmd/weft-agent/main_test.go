@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/lease/kubestore"
 	"github.com/weftnet/weft/internal/lockfile"
 )
@@ -70,6 +71,7 @@ func TestFlags(t *testing.T) {
 		got = append(got, m[1])
 	}
 	want := []string{
+		"bgp-local-as", "bgp-peer", "bgp-router-id",
 		"etcd-cafile", "etcd-certfile", "etcd-endpoints", "etcd-keyfile", "etcd-password", "etcd-prefix", "etcd-username",
 		"healthz-ip", "healthz-port", "iface", "iface-can-reach", "iface-regex", "ip-blackhole-route", "ip-masq", "ip-masq-fully-random-disable",
 		"iptables-forward-rules", "iptables-resync",
@@ -138,6 +140,13 @@ func TestBadStartRefused(t *testing.T) {
 		{[]string{"--network-policy-log-group", "5"}, "--network-policy-log-group logs what NetworkPolicy denies, which is off: drop it, or enforce NetworkPolicy"},
 		{[]string{"--kube-subnet-mgr", "--network-policy=false", "--network-policy-log-group", "5"}, "--network-policy-log-group logs what NetworkPolicy denies, which is off"},
 		{[]string{"--kube-subnet-mgr", "--network-policy-log-group", "65536"}, "--network-policy-log-group 65536: use an NFLOG group from 1 to 65535, or 0 for none"},
+		{[]string{"--bgp-local-as", "AS64513"}, `--bgp-local-as: "AS64513" is not an AS number; write it in decimal, e.g. 64512`},
+		{[]string{"--bgp-local-as", "23456"}, "--bgp-local-as: 23456 is AS_TRANS (RFC 6793)"},
+		{[]string{"--bgp-router-id", "2001:db8::1"}, `--bgp-router-id: "2001:db8::1" is not an IPv4 address`},
+		{[]string{"--bgp-peer", "192.0.2.1"}, "--bgp-peer 192.0.2.1: as: missing; give the peer's AS number, e.g. 192.0.2.1,as=64500"},
+		{[]string{"--bgp-peer", "192.0.2.1,as=64500,password=s3cret"}, "--bgp-peer 192.0.2.1: password: not taken on the command line"},
+		{[]string{"--bgp-peer", "192.0.2.1,as=64500,password-file=" + t.TempDir() + "/none"}, "--bgp-peer 192.0.2.1: password-file: open "},
+		{[]string{"--bgp-peer", "192.0.2.1,as=64500", "--bgp-peer", "192.0.2.1,as=64501"}, "--bgp-peer 192.0.2.1 is given twice; give each peer once"},
 		{[]string{"--subnet-file", t.TempDir()}, " is a directory; name a file"},
 		{[]string{"--subnet-file", notDir + "/subnet.env"}, "--subnet-file " + notDir + "/subnet.env: make its directory: "},
 	} {
@@ -225,6 +234,43 @@ func TestNetworkPolicyFlags(t *testing.T) {
 		if f.policy.enabled != tc.enabled || f.policy.logGroup != tc.logGroup {
 			t.Errorf("%q (env %q): network-policy %t, log group %d; want %t, %d", tc.args, tc.env, f.policy.enabled, f.policy.logGroup, tc.enabled, tc.logGroup)
 		}
+	}
+}
+
+// TestBGPFlags: --bgp-local-as, --bgp-router-id and each --bgp-peer make
+// the node's BGP settings, the password read from its file (a trailing
+// newline dropped); WEFT_BGP_PEER gives one peer; no --bgp-peer leaves
+// the peers unset (the annotation's or net-conf.json's apply).
+func TestBGPFlags(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "router.password")
+	if err := os.WriteFile(pw, []byte("s3 cr,et\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := parseFlags([]string{"--bgp-local-as", "64513", "--bgp-router-id", "192.0.2.13",
+		"--bgp-peer", "192.0.2.1,as=64500,password-file=" + pw, "--bgp-peer", "2001:db8:0:1::1,as=64500,port=1179,multihop=2,hold-time=9"}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bgp.NodeSettings{LocalAS: 64513, RouterID: netip.MustParseAddr("192.0.2.13"), PeersSet: true, Peers: []bgp.Peer{
+		{Address: netip.MustParseAddr("192.0.2.1"), AS: 64500, Port: 179, Password: "s3 cr,et"},
+		{Address: netip.MustParseAddr("2001:db8:0:1::1"), AS: 64500, Port: 1179, Multihop: 2, HoldTime: 9 * time.Second},
+	}}
+	if !reflect.DeepEqual(f.bgpNode, want) {
+		t.Errorf("got %+v\nwant %+v", f.bgpNode, want)
+	}
+	f, err = parseFlags(nil, &bytes.Buffer{})
+	if err != nil || !reflect.DeepEqual(f.bgpNode, bgp.NodeSettings{}) {
+		t.Errorf("no BGP flags: %+v %v", f.bgpNode, err)
+	}
+	t.Setenv("WEFT_BGP_PEER", "198.51.100.1,as=64500")
+	t.Setenv("WEFT_BGP_LOCAL_AS", "64514")
+	f, err = parseFlags(nil, &bytes.Buffer{})
+	if err != nil || f.bgpNode.LocalAS != 64514 || !f.bgpNode.PeersSet || len(f.bgpNode.Peers) != 1 || f.bgpNode.Peers[0].Address != netip.MustParseAddr("198.51.100.1") {
+		t.Errorf("from the environment: %+v %v", f.bgpNode, err)
+	}
+	t.Setenv("WEFT_BGP_PEER", "198.51.100.1")
+	if _, err := parseFlags(nil, &bytes.Buffer{}); err == nil || err.Error() != "--bgp-peer 198.51.100.1: as: missing; give the peer's AS number, e.g. 192.0.2.1,as=64500" {
+		t.Errorf("a bad peer in the environment: %v", err)
 	}
 }
 
