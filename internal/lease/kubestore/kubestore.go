@@ -695,6 +695,18 @@ func (s *Store) ownNode(ctx context.Context) (*corev1.Node, error) {
 	return n, nil
 }
 
+// NodeAnnotations returns this node's Node annotations as the API server
+// has them now (nil when it has none), read on every call: the agent reads
+// its own settings from them (the bgp.weft.io/ annotations, bgp.ParseAnnotations).
+// The map is the caller's.
+func (s *Store) NodeAnnotations(ctx context.Context) (map[string]string, error) {
+	n, err := s.ownNode(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return n.Annotations, nil
+}
+
 // NodePublicIP returns the node-public-ip annotation of this node, if set:
 // flannel's way to choose a node's underlay address from the cluster.
 func (s *Store) NodePublicIP(ctx context.Context) (netip.Addr, error) {
