@@ -298,3 +298,24 @@ func TestBGPSettingsParse(t *testing.T) {
 		t.Errorf("n1's merged config: %v", err)
 	}
 }
+
+// TestStatusPrintBGP: the router's sessions and each agent's, from
+// /readyz's bgp list.
+func TestStatusPrintBGP(t *testing.T) {
+	st := LabStatus{Name: "x", Router: &RouterStatus{Kind: router.BIRD, NS: "x-ul", AS: 64500, PIDs: []int{7}, Running: true, Socket: "/r/bird.ctl",
+		Sessions: []router.Session{{Neighbor: netip.MustParseAddr("192.0.2.11"), AS: 64513, State: "established", Received: 1, Sent: 3}}},
+		Nodes: []NodeStatus{{Name: "n1", BGPAS: 64513, BGP: []any{map[string]any{"address": "192.0.2.1", "as": 64500.0, "state": "established",
+			"prefixesSent": 1.0, "prefixesReceived": 3.0, "flaps": 0.0}}}, {Name: "n2", BGPAS: 64514}}}
+	var b strings.Builder
+	st.print(&b)
+	for _, want := range []string{
+		"BGP router: bird in x-ul, AS 64500, pids [7] (running true), control /r/bird.ctl\n",
+		"192.0.2.11        64513  established  1         3     -\n",
+		"n1    64513  192.0.2.1  64500    established             1     3         0      -\n",
+		"n2    64514  -          -        (no sessions reported)",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, b.String())
+		}
+	}
+}
