@@ -74,3 +74,63 @@ func TestConfigCheckRefusesBounds(t *testing.T) {
 		}
 	}
 }
+
+// TestConfigCheckBGP: the BGP object is printed resolved, every default
+// filled in and the password shown as "(set)"; legal but likely unintended
+// states are warned on stderr; a bad object is refused in one line naming
+// the key, without the password; no object, no BGP section.
+func TestConfigCheckBGP(t *testing.T) {
+	check := func(doc string) (map[string]any, string, error) {
+		path := filepath.Join(t.TempDir(), "net-conf.json")
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var out, errb bytes.Buffer
+		err := run(context.Background(), []string{"config", "check", path}, &out, &errb)
+		if strings.Contains(out.String()+errb.String(), "hunter2") {
+			t.Errorf("%s: the password is printed:\n%s%s", doc, out.String(), errb.String())
+		}
+		if err != nil {
+			if out.Len() != 0 {
+				t.Errorf("%s: printed a config it refused:\n%s", doc, out.String())
+			}
+			return nil, errb.String(), err
+		}
+		var got map[string]any
+		if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+			t.Fatalf("output is not JSON: %v\n%s", err, out.String())
+		}
+		return got, errb.String(), nil
+	}
+	got, warnings, err := check(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"},"BGP":{"LocalAS":64512,"HoldTime":9,"RestartTime":30,"Import":true,
+		"Peers":[{"Address":"192.0.2.1","AS":64500,"Password":"hunter2 with spaces"}],"RoutableNetworks":["203.0.113.0/24"]}}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := json.Marshal(got["BGP"])
+	const want = `{"Enabled":true,"GracefulRestart":true,"HoldTime":9,"Import":true,"ListenPort":179,"LocalAS":64512,` +
+		`"Peers":[{"AS":64500,"Address":"192.0.2.1","HoldTime":9,"Multihop":0,"Password":"(set)","Port":179}],` +
+		`"RestartTime":30,"RoutableNetworks":["203.0.113.0/24"]}`
+	if string(b) != want || got["Network"] != "10.244.0.0/16" || warnings != "" {
+		t.Errorf("BGP resolved\n%s\nwant\n%s\n(network %v, warnings %q)", b, want, got["Network"], warnings)
+	}
+	_, warnings, err = check(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"},"BGP":{}}`)
+	if err != nil || !strings.Contains(warnings, "warning: BGP.LocalAS is not set") || !strings.Contains(warnings, "warning: BGP.Peers is empty") {
+		t.Errorf("warnings %q %v", warnings, err)
+	}
+	if got, _, err := check(`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"}}`); err != nil || got["BGP"] != nil {
+		t.Errorf("no BGP object: %v %v", got["BGP"], err)
+	}
+	for _, tc := range []struct{ doc, want string }{
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"},"BGP":{"Peers":[{"Address":"192.0.2.1","AS":23456,"Password":"hunter2"}]}}`,
+			"net-conf.json: BGP.Peers[0].AS: 23456 is AS_TRANS (RFC 6793), the placeholder for a 4-byte AS number; use your AS number, e.g. a private one from 64512 to 65534 or 4200000000 to 4294967294"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"},"BGP":{"HoldTme":9}}`,
+			"net-conf.json: BGP.HoldTme: unknown key; the keys are Enabled, LocalAS, RouterID, ListenPort, Peers, HoldTime, GracefulRestart, RestartTime, Import, RoutableNetworks"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"host-gw"},"BGP":{"Peers":[{"Address":"192.0.2.1","AS":64500,"Password":"hunter2\u0007"}]}}`,
+			"net-conf.json: BGP.Peers[0].Password: has a control character at byte 7; use printable characters (spaces are fine)"},
+	} {
+		if _, _, err := check(tc.doc); err == nil || err.Error() != tc.want {
+			t.Errorf("%s:\n got %v\nwant %s", tc.doc, err, tc.want)
+		}
+	}
+}

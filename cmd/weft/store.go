@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/backend/table"
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/etcdserver"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/etcdstore"
@@ -200,8 +202,15 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	b, err := bgp.Parse(c.BGP)
+	if err != nil {
+		return err
+	}
 	out, err := c.MarshalResolved(opts.Resolved())
 	if err != nil {
+		return err
+	}
+	if out, err = withBGP(out, b); err != nil {
 		return err
 	}
 	for _, k := range c.UnknownKeys {
@@ -210,6 +219,27 @@ func runConfig(args []string, stdout, stderr io.Writer) error {
 	if c.BackendDefaulted {
 		fmt.Fprintln(stderr, "warning: no Backend given: udp is the flannel-compatible default; vxlan is recommended")
 	}
+	for _, w := range b.Warnings() {
+		fmt.Fprintln(stderr, "warning: "+w)
+	}
 	fmt.Fprintf(stdout, "%s\n", out)
 	return nil
+}
+
+// withBGP adds the resolved BGP object (passwords shown as "(set)") to the
+// resolved document, when there is one.
+func withBGP(doc []byte, b bgp.Config) ([]byte, error) {
+	r := b.Resolved()
+	if r == nil {
+		return doc, nil
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, err
+	}
+	var err error
+	if m["BGP"], err = json.Marshal(r); err != nil {
+		return nil, err
+	}
+	return json.MarshalIndent(m, "", "  ")
 }
