@@ -44,8 +44,10 @@ type peerState struct {
 	since     time.Time
 	flaps     uint64
 	lastError string
-	// causes counts each cause seen since the session was last up.
+	// causes counts each cause seen since the session was last up;
+	// strong counts the strong ones (see noteLocked).
 	causes map[string]int
+	strong int
 	// notification is the last NOTIFICATION the peer sent on an
 	// established session (code<<8|subcode), for the line saying why it
 	// went down.
@@ -87,6 +89,7 @@ func (s *Speaker) onPeerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 			p.lastError = ""
 		}
 		clear(p.causes)
+		p.strong = 0
 		p.notification = 0
 	case prev == "established":
 		p.flaps++
@@ -96,8 +99,8 @@ func (s *Speaker) onPeerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 			p.causes[cause] = 2 // logged below, not again at the next retry
 		}
 	default:
-		if c := s.eventCause(addr, p, ev.Peer.State.DisconnectReason); c != "" {
-			s.noteLocked(addr, p, c)
+		if c := s.eventCause(addr, p, prev, ev.Peer.State.DisconnectReason, ev.Peer.State.DisconnectMessage); c != "" {
+			s.noteLocked(addr, p, c, false)
 		}
 	}
 	s.st.mu.Unlock()
@@ -117,11 +120,19 @@ func (s *Speaker) onPeerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 }
 
 // noteLocked records cause c for peer p (not established): it becomes
-// p's LastError, and it is logged the second time it comes. s.st.mu must
-// be held.
-func (s *Speaker) noteLocked(addr netip.Addr, p *peerState, c string) {
+// p's LastError, and it is logged the second time it comes. A weak cause
+// (the peer closed a connection) is often the echo of another one (a
+// peer in its idle hold time after an error closes every connection):
+// it counts only while no other cause has come. s.st.mu must be held.
+func (s *Speaker) noteLocked(addr netip.Addr, p *peerState, c string, weak bool) {
 	if p.state == "established" {
 		return // a stray outgoing connection's trouble, not the session's
+	}
+	if weak && p.strong > 0 {
+		return
+	}
+	if !weak {
+		p.strong++
 	}
 	p.lastError = c
 	p.causes[c]++
@@ -131,11 +142,11 @@ func (s *Speaker) noteLocked(addr netip.Addr, p *peerState, c string) {
 }
 
 // note records cause c for the peer at addr.
-func (s *Speaker) note(addr netip.Addr, c string) {
+func (s *Speaker) note(addr netip.Addr, c string, weak bool) {
 	s.st.mu.Lock()
 	defer s.st.mu.Unlock()
 	if p := s.st.peers[addr.Unmap()]; p != nil {
-		s.noteLocked(addr.Unmap(), p, c)
+		s.noteLocked(addr.Unmap(), p, c, weak)
 	}
 }
 
@@ -168,14 +179,32 @@ func (s *Speaker) downCause(addr netip.Addr, p *peerState, r api.PeerState_Disco
 
 // eventCause says why a session that is not established went back to
 // idle, when the event says more than the log does.
-func (s *Speaker) eventCause(addr netip.Addr, p *peerState, r api.PeerState_DisconnectReason) string {
+func (s *Speaker) eventCause(addr netip.Addr, p *peerState, prev string, r api.PeerState_DisconnectReason, msg string) string {
 	switch r {
+	case api.PeerState_DISCONNECT_REASON_INVALID_MSG:
+		if prev == "openconfirm" {
+			// We took the peer's OPEN; it answered ours with something
+			// else than a KEEPALIVE: its NOTIFICATION refusing us, which
+			// GoBGP neither logs nor reports.
+			return s.refusedOpen(addr)
+		}
 	case api.PeerState_DISCONNECT_REASON_BAD_PEER_AS:
 		return badPeerAS(addr, p.conf.AS)
 	case api.PeerState_DISCONNECT_REASON_RESTART_TIMER_EXPIRED:
 		return fmt.Sprintf("peer %s did not come back within its graceful restart time: its routes are withdrawn", addr)
+	case api.PeerState_DISCONNECT_REASON_NOTIFICATION_RECEIVED:
+		// The event names the NOTIFICATION only in GoBGP's words; the
+		// one that matters most is compared in those same words.
+		if msg == "notification-received "+gobgp.NewNotificationErrorCode(gobgp.BGP_ERROR_OPEN_MESSAGE_ERROR, gobgp.BGP_ERROR_SUB_BAD_PEER_AS).String() {
+			return fmt.Sprintf("peer %s says our AS %d is wrong (OPEN error: bad peer AS)", addr, s.cfg.LocalAS)
+		}
+		return fmt.Sprintf("peer %s refused the session (%s)", addr, msg)
 	}
 	return "" // the log record that came with it says it better
+}
+
+func (s *Speaker) refusedOpen(addr netip.Addr) string {
+	return fmt.Sprintf("peer %s refused our OPEN (AS %d, router ID %s): check that it has this node as a neighbour with AS %d", addr, s.cfg.LocalAS, s.routerID, s.cfg.LocalAS)
 }
 
 func badPeerAS(addr netip.Addr, as uint32) string {
@@ -207,9 +236,10 @@ func notificationText(code, sub uint8) string {
 }
 
 // logCause turns one of GoBGP's log records about the peer at addr into
-// a cause, "" when the record is not about trouble. The records are
-// GoBGP v4.8.0's (pkg/server/fsm.go); a test fails when they change.
-func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) string {
+// a cause, "" when the record is not about trouble; weak: see noteLocked.
+// The records are GoBGP v4.8.0's (pkg/server/fsm.go); a test fails when
+// they change.
+func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) (cause string, weak bool) {
 	s.st.mu.Lock()
 	p := s.st.peers[addr.Unmap()]
 	var conf Peer
@@ -218,7 +248,7 @@ func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) string {
 	}
 	s.st.mu.Unlock()
 	if p == nil {
-		return ""
+		return "", false
 	}
 	port := conf.Port
 	if port == 0 {
@@ -230,23 +260,23 @@ func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) string {
 		// net.OpError.
 		switch {
 		case strings.Contains(a.err, "connection refused"):
-			return fmt.Sprintf("peer %s refuses connections on port %d (no BGP speaker there, or it has no session for this node)", addr, port)
+			return fmt.Sprintf("peer %s refuses connections on port %d (no BGP speaker there, or it has no session for this node)", addr, port), false
 		case strings.Contains(a.err, "i/o timeout"):
-			return fmt.Sprintf("no answer from peer %s port %d (unreachable, or the TCP MD5 password does not match: a wrong signature is dropped in silence)", addr, port)
+			return fmt.Sprintf("no answer from peer %s port %d (unreachable, or the TCP MD5 password does not match: a wrong signature is dropped in silence)", addr, port), false
 		}
-		return fmt.Sprintf("cannot connect to peer %s port %d: %s", addr, port, a.err)
+		return fmt.Sprintf("cannot connect to peer %s port %d: %s", addr, port, a.err), false
 	case "sent notification":
 		switch {
 		case a.code == int64(gobgp.BGP_ERROR_OPEN_MESSAGE_ERROR) && a.sub == int64(gobgp.BGP_ERROR_SUB_BAD_PEER_AS):
-			return badPeerAS(addr, conf.AS)
+			return badPeerAS(addr, conf.AS), false
 		case a.code == int64(gobgp.BGP_ERROR_FSM_ERROR) && a.sub == 1:
 			// The peer answered our OPEN with a NOTIFICATION; GoBGP
 			// does not say which.
-			return fmt.Sprintf("peer %s refused our OPEN (AS %d, router ID %s): check that it has this node as a neighbour with AS %d", addr, s.cfg.LocalAS, s.routerID, s.cfg.LocalAS)
+			return s.refusedOpen(addr), false
 		case a.code == int64(gobgp.BGP_ERROR_CEASE):
-			return "" // our own shutdown or a collision
+			return "", false // our own shutdown or a collision
 		case a.code >= 0:
-			return fmt.Sprintf("peer %s sent an OPEN we refuse (%s)", addr, notificationText(uint8(a.code), uint8(a.sub)))
+			return fmt.Sprintf("peer %s sent an OPEN we refuse (%s)", addr, notificationText(uint8(a.code), uint8(a.sub))), false
 		}
 	case "received notification":
 		if a.code >= 0 {
@@ -255,11 +285,11 @@ func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) string {
 			s.st.mu.Unlock()
 		}
 	case "outgoing connection IO error":
-		return fmt.Sprintf("peer %s closed the connection after our OPEN without a NOTIFICATION (does it have this node as a neighbour, at this address?)", addr)
+		return fmt.Sprintf("peer %s closed the connection after our OPEN without a NOTIFICATION (does it have this node as a neighbour, at this address?)", addr), true
 	case "outgoing connection closing due to hold timer expired in OPEN SENT state":
-		return fmt.Sprintf("peer %s accepted the connection but sent no OPEN", addr)
+		return fmt.Sprintf("peer %s accepted the connection but sent no OPEN", addr), false
 	}
-	return ""
+	return "", false
 }
 
 // Status returns the peers' sessions, sorted by address.
@@ -342,8 +372,8 @@ func (h *gobgpLog) Handle(ctx context.Context, r slog.Record) error {
 		return true
 	})
 	if peer.IsValid() {
-		if c := h.s.logCause(peer, r.Message, a); c != "" {
-			h.s.note(peer, c)
+		if c, weak := h.s.logCause(peer, r.Message, a); c != "" {
+			h.s.note(peer, c, weak)
 		}
 	}
 	level := slog.LevelDebug

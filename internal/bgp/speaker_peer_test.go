@@ -1,0 +1,256 @@
+package bgp
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// GoBGP keeps route selection options in a package variable
+// (table.SelectionOptions) that StartBgp writes: two servers in one
+// process race. So every test runs at most one speaker in the test
+// process; the others run in a copy of the test binary (built with the
+// same -race), driven over stdin and stdout by remotePeer.
+
+const peerEnv = "WEFT_BGP_TEST_PEER" // the speaker's Config and Options, JSON
+
+func TestMain(m *testing.M) {
+	if conf := os.Getenv(peerEnv); conf != "" {
+		os.Exit(peerMain(conf))
+	}
+	os.Exit(m.Run())
+}
+
+type peerConf struct {
+	Config  Config
+	Options struct{ Underlay4, Underlay6 string }
+	// Passwords are Config.Peers' passwords (not in Peer's JSON).
+	Passwords []string
+}
+
+type peerRequest struct {
+	Op     string // announce, learned, status, withdraw, stop
+	Routes []Route
+}
+
+type peerReply struct {
+	Err     string
+	Learned []Route
+	Status  []PeerStatus
+	Changes int64
+}
+
+// peerMain runs a speaker for the parent test process: its log on
+// stderr, one request a line on stdin, one reply a line on stdout.
+func peerMain(conf string) int {
+	var pc peerConf
+	if err := json.Unmarshal([]byte(conf), &pc); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	for i, pw := range pc.Passwords {
+		pc.Config.Peers[i].Password = pw
+	}
+	level := slog.LevelInfo
+	if os.Getenv("WEFT_BGP_TEST_DEBUG") != "" {
+		level = slog.LevelDebug // to read GoBGP's own log
+	}
+	var mu sync.Mutex
+	var changes int64
+	o := Options{
+		Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
+		Changed: func() { mu.Lock(); changes++; mu.Unlock() },
+	}
+	o.Underlay4.UnmarshalText([]byte(pc.Options.Underlay4))
+	o.Underlay6.UnmarshalText([]byte(pc.Options.Underlay6))
+	s, err := New(pc.Config, o)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	in := bufio.NewScanner(os.Stdin)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		var req peerRequest
+		var rep peerReply
+		if err := json.Unmarshal(in.Bytes(), &req); err != nil {
+			rep.Err = err.Error()
+		}
+		switch req.Op {
+		case "announce":
+			if err := s.Announce(ctx, req.Routes); err != nil {
+				rep.Err = err.Error()
+			}
+		case "withdraw":
+			if err := s.Withdraw(ctx); err != nil {
+				rep.Err = err.Error()
+			}
+		case "stop":
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					rep.Err = err.Error()
+				}
+			case <-time.After(10 * time.Second):
+				rep.Err = "Run did not return 10 s after its context ended"
+			}
+			out.Encode(rep)
+			return 0
+		}
+		rep.Learned, rep.Status = s.Learned(), s.Status()
+		mu.Lock()
+		rep.Changes = changes
+		mu.Unlock()
+		select {
+		case err := <-done:
+			if err != nil && rep.Err == "" {
+				rep.Err = "Run: " + err.Error()
+			}
+			done <- err
+		default:
+		}
+		out.Encode(rep)
+	}
+	cancel()
+	return 0
+}
+
+// remotePeer is a speaker in a child process.
+type remotePeer struct {
+	t    *testing.T
+	port int
+	log  *logBuffer
+	cmd  *exec.Cmd
+
+	mu      sync.Mutex // guards the pipes and stopped
+	in      io.WriteCloser
+	out     *bufio.Scanner
+	stopped bool
+}
+
+// startRemote starts a speaker of c in a child process.
+func startRemote(t *testing.T, c Config, port int) *remotePeer {
+	t.Helper()
+	var pc peerConf
+	pc.Config = c
+	pc.Options.Underlay4, pc.Options.Underlay6 = lo4.String(), lo6.String()
+	for _, p := range c.Peers {
+		pc.Passwords = append(pc.Passwords, p.Password)
+	}
+	conf, err := json.Marshal(pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &remotePeer{t: t, port: port, log: &logBuffer{}}
+	r.cmd = exec.Command(os.Args[0], "-test.run=^$")
+	r.cmd.Env = append(os.Environ(), peerEnv+"="+string(conf))
+	r.cmd.Stderr = r.log
+	if r.in, err = r.cmd.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := r.cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.out = bufio.NewScanner(stdout)
+	r.out.Buffer(nil, 1<<20)
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		r.stop()
+		if l := r.log.lines("DATA RACE"); len(l) > 0 {
+			t.Errorf("the peer process found a data race:\n%s", r.log.lines())
+		}
+	})
+	return r
+}
+
+func (r *remotePeer) call(req peerRequest) (peerReply, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var rep peerReply
+	if r.stopped {
+		return rep, errors.New("peer process stopped")
+	}
+	b, _ := json.Marshal(req)
+	if _, err := r.in.Write(append(b, '\n')); err != nil {
+		return rep, err
+	}
+	if !r.out.Scan() {
+		return rep, fmt.Errorf("peer process: no reply: %v; its log:\n%s", r.out.Err(), strings.Join(r.log.lines(), "\n"))
+	}
+	if err := json.Unmarshal(r.out.Bytes(), &rep); err != nil {
+		return rep, err
+	}
+	if rep.Err != "" {
+		return rep, errors.New(rep.Err)
+	}
+	return rep, nil
+}
+
+func (r *remotePeer) must(req peerRequest) peerReply {
+	r.t.Helper()
+	rep, err := r.call(req)
+	if err != nil {
+		r.t.Fatalf("peer %s: %v", req.Op, err)
+	}
+	return rep
+}
+
+// stop ends the child's Run as SIGTERM ends the agent's, and waits for it.
+func (r *remotePeer) stop() {
+	r.mu.Lock()
+	stopped := r.stopped
+	r.mu.Unlock()
+	if stopped {
+		return
+	}
+	if _, err := r.call(peerRequest{Op: "stop"}); err != nil {
+		r.t.Errorf("stop the peer process: %v", err)
+	}
+	r.mu.Lock()
+	r.stopped = true
+	r.in.Close()
+	r.mu.Unlock()
+	waited := make(chan error, 1)
+	go func() { waited <- r.cmd.Wait() }()
+	select {
+	case err := <-waited:
+		if err != nil {
+			r.t.Errorf("peer process: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		r.cmd.Process.Kill()
+		<-waited
+		r.t.Errorf("peer process still running 10 s after stop; killed")
+	}
+}
+
+func (r *remotePeer) announce(routes ...Route) {
+	r.t.Helper()
+	r.must(peerRequest{Op: "announce", Routes: routes})
+}
+func (r *remotePeer) Learned() []Route {
+	r.t.Helper()
+	return r.must(peerRequest{Op: "learned"}).Learned
+}
+func (r *remotePeer) Status() []PeerStatus {
+	r.t.Helper()
+	return r.must(peerRequest{Op: "status"}).Status
+}
+func (r *remotePeer) withdraw() { r.t.Helper(); r.must(peerRequest{Op: "withdraw"}) }
