@@ -11,9 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/lab/router"
 	"github.com/weftnet/weft/internal/lab/topology"
+	"github.com/weftnet/weft/internal/netns"
 )
 
 // The BGP settings of a lab started with --bgp, documented in the lab's
@@ -37,6 +40,9 @@ func (s *State) startRouter(ctx context.Context, w io.Writer) error {
 	r := s.Router
 	r.NS, r.Dir, r.ID, r.AS = s.Underlay, filepath.Join(dir(s.Name), "router"), topology.Gateway(topology.L3, "a"), router.AS
 	if err := s.save(); err != nil {
+		return err
+	}
+	if err := s.tuneRouterNeighbours(); err != nil {
 		return err
 	}
 	if err := r.Start(ctx, s.save); err != nil {
@@ -221,4 +227,77 @@ func (s *State) setPeers(n *Node, peers []string) error {
 	}
 	n.BGPPeers = peers
 	return nil
+}
+
+// waitBGP waits until the router has an established session with every
+// node of the lab, has its subnet from each, and announces each the
+// others' (so that host-gw's routes across the router are in place
+// before a check), and reports how long it took.
+func (s *State) waitBGP(ctx context.Context, w io.Writer, timeout time.Duration) error {
+	if s.Router == nil {
+		return nil
+	}
+	start := time.Now()
+	want := map[netip.Addr]bool{}
+	for _, n := range s.Nodes {
+		for _, nb := range s.neighbors(n) {
+			want[nb.Addr] = true
+		}
+	}
+	var last []router.Session
+	for {
+		sessions, err := s.Router.Sessions(ctx)
+		last = sessions
+		ok := err == nil
+		seen := 0
+		for _, x := range sessions {
+			if !want[x.Neighbor] {
+				continue
+			}
+			seen++
+			others := 0
+			for a := range want {
+				if a.Is6() == x.Neighbor.Is6() && a != x.Neighbor {
+					others++
+				}
+			}
+			ok = ok && x.State == "established" && x.Received >= 1 && x.Sent >= others
+		}
+		if ok && seen == len(want) {
+			fmt.Fprintf(w, "bgp: the router has %d sessions established and the routes exchanged (%.1fs)\n", seen, time.Since(start).Seconds())
+			return nil
+		}
+		if time.Since(start) > timeout {
+			return fmt.Errorf("bgp: the router's sessions did not converge in %s: %+v; its log:\n%s", timeout, last, process.TailFile(s.Router.LogFile(), 15))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// tuneRouterNeighbours makes the router notice a node that is gone
+// within seconds, as the issue asks (ext gets an ICMP unreachable, not
+// a black hole, while the router still holds the node's routes): an ARP
+// or NDP entry stays reachable 5 s, not the kernel's 15-45 s, and is
+// probed 1 s after it goes stale, not 5 s. Same as `ip netns exec UL
+// sysctl net.ipv4.neigh.br-a.base_reachable_time_ms=5000
+// net.ipv4.neigh.br-a.delay_first_probe_time=1` (and ipv6, br-b), in the
+// router namespace only.
+func (s *State) tuneRouterNeighbours() error {
+	return netns.Do(s.Underlay, func() error {
+		for _, fam := range []string{"ipv4", "ipv6"} {
+			for _, side := range topology.NodeSides(topology.L3) {
+				base := filepath.Join("/proc/sys/net", fam, "neigh", topology.Bridge(side))
+				for knob, v := range map[string]string{"base_reachable_time_ms": "5000", "delay_first_probe_time": "1"} {
+					if err := os.WriteFile(filepath.Join(base, knob), []byte(v), 0o644); err != nil {
+						return fmt.Errorf("router: %s: %w", filepath.Join(base, knob), err)
+					}
+				}
+			}
+		}
+		return nil
+	})
 }

@@ -56,6 +56,9 @@ func NodeAdd(ctx context.Context, name string, o NodeAddOptions, w io.Writer) er
 			}
 		}
 	}
+	if err := s.waitBGP(ctx, w, 60*time.Second); err != nil {
+		return err
+	}
 	for j := 1; j <= o.Pods; j++ {
 		if err := s.addPod(ctx, n, j); err != nil {
 			return err

@@ -275,6 +275,9 @@ func (s *State) build(ctx context.Context, spec Spec, agentOf map[string]string,
 			}
 		}
 	}
+	if err := s.waitBGP(ctx, w, 60*time.Second); err != nil {
+		return err
+	}
 	for _, n := range s.Nodes {
 		for j := 1; j <= spec.PodsPerNode; j++ {
 			if err := s.addPod(ctx, n, j); err != nil {
