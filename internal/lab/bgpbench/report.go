@@ -1,0 +1,183 @@
+package bgpbench
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"regexp"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/weftnet/weft/internal/lab"
+)
+
+// Add is one node added to the BGP lab, with when each thing happened.
+type Add struct {
+	Node   string
+	Subnet netip.Prefix // its lease's IPv4 subnet
+	Pod    netip.Addr   // its pod's address, which ext pinged
+	Lease  time.Time    // the "leased subnet" line of its agent's log
+	Route  time.Time    // the route to Subnet first seen in the router's table
+	PodNS  time.Time    // its pod's namespace first seen (zero: not seen)
+	Reply  time.Time    // ext's first echo reply from Pod
+	Took   time.Duration
+}
+
+// ToRoute is the time from the lease to the route at the router.
+func (a Add) ToRoute() time.Duration { return a.Route.Sub(a.Lease) }
+
+// ToReply is the time from the lease to ext's first reply from the pod.
+func (a Add) ToReply() time.Duration { return a.Reply.Sub(a.Lease) }
+
+// line is a's figures on one line, as each round prints them.
+func (a Add) line() string {
+	pod := "-"
+	if !a.PodNS.IsZero() {
+		pod = ms(a.PodNS.Sub(a.Lease))
+	}
+	return fmt.Sprintf("%s %s: lease -> route at the router %s, -> pod's namespace %s, -> ext's first reply %s; node add %.1fs",
+		a.Node, a.Subnet, ms(a.ToRoute()), pod, ms(a.ToReply()), a.Took.Seconds())
+}
+
+// Memory is the agents' VmRSS and VmHWM in one lab, in MiB, one per
+// node.
+type Memory struct {
+	Lab      string
+	RSS, HWM []float64
+}
+
+func mean(xs []float64) float64 {
+	var s float64
+	for _, x := range xs {
+		s += x
+	}
+	return s / float64(max(len(xs), 1))
+}
+
+func maxOf(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	return slices.Max(xs)
+}
+
+// Report is a run's figures.
+type Report struct {
+	Adds    []Add
+	Off, On Memory        // the lab without BGP, the lab with it
+	Settle  time.Duration // how long after up the memory was read
+}
+
+// Spread is the minimum, median and maximum of durations (the median of
+// an even count: the mean of the middle two).
+type Spread struct{ Min, Median, Max time.Duration }
+
+func spread(ds []time.Duration) Spread {
+	if len(ds) == 0 {
+		return Spread{}
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + m) / 2
+	}
+	return Spread{Min: s[0], Median: m, Max: s[len(s)-1]}
+}
+
+func (s Spread) String() string {
+	return fmt.Sprintf("min %s, median %s, max %s", ms(s.Min), ms(s.Median), ms(s.Max))
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) }
+
+// Print writes the report: the spreads over the node adds, then the
+// agents' memory with BGP off and on side by side with the ratio on/off.
+func (r Report) Print(w io.Writer) {
+	var route, reply, podToReply []time.Duration
+	for _, a := range r.Adds {
+		route = append(route, a.ToRoute())
+		reply = append(reply, a.ToReply())
+		if !a.PodNS.IsZero() {
+			podToReply = append(podToReply, a.Reply.Sub(a.PodNS))
+		}
+	}
+	fmt.Fprintf(w, "over %d node adds (from the \"leased subnet\" line of the new node's agent log):\n", len(r.Adds))
+	fmt.Fprintf(w, "  lease -> route at the router:     %s\n", spread(route))
+	fmt.Fprintf(w, "  lease -> ext's first ping reply:  %s\n", spread(reply))
+	if len(podToReply) > 0 {
+		fmt.Fprintf(w, "  pod's namespace -> that reply:    %s\n", spread(podToReply))
+	}
+	fmt.Fprintf(w, "\nagents' memory %s after up, %d agents per lab (MiB):\n", r.Settle, len(r.On.RSS))
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tBGP off\tBGP on\ton/off\t")
+	row := func(name string, off, on float64) {
+		ratio := "-"
+		if off > 0 {
+			ratio = fmt.Sprintf("%.2fx", on/off)
+		}
+		fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%s\t\n", name, off, on, ratio)
+	}
+	row("VmRSS mean", mean(r.Off.RSS), mean(r.On.RSS))
+	row("VmRSS max", maxOf(r.Off.RSS), maxOf(r.On.RSS))
+	row("VmHWM mean", mean(r.Off.HWM), mean(r.On.HWM))
+	row("VmHWM max", maxOf(r.Off.HWM), maxOf(r.On.HWM))
+	tw.Flush()
+}
+
+// leasedRE matches the agent's "leased subnet" line (internal/agent,
+// slog's text handler): its time and its IPv4 subnet.
+var leasedRE = regexp.MustCompile(`^time=(\S+) level=INFO msg="leased subnet" subnet=(\S+)`)
+
+// leaseFromLog is the time and subnet of the first "leased subnet" line
+// of the agent log at path.
+func leaseFromLog(path string) (time.Time, netip.Prefix, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return time.Time{}, netip.Prefix{}, fmt.Errorf("read agent log: %w", err)
+	}
+	defer f.Close()
+	at, subnet, err := parseLease(f)
+	if err != nil {
+		return time.Time{}, netip.Prefix{}, fmt.Errorf("agent log %s: %w", path, err)
+	}
+	return at, subnet, nil
+}
+
+func parseLease(r io.Reader) (time.Time, netip.Prefix, error) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		m := leasedRE.FindStringSubmatch(sc.Text())
+		if m == nil {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, m[1])
+		if err != nil {
+			return time.Time{}, netip.Prefix{}, fmt.Errorf("leased subnet line: time %q: %w", m[1], err)
+		}
+		p, err := netip.ParsePrefix(m[2])
+		if err != nil || !p.Addr().Is4() {
+			return time.Time{}, netip.Prefix{}, fmt.Errorf("leased subnet line: subnet %q is not an IPv4 prefix", m[2])
+		}
+		return at, p.Masked(), nil
+	}
+	if err := sc.Err(); err != nil {
+		return time.Time{}, netip.Prefix{}, err
+	}
+	return time.Time{}, netip.Prefix{}, fmt.Errorf("no %q line", "leased subnet")
+}
+
+// parseStatus reads `weft lab status --json`.
+func parseStatus(s string) (lab.LabStatus, error) {
+	var st lab.LabStatus
+	if err := json.NewDecoder(strings.NewReader(s)).Decode(&st); err != nil {
+		return lab.LabStatus{}, fmt.Errorf("lab status: %w", err)
+	}
+	return st, nil
+}
