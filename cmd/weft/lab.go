@@ -66,7 +66,7 @@ type labCommand func(fs *flag.FlagSet, name *string) func(ctx context.Context, p
 var labCommands = map[string]labCommand{
 	"up": labUp, "down": labDown, "status": labStatus, "check": labCheck, "exec": labExec,
 	"ping": labPing, "agent": labAgent, "node": labNode, "bench": labBench,
-	"bench-leases": labBenchLeases, "pod": labPod,
+	"bench-leases": labBenchLeases, "pod": labPod, "bench-bgp": labBenchBGP,
 	"serve": labServe, // hidden: the servers inside a pod
 }
 
