@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -25,7 +26,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
 )
 
@@ -383,4 +387,38 @@ func (r *Router) control(ctx context.Context, cmds ...string) (string, error) {
 // disable and enable a session.
 func (r *Router) Control(ctx context.Context, cmd string) (string, error) {
 	return r.control(ctx, cmd)
+}
+
+// NextHops are the next hops of the routes to exactly p in the router's
+// main table (`ip -n NS route show exact P`): what BIRD or zebra
+// installed from BGP. None when the router has no route to p; a route
+// with no gateway counts as the zero Addr.
+func (r *Router) NextHops(p netip.Prefix) ([]netip.Addr, error) {
+	h, err := netns.Handle(r.NS)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	fam := netlink.FAMILY_V4
+	if p.Addr().Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{Dst: netconv.IPNet(p.Masked())}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return nil, fmt.Errorf("router: list routes to %s in %s: %w", p, r.NS, err)
+	}
+	var out []netip.Addr
+	for _, rt := range routes {
+		gws := []net.IP{rt.Gw}
+		for _, nh := range rt.MultiPath {
+			gws = append(gws, nh.Gw)
+		}
+		if len(rt.MultiPath) > 0 {
+			gws = gws[1:]
+		}
+		for _, gw := range gws {
+			out = append(out, netconv.Addr(gw))
+		}
+	}
+	return out, nil
 }

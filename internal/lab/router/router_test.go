@@ -238,18 +238,30 @@ func TestPeering(t *testing.T) {
 			if other != FRR {
 				return
 			}
-			h, err := netns.Handle(ul)
-			if err != nil {
-				t.Fatal(err)
+			if hops, err := r.NextHops(netip.MustParsePrefix("10.244.2.0/24")); err != nil || len(hops) != 0 {
+				t.Fatalf("router's next hops to a subnet nobody announced: %v %v", hops, err)
 			}
-			defer h.Close()
 			for {
-				routes, _ := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: netconv.IPNet(subnet)}, netlink.RT_FILTER_DST)
-				if len(routes) == 1 && routes[0].Gw.String() == addr.String() {
+				hops, err := r.NextHops(subnet)
+				if err == nil && len(hops) == 1 && hops[0] == addr {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("router's routes to %s: %v", subnet, routes)
+					t.Fatalf("router's next hops to %s: %v %v", subnet, hops, err)
+				}
+				time.Sleep(200 * time.Millisecond)
+			}
+			// FRR withdraws the subnet: the router's route goes.
+			if _, err := n.control(ctx, "configure terminal", "router bgp 64513", "address-family ipv4 unicast", "no network "+subnet.String()); err != nil {
+				t.Fatal(err)
+			}
+			for {
+				hops, err := r.NextHops(subnet)
+				if err == nil && len(hops) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("router's next hops to %s after the withdrawal: %v %v", subnet, hops, err)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
