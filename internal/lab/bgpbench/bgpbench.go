@@ -185,12 +185,11 @@ func nextNode(nodes []lab.NodeStatus) string {
 }
 
 // addNode adds one node with one pod to lab name and times it: the
-// lease from the "leased subnet" line of the node's agent log (the agent
-// writes it as soon as the store has created the lease), the route from
-// polling the router's kernel table, ext's first reply from pinging the
-// node's first pod address (.2 of the subnet, which the route's
-// appearance gives) every 10 ms, and the pod's namespace from polling
-// for it.
+// lease and the first BGP session up from the lines of the node's agent
+// log (the agent writes the first as soon as the store has created the
+// lease), the route from polling the router's kernel table, the pod's
+// address (.2 of the route's subnet) from polling the pod's namespace,
+// and ext's first reply from pinging that address every 10 ms.
 func addNode(ctx context.Context, name string) (Add, error) {
 	ctx, cancel := context.WithTimeout(ctx, roundTimeout)
 	defer cancel()
@@ -231,9 +230,11 @@ func addNode(ctx context.Context, name string) (Add, error) {
 	if log == "" || !a.Pod.IsValid() {
 		return Add{}, fmt.Errorf("lab %s has no node %s with a pod after node add:\n%s", name, node, out.String())
 	}
-	if a.Lease, a.Subnet, err = leaseFromLog(log); err != nil {
+	l, err := readAgentLog(log)
+	if err != nil {
 		return Add{}, err
 	}
+	a.Lease, a.Subnet, a.Up = l.Lease, l.Subnet, l.Up
 	if a.Pod != firstPod(a.Subnet) {
 		return Add{}, fmt.Errorf("%s's pod has %s, not %s: ext pinged the wrong address", node, a.Pod, firstPod(a.Subnet))
 	}
@@ -241,7 +242,7 @@ func addNode(ctx context.Context, name string) (Add, error) {
 	if err != nil {
 		return Add{}, fmt.Errorf("%s (%s): %w", node, a.Subnet, err)
 	}
-	a.Route, a.PodNS, a.Reply = res.route, res.podNS, res.reply
+	a.Route, a.PodUp, a.Reply = res.route, res.podUp, res.reply
 	return a, nil
 }
 

@@ -20,29 +20,37 @@ import (
 	"github.com/weftnet/weft/internal/netns/netnstest"
 )
 
-// TestParseLease: the first "leased subnet" line of an agent log gives
-// the lease's time and IPv4 subnet; a log without one, or with a subnet
-// that is not IPv4, is an error.
-func TestParseLease(t *testing.T) {
-	log := `time=2026-12-01T03:01:18.531Z level=INFO msg="starting weft agent" version=dev
-time=2026-12-01T03:01:18.556Z level=INFO msg="BGP on" local-as=64513 peers="[192.0.2.1 (AS 64500)]"
-time=2026-12-01T03:01:18.602Z level=INFO msg="leased subnet" subnet=10.244.88.0/24 ipv6-subnet=invalid Prefix expires=2026-12-02T03:01:18Z
-time=2026-12-01T03:05:00.000Z level=INFO msg="leased subnet" subnet=10.244.89.0/24 ipv6-subnet=invalid Prefix expires=2026-12-02T03:05:00Z
-`
-	at, p, err := parseLease(strings.NewReader(log))
+// TestParseAgentLog: the first "leased subnet" line of an agent log
+// gives the lease's time and IPv4 subnet, the first "BGP session up"
+// after it the session's; a log without either, or with a subnet that
+// is not IPv4, is an error.
+func TestParseAgentLog(t *testing.T) {
+	const (
+		start  = `time=2026-12-01T03:01:18.531Z level=INFO msg="starting weft agent" version=dev` + "\n"
+		on     = `time=2026-12-01T03:01:18.556Z level=INFO msg="BGP on" local-as=64513 peers="[192.0.2.1 (AS 64500)]"` + "\n"
+		leased = `time=2026-12-01T03:01:18.602Z level=INFO msg="leased subnet" subnet=10.244.88.0/24 ipv6-subnet=invalid Prefix expires=2026-12-02T03:01:18Z` + "\n"
+		again  = `time=2026-12-01T03:05:00.000Z level=INFO msg="leased subnet" subnet=10.244.89.0/24 ipv6-subnet=invalid Prefix expires=2026-12-02T03:05:00Z` + "\n"
+		up     = `time=2026-12-01T03:01:20.117Z level=INFO msg="BGP session up" peer=192.0.2.1 as=64500` + "\n"
+		up2    = `time=2026-12-01T03:06:00.000Z level=INFO msg="BGP session up" peer=192.0.2.1 as=64500` + "\n"
+	)
+	l, err := parseAgentLog(strings.NewReader(start + on + leased + up + again + up2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := time.Date(2026, 12, 1, 3, 1, 18, 602e6, time.UTC); !at.Equal(want) || p != netip.MustParsePrefix("10.244.88.0/24") {
-		t.Errorf("parseLease = %s, %s; want %s, 10.244.88.0/24", at, p, want)
+	want := agentLog{Lease: time.Date(2026, 12, 1, 3, 1, 18, 602e6, time.UTC), Subnet: netip.MustParsePrefix("10.244.88.0/24"),
+		Up: time.Date(2026, 12, 1, 3, 1, 20, 117e6, time.UTC)}
+	if !l.Lease.Equal(want.Lease) || l.Subnet != want.Subnet || !l.Up.Equal(want.Up) {
+		t.Errorf("parseAgentLog = %+v, want %+v", l, want)
 	}
 	for _, bad := range []string{
-		"time=2026-12-01T03:01:18.531Z level=INFO msg=\"starting weft agent\"\n",
-		"time=2026-12-01T03:01:18.602Z level=INFO msg=\"leased subnet\" subnet=invalid ipv6-subnet=2001:db8:244::/64\n",
-		"time=yesterday level=INFO msg=\"leased subnet\" subnet=10.244.88.0/24\n",
+		start + on,
+		start + leased, // no session up
+		up + leased,    // the session up before the lease is not this one
+		start + strings.Replace(leased, "10.244.88.0/24", "invalid", 1) + up,
+		strings.Replace(leased, "2026-12-01T03:01:18.602Z", "yesterday", 1) + up,
 	} {
-		if _, _, err := parseLease(strings.NewReader(bad)); err == nil {
-			t.Errorf("parseLease(%q) succeeded", bad)
+		if _, err := parseAgentLog(strings.NewReader(bad)); err == nil {
+			t.Errorf("parseAgentLog(%q) succeeded", bad)
 		}
 	}
 }
@@ -73,11 +81,11 @@ func TestSpread(t *testing.T) {
 // show BGP off and on side by side with the ratio on/off.
 func TestPrint(t *testing.T) {
 	t0 := time.Date(2026, 12, 1, 3, 0, 0, 0, time.UTC)
-	add := func(route, pod, reply int) Add {
-		return Add{Node: "n3", Lease: t0, Route: t0.Add(time.Duration(route) * time.Millisecond),
-			PodNS: t0.Add(time.Duration(pod) * time.Millisecond), Reply: t0.Add(time.Duration(reply) * time.Millisecond)}
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	add := func(up, route, pod, reply int) Add {
+		return Add{Node: "n3", Lease: t0, Up: at(up), Route: at(route), PodUp: at(pod), Reply: at(reply)}
 	}
-	r := Report{Adds: []Add{add(120, 2000, 2300), add(80, 1900, 2100), add(100, 2100, 2250)}, Settle: 10 * time.Second,
+	r := Report{Adds: []Add{add(100, 120, 2000, 2300), add(30, 80, 1900, 2100), add(90, 100, 2100, 2250)}, Settle: 10 * time.Second,
 		Off: Memory{RSS: []float64{20, 22}, HWM: []float64{27, 28}}, On: Memory{RSS: []float64{30, 34}, HWM: []float64{36, 42}}}
 	var b bytes.Buffer
 	r.Print(&b)
@@ -85,8 +93,10 @@ func TestPrint(t *testing.T) {
 	for _, want := range []string{
 		"over 3 node adds",
 		"lease -> route at the router:     min 80 ms, median 100 ms, max 120 ms",
+		"lease -> BGP session up:        min 30 ms, median 90 ms, max 100 ms",
+		"session up -> route:            min 10 ms, median 20 ms, max 50 ms",
 		"lease -> ext's first ping reply:  min 2100 ms, median 2250 ms, max 2300 ms",
-		"pod's namespace -> that reply:    min 150 ms, median 200 ms, max 300 ms",
+		"pod addressed -> that reply:    min 150 ms, median 200 ms, max 300 ms",
 		"agents' memory 10s after up, 2 agents per lab (MiB):",
 	} {
 		if !strings.Contains(out, want) {
@@ -132,9 +142,9 @@ func TestValidate(t *testing.T) {
 
 // TestWatch: in a fresh "router" namespace joined to a fresh "ext" one,
 // the watcher sees a new route (a blackhole: ext's echoes get nothing),
-// then the pod's namespace, then ext's first reply once the router
-// holds the first pod address itself; a route there from the start is
-// refused.
+// then the first pod address in the pod's namespace, then ext's first
+// reply once the router holds that address itself; a route there from
+// the start is refused.
 func TestWatch(t *testing.T) {
 	rt, ext := netnstest.New(t), netnstest.New(t)
 	var b [4]byte
@@ -204,23 +214,34 @@ func TestWatch(t *testing.T) {
 	if err := netns.Create(podNS); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
-	lo, err := hr.LinkByName("lo")
+	hp, err := netns.Handle(podNS)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// ip -n RT addr add 10.244.7.2/32 dev lo: the router answers ext now
-	if err := hr.AddrAdd(lo, &netlink.Addr{IPNet: netconv.IPNet(netip.MustParsePrefix("10.244.7.2/32"))}); err != nil {
-		t.Fatal(err)
+	defer hp.Close()
+	time.Sleep(100 * time.Millisecond)
+	addr := func(h *netlink.Handle) {
+		t.Helper()
+		lo, err := h.LinkByName("lo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// ip -n NS addr add 10.244.7.2/32 dev lo
+		if err := h.AddrAdd(lo, &netlink.Addr{IPNet: netconv.IPNet(netip.MustParsePrefix("10.244.7.2/32"))}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	addr(hp) // the pod has its address
+	time.Sleep(200 * time.Millisecond)
+	addr(hr) // and the router answers ext for it
 	res, err := w.wait(ctx, netip.MustParsePrefix("10.244.7.0/24"), 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	route, pod := res.podNS.Sub(res.route), res.reply.Sub(res.podNS)
-	t.Logf("route -> pod namespace %s, -> reply %s", route, pod)
-	if res.route.IsZero() || route < 150*time.Millisecond || pod < 150*time.Millisecond {
-		t.Errorf("route at %s, pod namespace %s later, reply %s after that; want about 200 ms each", res.route, route, pod)
+	pod, reply := res.podUp.Sub(res.route), res.reply.Sub(res.podUp)
+	t.Logf("route -> pod addressed %s, -> reply %s", pod, reply)
+	if res.route.IsZero() || pod < 250*time.Millisecond || reply < 150*time.Millisecond {
+		t.Errorf("route at %s, pod addressed %s later, reply %s after that; want about 300 and 200 ms", res.route, pod, reply)
 	}
 
 	w2, err := watch(ctx, rt, ext, podNS)

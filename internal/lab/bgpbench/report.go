@@ -22,8 +22,9 @@ type Add struct {
 	Subnet netip.Prefix // its lease's IPv4 subnet
 	Pod    netip.Addr   // its pod's address, which ext pinged
 	Lease  time.Time    // the "leased subnet" line of its agent's log
+	Up     time.Time    // its agent's first "BGP session up" line
 	Route  time.Time    // the route to Subnet first seen in the router's table
-	PodNS  time.Time    // its pod's namespace first seen (zero: not seen)
+	PodUp  time.Time    // Pod first seen on an interface in the pod's namespace
 	Reply  time.Time    // ext's first echo reply from Pod
 	Took   time.Duration
 }
@@ -36,12 +37,8 @@ func (a Add) ToReply() time.Duration { return a.Reply.Sub(a.Lease) }
 
 // line is a's figures on one line, as each round prints them.
 func (a Add) line() string {
-	pod := "-"
-	if !a.PodNS.IsZero() {
-		pod = ms(a.PodNS.Sub(a.Lease))
-	}
-	return fmt.Sprintf("%s %s: lease -> route at the router %s, -> pod's namespace %s, -> ext's first reply %s; node add %.1fs",
-		a.Node, a.Subnet, ms(a.ToRoute()), pod, ms(a.ToReply()), a.Took.Seconds())
+	return fmt.Sprintf("%s %s: lease -> BGP session up %s, -> route at the router %s, -> pod addressed %s, -> ext's first reply %s; node add %.1fs",
+		a.Node, a.Subnet, ms(a.Up.Sub(a.Lease)), ms(a.ToRoute()), ms(a.PodUp.Sub(a.Lease)), ms(a.ToReply()), a.Took.Seconds())
 }
 
 // Memory is the agents' VmRSS and VmHWM in one lab, in MiB, one per
@@ -99,20 +96,20 @@ func ms(d time.Duration) string { return fmt.Sprintf("%d ms", d.Milliseconds()) 
 // Print writes the report: the spreads over the node adds, then the
 // agents' memory with BGP off and on side by side with the ratio on/off.
 func (r Report) Print(w io.Writer) {
-	var route, reply, podToReply []time.Duration
+	var up, upToRoute, route, reply, podToReply []time.Duration
 	for _, a := range r.Adds {
+		up = append(up, a.Up.Sub(a.Lease))
+		upToRoute = append(upToRoute, a.Route.Sub(a.Up))
 		route = append(route, a.ToRoute())
 		reply = append(reply, a.ToReply())
-		if !a.PodNS.IsZero() {
-			podToReply = append(podToReply, a.Reply.Sub(a.PodNS))
-		}
+		podToReply = append(podToReply, a.Reply.Sub(a.PodUp))
 	}
 	fmt.Fprintf(w, "over %d node adds (from the \"leased subnet\" line of the new node's agent log):\n", len(r.Adds))
 	fmt.Fprintf(w, "  lease -> route at the router:     %s\n", spread(route))
+	fmt.Fprintf(w, "    lease -> BGP session up:        %s\n", spread(up))
+	fmt.Fprintf(w, "    session up -> route:            %s\n", spread(upToRoute))
 	fmt.Fprintf(w, "  lease -> ext's first ping reply:  %s\n", spread(reply))
-	if len(podToReply) > 0 {
-		fmt.Fprintf(w, "  pod's namespace -> that reply:    %s\n", spread(podToReply))
-	}
+	fmt.Fprintf(w, "    pod addressed -> that reply:    %s\n", spread(podToReply))
 	fmt.Fprintf(w, "\nagents' memory %s after up, %d agents per lab (MiB):\n", r.Settle, len(r.On.RSS))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tBGP off\tBGP on\ton/off\t")
@@ -130,47 +127,67 @@ func (r Report) Print(w io.Writer) {
 	tw.Flush()
 }
 
-// leasedRE matches the agent's "leased subnet" line (internal/agent,
-// slog's text handler): its time and its IPv4 subnet.
-var leasedRE = regexp.MustCompile(`^time=(\S+) level=INFO msg="leased subnet" subnet=(\S+)`)
+// The lines of the agent's log (internal/agent and internal/bgp, slog's
+// text handler) that say when its lease was created, with its IPv4
+// subnet, and when a BGP session came up.
+var (
+	leasedRE    = regexp.MustCompile(`^time=(\S+) level=INFO msg="leased subnet" subnet=(\S+)`)
+	sessionUpRE = regexp.MustCompile(`^time=(\S+) level=INFO msg="BGP session up" `)
+)
 
-// leaseFromLog is the time and subnet of the first "leased subnet" line
-// of the agent log at path.
-func leaseFromLog(path string) (time.Time, netip.Prefix, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return time.Time{}, netip.Prefix{}, fmt.Errorf("read agent log: %w", err)
-	}
-	defer f.Close()
-	at, subnet, err := parseLease(f)
-	if err != nil {
-		return time.Time{}, netip.Prefix{}, fmt.Errorf("agent log %s: %w", path, err)
-	}
-	return at, subnet, nil
+// agentLog is what addNode reads in a new node's agent log.
+type agentLog struct {
+	Lease  time.Time    // the first "leased subnet" line
+	Subnet netip.Prefix // its IPv4 subnet
+	Up     time.Time    // the first "BGP session up" line after it
 }
 
-func parseLease(r io.Reader) (time.Time, netip.Prefix, error) {
+// readAgentLog reads the agent log at path.
+func readAgentLog(path string) (agentLog, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return agentLog{}, fmt.Errorf("read agent log: %w", err)
+	}
+	defer f.Close()
+	l, err := parseAgentLog(f)
+	if err != nil {
+		return agentLog{}, fmt.Errorf("agent log %s: %w", path, err)
+	}
+	return l, nil
+}
+
+func parseAgentLog(r io.Reader) (agentLog, error) {
+	var l agentLog
 	sc := bufio.NewScanner(r)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		m := leasedRE.FindStringSubmatch(sc.Text())
-		if m == nil {
-			continue
+		if m := leasedRE.FindStringSubmatch(sc.Text()); m != nil && l.Lease.IsZero() {
+			at, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil {
+				return agentLog{}, fmt.Errorf("leased subnet line: time %q: %w", m[1], err)
+			}
+			p, err := netip.ParsePrefix(m[2])
+			if err != nil || !p.Addr().Is4() {
+				return agentLog{}, fmt.Errorf("leased subnet line: subnet %q is not an IPv4 prefix", m[2])
+			}
+			l.Lease, l.Subnet = at, p.Masked()
 		}
-		at, err := time.Parse(time.RFC3339Nano, m[1])
-		if err != nil {
-			return time.Time{}, netip.Prefix{}, fmt.Errorf("leased subnet line: time %q: %w", m[1], err)
+		if m := sessionUpRE.FindStringSubmatch(sc.Text()); m != nil && !l.Lease.IsZero() {
+			at, err := time.Parse(time.RFC3339Nano, m[1])
+			if err != nil {
+				return agentLog{}, fmt.Errorf("BGP session up line: time %q: %w", m[1], err)
+			}
+			l.Up = at
+			return l, nil
 		}
-		p, err := netip.ParsePrefix(m[2])
-		if err != nil || !p.Addr().Is4() {
-			return time.Time{}, netip.Prefix{}, fmt.Errorf("leased subnet line: subnet %q is not an IPv4 prefix", m[2])
-		}
-		return at, p.Masked(), nil
 	}
 	if err := sc.Err(); err != nil {
-		return time.Time{}, netip.Prefix{}, err
+		return agentLog{}, err
 	}
-	return time.Time{}, netip.Prefix{}, fmt.Errorf("no %q line", "leased subnet")
+	if l.Lease.IsZero() {
+		return agentLog{}, fmt.Errorf("no %q line", "leased subnet")
+	}
+	return agentLog{}, fmt.Errorf("no %q line after the lease's", "BGP session up")
 }
 
 // parseStatus reads `weft lab status --json`.

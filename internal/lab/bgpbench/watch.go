@@ -21,8 +21,10 @@ import (
 const pollEvery = 10 * time.Millisecond
 
 // watcher watches, while a node is added, for new routes in the
-// router's kernel table, the new pod's namespace, and ext's first echo
-// reply from the pod's address.
+// router's kernel table, the new pod's address, and ext's first echo
+// reply from it. ext starts pinging once the pod has its address: an
+// echo sent before would leave a failed ARP entry for the pod in its
+// node, and the retry after a second would be what the figure shows.
 type watcher struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the polling goroutine has ended
@@ -30,7 +32,7 @@ type watcher struct {
 	mu       sync.Mutex                 // guards the fields below
 	base     map[netip.Prefix]bool      // the router's routes before the add
 	seen     map[netip.Prefix]time.Time // each new route, when first seen
-	podNS    time.Time                  // when the pod's namespace was first seen
+	podUp    time.Time                  // when target was first seen in the pod's namespace
 	reply    time.Time                  // ext's first echo reply from target
 	target   netip.Addr                 // what ext pings: the first new route's first pod
 	err      error                      // why polling stopped early
@@ -38,11 +40,11 @@ type watcher struct {
 }
 
 // result is what a watcher saw for one subnet.
-type result struct{ route, podNS, reply time.Time }
+type result struct{ route, podUp, reply time.Time }
 
 // watch starts watching: the router's IPv4 table in routerNS (its routes
-// now are the baseline), podNS appearing, and, once a new route
-// appears, ext in extNS pinging the first pod address in it.
+// now are the baseline); once a new route appears, podNS for the first
+// pod address in it; once that is there, ext in extNS pinging it.
 func watch(ctx context.Context, routerNS, extNS, podNS string) (*watcher, error) {
 	h, err := netns.Handle(routerNS)
 	if err != nil {
@@ -88,6 +90,12 @@ func routes(h *netlink.Handle) ([]netip.Prefix, error) {
 func (w *watcher) poll(ctx context.Context, h *netlink.Handle, extNS, podNS string) {
 	t := time.NewTicker(pollEvery)
 	defer t.Stop()
+	var pod *netlink.Handle // podNS, once it exists
+	defer func() {
+		if pod != nil {
+			pod.Close()
+		}
+	}()
 	pinging := false
 	for {
 		now := time.Now()
@@ -106,13 +114,18 @@ func (w *watcher) poll(ctx context.Context, h *netlink.Handle, extNS, podNS stri
 				}
 			}
 		}
-		if w.podNS.IsZero() && netns.Exists(podNS) {
-			w.podNS = now
-		}
 		target := w.target
 		w.mu.Unlock()
-		if !pinging && target.IsValid() {
+		if pod == nil && target.IsValid() && netns.Exists(podNS) {
+			if p, err := netns.Handle(podNS); err == nil { // else next time
+				pod = p
+			}
+		}
+		if !pinging && pod != nil && hasAddr(pod, target) {
 			pinging = true
+			w.mu.Lock()
+			w.podUp = now
+			w.mu.Unlock()
 			go w.ping(ctx, extNS, target)
 		}
 		select {
@@ -121,6 +134,21 @@ func (w *watcher) poll(ctx context.Context, h *netlink.Handle, extNS, podNS stri
 		case <-t.C:
 		}
 	}
+}
+
+// hasAddr reports whether an interface in h's namespace has a (same as
+// `ip addr show to A`).
+func hasAddr(h *netlink.Handle, a netip.Addr) bool {
+	as, err := h.AddrList(nil, netlink.FAMILY_V4)
+	if err != nil {
+		return false
+	}
+	for _, x := range as {
+		if netconv.Addr(x.IP) == a {
+			return true
+		}
+	}
+	return false
 }
 
 // ping sends an echo request from extNS to dst every pollEvery until
@@ -179,7 +207,7 @@ func (w *watcher) ping(ctx context.Context, extNS string, dst netip.Addr) {
 
 // wait waits up to timeout for ext's first reply from subnet's first
 // pod, stops watching, and returns when subnet's route appeared, the
-// pod's namespace and the reply.
+// pod got its address and the reply came.
 func (w *watcher) wait(ctx context.Context, subnet netip.Prefix, timeout time.Duration) (result, error) {
 	end := time.Now().Add(timeout)
 	for {
@@ -207,12 +235,14 @@ func (w *watcher) wait(ctx context.Context, subnet netip.Prefix, timeout time.Du
 		return result{}, fmt.Errorf("no route to %s in the router's table (new routes seen: %v)", subnet, w.seen)
 	case w.target != firstPod(subnet):
 		return result{}, fmt.Errorf("ext pinged %s, the first pod of another new route, not %s's", w.target, subnet)
+	case w.podUp.IsZero():
+		return result{}, fmt.Errorf("no %s in the pod's namespace %s after the node was added", w.target, timeout)
 	case w.replyErr != nil:
 		return result{}, w.replyErr
 	case w.reply.IsZero():
 		return result{}, fmt.Errorf("no echo reply from %s at ext %s after the node was added", w.target, timeout)
 	}
-	return result{route: w.seen[subnet], podNS: w.podNS, reply: w.reply}, nil
+	return result{route: w.seen[subnet], podUp: w.podUp, reply: w.reply}, nil
 }
 
 // stop stops watching and waits for the poller; it may be called more
