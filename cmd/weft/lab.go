@@ -54,7 +54,10 @@ session to each node nK (AS 64512+K; hold time 9 s, graceful restart, the
 nodes' restart time 30 s); it learns the pods' subnets, so ext (whose network
 is routable: no masquerade) and pods reach each other by their own addresses.
 'agent restart NODE --bgp-peer SPEC' gives a node's agent its own peers
-(the word router stands for the lab's; alone it restores them).
+(the word router stands for the lab's; alone it restores them). 'node remove'
+with --store kube deletes the Node while its agent runs: the agent withdraws
+its routes and the router drops them at once; with etcd the router keeps
+them until the restart time runs out.
 'weft lab COMMAND -h' prints a command's flags.
 `
 

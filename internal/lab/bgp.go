@@ -301,3 +301,55 @@ func (s *State) tuneRouterNeighbours() error {
 		return nil
 	})
 }
+
+// withdrawTimeout bounds how long `node remove` waits, in Kubernetes
+// mode, for the router to drop the routes of a node whose Node it
+// deleted.
+const withdrawTimeout = 10 * time.Second
+
+// awaitWithdrawal waits, after n's Node was deleted while its agent runs,
+// until the router no longer routes any of subnets (n's agent saw its
+// Node go and withdrew its routes: a NOTIFICATION, so the router drops
+// them at once), at most timeout, and says how long it took. Past
+// timeout it says so and returns: the router then drops the routes when
+// the restart time runs out, as for a node whose agent was stopped first.
+// A no-op in a lab without BGP.
+func (s *State) awaitWithdrawal(ctx context.Context, w io.Writer, n *Node, subnets []netip.Prefix, timeout time.Duration) {
+	if s.Router == nil || len(subnets) == 0 {
+		return
+	}
+	start := time.Now()
+	for {
+		var left []string
+		for _, p := range subnets {
+			hops, err := s.Router.NextHops(p)
+			if err != nil || len(hops) > 0 {
+				left = append(left, p.String())
+			}
+		}
+		if len(left) == 0 {
+			fmt.Fprintf(w, "bgp: %s withdrew its routes when its Node was deleted: the router dropped %s after %.1fs\n",
+				n.Name, prefixList(subnets), time.Since(start).Seconds())
+			return
+		}
+		if time.Since(start) > timeout {
+			fmt.Fprintf(w, "bgp: the router still routes %s %s after %s's Node was deleted; it drops it when the restart time (%ds) runs out\n",
+				strings.Join(left, ", "), timeout, n.Name, bgpRestartTime)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// prefixList is ps, comma-separated.
+func prefixList(ps []netip.Prefix) string {
+	var out []string
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return strings.Join(out, ", ")
+}

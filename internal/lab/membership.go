@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
@@ -70,7 +71,12 @@ func NodeAdd(ctx context.Context, name string, o NodeAddOptions, w io.Writer) er
 
 // NodeRemove stops the node's agent, removes its pods and lease (or Node
 // object), and its namespace: the other nodes drop its routes when the
-// lease goes.
+// lease goes. In Kubernetes mode the Node goes first, while the agent
+// still runs: with BGP, the agent that sees its own Node deleted
+// withdraws its routes, and the router drops them at once (see
+// awaitWithdrawal). In etcd mode the agent is stopped first (its sessions
+// close without a NOTIFICATION), and the router drops the node's routes
+// when the restart time runs out.
 func NodeRemove(ctx context.Context, name, node string, w io.Writer) error {
 	s, done, err := open(name, true)
 	if err != nil {
@@ -82,8 +88,23 @@ func NodeRemove(ctx context.Context, name, node string, w io.Writer) error {
 		return err
 	}
 	subnet := ""
+	var subnets []netip.Prefix
 	if env, err := subnetenv.Read(n.SubnetFile); err == nil {
 		subnet = env.Subnet.Masked().String()
+		for _, p := range []netip.Prefix{env.Subnet, env.IPv6Subnet} {
+			if p.IsValid() {
+				subnets = append(subnets, p.Masked())
+			}
+		}
+	}
+	if s.Kube != nil {
+		running := process.Ours(n.PID, n.SubnetFile)
+		if err := s.Kube.DeleteNode(ctx, s.Ctl.NS, n.Name); err != nil {
+			return err
+		}
+		if running {
+			s.awaitWithdrawal(ctx, w, n, subnets, withdrawTimeout)
+		}
 	}
 	if err := s.stopAgent(n); err != nil {
 		return err
@@ -91,11 +112,7 @@ func NodeRemove(ctx context.Context, name, node string, w io.Writer) error {
 	if err := s.removePods(ctx, n); err != nil {
 		return err
 	}
-	if s.Kube != nil {
-		if err := s.Kube.DeleteNode(ctx, s.Ctl.NS, n.Name); err != nil {
-			return err
-		}
-	} else if subnet != "" {
+	if s.Kube == nil && subnet != "" {
 		if _, err := process.Run(s.Ctl.NS, append([]string{s.Weft, "store", "evict", subnet}, s.etcdArgs()...)...); err != nil {
 			return err
 		}
