@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -16,7 +19,9 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/weftnet/weft/internal/kubeapi/kubeapitest"
 	"github.com/weftnet/weft/internal/lab/router"
 	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
@@ -37,8 +42,9 @@ func requireRouter(t *testing.T, kind string) {
 // bgpStatus is `weft lab status --json`, the fields these tests read.
 type bgpStatus struct {
 	Nodes []struct {
-		Name, Addr, Subnet, Log string
-		BGP                     []struct {
+		Name, Addr, Addr6, Subnet, Log string
+		AgentPID                       int
+		BGP                            []struct {
 			Address   string
 			State     string
 			LastError string
@@ -87,43 +93,78 @@ func waitFor(t *testing.T, what string, timeout time.Duration, ok func() bool) t
 	return time.Since(start)
 }
 
-// routerRoute reports whether the router's kernel table has a route to
-// subnet (what BIRD or zebra installed from BGP).
-func routerRoute(l *lab, subnet netip.Prefix) bool {
+// routerHops are the next hops of the router's kernel routes to subnet
+// (what BIRD or zebra installed from BGP); nil when it has none.
+func routerHops(l *lab, subnet netip.Prefix) []netip.Addr {
 	h, err := netns.Handle(l.name + "-ul")
 	if err != nil {
-		return false
+		return nil
 	}
 	defer h.Close()
-	routes, err := h.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: netconv.IPNet(subnet)}, netlink.RT_FILTER_DST)
-	return err == nil && len(routes) > 0
+	fam := netlink.FAMILY_V4
+	if subnet.Addr().Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	routes, err := h.RouteListFiltered(fam, &netlink.Route{Dst: netconv.IPNet(subnet)}, netlink.RT_FILTER_DST)
+	if err != nil {
+		return nil
+	}
+	var out []netip.Addr
+	for _, r := range routes {
+		out = append(out, netconv.Addr(r.Gw))
+	}
+	return out
+}
+
+// routerRoute reports whether the router's kernel table has a route to
+// subnet.
+func routerRoute(l *lab, subnet netip.Prefix) bool { return len(routerHops(l, subnet)) > 0 }
+
+// The networks each side of the check must see the other from: ext's
+// (the outside network, either family) and the pods'.
+var (
+	extNets = []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24"), netip.MustParsePrefix("2001:db8:0:f::/64")}
+	podNets = []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("2001:db8:244::/56")}
+)
+
+// within reports whether address a is in one of nets.
+func within(a string, nets []netip.Prefix) bool {
+	x, err := netip.ParseAddr(a)
+	return err == nil && slices.ContainsFunc(nets, func(p netip.Prefix) bool { return p.Contains(x) })
 }
 
 // assertRouted reads the check: every pod reaches ext and ext every
-// pod, ICMP and TCP, each side seeing the other's own address (no NAT
-// either way).
-func assertRouted(t *testing.T, l *lab, pods int) {
+// pod, ICMP and TCP, over each of fams (4, 6), each side seeing the
+// other's own address (no NAT either way), and every pod reaches every
+// other.
+func assertRouted(t *testing.T, l *lab, pods int, fams ...int) {
 	t.Helper()
+	if len(fams) == 0 {
+		fams = []int{4}
+	}
 	rep := l.check()
-	toExt, fromExt := 0, 0
+	toExt, fromExt := map[int]int{}, map[int]int{}
 	for _, r := range rep.Results {
 		switch {
 		case r.To == "ext":
-			toExt++
+			toExt[r.Family]++
 		case r.From == "ext":
-			fromExt++
-		default:
-			continue
+			fromExt[r.Family]++
 		}
 		if !r.ICMP || !r.TCP || r.SeenAs != r.WantSource {
-			t.Errorf("%s -> %s: icmp %v tcp %v, seen as %s, want %s", r.From, r.To, r.ICMP, r.TCP, r.SeenAs, r.WantSource)
+			t.Errorf("%s -> %s over IPv%d: icmp %v tcp %v, seen as %s, want %s", r.From, r.To, r.Family, r.ICMP, r.TCP, r.SeenAs, r.WantSource)
 		}
-		if r.From == "ext" && !strings.HasPrefix(r.SeenAs, "203.0.113.") || r.To == "ext" && !strings.HasPrefix(r.SeenAs, "10.244.") {
-			t.Errorf("%s -> %s seen as %s: NAT on the way", r.From, r.To, r.SeenAs)
+		if r.From == "ext" && !within(r.SeenAs, extNets) || r.From != "ext" && !within(r.SeenAs, podNets) {
+			t.Errorf("%s -> %s over IPv%d seen as %s: NAT on the way", r.From, r.To, r.Family, r.SeenAs)
 		}
 	}
-	if toExt != pods || fromExt != pods || rep.Failed != 0 {
-		t.Errorf("%d probes to ext, %d from ext for %d pods; %d failed", toExt, fromExt, pods, rep.Failed)
+	for _, f := range fams {
+		if toExt[f] != pods || fromExt[f] != pods {
+			t.Errorf("IPv%d: %d probes to ext, %d from ext for %d pods", f, toExt[f], fromExt[f], pods)
+		}
+	}
+	if len(toExt) != len(fams) || rep.Failed != 0 {
+		t.Errorf("probes to ext over %d families, want %v; %d failed", len(toExt), fams, rep.Failed)
 	}
 }
 
@@ -203,10 +244,13 @@ func fileSize(path string) int64 {
 	return fi.Size()
 }
 
-// TestBGP runs the l3 lab with --bgp against both routers: BIRD with
-// vxlan and an MD5 password, FRR with host-gw (no tunnel: the router's
-// BGP routes carry the pods' traffic between the sides). It measures what
-// the issue's acceptance asks and logs the figures.
+// TestBGP runs the l3 lab with --bgp against both routers, one lab
+// after the other: BIRD with vxlan and an MD5 password (etcd mode, the
+// nodes' settings from flags); FRR with host-gw (no tunnel: the router's
+// BGP routes carry the pods' traffic between the sides) in Kubernetes
+// mode (the settings from the Node annotations the lab writes); BIRD in a
+// dual-stack lab (the IPv6 subnets over the IPv6 sessions). It measures
+// what the issue's acceptance asks and logs the figures.
 func TestBGP(t *testing.T) {
 	if bin == "" {
 		t.Skip("needs root")
@@ -221,27 +265,80 @@ func TestBGP(t *testing.T) {
 		t.Run("restart", func(t *testing.T) { testRestart(t, l) })
 		t.Run("md5", func(t *testing.T) { testMD5(t, l) })
 		t.Run("failures", func(t *testing.T) { testFailures(t, l, router.BIRD) })
-		t.Run("add-remove", func(t *testing.T) { testAddRemove(t, l) })
+		t.Run("add-remove", func(t *testing.T) { testAddRemove(t, l, false) })
 	})
-	t.Run("frr-host-gw", func(t *testing.T) {
+	t.Run("frr-host-gw-kube", func(t *testing.T) {
 		requireRouter(t, router.FRR)
-		l, out := newLab(t, "--topology", "l3", "--bgp", "--bgp-router", "frr", "--backend", "host-gw", "--nodes", "4", "--pods-per-node", "1")
+		api := kubeapitest.Binary(t)
+		l, out := newLab(t, "--topology", "l3", "--bgp", "--bgp-router", "frr", "--backend", "host-gw", "--nodes", "4", "--pods-per-node", "1",
+			"--store", "kube", "--kube-apiserver", api)
 		// Every pod pair across the router both ways, and ext.
 		if !strings.Contains(out, "20 passed, 0 failed") {
 			t.Fatalf("lab up:\n%s", out)
 		}
 		assertRouted(t, l, 4)
 		st := l.bgpStatus()
-		for _, n := range st.Nodes {
+		for i, n := range st.Nodes {
 			// FRR sends a node its own subnet back too (no sender-side loop
 			// detection; the node drops it on its AS in the path).
 			if s := st.session(n.Addr); s.State != "established" || s.Received != 1 || s.Sent < 3 {
 				t.Errorf("FRR's session with %s: %+v", n.Name, s)
 			}
+			assertFromAnnotations(t, l, n.Name, n.AgentPID, i+1)
 		}
 		t.Run("restart", func(t *testing.T) { testRestart(t, l) })
-		t.Run("add-remove", func(t *testing.T) { testAddRemove(t, l) })
+		t.Run("add-remove", func(t *testing.T) { testAddRemove(t, l, true) })
 	})
+	t.Run("bird-dual", func(t *testing.T) {
+		requireRouter(t, router.BIRD)
+		l, out := newLab(t, "--topology", "l3", "--bgp", "--ip-family", "dual", "--nodes", "2", "--pods-per-node", "1")
+		// 2 pods: each to the other and to ext, ext to each, per family.
+		if !strings.Contains(out, "12 passed, 0 failed") {
+			t.Fatalf("lab up:\n%s", out)
+		}
+		assertRouted(t, l, 2, 4, 6)
+		st := l.bgpStatus()
+		for _, n := range st.Nodes {
+			subnets := strings.Split(n.Subnet, ",")
+			if len(subnets) != 2 {
+				t.Fatalf("%s's subnets: %q", n.Name, n.Subnet)
+			}
+			for i, addr := range []string{n.Addr, n.Addr6} {
+				// Each family's subnet over that family's session (BIRD
+				// sends a node nothing of its own back: the other node's).
+				s := st.session(addr)
+				subnet := netip.MustParsePrefix(subnets[i]).Masked()
+				hops := routerHops(l, subnet)
+				t.Logf("the router's session with %s %s: %s, %d received, %d sent; its route to %s via %v", n.Name, addr, s.State, s.Received, s.Sent, subnet, hops)
+				if s.State != "established" || s.Received != 1 || s.Sent != 1 {
+					t.Errorf("BIRD's session with %s at %s: %+v", n.Name, addr, s)
+				}
+				if len(hops) != 1 || hops[0].String() != addr {
+					t.Errorf("the router's route to %s's %s: via %v, want %s", n.Name, subnet, hops, addr)
+				}
+			}
+		}
+	})
+}
+
+// assertFromAnnotations: in Kubernetes mode node k's BGP settings come
+// from its Node's annotations (its AS, its peers), not from flags.
+func assertFromAnnotations(t *testing.T, l *lab, name string, pid, k int) {
+	t.Helper()
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		t.Fatalf("%s's agent: %v", name, err)
+	}
+	if args := strings.ReplaceAll(string(cmdline), "\x00", " "); strings.Contains(args, "--bgp-") {
+		t.Errorf("%s's agent has BGP flags, want its Node's annotations alone: %s", name, args)
+	}
+	node, err := l.admin().CoreV1().Nodes().Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as := node.Annotations["bgp.weft.io/local-as"]; as != strconv.Itoa(64512+k) || !strings.Contains(node.Annotations["bgp.weft.io/peers"], `"AS":64500`) {
+		t.Errorf("%s's annotations: %v", name, node.Annotations)
+	}
 }
 
 // testRestart: an agent restart while ext pings one of its pods 20 times
@@ -360,11 +457,15 @@ func testFailures(t *testing.T, l *lab, kind string) {
 }
 
 // testAddRemove: a node added gets its route at the router soon after
-// its lease (measured), and ext reaches its pod; removed for good, its
-// route stays until the nodes' restart time (30 s) ends, ext getting an
-// ICMP unreachable meanwhile (the next hop answers no ARP) and after (no
-// route), never a black hole.
-func testAddRemove(t *testing.T, l *lab) {
+// its lease (measured), and ext reaches its pod. Removed for good, in
+// etcd mode (its agent stopped first) its route stays until the nodes'
+// restart time (30 s) ends, ext getting an ICMP unreachable meanwhile
+// (once the router's ARP entry for the node fails) and after (no route);
+// in Kubernetes mode (kube: its Node deleted while its agent runs) the
+// agent withdraws its routes, the router drops the route within a couple
+// of seconds, and ext's very next echo gets a net unreachable from the
+// router.
+func testAddRemove(t *testing.T, l *lab, kube bool) {
 	st := l.bgpStatus()
 	name := fmt.Sprintf("n%d", len(st.Nodes)+1)
 	subnetFile := filepath.Join("/run/weft-lab", l.name, name, "subnet.env")
@@ -413,10 +514,30 @@ func testAddRemove(t *testing.T, l *lab) {
 	go func() {
 		defer close(gone)
 		for routerRoute(l, subnet) && time.Since(start) < 60*time.Second {
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond)
 		}
 		dropped = time.Since(start)
 	}()
+	if kube {
+		out := l.must("node", "remove", name)
+		removed := time.Since(start)
+		<-gone
+		echoStart := time.Now()
+		a := echoFromExt(t, l, pod)
+		answered := time.Since(echoStart)
+		t.Logf("node remove %s, Kubernetes mode (%.1fs): the router dropped %s %.1fs after the removal began (the agent withdrew on its Node's deletion); "+
+			"ext's next echo: %q in %d ms; node remove said: %s", name, removed.Seconds(), subnet, dropped.Seconds(), a, answered.Milliseconds(), strings.TrimSpace(out))
+		if dropped > 3*time.Second {
+			t.Errorf("route dropped after %s, want within a couple of seconds (the agent withdraws at once)", dropped)
+		}
+		if !strings.Contains(out, name+" withdrew its routes") {
+			t.Errorf("node remove did not see the withdrawal:\n%s", out)
+		}
+		if a != "unreachable (code 0 from 203.0.113.1)" || answered > time.Second {
+			t.Errorf("ext's echo once the route was dropped: %q after %s, want at once a net unreachable (code 0) from the router", a, answered)
+		}
+		return
+	}
 	l.must("node", "remove", name)
 	removed := time.Since(start)
 	var answers []string
@@ -428,7 +549,11 @@ func testAddRemove(t *testing.T, l *lab) {
 		default:
 			a := echoFromExt(t, l, pod)
 			select {
-			case <-gone: // this echo spans the route's removal: judged by neither rule
+			case <-gone:
+				// This echo spans the route's removal: sent while the router
+				// still routed it to the dead next hop, its packet waits on
+				// the ARP entry the route's removal drops, and nothing
+				// answers. Judged by neither rule.
 				running = false
 				continue
 			default:
@@ -443,7 +568,7 @@ func testAddRemove(t *testing.T, l *lab) {
 		}
 	}
 	after := echoFromExt(t, l, pod)
-	t.Logf("node remove %s (%.1fs): the router dropped %s %.1fs after the removal began (restart time 30s); "+
+	t.Logf("node remove %s, etcd mode (%.1fs): the router dropped %s %.1fs after the removal began (restart time 30s); "+
 		"ext's first ICMP unreachable %.1fs after it (black hole until the router's ARP entry for the node fails); ext meanwhile: %q; after: %q",
 		name, removed.Seconds(), subnet, dropped.Seconds(), firstUnreachable.Seconds(), answers, after)
 	if dropped > 33*time.Second {
@@ -452,7 +577,7 @@ func testAddRemove(t *testing.T, l *lab) {
 	if firstUnreachable < 0 || firstUnreachable > 20*time.Second {
 		t.Errorf("ext's first unreachable after %s, want one within 20s of the removal", firstUnreachable)
 	}
-	if !strings.HasPrefix(after, "unreachable") {
-		t.Errorf("ext got %q once the route was dropped, want an ICMP unreachable", after)
+	if after != "unreachable (code 0 from 203.0.113.1)" {
+		t.Errorf("ext got %q once the route was dropped, want a net unreachable (code 0) from the router", after)
 	}
 }
