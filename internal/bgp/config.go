@@ -6,6 +6,11 @@ package bgp
 // ParsePeerFlag). Every mistake is refused in one line that names the key,
 // annotation or flag and says what to do; a TCP MD5 password is never
 // part of a message (its length and position of a bad character are).
+// Nor is any text that might be one: a value of the wrong type is named
+// by its JSON type ("is an object, not a list"), not shown; the only
+// strings a message quotes are those written where an address, router ID
+// or CIDR goes, and a --bgp-peer field that is not one of its own is
+// named by its position.
 //
 // Unknown keys in the BGP object and in a peer are refused, not ignored
 // as flannel ignores unknown top-level keys: flanneld ignores the whole
@@ -276,17 +281,28 @@ func ParsePeerFlag(s string, readFile func(string) ([]byte, error)) (Peer, error
 	p := Peer{Address: addr, Port: DefaultPort}
 	seen := map[string]bool{}
 	var hasAS bool
-	for _, f := range fields[1:] {
+	names := []string{"as", "port", "multihop", "hold-time", "password-file"}
+	for i, f := range fields[1:] {
 		k, v, ok := strings.Cut(f, "=")
 		k = strings.TrimSpace(k)
 		if k == "password" {
 			return flagErr(k, "not taken on the command line, where ps shows it to every user of the node; write it to a file readable only by root and give password-file=PATH")
 		}
-		if !slices.Contains([]string{"as", "port", "multihop", "hold-time", "password-file"}, k) {
-			if k == "" {
-				return flagErr("", "an empty field; separate fields with one comma, %s", example)
+		if !slices.Contains(names, k) {
+			// The field's text is not shown: it may be the password
+			// itself (",s3cret"), or hold it (",pw=s3cret").
+			pos := fmt.Sprintf("field %d", i+2)
+			switch lower := strings.ToLower(k); {
+			case k == "" && !ok:
+				return flagErr("", "%s is empty; separate fields with one comma, %s", pos, example)
+			case !ok:
+				return flagErr("", "%s is not KEY=VALUE; after the address come as=N, port=N, multihop=TTL, hold-time=SECONDS and password-file=PATH", pos)
+			case lower == "password":
+				return flagErr("", "%s is a password, which is not taken on the command line, where ps shows it to every user of the node; write it to a file readable only by root and give password-file=PATH", pos)
+			case slices.Contains(names, lower):
+				return flagErr("", "%s names a field in capitals; write %s=", pos, lower)
 			}
-			return flagErr(quoteKey(k), "unknown field; the fields are as, port, multihop, hold-time and password-file")
+			return flagErr("", "%s is not a field of --bgp-peer; the fields are as, port, multihop, hold-time and password-file", pos)
 		}
 		if !ok || (v == "" && k != "password-file") {
 			return flagErr(k, "no value; write %s=VALUE", k)
@@ -494,7 +510,7 @@ func (c Config) isZero() bool {
 // ("Peers", or "" for the peers annotation).
 func decodePeers(key string, raw json.RawMessage) ([]Peer, *fieldError) {
 	if raw[0] != '[' {
-		return nil, fieldErrorf(key, "%s is not a list; write a list of peers such as [{\"Address\":\"192.0.2.1\",\"AS\":64500}]", show(raw))
+		return nil, fieldErrorf(key, "%s; write a list of peers such as [{\"Address\":\"192.0.2.1\",\"AS\":64500}]", notA(raw, "a list"))
 	}
 	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
@@ -585,7 +601,7 @@ func decodePeer(key string, raw json.RawMessage) (Peer, *fieldError) {
 
 func decodePrefixes(key string, raw json.RawMessage) ([]netip.Prefix, *fieldError) {
 	if raw[0] != '[' {
-		return nil, fieldErrorf(key, "%s is not a list; write a list of CIDRs such as [\"203.0.113.0/24\"]", show(raw))
+		return nil, fieldErrorf(key, "%s; write a list of CIDRs such as [\"203.0.113.0/24\"]", notA(raw, "a list"))
 	}
 	var list []json.RawMessage
 	if err := json.Unmarshal(raw, &list); err != nil {
@@ -617,7 +633,7 @@ func decodePrefixes(key string, raw json.RawMessage) ([]netip.Prefix, *fieldErro
 // different cases, is refused.
 func decodeObject(raw json.RawMessage, key string, known []string) (map[string]json.RawMessage, *fieldError) {
 	if raw[0] != '{' {
-		return nil, fieldErrorf(key, "%s is not an object; write {\"Key\": value, ...}", show(raw))
+		return nil, fieldErrorf(key, "%s; write {\"Key\": value, ...}", notA(raw, "an object"))
 	}
 	var top map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &top); err != nil {
@@ -663,13 +679,13 @@ func decodeBool(key string, raw json.RawMessage) (bool, *fieldError) {
 	case "false":
 		return false, nil
 	}
-	return false, fieldErrorf(key, "%s is not a boolean; write true or false", show(raw))
+	return false, fieldErrorf(key, "%s; write true or false", notA(raw, "a boolean"))
 }
 
 func decodeString(key string, raw json.RawMessage) (string, *fieldError) {
 	var s string
 	if raw[0] != '"' || json.Unmarshal(raw, &s) != nil {
-		return "", fieldErrorf(key, "%s is not a string; write it in double quotes", show(raw))
+		return "", fieldErrorf(key, "%s; write it in double quotes", notA(raw, "a string"))
 	}
 	return s, nil
 }
@@ -689,9 +705,9 @@ func decodeInt(key string, raw json.RawMessage, lo, hi int64, hint string) (int6
 func decodeNumber(key string, raw json.RawMessage) (int64, *fieldError) {
 	switch c := raw[0]; {
 	case c == '"':
-		return 0, fieldErrorf(key, "%s is a string; write the number without quotes", show(raw))
+		return 0, fieldErrorf(key, "is a string; write the number without quotes")
 	case c != '-' && (c < '0' || c > '9'):
-		return 0, fieldErrorf(key, "%s is not a number", show(raw))
+		return 0, fieldErrorf(key, "%s", notA(raw, "a number"))
 	}
 	n, ok := intText(string(raw))
 	if !ok {
@@ -798,6 +814,19 @@ func holdTimeOK(d time.Duration) bool {
 	return d >= MinHoldTime && d <= MaxHoldTime && d%time.Second == 0
 }
 
+// CheckPassword checks a TCP MD5 password by the rules of a peer's
+// Password in net-conf.json: at most MaxPasswordLen bytes of UTF-8 text
+// without control characters (so no newline, which would end a line of a
+// router's config file); "" is no password, and valid. The error never
+// holds the password (its length and the position of a bad character
+// only), for the caller to prefix with the setting's name.
+func CheckPassword(p string) error {
+	if msg := passwordMsg(p); msg != "" {
+		return errors.New("the password " + msg)
+	}
+	return nil
+}
+
 // passwordMsg says what is wrong with a TCP MD5 password, or "" ("" is no
 // password). The message never holds the password.
 func passwordMsg(p string) string {
@@ -815,8 +844,31 @@ func passwordMsg(p string) string {
 	return ""
 }
 
-// show renders a JSON value for a message: compact, on one line, cut at
-// 40 bytes.
+// notA says that raw is not the JSON type wanted ("a list"): a literal
+// (number, true, false, null) is shown, "true is not a number"; a string,
+// object or list only by its type, "is an object, not a list", since it
+// may be or hold a password (a peer written where the list goes).
+func notA(raw json.RawMessage, want string) string {
+	var typ string
+	switch raw[0] {
+	case '"':
+		typ = "a string"
+	case '{':
+		typ = "an object"
+	case '[':
+		typ = "a list"
+	default:
+		return show(raw) + " is not " + want
+	}
+	if typ == want { // a string that does not decode
+		return "is not a valid JSON string"
+	}
+	return "is " + typ + ", not " + want
+}
+
+// show renders a JSON literal (a number, true, false or null) for a
+// message: on one line, cut at 40 bytes. Never a string, object or list:
+// see notA.
 func show(raw json.RawMessage) string {
 	var b bytes.Buffer
 	s := string(raw)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/weftnet/weft/internal/config"
 )
@@ -80,15 +81,30 @@ func TestParseErrors(t *testing.T) {
 		return `{"Peers":[{"Address":"192.0.2.1","AS":64500,"Password":"hunter2hunter2"},{` + fields + `}]}`
 	}
 	for _, tc := range []struct{ doc, key, msg string }{
-		{`[]`, "BGP", "is not an object"},
-		{`true`, "BGP", "is not an object"},
-		{`"on"`, "BGP", "is not an object"},
+		{`[]`, "BGP", "is a list, not an object"},
+		{`true`, "BGP", "true is not an object"},
+		{`"on"`, "BGP", "is a string, not an object"},
+		// A value of the wrong type is named by its type, never shown:
+		// it may be, or hold, a password.
+		{`"hunter2"`, "BGP", "is a string, not an object; write {"},
+		{`["hunter2"]`, "BGP", "is a list, not an object"},
+		{`{"Peers":{"AS":64500,"Password":"hunter2"}}`, "BGP.Peers", "is an object, not a list; write a list of peers such as"},
+		{`{"Peers":"hunter2"}`, "BGP.Peers", "is a string, not a list"},
+		{`{"Peers":["hunter2"]}`, "BGP.Peers[0]", "is a string, not an object"},
+		{`{"Peers":[["192.0.2.1",64500,"hunter2"]]}`, "BGP.Peers[0]", "is a list, not an object"},
+		{`{"Peers":[{"Address":"192.0.2.1","AS":64500},"hunter2"]}`, "BGP.Peers[1]", "is a string, not an object"},
+		{`{"Enabled":{"Password":"hunter2"}}`, "BGP.Enabled", "is an object, not a boolean"},
+		{`{"LocalAS":"hunter2"}`, "BGP.LocalAS", "is a string; write the number without quotes"},
+		{`{"RouterID":["hunter2"]}`, "BGP.RouterID", "is a list, not a string"},
+		{`{"HoldTime":{"hunter2":1}}`, "BGP.HoldTime", "is an object, not a number"},
+		{`{"RoutableNetworks":{"Password":"hunter2"}}`, "BGP.RoutableNetworks", "is an object, not a list"},
+		{`{"RoutableNetworks":[["hunter2"]]}`, "BGP.RoutableNetworks[0]", "is a list, not a string"},
 		{`{"HoldTme":9}`, "BGP.HoldTme", "unknown key; the keys are Enabled, LocalAS,"},
 		{`{"Hold Time":9}`, `BGP."Hold Time"`, "unknown key"},
 		{`{"LocalAS":1,"localas":2}`, "BGP.LocalAS", `given twice, as "LocalAS" and "localas"`},
-		{`{"Enabled":"yes"}`, "BGP.Enabled", `"yes" is not a boolean; write true or false`},
+		{`{"Enabled":"yes"}`, "BGP.Enabled", "is a string, not a boolean; write true or false"},
 		{`{"GracefulRestart":1}`, "BGP.GracefulRestart", "1 is not a boolean"},
-		{`{"Import":"true"}`, "BGP.Import", "is not a boolean"},
+		{`{"Import":"true"}`, "BGP.Import", "is a string, not a boolean"},
 		// LocalAS
 		{`{"LocalAS":0}`, "BGP.LocalAS", "0 is reserved (RFC 7607); use your AS number"},
 		{`{"LocalAS":23456}`, "BGP.LocalAS", "23456 is AS_TRANS (RFC 6793)"},
@@ -97,10 +113,10 @@ func TestParseErrors(t *testing.T) {
 		{`{"LocalAS":4294967296}`, "BGP.LocalAS", "4294967296 is larger than 4294967294, the largest AS number (32 bits)"},
 		{`{"LocalAS":99999999999999999999999}`, "BGP.LocalAS", "99999999999999999999999 is larger than 4294967294"},
 		{`{"LocalAS":-64512}`, "BGP.LocalAS", "-64512 is negative"},
-		{`{"LocalAS":"64512"}`, "BGP.LocalAS", `"64512" is a string; write the number without quotes`},
+		{`{"LocalAS":"64512"}`, "BGP.LocalAS", "is a string; write the number without quotes"},
 		{`{"LocalAS":64512.5}`, "BGP.LocalAS", "64512.5 is not a whole number in plain digits"},
 		{`{"LocalAS":6.4512e4}`, "BGP.LocalAS", "6.4512e4 is not a whole number in plain digits"},
-		{`{"LocalAS":[64512]}`, "BGP.LocalAS", "[64512] is not a number"},
+		{`{"LocalAS":[64512]}`, "BGP.LocalAS", "is a list, not a number"},
 		{`{"LocalAS":true}`, "BGP.LocalAS", "true is not a number"},
 		// RouterID
 		{`{"RouterID":"2001:db8::11"}`, "BGP.RouterID", `"2001:db8::11" is not an IPv4 address`},
@@ -115,19 +131,19 @@ func TestParseErrors(t *testing.T) {
 		{`{"HoldTime":0}`, "BGP.HoldTime", "0 is out of range; use 3 to 65535 seconds (RFC 4271"},
 		{`{"HoldTime":2}`, "BGP.HoldTime", "2 is out of range"},
 		{`{"HoldTime":65536}`, "BGP.HoldTime", "65536 is out of range"},
-		{`{"HoldTime":"90s"}`, "BGP.HoldTime", `"90s" is a string`},
+		{`{"HoldTime":"90s"}`, "BGP.HoldTime", "is a string; write the number without quotes"},
 		{`{"HoldTime":90.5}`, "BGP.HoldTime", "90.5 is not a whole number"},
 		{`{"RestartTime":0}`, "BGP.RestartTime", "0 is out of range; use 1 to 4095 seconds, the 12 bits of RFC 4724"},
 		{`{"RestartTime":4096}`, "BGP.RestartTime", "4096 is out of range"},
 		// RoutableNetworks
-		{`{"RoutableNetworks":"203.0.113.0/24"}`, "BGP.RoutableNetworks", "is not a list"},
+		{`{"RoutableNetworks":"203.0.113.0/24"}`, "BGP.RoutableNetworks", "is a string, not a list; write a list of CIDRs"},
 		{`{"RoutableNetworks":["203.0.113.7/24"]}`, "BGP.RoutableNetworks[0]", `"203.0.113.7/24" has host bits set; write the network, "203.0.113.0/24"`},
 		{`{"RoutableNetworks":["203.0.113.0/24","2001:db8:0:f::1/64"]}`, "BGP.RoutableNetworks[1]", `write the network, "2001:db8:0:f::/64"`},
 		{`{"RoutableNetworks":["203.0.113.0"]}`, "BGP.RoutableNetworks[0]", "is not a CIDR"},
 		{`{"RoutableNetworks":[24]}`, "BGP.RoutableNetworks[0]", "24 is not a string"},
 		// Peers
-		{`{"Peers":{"Address":"192.0.2.1"}}`, "BGP.Peers", "is not a list"},
-		{`{"Peers":["192.0.2.1"]}`, "BGP.Peers[0]", "is not an object"},
+		{`{"Peers":{"Address":"192.0.2.1"}}`, "BGP.Peers", "is an object, not a list"},
+		{`{"Peers":["192.0.2.1"]}`, "BGP.Peers[0]", "is a string, not an object"},
 		{peer(`"AS":64500`), "BGP.Peers[1].Address", "missing; give the peer's IP address"},
 		{peer(`"Address":"router1","AS":64500`), "BGP.Peers[1].Address", `"router1" is not an IP address`},
 		{peer(`"Address":"0.0.0.0","AS":64500`), "BGP.Peers[1].Address", "0.0.0.0 is the unspecified address"},
@@ -141,7 +157,11 @@ func TestParseErrors(t *testing.T) {
 		{peer(`"Address":"192.0.2.2"`), "BGP.Peers[1].AS", "missing; give the peer's AS number"},
 		{peer(`"Address":"192.0.2.2","AS":0`), "BGP.Peers[1].AS", "0 is reserved"},
 		{peer(`"Address":"192.0.2.2","AS":23456`), "BGP.Peers[1].AS", "AS_TRANS"},
-		{peer(`"Address":"192.0.2.2","AS":"x"`), "BGP.Peers[1].AS", `"x" is a string`},
+		{peer(`"Address":"192.0.2.2","AS":"x"`), "BGP.Peers[1].AS", "is a string; write the number without quotes"},
+		{peer(`"Address":{"Password":"hunter2"},"AS":1`), "BGP.Peers[1].Address", "is an object, not a string"},
+		{peer(`"Address":"192.0.2.2","AS":1,"Password":["hunter2"]`), "BGP.Peers[1].Password", "is not a string; write the password in double quotes"},
+		{peer(`"Address":"192.0.2.2","AS":1,"Port":"hunter2"`), "BGP.Peers[1].Port", "is a string; write the number without quotes"},
+		{peer(`"Address":"192.0.2.2","AS":1,"Multihop":{"Password":"hunter2"}`), "BGP.Peers[1].Multihop", "is an object, not a number"},
 		{peer(`"Address":"192.0.2.2","AS":1,"Port":65536`), "BGP.Peers[1].Port", "65536 is out of range; use a TCP port from 1 to 65535"},
 		{peer(`"Address":"192.0.2.2","AS":1,"Port":-1`), "BGP.Peers[1].Port", "-1 is out of range"},
 		{peer(`"Address":"192.0.2.2","AS":1,"Multihop":256`), "BGP.Peers[1].Multihop", "256 is out of range; use a TTL from 1 to 255"},
@@ -157,7 +177,7 @@ func TestParseErrors(t *testing.T) {
 		{peer(`"Address":"192.0.2.2","AS":1,"Password":"hunter2\u0000"`), "BGP.Peers[1].Password", "has a control character at byte 7"},
 		{peer(`"Address":"192.0.2.2","AS":1,"Password":"hunter2\u007f"`), "BGP.Peers[1].Password", "has a control character"},
 		{peer(`"Address":"192.0.2.2","AS":1,"Password":"hunter2\u0085"`), "BGP.Peers[1].Password", "has a control character"},
-		{peer(`"Address":"192.0.2.2","AS":1,"Password":"hunter2hunter2","Port":"x"`), "BGP.Peers[1].Port", `"x" is a string`},
+		{peer(`"Address":"192.0.2.2","AS":1,"Password":"hunter2hunter2","Port":"x"`), "BGP.Peers[1].Port", "is a string"},
 	} {
 		_, err := Parse(json.RawMessage(tc.doc))
 		var ce *config.Error
@@ -207,7 +227,12 @@ func TestParseAnnotations(t *testing.T) {
 		{AnnotationRouterID, "2001:db8::12", `annotation bgp.weft.io/router-id: "2001:db8::12" is not an IPv4 address`},
 		{AnnotationRouterID, "0.0.0.0", "annotation bgp.weft.io/router-id: 0.0.0.0 is not a BGP identifier"},
 		{AnnotationPeers, `[{"Address":"192.0.2.1","AS":64500,"Password":"hunter2` + "\n", "annotation bgp.weft.io/peers: is not valid JSON (at byte"},
-		{AnnotationPeers, `{"Address":"192.0.2.1","AS":64500}`, "annotation bgp.weft.io/peers: " + `{"Address":"192.0.2.1","AS":64500} is not a list`},
+		{AnnotationPeers, `{"Address":"192.0.2.1","AS":64500}`, "annotation bgp.weft.io/peers: is an object, not a list; write a list of peers such as"},
+		{AnnotationPeers, `{"AS":64500,"Password":"hunter2"}`, "annotation bgp.weft.io/peers: is an object, not a list"},
+		{AnnotationPeers, `"hunter2"`, "annotation bgp.weft.io/peers: is a string, not a list"},
+		{AnnotationPeers, `["hunter2"]`, "annotation bgp.weft.io/peers: [0]: is a string, not an object"},
+		{AnnotationPeers, `[{"Address":"192.0.2.1","AS":64500},["hunter2"]]`, "annotation bgp.weft.io/peers: [1]: is a list, not an object"},
+		{AnnotationPeers, `[{"Address":"192.0.2.1","AS":"hunter2"}]`, "annotation bgp.weft.io/peers: [0].AS: is a string; write the number without quotes"},
 		{AnnotationPeers, `[{"Address":"192.0.2.1","Password":"hunter2"}]`, "annotation bgp.weft.io/peers: [0].AS: missing"},
 		{AnnotationPeers, `[{"Address":"192.0.2.1","AS":64500,"Password":"hunter2\t"}]`, "annotation bgp.weft.io/peers: [0].Password: has a control character at byte 7"},
 		{AnnotationPeers, `[{"Address":"192.0.2.1","AS":64500},{"Address":"192.0.2.1","AS":64501,"Password":"hunter2"}]`,
@@ -265,14 +290,23 @@ func TestParsePeerFlag(t *testing.T) {
 		{"192.0.2.1,as=", "--bgp-peer 192.0.2.1: as: no value; write as=VALUE"},
 		{"192.0.2.1,as", "--bgp-peer 192.0.2.1: as: no value"},
 		{"192.0.2.1,as=1,as=2", "--bgp-peer 192.0.2.1: as: given twice"},
-		{"192.0.2.1,,as=1", "--bgp-peer 192.0.2.1: an empty field"},
+		{"192.0.2.1,,as=1", "--bgp-peer 192.0.2.1: field 2 is empty; separate fields with one comma"},
 		{"192.0.2.1,as=1,port=65536", `--bgp-peer 192.0.2.1: port: "65536": use a TCP port from 1 to 65535`},
 		{"192.0.2.1,as=1,multihop=256", `--bgp-peer 192.0.2.1: multihop: "256": use a TTL from 1 to 255`},
 		{"192.0.2.1,as=1,hold-time=2", `--bgp-peer 192.0.2.1: hold-time: "2": use 3 to 65535 seconds`},
 		{"192.0.2.1,as=1,hold-time=1.5s", `--bgp-peer 192.0.2.1: hold-time: "1.5s": use 3 to 65535 seconds`},
 		{"192.0.2.1,as=1,hold-time=99999999999999999999", `--bgp-peer 192.0.2.1: hold-time:`},
 		{"192.0.2.1,as=1,password=hunter2", "--bgp-peer 192.0.2.1: password: not taken on the command line"},
-		{"192.0.2.1,as=1,md5=hunter2", "--bgp-peer 192.0.2.1: md5: unknown field; the fields are as, port, multihop, hold-time and password-file"},
+		// A field that is not one of --bgp-peer's is named by its
+		// position: its text may be the password.
+		{"192.0.2.1,as=1,md5=hunter2", "--bgp-peer 192.0.2.1: field 3 is not a field of --bgp-peer; the fields are as, port, multihop, hold-time and password-file"},
+		{"192.0.2.1,as=64500,hunter2", "--bgp-peer 192.0.2.1: field 3 is not KEY=VALUE; after the address come as=N, port=N,"},
+		{"192.0.2.1,hunter2,as=64500", "--bgp-peer 192.0.2.1: field 2 is not KEY=VALUE"},
+		{"192.0.2.1,as=1,hunter2=x", "--bgp-peer 192.0.2.1: field 3 is not a field of --bgp-peer"},
+		{"192.0.2.1,as=1,hunter2=", "--bgp-peer 192.0.2.1: field 3 is not a field of --bgp-peer"},
+		{"192.0.2.1,as=1, =hunter2", "--bgp-peer 192.0.2.1: field 3 is not a field of --bgp-peer"},
+		{"192.0.2.1,as=1,Password=hunter2", "--bgp-peer 192.0.2.1: field 3 is a password, which is not taken on the command line"},
+		{"192.0.2.1,AS=64500", "--bgp-peer 192.0.2.1: field 2 names a field in capitals; write as="},
 		{"192.0.2.1,as=1,password-file=", "--bgp-peer 192.0.2.1: password-file: no path"},
 		{"192.0.2.1,as=1,password-file=" + filepath.Join(dir, "none"), "--bgp-peer 192.0.2.1: password-file: open " + filepath.Join(dir, "none") + ": no such file"},
 		{"192.0.2.1,as=1,password-file=" + file("empty", "\n"), "--bgp-peer 192.0.2.1: password-file: " + `"` + filepath.Join(dir, "empty") + `" is empty`},
@@ -418,4 +452,35 @@ func redacted(c Config) Config {
 		c.RoutableNetworks = []netip.Prefix{}
 	}
 	return c
+}
+
+// TestCheckPassword: the rules of a peer's Password in net-conf.json, for
+// a password given elsewhere (the lab's --bgp-password); a newline, which
+// would end a line of a router's config, is refused without showing it.
+func TestCheckPassword(t *testing.T) {
+	for _, pw := range []string{"", "s3cret", "with spaces", `quo"te\`, strings.Repeat("x", 80), "密码 🔑"} {
+		if err := CheckPassword(pw); err != nil {
+			t.Errorf("%q: %v", pw, err)
+		}
+	}
+	for _, tc := range []struct{ pw, want string }{
+		{"hunter2\nprotocol bgp evil {", "the password has a control character at byte 7; use printable characters"},
+		{"hunter2\r", "the password has a control character at byte 7"},
+		{"hunter2\x00", "the password has a control character at byte 7"},
+		{"hunter2\xe9", "the password is not UTF-8 text"},
+		{strings.Repeat("hunter2", 12), "the password is 84 bytes long; Linux takes at most 80 (TCP_MD5SIG_MAXKEYLEN)"},
+	} {
+		err := CheckPassword(tc.pw)
+		if err == nil || !strings.HasPrefix(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("%q: got %v, want %s...", tc.pw, err, tc.want)
+		}
+		if !utf8.ValidString(tc.pw) {
+			continue // json.Marshal would make it valid
+		}
+		// The same rules as Password in net-conf.json.
+		doc, _ := json.Marshal(map[string]any{"Peers": []any{map[string]any{"Address": "192.0.2.1", "AS": 64500, "Password": tc.pw}}})
+		if _, perr := Parse(doc); perr == nil || !strings.HasSuffix(perr.Error(), strings.TrimPrefix(err.Error(), "the password ")) {
+			t.Errorf("%q: net-conf.json says %v, CheckPassword %v", tc.pw, perr, err)
+		}
+	}
 }
