@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -158,6 +159,42 @@ func (b *bgpFlags) settings(readFile func(string) ([]byte, error)) (bgp.NodeSett
 	return n, nil
 }
 
+// readPasswordFile reads a --bgp-peer password file. One that group or
+// others can read is read all the same (refusing it would stop BGP over a
+// mode), with a note, once per file, to chmod it.
+func (f *flags) readPasswordFile(path string) ([]byte, error) {
+	b, mode, err := readFileMode(path)
+	if err != nil {
+		return nil, err
+	}
+	if mode&0o044 != 0 {
+		note := fmt.Sprintf("--bgp-peer password file %s can be read by group or others (mode %04o), and with it the TCP MD5 password: chmod 600 %s", path, mode, path)
+		if !slices.Contains(f.notes, note) {
+			f.notes = append(f.notes, note)
+		}
+	}
+	return b, nil
+}
+
+// readFileMode reads a file and returns its permission bits, those of the
+// file opened (as `stat -c %a`), not of a name another process may swap.
+func readFileMode(path string) ([]byte, os.FileMode, error) {
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer file.Close()
+	st, err := file.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	b, err := io.ReadAll(file) // errors name the file ("read PATH: ...")
+	if err != nil {
+		return nil, 0, err
+	}
+	return b, st.Mode().Perm(), nil
+}
+
 // flags are weft-agent's command line, parsed and checked.
 type flags struct {
 	etcd                etcdflag.Flags
@@ -176,7 +213,7 @@ type flags struct {
 	logLevel            string
 	pprof               bool
 	version             bool
-	notes               []string // flannel flags given that have no effect here, said at start-up
+	notes               []string // warnings said at start-up: flannel flags given that have no effect here, password files others can read
 	unknownEnv          []string // FLANNELD_ variables that name no flag
 }
 
@@ -274,7 +311,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		}
 	}
 	var err error
-	if f.bgpNode, err = f.bgp.settings(os.ReadFile); err != nil {
+	if f.bgpNode, err = f.bgp.settings(f.readPasswordFile); err != nil {
 		return nil, err
 	}
 	if *blackhole {

@@ -262,6 +262,9 @@ func TestBGPFlags(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(f.bgpNode, bgp.NodeSettings{}) {
 		t.Errorf("no BGP flags: %+v %v", f.bgpNode, err)
 	}
+	if f.notes != nil {
+		t.Errorf("a password file only its owner reads: notes %q", f.notes)
+	}
 	t.Setenv("WEFT_BGP_PEER", "198.51.100.1,as=64500")
 	t.Setenv("WEFT_BGP_LOCAL_AS", "64514")
 	f, err = parseFlags(nil, &bytes.Buffer{})
@@ -271,6 +274,46 @@ func TestBGPFlags(t *testing.T) {
 	t.Setenv("WEFT_BGP_PEER", "198.51.100.1")
 	if _, err := parseFlags(nil, &bytes.Buffer{}); err == nil || err.Error() != "--bgp-peer 198.51.100.1: as: missing; give the peer's AS number, e.g. 192.0.2.1,as=64500" {
 		t.Errorf("a bad peer in the environment: %v", err)
+	}
+}
+
+// TestBGPPasswordFileMode: a password file that group or others can read
+// is read all the same, with one start-up warning for each such file,
+// naming it and chmod 600; one only its owner reads gets none.
+func TestBGPPasswordFileMode(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte("s3cret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil { // whatever the umask
+			t.Fatal(err)
+		}
+		return p
+	}
+	world, group, own := file("world", 0o644), file("group", 0o640), file("own", 0o400)
+	f, err := parseFlags([]string{"--bgp-peer", "192.0.2.1,as=64500,password-file=" + world, "--bgp-peer", "198.51.100.1,as=64500,password-file=" + world,
+		"--bgp-peer", "192.0.2.2,as=64500,password-file=" + group, "--bgp-peer", "192.0.2.3,as=64500,password-file=" + own}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range f.bgpNode.Peers {
+		if p.Password != "s3cret" {
+			t.Errorf("peer %d: password %q", i, p.Password)
+		}
+	}
+	want := []string{
+		"--bgp-peer password file " + world + " can be read by group or others (mode 0644), and with it the TCP MD5 password: chmod 600 " + world,
+		"--bgp-peer password file " + group + " can be read by group or others (mode 0640), and with it the TCP MD5 password: chmod 600 " + group,
+	}
+	if !slices.Equal(f.notes, want) {
+		t.Errorf("notes:\n got %q\nwant %q", f.notes, want)
+	}
+	for _, n := range f.notes {
+		if strings.Contains(n, "s3cret") {
+			t.Errorf("a note shows the password: %s", n)
+		}
 	}
 }
 
