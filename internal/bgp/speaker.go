@@ -24,9 +24,9 @@ import (
 // time (5 s) before it tries again.
 const ConnectRetry = 5 * time.Second
 
-// firstAnnounceWait bounds how long Run waits for the first Announce
-// before it adds the peers (see Run).
-const firstAnnounceWait = 10 * time.Second
+// ErrWithdrawn is Announce's error after Withdraw: a speaker that
+// withdrew is done; a node that comes back needs a new one.
+var ErrWithdrawn = errors.New("bgp: the speaker withdrew this node's routes and stopped (Withdraw); a new speaker must announce them")
 
 // Options are what a Speaker needs from the node beyond its Config.
 type Options struct {
@@ -39,9 +39,20 @@ type Options struct {
 	// Route announced without one, and (Underlay4) the router ID when
 	// Config.RouterID is unset.
 	Underlay4, Underlay6 netip.Addr
-	// Changed is called (from GoBGP's event goroutine) when learned
-	// routes or a peer's state changed. It must not block. nil: none.
+	// Changed is called (from GoBGP's event goroutine, or a timer's)
+	// when learned routes, a peer's state or Synced changed. It must not
+	// block. nil: none.
 	Changed func()
+	// Restarting: the agent restarts over a data plane still in place
+	// (its subnet is the one it had): with graceful restart on, the
+	// speaker is the Restarting Speaker of RFC 4724. Its OPEN carries the
+	// Restart State (R) bit and, for its family, the Forwarding State (F)
+	// bit, so that routers keep this node's stale routes until its
+	// End-of-RIB instead of flushing them when the session comes back
+	// (RFC 4724 4.2: F clear means flush at once); and GoBGP defers its
+	// first UPDATEs until the peers' End-of-RIB (or deferralTime), then
+	// sends this node's routes and its End-of-RIB.
+	Restarting bool
 }
 
 // Speaker is one node's BGP speaker: GoBGP in process, configured from a
@@ -59,10 +70,12 @@ type Speaker struct {
 	listen   []string
 	under4   netip.Addr
 	under6   netip.Addr
+	// restarting: Options.Restarting.
+	restarting bool
 
 	announced     chan struct{} // closed by the first Announce
 	announcedOnce sync.Once
-	stop          chan struct{} // closed by Withdraw: Run returns
+	stop          chan struct{} // closed by Withdraw (first thing): Run returns
 	stopOnce      sync.Once
 
 	mu sync.Mutex // guards the fields below; held across GoBGP's path calls (GoBGP's callbacks and log never take it)
@@ -106,16 +119,17 @@ func New(c Config, o Options) (*Speaker, error) {
 		log = slog.Default()
 	}
 	s := &Speaker{
-		cfg:       c,
-		log:       log,
-		changed:   o.Changed,
-		routerID:  id,
-		port:      port,
-		under4:    o.Underlay4,
-		under6:    o.Underlay6,
-		announced: make(chan struct{}),
-		stop:      make(chan struct{}),
-		have:      map[netip.Prefix]Route{},
+		cfg:        c,
+		log:        log,
+		changed:    o.Changed,
+		routerID:   id,
+		port:       port,
+		under4:     o.Underlay4,
+		under6:     o.Underlay6,
+		restarting: o.Restarting,
+		announced:  make(chan struct{}),
+		stop:       make(chan struct{}),
+		have:       map[netip.Prefix]Route{},
 	}
 	for _, a := range []netip.Addr{o.Underlay4, o.Underlay6} {
 		if a.IsValid() {
@@ -149,10 +163,11 @@ func New(c Config, o Options) (*Speaker, error) {
 // Withdraw stopped the speaker; it returns an error only when the speaker
 // cannot start (e.g. the listen port is taken). Run may be called once.
 //
-// Peers are added once the first Announce has come (or after 10 s at
-// most): a restarted agent's first UPDATE and End-of-RIB then carry its
-// routes, and a router that kept them as stale replaces them without a
-// gap instead of dropping them at the End-of-RIB.
+// Peers are added once the first Announce has come (or after
+// RestartTime at most: by then a router has dropped this node's stale
+// routes anyway): a restarted agent's first UPDATE and End-of-RIB then
+// carry its routes, and a router that kept them as stale replaces them
+// without a gap instead of dropping them at the End-of-RIB.
 func (s *Speaker) Run(ctx context.Context) error {
 	s.mu.Lock()
 	if s.ran {
@@ -183,7 +198,8 @@ func (s *Speaker) Run(ctx context.Context) error {
 	err := srv.WatchEvent(watch, server.WatchEventMessageCallbacks{
 		OnPeerUpdate: s.onPeerEvent,
 		OnBestPath:   s.onBestPath,
-	}, server.WatchPeer(), server.WatchBestPath(false))
+		OnPathEor:    s.onEor,
+	}, server.WatchPeer(), server.WatchBestPath(false), server.WatchEor(false))
 	if err != nil {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
 		return fmt.Errorf("watch BGP events: %w", err)
@@ -200,19 +216,29 @@ func (s *Speaker) Run(ctx context.Context) error {
 		s.log.Warn("BGP: announce", "error", err)
 	}
 	s.mu.Unlock()
+	s.st.mu.Lock()
+	s.st.start = time.Now()
+	s.st.mu.Unlock()
+	// Synced turns true RestartTime after the start at the latest: tell
+	// the agent then.
+	settle := time.AfterFunc(s.restartTime(), s.notify)
+	defer settle.Stop()
 
+	first := time.NewTimer(s.restartTime())
 	select {
 	case <-s.announced:
-	case <-time.After(firstAnnounceWait):
+	case <-first.C:
+		s.log.Warn("BGP: nothing to announce yet after the restart time; adding the peers anyway", "restart-time", s.restartTime())
 	case <-ctx.Done():
 	case <-s.stop:
 	}
+	first.Stop()
 	for _, p := range s.cfg.Peers {
 		if ctx.Err() != nil {
 			break
 		}
 		if err := srv.AddPeer(ctx, &api.AddPeerRequest{Peer: s.apiPeer(p)}); err != nil {
-			if s.stopped() {
+			if s.stopped() { // Withdraw closes stop before it stops the server
 				return nil
 			}
 			s.shutdown(false)
@@ -251,6 +277,25 @@ func (s *Speaker) shutdown(graceful bool) {
 	if err := srv.StopBgp(context.Background(), &api.StopBgpRequest{AllowGracefulRestart: graceful}); err != nil {
 		s.log.Warn("BGP: stop speaker", "error", err)
 	}
+}
+
+// restartTime is Config.RestartTime or its default.
+func (s *Speaker) restartTime() time.Duration {
+	if s.cfg.RestartTime > 0 {
+		return s.cfg.RestartTime
+	}
+	return DefaultRestartTime
+}
+
+// deferralTime is how long a restarting speaker (Options.Restarting)
+// holds back its UPDATEs for the peers' End-of-RIB (RFC 4724's
+// Selection_Deferral_Timer; GoBGP's default is 360 s). This node only
+// originates routes, it selects none it passes on: waiting buys nothing
+// beyond the peers' routes coming first, and a peer that is down must
+// not keep the others from this node's routes for long. Half the
+// restart time: routers keep the stale routes meanwhile.
+func (s *Speaker) deferralTime() time.Duration {
+	return max(s.restartTime()/2, time.Second)
 }
 
 // apiPeer is GoBGP's configuration of peer p.
@@ -297,11 +342,12 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 		ap.EbgpMultihop = &api.EbgpMultihop{Enabled: true, MultihopTtl: uint32(p.Multihop)}
 	}
 	if s.cfg.GracefulRestart {
-		restart := s.cfg.RestartTime
-		if restart == 0 {
-			restart = DefaultRestartTime
-		}
-		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(restart / time.Second)}
+		// LocalRestarting: the R bit, the F bit of the family (GoBGP sets
+		// both from it, pkg/server/fsm.go), and GoBGP's deferral of its
+		// UPDATEs until the peers' End-of-RIB; it clears it then
+		// (pkg/server/server.go, handleFSMMessage and softResetOut).
+		ap.GracefulRestart = &api.GracefulRestart{Enabled: true, RestartTime: uint32(s.restartTime() / time.Second),
+			DeferralTime: uint32(s.deferralTime() / time.Second), LocalRestarting: s.restarting}
 		ap.AfiSafis[0].MpGracefulRestart = &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: true}}
 	}
 	return ap
@@ -314,7 +360,7 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 // IPv6 peers (in MP_REACH_NLRI), each with origin IGP and its NextHop (the
 // zero NextHop: the underlay address of its family). Before Run has
 // started the server the set is kept and announced when it starts; after
-// Withdraw, Announce does nothing.
+// Withdraw it changes nothing and returns ErrWithdrawn.
 func (s *Speaker) Announce(ctx context.Context, routes []Route) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -333,7 +379,7 @@ func (s *Speaker) Announce(ctx context.Context, routes []Route) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.withdrawn {
-		return nil
+		return ErrWithdrawn
 	}
 	s.want = want
 	s.announcedOnce.Do(func() { close(s.announced) })
@@ -446,8 +492,12 @@ func apiPath(r Route) (*apiutil.Path, error) {
 // Withdraw withdraws every route this node announces and closes the
 // sessions with a Cease NOTIFICATION (no graceful restart: routers drop
 // the routes now), for a node that leaves for good. Run returns. Later
-// Announce calls do nothing.
+// Announce calls return ErrWithdrawn: a node that comes back needs a new
+// Speaker (Run may start one once this one's Withdraw has returned: the
+// server is stopped by then).
 func (s *Speaker) Withdraw(ctx context.Context) error {
+	// Run learns first that what follows is no failure.
+	s.stopOnce.Do(func() { close(s.stop) })
 	s.mu.Lock()
 	s.withdrawn = true
 	s.want = nil
@@ -463,7 +513,6 @@ func (s *Speaker) Withdraw(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.shutdown(false)
-	s.stopOnce.Do(func() { close(s.stop) })
 	return err
 }
 

@@ -39,7 +39,7 @@ type peerConf struct {
 }
 
 type peerRequest struct {
-	Op     string // announce, learned, status, withdraw, stop
+	Op     string // announce, learned, status, graceful, withdraw, stop
 	Routes []Route
 }
 
@@ -48,6 +48,16 @@ type peerReply struct {
 	Learned []Route
 	Status  []PeerStatus
 	Changes int64
+	// Graceful is, by peer address (op graceful), what the speaker saw
+	// of the peer's graceful restart.
+	Graceful map[string]peerGraceful
+}
+
+// peerGraceful is the graceful restart side of a session: the Restart
+// State and Forwarding State bits of the peer's last OPEN, and whether
+// it has sent all its routes since (End-of-RIB).
+type peerGraceful struct {
+	Restart, Forwarding, Complete bool
 }
 
 // peerMain runs a speaker for the parent test process: its log on
@@ -110,6 +120,14 @@ func peerMain(conf string) int {
 			}
 			out.Encode(rep)
 			return 0
+		}
+		if req.Op == "graceful" {
+			rep.Graceful = map[string]peerGraceful{}
+			s.st.mu.Lock()
+			for a, p := range s.st.peers {
+				rep.Graceful[a.String()] = peerGraceful{Restart: p.restartBit, Forwarding: p.forwardingBit, Complete: p.complete}
+			}
+			s.st.mu.Unlock()
 		}
 		rep.Learned, rep.Status = s.Learned(), s.Status()
 		mu.Lock()
@@ -254,3 +272,9 @@ func (r *remotePeer) Status() []PeerStatus {
 	return r.must(peerRequest{Op: "status"}).Status
 }
 func (r *remotePeer) withdraw() { r.t.Helper(); r.must(peerRequest{Op: "withdraw"}) }
+
+// graceful is what the child saw of peer's graceful restart.
+func (r *remotePeer) graceful(peer string) peerGraceful {
+	r.t.Helper()
+	return r.must(peerRequest{Op: "graceful"}).Graceful[peer]
+}

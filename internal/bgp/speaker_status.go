@@ -34,8 +34,11 @@ import (
 // peerStates are the sessions' states. Its lock is never held while
 // calling GoBGP or Options.Changed.
 type peerStates struct {
-	mu    sync.Mutex // guards peers' values
+	mu    sync.Mutex // guards the fields below and peers' values
 	peers map[netip.Addr]*peerState
+	// start is when Run started the server; synced latches Synced.
+	start  time.Time
+	synced bool
 }
 
 type peerState struct {
@@ -52,6 +55,97 @@ type peerState struct {
 	// established session (code<<8|subcode), for the line saying why it
 	// went down.
 	notification uint16
+	// complete: the session is established and the peer has sent all
+	// its routes: its End-of-RIB came, or none will (graceful restart not
+	// negotiated: the routes came with the session).
+	complete bool
+	// restartBit and forwardingBit are the Restart State bit and the
+	// family's Forwarding State bit of the peer's graceful restart
+	// capability in its last OPEN (RFC 4724 3): it restarted, and kept
+	// forwarding meanwhile.
+	restartBit, forwardingBit bool
+}
+
+// family is the one address family of a session with peer addr.
+func family(addr netip.Addr) gobgp.Family {
+	if addr.Is4() {
+		return gobgp.RF_IPv4_UC
+	}
+	return gobgp.RF_IPv6_UC
+}
+
+// Synced reports whether Learned is complete: every peer's session is
+// established and the peer has sent all its routes (its End-of-RIB
+// marker, RFC 4724, where graceful restart was negotiated; the session up
+// where it was not), or RestartTime has passed since Run started the
+// server (a peer that is not up by then is not waited for; with no peers
+// there is nothing to wait for). It stays true once it is (a router's own
+// restart is graceful restart's business: its routes stay, as stale,
+// until it is back). False before Run has started the server and after
+// Withdraw: Learned is nil then. Options.Changed is called when it may
+// have turned true.
+func (s *Speaker) Synced() bool {
+	s.mu.Lock()
+	running := s.srv != nil && !s.withdrawn
+	s.mu.Unlock()
+	if !running {
+		return false
+	}
+	s.st.mu.Lock()
+	defer s.st.mu.Unlock()
+	if s.st.synced || s.st.start.IsZero() {
+		return s.st.synced
+	}
+	all := true
+	for _, p := range s.st.peers {
+		all = all && p.complete
+	}
+	if all || time.Since(s.st.start) >= s.restartTime() {
+		s.st.synced = true
+		if !all {
+			s.log.Info("BGP: not every peer has sent its routes within the restart time; the routes learned so far are taken as complete", "restart-time", s.restartTime())
+		}
+	}
+	return s.st.synced
+}
+
+// onEor is GoBGP's callback for an End-of-RIB marker from a peer: the
+// peer has sent all its routes of the family.
+func (s *Speaker) onEor(eor *apiutil.Path, _ time.Time) {
+	addr := eor.PeerAddress.Unmap()
+	s.st.mu.Lock()
+	p := s.st.peers[addr]
+	done := p != nil && p.state == "established" && eor.Family == family(addr) && !p.complete
+	if done {
+		p.complete = true
+	}
+	s.st.mu.Unlock()
+	if done {
+		s.log.Debug("BGP: the peer has sent all its routes (End-of-RIB)", "peer", addr)
+		s.notify()
+	}
+}
+
+// graceful reads the peer's graceful restart capability of its OPEN:
+// whether it will send an End-of-RIB for the family of the session (this
+// speaker asked for graceful restart and the peer has it for the family),
+// and its Restart State and Forwarding State bits.
+func (s *Speaker) graceful(addr netip.Addr, caps []gobgp.ParameterCapabilityInterface) (eor, restart, forwarding bool) {
+	f := family(addr)
+	for _, c := range caps {
+		gr, ok := c.(*gobgp.CapGracefulRestart)
+		if !ok {
+			continue
+		}
+		restart = gr.Flags&0x08 != 0
+		for _, t := range gr.Tuples {
+			if t.AFI == f.Afi() && t.SAFI == f.Safi() {
+				eor = s.cfg.GracefulRestart
+				forwarding = t.Flags&0x80 != 0
+			}
+		}
+	}
+	return eor, restart, forwarding
 }
 
 // fsmStates are the FSM states' names in PeerStatus.State and the
@@ -91,8 +185,12 @@ func (s *Speaker) onPeerEvent(ev *apiutil.WatchEventMessage_PeerEvent, at time.T
 		clear(p.causes)
 		p.strong = 0
 		p.notification = 0
+		var eor bool
+		eor, p.restartBit, p.forwardingBit = s.graceful(addr, ev.Peer.State.RemoteCap)
+		p.complete = !eor
 	case prev == "established":
 		p.flaps++
+		p.complete = false
 		cause = s.downCause(addr, p, ev.Peer.State.DisconnectReason, ev.Peer.State.DisconnectMessage)
 		if cause != "" {
 			p.lastError = cause

@@ -132,11 +132,18 @@ type node struct {
 // startNode runs a speaker of c in the test process.
 func startNode(t *testing.T, c Config) *node {
 	t.Helper()
+	return startNodeWith(t, c, Options{})
+}
+
+// startNodeWith is startNode with o's Restarting.
+func startNodeWith(t *testing.T, c Config, o Options) *node {
+	t.Helper()
 	n := &node{t: t, log: &logBuffer{}}
 	s, err := New(c, Options{
 		Log:       slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Underlay4: lo4, Underlay6: lo6,
-		Changed: func() { n.changes.Add(1) },
+		Changed:    func() { n.changes.Add(1) },
+		Restarting: o.Restarting,
 	})
 	if err != nil {
 		t.Fatal(err)
