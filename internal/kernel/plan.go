@@ -169,15 +169,23 @@ type Scope struct {
 	// families of Networks) and FDB entries the backend owns (the vxlan
 	// devices; never the underlay).
 	NeighDevs []string
+	// Hold are destinations whose routes stay as the kernel has them
+	// while they are listed: not owned, so never deleted or replaced. A
+	// plan must not want a route to one (the kernel's route would be a
+	// conflict). host-gw holds the subnets of peers behind a router while
+	// the routes learned over BGP are not complete yet (an agent
+	// restart), so that they are not deleted before the speaker has them
+	// again.
+	Hold []netip.Prefix
 }
 
 // Owns reports whether a route is in scope: never one to one of the node's
-// own subnets; any route weft wrote (ProtoWeft: for a lease outside
+// own subnets or to a held destination (Hold); any route weft wrote (ProtoWeft: for a lease outside
 // Networks, or written before a network changed); and a route into one of
 // Networks (a subnet of it, not the network itself) through one of
 // RouteDevs.
 func (s Scope) Owns(r Route) bool {
-	if slices.Contains(s.Own, r.Dst) {
+	if slices.Contains(s.Own, r.Dst) || slices.Contains(s.Hold, r.Dst) {
 		return false
 	}
 	return r.Protocol == ProtoWeft || slices.Contains(s.RouteDevs, r.Dev) && slices.ContainsFunc(s.Networks, func(n netip.Prefix) bool {

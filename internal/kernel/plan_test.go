@@ -164,3 +164,42 @@ func TestRouteCmdNamesOthersProtocols(t *testing.T) {
 		t.Errorf("weft's protocol prints as %q; `ip route` prints 87", ProtoWeft)
 	}
 }
+
+// TestScopeHold: a held destination's route is not owned whoever wrote
+// it, so Filter leaves it out and a plan that does not want it deletes
+// nothing; the other routes are owned as before, and a destination no
+// longer held is owned again.
+func TestScopeHold(t *testing.T) {
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	s := Scope{Networks: []netip.Prefix{p("10.244.0.0/16"), p("2001:db8:244::/48")}, Own: []netip.Prefix{p("10.244.1.0/24")},
+		RouteDevs: []string{"eth0"}, Hold: []netip.Prefix{p("10.244.3.0/24"), p("2001:db8:244:3::/64")}}
+	held := Route{Dst: p("10.244.3.0/24"), Gw: a("192.0.2.254"), Dev: "eth0", Protocol: ProtoWeft}
+	held6 := Route{Dst: p("2001:db8:244:3::/64"), Gw: a("2001:db8:0:1::fe"), Dev: "eth0", Protocol: ProtoWeft}
+	direct := Route{Dst: p("10.244.2.0/24"), Gw: a("192.0.2.2"), Dev: "eth0", Protocol: ProtoWeft}
+	gone := Route{Dst: p("10.244.4.0/24"), Gw: a("192.0.2.254"), Dev: "eth0", Protocol: ProtoWeft}
+	for _, tc := range []struct {
+		r    Route
+		owns bool
+	}{
+		{held, false},
+		{held6, false},
+		{Route{Dst: p("10.244.3.0/24"), Gw: a("192.0.2.254"), Dev: "eth0", Protocol: ProtoBoot}, false}, // held whoever wrote it
+		{Route{Dst: p("10.244.3.0/25"), Gw: a("192.0.2.254"), Dev: "eth0", Protocol: ProtoWeft}, true},  // not the held prefix
+		{direct, true},
+		{gone, true},
+		{Route{Dst: p("10.244.1.0/24"), Dev: "eth0", Protocol: ProtoWeft}, false}, // own
+	} {
+		if got := s.Owns(tc.r); got != tc.owns {
+			t.Errorf("Owns(%v) = %v, want %v", tc.r, got, tc.owns)
+		}
+	}
+	have := Plan{Routes: []Route{held, held6, direct, gone}}
+	add, del := Diff(Plan{Routes: []Route{direct}}, s.Filter(have))
+	if len(add.Routes) != 0 || len(del.Routes) != 1 || del.Routes[0] != gone {
+		t.Errorf("with %v held: add %v, del %v; want only %v deleted", s.Hold, add.Routes, del.Routes, gone.Dst)
+	}
+	s.Hold = nil
+	if _, del := Diff(Plan{Routes: []Route{direct}}, s.Filter(have)); len(del.Routes) != 3 {
+		t.Errorf("nothing held: del %v, want the three routes not wanted", del.Routes)
+	}
+}
