@@ -32,6 +32,14 @@ type NodeState struct {
 	// only subnets that peers' leases hold are used, so an announcement
 	// can never take a route that no lease gives. nil when import is off.
 	Learned map[netip.Prefix]netip.Addr
+	// LearnedPending: Learned is not complete yet (import on, and the
+	// speaker has not heard every peer's End-of-RIB since the agent
+	// started: RFC 4724's restarting speaker keeps its forwarding state
+	// until then). A backend leaves the kernel's routes to the subnets it
+	// would route through a learned next hop but finds none for yet
+	// (kernel.Scope.Hold) instead of deleting them; once false, what is
+	// not learned goes.
+	LearnedPending bool
 }
 
 // IsPeer reports whether l is another node's lease with a subnet of either

@@ -82,9 +82,12 @@ func (b *Backend) MTU() int { return b.u.MTU }
 // learned over BGP for exactly its subnet (st.Learned), when that next hop
 // is on-link, and skipped otherwise. Only peers' subnets are looked up, so
 // a learned prefix that no lease holds makes no route; a learned route
-// that goes away takes its route with it at the next Apply. host-gw has no
-// device of its own and owns the routes into the cluster networks on the
-// underlay.
+// that goes away takes its route with it at the next Apply, except while
+// st.LearnedPending: then an off-link peer's subnet with no learned route
+// yet is held (kernel.Scope.Hold: whatever route the kernel has to it
+// stays, e.g. the one through the router written before the agent
+// restarted) rather than skipped. host-gw has no device of its own and
+// owns the routes into the cluster networks on the underlay.
 func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 	d := backend.Desired{Node: st, Scope: kernel.Scope{RouteDevs: []string{b.u.Name}}}
 	for _, f := range b.fams {
@@ -98,6 +101,10 @@ func (b *Backend) Plan(st backend.NodeState) backend.Desired {
 			switch {
 			case b.u.IsOnLink(gw):
 				d.Entries.Routes = append(d.Entries.Routes, kernel.Route{Dst: subnet, Gw: gw, Dev: b.u.Name})
+			case !learned && st.LearnedPending && st.Learned != nil:
+				// Not learned yet (the speaker has just started): the
+				// route it had stays until the learned set is complete.
+				d.Scope.Hold = append(d.Scope.Hold, subnet)
 			case !learned:
 				d.Skipped = append(d.Skipped, fmt.Sprintf("%s (%s): not on-link from %s; host-gw needs all nodes on one L2 segment (use vxlan with DirectRouting), or a router that announces the subnet over BGP (BGP.Import)", subnet, gw, b.u.Name))
 			case hop.Is4() != subnet.Addr().Is4() || !b.u.IsOnLink(hop):

@@ -269,8 +269,10 @@ func TestPlanLearnedRoutes(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		learned map[netip.Prefix]netip.Addr
+		pending bool
 		want    []kernel.Route
 		skipped []string // substrings, one per skipped peer, in order
+		hold    []netip.Prefix
 	}{
 		{
 			name: "import off",
@@ -303,6 +305,36 @@ func TestPlanLearnedRoutes(t *testing.T) {
 				"10.244.5.0/24 (198.51.100.5): not on-link", "10.244.6.0/24",
 				"2001:db8:244:4::/64 (2001:db8:0:2::4): not on-link from eth0, and the next hop 192.0.2.254 learned over BGP", "2001:db8:244:6::/64"},
 		},
+		{
+			// The speaker has just started: what is learned is routed, a
+			// bad next hop is skipped as ever, and the peers behind the
+			// router with nothing learned yet are held, not skipped.
+			name:    "learned, pending",
+			pending: true,
+			learned: map[netip.Prefix]netip.Addr{
+				p("10.244.3.0/24"): a("192.0.2.254"),
+				p("10.244.4.0/24"): a("203.0.113.1"),
+				p("10.244.0.0/16"): a("192.0.2.254"),
+			},
+			want: []kernel.Route{
+				{Dst: p("10.244.2.0/24"), Gw: a("192.0.2.2"), Dev: "eth0"},
+				{Dst: p("10.244.3.0/24"), Gw: a("192.0.2.254"), Dev: "eth0"},
+				{Dst: p("2001:db8:244:2::/64"), Gw: a("2001:db8:0:1::2"), Dev: "eth0"},
+			},
+			skipped: []string{"10.244.4.0/24 (198.51.100.4): not on-link from eth0, and the next hop 203.0.113.1"},
+			hold:    []netip.Prefix{p("10.244.5.0/24"), p("10.244.6.0/24"), p("2001:db8:244:3::/64"), p("2001:db8:244:4::/64"), p("2001:db8:244:6::/64")},
+		},
+		{
+			// Pending means nothing with import off: skipped as ever.
+			name:    "import off, pending",
+			pending: true,
+			want: []kernel.Route{
+				{Dst: p("10.244.2.0/24"), Gw: a("192.0.2.2"), Dev: "eth0"},
+				{Dst: p("2001:db8:244:2::/64"), Gw: a("2001:db8:0:1::2"), Dev: "eth0"},
+			},
+			skipped: []string{"10.244.3.0/24", "10.244.4.0/24", "10.244.5.0/24", "10.244.6.0/24",
+				"2001:db8:244:3::/64", "2001:db8:244:4::/64", "2001:db8:244:6::/64"},
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, u := dualNode(t)
@@ -310,9 +342,12 @@ func TestPlanLearnedRoutes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := b.Plan(backend.NodeState{Network: network, IPv6Network: network6, Own: own, Peers: peers, Learned: tc.learned})
+			d := b.Plan(backend.NodeState{Network: network, IPv6Network: network6, Own: own, Peers: peers, Learned: tc.learned, LearnedPending: tc.pending})
 			if !reflect.DeepEqual(d.Entries.Routes, tc.want) {
 				t.Errorf("routes:\n got %v\nwant %v", d.Entries.Routes, tc.want)
+			}
+			if !reflect.DeepEqual(d.Scope.Hold, tc.hold) {
+				t.Errorf("held %v, want %v", d.Scope.Hold, tc.hold)
 			}
 			if len(d.Skipped) != len(tc.skipped) {
 				t.Fatalf("skipped %q, want %d", d.Skipped, len(tc.skipped))
@@ -363,5 +398,61 @@ func TestApplyLearnedRouteGoes(t *testing.T) {
 	}
 	if got := f.Writes(); got != "ip route del 10.244.3.0/24 via 192.0.2.254 dev eth0\n" {
 		t.Errorf("after the withdrawal:\n%s", got)
+	}
+}
+
+// TestApplyRestartHoldsRoutesThroughTheRouter: after an agent restart the
+// kernel still has the route through the router to a peer behind it;
+// while the learned set is pending and empty, it stays (no gap) and a
+// route whose lease is gone still goes; a route learned meanwhile is
+// written; once the learned set is complete, a route no longer learned
+// goes.
+func TestApplyRestartHoldsRoutesThroughTheRouter(t *testing.T) {
+	network := netip.MustParsePrefix("10.244.0.0/16")
+	f, u := dualNode(t)
+	b, err := New(backend.Env{Kernel: f, Underlay: u, Network: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, a := netip.MustParsePrefix, netip.MustParseAddr
+	// Written by the agent before it restarted.
+	for _, dst := range []string{"10.244.3.0/24", "10.244.4.0/24", "10.244.9.0/24"} {
+		if err := f.ReplaceRoute(kernel.Route{Dst: p(dst), Gw: a("192.0.2.254"), Dev: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own := dualLease("10.244.1.0/24", "", "192.0.2.1", "::")
+	st := backend.NodeState{Network: network, Own: own, Peers: []lease.Lease{own,
+		dualLease("10.244.3.0/24", "", "198.51.100.3", "::"),
+		dualLease("10.244.4.0/24", "", "198.51.100.4", "::"),
+		dualLease("10.244.5.0/24", "", "198.51.100.5", "::"),
+	}, Learned: map[netip.Prefix]netip.Addr{}, LearnedPending: true}
+	ctx := context.Background()
+	f.Writes()
+	rep, err := b.Apply(ctx, b.Plan(st))
+	if err != nil || rep.Added != 0 || rep.Removed != 1 || len(rep.Skipped) != 0 {
+		t.Fatalf("first apply, nothing learned yet: %+v, %v", rep, err)
+	}
+	if got := f.Writes(); got != "ip route del 10.244.9.0/24 via 192.0.2.254 dev eth0\n" {
+		t.Errorf("first apply, nothing learned yet: want only the route of the lease that is gone deleted:\n%s", got)
+	}
+	// One route learned, still pending: written; the other stays.
+	st.Learned[p("10.244.5.0/24")] = a("192.0.2.254")
+	if rep, err := b.Apply(ctx, b.Plan(st)); err != nil || rep.Added != 1 || rep.Removed != 0 {
+		t.Fatalf("apply with one route learned: %+v, %v", rep, err)
+	}
+	if got := f.Writes(); got != "ip route replace 10.244.5.0/24 via 192.0.2.254 dev eth0\n" {
+		t.Errorf("apply with one route learned:\n%s", got)
+	}
+	// Synced: 10.244.3.0/24 learned, 10.244.4.0/24 not (withdrawn while
+	// the agent was down): it goes now.
+	st.Learned[p("10.244.3.0/24")] = a("192.0.2.254")
+	st.LearnedPending = false
+	rep, err = b.Apply(ctx, b.Plan(st))
+	if err != nil || rep.Added != 0 || rep.Removed != 1 || len(rep.Skipped) != 1 {
+		t.Fatalf("apply once synced: %+v, %v", rep, err)
+	}
+	if got := f.Writes(); got != "ip route del 10.244.4.0/24 via 192.0.2.254 dev eth0\n" {
+		t.Errorf("apply once synced:\n%s", got)
 	}
 }
