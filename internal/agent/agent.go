@@ -217,8 +217,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("find the underlay interface: %w", err)
 	}
 	a.log.Info("underlay", "iface", u.Name, "public-ip", u.Addr, "public-ipv6", u.Addr6, "mtu", u.MTU)
+	// The subnets of the old subnet.env, of the families enabled now.
+	var prev lease.Lease
+	old, oldErr := subnetenv.Read(a.o.SubnetFile)
+	if oldErr == nil {
+		if v4.IsValid() {
+			prev.Subnet = old.Subnet.Masked()
+		}
+		if v6.IsValid() {
+			prev.IPv6Subnet = old.IPv6Subnet.Masked()
+		}
+	}
 	if bc.Enabled {
-		if err := a.startBGP(bc, u, cfg.EnableIPv4, cfg.EnableIPv6); err != nil {
+		// A restart over the data plane left in place: the old
+		// subnet.env is there (checked against the lease below).
+		restarting := prev.Subnet.IsValid() || prev.IPv6Subnet.IsValid()
+		if err := a.startBGP(bc, u, cfg.EnableIPv4, cfg.EnableIPv6, restarting); err != nil {
 			return err
 		}
 	}
@@ -267,15 +281,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		attrs.PublicIPv6 = u.Addr6
 	}
 	req := lease.Request{Attrs: attrs, TTL: a.o.LeaseTTL}
-	// The subnets of the old subnet.env, of the families enabled now.
-	var prev lease.Lease
-	if old, err := subnetenv.Read(a.o.SubnetFile); err == nil {
-		if v4.IsValid() {
-			prev.Subnet = old.Subnet.Masked()
-		}
-		if v6.IsValid() {
-			prev.IPv6Subnet = old.IPv6Subnet.Masked()
-		}
+	if oldErr == nil {
 		req.Prefer = subnets(prev)
 	}
 	own, err := a.acquire(ctx, req)
@@ -288,6 +294,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.log.Info("leased subnet", "subnet", own.Subnet, "ipv6-subnet", own.IPv6Subnet, "expires", expires)
 	a.logSubnetChanges(prev, own)
+	if a.bgp != nil && a.bgp.restarting && !own.SameSubnets(prev) {
+		// Another subnet: nothing of the old data plane is this node's
+		// any more; a speaker that says it kept forwarding would lie.
+		if err := a.newSpeaker(false); err != nil {
+			return err
+		}
+	}
 	a.releaseStale(ctx, own)
 	if err := a.p.EnableForwarding(cfg.EnableIPv6, u.Name); err != nil {
 		return err
@@ -761,12 +774,13 @@ type syncer struct {
 	fw   firewall.State
 	fwOK bool
 	// announced are the routes the speaker last took (annOK), annErr
-	// why it did not take the last ones; withdrawn: this node's routes
-	// were withdrawn as its Node was deleted.
+	// why it did not take the last ones; withdrawn is the speaker that
+	// withdrew this node's routes as its Node was deleted, until a new
+	// one is in place.
 	announced []bgp.Route
 	annOK     bool
 	annErr    error
-	withdrawn bool
+	withdrawn Speaker
 }
 
 var errNotListed = errors.New("no list of the leases yet")
@@ -811,7 +825,8 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 		if err != nil {
 			return err
 		}
-		own, s.withdrawn = l, false
+		own = l
+		a.bgpBack(s)
 	}
 	d := a.desire(cfg, be, own, leases)
 	rep, beErr := be.Apply(ctx, d.Kernel)

@@ -20,23 +20,36 @@ import (
 	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/lease"
 	"github.com/weftnet/weft/internal/lease/leasetest"
+	"github.com/weftnet/weft/internal/subnetenv"
 )
 
-// fakeSpeaker records what the agent asks of its BGP speaker; its learned
-// routes and peers are what the test sets.
+// fakeSpeaker records what the agent asks of its BGP speakers; their
+// learned routes, peers and Synced are what the test sets. Each
+// NewSpeaker (new) builds a fakeInstance that keeps the real speaker's
+// contract: Run once; Withdraw ends Run, and Announce fails after it.
 type fakeSpeaker struct {
-	mu        sync.Mutex // guards the fields below
+	mu        sync.Mutex // guards the fields below and the instances'
 	cfg       bgp.Config
-	opts      bgp.Options
-	calls     []string      // "run", "announce", "withdraw", "stopped"
-	announced [][]bgp.Route // every Announce, in order
+	opts      bgp.Options   // the last instance's
+	built     int           // instances built
+	calls     []string      // "run", "announce", "withdraw", "stopped", "refused" (Announce after Withdraw)
+	announced [][]bgp.Route // every Announce taken, in order
 	learned   []bgp.Route
+	synced    bool
 	peers     []bgp.PeerStatus
 	runErr    error // Run returns it at once
 	up        prometheus.Gauge
 }
 
-var _ Speaker = (*fakeSpeaker)(nil)
+// fakeInstance is one speaker the agent built.
+type fakeInstance struct {
+	f         *fakeSpeaker
+	ran       bool
+	withdrawn bool
+	stop      chan struct{} // closed by Withdraw
+}
+
+var _ Speaker = (*fakeInstance)(nil)
 
 func newFakeSpeaker() *fakeSpeaker {
 	return &fakeSpeaker{up: prometheus.NewGauge(prometheus.GaugeOpts{Name: "weft_bgp_fake_up", Help: "The fake speaker's one series."})}
@@ -48,50 +61,87 @@ func (f *fakeSpeaker) record(c string) {
 	f.calls = append(f.calls, c)
 }
 
-func (f *fakeSpeaker) Run(ctx context.Context) error {
-	f.record("run")
+func (i *fakeInstance) Run(ctx context.Context) error {
+	f := i.f
 	f.mu.Lock()
+	if i.ran {
+		f.mu.Unlock()
+		return errors.New("fake speaker: Run called twice")
+	}
+	i.ran = true
+	f.calls = append(f.calls, "run")
 	err := f.runErr
 	f.mu.Unlock()
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	f.record("stopped")
+	select {
+	case <-ctx.Done():
+		f.record("stopped")
+	case <-i.stop:
+	}
 	return nil
 }
 
-func (f *fakeSpeaker) Announce(_ context.Context, routes []bgp.Route) error {
+func (i *fakeInstance) Announce(_ context.Context, routes []bgp.Route) error {
+	f := i.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if i.withdrawn {
+		f.calls = append(f.calls, "refused")
+		return bgp.ErrWithdrawn
+	}
 	f.calls = append(f.calls, "announce")
 	f.announced = append(f.announced, slices.Clone(routes))
 	return nil
 }
 
-func (f *fakeSpeaker) Withdraw(context.Context) error { f.record("withdraw"); return nil }
-
-func (f *fakeSpeaker) Learned() []bgp.Route {
+func (i *fakeInstance) Withdraw(context.Context) error {
+	f := i.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.calls = append(f.calls, "withdraw")
+	if !i.withdrawn {
+		i.withdrawn = true
+		close(i.stop)
+	}
+	return nil
+}
+
+func (i *fakeInstance) Learned() []bgp.Route {
+	f := i.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if i.withdrawn {
+		return nil
+	}
 	return slices.Clone(f.learned)
 }
 
-func (f *fakeSpeaker) Status() []bgp.PeerStatus {
+func (i *fakeInstance) Synced() bool {
+	f := i.f
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return i.ran && !i.withdrawn && f.synced
+}
+
+func (i *fakeInstance) Status() []bgp.PeerStatus {
+	f := i.f
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.peers)
 }
 
-func (f *fakeSpeaker) Describe(ch chan<- *prometheus.Desc) { f.up.Describe(ch) }
-func (f *fakeSpeaker) Collect(ch chan<- prometheus.Metric) { f.up.Collect(ch) }
+func (i *fakeInstance) Describe(ch chan<- *prometheus.Desc) { i.f.up.Describe(ch) }
+func (i *fakeInstance) Collect(ch chan<- prometheus.Metric) { i.f.up.Collect(ch) }
 
 // new is Options.NewSpeaker.
 func (f *fakeSpeaker) new(c bgp.Config, o bgp.Options) (Speaker, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.cfg, f.opts = c, o
-	return f, nil
+	f.built++
+	return &fakeInstance{f: f, stop: make(chan struct{})}, nil
 }
 
 func (f *fakeSpeaker) callList() []string {
@@ -219,8 +269,8 @@ func TestBGPImport(t *testing.T) {
 	sp := newFakeSpeaker()
 	a, p, _, _ := startBGPAgent(t, m, sp, bgp.NodeSettings{})
 	eventually(t, "ready", func() bool { return a.Status().Ready })
-	if st, _ := p.lastState(); st.Learned == nil || len(st.Learned) != 0 {
-		t.Errorf("import on, nothing learned: node state's Learned %v, want empty", st.Learned)
+	if st, _ := p.lastState(); st.Learned == nil || len(st.Learned) != 0 || !st.LearnedPending {
+		t.Errorf("import on, nothing learned, speaker not synced: node state's Learned %v pending %v, want empty and pending", st.Learned, st.LearnedPending)
 	}
 	learned := []bgp.Route{
 		{Prefix: netip.MustParsePrefix("10.244.200.0/24"), NextHop: netip.MustParseAddr("192.0.2.254"), Peer: netip.MustParseAddr("192.0.2.254")},
@@ -231,10 +281,16 @@ func TestBGPImport(t *testing.T) {
 	changed := sp.opts.Changed
 	sp.mu.Unlock()
 	changed()
-	eventually(t, "the learned routes in the node state", func() bool {
+	eventually(t, "the learned routes in the node state, still pending", func() bool {
 		st, _ := p.lastState()
-		return len(st.Learned) == 2 && st.Learned[learned[0].Prefix] == learned[0].NextHop && st.Learned[learned[1].Prefix] == learned[1].NextHop
+		return len(st.Learned) == 2 && st.Learned[learned[0].Prefix] == learned[0].NextHop && st.Learned[learned[1].Prefix] == learned[1].NextHop && st.LearnedPending
 	})
+	// The speaker has every peer's routes: no longer pending.
+	sp.mu.Lock()
+	sp.synced = true
+	sp.mu.Unlock()
+	changed()
+	eventually(t, "the learned routes complete", func() bool { st, _ := p.lastState(); return len(st.Learned) == 2 && !st.LearnedPending })
 	if st := a.Status(); !reflect.DeepEqual(st.BGPLearned, learned) {
 		t.Errorf("status learned %v", st.BGPLearned)
 	}
@@ -252,8 +308,8 @@ func TestBGPImport(t *testing.T) {
 	sp2.learned = learned
 	a2, p2, _, _ := startBGPAgent(t, m2, sp2, bgp.NodeSettings{})
 	eventually(t, "ready", func() bool { return a2.Status().Ready })
-	if st, _ := p2.lastState(); st.Learned != nil {
-		t.Errorf("import off: node state's Learned %v", st.Learned)
+	if st, _ := p2.lastState(); st.Learned != nil || st.LearnedPending {
+		t.Errorf("import off: node state's Learned %v, pending %v", st.Learned, st.LearnedPending)
 	}
 }
 
@@ -415,12 +471,75 @@ func TestBGPWithdrawWhenNodeDeleted(t *testing.T) {
 				}
 				return
 			}
+			// A new speaker (the withdrawn one refuses to announce, as the
+			// real one does) runs and announces the same routes again.
 			eventually(t, "announced again", func() bool { _, n := sp.lastAnnounce(); return n == 2 })
 			calls = sp.callList()
 			w := slices.Index(calls, "withdraw")
-			if w < 0 || slices.Index(calls[w+1:], "withdraw") >= 0 || !slices.Contains(calls[w+1:], "announce") {
-				t.Errorf("speaker calls %v: want one withdrawal, then the announcement again", calls)
+			if w < 0 || slices.Index(calls[w+1:], "withdraw") >= 0 || !slices.Contains(calls[w+1:], "run") || !slices.Contains(calls[w+1:], "announce") || slices.Contains(calls, "refused") {
+				t.Errorf("speaker calls %v: want one withdrawal, then a new speaker run and announcing, never an Announce to the withdrawn one", calls)
+			}
+			sp.mu.Lock()
+			built, announced, restarting := sp.built, sp.announced, sp.opts.Restarting
+			sp.mu.Unlock()
+			if built != 2 || !reflect.DeepEqual(announced[0], announced[1]) || restarting {
+				t.Errorf("%d speakers built (want 2), announced %v, the new one restarting %v (want the same routes again, not restarting)", built, announced, restarting)
+			}
+			st := a.Status()
+			if !reflect.DeepEqual(st.BGPAnnounced, announced[1]) || st.BGPErr != "" {
+				t.Errorf("status after the Node came back: announced %v, error %q", st.BGPAnnounced, st.BGPErr)
+			}
+			if _, metrics := get(t, a, "/metrics"); !strings.Contains(metrics, "weft_bgp_fake_up 0") {
+				t.Errorf("/metrics lacks the new speaker's series:\n%s", metrics)
 			}
 		})
+	}
+}
+
+// TestBGPRestarting: an agent that starts over the subnet.env of its
+// previous run, with the same subnet, builds a restarting speaker
+// (routers keep its routes until its End-of-RIB); one that starts afresh
+// does not, nor one whose old subnet.env names a subnet it does not get.
+func TestBGPRestarting(t *testing.T) {
+	m := leasetest.NewMemory()
+	m.PutConfig(conf(bgpDual, "false"))
+	file := filepath.Join(t.TempDir(), "subnet.env")
+	run := func(sp *fakeSpeaker) {
+		t.Helper()
+		a := New(Options{Store: m, SubnetFile: file, IPMasq: true, Resync: time.Hour, Log: quiet(), NewSpeaker: sp.new}, &fakePlatform{})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- a.Run(ctx) }()
+		eventually(t, "announced", func() bool { _, n := sp.lastAnnounce(); return n > 0 })
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	restarting := func(sp *fakeSpeaker) (bool, int) {
+		sp.mu.Lock()
+		defer sp.mu.Unlock()
+		return sp.opts.Restarting, sp.built
+	}
+	first := newFakeSpeaker()
+	run(first)
+	if r, n := restarting(first); r || n != 1 {
+		t.Errorf("first start: restarting %v (%d speakers built), want a speaker not restarting", r, n)
+	}
+	again := newFakeSpeaker()
+	run(again)
+	if r, n := restarting(again); !r || n != 1 {
+		t.Errorf("restart over the same subnet: restarting %v (%d speakers built), want one restarting speaker", r, n)
+	}
+	// subnet.env names a subnet this node does not get.
+	env := subnetenv.Env{MTU: 1500}
+	env.SetFamily(netip.MustParsePrefix("10.244.0.0/16"), netip.MustParsePrefix("10.99.1.0/24"))
+	if err := subnetenv.Write(file, env); err != nil {
+		t.Fatal(err)
+	}
+	other := newFakeSpeaker()
+	run(other)
+	if r, n := restarting(other); r || n != 2 {
+		t.Errorf("restart with another subnet: restarting %v (%d speakers built), want the speaker rebuilt not restarting", r, n)
 	}
 }

@@ -43,6 +43,9 @@ type BGPInputs struct {
 	// Learned are the best routes learned from the peers (Speaker.Learned)
 	// when import is on; nil when it is off.
 	Learned []bgp.Route
+	// LearnedPending: Learned is not complete yet (!Speaker.Synced):
+	// backend.NodeState.LearnedPending.
+	LearnedPending bool
 	// Routable are the networks that route back to pod addresses
 	// (bgp.Config.RoutableNetworks): pods' traffic to them is not
 	// masqueraded.
@@ -72,6 +75,7 @@ func Desire(in Inputs) Desired {
 	var routable []netip.Prefix
 	if in.BGP != nil {
 		st.Learned = learned(in.BGP.Learned)
+		st.LearnedPending = in.BGP.LearnedPending && st.Learned != nil
 		routable = in.BGP.Routable
 	}
 	if slices.ContainsFunc(in.Leases, func(l lease.Lease) bool { return !st.IsPeer(l) }) {
