@@ -44,9 +44,10 @@ func BIRDConfig(r *Router) string {
 	return b.String()
 }
 
-// birdString quotes s for bird.conf.
+// birdString quotes s for bird.conf. BIRD 2.0's strings have no escape
+// (a backslash is itself; CheckPassword refuses a double quote).
 func birdString(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	return `"` + s + `"`
 }
 
 // FRRConfig is bgpd.conf for r: router bgp AS with every neighbour, no

@@ -28,6 +28,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
@@ -118,8 +119,10 @@ type Router struct {
 	ID   netip.Addr `json:"routerID"`
 	AS   uint32     `json:"as"`
 	// Password is the TCP MD5 key (RFC 2385) of every session; "" for
-	// none.
-	Password  string     `json:"password,omitempty"`
+	// none. It is not in the state file (which anyone may read): it is
+	// kept in PasswordFile (0600), SavePassword writes it and
+	// LoadPassword reads it back.
+	Password  string     `json:"-"`
 	Neighbors []Neighbor `json:"neighbors"`
 	Procs     []Proc     `json:"procs,omitempty"`
 }
@@ -139,6 +142,57 @@ func (r *Router) ConfigFile() string {
 		return filepath.Join(r.Dir, "bgpd.conf")
 	}
 	return filepath.Join(r.Dir, "bird.conf")
+}
+
+// PasswordFile holds the sessions' password, readable by its owner only.
+func (r *Router) PasswordFile() string { return filepath.Join(r.Dir, "password") }
+
+// SavePassword writes r.Password to PasswordFile (0600), or removes the
+// file when there is none.
+func (r *Router) SavePassword() error {
+	if r.Password == "" {
+		if err := os.Remove(r.PasswordFile()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("router: remove %s: %w", r.PasswordFile(), err)
+		}
+		return nil
+	}
+	if err := os.MkdirAll(r.Dir, 0o755); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	if err := atomicfile.Write(r.PasswordFile(), strings.NewReader(r.Password), 0o600); err != nil {
+		return fmt.Errorf("router: write %s: %w", r.PasswordFile(), err)
+	}
+	return nil
+}
+
+// LoadPassword sets r.Password from PasswordFile; no file is no
+// password.
+func (r *Router) LoadPassword() error {
+	b, err := os.ReadFile(r.PasswordFile())
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		r.Password = ""
+		return nil
+	case err != nil:
+		return fmt.Errorf("router: read %s: %w", r.PasswordFile(), err)
+	}
+	r.Password = string(b)
+	return nil
+}
+
+// CheckPassword refuses a password that kind's configuration cannot
+// carry as it is (bgp.CheckPassword has refused what no speaker takes):
+// BIRD 2.0's strings have no escape, so a double quote cannot be written
+// in one; FRR 8.4 reads `neighbor ... password WORD`, one word, so a
+// space or tab ends it (and a leading one is dropped).
+func CheckPassword(kind, p string) error {
+	switch {
+	case kind == BIRD && strings.Contains(p, `"`):
+		return errors.New(`BIRD cannot take a password with a double quote (its strings have no escape); use another character`)
+	case kind == FRR && strings.ContainsAny(p, " \t"):
+		return errors.New("FRR takes a password of one word (neighbor ... password WORD); use one without spaces")
+	}
+	return nil
 }
 
 // LogFile is the log of the router's daemons.
@@ -294,17 +348,42 @@ func (r *Router) AddNeighbor(ctx context.Context, ns ...Neighbor) error {
 		}
 		return nil
 	case FRR:
-		cmds := []string{"configure terminal", fmt.Sprintf("router bgp %d", r.AS)}
+		lines := []string{fmt.Sprintf("router bgp %d", r.AS)}
 		for _, n := range added {
-			cmds = append(cmds, frrNeighbor(n, r.Password)...)
+			lines = append(lines, frrNeighbor(n, r.Password)...)
 		}
 		for _, n := range added {
-			cmds = append(cmds, frrActivate(n)...)
+			lines = append(lines, frrActivate(n)...)
 		}
-		_, err := r.control(ctx, cmds...)
-		return err
+		return r.configureFRR(ctx, lines)
 	}
 	return nil
+}
+
+// configureFRR applies configuration lines to the running FRR (`vtysh
+// --vty_socket DIR -f FILE`, the lines under `configure terminal`). The
+// lines go through a file that only root reads, removed afterwards, not
+// vtysh's command line (visible in ps: they may hold the password) nor
+// its standard input (where vtysh takes '?' for help and drops it). The
+// password is masked in an error.
+func (r *Router) configureFRR(ctx context.Context, lines []string) error {
+	f, err := os.CreateTemp(r.Dir, "vtysh-*.conf") // 0600
+	if err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.WriteString(strings.Join(lines, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("router: write %s: %w", f.Name(), err)
+	}
+	_, err = r.run(ctx, "vtysh", "--vty_socket", r.Socket(), "-f", f.Name())
+	if err != nil && r.Password != "" {
+		err = errors.New(strings.ReplaceAll(err.Error(), r.Password, "(password)"))
+	}
+	return err
 }
 
 // writeConfig writes the configuration file of r's kind.
@@ -337,35 +416,15 @@ func (r *Router) statusCommand() []string {
 
 // control runs commands on the router's control socket: birdc's (each a
 // separate call) or vtysh's (one call, -c per command), inside its
-// namespace, and returns their output.
+// namespace, and returns their output. Nothing secret goes through it:
+// its arguments are visible in ps.
 func (r *Router) control(ctx context.Context, cmds ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	run := func(argv ...string) (string, error) {
-		c := netns.Command(r.NS, argv...)
-		done := make(chan struct{})
-		defer close(done)
-		go func() {
-			select {
-			case <-ctx.Done():
-				if c.Process != nil {
-					_ = c.Process.Kill() // birdc or vtysh, started just now
-				}
-			case <-done:
-			}
-		}()
-		out, err := c.CombinedOutput()
-		if err != nil {
-			return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
-		}
-		return string(out), nil
-	}
 	if r.Kind == FRR {
 		argv := []string{"vtysh", "--vty_socket", r.Socket()}
 		for _, c := range cmds {
 			argv = append(argv, "-c", c)
 		}
-		out, err := run(argv...)
+		out, err := r.run(ctx, argv...)
 		if err == nil && strings.Contains(out, "% ") { // vtysh reports a bad line and goes on
 			err = fmt.Errorf("vtysh: %s", strings.TrimSpace(out))
 		}
@@ -373,13 +432,37 @@ func (r *Router) control(ctx context.Context, cmds ...string) (string, error) {
 	}
 	var b strings.Builder
 	for _, c := range cmds {
-		out, err := run(append([]string{"birdc", "-s", r.Socket()}, strings.Fields(c)...)...)
+		out, err := r.run(ctx, append([]string{"birdc", "-s", r.Socket()}, strings.Fields(c)...)...)
 		b.WriteString(out)
 		if err != nil {
 			return b.String(), err
 		}
 	}
 	return b.String(), nil
+}
+
+// run runs argv in the router's namespace, killed after 10 s, and
+// returns its output.
+func (r *Router) run(ctx context.Context, argv ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	c := netns.Command(r.NS, argv...)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			if c.Process != nil {
+				_ = c.Process.Kill() // birdc or vtysh, started just now
+			}
+		case <-done:
+		}
+	}()
+	out, err := c.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s: %w: %s", strings.Join(argv, " "), err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
 }
 
 // Control runs one command on the router's control socket (`birdc -s
