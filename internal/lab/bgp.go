@@ -39,6 +39,9 @@ const routerPeersWord = "router"
 func (s *State) startRouter(ctx context.Context, w io.Writer) error {
 	r := s.Router
 	r.NS, r.Dir, r.ID, r.AS = s.Underlay, filepath.Join(dir(s.Name), "router"), topology.Gateway(topology.L3, "a"), router.AS
+	if err := r.SavePassword(); err != nil { // not in the state file, which anyone may read
+		return err
+	}
 	if err := s.save(); err != nil {
 		return err
 	}

@@ -44,6 +44,12 @@ func TestValidate(t *testing.T) {
 		{func(s *Spec) { s.BGP, s.Topology, s.FlannelNodes = true, topology.L3, []string{"n3"} },
 			"--bgp cannot mix with --flannel-nodes: flanneld speaks no BGP"},
 		{func(s *Spec) { s.BGP, s.Topology, s.BGPRouter = true, topology.L3, "gobgp" }, `--bgp-router "gobgp": use bird or frr`},
+		{func(s *Spec) { s.BGP, s.Topology, s.BGPPassword = true, topology.L3, "se\x01cret" },
+			"--bgp-password: the password has a control character at byte 2; use printable characters (spaces are fine)"},
+		{func(s *Spec) { s.BGP, s.Topology, s.BGPPassword = true, topology.L3, `se"cret` },
+			"--bgp-password: BIRD cannot take a password with a double quote (its strings have no escape); use another character"},
+		{func(s *Spec) { s.BGP, s.Topology, s.BGPRouter, s.BGPPassword = true, topology.L3, "frr", "se cret" },
+			"--bgp-password: FRR takes a password of one word (neighbor ... password WORD); use one without spaces"},
 	} {
 		s := ok
 		tc.change(&s)
@@ -177,6 +183,20 @@ func bgpState(fam string) *State {
 		}
 	}
 	return s
+}
+
+// TestStateNoPassword: the state file (0644: `weft lab status` reads
+// it) does not hold the sessions' password.
+func TestStateNoPassword(t *testing.T) {
+	s := bgpState(topology.IPv4)
+	s.Router.Password = "s3cret-pw"
+	b, err := json.Marshal(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(b), "s3cret-pw") {
+		t.Errorf("the state holds the password: %s", b)
+	}
 }
 
 // TestBGPNetConf: the BGP object of a --bgp lab's net-conf.json: import

@@ -108,6 +108,11 @@ func load(name string) (*State, error) {
 	if err := json.Unmarshal(b, &s); err != nil {
 		return nil, fmt.Errorf("lab %s: corrupt state %s: %w", name, statePath(name), err)
 	}
+	if s.Router != nil { // its password is in a file of its own (0600)
+		if err := s.Router.LoadPassword(); err != nil {
+			return nil, fmt.Errorf("lab %s: %w", name, err)
+		}
+	}
 	return &s, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/lab/pod"
 	"github.com/weftnet/weft/internal/lab/process"
@@ -155,7 +156,14 @@ func (spec Spec) validate() error {
 	case spec.BGP && spec.BGPRouter != "" && !slices.Contains(router.Kinds(), spec.BGPRouter):
 		return fmt.Errorf("--bgp-router %q: use %s", spec.BGPRouter, orList(router.Kinds()))
 	case spec.BGP:
-		if err := router.Find(cmp.Or(spec.BGPRouter, router.BIRD)); err != nil {
+		kind := cmp.Or(spec.BGPRouter, router.BIRD)
+		if err := bgp.CheckPassword(spec.BGPPassword); err != nil {
+			return fmt.Errorf("--bgp-password: %w", err)
+		}
+		if err := router.CheckPassword(kind, spec.BGPPassword); err != nil {
+			return fmt.Errorf("--bgp-password: %w", err)
+		}
+		if err := router.Find(kind); err != nil {
 			return err
 		}
 	}
