@@ -40,6 +40,7 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
+  weft lab bench-bgp [--name NAME] [--rounds N] [--bgp-router bird|frr] [--nodes N] [--settle D]   lease -> route at the router -> ext; agent RSS BGP on/off
   weft lab pod add NAME --node N [--namespace NS] [--labels k=v,...] [--ports 80,81]
   weft lab pod remove NAME [--namespace NS]        a pod (with its Pod object, --store kube)
   weft lab kubectl [--name NAME] ARGS...           kubectl on the lab's API server (--store kube)
