@@ -1,0 +1,70 @@
+// Command weft-bgp is weft-agent's BGP speaker, GoBGP, in a process of
+// its own: weft-agent starts it when BGP is on and drives it over its
+// stdin and stdout (internal/bgp/proc), so that an agent with BGP off
+// does not pay for GoBGP's memory. It is not run by hand.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/proc"
+)
+
+var version = "dev"
+
+const usage = `weft-bgp is the BGP speaker of weft-agent (GoBGP), in a child process of
+its own. weft-agent starts it, beside its own program or from PATH, when
+net-conf.json has a BGP object, hands it its configuration on stdin, and
+stops it when it stops. It is not run by hand.
+
+Flags:
+  -h, --help   print this and exit
+  --version    print the version and exit
+`
+
+func main() {
+	err := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	var se *proc.StartError
+	switch {
+	case err == nil:
+	case errors.Is(err, flag.ErrHelp):
+	case errors.As(err, &se):
+		os.Exit(1) // told weft-agent already
+	default:
+		fmt.Fprintln(os.Stderr, "weft-bgp:", err)
+		os.Exit(2)
+	}
+}
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("weft-bgp", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stdout, usage) }
+	showVersion := fs.Bool("version", false, "print the version and exit")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q: weft-bgp takes its configuration on stdin from weft-agent", fs.Args())
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version)
+		return nil
+	}
+	// SIGTERM or SIGINT (a service manager stopping the agent's whole
+	// group, a Ctrl-C) stops it as the agent does: graceful restart.
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	return proc.Serve(ctx, stdin, stdout, stderr, func(c bgp.Config, o bgp.Options) (proc.Engine, error) { return bgp.New(c, o) })
+}
