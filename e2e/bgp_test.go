@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -19,6 +20,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/sys/unix"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/weftnet/weft/internal/kubeapi/kubeapitest"
@@ -262,7 +264,7 @@ func TestBGP(t *testing.T) {
 			t.Fatalf("lab up:\n%s", out)
 		}
 		assertRouted(t, l, 4)
-		t.Run("restart", func(t *testing.T) { testRestart(t, l) })
+		t.Run("restart", func(t *testing.T) { testRestart(t, l, false) })
 		t.Run("md5", func(t *testing.T) { testMD5(t, l) })
 		t.Run("failures", func(t *testing.T) { testFailures(t, l, router.BIRD) })
 		t.Run("add-remove", func(t *testing.T) { testAddRemove(t, l, false) })
@@ -286,7 +288,7 @@ func TestBGP(t *testing.T) {
 			}
 			assertFromAnnotations(t, l, n.Name, n.AgentPID, i+1)
 		}
-		t.Run("restart", func(t *testing.T) { testRestart(t, l) })
+		t.Run("restart", func(t *testing.T) { testRestart(t, l, true) })
 		t.Run("add-remove", func(t *testing.T) { testAddRemove(t, l, true) })
 	})
 	t.Run("bird-dual", func(t *testing.T) {
@@ -343,28 +345,210 @@ func assertFromAnnotations(t *testing.T, l *lab, name string, pid, k int) {
 
 // testRestart: an agent restart while ext pings one of its pods 20 times
 // a second for 10 s loses nothing (graceful restart: the router keeps the
-// route), and the session comes back.
-func testRestart(t *testing.T, l *lab) {
+// route), and the session comes back. For the whole restart, until the
+// session has been back 3 s, a route subscription in the router's
+// namespace sees its route to n1's subnet never go nor change next hop
+// (a router that flushes the stale route when the session re-opens
+// without the Restart and Forwarding bits, and installs it again ms
+// later, fails this, as no ping at 50 ms could tell). With hostGW
+// (import on), n1-p1 pings a pod on the other side of the router 20
+// times a second too, losing nothing, and n1's own learned route
+// (proto 87) to that pod's subnet never goes: the restarted agent holds
+// the routes it learned until its session is back.
+func testRestart(t *testing.T, l *lab, hostGW bool) {
+	st := l.bgpStatus()
+	n1 := st.Nodes[0]
+	subnet := netip.MustParsePrefix(strings.Split(n1.Subnet, ",")[0]).Masked()
+	watches := []*routeWatch{watchRoute(t, "the router's route to n1's "+subnet.String(), l.name+"-ul", subnet, 0)}
+	var far string // a pod on the other side of the router
+	if hostGW {
+		side := func(addr string) string { return addr[:strings.LastIndex(addr, ".")] }
+		for _, p := range st.Pods {
+			for _, n := range st.Nodes {
+				if p.Node == n.Name && far == "" && side(n.Addr) != side(n1.Addr) {
+					far = p.Name
+					farSubnet := netip.MustParsePrefix(strings.Split(n.Subnet, ",")[0]).Masked()
+					watches = append(watches, watchRoute(t, "n1's learned route (proto 87) to "+n.Name+"'s "+farSubnet.String(),
+						l.name+"-n1", farSubnet, 87))
+				}
+			}
+		}
+		if far == "" {
+			t.Fatalf("no pod on the other side of the router from n1 (%s): %+v", n1.Addr, st.Pods)
+		}
+	}
+	pings := []struct{ from, to string }{{"ext", "n1-p1"}}
+	if far != "" {
+		pings = append(pings, struct{ from, to string }{"n1-p1", far})
+	}
 	var wg sync.WaitGroup
-	var ping string
-	var perr error
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		ping, perr = l.run("ping", "--count", "200", "--interval", "50ms", "ext", "n1-p1")
-	}()
+	outs, errs := make([]string, len(pings)), make([]error, len(pings))
+	for i, p := range pings {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], errs[i] = l.run("ping", "--count", "200", "--interval", "50ms", p.from, p.to)
+		}()
+	}
 	time.Sleep(2 * time.Second)
 	start := time.Now()
 	l.must("agent", "restart", "n1")
 	restart := time.Since(start)
 	wg.Wait()
-	t.Logf("agent restart of n1 (%.1fs) during 20 pings/s from ext to n1-p1 for 10 s: %s", restart.Seconds(), strings.TrimSpace(ping))
-	if perr != nil || !strings.Contains(ping, "200 sent, 200 received, 0 lost") {
-		t.Errorf("ping across the restart: %v\n%s", perr, ping)
+	for i, p := range pings {
+		t.Logf("agent restart of n1 (%.1fs) during 20 pings/s from %s to %s for 10 s: %s", restart.Seconds(), p.from, p.to, strings.TrimSpace(outs[i]))
+		if errs[i] != nil || !strings.Contains(outs[i], "200 sent, 200 received, 0 lost") {
+			t.Errorf("ping %s -> %s across the restart: %v\n%s", p.from, p.to, errs[i], outs[i])
+		}
 	}
-	n1 := l.bgpStatus().Nodes[0].Addr
-	d := waitFor(t, "n1's session back at the router", 30*time.Second, func() bool { return l.bgpStatus().session(n1).State == "established" })
+	d := waitFor(t, "n1's session back at the router", 30*time.Second, func() bool { return l.bgpStatus().session(n1.Addr).State == "established" })
 	t.Logf("n1's session established again %.1fs after the restart returned", d.Seconds())
+	time.Sleep(3 * time.Second) // the routes the session brings back settle
+	for _, w := range watches {
+		w.check(t)
+	}
+}
+
+// routeWatch follows the routes to exactly one prefix in one namespace
+// from a netlink route subscription (`ip -n NS monitor route`), so that
+// a route missing for a millisecond is seen: each moment the namespace
+// has no such route, and each next hop other than the first seen.
+type routeWatch struct {
+	what   string
+	prefix netip.Prefix
+	proto  netlink.RouteProtocol // 0: any
+	start  time.Time
+	done   chan struct{}
+	closed chan struct{}
+
+	mu     sync.Mutex
+	cur    map[netip.Addr]bool // the next hops the namespace has now
+	first  netip.Addr          // the next hop of the first route seen
+	seen   bool
+	since  time.Time       // when the route last went (zero: it is there)
+	gaps   []string        // when each went, and for how long
+	others map[string]bool // next hops other than first
+	errs   []string
+	events int
+}
+
+// watchRoute subscribes to the route changes of namespace ns (listing
+// its routes first) and follows those to prefix of protocol proto;
+// stopped when the test ends.
+func watchRoute(t *testing.T, what, ns string, prefix netip.Prefix, proto int) *routeWatch {
+	t.Helper()
+	h, err := netns.Fd(ns)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	defer h.Close()
+	w := &routeWatch{what: what, prefix: prefix, proto: netlink.RouteProtocol(proto), start: time.Now(), done: make(chan struct{}),
+		closed: make(chan struct{}), cur: map[netip.Addr]bool{}, others: map[string]bool{}}
+	ch := make(chan netlink.RouteUpdate, 1024)
+	err = netlink.RouteSubscribeWithOptions(ch, w.done, netlink.RouteSubscribeOptions{Namespace: &h, ListExisting: true,
+		ReceiveBufferSize: 1 << 20, ErrorCallback: func(err error) {
+			select {
+			case <-w.done: // the socket closed by stop
+				return
+			default:
+			}
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			w.errs = append(w.errs, err.Error())
+		}})
+	if err != nil {
+		t.Fatalf("%s: subscribe to route changes in %s: %v", what, ns, err)
+	}
+	go func() {
+		defer close(w.closed)
+		for u := range ch {
+			w.update(u)
+		}
+	}()
+	t.Cleanup(w.stop)
+	// The listing comes first: the route must be there before the test
+	// goes on.
+	waitFor(t, what+" listed", 5*time.Second, func() bool { w.mu.Lock(); defer w.mu.Unlock(); return w.seen })
+	return w
+}
+
+func (w *routeWatch) update(u netlink.RouteUpdate) {
+	r := u.Route
+	if p, ok := netconv.Prefix(r.Dst); !ok || p.Masked() != w.prefix || (w.proto != 0 && r.Protocol != w.proto) ||
+		(r.Table != 0 && r.Table != unix.RT_TABLE_MAIN) {
+		return
+	}
+	gws := []netip.Addr{netconv.Addr(r.Gw)}
+	if len(r.MultiPath) > 0 {
+		gws = nil
+		for _, nh := range r.MultiPath {
+			gws = append(gws, netconv.Addr(nh.Gw))
+		}
+	}
+	now := time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.events++
+	switch u.Type {
+	case unix.RTM_NEWROUTE:
+		if u.NlFlags&unix.NLM_F_REPLACE != 0 {
+			clear(w.cur)
+		}
+		for _, gw := range gws {
+			if !w.seen {
+				w.first, w.seen = gw, true
+			}
+			if gw != w.first {
+				w.others[fmt.Sprintf("%s at +%dms", gw, now.Sub(w.start).Milliseconds())] = true
+			}
+			w.cur[gw] = true
+		}
+		if !w.since.IsZero() {
+			w.gaps = append(w.gaps, fmt.Sprintf("gone at +%dms for %.1fms", w.since.Sub(w.start).Milliseconds(), float64(now.Sub(w.since).Microseconds())/1000))
+			w.since = time.Time{}
+		}
+	case unix.RTM_DELROUTE:
+		for _, gw := range gws {
+			delete(w.cur, gw)
+		}
+		if len(w.cur) == 0 && w.since.IsZero() {
+			w.since = now
+		}
+	}
+}
+
+// stop ends the subscription; idempotent.
+func (w *routeWatch) stop() {
+	select {
+	case <-w.done:
+	default:
+		close(w.done)
+	}
+	select {
+	case <-w.closed:
+	case <-time.After(5 * time.Second):
+	}
+}
+
+// check stops the watch and fails the test if the route went at any
+// moment, or had another next hop than the first, or the subscription
+// reported an error (events may have been lost).
+func (w *routeWatch) check(t *testing.T) {
+	t.Helper()
+	w.stop()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	gaps := w.gaps
+	if !w.since.IsZero() {
+		gaps = append(gaps, fmt.Sprintf("gone at +%dms and not back after %.1fs", w.since.Sub(w.start).Milliseconds(), time.Since(w.since).Seconds()))
+	}
+	others := slices.Sorted(maps.Keys(w.others))
+	t.Logf("%s, watched %.1fs (%d route events): via %s; missing %d time(s) %q; other next hops %q",
+		w.what, time.Since(w.start).Seconds(), w.events, w.first, len(gaps), gaps, others)
+	if len(gaps) > 0 || len(others) > 0 || len(w.errs) > 0 {
+		t.Errorf("%s: missing %d time(s) %q, other next hops %q, subscription errors %q; want it there via %s throughout",
+			w.what, len(gaps), gaps, others, w.errs, w.first)
+	}
 }
 
 // testMD5: with the wrong password n2's session never comes up (the
