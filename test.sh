@@ -67,5 +67,7 @@ done <<'TARGETS'
 ./internal/bgp FuzzParse 50000x
 ./internal/bgp FuzzParseAnnotations 50000x
 ./internal/bgp FuzzParsePeerFlag 50000x
+./internal/bgp/proc FuzzDecodeEvent 50000x
+./internal/bgp/proc FuzzDecodeLog 50000x
 TARGETS
 (cd tools/cyclonus && go test -run '^$' -fuzz '^FuzzMatcher$' -fuzztime "${WEFT_FUZZ_TIME:-3000x}" .)

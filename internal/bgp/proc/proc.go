@@ -93,10 +93,10 @@ type Speaker struct {
 	stop     chan struct{} // closed by Withdraw (first thing): Run returns
 	stopOnce sync.Once
 
-	mu sync.Mutex // guards the fields below, and the current child's pending, closed and exit
-	ran       bool // Run was called
-	withdrawn bool // Withdraw was called
-	announced bool // Announce was called: want is the set to announce
+	mu        sync.Mutex // guards the fields below, and the current child's pending, closed and exit
+	ran       bool       // Run was called
+	withdrawn bool       // Withdraw was called
+	announced bool       // Announce was called: want is the set to announce
 	want      []bgp.Route
 	cur       *child // the running child; nil when none
 	nextID    uint64
@@ -173,7 +173,7 @@ type child struct {
 	// Speaker.mu.
 	cmds chan []byte
 	// exited is closed once the process is reaped and its output read.
-	exited chan struct{}
+	exited  chan struct{}
 	waitErr error // the process's end; set before exited is closed
 
 	// Guarded by Speaker.mu:
