@@ -88,6 +88,16 @@ type Speaker struct {
 	have      map[netip.Prefix]Route // the routes in GoBGP's RIB
 
 	st peerStates
+
+	// lmu guards learned (taken in GoBGP's best-path callback, so never
+	// held across a GoBGP call).
+	lmu sync.Mutex
+	// learned are the best paths from peers, by prefix, as GoBGP's
+	// best-path events report them: read from those events rather than
+	// listed from GoBGP's RIB, whose ListPath reads paths that GoBGP's
+	// session goroutines write (Path.MarkStale during a peer's graceful
+	// restart: a data race in GoBGP v4.8.0 that -race reports).
+	learned map[netip.Prefix]Route
 }
 
 // New returns the speaker of c. It opens nothing; Run starts it.
@@ -193,6 +203,10 @@ func (s *Speaker) Run(ctx context.Context) error {
 		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{}) // ends Serve
 		return fmt.Errorf("start BGP speaker AS %d (router ID %s, port %d on %v): %w", s.cfg.LocalAS, s.routerID, s.port, s.listen, err)
 	}
+	if err := exportOwnOnly(ctx, srv); err != nil {
+		_ = srv.StopBgp(context.Background(), &api.StopBgpRequest{})
+		return err
+	}
 	watch, cancelWatch := context.WithCancel(context.Background())
 	defer cancelWatch()
 	err := srv.WatchEvent(watch, server.WatchEventMessageCallbacks{
@@ -250,6 +264,35 @@ func (s *Speaker) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		s.shutdown(s.cfg.GracefulRestart)
 	case <-s.stop:
+	}
+	return nil
+}
+
+// exportPolicy names the export policy exportOwnOnly installs.
+const exportPolicy = "weft-own-routes-only"
+
+// exportOwnOnly makes srv announce only the routes this node originates
+// (Announce's): a route learned from one peer is never passed on to
+// another, which GoBGP does by default from eBGP peer to eBGP peer, so a
+// node is never a transit between its routers (and the cluster's
+// subnets never reach a router through a node that does not hold them).
+// The same as gobgp's `policy statement ... condition route-type local`,
+// `global policy export add ... default reject`.
+func exportOwnOnly(ctx context.Context, srv *server.BgpServer) error {
+	p := &api.Policy{Name: exportPolicy, Statements: []*api.Statement{{
+		Name:       exportPolicy + "-local",
+		Conditions: &api.Conditions{RouteType: api.Conditions_ROUTE_TYPE_LOCAL},
+		Actions:    &api.Actions{RouteAction: api.RouteAction_ROUTE_ACTION_ACCEPT},
+	}}}
+	if err := srv.AddPolicy(ctx, &api.AddPolicyRequest{Policy: p}); err != nil {
+		return fmt.Errorf("BGP: add export policy %s: %w", exportPolicy, err)
+	}
+	err := srv.AddPolicyAssignment(ctx, &api.AddPolicyAssignmentRequest{Assignment: &api.PolicyAssignment{
+		Name: "global", Direction: api.PolicyDirection_POLICY_DIRECTION_EXPORT,
+		Policies: []*api.Policy{{Name: exportPolicy}}, DefaultAction: api.RouteAction_ROUTE_ACTION_REJECT,
+	}})
+	if err != nil {
+		return fmt.Errorf("BGP: assign export policy %s: %w", exportPolicy, err)
 	}
 	return nil
 }
@@ -520,26 +563,19 @@ func (s *Speaker) Withdraw(ctx context.Context) error {
 // node's own), sorted by prefix; nil when the speaker is not running.
 func (s *Speaker) Learned() []Route {
 	s.mu.Lock()
-	srv := s.srv
+	running := s.srv != nil
 	s.mu.Unlock()
-	if srv == nil {
+	if !running {
 		return nil
 	}
-	var out []Route
-	for _, f := range []gobgp.Family{gobgp.RF_IPv4_UC, gobgp.RF_IPv6_UC} {
-		_ = srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: f}, func(nlri gobgp.NLRI, paths []*apiutil.Path) {
-			for _, p := range paths {
-				if !p.Best || p.Withdrawal || !p.PeerAddress.IsValid() || p.PeerAddress.IsUnspecified() {
-					continue // not the best, or our own
-				}
-				n, ok := p.Nlri.(*gobgp.IPAddrPrefix)
-				nh := nextHop(p.Attrs)
-				if !ok || !nh.IsValid() {
-					continue
-				}
-				out = append(out, Route{Prefix: n.Prefix, NextHop: nh, Peer: p.PeerAddress.Unmap()})
-			}
-		})
+	s.lmu.Lock()
+	out := make([]Route, 0, len(s.learned))
+	for _, r := range s.learned {
+		out = append(out, r)
+	}
+	s.lmu.Unlock()
+	if len(out) == 0 {
+		return nil
 	}
 	slices.SortFunc(out, func(a, b Route) int { return comparePrefix(a.Prefix, b.Prefix) })
 	return out
@@ -558,14 +594,39 @@ func nextHop(attrs []gobgp.PathAttributeInterface) netip.Addr {
 	return netip.Addr{}
 }
 
-// onBestPath is GoBGP's callback for best-path changes: a change in a
-// route learned from a peer is news for the agent.
+// onBestPath is GoBGP's callback for best-path changes, one path per
+// prefix whose best path changed: a best path from a peer is what that
+// prefix is learned as; a withdrawal, or our own path becoming the best,
+// unlearns it. A change is news for the agent.
 func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
+	changed := false
+	s.lmu.Lock()
 	for _, p := range paths {
-		if p.PeerAddress.IsValid() && !p.PeerAddress.IsUnspecified() {
-			s.notify()
-			return
+		n, ok := p.Nlri.(*gobgp.IPAddrPrefix)
+		if !ok {
+			continue
 		}
+		nh := nextHop(p.Attrs)
+		_, had := s.learned[n.Prefix]
+		if p.Withdrawal || !p.PeerAddress.IsValid() || p.PeerAddress.IsUnspecified() || !nh.IsValid() {
+			if had {
+				delete(s.learned, n.Prefix)
+				changed = true
+			}
+			continue
+		}
+		if s.learned == nil {
+			s.learned = map[netip.Prefix]Route{}
+		}
+		r := Route{Prefix: n.Prefix, NextHop: nh, Peer: p.PeerAddress.Unmap()}
+		if s.learned[n.Prefix] != r {
+			s.learned[n.Prefix] = r
+			changed = true
+		}
+	}
+	s.lmu.Unlock()
+	if changed {
+		s.notify()
 	}
 }
 

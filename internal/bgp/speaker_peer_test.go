@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strings"
@@ -160,12 +161,20 @@ type remotePeer struct {
 	stopped bool
 }
 
-// startRemote starts a speaker of c in a child process.
+// startRemote starts a speaker of c in a child process, on 127.0.0.1
+// and ::1.
 func startRemote(t *testing.T, c Config, port int) *remotePeer {
+	t.Helper()
+	return startRemoteAt(t, c, port, lo4)
+}
+
+// startRemoteAt is startRemote with the IPv4 underlay address under4
+// (another address of 127.0.0.0/8: a third speaker beside the other two).
+func startRemoteAt(t *testing.T, c Config, port int, under4 netip.Addr) *remotePeer {
 	t.Helper()
 	var pc peerConf
 	pc.Config = c
-	pc.Options.Underlay4, pc.Options.Underlay6 = lo4.String(), lo6.String()
+	pc.Options.Underlay4, pc.Options.Underlay6 = under4.String(), lo6.String()
 	for _, p := range c.Peers {
 		pc.Passwords = append(pc.Passwords, p.Password)
 	}

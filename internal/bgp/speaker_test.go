@@ -515,3 +515,31 @@ func TestSessionFailures(t *testing.T) {
 		}
 	})
 }
+
+// A node announces its own routes only: what it learns from one router
+// is never passed on to another (a node is no transit between its
+// routers), though GoBGP would, eBGP to eBGP, without weft's export
+// policy.
+func TestLearnedRoutesAreNotPassedOn(t *testing.T) {
+	b4, c4 := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
+	pa, pb, pc := freePort(t), freePort(t), freePort(t)
+	a := startNode(t, conf(64512, "192.0.2.11", pa, true,
+		Peer{Address: b4, AS: 64513, Port: uint16(pb)}, Peer{Address: c4, AS: 64514, Port: uint16(pc)}))
+	a.announce(route("10.244.1.0/24", "127.0.0.1"))
+	b := startRemoteAt(t, conf(64513, "192.0.2.12", pb, true, Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pb, b4)
+	b.announce(route("10.244.2.0/24", "127.0.0.2"))
+	c := startRemoteAt(t, conf(64514, "192.0.2.13", pc, true, Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pc, c4)
+	c.announce() // nothing of its own; its peers come up after its first Announce
+	waitFor(t, 30*time.Second, "a's sessions established", established(t, a, b4, c4))
+	waitFor(t, 10*time.Second, "a learns b's route", func() bool { _, ok := learnedOf(a, "10.244.2.0/24"); return ok })
+	waitFor(t, 10*time.Second, "c learns a's own route", func() bool { _, ok := learnedOf(c, "10.244.1.0/24"); return ok })
+	// An UPDATE that passed b's route on would follow within
+	// milliseconds of a learning it.
+	time.Sleep(2 * time.Second)
+	if r, ok := learnedOf(c, "10.244.2.0/24"); ok {
+		t.Errorf("c learned b's route %v through a: a node must announce only its own routes", r)
+	}
+	if got := statusOf(t, a, c4).Sent; got != 1 {
+		t.Errorf("a sent c %d prefixes, want 1 (its own)", got)
+	}
+}
