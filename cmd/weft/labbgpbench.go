@@ -25,7 +25,7 @@ func labBenchBGP(fs *flag.FlagSet, name *string) func(context.Context, []string,
 	fs.IntVar(&o.Nodes, "nodes", 2, "nodes of each lab before the adds")
 	fs.DurationVar(&o.Settle, "settle", 10*time.Second, "how long after up the agents' memory is read")
 	fs.StringVar(&o.Backend, "backend", "", "the data path (default: the lab's)")
-	// The synopsis is this command's own: labUsage does not list it.
+	// The synopsis is this command's own, with its flags below it.
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage:\n%s\nflags:\n", labBenchBGPSynopsis)
 		fs.PrintDefaults()
