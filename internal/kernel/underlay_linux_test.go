@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"reflect"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -85,7 +86,14 @@ func TestFindUnderlayNetlink(t *testing.T) {
 	}
 	// IPv6 only, an interface with only the kernel's link-local address:
 	// eth0-peer is chosen by name, its fe80:: address as the last resort.
-	u, err := kernel.FindUnderlay(n.k, kernel.UnderlayQuery{IPv6: true, Ifaces: []string{"eth0-peer"}})
+	// The kernel adds that address on its own after the link comes up:
+	// on a busy machine it may not be there yet.
+	q := kernel.UnderlayQuery{IPv6: true, Ifaces: []string{"eth0-peer"}}
+	u, err := kernel.FindUnderlay(n.k, q)
+	for deadline := time.Now().Add(5 * time.Second); err != nil && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		u, err = kernel.FindUnderlay(n.k, q)
+	}
 	if err != nil || !u.Addr6.IsLinkLocalUnicast() || u.Addr.IsValid() {
 		t.Errorf("link-local only: %+v, %v", u, err)
 	}
