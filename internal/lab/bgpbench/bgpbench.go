@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -166,8 +167,48 @@ func (o Options) memory(ctx context.Context, name string) (Memory, error) {
 		}
 		m.RSS = append(m.RSS, rss)
 		m.HWM = append(m.HWM, hwm)
+		// With BGP on the speaker is the agent's child, weft-bgp: the
+		// node pays for both.
+		var srss, shwm float64
+		for _, c := range children(n.AgentPID) {
+			r, h := process.Memory(c)
+			srss, shwm = srss+r, shwm+h
+		}
+		m.SpeakerRSS = append(m.SpeakerRSS, srss)
+		m.SpeakerHWM = append(m.SpeakerHWM, shwm)
 	}
 	return m, nil
+}
+
+// children are the PIDs whose parent is pid (from /proc/PID/stat's
+// fourth field).
+func children(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, e := range ents {
+		c, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// "PID (COMM) STATE PPID ...": COMM may hold spaces and
+		// parentheses; the fields after its last ')' do not.
+		rest := string(b)
+		if i := strings.LastIndexByte(rest, ')'); i >= 0 {
+			rest = rest[i+1:]
+		}
+		f := strings.Fields(rest)
+		if len(f) >= 2 && f[1] == strconv.Itoa(pid) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // nextNode is the name `lab node add` gives the next node: the first

@@ -6,7 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net/netip"
+	"os"
+	"os/exec"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,7 +89,8 @@ func TestPrint(t *testing.T) {
 		return Add{Node: "n3", Lease: t0, Up: at(up), Route: at(route), PodUp: at(pod), Reply: at(reply)}
 	}
 	r := Report{Adds: []Add{add(100, 120, 2000, 2300), add(30, 80, 1900, 2100), add(90, 100, 2100, 2250)}, Settle: 10 * time.Second,
-		Off: Memory{RSS: []float64{20, 22}, HWM: []float64{27, 28}}, On: Memory{RSS: []float64{30, 34}, HWM: []float64{36, 42}}}
+		Off: Memory{RSS: []float64{20, 22}, HWM: []float64{27, 28}, SpeakerRSS: []float64{0, 0}, SpeakerHWM: []float64{0, 0}},
+		On:  Memory{RSS: []float64{30, 34}, HWM: []float64{36, 42}, SpeakerRSS: []float64{10, 12}, SpeakerHWM: []float64{11, 13}}}
 	var b bytes.Buffer
 	r.Print(&b)
 	out := b.String()
@@ -103,7 +107,8 @@ func TestPrint(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
-	for _, row := range []string{`VmRSS mean\s+21\.0\s+32\.0\s+1\.52x`, `VmRSS max\s+22\.0\s+34\.0\s+1\.55x`, `VmHWM max\s+28\.0\s+42\.0\s+1\.50x`} {
+	for _, row := range []string{`VmRSS mean\s+21\.0\s+32\.0\s+1\.52x`, `VmRSS max\s+22\.0\s+34\.0\s+1\.55x`, `VmHWM max\s+28\.0\s+42\.0\s+1\.50x`,
+		`speaker VmRSS mean\s+0\.0\s+11\.0\s+-`, `agent\+speaker VmRSS mean\s+21\.0\s+43\.0\s+2\.05x`, `agent\+speaker VmHWM max\s+28\.0\s+55\.0\s+1\.96x`} {
 		if !regexpMatch(row, out) {
 			t.Errorf("no row matching %s:\n%s", row, out)
 		}
@@ -255,3 +260,18 @@ func TestWatch(t *testing.T) {
 }
 
 func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }
+
+// children finds a process this test started by its parent's PID.
+func TestChildren(t *testing.T) {
+	cmd := exec.Command("sleep", "30")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep binary:", err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if got := children(os.Getpid()); !slices.Contains(got, cmd.Process.Pid) {
+		t.Errorf("children(%d) = %v, want %d among them", os.Getpid(), got, cmd.Process.Pid)
+	}
+	if got := children(cmd.Process.Pid); len(got) != 0 {
+		t.Errorf("sleep has children %v", got)
+	}
+}

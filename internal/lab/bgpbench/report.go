@@ -42,10 +42,23 @@ func (a Add) line() string {
 }
 
 // Memory is the agents' VmRSS and VmHWM in one lab, in MiB, one per
-// node.
+// node, and their BGP speakers' (the weft-bgp child; 0 with BGP off).
 type Memory struct {
-	Lab      string
-	RSS, HWM []float64
+	Lab                    string
+	RSS, HWM               []float64
+	SpeakerRSS, SpeakerHWM []float64
+}
+
+// sum is xs[i]+ys[i], for each i of xs (ys may be shorter: 0).
+func sum(xs, ys []float64) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = x
+		if i < len(ys) {
+			out[i] += ys[i]
+		}
+	}
+	return out
 }
 
 func mean(xs []float64) float64 {
@@ -124,6 +137,9 @@ func (r Report) Print(w io.Writer) {
 	row("VmRSS max", maxOf(r.Off.RSS), maxOf(r.On.RSS))
 	row("VmHWM mean", mean(r.Off.HWM), mean(r.On.HWM))
 	row("VmHWM max", maxOf(r.Off.HWM), maxOf(r.On.HWM))
+	row("speaker VmRSS mean", mean(r.Off.SpeakerRSS), mean(r.On.SpeakerRSS))
+	row("agent+speaker VmRSS mean", mean(sum(r.Off.RSS, r.Off.SpeakerRSS)), mean(sum(r.On.RSS, r.On.SpeakerRSS)))
+	row("agent+speaker VmHWM max", maxOf(sum(r.Off.HWM, r.Off.SpeakerHWM)), maxOf(sum(r.On.HWM, r.On.SpeakerHWM)))
 	tw.Flush()
 }
 
