@@ -16,6 +16,7 @@ import (
 
 	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/bgp/proc"
+	"github.com/weftnet/weft/internal/bgp/speaker"
 )
 
 var version = "dev"
@@ -66,5 +67,5 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	// group, a Ctrl-C) stops it as the agent does: graceful restart.
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return proc.Serve(ctx, stdin, stdout, stderr, func(c bgp.Config, o bgp.Options) (proc.Engine, error) { return bgp.New(c, o) })
+	return proc.Serve(ctx, stdin, stdout, stderr, func(c bgp.Config, o bgp.Options) (proc.Engine, error) { return speaker.New(c, o) })
 }

@@ -71,8 +71,8 @@ type Options struct {
 	// Node's annotations (Kubernetes mode), which override net-conf.json's
 	// BGP object; BGP runs only when that object is there.
 	BGPNode bgp.NodeSettings
-	// NewSpeaker builds the BGP speaker when BGP is on; nil: bgp.New
-	// (GoBGP in process). Tests give a fake.
+	// NewSpeaker builds the BGP speaker when BGP is on; nil: proc.New
+	// (GoBGP in a weft-bgp child process). Tests give a fake.
 	NewSpeaker func(c bgp.Config, o bgp.Options) (Speaker, error)
 }
 

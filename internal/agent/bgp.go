@@ -10,11 +10,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/proc"
 	"github.com/weftnet/weft/internal/config"
 	"github.com/weftnet/weft/internal/kernel"
 )
 
-// Speaker is the BGP speaker as the agent drives it; *bgp.Speaker is one.
+// Speaker is the BGP speaker as the agent drives it: *proc.Speaker, GoBGP
+// in a weft-bgp child process (the agent links no GoBGP), or, in tests,
+// *speaker.Speaker, GoBGP in process.
 // The agent calls Run once per speaker, in its errgroup, and the others
 // from its sync loop and status endpoint while Run runs. A speaker that
 // withdrew is done: the agent builds a new one when its Node is back.
@@ -43,10 +46,11 @@ type Speaker interface {
 	Status() []bgp.PeerStatus
 }
 
-var _ Speaker = (*bgp.Speaker)(nil)
+var _ Speaker = (*proc.Speaker)(nil)
 
-// newSpeaker is Options.NewSpeaker's default: GoBGP in process.
-func newSpeaker(c bgp.Config, o bgp.Options) (Speaker, error) { return bgp.New(c, o) }
+// newSpeaker is Options.NewSpeaker's default: GoBGP in weft-bgp, which
+// must be beside weft-agent or in PATH (else the agent does not start).
+func newSpeaker(c bgp.Config, o bgp.Options) (Speaker, error) { return proc.New(c, o) }
 
 // nodeStore is a Store whose records are the cluster's Nodes (Kubernetes
 // mode): it reads this node's annotations, and this node's record deleted

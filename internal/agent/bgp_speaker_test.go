@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/speaker"
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease/leasetest"
 )
@@ -41,7 +42,45 @@ func TestMain(m *testing.M) {
 	if c := os.Getenv(routerEnv); c != "" {
 		os.Exit(routerMain(c))
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if weftBGPDir != "" {
+		os.RemoveAll(weftBGPDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	weftBGPOnce sync.Once
+	weftBGPDir  string // holds the weft-bgp built for the tests
+	weftBGPErr  error
+)
+
+// needWeftBGP builds weft-bgp, the agent's default speaker's program,
+// once (with -race when the tests have it) into a directory it puts
+// first in PATH, where the agent finds it.
+func needWeftBGP(t *testing.T) {
+	t.Helper()
+	weftBGPOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "weft-bgp-agent-test-")
+		if err != nil {
+			weftBGPErr = err
+			return
+		}
+		weftBGPDir = dir
+		args := []string{"build", "-o", filepath.Join(dir, "weft-bgp")}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		out, err := exec.Command("go", append(args, "github.com/weftnet/weft/cmd/weft-bgp")...).CombinedOutput()
+		if err != nil {
+			weftBGPErr = fmt.Errorf("build weft-bgp: %v\n%s", err, out)
+			return
+		}
+		weftBGPErr = os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	})
+	if weftBGPErr != nil {
+		t.Fatal(weftBGPErr)
+	}
 }
 
 // routerConf is the router's speaker: AS 64500 on 127.0.0.2, peering
@@ -59,7 +98,7 @@ func routerMain(c string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	sp, err := bgp.New(bgp.Config{Enabled: true, LocalAS: 64500, ListenPort: rc.Port, HoldTime: 9 * time.Second,
+	sp, err := speaker.New(bgp.Config{Enabled: true, LocalAS: 64500, ListenPort: rc.Port, HoldTime: 9 * time.Second,
 		GracefulRestart: true, RestartTime: 30 * time.Second,
 		Peers: []bgp.Peer{{Address: netip.MustParseAddr("127.0.0.1"), AS: 64512, Port: uint16(rc.Port)}}},
 		bgp.Options{Underlay4: netip.MustParseAddr("127.0.0.2")})
@@ -174,8 +213,8 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-// TestBGPRealSpeaker: the agent with the real speaker (GoBGP) on
-// 127.0.0.1 peers with another real speaker on 127.0.0.2 standing for the
+// TestBGPRealSpeaker: the agent with its real speaker (GoBGP in weft-bgp,
+// its child) on 127.0.0.1 peers with another real speaker on 127.0.0.2 standing for the
 // router (in a child process): the router learns this node's subnet with
 // the node's address as next hop, and the route the router announces
 // reaches the node state handed to the backend (import on). Then the
@@ -188,6 +227,7 @@ func TestBGPRealSpeaker(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts two BGP speakers")
 	}
+	needWeftBGP(t)
 	ln, err := net.Listen("tcp", "127.0.0.2:0")
 	if err != nil {
 		t.Skipf("no 127.0.0.2 on the loopback: %v", err)

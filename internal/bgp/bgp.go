@@ -1,11 +1,14 @@
-// Package bgp is the agent's BGP speaker: it announces this node's pod
-// subnets to the routers it peers with (the next hop is the node's
-// underlay address), so that the outside reaches pods by their own
-// addresses, and, when import is on, reports the routes those routers
-// announce so that host-gw reaches peers behind a router. The speaker is
-// GoBGP (github.com/osrg/gobgp/v4) in process, as kube-router runs it; it
-// programs no route itself: the agent puts learned routes in the node's
-// desired state and the backend installs them through the kernel layer.
+// Package bgp is the configuration and the types of the agent's BGP
+// speaker: it announces this node's pod subnets to the routers it peers
+// with (the next hop is the node's underlay address), so that the
+// outside reaches pods by their own addresses, and, when import is on,
+// reports the routes those routers announce so that host-gw reaches
+// peers behind a router. The speaker is GoBGP (github.com/osrg/gobgp/v4),
+// as kube-router runs it, in package speaker; weft-agent runs it in a
+// child process, weft-bgp (package proc), so that the agent itself links
+// no GoBGP. This package imports none either. The speaker programs no
+// route itself: the agent puts learned routes in the node's desired
+// state and the backend installs them through the kernel layer.
 //
 // Configuration comes in three layers, each overriding the one before:
 // the BGP object of net-conf.json (cluster-wide, Parse), the Node's

@@ -2,58 +2,16 @@ package proc
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
-)
 
-// The speaker's metrics: the in-process speaker's series (package bgp's
-// metrics.go), the same names and help, from the child's last Status.
-var (
-	peerUpDesc = prometheus.NewDesc("weft_bgp_peer_up",
-		"1 when the BGP session with the peer is established, else 0.", []string{"peer"}, nil)
-	peerStateDesc = prometheus.NewDesc("weft_bgp_peer_state",
-		"The BGP session's FSM state: 1 for the current state, 0 for the others (idle, connect, active, opensent, openconfirm, established).",
-		[]string{"peer", "state"}, nil)
-	prefixesSentDesc = prometheus.NewDesc("weft_bgp_prefixes_sent",
-		"Prefixes announced to the peer on the established session.", []string{"peer"}, nil)
-	prefixesReceivedDesc = prometheus.NewDesc("weft_bgp_prefixes_received",
-		"Prefixes accepted from the peer on the established session.", []string{"peer"}, nil)
-	flapsDesc = prometheus.NewDesc("weft_bgp_session_flaps_total",
-		"Times the established session with the peer went down.", []string{"peer"}, nil)
+	"github.com/weftnet/weft/internal/bgp"
 )
-
-// fsmStates are the FSM states' names in PeerStatus.State.
-var fsmStates = []string{"idle", "connect", "active", "opensent", "openconfirm", "established"}
 
 var _ prometheus.Collector = (*Speaker)(nil)
 
-// Describe sends the speaker's metrics: weft_bgp_peer_up{peer},
-// weft_bgp_peer_state{peer,state} (1 for the current FSM state, 0 for the
-// five others), weft_bgp_prefixes_sent{peer},
-// weft_bgp_prefixes_received{peer} and weft_bgp_session_flaps_total{peer}
-// (counted across weft-bgp restarts).
-func (s *Speaker) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{peerUpDesc, peerStateDesc, prefixesSentDesc, prefixesReceivedDesc, flapsDesc} {
-		ch <- d
-	}
-}
+// Describe sends the speaker's metrics, the in-process speaker's series
+// (bgp.DescribeMetrics), from the child's last Status; the flaps counted
+// across weft-bgp's restarts.
+func (s *Speaker) Describe(ch chan<- *prometheus.Desc) { bgp.DescribeMetrics(ch) }
 
 // Collect sends the metrics of Status.
-func (s *Speaker) Collect(ch chan<- prometheus.Metric) {
-	for _, p := range s.Status() {
-		peer := p.Address.String()
-		up := 0.0
-		if p.State == "established" {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(peerUpDesc, prometheus.GaugeValue, up, peer)
-		for _, st := range fsmStates {
-			v := 0.0
-			if st == p.State {
-				v = 1
-			}
-			ch <- prometheus.MustNewConstMetric(peerStateDesc, prometheus.GaugeValue, v, peer, st)
-		}
-		ch <- prometheus.MustNewConstMetric(prefixesSentDesc, prometheus.GaugeValue, float64(p.Sent), peer)
-		ch <- prometheus.MustNewConstMetric(prefixesReceivedDesc, prometheus.GaugeValue, float64(p.Received), peer)
-		ch <- prometheus.MustNewConstMetric(flapsDesc, prometheus.CounterValue, float64(p.Flaps), peer)
-	}
-}
+func (s *Speaker) Collect(ch chan<- prometheus.Metric) { bgp.CollectMetrics(ch, s.Status()) }

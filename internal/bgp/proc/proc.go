@@ -110,7 +110,7 @@ type Speaker struct {
 // c as the in-process speaker does and that weft-bgp is there; it starts
 // nothing.
 func New(c bgp.Config, o bgp.Options) (*Speaker, error) {
-	if err := check(c, o); err != nil {
+	if _, err := bgp.CheckSpeaker(c, o); err != nil {
 		return nil, err
 	}
 	bin, err := Find()
@@ -127,42 +127,6 @@ func New(c bgp.Config, o bgp.Options) (*Speaker, error) {
 	}
 	slices.SortFunc(s.state.Status, func(a, b bgp.PeerStatus) int { return a.Address.Compare(b.Address) })
 	return s, nil
-}
-
-// check is the in-process speaker's validation of c (bgp.New's), so
-// that a mistake stops the agent before it starts anything.
-func check(c bgp.Config, o bgp.Options) error {
-	if c.LocalAS == 0 {
-		return errors.New("bgp: local AS is not set")
-	}
-	id := c.RouterID
-	if !id.IsValid() {
-		id = o.Underlay4
-	}
-	if !id.IsValid() {
-		return errors.New("bgp: no router ID: this node has no IPv4 underlay address; set the router ID")
-	}
-	if !id.Is4() {
-		return fmt.Errorf("bgp: router ID %s is not an IPv4 address", id)
-	}
-	if c.ListenPort > 65535 {
-		return fmt.Errorf("bgp: listen port %d is out of range", c.ListenPort)
-	}
-	seen := map[netip.Addr]bool{}
-	for _, p := range c.Peers {
-		a := p.Address.Unmap()
-		if !a.IsValid() {
-			return errors.New("bgp: a peer has no address")
-		}
-		if p.AS == 0 {
-			return fmt.Errorf("bgp: peer %s has no AS", a)
-		}
-		if seen[a] {
-			return fmt.Errorf("bgp: peer %s is configured twice", a)
-		}
-		seen[a] = true
-	}
-	return nil
 }
 
 // child is one weft-bgp process.
@@ -561,7 +525,7 @@ func (s *Speaker) Announce(ctx context.Context, routes []bgp.Route) error {
 	want := make([]bgp.Route, 0, len(routes))
 	nh := map[netip.Prefix]netip.Addr{}
 	for _, r := range routes {
-		r, err := s.resolve(r)
+		r, err := bgp.ResolveRoute(r, s.opts.Underlay4, s.opts.Underlay6)
 		if err != nil {
 			return err
 		}
@@ -599,30 +563,6 @@ func (s *Speaker) Announce(ctx context.Context, routes []bgp.Route) error {
 	case <-ctx.Done():
 		return fmt.Errorf("bgp: announce: %w", ctx.Err())
 	}
-}
-
-// resolve checks r and fills in its next hop, as the in-process speaker
-// does.
-func (s *Speaker) resolve(r bgp.Route) (bgp.Route, error) {
-	if !r.Prefix.IsValid() {
-		return r, errors.New("bgp: announce: a route has no prefix")
-	}
-	r.Prefix = netip.PrefixFrom(r.Prefix.Addr().Unmap(), r.Prefix.Bits()).Masked()
-	r.NextHop = r.NextHop.Unmap()
-	r.Peer = netip.Addr{}
-	if !r.NextHop.IsValid() {
-		r.NextHop = s.opts.Underlay4
-		if r.Prefix.Addr().Is6() {
-			r.NextHop = s.opts.Underlay6
-		}
-		if !r.NextHop.IsValid() {
-			return r, fmt.Errorf("bgp: announce %s: no next hop and no underlay address of its family", r.Prefix)
-		}
-	}
-	if r.NextHop.Is4() != r.Prefix.Addr().Is4() {
-		return r, fmt.Errorf("bgp: announce %s: next hop %s is of the other family", r.Prefix, r.NextHop)
-	}
-	return r, nil
 }
 
 // Withdraw has the child withdraw every route and close the sessions

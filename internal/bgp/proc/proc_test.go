@@ -331,8 +331,8 @@ weft_bgp_prefixes_received{peer="::1"} 0
 	if err := testutil.CollectAndCompare(a, strings.NewReader(expect), "weft_bgp_peer_up", "weft_bgp_prefixes_sent", "weft_bgp_prefixes_received"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(a, "weft_bgp_peer_state"); n != 2*len(fsmStates) {
-		t.Errorf("%d weft_bgp_peer_state series, want %d", n, 2*len(fsmStates))
+	if n := testutil.CollectAndCount(a, "weft_bgp_peer_state"); n != 2*len(bgp.SessionStates) {
+		t.Errorf("%d weft_bgp_peer_state series, want %d", n, 2*len(bgp.SessionStates))
 	}
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(a); err != nil {

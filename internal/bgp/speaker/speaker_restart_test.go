@@ -1,4 +1,4 @@
-package bgp
+package speaker
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/bgp"
 )
 
 // TestRestartingKeepsRoutesAtThePeer: an agent that restarts over its
@@ -54,7 +56,7 @@ func TestRestartingKeepsRoutesAtThePeer(t *testing.T) {
 
 	a.stop() // SIGTERM: sessions closed without a NOTIFICATION
 	waitFor(t, 10*time.Second, "b sees the session down", func() bool { return statusOf(t, b, lo4).State != "established" })
-	a2 := startNodeWith(t, ca, Options{Restarting: true})
+	a2 := startNodeWith(t, ca, bgp.Options{Restarting: true})
 	a2.announce(own)
 	waitFor(t, 30*time.Second, "the session back", established(t, a2, lo4))
 	waitFor(t, 15*time.Second, "b has a2's End-of-RIB", func() bool { return b.graceful(lo4.String()).Complete })
@@ -90,7 +92,7 @@ func TestSynced(t *testing.T) {
 		ca, cb := pairConfs(t, true, false)
 		b := startRemote(t, cb, int(cb.ListenPort))
 		b.announce(route("10.244.2.0/24", "192.0.2.12"))
-		s, err := New(ca, Options{Underlay4: lo4})
+		s, err := New(ca, bgp.Options{Underlay4: lo4})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +112,7 @@ func TestSynced(t *testing.T) {
 		if a.Synced() {
 			t.Error("Synced after Withdraw")
 		}
-		if err := a.Announce(context.Background(), []Route{route("10.244.1.0/24", "192.0.2.11")}); !errors.Is(err, ErrWithdrawn) {
+		if err := a.Announce(context.Background(), []bgp.Route{route("10.244.1.0/24", "192.0.2.11")}); !errors.Is(err, bgp.ErrWithdrawn) {
 			t.Errorf("Announce after Withdraw: %v, want ErrWithdrawn", err)
 		}
 	})
@@ -125,7 +127,7 @@ func TestSynced(t *testing.T) {
 		waitFor(t, 5*time.Second, "a synced with its session up", a.Synced)
 	})
 	t.Run("peer down", func(t *testing.T) {
-		c := conf(64512, "192.0.2.11", freePort(t), true, Peer{Address: lo4, AS: 64513, Port: uint16(freePort(t))})
+		c := conf(64512, "192.0.2.11", freePort(t), true, bgp.Peer{Address: lo4, AS: 64513, Port: uint16(freePort(t))})
 		c.RestartTime = 3 * time.Second
 		a := startNode(t, c)
 		start := time.Now()
@@ -155,8 +157,8 @@ func TestSynced(t *testing.T) {
 // AddPeer failure on a stopped server.
 func TestWithdrawBeforeAddPeer(t *testing.T) {
 	for range 3 {
-		c := conf(64512, "192.0.2.11", freePort(t), true, Peer{Address: lo4, AS: 64513, Port: uint16(freePort(t))})
-		s, err := New(c, Options{Underlay4: lo4})
+		c := conf(64512, "192.0.2.11", freePort(t), true, bgp.Peer{Address: lo4, AS: 64513, Port: uint16(freePort(t))})
+		s, err := New(c, bgp.Options{Underlay4: lo4})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -164,7 +166,7 @@ func TestWithdrawBeforeAddPeer(t *testing.T) {
 		go func() { done <- s.Run(context.Background()) }()
 		waitFor(t, 5*time.Second, "the server up", func() bool { s.mu.Lock(); defer s.mu.Unlock(); return s.srv != nil })
 		// Announce and Withdraw race Run's AddPeer.
-		go s.Announce(context.Background(), []Route{route("10.244.1.0/24", "192.0.2.11")})
+		go s.Announce(context.Background(), []bgp.Route{route("10.244.1.0/24", "192.0.2.11")})
 		if err := s.Withdraw(context.Background()); err != nil {
 			t.Errorf("Withdraw: %v", err)
 		}

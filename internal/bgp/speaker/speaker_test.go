@@ -1,4 +1,4 @@
-package bgp
+package speaker
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/weftnet/weft/internal/bgp"
 )
 
 // These tests run real GoBGP speakers against each other on 127.0.0.1
@@ -30,30 +32,30 @@ var (
 )
 
 func TestNewValidates(t *testing.T) {
-	peer := Peer{Address: lo4, AS: 64500}
+	peer := bgp.Peer{Address: lo4, AS: 64500}
 	for _, tc := range []struct {
 		name string
-		c    Config
-		o    Options
+		c    bgp.Config
+		o    bgp.Options
 		want string
 	}{
-		{"no AS", Config{Peers: []Peer{peer}}, Options{Underlay4: lo4}, "local AS"},
-		{"no router ID", Config{LocalAS: 64512}, Options{Underlay6: lo6}, "router ID"},
-		{"IPv6 router ID", Config{LocalAS: 64512, RouterID: lo6}, Options{}, "not an IPv4"},
-		{"peer without AS", Config{LocalAS: 64512, Peers: []Peer{{Address: lo4}}}, Options{Underlay4: lo4}, "has no AS"},
-		{"peer twice", Config{LocalAS: 64512, Peers: []Peer{peer, peer}}, Options{Underlay4: lo4}, "twice"},
-		{"port", Config{LocalAS: 64512, ListenPort: 70000}, Options{Underlay4: lo4}, "out of range"},
+		{"no AS", bgp.Config{Peers: []bgp.Peer{peer}}, bgp.Options{Underlay4: lo4}, "local AS"},
+		{"no router ID", bgp.Config{LocalAS: 64512}, bgp.Options{Underlay6: lo6}, "router ID"},
+		{"IPv6 router ID", bgp.Config{LocalAS: 64512, RouterID: lo6}, bgp.Options{}, "not an IPv4"},
+		{"peer without AS", bgp.Config{LocalAS: 64512, Peers: []bgp.Peer{{Address: lo4}}}, bgp.Options{Underlay4: lo4}, "has no AS"},
+		{"peer twice", bgp.Config{LocalAS: 64512, Peers: []bgp.Peer{peer, peer}}, bgp.Options{Underlay4: lo4}, "twice"},
+		{"port", bgp.Config{LocalAS: 64512, ListenPort: 70000}, bgp.Options{Underlay4: lo4}, "out of range"},
 	} {
 		if _, err := New(tc.c, tc.o); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: New: %v, want an error saying %q", tc.name, err, tc.want)
 		}
 	}
-	s, err := New(Config{LocalAS: 64512, Peers: []Peer{peer}}, Options{Underlay4: lo4})
+	s, err := New(bgp.Config{LocalAS: 64512, Peers: []bgp.Peer{peer}}, bgp.Options{Underlay4: lo4})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s.routerID != lo4 || s.port != DefaultPort {
-		t.Errorf("router ID %s port %d, want the underlay address and port %d", s.routerID, s.port, DefaultPort)
+	if s.routerID != lo4 || s.port != bgp.DefaultPort {
+		t.Errorf("router ID %s port %d, want the underlay address and port %d", s.routerID, s.port, bgp.DefaultPort)
 	}
 	if st := s.Status(); len(st) != 1 || st[0].State != "idle" || st[0].AS != 64500 {
 		t.Errorf("Status before Run: %+v", st)
@@ -69,7 +71,7 @@ func TestRunPortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	s, err := New(Config{LocalAS: 64512, ListenPort: l.Addr().(*net.TCPAddr).Port}, Options{Underlay4: lo4})
+	s, err := New(bgp.Config{LocalAS: 64512, ListenPort: l.Addr().(*net.TCPAddr).Port}, bgp.Options{Underlay4: lo4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,9 +113,9 @@ func (b *logBuffer) lines(words ...string) []string {
 // side is a speaker under test, in this process (*node) or in a child
 // (*remotePeer).
 type side interface {
-	announce(routes ...Route)
-	Learned() []Route
-	Status() []PeerStatus
+	announce(routes ...bgp.Route)
+	Learned() []bgp.Route
+	Status() []bgp.PeerStatus
 	withdraw()
 	stop()
 	logLines(words ...string) []string
@@ -130,16 +132,16 @@ type node struct {
 }
 
 // startNode runs a speaker of c in the test process.
-func startNode(t *testing.T, c Config) *node {
+func startNode(t *testing.T, c bgp.Config) *node {
 	t.Helper()
-	return startNodeWith(t, c, Options{})
+	return startNodeWith(t, c, bgp.Options{})
 }
 
 // startNodeWith is startNode with o's Restarting.
-func startNodeWith(t *testing.T, c Config, o Options) *node {
+func startNodeWith(t *testing.T, c bgp.Config, o bgp.Options) *node {
 	t.Helper()
 	n := &node{t: t, log: &logBuffer{}}
-	s, err := New(c, Options{
+	s, err := New(c, bgp.Options{
 		Log:       slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Underlay4: lo4, Underlay6: lo6,
 		Changed:    func() { n.changes.Add(1) },
@@ -174,7 +176,7 @@ func (n *node) stop() {
 	}
 }
 
-func (n *node) announce(routes ...Route) {
+func (n *node) announce(routes ...bgp.Route) {
 	n.t.Helper()
 	if err := n.Announce(context.Background(), routes); err != nil {
 		n.t.Fatalf("Announce: %v", err)
@@ -200,7 +202,7 @@ func (n *node) withdraw() {
 func (n *node) logLines(words ...string) []string       { return n.log.lines(words...) }
 func (r *remotePeer) logLines(words ...string) []string { return r.log.lines(words...) }
 
-func statusOf(t *testing.T, s side, peer netip.Addr) PeerStatus {
+func statusOf(t *testing.T, s side, peer netip.Addr) bgp.PeerStatus {
 	t.Helper()
 	for _, p := range s.Status() {
 		if p.Address == peer {
@@ -208,16 +210,16 @@ func statusOf(t *testing.T, s side, peer netip.Addr) PeerStatus {
 		}
 	}
 	t.Fatalf("no status for peer %s", peer)
-	return PeerStatus{}
+	return bgp.PeerStatus{}
 }
 
-func learnedOf(s side, prefix string) (Route, bool) {
+func learnedOf(s side, prefix string) (bgp.Route, bool) {
 	for _, r := range s.Learned() {
 		if r.Prefix == netip.MustParsePrefix(prefix) {
 			return r, true
 		}
 	}
-	return Route{}, false
+	return bgp.Route{}, false
 }
 
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
@@ -242,8 +244,8 @@ func established(t *testing.T, s side, peers ...netip.Addr) func() bool {
 	}
 }
 
-func route(prefix, nh string) Route {
-	return Route{Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nh)}
+func route(prefix, nh string) bgp.Route {
+	return bgp.Route{Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nh)}
 }
 
 func freePort(t *testing.T) int {
@@ -257,8 +259,8 @@ func freePort(t *testing.T) int {
 }
 
 // conf is the Config of a speaker of AS as, router ID id, on port.
-func conf(as uint32, id string, port int, gr bool, peers ...Peer) Config {
-	return Config{
+func conf(as uint32, id string, port int, gr bool, peers ...bgp.Peer) bgp.Config {
+	return bgp.Config{
 		Enabled: true, LocalAS: as, RouterID: netip.MustParseAddr(id), ListenPort: port, Peers: peers,
 		HoldTime: 9 * time.Second, GracefulRestart: gr, RestartTime: 30 * time.Second,
 	}
@@ -266,13 +268,13 @@ func conf(as uint32, id string, port int, gr bool, peers ...Peer) Config {
 
 // pairConfs are two speakers, AS 64512 and 64513, peering over
 // 127.0.0.1 and (dual) ::1.
-func pairConfs(t *testing.T, gr, dual bool) (Config, Config) {
+func pairConfs(t *testing.T, gr, dual bool) (bgp.Config, bgp.Config) {
 	pa, pb := freePort(t), freePort(t)
-	peersA := []Peer{{Address: lo4, AS: 64513, Port: uint16(pb)}}
-	peersB := []Peer{{Address: lo4, AS: 64512, Port: uint16(pa)}}
+	peersA := []bgp.Peer{{Address: lo4, AS: 64513, Port: uint16(pb)}}
+	peersB := []bgp.Peer{{Address: lo4, AS: 64512, Port: uint16(pa)}}
 	if dual {
-		peersA = append(peersA, Peer{Address: lo6, AS: 64513, Port: uint16(pb)})
-		peersB = append(peersB, Peer{Address: lo6, AS: 64512, Port: uint16(pa)})
+		peersA = append(peersA, bgp.Peer{Address: lo6, AS: 64513, Port: uint16(pb)})
+		peersB = append(peersB, bgp.Peer{Address: lo6, AS: 64512, Port: uint16(pa)})
 	}
 	return conf(64512, "192.0.2.11", pa, gr, peersA...), conf(64513, "192.0.2.12", pb, gr, peersB...)
 }
@@ -289,7 +291,7 @@ func TestSessionAnnounceLearn(t *testing.T) {
 
 	// The IPv4 prefix over the IPv4 session with its own next hop, the
 	// IPv6 prefix over the IPv6 session (MP_REACH_NLRI).
-	want := []Route{
+	want := []bgp.Route{
 		{Prefix: netip.MustParsePrefix("10.244.1.0/24"), NextHop: netip.MustParseAddr("192.0.2.11"), Peer: lo4},
 		{Prefix: netip.MustParsePrefix("2001:db8:244:1::/64"), NextHop: netip.MustParseAddr("2001:db8::11"), Peer: lo6},
 	}
@@ -298,7 +300,7 @@ func TestSessionAnnounceLearn(t *testing.T) {
 	}
 	// a learns b's route, and not its own.
 	waitFor(t, 10*time.Second, "a learns b's route", func() bool { return len(a.Learned()) == 1 })
-	if got, want := a.Learned(), []Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), NextHop: netip.MustParseAddr("192.0.2.12"), Peer: lo4}}; !slices.Equal(got, want) {
+	if got, want := a.Learned(), []bgp.Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), NextHop: netip.MustParseAddr("192.0.2.12"), Peer: lo4}}; !slices.Equal(got, want) {
 		t.Errorf("a learned %v, want %v", got, want)
 	}
 	if a.changes.Load() == 0 {
@@ -330,7 +332,7 @@ func TestSessionAnnounceLearn(t *testing.T) {
 		r, ok := learnedOf(b, "10.244.3.0/24")
 		return ok && r.NextHop == netip.MustParseAddr("192.0.2.99")
 	})
-	if err := a.Announce(context.Background(), []Route{route("10.244.5.0/24", "2001:db8::11")}); err == nil {
+	if err := a.Announce(context.Background(), []bgp.Route{route("10.244.5.0/24", "2001:db8::11")}); err == nil {
 		t.Error("Announce took an IPv4 prefix with an IPv6 next hop")
 	}
 
@@ -352,8 +354,8 @@ weft_bgp_prefixes_received{peer="::1"} 0
 	if err := testutil.CollectAndCompare(a, strings.NewReader(expect), "weft_bgp_peer_up", "weft_bgp_prefixes_sent", "weft_bgp_prefixes_received"); err != nil {
 		t.Error(err)
 	}
-	if n := testutil.CollectAndCount(a, "weft_bgp_peer_state"); n != 2*len(fsmStates) {
-		t.Errorf("%d weft_bgp_peer_state series, want %d", n, 2*len(fsmStates))
+	if n := testutil.CollectAndCount(a, "weft_bgp_peer_state"); n != 2*len(bgp.SessionStates) {
+		t.Errorf("%d weft_bgp_peer_state series, want %d", n, 2*len(bgp.SessionStates))
 	}
 	reg := prometheus.NewPedanticRegistry()
 	if err := reg.Register(a); err != nil {
@@ -456,14 +458,14 @@ func TestSessionFailures(t *testing.T) {
 	})
 	failures := []struct {
 		name     string
-		setup    func(a, b *Config)
+		setup    func(a, b *bgp.Config)
 		causeA   string
 		causeB   string
 		warnWord string
 	}{
-		{"md5 wrong", func(a, b *Config) { a.Peers[0].Password, b.Peers[0].Password = "right", "wrong" },
+		{"md5 wrong", func(a, b *bgp.Config) { a.Peers[0].Password, b.Peers[0].Password = "right", "wrong" },
 			"no answer from peer 127.0.0.1", "no answer from peer 127.0.0.1", "TCP MD5"},
-		{"wrong AS", func(a, b *Config) { b.Peers[0].AS = 64999 },
+		{"wrong AS", func(a, b *bgp.Config) { b.Peers[0].AS = 64999 },
 			"refused our OPEN (AS 64512", "is not AS 64999 as configured", "AS"},
 	}
 	for _, tc := range failures {
@@ -500,7 +502,7 @@ func TestSessionFailures(t *testing.T) {
 	}
 	t.Run("unreachable", func(t *testing.T) {
 		t.Parallel()
-		c := conf(64512, "192.0.2.11", freePort(t), true, Peer{Address: lo4, AS: 64500, Port: uint16(freePort(t))})
+		c := conf(64512, "192.0.2.11", freePort(t), true, bgp.Peer{Address: lo4, AS: 64500, Port: uint16(freePort(t))})
 		a := startRemote(t, c, int(c.ListenPort))
 		a.announce(route("10.244.1.0/24", "192.0.2.11"))
 		time.Sleep(wait)
@@ -524,11 +526,11 @@ func TestLearnedRoutesAreNotPassedOn(t *testing.T) {
 	b4, c4 := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
 	pa, pb, pc := freePort(t), freePort(t), freePort(t)
 	a := startNode(t, conf(64512, "192.0.2.11", pa, true,
-		Peer{Address: b4, AS: 64513, Port: uint16(pb)}, Peer{Address: c4, AS: 64514, Port: uint16(pc)}))
+		bgp.Peer{Address: b4, AS: 64513, Port: uint16(pb)}, bgp.Peer{Address: c4, AS: 64514, Port: uint16(pc)}))
 	a.announce(route("10.244.1.0/24", "127.0.0.1"))
-	b := startRemoteAt(t, conf(64513, "192.0.2.12", pb, true, Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pb, b4)
+	b := startRemoteAt(t, conf(64513, "192.0.2.12", pb, true, bgp.Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pb, b4)
 	b.announce(route("10.244.2.0/24", "127.0.0.2"))
-	c := startRemoteAt(t, conf(64514, "192.0.2.13", pc, true, Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pc, c4)
+	c := startRemoteAt(t, conf(64514, "192.0.2.13", pc, true, bgp.Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pc, c4)
 	c.announce() // nothing of its own; its peers come up after its first Announce
 	waitFor(t, 30*time.Second, "a's sessions established", established(t, a, b4, c4))
 	waitFor(t, 10*time.Second, "a learns b's route", func() bool { _, ok := learnedOf(a, "10.244.2.0/24"); return ok })

@@ -1,4 +1,4 @@
-package bgp
+package speaker
 
 import (
 	"bufio"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/weftnet/weft/internal/bgp"
 )
 
 // GoBGP keeps route selection options in a package variable
@@ -33,7 +35,7 @@ func TestMain(m *testing.M) {
 }
 
 type peerConf struct {
-	Config  Config
+	Config  bgp.Config
 	Options struct{ Underlay4, Underlay6 string }
 	// Passwords are Config.Peers' passwords (not in Peer's JSON).
 	Passwords []string
@@ -41,13 +43,13 @@ type peerConf struct {
 
 type peerRequest struct {
 	Op     string // announce, learned, status, graceful, withdraw, stop
-	Routes []Route
+	Routes []bgp.Route
 }
 
 type peerReply struct {
 	Err     string
-	Learned []Route
-	Status  []PeerStatus
+	Learned []bgp.Route
+	Status  []bgp.PeerStatus
 	Changes int64
 	// Graceful is, by peer address (op graceful), what the speaker saw
 	// of the peer's graceful restart.
@@ -78,7 +80,7 @@ func peerMain(conf string) int {
 	}
 	var mu sync.Mutex
 	var changes int64
-	o := Options{
+	o := bgp.Options{
 		Log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})),
 		Changed: func() { mu.Lock(); changes++; mu.Unlock() },
 	}
@@ -163,14 +165,14 @@ type remotePeer struct {
 
 // startRemote starts a speaker of c in a child process, on 127.0.0.1
 // and ::1.
-func startRemote(t *testing.T, c Config, port int) *remotePeer {
+func startRemote(t *testing.T, c bgp.Config, port int) *remotePeer {
 	t.Helper()
 	return startRemoteAt(t, c, port, lo4)
 }
 
 // startRemoteAt is startRemote with the IPv4 underlay address under4
 // (another address of 127.0.0.0/8: a third speaker beside the other two).
-func startRemoteAt(t *testing.T, c Config, port int, under4 netip.Addr) *remotePeer {
+func startRemoteAt(t *testing.T, c bgp.Config, port int, under4 netip.Addr) *remotePeer {
 	t.Helper()
 	var pc peerConf
 	pc.Config = c
@@ -268,15 +270,15 @@ func (r *remotePeer) stop() {
 	}
 }
 
-func (r *remotePeer) announce(routes ...Route) {
+func (r *remotePeer) announce(routes ...bgp.Route) {
 	r.t.Helper()
 	r.must(peerRequest{Op: "announce", Routes: routes})
 }
-func (r *remotePeer) Learned() []Route {
+func (r *remotePeer) Learned() []bgp.Route {
 	r.t.Helper()
 	return r.must(peerRequest{Op: "learned"}).Learned
 }
-func (r *remotePeer) Status() []PeerStatus {
+func (r *remotePeer) Status() []bgp.PeerStatus {
 	r.t.Helper()
 	return r.must(peerRequest{Op: "status"}).Status
 }

@@ -1,4 +1,4 @@
-package bgp
+package speaker
 
 import (
 	"context"
@@ -13,6 +13,8 @@ import (
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+
+	"github.com/weftnet/weft/internal/bgp"
 )
 
 // Peer state and error causes.
@@ -42,7 +44,7 @@ type peerStates struct {
 }
 
 type peerState struct {
-	conf      Peer
+	conf      bgp.Peer
 	state     string
 	since     time.Time
 	flaps     uint64
@@ -148,13 +150,9 @@ func (s *Speaker) graceful(addr netip.Addr, caps []gobgp.ParameterCapabilityInte
 	return eor, restart, forwarding
 }
 
-// fsmStates are the FSM states' names in PeerStatus.State and the
-// metrics.
-var fsmStates = []string{"idle", "connect", "active", "opensent", "openconfirm", "established"}
-
 func stateName(s gobgp.FSMState) string {
-	if int(s) >= 0 && int(s) < len(fsmStates) {
-		return fsmStates[s]
+	if int(s) >= 0 && int(s) < len(bgp.SessionStates) {
+		return bgp.SessionStates[s]
 	}
 	return "unknown"
 }
@@ -340,7 +338,7 @@ func notificationText(code, sub uint8) string {
 func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) (cause string, weak bool) {
 	s.st.mu.Lock()
 	p := s.st.peers[addr.Unmap()]
-	var conf Peer
+	var conf bgp.Peer
 	if p != nil {
 		conf = p.conf
 	}
@@ -350,7 +348,7 @@ func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) (cause strin
 	}
 	port := conf.Port
 	if port == 0 {
-		port = DefaultPort
+		port = bgp.DefaultPort
 	}
 	switch msg {
 	case "failed to connect":
@@ -391,7 +389,7 @@ func (s *Speaker) logCause(addr netip.Addr, msg string, a logAttrs) (cause strin
 }
 
 // Status returns the peers' sessions, sorted by address.
-func (s *Speaker) Status() []PeerStatus {
+func (s *Speaker) Status() []bgp.PeerStatus {
 	s.mu.Lock()
 	srv := s.srv
 	s.mu.Unlock()
@@ -417,16 +415,16 @@ func (s *Speaker) Status() []PeerStatus {
 		})
 	}
 	s.st.mu.Lock()
-	out := make([]PeerStatus, 0, len(s.st.peers))
+	out := make([]bgp.PeerStatus, 0, len(s.st.peers))
 	for addr, p := range s.st.peers {
 		c := prefixes[addr]
-		out = append(out, PeerStatus{
+		out = append(out, bgp.PeerStatus{
 			Address: addr, AS: p.conf.AS, State: p.state, Since: p.since,
 			Sent: c.sent, Received: c.received, Flaps: p.flaps, LastError: p.lastError,
 		})
 	}
 	s.st.mu.Unlock()
-	slices.SortFunc(out, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
+	slices.SortFunc(out, func(a, b bgp.PeerStatus) int { return a.Address.Compare(b.Address) })
 	return out
 }
 

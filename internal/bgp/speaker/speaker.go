@@ -1,4 +1,8 @@
-package bgp
+// Package speaker is the BGP speaker itself: GoBGP
+// (github.com/osrg/gobgp/v4) in process, configured from a bgp.Config.
+// weft-bgp runs it, in a child process of weft-agent (package proc): the
+// agent does not link GoBGP.
+package speaker
 
 import (
 	"cmp"
@@ -15,6 +19,8 @@ import (
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
 	gobgp "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/weftnet/weft/internal/bgp"
 )
 
 // ConnectRetry is how often GoBGP retries a connection to a peer that is
@@ -24,37 +30,6 @@ import (
 // time (5 s) before it tries again.
 const ConnectRetry = 5 * time.Second
 
-// ErrWithdrawn is Announce's error after Withdraw: a speaker that
-// withdrew is done; a node that comes back needs a new one.
-var ErrWithdrawn = errors.New("bgp: the speaker withdrew this node's routes and stopped (Withdraw); a new speaker must announce them")
-
-// Options are what a Speaker needs from the node beyond its Config.
-type Options struct {
-	// Log receives the speaker's lines: a session going up or down at
-	// Info, each distinct error cause once at Warn, GoBGP's own log at
-	// Debug. nil: slog.Default().
-	Log *slog.Logger
-	// Underlay4 and Underlay6 are the node's underlay addresses: the
-	// addresses the speaker listens and connects on, the next hop of a
-	// Route announced without one, and (Underlay4) the router ID when
-	// Config.RouterID is unset.
-	Underlay4, Underlay6 netip.Addr
-	// Changed is called (from GoBGP's event goroutine, or a timer's)
-	// when learned routes, a peer's state or Synced changed. It must not
-	// block. nil: none.
-	Changed func()
-	// Restarting: the agent restarts over a data plane still in place
-	// (its subnet is the one it had): with graceful restart on, the
-	// speaker is the Restarting Speaker of RFC 4724. Its OPEN carries the
-	// Restart State (R) bit and, for its family, the Forwarding State (F)
-	// bit, so that routers keep this node's stale routes until its
-	// End-of-RIB instead of flushing them when the session comes back
-	// (RFC 4724 4.2: F clear means flush at once); and GoBGP defers its
-	// first UPDATEs until the peers' End-of-RIB (or deferralTime), then
-	// sends this node's routes and its End-of-RIB.
-	Restarting bool
-}
-
 // Speaker is one node's BGP speaker: GoBGP in process, configured from a
 // Config. New validates; Run serves; Announce, Withdraw, Learned and
 // Status may be called from any goroutine at any time, before, during
@@ -62,7 +37,7 @@ type Options struct {
 //
 // Speaker is a prometheus.Collector; see Describe for its metrics.
 type Speaker struct {
-	cfg      Config
+	cfg      bgp.Config
 	log      *slog.Logger
 	changed  func()
 	routerID netip.Addr
@@ -82,10 +57,10 @@ type Speaker struct {
 	// srv is the running server: nil before Run started it and after it
 	// stopped.
 	srv       *server.BgpServer
-	ran       bool                   // Run was called
-	withdrawn bool                   // Withdraw was called: announce nothing any more
-	want      map[netip.Prefix]Route // the last Announce's routes, next hops resolved
-	have      map[netip.Prefix]Route // the routes in GoBGP's RIB
+	ran       bool                       // Run was called
+	withdrawn bool                       // Withdraw was called: announce nothing any more
+	want      map[netip.Prefix]bgp.Route // the last Announce's routes, next hops resolved
+	have      map[netip.Prefix]bgp.Route // the routes in GoBGP's RIB
 
 	st peerStates
 
@@ -97,32 +72,21 @@ type Speaker struct {
 	// listed from GoBGP's RIB, whose ListPath reads paths that GoBGP's
 	// session goroutines write (Path.MarkStale during a peer's graceful
 	// restart: a data race in GoBGP v4.8.0 that -race reports).
-	learned map[netip.Prefix]Route
+	learned map[netip.Prefix]bgp.Route
 }
 
 // New returns the speaker of c. It opens nothing; Run starts it.
-func New(c Config, o Options) (*Speaker, error) {
-	if c.LocalAS == 0 {
-		return nil, errors.New("bgp: local AS is not set")
-	}
-	id := c.RouterID
-	if !id.IsValid() {
-		id = o.Underlay4
-	}
-	if !id.IsValid() {
-		return nil, errors.New("bgp: no router ID: this node has no IPv4 underlay address; set the router ID")
-	}
-	if !id.Is4() {
-		return nil, fmt.Errorf("bgp: router ID %s is not an IPv4 address", id)
+func New(c bgp.Config, o bgp.Options) (*Speaker, error) {
+	id, err := bgp.CheckSpeaker(c, o)
+	if err != nil {
+		return nil, err
 	}
 	port := int32(c.ListenPort)
 	switch {
 	case c.ListenPort == 0:
-		port = DefaultPort
+		port = bgp.DefaultPort
 	case c.ListenPort < 0:
 		port = -1
-	case c.ListenPort > 65535:
-		return nil, fmt.Errorf("bgp: listen port %d is out of range", c.ListenPort)
 	}
 	log := o.Log
 	if log == nil {
@@ -139,7 +103,7 @@ func New(c Config, o Options) (*Speaker, error) {
 		restarting: o.Restarting,
 		announced:  make(chan struct{}),
 		stop:       make(chan struct{}),
-		have:       map[netip.Prefix]Route{},
+		have:       map[netip.Prefix]bgp.Route{},
 	}
 	for _, a := range []netip.Addr{o.Underlay4, o.Underlay6} {
 		if a.IsValid() {
@@ -148,17 +112,7 @@ func New(c Config, o Options) (*Speaker, error) {
 	}
 	s.st.peers = map[netip.Addr]*peerState{}
 	for _, p := range c.Peers {
-		a := p.Address.Unmap()
-		if !a.IsValid() {
-			return nil, errors.New("bgp: a peer has no address")
-		}
-		if p.AS == 0 {
-			return nil, fmt.Errorf("bgp: peer %s has no AS", a)
-		}
-		if _, dup := s.st.peers[a]; dup {
-			return nil, fmt.Errorf("bgp: peer %s is configured twice", a)
-		}
-		s.st.peers[a] = &peerState{conf: p, state: "idle", causes: map[string]int{}}
+		s.st.peers[p.Address.Unmap()] = &peerState{conf: p, state: "idle", causes: map[string]int{}}
 	}
 	return s, nil
 }
@@ -327,7 +281,7 @@ func (s *Speaker) restartTime() time.Duration {
 	if s.cfg.RestartTime > 0 {
 		return s.cfg.RestartTime
 	}
-	return DefaultRestartTime
+	return bgp.DefaultRestartTime
 }
 
 // deferralTime is how long a restarting speaker (Options.Restarting)
@@ -342,18 +296,18 @@ func (s *Speaker) deferralTime() time.Duration {
 }
 
 // apiPeer is GoBGP's configuration of peer p.
-func (s *Speaker) apiPeer(p Peer) *api.Peer {
+func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
 	hold := p.HoldTime
 	if hold == 0 {
 		hold = s.cfg.HoldTime
 	}
 	if hold == 0 {
-		hold = DefaultHoldTime
+		hold = bgp.DefaultHoldTime
 	}
 	holdSec := max(uint64(hold/time.Second), 3) // RFC 4271: 0 or at least 3 s
 	port := uint32(p.Port)
 	if port == 0 {
-		port = DefaultPort
+		port = bgp.DefaultPort
 	}
 	addr := p.Address.Unmap()
 	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
@@ -404,13 +358,13 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 // zero NextHop: the underlay address of its family). Before Run has
 // started the server the set is kept and announced when it starts; after
 // Withdraw it changes nothing and returns ErrWithdrawn.
-func (s *Speaker) Announce(ctx context.Context, routes []Route) error {
+func (s *Speaker) Announce(ctx context.Context, routes []bgp.Route) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	want := make(map[netip.Prefix]Route, len(routes))
+	want := make(map[netip.Prefix]bgp.Route, len(routes))
 	for _, r := range routes {
-		r, err := s.resolve(r)
+		r, err := bgp.ResolveRoute(r, s.under4, s.under6)
 		if err != nil {
 			return err
 		}
@@ -422,7 +376,7 @@ func (s *Speaker) Announce(ctx context.Context, routes []Route) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.withdrawn {
-		return ErrWithdrawn
+		return bgp.ErrWithdrawn
 	}
 	s.want = want
 	s.announcedOnce.Do(func() { close(s.announced) })
@@ -430,29 +384,6 @@ func (s *Speaker) Announce(ctx context.Context, routes []Route) error {
 		return nil
 	}
 	return s.syncLocked()
-}
-
-// resolve checks r and fills in its next hop.
-func (s *Speaker) resolve(r Route) (Route, error) {
-	if !r.Prefix.IsValid() {
-		return r, errors.New("bgp: announce: a route has no prefix")
-	}
-	r.Prefix = netip.PrefixFrom(r.Prefix.Addr().Unmap(), r.Prefix.Bits()).Masked()
-	r.NextHop = r.NextHop.Unmap()
-	r.Peer = netip.Addr{}
-	if !r.NextHop.IsValid() {
-		r.NextHop = s.under4
-		if r.Prefix.Addr().Is6() {
-			r.NextHop = s.under6
-		}
-		if !r.NextHop.IsValid() {
-			return r, fmt.Errorf("bgp: announce %s: no next hop and no underlay address of its family", r.Prefix)
-		}
-	}
-	if r.NextHop.Is4() != r.Prefix.Addr().Is4() {
-		return r, fmt.Errorf("bgp: announce %s: next hop %s is of the other family", r.Prefix, r.NextHop)
-	}
-	return r, nil
 }
 
 // syncLocked makes GoBGP's local routes s.want: adds first, then
@@ -494,7 +425,7 @@ func (s *Speaker) syncLocked() error {
 	return errors.Join(errs...)
 }
 
-func sortedPrefixes(m map[netip.Prefix]Route) []netip.Prefix {
+func sortedPrefixes(m map[netip.Prefix]bgp.Route) []netip.Prefix {
 	ps := make([]netip.Prefix, 0, len(m))
 	for p := range m {
 		ps = append(ps, p)
@@ -512,7 +443,7 @@ func comparePrefix(a, b netip.Prefix) int {
 
 // apiPath is GoBGP's path for r: origin IGP and the next hop, in
 // NEXT_HOP for IPv4 and in MP_REACH_NLRI for IPv6 (RFC 4760).
-func apiPath(r Route) (*apiutil.Path, error) {
+func apiPath(r bgp.Route) (*apiutil.Path, error) {
 	nlri, err := gobgp.NewIPAddrPrefix(r.Prefix)
 	if err != nil {
 		return nil, err
@@ -561,7 +492,7 @@ func (s *Speaker) Withdraw(ctx context.Context) error {
 
 // Learned returns the best routes GoBGP learned from peers (not this
 // node's own), sorted by prefix; nil when the speaker is not running.
-func (s *Speaker) Learned() []Route {
+func (s *Speaker) Learned() []bgp.Route {
 	s.mu.Lock()
 	running := s.srv != nil
 	s.mu.Unlock()
@@ -569,7 +500,7 @@ func (s *Speaker) Learned() []Route {
 		return nil
 	}
 	s.lmu.Lock()
-	out := make([]Route, 0, len(s.learned))
+	out := make([]bgp.Route, 0, len(s.learned))
 	for _, r := range s.learned {
 		out = append(out, r)
 	}
@@ -577,7 +508,7 @@ func (s *Speaker) Learned() []Route {
 	if len(out) == 0 {
 		return nil
 	}
-	slices.SortFunc(out, func(a, b Route) int { return comparePrefix(a.Prefix, b.Prefix) })
+	slices.SortFunc(out, func(a, b bgp.Route) int { return comparePrefix(a.Prefix, b.Prefix) })
 	return out
 }
 
@@ -616,9 +547,9 @@ func (s *Speaker) onBestPath(paths []*apiutil.Path, _ time.Time) {
 			continue
 		}
 		if s.learned == nil {
-			s.learned = map[netip.Prefix]Route{}
+			s.learned = map[netip.Prefix]bgp.Route{}
 		}
-		r := Route{Prefix: n.Prefix, NextHop: nh, Peer: p.PeerAddress.Unmap()}
+		r := bgp.Route{Prefix: n.Prefix, NextHop: nh, Peer: p.PeerAddress.Unmap()}
 		if s.learned[n.Prefix] != r {
 			s.learned[n.Prefix] = r
 			changed = true
