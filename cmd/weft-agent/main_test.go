@@ -59,6 +59,25 @@ func TestNoHeavyDependencies(t *testing.T) {
 	}
 }
 
+// TestNoGoBGP: weft-agent does not link GoBGP, whose packages cost every
+// agent some 18 MiB at start even with BGP off; its speaker runs in
+// weft-bgp, which the agent starts through internal/bgp/proc.
+func TestNoGoBGP(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	deps := strings.Fields(string(out))
+	for _, dep := range deps {
+		if strings.HasPrefix(dep, "github.com/osrg/gobgp") || dep == "github.com/weftnet/weft/internal/bgp/speaker" {
+			t.Errorf("weft-agent depends on %s", dep)
+		}
+	}
+	if !slices.Contains(deps, "github.com/weftnet/weft/internal/bgp/proc") {
+		t.Error("weft-agent does not link internal/bgp/proc, which runs its speaker")
+	}
+}
+
 // TestFlags: weft-agent takes the flags `weft agent` took, with flannel's
 // names, plus flannel's --iptables-forward-rules.
 func TestFlags(t *testing.T) {
