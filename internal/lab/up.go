@@ -195,6 +195,11 @@ func newState(spec Spec) (*State, map[string]string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if spec.BGP {
+		if _, err := process.Beside(weft, process.SpeakerBinary); err != nil {
+			return nil, nil, fmt.Errorf("--bgp: %w", err)
+		}
+	}
 	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting, Topology: spec.Topology,
 		ForwardDrop: spec.ForwardDrop, IPFamily: spec.IPFamily, Network: networks(spec.IPFamily), Weft: weft, AgentBinary: agent, PodPorts: spec.PodPorts}
 	if spec.Store == "kube" {

@@ -28,6 +28,10 @@ const Healthz = 9570
 // AgentBinary is the file name of weft's node agent.
 const AgentBinary = "weft-agent"
 
+// SpeakerBinary is the file name of the agent's BGP speaker, a child it
+// starts from beside itself when BGP is on.
+const SpeakerBinary = "weft-bgp"
+
 // Beside locates the program name in the directory of the weft binary,
 // as `go build -o bin/ ./cmd/...` puts them.
 func Beside(weft, name string) (string, error) {
