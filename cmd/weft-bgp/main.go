@@ -63,9 +63,11 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, version)
 		return nil
 	}
-	// SIGTERM or SIGINT (a service manager stopping the agent's whole
-	// group, a Ctrl-C) stops it as the agent does: graceful restart.
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	return proc.Serve(ctx, stdin, stdout, stderr, func(c bgp.Config, o bgp.Options) (proc.Engine, error) { return speaker.New(c, o) })
+	// It stops when the agent does: its stdin closes (graceful restart),
+	// or the kernel kills it with the agent (Pdeathsig). SIGTERM and
+	// SIGINT sent to the agent's whole group (a service manager, a
+	// Ctrl-C) are the agent's to act on: taken here too, they would stop
+	// the speaker first and the agent would start it again.
+	signal.Ignore(syscall.SIGTERM, os.Interrupt)
+	return proc.Serve(context.Background(), stdin, stdout, stderr, func(c bgp.Config, o bgp.Options) (proc.Engine, error) { return speaker.New(c, o) })
 }

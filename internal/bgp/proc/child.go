@@ -85,7 +85,10 @@ func Serve(stop context.Context, in io.Reader, out, logw io.Writer, newEngine Ne
 	runDone := make(chan error, 1)
 	go func() { runDone <- eng.Run(ctx) }()
 
-	// Commands, in order, until stdin closes.
+	// Commands, in order, until stdin closes. cmdMu is held from a
+	// command to its reply, so that the Exit below never overtakes the
+	// reply of the command that ended Run (Withdraw).
+	var cmdMu sync.Mutex
 	go func() {
 		defer cancel() // stdin closed (the agent stops or died): stop gracefully
 		for {
@@ -101,6 +104,7 @@ func Serve(stop context.Context, in io.Reader, out, logw io.Writer, newEngine Ne
 				log.Error("weft-bgp: a command it cannot read; ignored", "err", err)
 				continue
 			}
+			cmdMu.Lock()
 			switch {
 			case c.Announce != nil:
 				w.write(Event{Reply: ReplyTo(c.Announce.ID, eng.Announce(ctx, c.Announce.Routes))})
@@ -110,6 +114,7 @@ func Serve(stop context.Context, in io.Reader, out, logw io.Writer, newEngine Ne
 			case c.Start != nil:
 				log.Error("weft-bgp: a second start message; ignored")
 			}
+			cmdMu.Unlock()
 		}
 	}()
 
@@ -128,6 +133,8 @@ func Serve(stop context.Context, in io.Reader, out, logw io.Writer, newEngine Ne
 	for {
 		select {
 		case err := <-runDone:
+			cmdMu.Lock() // the reply of a command in flight first
+			defer cmdMu.Unlock()
 			send(true) // the final one
 			ex := &Exit{}
 			if err != nil {

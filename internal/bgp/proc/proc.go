@@ -428,7 +428,10 @@ func (s *Speaker) readEvents(c *child, r io.Reader) {
 		line, err := readLine(rd)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				s.log.Error("BGP: read weft-bgp's output", "err", err)
+				// Its state can no longer be followed: end it (by its
+				// PID), and Run starts it again.
+				s.log.Error("BGP: cannot read weft-bgp's output; ending it to start it again", "err", err)
+				_ = c.cmd.Process.Kill()
 				_, _ = io.Copy(io.Discard, r)
 			}
 			return

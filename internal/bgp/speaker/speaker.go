@@ -52,6 +52,11 @@ type Speaker struct {
 	announcedOnce sync.Once
 	stop          chan struct{} // closed by Withdraw (first thing): Run returns
 	stopOnce      sync.Once
+	// withdrawDone is closed when Withdraw has sent its NOTIFICATIONs:
+	// Run returns no sooner, so that a caller that exits when Run
+	// returns (weft-bgp) does not close the sessions before they go.
+	withdrawDone     chan struct{}
+	withdrawDoneOnce sync.Once
 
 	mu sync.Mutex // guards the fields below; held across GoBGP's path calls (GoBGP's callbacks and log never take it)
 	// srv is the running server: nil before Run started it and after it
@@ -93,17 +98,18 @@ func New(c bgp.Config, o bgp.Options) (*Speaker, error) {
 		log = slog.Default()
 	}
 	s := &Speaker{
-		cfg:        c,
-		log:        log,
-		changed:    o.Changed,
-		routerID:   id,
-		port:       port,
-		under4:     o.Underlay4,
-		under6:     o.Underlay6,
-		restarting: o.Restarting,
-		announced:  make(chan struct{}),
-		stop:       make(chan struct{}),
-		have:       map[netip.Prefix]bgp.Route{},
+		cfg:          c,
+		log:          log,
+		changed:      o.Changed,
+		routerID:     id,
+		port:         port,
+		under4:       o.Underlay4,
+		under6:       o.Underlay6,
+		restarting:   o.Restarting,
+		announced:    make(chan struct{}),
+		stop:         make(chan struct{}),
+		withdrawDone: make(chan struct{}),
+		have:         map[netip.Prefix]bgp.Route{},
 	}
 	for _, a := range []netip.Addr{o.Underlay4, o.Underlay6} {
 		if a.IsValid() {
@@ -141,6 +147,11 @@ func (s *Speaker) Run(ctx context.Context) error {
 	s.ran = true
 	withdrawn := s.withdrawn
 	s.mu.Unlock()
+	defer func() {
+		if s.stopped() {
+			<-s.withdrawDone
+		}
+	}()
 	if withdrawn {
 		return nil
 	}
@@ -487,6 +498,7 @@ func (s *Speaker) Withdraw(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.shutdown(false)
+	s.withdrawDoneOnce.Do(func() { close(s.withdrawDone) })
 	return err
 }
 
