@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/bgptest"
 )
 
 // fakeEngine is an Engine that records what Serve asks of it.
@@ -85,7 +86,7 @@ type serveFake struct {
 	eng    *fakeEngine
 	in     io.WriteCloser
 	out    *bufio.Reader
-	log    *logBuffer
+	log    *bgptest.LogBuffer
 	done   chan error
 	engine chan *fakeEngine
 }
@@ -93,7 +94,7 @@ type serveFake struct {
 func startServe(t *testing.T, runErr error) *serveFake {
 	inR, inW := io.Pipe()
 	outR, outW := io.Pipe()
-	f := &serveFake{t: t, in: inW, out: bufio.NewReader(outR), log: &logBuffer{}, done: make(chan error, 1), engine: make(chan *fakeEngine, 1)}
+	f := &serveFake{t: t, in: inW, out: bufio.NewReader(outR), log: &bgptest.LogBuffer{}, done: make(chan error, 1), engine: make(chan *fakeEngine, 1)}
 	go func() {
 		err := Serve(context.Background(), inR, outW, f.log, func(c bgp.Config, o bgp.Options) (Engine, error) {
 			e := &fakeEngine{cfg: c, opts: o, runErr: runErr, stopped: make(chan struct{})}
@@ -187,8 +188,8 @@ func TestServe(t *testing.T) {
 	}
 	eng.mu.Unlock()
 	// Its log: slog's JSON, at the agent's level, durations as text.
-	if l := f.log.lines(`"msg":"BGP session up"`, `"peer":"192.0.2.1"`, `"restart-time":"30s"`); len(l) != 1 {
-		t.Errorf("the child's log %q, want the session line", f.log.lines())
+	if l := f.log.Lines(`"msg":"BGP session up"`, `"peer":"192.0.2.1"`, `"restart-time":"30s"`); len(l) != 1 {
+		t.Errorf("the child's log %q, want the session line", f.log.Lines())
 	}
 }
 
@@ -225,29 +226,4 @@ func TestServeStop(t *testing.T) {
 	if err := <-f.done; err == nil || !strings.Contains(err.Error(), "not a start") {
 		t.Errorf("Serve with no start first: %v", err)
 	}
-}
-
-// logBuffer collects log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines that contain every one of words.
-func (b *logBuffer) lines(words ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for l := range strings.SplitSeq(b.buf.String(), "\n") {
-		if l != "" && !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(l, w) }) {
-			out = append(out, l)
-		}
-	}
-	return out
 }

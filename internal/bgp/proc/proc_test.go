@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/bgptest"
 )
 
 // These tests run the real weft-bgp, built by TestMain (with -race when
@@ -144,7 +145,7 @@ func TestMissingBinary(t *testing.T) {
 type agent struct {
 	*Speaker
 	t       *testing.T
-	log     *logBuffer
+	log     *bgptest.LogBuffer
 	changes atomic.Int64
 	cancel  context.CancelFunc
 	done    chan error
@@ -153,7 +154,7 @@ type agent struct {
 func startAgent(t *testing.T, c bgp.Config) *agent {
 	t.Helper()
 	needBinary(t)
-	a := &agent{t: t, log: &logBuffer{}, done: make(chan error, 1)}
+	a := &agent{t: t, log: &bgptest.LogBuffer{}, done: make(chan error, 1)}
 	s, err := New(c, bgp.Options{
 		Log:       slog.New(slog.NewTextHandler(a.log, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "bgp"),
 		Underlay4: lo4, Underlay6: lo6,
@@ -168,8 +169,8 @@ func startAgent(t *testing.T, c bgp.Config) *agent {
 	go func() { a.done <- s.Run(ctx) }()
 	t.Cleanup(func() {
 		a.stop()
-		if l := a.log.lines("DATA RACE"); len(l) > 0 {
-			t.Errorf("weft-bgp found a data race:\n%s", strings.Join(a.log.lines(), "\n"))
+		if l := a.log.Lines("DATA RACE"); len(l) > 0 {
+			t.Errorf("weft-bgp found a data race:\n%s", strings.Join(a.log.Lines(), "\n"))
 		}
 	})
 	return a
@@ -221,45 +222,11 @@ func statusOf(t *testing.T, s interface{ Status() []bgp.PeerStatus }, peer netip
 	return bgp.PeerStatus{}
 }
 
-func learnedOf(s interface{ Learned() []bgp.Route }, prefix string) (bgp.Route, bool) {
-	for _, r := range s.Learned() {
-		if r.Prefix == netip.MustParsePrefix(prefix) {
-			return r, true
-		}
-	}
-	return bgp.Route{}, false
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
-func route(prefix, nh string) bgp.Route {
-	return bgp.Route{Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nh)}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // pairConfs are two speakers, AS 64512 and 64513, peering over
 // 127.0.0.1 and (dual) ::1, with graceful restart, the first with a TCP
 // MD5 password of odd characters (it goes over the wire).
 func pairConfs(t *testing.T, dual bool) (bgp.Config, bgp.Config) {
-	pa, pb := freePort(t), freePort(t)
+	pa, pb := bgptest.FreePort(t), bgptest.FreePort(t)
 	const pw = `s3cret "#,= `
 	peersA := []bgp.Peer{{Address: lo4, AS: 64513, Port: uint16(pb), Password: pw}}
 	peersB := []bgp.Peer{{Address: lo4, AS: 64512, Port: uint16(pa), Password: pw}}
@@ -284,13 +251,13 @@ var sessionUpRE = regexp.MustCompile(`^time=(\S+) level=INFO msg="BGP session up
 func TestSession(t *testing.T) {
 	ca, cb := pairConfs(t, true)
 	a := startAgent(t, ca)
-	a.announce(route("10.244.1.0/24", "192.0.2.11"), route("2001:db8:244:1::/64", "2001:db8::11"))
+	a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"), bgptest.Route("2001:db8:244:1::/64", "2001:db8::11"))
 	b := startAgent(t, cb)
-	b.announce(route("10.244.2.0/24", "192.0.2.12"))
-	waitFor(t, 30*time.Second, "sessions established", func() bool {
+	b.announce(bgptest.Route("10.244.2.0/24", "192.0.2.12"))
+	bgptest.WaitFor(t, 30*time.Second, "sessions established", func() bool {
 		return statusOf(t, a, lo4).State == "established" && statusOf(t, a, lo6).State == "established"
 	})
-	waitFor(t, 10*time.Second, "b learns a's routes", func() bool { return len(b.Learned()) == 2 })
+	bgptest.WaitFor(t, 10*time.Second, "b learns a's routes", func() bool { return len(b.Learned()) == 2 })
 	want := []bgp.Route{
 		{Prefix: netip.MustParsePrefix("10.244.1.0/24"), NextHop: netip.MustParseAddr("192.0.2.11"), Peer: lo4},
 		{Prefix: netip.MustParsePrefix("2001:db8:244:1::/64"), NextHop: netip.MustParseAddr("2001:db8::11"), Peer: lo6},
@@ -298,16 +265,16 @@ func TestSession(t *testing.T) {
 	if got := b.Learned(); !slices.Equal(got, want) {
 		t.Errorf("b learned %v, want %v", got, want)
 	}
-	waitFor(t, 10*time.Second, "a learns b's route", func() bool { return len(a.Learned()) == 1 })
+	bgptest.WaitFor(t, 10*time.Second, "a learns b's route", func() bool { return len(a.Learned()) == 1 })
 	if got, want := a.Learned(), []bgp.Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), NextHop: netip.MustParseAddr("192.0.2.12"), Peer: lo4}}; !slices.Equal(got, want) {
 		t.Errorf("a learned %v, want %v", got, want)
 	}
-	waitFor(t, 10*time.Second, "a synced (b's End-of-RIB)", a.Synced)
+	bgptest.WaitFor(t, 10*time.Second, "a synced (b's End-of-RIB)", a.Synced)
 	if a.changes.Load() == 0 {
 		t.Error("a's Changed was never called")
 	}
 	// The prefix counts come within the child's poll.
-	waitFor(t, 5*time.Second, "a's prefix counts", func() bool {
+	bgptest.WaitFor(t, 5*time.Second, "a's prefix counts", func() bool {
 		st := a.Status()
 		return st[0].Sent == 1 && st[0].Received == 1 && st[1].Sent == 1 && st[1].Received == 0
 	})
@@ -343,14 +310,14 @@ weft_bgp_prefixes_received{peer="::1"} 0
 	}
 	// The child's log lines, logged again through the agent's logger as
 	// the lab reads them.
-	up := a.log.lines(`msg="BGP session up"`, "peer=127.0.0.1", "as=64513")
+	up := a.log.Lines(`msg="BGP session up"`, "peer=127.0.0.1", "as=64513")
 	if len(up) != 1 || !sessionUpRE.MatchString(up[0]) || !strings.Contains(up[0], "component=bgp") {
 		t.Errorf("a's session up lines %q, want one the lab's pattern reads", up)
 	}
-	if l := a.log.lines("level=WARN"); len(l) > 0 {
+	if l := a.log.Lines("level=WARN"); len(l) > 0 {
 		t.Errorf("a warned about healthy sessions: %q", l)
 	}
-	if l := a.log.lines(); slices.ContainsFunc(l, func(s string) bool { return strings.Contains(s, "s3cret") }) {
+	if l := a.log.Lines(); slices.ContainsFunc(l, func(s string) bool { return strings.Contains(s, "s3cret") }) {
 		t.Errorf("a password in a's log: %q", l)
 	}
 
@@ -361,17 +328,17 @@ weft_bgp_prefixes_received{peer="::1"} 0
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "a's child started again", func() bool { p := a.pid(); return p != 0 && p != pid })
-	waitFor(t, 30*time.Second, "the sessions back", func() bool {
+	bgptest.WaitFor(t, 10*time.Second, "a's child started again", func() bool { p := a.pid(); return p != 0 && p != pid })
+	bgptest.WaitFor(t, 30*time.Second, "the sessions back", func() bool {
 		return statusOf(t, a, lo4).State == "established" && statusOf(t, a, lo6).State == "established"
 	})
-	if l := a.log.lines("weft-bgp died; starting it again"); len(l) != 1 || !strings.Contains(l[0], "signal: killed") {
+	if l := a.log.Lines("weft-bgp died; starting it again"); len(l) != 1 || !strings.Contains(l[0], "signal: killed") {
 		t.Errorf("a logged %q, want one line for the child's death", l)
 	}
-	if _, ok := learnedOf(b, "10.244.1.0/24"); !ok {
+	if _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); !ok {
 		t.Errorf("b lost a's route when a's child died: %v", b.Learned())
 	}
-	waitFor(t, 10*time.Second, "a learns b's route again", func() bool { return len(a.Learned()) == 1 })
+	bgptest.WaitFor(t, 10*time.Second, "a learns b's route again", func() bool { return len(a.Learned()) == 1 })
 	if s := statusOf(t, a, lo4); s.Flaps != 1 {
 		t.Errorf("a's flaps of 127.0.0.1 after its child died: %d, want 1", s.Flaps)
 	}
@@ -384,12 +351,12 @@ weft_bgp_prefixes_received{peer="::1"} 0
 	if p := a.pid(); p != 0 {
 		t.Errorf("a child %d still there after Run returned", p)
 	}
-	waitFor(t, 10*time.Second, "b sees the sessions down", func() bool { return statusOf(t, b, lo4).State != "established" })
+	bgptest.WaitFor(t, 10*time.Second, "b sees the sessions down", func() bool { return statusOf(t, b, lo4).State != "established" })
 	time.Sleep(time.Second)
 	if s := statusOf(t, b, lo4); s.Flaps != 2 || !strings.Contains(s.LastError, "without a NOTIFICATION: graceful restart") {
 		t.Errorf("b's status of a after a stopped: %+v, want a second flap without a NOTIFICATION", s)
 	}
-	if _, ok := learnedOf(b, "10.244.1.0/24"); !ok {
+	if _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); !ok {
 		t.Errorf("b dropped a's route at a's graceful stop: %v", b.Learned())
 	}
 	if a.Learned() != nil || a.Synced() {
@@ -404,10 +371,10 @@ func TestWithdraw(t *testing.T) {
 	t.Parallel()
 	ca, cb := pairConfs(t, false)
 	a := startAgent(t, ca)
-	a.announce(route("10.244.1.0/24", "192.0.2.11"))
+	a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"))
 	b := startAgent(t, cb)
 	b.announce()
-	waitFor(t, 30*time.Second, "b learns a's route", func() bool { _, ok := learnedOf(b, "10.244.1.0/24"); return ok })
+	bgptest.WaitFor(t, 30*time.Second, "b learns a's route", func() bool { _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); return ok })
 	pid := a.pid()
 	if err := a.Withdraw(context.Background()); err != nil {
 		t.Fatalf("Withdraw: %v", err)
@@ -424,10 +391,10 @@ func TestWithdraw(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return 10 s after Withdraw")
 	}
-	if err := a.Announce(context.Background(), []bgp.Route{route("10.244.1.0/24", "192.0.2.11")}); err != bgp.ErrWithdrawn {
+	if err := a.Announce(context.Background(), []bgp.Route{bgptest.Route("10.244.1.0/24", "192.0.2.11")}); err != bgp.ErrWithdrawn {
 		t.Errorf("Announce after Withdraw: %v, want bgp.ErrWithdrawn", err)
 	}
-	waitFor(t, 10*time.Second, "b drops a's route", func() bool { _, ok := learnedOf(b, "10.244.1.0/24"); return !ok })
+	bgptest.WaitFor(t, 10*time.Second, "b drops a's route", func() bool { _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); return !ok })
 	if s := statusOf(t, b, lo4); !strings.Contains(s.LastError, "NOTIFICATION: Cease") {
 		t.Errorf("b's status of a: %+v, want a Cease NOTIFICATION", s)
 	}
@@ -541,11 +508,11 @@ func TestAgentDies(t *testing.T) {
 	}
 	needBinary(t)
 	ca, cb := pairConfs(t, false)
-	conf, err := json.Marshal(agentConf{Config: WireConfig(ca), Routes: []bgp.Route{route("10.244.1.0/24", "192.0.2.11")}})
+	conf, err := json.Marshal(agentConf{Config: WireConfig(ca), Routes: []bgp.Route{bgptest.Route("10.244.1.0/24", "192.0.2.11")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	log := &logBuffer{}
+	log := &bgptest.LogBuffer{}
 	sim := exec.Command(os.Args[0], "-test.run=^$")
 	sim.Env = append(os.Environ(), agentEnv+"="+string(conf))
 	sim.Stderr = log
@@ -560,7 +527,7 @@ func TestAgentDies(t *testing.T) {
 	})
 	b := startAgent(t, cb)
 	b.announce()
-	waitFor(t, 30*time.Second, "b learns the agent's route", func() bool { _, ok := learnedOf(b, "10.244.1.0/24"); return ok })
+	bgptest.WaitFor(t, 30*time.Second, "b learns the agent's route", func() bool { _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); return ok })
 	kids := childrenOf(t, sim.Process.Pid)
 	if len(kids) != 1 {
 		t.Fatalf("the agent has children %v, want its weft-bgp", kids)
@@ -586,15 +553,15 @@ func TestAgentDies(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("weft-bgp still runs 5 s after the agent was killed")
 	}
-	waitFor(t, 10*time.Second, "b sees the session down", func() bool { return statusOf(t, b, lo4).State != "established" })
+	bgptest.WaitFor(t, 10*time.Second, "b sees the session down", func() bool { return statusOf(t, b, lo4).State != "established" })
 	time.Sleep(time.Second)
 	if s := statusOf(t, b, lo4); !strings.Contains(s.LastError, "without a NOTIFICATION: graceful restart") {
 		t.Errorf("b's status of the killed agent: %+v, want the session closed without a NOTIFICATION", s)
 	}
-	if _, ok := learnedOf(b, "10.244.1.0/24"); !ok {
+	if _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); !ok {
 		t.Errorf("b dropped the killed agent's route: %v", b.Learned())
 	}
-	if l := log.lines("DATA RACE"); len(l) > 0 {
-		t.Errorf("the agent found a data race:\n%s", strings.Join(log.lines(), "\n"))
+	if l := log.Lines("DATA RACE"); len(l) > 0 {
+		t.Errorf("the agent found a data race:\n%s", strings.Join(log.Lines(), "\n"))
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/bgptest"
 )
 
 // GoBGP keeps route selection options in a package variable
@@ -154,7 +155,7 @@ func peerMain(conf string) int {
 type remotePeer struct {
 	t    *testing.T
 	port int
-	log  *logBuffer
+	log  *bgptest.LogBuffer
 	cmd  *exec.Cmd
 
 	mu      sync.Mutex // guards the pipes and stopped
@@ -184,7 +185,7 @@ func startRemoteAt(t *testing.T, c bgp.Config, port int, under4 netip.Addr) *rem
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &remotePeer{t: t, port: port, log: &logBuffer{}}
+	r := &remotePeer{t: t, port: port, log: &bgptest.LogBuffer{}}
 	r.cmd = exec.Command(os.Args[0], "-test.run=^$")
 	r.cmd.Env = append(os.Environ(), peerEnv+"="+string(conf))
 	r.cmd.Stderr = r.log
@@ -202,8 +203,8 @@ func startRemoteAt(t *testing.T, c bgp.Config, port int, under4 netip.Addr) *rem
 	}
 	t.Cleanup(func() {
 		r.stop()
-		if l := r.log.lines("DATA RACE"); len(l) > 0 {
-			t.Errorf("the peer process found a data race:\n%s", r.log.lines())
+		if l := r.log.Lines("DATA RACE"); len(l) > 0 {
+			t.Errorf("the peer process found a data race:\n%s", r.log.Lines())
 		}
 	})
 	return r
@@ -221,7 +222,7 @@ func (r *remotePeer) call(req peerRequest) (peerReply, error) {
 		return rep, err
 	}
 	if !r.out.Scan() {
-		return rep, fmt.Errorf("peer process: no reply: %v; its log:\n%s", r.out.Err(), strings.Join(r.log.lines(), "\n"))
+		return rep, fmt.Errorf("peer process: no reply: %v; its log:\n%s", r.out.Err(), strings.Join(r.log.Lines(), "\n"))
 	}
 	if err := json.Unmarshal(r.out.Bytes(), &rep); err != nil {
 		return rep, err

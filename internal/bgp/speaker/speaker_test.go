@@ -1,7 +1,6 @@
 package speaker
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/weftnet/weft/internal/bgp"
+	"github.com/weftnet/weft/internal/bgp/bgptest"
 )
 
 // These tests run real GoBGP speakers against each other on 127.0.0.1
@@ -85,31 +84,6 @@ func TestRunPortTaken(t *testing.T) {
 	}
 }
 
-// logBuffer collects a speaker's log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines returns the lines that contain every one of words.
-func (b *logBuffer) lines(words ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-	for l := range strings.SplitSeq(b.buf.String(), "\n") {
-		if l != "" && !slices.ContainsFunc(words, func(w string) bool { return !strings.Contains(l, w) }) {
-			out = append(out, l)
-		}
-	}
-	return out
-}
-
 // side is a speaker under test, in this process (*node) or in a child
 // (*remotePeer).
 type side interface {
@@ -125,7 +99,7 @@ type side interface {
 type node struct {
 	*Speaker
 	t       *testing.T
-	log     *logBuffer
+	log     *bgptest.LogBuffer
 	changes atomic.Int64
 	cancel  context.CancelFunc
 	done    chan error
@@ -140,7 +114,7 @@ func startNode(t *testing.T, c bgp.Config) *node {
 // startNodeWith is startNode with o's Restarting.
 func startNodeWith(t *testing.T, c bgp.Config, o bgp.Options) *node {
 	t.Helper()
-	n := &node{t: t, log: &logBuffer{}}
+	n := &node{t: t, log: &bgptest.LogBuffer{}}
 	s, err := New(c, bgp.Options{
 		Log:       slog.New(slog.NewTextHandler(n.log, &slog.HandlerOptions{Level: slog.LevelInfo})),
 		Underlay4: lo4, Underlay6: lo6,
@@ -199,8 +173,8 @@ func (n *node) withdraw() {
 	}
 }
 
-func (n *node) logLines(words ...string) []string       { return n.log.lines(words...) }
-func (r *remotePeer) logLines(words ...string) []string { return r.log.lines(words...) }
+func (n *node) logLines(words ...string) []string       { return n.log.Lines(words...) }
+func (r *remotePeer) logLines(words ...string) []string { return r.log.Lines(words...) }
 
 func statusOf(t *testing.T, s side, peer netip.Addr) bgp.PeerStatus {
 	t.Helper()
@@ -211,26 +185,6 @@ func statusOf(t *testing.T, s side, peer netip.Addr) bgp.PeerStatus {
 	}
 	t.Fatalf("no status for peer %s", peer)
 	return bgp.PeerStatus{}
-}
-
-func learnedOf(s side, prefix string) (bgp.Route, bool) {
-	for _, r := range s.Learned() {
-		if r.Prefix == netip.MustParsePrefix(prefix) {
-			return r, true
-		}
-	}
-	return bgp.Route{}, false
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
 }
 
 func established(t *testing.T, s side, peers ...netip.Addr) func() bool {
@@ -244,20 +198,6 @@ func established(t *testing.T, s side, peers ...netip.Addr) func() bool {
 	}
 }
 
-func route(prefix, nh string) bgp.Route {
-	return bgp.Route{Prefix: netip.MustParsePrefix(prefix), NextHop: netip.MustParseAddr(nh)}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // conf is the Config of a speaker of AS as, router ID id, on port.
 func conf(as uint32, id string, port int, gr bool, peers ...bgp.Peer) bgp.Config {
 	return bgp.Config{
@@ -269,7 +209,7 @@ func conf(as uint32, id string, port int, gr bool, peers ...bgp.Peer) bgp.Config
 // pairConfs are two speakers, AS 64512 and 64513, peering over
 // 127.0.0.1 and (dual) ::1.
 func pairConfs(t *testing.T, gr, dual bool) (bgp.Config, bgp.Config) {
-	pa, pb := freePort(t), freePort(t)
+	pa, pb := bgptest.FreePort(t), bgptest.FreePort(t)
 	peersA := []bgp.Peer{{Address: lo4, AS: 64513, Port: uint16(pb)}}
 	peersB := []bgp.Peer{{Address: lo4, AS: 64512, Port: uint16(pa)}}
 	if dual {
@@ -283,11 +223,11 @@ func TestSessionAnnounceLearn(t *testing.T) {
 	ca, cb := pairConfs(t, true, true)
 	a := startNode(t, ca)
 	// Announced right after Run: the peers come up with it.
-	a.announce(route("10.244.1.0/24", "192.0.2.11"), route("2001:db8:244:1::/64", "2001:db8::11"))
+	a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"), bgptest.Route("2001:db8:244:1::/64", "2001:db8::11"))
 	b := startRemote(t, cb, int(cb.ListenPort))
-	b.announce(route("10.244.2.0/24", "192.0.2.12"))
-	waitFor(t, 30*time.Second, "sessions established", established(t, a, lo4, lo6))
-	waitFor(t, 10*time.Second, "b learns a's routes", func() bool { return len(b.Learned()) == 2 })
+	b.announce(bgptest.Route("10.244.2.0/24", "192.0.2.12"))
+	bgptest.WaitFor(t, 30*time.Second, "sessions established", established(t, a, lo4, lo6))
+	bgptest.WaitFor(t, 10*time.Second, "b learns a's routes", func() bool { return len(b.Learned()) == 2 })
 
 	// The IPv4 prefix over the IPv4 session with its own next hop, the
 	// IPv6 prefix over the IPv6 session (MP_REACH_NLRI).
@@ -299,7 +239,7 @@ func TestSessionAnnounceLearn(t *testing.T) {
 		t.Errorf("b learned %v, want %v", got, want)
 	}
 	// a learns b's route, and not its own.
-	waitFor(t, 10*time.Second, "a learns b's route", func() bool { return len(a.Learned()) == 1 })
+	bgptest.WaitFor(t, 10*time.Second, "a learns b's route", func() bool { return len(a.Learned()) == 1 })
 	if got, want := a.Learned(), []bgp.Route{{Prefix: netip.MustParsePrefix("10.244.2.0/24"), NextHop: netip.MustParseAddr("192.0.2.12"), Peer: lo4}}; !slices.Equal(got, want) {
 		t.Errorf("a learned %v, want %v", got, want)
 	}
@@ -319,20 +259,20 @@ func TestSessionAnnounceLearn(t *testing.T) {
 
 	// Level-triggered: the same set again changes nothing; a set without
 	// the IPv4 route withdraws it.
-	a.announce(route("10.244.1.0/24", "192.0.2.11"), route("2001:db8:244:1::/64", "2001:db8::11"))
-	a.announce(route("2001:db8:244:1::/64", "2001:db8::11"), route("10.244.3.0/24", "192.0.2.11"))
-	waitFor(t, 10*time.Second, "b loses 10.244.1.0/24 and learns 10.244.3.0/24", func() bool {
-		_, old := learnedOf(b, "10.244.1.0/24")
-		_, added := learnedOf(b, "10.244.3.0/24")
+	a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"), bgptest.Route("2001:db8:244:1::/64", "2001:db8::11"))
+	a.announce(bgptest.Route("2001:db8:244:1::/64", "2001:db8::11"), bgptest.Route("10.244.3.0/24", "192.0.2.11"))
+	bgptest.WaitFor(t, 10*time.Second, "b loses 10.244.1.0/24 and learns 10.244.3.0/24", func() bool {
+		_, old := bgptest.LearnedOf(b, "10.244.1.0/24")
+		_, added := bgptest.LearnedOf(b, "10.244.3.0/24")
 		return !old && added
 	})
 	// A new next hop replaces the route.
-	a.announce(route("2001:db8:244:1::/64", "2001:db8::11"), route("10.244.3.0/24", "192.0.2.99"))
-	waitFor(t, 10*time.Second, "b sees the new next hop", func() bool {
-		r, ok := learnedOf(b, "10.244.3.0/24")
+	a.announce(bgptest.Route("2001:db8:244:1::/64", "2001:db8::11"), bgptest.Route("10.244.3.0/24", "192.0.2.99"))
+	bgptest.WaitFor(t, 10*time.Second, "b sees the new next hop", func() bool {
+		r, ok := bgptest.LearnedOf(b, "10.244.3.0/24")
 		return ok && r.NextHop == netip.MustParseAddr("192.0.2.99")
 	})
-	if err := a.Announce(context.Background(), []bgp.Route{route("10.244.5.0/24", "2001:db8::11")}); err == nil {
+	if err := a.Announce(context.Background(), []bgp.Route{bgptest.Route("10.244.5.0/24", "2001:db8::11")}); err == nil {
 		t.Error("Announce took an IPv4 prefix with an IPv6 next hop")
 	}
 
@@ -368,14 +308,14 @@ weft_bgp_prefixes_received{peer="::1"} 0
 	// b stops (graceful restart): a counts a flap, logs it once at Info,
 	// and keeps b's route as stale.
 	b.stop()
-	waitFor(t, 10*time.Second, "a sees the sessions down", func() bool {
+	bgptest.WaitFor(t, 10*time.Second, "a sees the sessions down", func() bool {
 		return statusOf(t, a, lo4).State != "established" && statusOf(t, a, lo6).State != "established"
 	})
 	s := statusOf(t, a, lo4)
 	if s.Flaps != 1 || !strings.Contains(s.LastError, "graceful restart") {
 		t.Errorf("a's status after b stopped: %+v, want 1 flap and graceful restart", s)
 	}
-	if r, ok := learnedOf(a, "10.244.2.0/24"); !ok || r.NextHop != netip.MustParseAddr("192.0.2.12") {
+	if r, ok := bgptest.LearnedOf(a, "10.244.2.0/24"); !ok || r.NextHop != netip.MustParseAddr("192.0.2.12") {
 		t.Errorf("a dropped b's route at b's graceful restart: %v", a.Learned())
 	}
 	if l := a.logLines("BGP session down", "peer=127.0.0.1"); len(l) != 1 {
@@ -418,18 +358,18 @@ func TestGracefulRestart(t *testing.T) {
 			ca, cb := pairConfs(t, true, false)
 			ca.GracefulRestart = tc.gr
 			a := startNode(t, ca)
-			a.announce(route("10.244.1.0/24", "192.0.2.11"))
+			a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"))
 			b := startRemote(t, cb, int(cb.ListenPort))
 			b.announce()
-			waitFor(t, 30*time.Second, "b learns a's route", func() bool { _, ok := learnedOf(b, "10.244.1.0/24"); return ok })
+			bgptest.WaitFor(t, 30*time.Second, "b learns a's route", func() bool { _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); return ok })
 			if tc.withdraw {
 				a.withdraw()
 			} else {
 				a.stop()
 			}
-			waitFor(t, 10*time.Second, "b sees the session down", func() bool { return statusOf(t, b, lo4).State != "established" })
+			bgptest.WaitFor(t, 10*time.Second, "b sees the session down", func() bool { return statusOf(t, b, lo4).State != "established" })
 			time.Sleep(time.Second) // the withdrawal, if any, has landed
-			if _, ok := learnedOf(b, "10.244.1.0/24"); ok != tc.kept {
+			if _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); ok != tc.kept {
 				t.Errorf("b still has a's route: %v, want %v", ok, tc.kept)
 			}
 			if s := statusOf(t, b, lo4); !strings.Contains(s.LastError, tc.cause) || s.Flaps != 1 {
@@ -452,9 +392,9 @@ func TestSessionFailures(t *testing.T) {
 		ca, cb := pairConfs(t, true, false)
 		ca.Peers[0].Password, cb.Peers[0].Password = `s3cret "#,=`, `s3cret "#,=`
 		a, b := startRemote(t, ca, int(ca.ListenPort)), startRemote(t, cb, int(cb.ListenPort))
-		a.announce(route("10.244.1.0/24", "192.0.2.11"))
+		a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"))
 		b.announce()
-		waitFor(t, 30*time.Second, "b learns a's route over the signed session", func() bool { _, ok := learnedOf(b, "10.244.1.0/24"); return ok })
+		bgptest.WaitFor(t, 30*time.Second, "b learns a's route over the signed session", func() bool { _, ok := bgptest.LearnedOf(b, "10.244.1.0/24"); return ok })
 	})
 	failures := []struct {
 		name     string
@@ -502,9 +442,9 @@ func TestSessionFailures(t *testing.T) {
 	}
 	t.Run("unreachable", func(t *testing.T) {
 		t.Parallel()
-		c := conf(64512, "192.0.2.11", freePort(t), true, bgp.Peer{Address: lo4, AS: 64500, Port: uint16(freePort(t))})
+		c := conf(64512, "192.0.2.11", bgptest.FreePort(t), true, bgp.Peer{Address: lo4, AS: 64500, Port: uint16(bgptest.FreePort(t))})
 		a := startRemote(t, c, int(c.ListenPort))
-		a.announce(route("10.244.1.0/24", "192.0.2.11"))
+		a.announce(bgptest.Route("10.244.1.0/24", "192.0.2.11"))
 		time.Sleep(wait)
 		if s := statusOf(t, a, lo4); s.State == "established" || !strings.Contains(s.LastError, "refuses connections") {
 			t.Errorf("status %+v, want a refused connection", s)
@@ -524,21 +464,21 @@ func TestSessionFailures(t *testing.T) {
 // policy.
 func TestLearnedRoutesAreNotPassedOn(t *testing.T) {
 	b4, c4 := netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.3")
-	pa, pb, pc := freePort(t), freePort(t), freePort(t)
+	pa, pb, pc := bgptest.FreePort(t), bgptest.FreePort(t), bgptest.FreePort(t)
 	a := startNode(t, conf(64512, "192.0.2.11", pa, true,
 		bgp.Peer{Address: b4, AS: 64513, Port: uint16(pb)}, bgp.Peer{Address: c4, AS: 64514, Port: uint16(pc)}))
-	a.announce(route("10.244.1.0/24", "127.0.0.1"))
+	a.announce(bgptest.Route("10.244.1.0/24", "127.0.0.1"))
 	b := startRemoteAt(t, conf(64513, "192.0.2.12", pb, true, bgp.Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pb, b4)
-	b.announce(route("10.244.2.0/24", "127.0.0.2"))
+	b.announce(bgptest.Route("10.244.2.0/24", "127.0.0.2"))
 	c := startRemoteAt(t, conf(64514, "192.0.2.13", pc, true, bgp.Peer{Address: lo4, AS: 64512, Port: uint16(pa)}), pc, c4)
 	c.announce() // nothing of its own; its peers come up after its first Announce
-	waitFor(t, 30*time.Second, "a's sessions established", established(t, a, b4, c4))
-	waitFor(t, 10*time.Second, "a learns b's route", func() bool { _, ok := learnedOf(a, "10.244.2.0/24"); return ok })
-	waitFor(t, 10*time.Second, "c learns a's own route", func() bool { _, ok := learnedOf(c, "10.244.1.0/24"); return ok })
+	bgptest.WaitFor(t, 30*time.Second, "a's sessions established", established(t, a, b4, c4))
+	bgptest.WaitFor(t, 10*time.Second, "a learns b's route", func() bool { _, ok := bgptest.LearnedOf(a, "10.244.2.0/24"); return ok })
+	bgptest.WaitFor(t, 10*time.Second, "c learns a's own route", func() bool { _, ok := bgptest.LearnedOf(c, "10.244.1.0/24"); return ok })
 	// An UPDATE that passed b's route on would follow within
 	// milliseconds of a learning it.
 	time.Sleep(2 * time.Second)
-	if r, ok := learnedOf(c, "10.244.2.0/24"); ok {
+	if r, ok := bgptest.LearnedOf(c, "10.244.2.0/24"); ok {
 		t.Errorf("c learned b's route %v through a: a node must announce only its own routes", r)
 	}
 	if got := statusOf(t, a, c4).Sent; got != 1 {
