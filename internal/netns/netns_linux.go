@@ -168,16 +168,94 @@ func Exec(name string, argv []string) error {
 }
 
 // HandleExec must be called first in main (and in TestMain of tests that
-// use Command): when the process was started by Command it enters the
-// namespace and execs the target, and otherwise returns.
+// use Command or CommandBind): when the process was started by one of them
+// it enters the namespace (and mounts the bind) and execs the target, and
+// otherwise returns.
 func HandleExec() {
 	execReady.Store(true)
-	if len(os.Args) < 3 || os.Args[1] != ExecArg {
+	var err error
+	switch {
+	case len(os.Args) >= 3 && os.Args[1] == ExecArg:
+		err = Exec(os.Args[2], os.Args[3:])
+	case len(os.Args) >= 5 && os.Args[1] == ExecBindArg:
+		err = ExecBind(os.Args[2], Bind{Src: os.Args[3], Dst: os.Args[4]}, os.Args[5:])
+	default:
 		return
 	}
-	err := Exec(os.Args[2], os.Args[3:])
 	fmt.Fprintf(os.Stderr, "weft: %v\n", err)
 	os.Exit(127)
+}
+
+// Bind is a directory Src bind-mounted onto Dst in a command's private
+// mount namespace (CommandBind): the command sees Src's content at Dst,
+// and nobody else sees the mount.
+type Bind struct {
+	Src, Dst string
+}
+
+// ExecBindArg is the hidden subcommand of the weft binary that enters a
+// network namespace in a private mount namespace with a bind mount and
+// execs a program: `weft __netns-exec-bind NAME SRC DST PROGRAM ARGS...`.
+const ExecBindArg = "__netns-exec-bind"
+
+// CommandBind is Command with b mounted for the command only: it runs argv
+// inside the named network namespace and in a mount namespace of its own
+// where b.Src is bind-mounted onto b.Dst, the same as
+// `unshare --mount --propagation slave sh -c 'mount --bind SRC DST &&
+// ip netns exec NAME argv...'`. Nothing is mounted in the caller's mount
+// namespace; b.Dst is created (an empty directory) only if it is absent.
+func CommandBind(name string, b Bind, argv ...string) *exec.Cmd {
+	cmd := Command(name, argv...)
+	if cmd.Err != nil {
+		return cmd
+	}
+	cmd.Args = append([]string{cmd.Args[0], ExecBindArg, name, b.Src, b.Dst}, argv...)
+	return cmd
+}
+
+// ExecBind enters a new mount namespace whose mounts are slaves of the
+// caller's (mounts made in it never propagate back), bind-mounts b there,
+// enters the named network namespace and replaces the process with argv.
+// It returns only on failure.
+func ExecBind(name string, b Bind, argv []string) error {
+	if len(argv) == 0 {
+		return errors.New("netns exec: no command")
+	}
+	prog, err := exec.LookPath(argv[0])
+	if err != nil {
+		return fmt.Errorf("netns exec: %w", err)
+	}
+	// The namespace is opened before the mounts change: its file stays
+	// reachable whatever is mounted.
+	h, err := vns.GetFromPath(Path(name))
+	if err != nil {
+		return fmt.Errorf("netns %s: open: %w", name, err)
+	}
+	// Mount and network namespaces are per thread until exec, which
+	// happens from this thread and keeps both.
+	runtime.LockOSThread()
+	// `unshare --mount`
+	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("netns exec: unshare the mount namespace: %w", err)
+	}
+	// `mount --make-rslave /`: the host's mounts still reach this
+	// namespace, none of its own goes back.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_SLAVE, ""); err != nil {
+		return fmt.Errorf("netns exec: make / rslave: %w", err)
+	}
+	if _, err := os.Stat(b.Dst); errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir(b.Dst, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("netns exec: create mount point %s: %w", b.Dst, err)
+		}
+	}
+	// `mount --bind SRC DST`
+	if err := unix.Mount(b.Src, b.Dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("netns exec: bind %s onto %s: %w", b.Src, b.Dst, err)
+	}
+	if err := vns.Set(h); err != nil {
+		return fmt.Errorf("netns %s: enter: %w", name, err)
+	}
+	return syscall.Exec(prog, argv, os.Environ())
 }
 
 // Dialer returns a dial function whose sockets are created inside the named
