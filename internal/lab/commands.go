@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/lab/check"
-	"github.com/weftnet/weft/internal/netns"
 )
 
 // open loads lab name, holding its lock when change is set (commands that
@@ -124,7 +123,10 @@ func Check(ctx context.Context, name string, asJSON bool, w io.Writer) error {
 }
 
 // Exec runs argv inside one of the lab's namespaces (ctl, ext, underlay,
-// a node or a pod), with its exit status as an ExitError.
+// a node or a pod), with its exit status as an ExitError. On a node of a
+// wireguard lab it runs in a private mount namespace where the node's
+// socket directory is /var/run/wireguard: `wg show` reads that node's
+// devices.
 func Exec(name, target string, argv []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	s, done, err := open(name, false)
 	if err != nil {
@@ -135,7 +137,7 @@ func Exec(name, target string, argv []string, stdin io.Reader, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	c := netns.Command(ns, argv...)
+	c := s.execCommand(target, ns, argv)
 	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
 	if err := c.Run(); err != nil {
 		var ee *exec.ExitError

@@ -85,7 +85,11 @@ func (s *State) agentSpec(n *Node) (process.AgentSpec, error) {
 	if s.Kube != nil {
 		a.Etcd, a.Kubeconfig, a.NetConf, a.ReadOnly = "", s.Kube.Kubeconfig, s.Kube.NetConf, s.Kube.ReadOnly
 	}
-	a.Extra = s.bgpFlags(n)
+	wg, err := s.wireguardFlags(n)
+	if err != nil {
+		return a, err
+	}
+	a.Extra = append(s.bgpFlags(n), wg...)
 	return a, nil
 }
 
@@ -97,9 +101,9 @@ func (s *State) startAgent(n *Node) error {
 	if err != nil {
 		return err
 	}
-	var env []string
+	env := s.wireguardEnv(n)
 	if s.Kube != nil {
-		env = []string{"NODE_NAME=" + n.Name} // as the DaemonSet sets it
+		env = append(env, "NODE_NAME="+n.Name) // as the DaemonSet sets it
 	}
 	pid, err := process.Start(n.NS, n.LogFile, env, a.Args()...)
 	if err != nil {
