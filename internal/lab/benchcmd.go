@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 
+	"github.com/weftnet/weft/internal/backend/udp"
+	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/lab/bench"
 	"github.com/weftnet/weft/internal/lab/topology"
 )
@@ -22,6 +24,10 @@ func Bench(ctx context.Context, name string, o BenchOptions, w io.Writer) error 
 	o.Name = name
 	if o.Reference == "" {
 		o.Reference = DefaultBackend
+	}
+	if o.Targets == nil {
+		// wireguard is udp's TUN path plus encryption (issue 14's targets).
+		o.Targets = []bench.Target{{Mode: wireguard.Type, Base: udp.Type, MinThroughput: 0.7, MaxCPUPerGB: 1.5}}
 	}
 	return bench.Run(ctx, o, func(ctx context.Context, backend string) (bench.Pair, func(), error) {
 		return benchUp(ctx, name, backend)

@@ -62,6 +62,69 @@ type Options struct {
 	Rounds  int      // measure every mode this many times, then print the medians
 	// Reference is the mode every figure is also shown as a ratio to.
 	Reference string
+	// Targets hold a mode's figures against another mode's of the same
+	// run; each is printed under the table when both modes ran.
+	Targets []Target
+}
+
+// Target is what one mode's figures should be as ratios to another's of
+// the same run: wireguard's to udp's (the same TUN path plus encryption).
+type Target struct {
+	Mode, Base string
+	// MinThroughput is the least ratio of each TCP throughput (1 and 4
+	// streams); MaxCPUPerGB the largest ratio of CPU s/GB.
+	MinThroughput, MaxCPUPerGB float64
+}
+
+// Ratios are Mode's figures as ratios to Base's.
+type Ratios struct {
+	Gbps1, Gbps4, CPUPerGB, P50us, P99us float64
+}
+
+// ratios compares r with base; a base figure of 0 gives a ratio of 0.
+func ratios(r, base Result) Ratios {
+	div := func(a, b float64) float64 {
+		if b == 0 {
+			return 0
+		}
+		return a / b
+	}
+	return Ratios{Gbps1: div(r.Gbps1, base.Gbps1), Gbps4: div(r.Gbps4, base.Gbps4), CPUPerGB: div(r.CPUPerGB, base.CPUPerGB),
+		P50us: div(r.P50us, base.P50us), P99us: div(r.P99us, base.P99us)}
+}
+
+// Met reports which of t's bounds x meets: throughput (both stream
+// counts) and CPU per GB.
+func (t Target) Met(x Ratios) (throughput, cpu bool) {
+	return x.Gbps1 >= t.MinThroughput && x.Gbps4 >= t.MinThroughput, x.CPUPerGB > 0 && x.CPUPerGB <= t.MaxCPUPerGB
+}
+
+// printTargets writes one line per target whose two modes are in rs.
+func printTargets(w io.Writer, rs []Result, targets []Target) {
+	find := func(mode string) *Result {
+		for i := range rs {
+			if rs[i].Mode == mode {
+				return &rs[i]
+			}
+		}
+		return nil
+	}
+	verdict := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	for _, t := range targets {
+		r, base := find(t.Mode), find(t.Base)
+		if r == nil || base == nil {
+			continue
+		}
+		x := ratios(*r, *base)
+		tp, cpu := t.Met(x)
+		fmt.Fprintf(w, "%s / %s in this run: TCP 1 stream %.2fx, 4 streams %.2fx (target >= %.2fx: %s); CPU s/GB %.2fx (target <= %.2fx: %s); RR p50 %.2fx, p99 %.2fx\n",
+			t.Mode, t.Base, x.Gbps1, x.Gbps4, t.MinThroughput, verdict(tp), x.CPUPerGB, t.MaxCPUPerGB, verdict(cpu), x.P50us, x.P99us)
+	}
 }
 
 // Run measures each mode in turn and prints a table with every figure also
@@ -92,6 +155,7 @@ func Run(ctx context.Context, o Options, up UpFunc, w io.Writer) error {
 			fmt.Fprintf(w, "round %d of %d:\n", round+1, o.Rounds)
 		}
 		printBench(w, results, o.Reference)
+		printTargets(w, results, o.Targets)
 	}
 	if o.Rounds > 1 {
 		var med []Result
@@ -100,6 +164,7 @@ func Run(ctx context.Context, o Options, up UpFunc, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "median of %d rounds:\n", o.Rounds)
 		printBench(w, med, o.Reference)
+		printTargets(w, med, o.Targets)
 	}
 	return nil
 }
