@@ -15,6 +15,7 @@ import (
 	"github.com/weftnet/weft/internal/backend/hostgw"
 	"github.com/weftnet/weft/internal/backend/udp"
 	"github.com/weftnet/weft/internal/backend/vxlan"
+	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/lab"
 	"github.com/weftnet/weft/internal/lab/bench"
 	"github.com/weftnet/weft/internal/lab/leasebench"
@@ -24,7 +25,7 @@ import (
 
 const labUsage = `weft lab — a real multi-node weft cluster in network namespaces
 
-  weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp]
+  weft lab up [--name NAME] [--nodes N] [--pods-per-node M] [--backend vxlan|host-gw|udp|wireguard]
               [--direct-routing] [--topology l2|l3] [--ip-family ipv4|ipv6|dual]
               [--flannel-nodes n3,...] [--flanneld PATH]
               [--store etcd|kube] [--kube-apiserver PATH] [--read-only] [--forward-drop]
@@ -33,11 +34,12 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab status [--name NAME] [--json]
   weft lab check [--name NAME] [--json]
   weft lab exec [--name NAME] TARGET -- CMD...     TARGET: ctl, ext, underlay, n1, n1-p1
+              (wireguard: on a node, 'wg show' reads that node's devices)
   weft lab agent stop|start|restart NODE [--name NAME] [--bgp-peer ADDRESS,as=N[,...]|router]...
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] [--ipv6] FROM TO   FROM: a pod; TO: a pod or ext
-  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp] [--rounds N]
+  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp,wireguard] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
   weft lab bench-bgp [--name NAME] [--rounds N] [--bgp-router bird|frr] [--nodes N] [--settle D]   lease -> route at the router -> ext; agent RSS BGP on/off
@@ -283,7 +285,7 @@ func labNode(fs *flag.FlagSet, name *string) func(context.Context, []string, []s
 }
 
 func labBench(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
-	modes := strings.Join([]string{bench.Veth, hostgw.Type, vxlan.Type, udp.Type}, ",")
+	modes := strings.Join([]string{bench.Veth, hostgw.Type, vxlan.Type, udp.Type, wireguard.Type}, ",")
 	secs := fs.Int("seconds", 5, "seconds per measurement")
 	fs.StringVar(&modes, "modes", modes, "data paths to measure")
 	rounds := fs.Int("rounds", 1, "measure every mode this many times, then print the medians")
