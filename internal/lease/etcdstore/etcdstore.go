@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"strconv"
 	"strings"
@@ -246,8 +247,25 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 	if err != nil {
 		return lease.Lease{}, err
 	}
-	for attempt := 0; attempt < 10; attempt++ {
-		valid, _, modRevs, _, err := s.records(ctx)
+	// One etcd lease serves every attempt; revoked unless a put took it.
+	var grant *clientv3.LeaseGrantResponse
+	var granted time.Time
+	defer func() {
+		if grant != nil {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			if _, err := s.cli.Revoke(rctx, grant.ID); err != nil {
+				s.log.Debug("revoke unused etcd lease", "id", grant.ID, "err", err)
+			}
+		}
+	}()
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		if attempt > 0 {
+			if err := pause(ctx, attempt); err != nil {
+				return lease.Lease{}, fmt.Errorf("etcd: acquire lease: %w", err)
+			}
+		}
+		valid, _, modRevs, rev, err := s.records(ctx)
 		if err != nil {
 			return lease.Lease{}, err
 		}
@@ -288,19 +306,22 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", modRevs[rawKeys[held.Key()]]))
 			l.Created = held.Created
 		} else {
-			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
+			cmps = append(cmps, s.createCmps(key, rev)...)
 		}
 		var opts []clientv3.OpOption
 		if held != nil && held.Reservation() {
 			// A reservation stays permanent: keep it without TTL.
 		} else {
-			g, err := s.cli.Grant(ctx, ttlSeconds(req.TTL))
-			if err != nil {
-				return lease.Lease{}, s.fail("grant lease for "+key, err)
+			if grant == nil {
+				g, err := s.cli.Grant(ctx, ttlSeconds(req.TTL))
+				if err != nil {
+					return lease.Lease{}, s.fail("grant lease for "+key, err)
+				}
+				grant, granted = g, time.Now()
 			}
-			opts = append(opts, clientv3.WithLease(g.ID))
-			l.StoreID = int64(g.ID)
-			l.Expiration = time.Now().Add(time.Duration(g.TTL) * time.Second)
+			opts = append(opts, clientv3.WithLease(grant.ID))
+			l.StoreID = int64(grant.ID)
+			l.Expiration = granted.Add(time.Duration(grant.TTL) * time.Second)
 		}
 		cmps = append(cmps, staleCmps...)
 		ops := append([]clientv3.Op{clientv3.OpPut(key, string(value), opts...)}, staleOps...)
@@ -313,6 +334,9 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			return lease.Lease{}, s.fail("create "+key, err)
 		}
 		if resp.Succeeded {
+			if l.StoreID != 0 {
+				grant = nil // the key holds it now
+			}
 			if held == nil {
 				l.Created = resp.Header.Revision
 			}
@@ -325,12 +349,53 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			}
 			return l, nil
 		}
-		if l.StoreID != 0 {
-			_, _ = s.cli.Revoke(ctx, clientv3.LeaseID(l.StoreID))
-		}
-		s.log.Info("lost a race for a subnet, trying again", "subnet", l.Key())
+		s.log.Debug("the leases changed while choosing a subnet; reading them again", "subnet", l.Key(), "attempt", attempt+1)
 	}
-	return lease.Lease{}, fmt.Errorf("etcd: acquire lease: lost the race for a subnet 10 times in a row")
+	return lease.Lease{}, fmt.Errorf("etcd: acquire lease: the leases under %s changed %d times in a row while choosing a subnet", s.subnetsKey(), maxAttempts)
+}
+
+// maxAttempts bounds how often Acquire reads the leases again after its
+// write lost to another one. A loss means another writer succeeded, so
+// agents that start together all get through: each round at least one.
+const maxAttempts = 32
+
+// pause waits before attempt (1, 2, ...) of a contended write, for
+// backoff(attempt), so that agents that lost together do not read and
+// write together again. It returns ctx's error if ctx ends first.
+func pause(ctx context.Context, attempt int) error {
+	t := time.NewTimer(backoff(attempt, rand.Int64N))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// backoff is the pause before attempt (1, 2, ...): 1ms plus rnd(limit),
+// where limit is 10ms doubled per attempt after the first, at most 320ms;
+// rnd returns a number in [0, n).
+func backoff(attempt int, rnd func(n int64) int64) time.Duration {
+	limit := 320 * time.Millisecond
+	if attempt <= 6 {
+		limit = 10 * time.Millisecond << (attempt - 1)
+	}
+	return time.Duration(rnd(int64(limit))) + time.Millisecond
+}
+
+// createCmps are the conditions of creating key with subnets chosen as
+// free in the leases read at revision rev: the key is new, and no record
+// under subnets/ was written since (its ModRevision <= rev, over the whole
+// prefix; true when the prefix is empty). The key alone would not do: in
+// dual stack it names both subnets, and a node that read the same leases
+// may have taken one of ours beside another subnet of the other family. A
+// deletion is not seen, but it frees subnets and takes none.
+func (s *Store) createCmps(key string, rev int64) []clientv3.Cmp {
+	return []clientv3.Cmp{
+		clientv3.Compare(clientv3.CreateRevision(key), "=", 0),
+		clientv3.Compare(clientv3.ModRevision(s.subnetsKey()).WithPrefix(), "<", rev+1),
+	}
 }
 
 // staleOps delete this node's stale leases (lease.Choice.Stale), as

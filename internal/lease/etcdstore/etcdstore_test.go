@@ -2,12 +2,14 @@ package etcdstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -258,5 +260,152 @@ func TestStaleLeaseSpelledOtherwise(t *testing.T) {
 	}
 	if resp, err := cli.Get(ctx, stale); err != nil || len(resp.Kvs) != 0 {
 		t.Errorf("the stale lease %s is still stored (%v)", stale, err)
+	}
+}
+
+// TestCreateCmps: a create made on leases read at some revision fails once
+// any record under subnets/ was created or rewritten since, and only then:
+// not for an empty prefix, a deletion, or a write outside subnets/.
+func TestCreateCmps(t *testing.T) {
+	cli := client(t, embedded(t))
+	ctx := context.Background()
+	s := NewFromClient(cli, "/cmps", nil)
+	key := s.subnetsKey() + "10.244.1.0-24&2001:db8:244:1::-64"
+	other := s.subnetsKey() + "10.244.2.0-24&2001:db8:244:1::-64"
+	read := func() int64 {
+		t.Helper()
+		resp, err := cli.Get(ctx, s.subnetsKey(), clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	create := func(rev int64) bool {
+		t.Helper()
+		resp, err := cli.Txn(ctx).If(s.createCmps(key, rev)...).Then(clientv3.OpPut(key, "{}")).Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.Succeeded {
+			if _, err := cli.Delete(ctx, key); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return resp.Succeeded
+	}
+	put := func(k string) {
+		t.Helper()
+		if _, err := cli.Put(ctx, k, "{}"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !create(read()) {
+		t.Fatal("create on an empty prefix failed")
+	}
+	rev := read()
+	put(s.ConfigKey()) // outside subnets/
+	if !create(rev) {
+		t.Error("create failed after a write outside subnets/")
+	}
+	rev = read()
+	put(other) // the same IPv6 subnet under another key
+	if create(rev) {
+		t.Error("create succeeded after another lease was created since the read")
+	}
+	if !create(read()) {
+		t.Error("create on a fresh read failed")
+	}
+	rev = read()
+	put(other) // a rewrite of an existing lease
+	if create(rev) {
+		t.Error("create succeeded after a lease was rewritten since the read")
+	}
+	rev = read()
+	if _, err := cli.Delete(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	if !create(rev) {
+		t.Error("create failed after a deletion, which takes no subnet")
+	}
+	put(key)
+	if create(read()) {
+		t.Error("create of an existing key succeeded")
+	}
+}
+
+// TestAcquireContention: agents that lease at once in dual stack, more
+// than there are subnets, each get a key on an etcd lease of its own or
+// ErrNoFreeSubnet, and the etcd leases granted for attempts that lost are
+// revoked, also when the agent then finds no free subnet.
+func TestAcquireContention(t *testing.T) {
+	cli := client(t, embedded(t))
+	ctx := context.Background()
+	s := NewFromClient(cli, "/contention", nil)
+	// 4 subnets of each family.
+	if err := s.PutConfig(ctx, []byte(`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.4.0",`+
+		`"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","IPv6SubnetMin":"2001:db8:244:1::","IPv6SubnetMax":"2001:db8:244:4::"}`)); err != nil {
+		t.Fatal(err)
+	}
+	const n, subnets = 12, 4
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		a := lease.Attrs{PublicIP: netip.MustParseAddr(fmt.Sprintf("192.0.2.%d", i+1)),
+			PublicIPv6: netip.MustParseAddr(fmt.Sprintf("2001:db8:1::%d", i+1)), BackendType: "host-gw"}
+		wg.Go(func() {
+			<-start
+			_, errs[i] = s.Acquire(ctx, lease.Request{Attrs: a, TTL: time.Hour})
+		})
+	}
+	close(start)
+	wg.Wait()
+	full := 0
+	for i, err := range errs {
+		switch {
+		case errors.Is(err, lease.ErrNoFreeSubnet):
+			full++
+		case err != nil:
+			t.Fatalf("agent %d: %v", i, err)
+		}
+	}
+	if full != n-subnets {
+		t.Errorf("%d agents found no free subnet, want %d", full, n-subnets)
+	}
+	resp, err := cli.Get(ctx, s.subnetsKey(), clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != subnets {
+		t.Fatalf("%d keys, %v; want %d", len(resp.Kvs), err, subnets)
+	}
+	onKeys := map[int64]bool{}
+	for _, kv := range resp.Kvs {
+		if kv.Lease == 0 || onKeys[kv.Lease] {
+			t.Errorf("key %s on etcd lease %d: want one of its own", kv.Key, kv.Lease)
+		}
+		onKeys[kv.Lease] = true
+	}
+	granted, err := cli.Leases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range granted.Leases {
+		if !onKeys[int64(g.ID)] {
+			t.Errorf("etcd lease %d holds no key: an attempt's grant was not revoked", g.ID)
+		}
+	}
+}
+
+// TestBackoff: the pause before a retry grows from at most 11ms to at most
+// 321ms, and is never zero.
+func TestBackoff(t *testing.T) {
+	hi := func(n int64) int64 { return n - 1 }
+	lo := func(int64) int64 { return 0 }
+	for attempt, want := range map[int]time.Duration{1: 10, 2: 20, 3: 40, 4: 80, 5: 160, 6: 320, 7: 320, 40: 320} {
+		want = want*time.Millisecond + time.Millisecond - 1
+		if got := backoff(attempt, hi); got != want {
+			t.Errorf("backoff(%d) at most %v, want %v", attempt, got, want)
+		}
+		if got := backoff(attempt, lo); got != time.Millisecond {
+			t.Errorf("backoff(%d) at least %v, want 1ms", attempt, got)
+		}
 	}
 }
