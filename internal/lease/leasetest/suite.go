@@ -163,6 +163,52 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Fatalf("List: %d leases, %v", len(ls), err)
 		}
 	})
+	t.Run("RaceDualStack", func(t *testing.T) {
+		// Nodes that lease at once must not share a subnet of either
+		// family. In dual stack a lease's key names both subnets, so a
+		// store that only refuses an existing key lets two nodes that read
+		// the same leases take the same IPv6 subnet beside different IPv4
+		// ones (or the reverse): CI saw a node route its own IPv6 subnet
+		// to a peer.
+		h := newHarness(t)
+		// 64 subnets of each family, so that random picks collide often.
+		h.PutConfig(t, `{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.0","SubnetMax":"10.244.64.0",`+
+			`"EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","IPv6SubnetMin":"2001:db8:244:1::","IPv6SubnetMax":"2001:db8:244:40::"}`)
+		const agents, rounds = 8, 4
+		var all []lease.Lease
+		for round := range rounds {
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			results := make([]lease.Lease, agents)
+			errs := make([]error, agents)
+			for i := range agents {
+				n := round*agents + i + 1
+				a := dualAttrs(fmt.Sprintf("192.0.2.%d", n), fmt.Sprintf("2001:db8:1::%x", n))
+				wg.Go(func() {
+					<-start
+					results[i], errs[i] = h.Store.Acquire(ctx, lease.Request{Attrs: a, TTL: time.Hour})
+				})
+			}
+			close(start)
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Fatalf("round %d, agent %d: %v", round, i, err)
+				}
+			}
+			all = append(all, results...)
+			if err := overlapping(all); err != nil {
+				t.Fatalf("round %d: %v", round, err)
+			}
+		}
+		ls, err := h.Store.List(ctx)
+		if err != nil || len(ls) != agents*rounds {
+			t.Fatalf("List: %d leases, %v; want %d", len(ls), err, agents*rounds)
+		}
+		if err := overlapping(ls); err != nil {
+			t.Fatalf("List: %v", err)
+		}
+	})
 	t.Run("WatchReset", func(t *testing.T) {
 		h := newHarness(t)
 		h.PutConfig(t, `{"Network":"10.244.0.0/16"}`)
@@ -509,4 +555,20 @@ func mustConfig(t *testing.T, h Harness) *config.Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// overlapping says which two of ls share addresses in a family, or nil.
+func overlapping(ls []lease.Lease) error {
+	for i := range ls {
+		for j := range i {
+			for _, f := range lease.Families {
+				p, q := *ls[i].SubnetOf(f), *ls[j].SubnetOf(f)
+				if p.IsValid() && q.IsValid() && p.Overlaps(q) {
+					return fmt.Errorf("leases %s (%s) and %s (%s) overlap in %s",
+						ls[j].Key(), ls[j].Attrs.PublicIP, ls[i].Key(), ls[i].Attrs.PublicIP, f)
+				}
+			}
+		}
+	}
+	return nil
 }
