@@ -60,6 +60,9 @@ done <<'TARGETS'
 ./internal/backend/udp FuzzOutbound 50000x
 ./internal/backend/udp FuzzCoalescer 50000x
 ./internal/backend/udp FuzzSplit 50000x
+./internal/backend/wireguard FuzzParse 50000x
+./internal/backend/wireguard FuzzParseData 50000x
+./internal/backend/wireguard FuzzParseUAPI 50000x
 ./internal/lease/kubestore FuzzNodeLease 5000x
 ./internal/policy FuzzCompile 20000x
 ./internal/policy/nflog FuzzParse 50000x

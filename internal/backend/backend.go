@@ -272,7 +272,14 @@ type Env struct {
 	// annotations; zero otherwise): vxlan recreates its devices with the
 	// VTEP MACs peers already hold (flannel PR #1829).
 	Previous lease.Attrs
-	Log      *slog.Logger
+	// WireGuardKeyFile is the wireguard backend's private key file
+	// (weft-agent: WIREGUARD_KEY_FILE, flannel's; "": /run/flannel/wgkey).
+	WireGuardKeyFile string
+	// WireGuardSocketDir is where the wireguard backend's userspace
+	// devices put their control sockets, <dir>/<device>.sock, for `wg`
+	// (weft-agent: --wireguard-socket-dir; "": /var/run/wireguard).
+	WireGuardSocketDir string
+	Log                *slog.Logger
 }
 
 // Common are the options every backend reads, validated the same way.

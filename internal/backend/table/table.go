@@ -14,6 +14,7 @@ import (
 	"github.com/weftnet/weft/internal/backend/hostgw"
 	"github.com/weftnet/weft/internal/backend/udp"
 	"github.com/weftnet/weft/internal/backend/vxlan"
+	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/config"
 )
 
@@ -22,6 +23,7 @@ var kinds = []backend.Kind{
 	vxlan.Kind,
 	hostgw.Kind,
 	udp.Kind,
+	wireguard.Kind,
 }
 
 // Recommended is the backend weft suggests and the lab runs by default.
@@ -33,7 +35,7 @@ const Default = udp.Type
 
 // flannelOnly are flannel's backends that weft does not implement (yet);
 // named so that the error says so.
-var flannelOnly = []string{"wireguard", "ipip", "ipsec", "alloc", "gce", "aws-vpc", "ali-vpc", "tencent-vpc", "extension"}
+var flannelOnly = []string{"ipip", "ipsec", "alloc", "gce", "aws-vpc", "ali-vpc", "tencent-vpc", "extension"}
 
 // Types lists the backend types weft implements.
 func Types() []string {
@@ -111,11 +113,21 @@ const (
 
 // Check validates what depends on both the network and the backend k the
 // config resolved to: Backend.MTU against the enabled families (0 derives
-// it from the interface and is always valid), and udp with IPv6 (udp's New
-// refuses it too; here `weft config check` says so).
+// it from the interface and is always valid), udp with IPv6 (udp's New
+// refuses it too; here `weft config check` says so), and wireguard's
+// ports with IPv6 (two devices, two ports).
 func Check(cfg *config.Config, k backend.Kind) error {
 	if cfg.EnableIPv6 && k.Type == udp.Type {
 		return &config.Error{Key: "EnableIPv6", Msg: udp.ErrIPv6.Error()}
+	}
+	if cfg.EnableIPv6 && k.Type == wireguard.Type {
+		opts, err := k.Parse(cfg.Backend.Raw)
+		if err != nil {
+			return err
+		}
+		if err := opts.(wireguard.Options).CheckIPv6(); err != nil {
+			return err
+		}
 	}
 	var r struct{ backend.RawCommon }
 	if cfg.Backend.Raw != nil {
@@ -132,6 +144,13 @@ func Check(cfg *config.Config, k backend.Kind) error {
 		// flannel-v6.<VNI> gets the MTU less vxlan.Overhead6, and the pods'
 		// IPv6 needs 1280 on it.
 		least, why = MinMTU6+vxlan.Overhead6, fmt.Sprintf("the least MTU of an IPv6 link (%d) plus what VXLAN over IPv6 adds (%d), and EnableIPv6 is true", MinMTU6, vxlan.Overhead6)
+	case cfg.EnableIPv6 && k.Type == wireguard.Type:
+		// every wireguard device gets the MTU less wireguard.Overhead, and
+		// carries IPv6 (flannel-wg-v6, or flannel-wg in the single-device
+		// modes).
+		least, why = MinMTU6+wireguard.Overhead, fmt.Sprintf("the least MTU of an IPv6 link (%d) plus what WireGuard adds (%d), and EnableIPv6 is true", MinMTU6, wireguard.Overhead)
+	case k.Type == wireguard.Type:
+		least, why = MinMTU+wireguard.Overhead, fmt.Sprintf("the least MTU of an IPv4 link (%d) plus what WireGuard adds (%d)", MinMTU, wireguard.Overhead)
 	case cfg.EnableIPv6:
 		least, why = MinMTU6, "the least MTU of an IPv6 link, and EnableIPv6 is true"
 	}
