@@ -57,6 +57,18 @@ func (l Lease) SameSubnets(o Lease) bool {
 	return l.Subnet == o.Subnet && l.IPv6Subnet == o.IPv6Subnet
 }
 
+// Overlaps reports whether the two leases share addresses in a family
+// that both have a subnet of.
+func (l Lease) Overlaps(o Lease) bool {
+	for _, f := range Families {
+		p, q := *l.SubnetOf(f), *o.SubnetOf(f)
+		if p.IsValid() && q.IsValid() && p.Overlaps(q) {
+			return true
+		}
+	}
+	return false
+}
+
 // Key builds a lease name from its subnets, in flannel's layout.
 func Key(v4, v6 netip.Prefix) string {
 	s := "0.0.0.0-0"
@@ -224,7 +236,9 @@ type Request struct {
 	TTL    time.Duration
 	// Reclaim says that Prefer[0] is this node's subnet and that someone
 	// else changed or took its record: the store writes it back with Attrs
-	// whatever it holds now, with a TTL unless Reservation.
+	// whatever it holds now, with a TTL unless Reservation. If the record
+	// is gone and another lease overlaps it now, the store leases anew, as
+	// without Reclaim.
 	Reclaim bool
 	// Reservation (with Reclaim): this node's lease was a reservation and
 	// is written back as one. Whether the record holds a TTL now says

@@ -45,6 +45,34 @@ func TestKey(t *testing.T) {
 	}
 }
 
+// TestOverlaps: leases overlap when a family both have a subnet of
+// shares addresses, whatever the other family holds.
+func TestOverlaps(t *testing.T) {
+	mk := func(key string) Lease {
+		v4, v6, err := ParseKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return Lease{Subnet: v4, IPv6Subnet: v6}
+	}
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"10.244.3.0-24&2001:db8:244:61::-64", "10.244.4.0-24&2001:db8:244:61::-64", true},
+		{"10.244.3.0-24&2001:db8:244:61::-64", "10.244.3.0-24&2001:db8:244:62::-64", true},
+		{"10.244.3.0-24&2001:db8:244:61::-64", "10.244.4.0-24&2001:db8:244:62::-64", false},
+		{"10.244.2.0-23", "10.244.3.0-24&2001:db8:244:62::-64", true},
+		{"10.244.3.0-24", "0.0.0.0-0&2001:db8:244:61::-64", false},
+		{"0.0.0.0-0&2001:db8:244::-56", "0.0.0.0-0&2001:db8:244:61::-64", true},
+	} {
+		a, b := mk(tc.a), mk(tc.b)
+		if a.Overlaps(b) != tc.want || b.Overlaps(a) != tc.want {
+			t.Errorf("%s overlaps %s: %v, want %v", tc.a, tc.b, a.Overlaps(b), tc.want)
+		}
+	}
+}
+
 func TestValue(t *testing.T) {
 	const v = `{"PublicIP":"192.0.2.11","PublicIPv6":null,"BackendType":"vxlan","BackendData":{"VNI":1,"VtepMAC":"c6:d2:32:6f:8f:44"}}`
 	a, err := ParseValue([]byte(v))

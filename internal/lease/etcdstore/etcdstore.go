@@ -424,7 +424,10 @@ func (s *Store) logStale(stale []lease.Lease) {
 // first IPv6 subnet of req.Prefer) back with req.Attrs, whatever it holds
 // now: with a new TTL lease, unless req.Reservation (this node's lease was
 // a reservation, a key without TTL). The write is a compare-and-swap on the
-// record as read; a race with another writer reads it again.
+// record as read; a race with another writer reads it again. A record
+// deleted meanwhile is written back only if no other lease overlaps it
+// (else the node leases anew, preferring its subnets), and only if no
+// lease was written since that was checked.
 func (s *Store) reclaim(ctx context.Context, req lease.Request, value string) (lease.Lease, error) {
 	l, err := req.Reclaimed()
 	if err != nil {
@@ -436,12 +439,27 @@ func (s *Store) reclaim(ctx context.Context, req lease.Request, value string) (l
 		if err != nil {
 			return lease.Lease{}, s.fail("get "+key, err)
 		}
-		cmp := clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		var cmps []clientv3.Cmp
 		l.Created, l.StoreID, l.Expiration = 0, 0, time.Time{}
 		if len(cur.Kvs) > 0 {
 			kv := cur.Kvs[0]
-			cmp = clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision)
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "=", kv.ModRevision))
 			l.Created = kv.CreateRevision
+		} else {
+			// Deleted meanwhile: written back only if no other lease took
+			// one of its subnets; else leased anew, preferring them.
+			valid, _, _, rev, err := s.records(ctx)
+			if err != nil {
+				return lease.Lease{}, err
+			}
+			for _, r := range valid {
+				if r.Lease.Overlaps(l) && !r.Lease.SameSubnets(l) {
+					s.log.Warn("this node's deleted lease overlaps a lease made since; leasing subnets anew", "subnet", l.Key(), "other", lease.ShortKey(r.Key))
+					req.Reclaim = false
+					return s.Acquire(ctx, req)
+				}
+			}
+			cmps = s.createCmps(key, rev)
 		}
 		var opts []clientv3.OpOption
 		if !req.Reservation {
@@ -453,7 +471,7 @@ func (s *Store) reclaim(ctx context.Context, req lease.Request, value string) (l
 			l.StoreID = int64(g.ID)
 			l.Expiration = time.Now().Add(time.Duration(g.TTL) * time.Second)
 		}
-		resp, err := s.cli.Txn(ctx).If(cmp).Then(clientv3.OpPut(key, value, opts...)).Commit()
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(clientv3.OpPut(key, value, opts...)).Commit()
 		if err != nil {
 			return lease.Lease{}, s.fail("reclaim "+key, err)
 		}

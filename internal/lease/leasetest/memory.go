@@ -156,7 +156,9 @@ func (m *Memory) Config(ctx context.Context) ([]byte, error) {
 // Acquire implements lease.Store.
 func (m *Memory) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
 	if req.Reclaim {
-		return m.reclaim(req)
+		if l, ok, err := m.reclaim(req); ok || err != nil {
+			return l, err
+		}
 	}
 	doc, err := m.Config(ctx)
 	if err != nil {
@@ -195,19 +197,27 @@ func (m *Memory) grantLocked(l *lease.Lease, ttl time.Duration) {
 
 // reclaim writes the node's record (req.Prefer[0], and the first IPv6
 // subnet of req.Prefer) back with req.Attrs, whatever it holds now: with a
-// new TTL unless req.Reservation.
-func (m *Memory) reclaim(req lease.Request) (lease.Lease, error) {
-	l, err := req.Reclaimed()
+// new TTL unless req.Reservation. A record that is gone and overlaps
+// another lease now is not written (ok false): the node leases anew.
+func (m *Memory) reclaim(req lease.Request) (l lease.Lease, ok bool, err error) {
+	l, err = req.Reclaimed()
 	if err != nil {
-		return lease.Lease{}, fmt.Errorf("%s: %w", "memory store", err)
+		return lease.Lease{}, false, fmt.Errorf("%s: %w", "memory store", err)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.expireLocked()
+	if _, held := m.records[l.Key()]; !held {
+		for _, o := range m.listLocked() {
+			if o.Overlaps(l) {
+				return lease.Lease{}, false, nil
+			}
+		}
+	}
 	if !req.Reservation {
 		m.grantLocked(&l, req.TTL)
 	}
-	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease, nil
+	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease, true, nil
 }
 
 // Renew implements lease.Store.

@@ -335,6 +335,41 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 			t.Errorf("reclaim a reservation: %+v %v, want it still a reservation", r, err)
 		}
 	})
+	t.Run("ReclaimTaken", func(t *testing.T) {
+		// A node's record is deleted, and another node takes its IPv6
+		// subnet: reclaiming must not write the record back beside it,
+		// but lease anew, keeping the IPv4 subnet that is still free.
+		h := newHarness(t)
+		h.PutConfig(t, dualConfig)
+		v4, v6 := netip.MustParsePrefix("10.244.5.0/24"), netip.MustParsePrefix("2001:db8:244:5::/64")
+		own := dualAttrs("192.0.2.1", "2001:db8:1::1")
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: own, TTL: time.Hour, Prefer: []netip.Prefix{v4, v6}})
+		if err != nil || l.Subnet != v4 || l.IPv6Subnet != v6 {
+			t.Fatalf("Acquire with Prefer: %s %v, want %s", l.Key(), err, lease.Key(v4, v6))
+		}
+		h.Delete(t, l.Key())
+		peer, err := h.Store.Acquire(ctx, lease.Request{Attrs: dualAttrs("192.0.2.2", "2001:db8:1::2"), TTL: time.Hour, Prefer: []netip.Prefix{v6}})
+		if err != nil || peer.IPv6Subnet != v6 {
+			t.Fatalf("peer: %s %v, want the IPv6 subnet %s", peer.Key(), err, v6)
+		}
+		r, err := h.Store.Acquire(ctx, lease.Request{Attrs: own, TTL: time.Hour, Prefer: []netip.Prefix{v4, v6}, Reclaim: true})
+		if err != nil {
+			t.Fatalf("reclaim: %v", err)
+		}
+		if r.Overlaps(peer) || r.Attrs.PublicIP != own.PublicIP || r.Reservation() {
+			t.Fatalf("reclaimed %s at %s (reservation %v) beside the peer's %s", r.Key(), r.Attrs.PublicIP, r.Reservation(), peer.Key())
+		}
+		if peer.Subnet != v4 && r.Subnet != v4 {
+			t.Errorf("reclaimed %s, want the free IPv4 subnet %s kept", r.Key(), v4)
+		}
+		ls, err := h.Store.List(ctx)
+		if err != nil || len(ls) != 2 {
+			t.Fatalf("List: %+v %v, want 2 leases", ls, err)
+		}
+		if err := overlapping(ls); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("DualStack", func(t *testing.T) {
 		h := newHarness(t)
 		h.PutConfig(t, dualConfig)
