@@ -27,6 +27,7 @@ import (
 	"github.com/weftnet/weft/cmd/internal/cmdline"
 	"github.com/weftnet/weft/cmd/internal/etcdflag"
 	"github.com/weftnet/weft/internal/agent"
+	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/kubeclient"
@@ -204,6 +205,8 @@ type flags struct {
 	bgpNode             bgp.NodeSettings     // from bgp
 	underlay            kernel.UnderlayQuery // --iface, --iface-regex, --iface-can-reach, --public-ip(v6)
 	subnetFile          string
+	wgSocketDir         string // --wireguard-socket-dir
+	wgKeyFile           string // WIREGUARD_KEY_FILE, flannel's variable
 	ipMasq, forward     bool
 	masqNotFullyRandom  bool // --ip-masq-fully-random-disable
 	setNetworkAvailable bool // --set-node-network-unavailable
@@ -242,6 +245,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	publicIP := fs.String("public-ip", "", "this node's IPv4 underlay address, on one of its interfaces (default: the interface's)")
 	publicIPv6 := fs.String("public-ipv6", "", "this node's IPv6 underlay address, on one of its interfaces (default: the interface's)")
 	fs.StringVar(&f.subnetFile, "subnet-file", subnetenv.DefaultPath, "where to write subnet.env; SUBNET-FILE.lock beside it makes this the node's only agent for that file")
+	fs.StringVar(&f.wgSocketDir, "wireguard-socket-dir", wireguard.DefaultSocketDir, "wireguard backend on wireguard-go (a kernel without WireGuard): where its control sockets go, DIR/flannel-wg.sock, read by wg show; the private key file is WIREGUARD_KEY_FILE (default "+wireguard.DefaultKeyFile+"), as flannel's")
 	fs.BoolVar(&f.ipMasq, "ip-masq", false, "masquerade traffic from pods to outside the cluster network")
 	fs.BoolVar(&f.masqNotFullyRandom, "ip-masq-fully-random-disable", false, "masquerade without fully-random source ports")
 	fs.BoolVar(&f.forward, "iptables-forward-rules", true, "accept forwarded traffic from and to the cluster network, in weft's nftables table and, where the node has iptables, in iptables' FORWARD chain (chain WEFT-FWD), as flannel does, so that a DROP policy there (Docker sets one) does not drop pod traffic; false removes both")
@@ -267,6 +271,13 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 		return nil, err
 	}
 	f.unknownEnv = cmdline.UnknownEnv(fs, cmdline.FlannelPrefix, os.Environ())
+	f.wgKeyFile = os.Getenv("WIREGUARD_KEY_FILE")
+	if f.wgKeyFile == "" {
+		f.wgKeyFile = wireguard.DefaultKeyFile
+	}
+	if f.wgSocketDir == "" {
+		return nil, errors.New("--wireguard-socket-dir is empty: name a directory (wg looks in " + wireguard.DefaultSocketDir + ")")
+	}
 	if f.version {
 		return &f, nil
 	}
@@ -522,7 +533,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		LeaseTTL: f.ttl, RenewMargin: f.margin, Resync: f.resync,
 		HealthzAddr: agent.HealthzAddr(f.healthzIP, f.healthzPort), Pprof: f.pprof, Log: log,
 		ReadOnly: f.kube.enabled && f.kube.readOnly, ForwardRules: f.forward, Policy: pol,
-		BGPNode: f.bgpNode,
+		BGPNode: f.bgpNode, WireGuardKeyFile: f.wgKeyFile, WireGuardSocketDir: f.wgSocketDir,
 	}, plat)
 	return a.Run(ctx)
 }

@@ -96,7 +96,7 @@ func TestFlags(t *testing.T) {
 		"iptables-forward-rules", "iptables-resync",
 		"kube-annotation-prefix", "kube-api-url", "kube-read-only", "kube-subnet-mgr", "kubeconfig-file",
 		"log-level", "log_backtrace_at", "net-config-path", "network-policy", "network-policy-log-group", "pprof", "public-ip", "public-ipv6", "resync-interval",
-		"set-node-network-unavailable", "subnet-file", "subnet-lease-renew-margin", "subnet-lease-ttl", "v", "version", "vmodule",
+		"set-node-network-unavailable", "subnet-file", "subnet-lease-renew-margin", "subnet-lease-ttl", "v", "version", "vmodule", "wireguard-socket-dir",
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("flags\n got %q\nwant %q", got, want)

@@ -74,6 +74,10 @@ type Options struct {
 	// NewSpeaker builds the BGP speaker when BGP is on; nil: proc.New
 	// (GoBGP in a weft-bgp child process). Tests give a fake.
 	NewSpeaker func(c bgp.Config, o bgp.Options) (Speaker, error)
+	// WireGuardKeyFile and WireGuardSocketDir are the wireguard backend's
+	// private key file and the directory of its userspace devices' control
+	// sockets (backend.Env); "" for the defaults.
+	WireGuardKeyFile, WireGuardSocketDir string
 }
 
 // Platform is what the agent needs from the node's kernel; Linux provides it.
@@ -236,7 +240,8 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
-	env := backend.Env{Underlay: u, ReadOnly: a.o.ReadOnly, Log: a.log, Network: v4, IPv6Network: v6}
+	env := backend.Env{Underlay: u, ReadOnly: a.o.ReadOnly, Log: a.log, Network: v4, IPv6Network: v6,
+		WireGuardKeyFile: a.o.WireGuardKeyFile, WireGuardSocketDir: a.o.WireGuardSocketDir}
 	if p, ok := a.o.Store.(previousAttrs); ok {
 		pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		env.Previous, err = p.PreviousAttrs(pctx)
