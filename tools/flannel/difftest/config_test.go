@@ -18,6 +18,7 @@ import (
 
 	"github.com/weftnet/weft/internal/backend/table"
 	"github.com/weftnet/weft/internal/backend/vxlan"
+	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/config"
 )
 
@@ -83,7 +84,7 @@ var corpus = []string{
 	`{"EnableIPv4": false, "EnableIPv6": false, "Backend": {"Type": "vxlan"}}`,
 	`{"Network": "10.0.0.0/16", "Backend": {"Type": "banana"}}`,
 	`{"Network": "10.0.0.0/16", "Backend": {}}`,
-	`{"Network": "10.0.0.0/16", "Backend": {"Type": "wireguard"}}`,
+	`{"Network": "10.0.0.0/16", "Backend": {"Type": "ipsec"}}`,
 	`{"Network": "10.0.0.0/16", "Backend": {"Type": "vxlan", "MTU": 10}}`,
 	`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fd00::/56", "Backend": {"Type": "vxlan", "MTU": 1279}}`,
 	`{"EnableIPv6": true, "Network": "10.0.0.0/16", "IPv6Network": "fd00::/56", "Backend": {"Type": "udp"}}`,
@@ -192,6 +193,9 @@ func deliberate(c *fsubnet.Config) map[string]string {
 	if n6 := netip.PrefixFrom(addr6(c.IPv6Network.IP), int(c.IPv6Network.PrefixLen)); c.EnableIPv6 && n6.Overlaps(netip.MustParsePrefix("::/96")) {
 		whys["IPv6Network"] = "an IPv6Network overlapping ::/96: flannel takes it and writes its lease keys as IPv4, keys it cannot read; weft refuses it"
 	}
+	if typ == wireguard.Type {
+		wireguardDeliberate(c, whys)
+	}
 	if typ == "udp" && c.EnableIPv6 {
 		whys["EnableIPv6"] = "udp with IPv6: flannel's udp carries IPv4 only and says nothing; weft refuses it in the config"
 	}
@@ -203,6 +207,9 @@ func deliberate(c *fsubnet.Config) map[string]string {
 			if typ == vxlan.Type {
 				least += vxlan.Overhead6 // flannel-v6.<VNI> needs 1280 itself
 			}
+		}
+		if typ == wireguard.Type {
+			least += wireguard.Overhead // the device gets MTU - 80
 		}
 		if *be.MTU < least {
 			whys["Backend.MTU"] = fmt.Sprintf("Backend.MTU %d: flannel takes any MTU; weft refuses one below %d", *be.MTU, least)
@@ -224,10 +231,17 @@ func addr6(a *ip.IP6) netip.Addr {
 // compare checks one document and returns what differs, or "".
 func compare(doc string) string {
 	fc, ferr := flannelParse(doc)
+	if ferr == nil && isWireguard(fc) {
+		// flannel's wireguard backend checks its options at start, before
+		// it touches the kernel
+		_, ferr = flannelWGOptions(fc)
+	}
 	wc, _, _, werr := table.Parse([]byte(doc))
 	switch {
 	case ferr != nil && werr != nil:
 		return ""
+	case ferr != nil && fc != nil && isWireguard(fc) && wireguardLenient(fc) != "":
+		return "" // weft is lenient, deliberately (wireguardLenient)
 	case ferr != nil:
 		return fmt.Sprintf("flannel rejects (%v), weft accepts", ferr)
 	case werr != nil:
@@ -263,6 +277,11 @@ func compare(doc string) string {
 		eq("IPv6SubnetLen", fc.IPv6SubnetLen, wc.IPv6.SubnetLen)
 		eq("IPv6SubnetMin", addr6(fc.IPv6SubnetMin), wc.IPv6.SubnetMin)
 		eq("IPv6SubnetMax", addr6(fc.IPv6SubnetMax), wc.IPv6.SubnetMax)
+	}
+	if isWireguard(fc) {
+		if d := compareWireguard(fc, wc); d != "" {
+			diffs = append(diffs, d)
+		}
 	}
 	return strings.Join(diffs, "; ")
 }
@@ -306,6 +325,9 @@ func FuzzConfigAgainstFlannel(f *testing.F) {
 		f.Add(doc)
 	}
 	for _, tc := range ipv6Corpus {
+		f.Add(tc.doc)
+	}
+	for _, tc := range wireguardCorpus {
 		f.Add(tc.doc)
 	}
 	f.Fuzz(func(t *testing.T, doc string) {
