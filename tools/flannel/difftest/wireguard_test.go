@@ -2,17 +2,22 @@ package difftest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/flannel-io/flannel/pkg/ip"
 	flease "github.com/flannel-io/flannel/pkg/lease"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
+	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/backend/wireguard"
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
 )
 
@@ -280,4 +285,83 @@ func mustJSON(t *testing.T, v any) json.RawMessage {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// TestWireguardBackendPublishesFlannelsAttrs: what weft's wireguard
+// backend really publishes (New, which reads the key file and touches no
+// kernel, then LeaseAttrs) is what flannel's newSubnetAttrs makes for the
+// same node, byte for byte in Mode separate, IPv4, dual stack and
+// IPv6-only: from a key file flanneld wrote (wgtypes' String, mode 0400,
+// as its writePrivateKey), weft publishes the public key flanneld
+// published; and the key file weft generates, flanneld reads (os.ReadFile
+// and wgtypes.ParseKey, as its setupKeys) as the same key. In the single
+// device Modes (auto, ipv4, ipv6) flannel publishes ListenPortV6 in
+// BackendV6Data although its one device, flannel-wg, listens on
+// ListenPort; weft publishes the port its device listens on.
+func TestWireguardBackendPublishesFlannelsAttrs(t *testing.T) {
+	dir := t.TempDir()
+	flannelKey := filepath.Join(dir, "flannel-wgkey")
+	priv, err := wgtypes.GeneratePrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(flannelKey, []byte(priv.String()), 0o400); err != nil {
+		t.Fatal(err)
+	}
+	u4, u6 := netip.MustParseAddr("192.0.2.51"), netip.MustParseAddr("2001:db8:0:1::51")
+	for _, tc := range []struct {
+		what      string
+		net, net6 string
+		mode      wireguard.Mode
+	}{
+		{"IPv4", "10.244.0.0/16", "", wireguard.Separate},
+		{"dual", "10.244.0.0/16", "2001:db8:244::/48", wireguard.Separate},
+		{"IPv6-only", "", "2001:db8:244::/48", wireguard.Separate},
+		{"dual auto", "10.244.0.0/16", "2001:db8:244::/48", wireguard.Auto},
+		{"dual ipv6", "10.244.0.0/16", "2001:db8:244::/48", wireguard.IPv6},
+	} {
+		for _, keyFile := range []string{flannelKey, filepath.Join(t.TempDir(), "wgkey")} {
+			env := backend.Env{Underlay: kernel.Underlay{Name: "eth0", MTU: 1500}, WireGuardKeyFile: keyFile}
+			var ip4, ip6 net.IP
+			if tc.net != "" {
+				env.Network, env.Underlay.Addr, ip4 = netip.MustParsePrefix(tc.net), u4, u4.AsSlice()
+			}
+			if tc.net6 != "" {
+				env.IPv6Network, env.Underlay.Addr6, ip6 = netip.MustParsePrefix(tc.net6), u6, u6.AsSlice()
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			b, err := wireguard.New(ctx, env, wireguard.Options{ListenPort: 51820, ListenPortV6: 51821, Mode: tc.mode})
+			if err != nil {
+				cancel()
+				t.Fatalf("%s: New: %v", tc.what, err)
+			}
+			wa := b.LeaseAttrs()
+			wa.PublicIP, wa.PublicIPv6 = env.Underlay.Addr, env.Underlay.Addr6 // the agent fills them in
+			_ = b.Close()
+			cancel()
+
+			// flannel's key: parsed from the file as flanneld's setupKeys does
+			data, err := os.ReadFile(keyFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fpriv, err := wgtypes.ParseKey(string(data))
+			if err != nil {
+				t.Fatalf("%s: flanneld cannot read the key file weft uses (%q): %v", tc.what, keyFile, err)
+			}
+			if keyFile == flannelKey && fpriv != priv {
+				t.Fatalf("%s: weft changed flanneld's key file", tc.what)
+			}
+			fa := flannelWGAttrs(t, ip4, ip6, tc.net != "", tc.net6 != "", fpriv.PublicKey().String(), 51820, 51821)
+			if tc.mode != wireguard.Separate {
+				// weft publishes the port flannel-wg listens on (see above)
+				fa.BackendV6Data = mustJSON(t, flannelWGData{PublicKey: fpriv.PublicKey().String(), Port: 51820})
+			}
+			fj, _ := json.Marshal(&fa)
+			wj, err := wa.MarshalJSON()
+			if err != nil || string(wj) != string(fj) {
+				t.Errorf("%s (key file %s): weft's backend publishes\n    %s (%v)\nflannel\n    %s", tc.what, filepath.Base(keyFile), wj, err, fj)
+			}
+		}
+	}
 }
