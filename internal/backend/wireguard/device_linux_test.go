@@ -75,7 +75,7 @@ func pair(t *testing.T) (*node, *node) {
 			t.Fatal(err)
 		}
 		n.env = backend.Env{Kernel: kernel.NewNetlink(n.h), Network: netip.MustParsePrefix("10.244.0.0/16"),
-			Underlay: kernel.Underlay{Name: "eth0", LinkIndex: l.Attrs().Index, Addr: n.pub, MTU: 1500},
+			Underlay:         kernel.Underlay{Name: "eth0", LinkIndex: l.Attrs().Index, Addr: n.pub, MTU: 1500},
 			WireGuardKeyFile: filepath.Join(keyDir, fmt.Sprintf("wgkey%d", i)), WireGuardSocketDir: n.sockDir,
 			Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		n.start()
