@@ -91,7 +91,9 @@ func TestBadConfigChangesNothing(t *testing.T) {
 	for _, tc := range []struct{ doc, key string }{
 		{`{"Network":"10.244.0.0/16","SubnetLen":31,"Backend":{"Type":"vxlan"}}`, "SubnetLen"},
 		{`{"Network":"10.244.0.0/16","SubnetMin":"10.244.1.7","Backend":{"Type":"host-gw"}}`, "SubnetMin"},
-		{`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard"}}`, "Backend.Type"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"ipsec"}}`, "Backend.Type"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","PSK":"not-a-key"}}`, "Backend.PSK"},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","Mode":"bogus"}}`, "Backend.Mode"},
 	} {
 		if _, err := cli.Put(context.Background(), "/coreos.com/network/config", tc.doc); err != nil {
 			t.Fatal(err)
