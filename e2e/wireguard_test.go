@@ -442,7 +442,7 @@ func (w *wgLab) testStrangers(t *testing.T) {
 		}
 		defer c.Close()
 		for i := range garbage {
-			p := make([]byte, 32+i*7%1300)
+			p := make([]byte, 160+i*7%1200)
 			_, _ = rand.Read(p)
 			switch i % 4 {
 			case 1:
@@ -481,16 +481,18 @@ func (w *wgLab) testStrangers(t *testing.T) {
 			t.Errorf("n1 answered a stranger: %s -> %s proto %d ports %d -> %d, payload %x", f.src, f.dst, f.proto, f.sport, f.dport, f.udpPayload)
 		}
 	}
-	reached := 0
+	reached, atPods := 0, 0
 	for _, c := range pods {
 		for _, f := range c.stop() {
+			atPods++
 			if f.marker || f.src == s.tun || f.src == s.addr || f.src == ext {
 				reached++
 			}
 		}
 	}
 	t.Logf("strangers: %d garbage datagrams sent from ext to n1:%d (%d seen arriving), the unknown key's wireguard-go sent %d handshake initiations "+
-		"and %d pings; replies %d, n1's answers %d, frames from them at the %d pods %d", garbage, wgPort, garbageIn, initiations, sent, len(replies), answers, len(pods), reached)
+		"and %d pings; replies %d, n1's answers %d; frames from them at the %d pods: %d (of %d frames the pods saw meanwhile)",
+		garbage, wgPort, garbageIn, initiations, sent, len(replies), answers, len(pods), reached, atPods)
 	if garbageIn != garbage {
 		t.Errorf("%d of %d garbage datagrams seen arriving at n1: the test did not send them", garbageIn, garbage)
 	}
