@@ -16,10 +16,20 @@ type Choice struct {
 	Subnet, IPv6Subnet netip.Prefix
 	// Stale are leases of this node's public address that the config no
 	// longer allows (outside SubnetMin..SubnetMax, another SubnetLen, a
-	// subnet of a disabled family or none of an enabled one): the store
-	// deletes them, as flannel does. They still count as taken when new
-	// subnets are picked, since the deletion may fail or race.
+	// subnet of a disabled family or none of an enabled one), and those
+	// that overlap an older lease (Overlapping): the store deletes them,
+	// as flannel deletes the former. Those the config no longer allows
+	// still count as taken when new subnets are picked, since the deletion
+	// may fail or race; those that overlap do not: a store deletes them in
+	// the write that creates the new lease, so that the node keeps the
+	// subnet of the family that did not overlap.
 	Stale []Lease
+	// Overlapping are the keys of the Stale leases that lose to an older
+	// lease they overlap (OlderOverlaps, as every node's Set rejects
+	// them), each with the key of that older lease. A node holding one
+	// routes the older lease's subnet, which is also its own, to itself;
+	// it gives it up and leases again. A reservation is never given up.
+	Overlapping map[string]string
 	// Unusable are reservations of this node's public address that the
 	// config does not allow. A reservation is an operator's, so it is kept
 	// (flannel never sees one: its etcd v3 store skips keys without TTL)
@@ -28,8 +38,8 @@ type Choice struct {
 }
 
 // Choose decides which lease a node gets, given all current leases: the one
-// its public address already holds (a reservation first), else new subnets
-// picked with Pick. The node is known by PublicIP, or by PublicIPv6 when
+// its public address already holds (a reservation first) unless it
+// overlaps an older lease, else new subnets picked with Pick. The node is known by PublicIP, or by PublicIPv6 when
 // IPv4 is disabled. Pure; shared by every Store so they decide alike.
 func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (Choice, error) {
 	var c Choice
@@ -37,9 +47,30 @@ func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (Ch
 	// (an operator's choice), then one the node asks for (its old
 	// subnet.env), then the first: the same answer whatever the order.
 	best, rank := -1, 0
+	var over map[int]int // computed only if the node holds a lease
+	overlapping := map[int]bool{}
 	for i := range leases {
 		l := &leases[i]
 		if !SameNode(l.Attrs, req.Attrs) {
+			continue
+		}
+		if over == nil {
+			v4, v6 := netip.Prefix{}, netip.Prefix{}
+			if cfg.EnableIPv4 {
+				v4 = cfg.IPv4.Network
+			}
+			if cfg.EnableIPv6 {
+				v6 = cfg.IPv6.Network
+			}
+			over = OlderOverlaps(v4, v6, leases)
+		}
+		if j, ok := over[i]; ok && !l.Reservation() && Compatible(cfg, *l) {
+			c.Stale = append(c.Stale, *l)
+			if c.Overlapping == nil {
+				c.Overlapping = map[string]string{}
+			}
+			c.Overlapping[l.Key()] = leases[j].Key()
+			overlapping[i] = true
 			continue
 		}
 		if !Compatible(cfg, *l) {
@@ -74,13 +105,13 @@ func Choose(cfg *config.Config, leases []Lease, req Request, rnd *rand.Rand) (Ch
 		}
 		var held []netip.Prefix
 		for i := range leases {
-			if p := *leases[i].SubnetOf(f); p.IsValid() {
+			if p := *leases[i].SubnetOf(f); p.IsValid() && !overlapping[i] {
 				held = append(held, p)
 			}
 		}
 		p, err := Pick(fam, held, req.Prefer, rnd)
 		if err != nil {
-			return Choice{Stale: c.Stale, Unusable: c.Unusable}, err
+			return Choice{Stale: c.Stale, Overlapping: c.Overlapping, Unusable: c.Unusable}, err
 		}
 		*chosen.SubnetOf(f) = p
 	}

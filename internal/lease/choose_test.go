@@ -208,3 +208,54 @@ func leaseKeys(ls []Lease) []string {
 	}
 	return out
 }
+
+// TestChooseOverlapping: a node whose lease overlaps an older one (the
+// lease every node's Set rejects) does not get it back: it is stale, with
+// the older key named, and the new lease keeps the subnet of the family
+// that did not overlap. Older is lower Created, then lower key, as in Set;
+// a reservation is kept, and a lease that is the older one is kept.
+func TestChooseOverlapping(t *testing.T) {
+	cfg := mustConfig(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/48"}`)
+	node := func(n int, v4, v6 string, created int64) Lease {
+		return Lease{Subnet: pfx(v4), IPv6Subnet: pfx(v6), StoreID: int64(n), Created: created,
+			Attrs: Attrs{PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, byte(n)}), PublicIPv6: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 1, 15: byte(n)})}}
+	}
+	x6 := "2001:db8:244:61::/64"
+	req := Request{Attrs: node(2, "10.244.2.0/24", x6, 0).Attrs, Prefer: []netip.Prefix{pfx("10.244.2.0/24"), pfx(x6)}}
+	for _, tc := range []struct {
+		name        string
+		peer, mine  Lease
+		reservation bool
+		gives       bool // the node's lease is stale
+	}{
+		{name: "newer", peer: node(1, "10.244.1.0/24", x6, 5), mine: node(2, "10.244.2.0/24", x6, 9), gives: true},
+		{name: "as old, greater key", peer: node(1, "10.244.1.0/24", x6, 5), mine: node(2, "10.244.2.0/24", x6, 5), gives: true},
+		{name: "as old, smaller key", peer: node(1, "10.244.3.0/24", x6, 5), mine: node(2, "10.244.2.0/24", x6, 5)},
+		{name: "older", peer: node(1, "10.244.1.0/24", x6, 9), mine: node(2, "10.244.2.0/24", x6, 5)},
+		{name: "newer reservation", peer: node(1, "10.244.1.0/24", x6, 5), mine: node(2, "10.244.2.0/24", x6, 9), reservation: true},
+		{name: "a subnet inside the older one's", peer: node(1, "10.244.1.0/24", "2001:db8:244:60::/62", 5), mine: node(2, "10.244.2.0/24", x6, 9), gives: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.reservation {
+				tc.mine.StoreID = 0
+			}
+			c, err := Choose(cfg, []Lease{tc.mine, tc.peer}, req, rand.New(rand.NewPCG(1, 2)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.gives {
+				if keyOf(c.Held) != tc.mine.Key() || len(c.Stale) != 0 || c.Overlapping != nil {
+					t.Fatalf("Choose = %+v, want the node's lease %s held", c, tc.mine.Key())
+				}
+				return
+			}
+			if c.Held != nil || !slices.Equal(leaseKeys(c.Stale), []string{tc.mine.Key()}) || c.Overlapping[tc.mine.Key()] != tc.peer.Key() || len(c.Overlapping) != 1 {
+				t.Fatalf("Choose = held %q, stale %v, overlapping %v; want %s stale, overlapping %s", keyOf(c.Held), leaseKeys(c.Stale), c.Overlapping, tc.mine.Key(), tc.peer.Key())
+			}
+			chosen := Lease{Subnet: c.Subnet, IPv6Subnet: c.IPv6Subnet}
+			if chosen.Overlaps(tc.peer) || c.Subnet != tc.mine.Subnet || !Compatible(cfg, chosen) {
+				t.Fatalf("chose %s beside %s, want %s kept and an IPv6 subnet apart", chosen.Key(), tc.peer.Key(), tc.mine.Subnet)
+			}
+		})
+	}
+}

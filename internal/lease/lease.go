@@ -316,6 +316,17 @@ type Store interface {
 	Watch(ctx context.Context, sink func(Event)) error
 }
 
+// SubnetChooser is a Store whose Acquire chooses the subnets it leases
+// (etcd, the memory store), so that a node can lease other ones: one whose
+// lease overlaps an older lease gives it up and leases again. A Store that
+// is handed a node's subnets (Kubernetes: the Node's podCIDRs, assigned by
+// the controller manager) is not one; its node keeps them.
+type SubnetChooser interface {
+	Store
+	// ChoosesSubnets marks the Store; it does nothing.
+	ChoosesSubnets()
+}
+
 // Family selects one address family's fields of a lease, so that code
 // which does the same for IPv4 and IPv6 is written once, as a loop over
 // Families.

@@ -84,7 +84,7 @@ func compareEntries(f Family) func(a, b *entry) int {
 type entry struct {
 	rec    Record
 	err    error     // why the record is unusable on its own; nil: usable
-	over   [2]string // by Family: the older lease it overlaps, or ""
+	over   [2]string // by Family: the key of the older lease it overlaps, or ""
 	reason string    // "" accepted; else why rejected (err, or an overlap)
 }
 
@@ -322,30 +322,100 @@ func (s *Set) has(p netip.Prefix, f Family) bool {
 // is rejected when it loses in either family.
 func (s *Set) decide(entries []*entry, f Family) {
 	slices.SortFunc(entries, func(a, b *entry) int {
-		return cmp.Or(cmp.Compare(a.rec.Lease.Created, b.rec.Lease.Created), strings.Compare(a.rec.Key, b.rec.Key))
+		return olderFirst(a.rec.Lease.Created, a.rec.Key, b.rec.Lease.Created, b.rec.Key)
 	})
-	accepted := map[netip.Prefix]string{} // subnet -> key
-	covers := map[netip.Prefix]string{}   // every strict ancestor of an accepted subnet -> a key under it
-	for _, e := range entries {
-		p := e.subnet(f)
+	subnets := make([]netip.Prefix, len(entries))
+	for i, e := range entries {
+		subnets[i] = e.subnet(f)
+	}
+	for i, w := range overlapWinners(subnets, s.nets[f].Bits()) {
+		e := entries[i]
+		e.over[f] = ""
+		if w >= 0 {
+			e.over[f] = entries[w].rec.Key
+		}
+		e.reason = ""
+		if older := cmp.Or(e.over[IPv4], e.over[IPv6]); older != "" {
+			e.reason = "overlaps the older lease " + older
+		}
+	}
+}
+
+// olderFirst orders two leases by age as every node does: lower Created,
+// then lower key.
+func olderFirst(createdA int64, keyA string, createdB int64, keyB string) int {
+	return cmp.Or(cmp.Compare(createdA, createdB), strings.Compare(keyA, keyB))
+}
+
+// overlapWinners applies the overlap rule of one family to subnets given
+// oldest first: each is accepted unless it overlaps one accepted before
+// it. It returns, for each subnet, the index of an accepted one it
+// overlaps, or -1 when it is accepted itself. Every subnet must be longer
+// than floor bits (the network's length), which bounds the walk over a
+// subnet's ancestors.
+func overlapWinners(subnets []netip.Prefix, floor int) []int {
+	out := make([]int, len(subnets))
+	accepted := map[netip.Prefix]int{} // subnet -> its index
+	covers := map[netip.Prefix]int{}   // every strict ancestor of an accepted subnet -> the index of one under it
+	for i, p := range subnets {
 		winner, ok := accepted[p]
 		if !ok {
 			winner, ok = covers[p]
 		}
-		for b := p.Bits() - 1; !ok && b > s.nets[f].Bits(); b-- {
+		for b := p.Bits() - 1; !ok && b > floor; b-- {
 			winner, ok = accepted[netip.PrefixFrom(p.Addr(), b).Masked()]
 		}
-		e.over[f] = ""
 		if ok {
-			e.over[f] = fmt.Sprintf("overlaps the older lease %s", winner)
-		} else {
-			accepted[p] = e.rec.Key
-			for b := p.Bits() - 1; b > s.nets[f].Bits(); b-- {
-				covers[netip.PrefixFrom(p.Addr(), b).Masked()] = e.rec.Key
+			out[i] = winner
+			continue
+		}
+		out[i] = -1
+		accepted[p] = i
+		for b := p.Bits() - 1; b > floor; b-- {
+			covers[netip.PrefixFrom(p.Addr(), b).Masked()] = i
+		}
+	}
+	return out
+}
+
+// OlderOverlaps decides, as a Set of a cluster whose networks are v4 and
+// v6 decides, which of ls lose to an older lease they overlap: of the
+// leases that pass Check, oldest first (lower Created, then lower Key), a
+// lease loses when its subnet of either family overlaps one accepted
+// before it. It returns the index in ls of each loser, with the index of
+// an older lease it overlaps. (A Set also applies the backend's check,
+// which a store cannot; and it orders by the store's key, which is Key
+// unless someone wrote it by hand otherwise.)
+func OlderOverlaps(v4, v6 netip.Prefix, ls []Lease) map[int]int {
+	nets := [...]netip.Prefix{IPv4: v4, IPv6: v6}
+	keys := make([]string, len(ls))
+	var idx []int
+	for i, l := range ls {
+		if Check(v4, v6, l) == nil {
+			keys[i] = l.Key()
+			idx = append(idx, i)
+		}
+	}
+	slices.SortFunc(idx, func(a, b int) int { return olderFirst(ls[a].Created, keys[a], ls[b].Created, keys[b]) })
+	out := map[int]int{}
+	for _, f := range Families {
+		if !nets[f].IsValid() {
+			continue
+		}
+		var of []int // indexes in ls of the leases with a subnet of f, oldest first
+		var subnets []netip.Prefix
+		for _, i := range idx {
+			if p := *ls[i].SubnetOf(f); p.IsValid() {
+				of, subnets = append(of, i), append(subnets, p)
 			}
 		}
-		e.reason = cmp.Or(e.over[IPv4], e.over[IPv6])
+		for j, w := range overlapWinners(subnets, nets[f].Bits()) {
+			if _, lost := out[of[j]]; w >= 0 && !lost {
+				out[of[j]] = of[w]
+			}
+		}
 	}
+	return out
 }
 
 // Leases returns the accepted leases, ordered by subnet.
@@ -381,6 +451,17 @@ func (s *Set) Rejected() map[string]string {
 		}
 	}
 	return out
+}
+
+// Overlapped returns the key of an older lease that the record under key
+// is rejected for overlapping, or "" when it is not rejected for an
+// overlap (accepted, unusable on its own, or absent).
+func (s *Set) Overlapped(key string) string {
+	e, ok := s.recs[key]
+	if !ok || !e.usable() {
+		return ""
+	}
+	return cmp.Or(e.over[IPv4], e.over[IPv6])
 }
 
 // Record returns the record stored under key, accepted or not.

@@ -228,6 +228,48 @@ func TestSetOverlapChain(t *testing.T) {
 	}
 }
 
+// OlderOverlaps decides as a Set does (without a backend check, with keys
+// as Key writes them): the same leases lose, each to the same older key;
+// Overlapped names it, and only for a loss to an overlap.
+func TestOlderOverlapsAgreesWithSet(t *testing.T) {
+	for _, nets := range [][2]netip.Prefix{{testNet, {}}, {testNet, testNet6}, {{}, testNet6}} {
+		losers := 0
+		for seed := range uint64(200) {
+			r := rand.New(rand.NewPCG(seed, 11))
+			byKey := map[string]Lease{}
+			for range 12 {
+				if ev := randomEvent(r, nil); !ev.Reset && ev.Record.Err == nil && ev.Record.Key == ev.Record.Lease.Key() {
+					byKey[ev.Record.Key] = ev.Record.Lease
+				}
+			}
+			ls := slices.Collect(maps.Values(byKey))
+			s := NewSet(nets[0], nets[1], nil)
+			var recs []Record
+			for _, l := range ls {
+				recs = append(recs, Record{Key: l.Key(), Lease: l})
+			}
+			s.Apply(Event{Reset: true, Leases: recs})
+			over := OlderOverlaps(nets[0], nets[1], ls)
+			losers += len(over)
+			for i, l := range ls {
+				want := ""
+				if j, ok := over[i]; ok {
+					want = ls[j].Key()
+				}
+				if got := s.Overlapped(l.Key()); got != want {
+					t.Fatalf("nets %v seed %d: %s: Set says it overlaps the older %q, OlderOverlaps %q", nets, seed, l.Key(), got, want)
+				}
+				if reason := s.Rejected()[l.Key()]; want != "" && reason != "overlaps the older lease "+want {
+					t.Fatalf("nets %v seed %d: %s rejected for %q, want an overlap with %s", nets, seed, l.Key(), reason, want)
+				}
+			}
+		}
+		if losers < 100 {
+			t.Errorf("nets %v: only %d leases lost to an older one in 200 sets; the test hardly tests", nets, losers)
+		}
+	}
+}
+
 // randomEvent makes events over a small space of subnets, so that overlaps,
 // equal ages and replaced keys are frequent. Leases get an IPv4 subnet, an
 // IPv6 subnet or both.

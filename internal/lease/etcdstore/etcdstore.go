@@ -45,7 +45,7 @@ type Store struct {
 	log       *slog.Logger
 }
 
-var _ lease.Store = (*Store)(nil)
+var _ lease.SubnetChooser = (*Store)(nil)
 
 // New connects to etcd. It does not block on the connection; the first call
 // that needs etcd reports a failure, naming the endpoints. An endpoint that
@@ -229,6 +229,9 @@ func (s *Store) decode(key, value []byte, storeID, created int64) lease.Record {
 	return r
 }
 
+// ChoosesSubnets implements lease.SubnetChooser.
+func (s *Store) ChoosesSubnets() {}
+
 // Acquire implements lease.Store. With req.Reclaim it writes this node's
 // record back (reclaim) instead of choosing a subnet.
 func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {
@@ -288,7 +291,7 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 				return lease.Lease{}, s.fail("delete stale leases", err)
 			}
 			if resp.Succeeded {
-				s.logStale(c.Stale)
+				s.logStale(c)
 			}
 			continue
 		}
@@ -340,7 +343,7 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 			if held == nil {
 				l.Created = resp.Header.Revision
 			}
-			s.logStale(c.Stale)
+			s.logStale(c)
 			if held != nil && held.StoreID != 0 && held.StoreID != l.StoreID {
 				// The key moved to the new etcd lease; drop the old one.
 				if _, err := s.cli.Revoke(ctx, clientv3.LeaseID(held.StoreID)); err != nil {
@@ -414,8 +417,14 @@ func (s *Store) staleOps(stale []lease.Lease, rawKeys map[string]string, modRevs
 	return cmps, ops
 }
 
-func (s *Store) logStale(stale []lease.Lease) {
-	for _, st := range stale {
+// logStale says which of this node's leases were deleted (c.Stale), and
+// why.
+func (s *Store) logStale(c lease.Choice) {
+	for _, st := range c.Stale {
+		if older, ok := c.Overlapping[st.Key()]; ok {
+			s.log.Info("deleted a lease of this node that overlaps an older lease", "key", s.LeaseKey(st), "older", s.subnetsKey()+older)
+			continue
+		}
 		s.log.Info("deleted a lease of this node that the network config no longer allows", "key", s.LeaseKey(st))
 	}
 }

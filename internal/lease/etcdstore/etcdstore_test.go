@@ -100,6 +100,20 @@ func harness(url string) func(t *testing.T) leasetest.Harness {
 					t.Fatal(err)
 				}
 			},
+			Lease: func(t *testing.T, l lease.Lease, ttl time.Duration) {
+				// as flanneld writes a lease: a key under an etcd lease
+				v, err := l.Attrs.MarshalJSON()
+				if err != nil {
+					t.Fatal(err)
+				}
+				g, err := s.cli.Grant(ctx, ttlSeconds(ttl))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := s.cli.Put(ctx, s.LeaseKey(l), string(v), clientv3.WithLease(g.ID)); err != nil {
+					t.Fatal(err)
+				}
+			},
 		}
 	}
 }

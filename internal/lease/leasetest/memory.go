@@ -36,7 +36,7 @@ type memWatch struct {
 	wake  chan struct{} // 1-slot: something was queued
 }
 
-var _ lease.Store = (*Memory)(nil)
+var _ lease.SubnetChooser = (*Memory)(nil)
 
 // NewMemory returns an empty store.
 func NewMemory() *Memory {
@@ -55,6 +55,17 @@ func (m *Memory) PutConfig(doc []byte) {
 func (m *Memory) Reserve(l lease.Lease) {
 	l.StoreID, l.Expiration = 0, time.Time{}
 	m.Put(lease.Record{Key: l.Key(), Lease: l})
+}
+
+// PutLease writes l with a TTL, as another writer (flanneld, or an
+// operator with etcdctl put --lease) would, without the checks of Acquire:
+// a new key gets the next Created, an existing one keeps its own. It
+// returns the lease as stored.
+func (m *Memory) PutLease(l lease.Lease, ttl time.Duration) lease.Lease {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.grantLocked(&l, ttl)
+	return m.putLocked(lease.Record{Key: l.Key(), Lease: l}).Lease
 }
 
 // Put writes a record as an operator would, without TTL: a record whose
@@ -152,6 +163,9 @@ func (m *Memory) Config(ctx context.Context) ([]byte, error) {
 	}
 	return append([]byte(nil), m.config...), nil
 }
+
+// ChoosesSubnets implements lease.SubnetChooser.
+func (m *Memory) ChoosesSubnets() {}
 
 // Acquire implements lease.Store.
 func (m *Memory) Acquire(ctx context.Context, req lease.Request) (lease.Lease, error) {

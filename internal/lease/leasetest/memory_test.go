@@ -2,6 +2,7 @@ package leasetest
 
 import (
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/internal/lease"
 )
@@ -14,6 +15,7 @@ func TestMemoryConformance(t *testing.T) {
 			PutConfig: func(t *testing.T, doc string) { m.PutConfig([]byte(doc)) },
 			Reserve:   func(t *testing.T, l lease.Lease) { m.Reserve(l) },
 			Delete:    func(t *testing.T, key string) { m.Delete(key) },
+			Lease:     func(t *testing.T, l lease.Lease, ttl time.Duration) { m.PutLease(l, ttl) },
 		}
 	})
 }

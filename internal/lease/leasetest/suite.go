@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +24,9 @@ type Harness struct {
 	PutConfig func(t *testing.T, doc string)
 	Reserve   func(t *testing.T, l lease.Lease)
 	Delete    func(t *testing.T, key string)
+	// Lease writes l with a TTL, as another writer (flanneld, whose
+	// writes weft's checks do not cover) would, whatever it overlaps.
+	Lease func(t *testing.T, l lease.Lease, ttl time.Duration)
 }
 
 // backendType is the BackendType of the suite's leases. A store keeps it
@@ -368,6 +373,69 @@ func Run(t *testing.T, newHarness func(t *testing.T) Harness) {
 		}
 		if err := overlapping(ls); err != nil {
 			t.Fatal(err)
+		}
+	})
+	t.Run("OverlapGivenUp", func(t *testing.T) {
+		// Two nodes hold one IPv6 subnet beside different IPv4 ones
+		// (flanneld raced, or someone wrote a lease by hand). Every node
+		// rejects the newer lease; its node leases again: a lease that
+		// overlaps nothing, keeping its IPv4 subnet, the newer lease gone
+		// in the same write, the older one untouched. A reservation that
+		// overlaps is an operator's: kept.
+		h := newHarness(t)
+		h.PutConfig(t, dualConfig)
+		a4, b4, c4 := netip.MustParsePrefix("10.244.1.0/24"), netip.MustParsePrefix("10.244.2.0/24"), netip.MustParsePrefix("10.244.3.0/24")
+		x6 := netip.MustParsePrefix("2001:db8:244:61::/64")
+		older := lease.Lease{Subnet: a4, IPv6Subnet: x6, Attrs: dualAttrs("192.0.2.1", "2001:db8:1::1")}
+		newer := lease.Lease{Subnet: b4, IPv6Subnet: x6, Attrs: dualAttrs("192.0.2.2", "2001:db8:1::2")}
+		h.Lease(t, older, time.Hour)
+		h.Lease(t, newer, time.Hour)
+		before, err := h.Store.List(ctx)
+		if err != nil || len(before) != 2 {
+			t.Fatalf("List: %+v %v, want the 2 leases written", before, err)
+		}
+		l, err := h.Store.Acquire(ctx, lease.Request{Attrs: newer.Attrs, TTL: time.Hour, Prefer: []netip.Prefix{b4, x6}})
+		if err != nil {
+			t.Fatalf("Acquire by the newer lease's node: %v", err)
+		}
+		if l.Subnet != b4 || !l.IPv6Subnet.IsValid() || l.IPv6Subnet.Overlaps(x6) || l.Reservation() {
+			t.Fatalf("the newer lease's node got %s (reservation %v), want %s beside an IPv6 subnet other than %s", l.Key(), l.Reservation(), b4, x6)
+		}
+		ls, err := h.Store.List(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := overlapping(ls); err != nil {
+			t.Fatal(err)
+		}
+		keys := map[string]lease.Lease{}
+		for _, x := range ls {
+			keys[x.Key()] = x
+		}
+		o, ok := keys[older.Key()]
+		if _, still := keys[newer.Key()]; still || !ok || len(keys) != 2 {
+			t.Fatalf("leases %v, want %s and %s only (%s deleted)", slices.Sorted(maps.Keys(keys)), older.Key(), l.Key(), newer.Key())
+		}
+		var was lease.Lease
+		for _, x := range before {
+			if x.Key() == older.Key() {
+				was = x
+			}
+		}
+		if o.Created != was.Created || o.StoreID != was.StoreID || o.Attrs.PublicIP != older.Attrs.PublicIP {
+			t.Errorf("the older lease changed: %+v, was %+v", o, was)
+		}
+		// The older lease's node keeps its lease.
+		k, err := h.Store.Acquire(ctx, lease.Request{Attrs: older.Attrs, TTL: time.Hour})
+		if err != nil || !k.SameSubnets(older) {
+			t.Errorf("the older lease's node got %s %v, want %s", k.Key(), err, older.Key())
+		}
+		// A reservation that overlaps the older lease is kept.
+		res := lease.Lease{Subnet: c4, IPv6Subnet: x6, Attrs: dualAttrs("192.0.2.3", "2001:db8:1::3")}
+		h.Reserve(t, res)
+		r, err := h.Store.Acquire(ctx, lease.Request{Attrs: res.Attrs, TTL: time.Hour})
+		if err != nil || !r.SameSubnets(res) || !r.Reservation() {
+			t.Errorf("the reservation's node got %s (reservation %v) %v, want its reservation %s", r.Key(), r.Reservation(), err, res.Key())
 		}
 	})
 	t.Run("DualStack", func(t *testing.T) {
