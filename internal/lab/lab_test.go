@@ -26,7 +26,7 @@ func TestValidate(t *testing.T) {
 	}{
 		{func(s *Spec) { s.Nodes = 0 }, "--nodes 0: use 1 to 60"},
 		{func(s *Spec) { s.PodsPerNode = 51 }, "--pods-per-node 51: use 0 to 50"},
-		{func(s *Spec) { s.Backend = "wireguard" }, `--backend "wireguard": use vxlan, host-gw or udp`},
+		{func(s *Spec) { s.Backend = "ipsec" }, `--backend "ipsec": use vxlan, host-gw, udp or wireguard`},
 		{func(s *Spec) { s.Topology = "l4" }, `--topology "l4": use l2 or l3`},
 		{func(s *Spec) { s.Backend, s.DirectRouting = "host-gw", true }, "--direct-routing goes with --backend vxlan"},
 		{func(s *Spec) { s.Store = "consul" }, `--store "consul": use etcd or kube`},
