@@ -153,6 +153,11 @@ func TestWireGuard(t *testing.T) {
 			t.Errorf("%s's key file: %v, mode %v, want 0600", n, err, fi.Mode().Perm())
 		}
 	}
+	// lab exec mounted each node's socket directory in a mount namespace
+	// of wg's own: none of those mounts is in this one.
+	if b, err := os.ReadFile("/proc/self/mountinfo"); err != nil || strings.Contains(string(b), "wireguard") {
+		t.Errorf("a WireGuard mount leaked into the host's mount table (%v):\n%s", err, b)
+	}
 	t.Run("Encrypted", w.testEncrypted)
 	t.Run("Strangers", w.testStrangers)
 	t.Run("RestartKeepsTunnel", w.testRestart)
