@@ -69,6 +69,10 @@ type Config struct {
 type PeerChange struct {
 	Peer
 	Remove bool
+	// KeepaliveOnly sets only the keepalive of the peer, if the device
+	// has it (`update_only`): nothing else is changed, and a peer removed
+	// meanwhile is not added back.
+	KeepaliveOnly bool
 }
 
 // empty reports whether c changes nothing.
@@ -129,6 +133,11 @@ func (c Config) UAPI() string {
 		line("public_key", hex.EncodeToString(p.Key[:]))
 		if p.Remove {
 			line("remove", "true")
+			continue
+		}
+		if p.KeepaliveOnly {
+			line("update_only", "true")
+			line("persistent_keepalive_interval", strconv.Itoa(int(p.Keepalive/time.Second)))
 			continue
 		}
 		line("preshared_key", hex.EncodeToString(p.PSK[:]))

@@ -76,6 +76,10 @@ func TestUAPIRoundTrip(t *testing.T) {
 			t.Errorf("set lacks %q:\n%s", line, set)
 		}
 	}
+	ka := Config{Peers: []PeerChange{{Peer: Peer{Key: key(1), Keepalive: 25 * time.Second}, KeepaliveOnly: true}}}.UAPI()
+	if ka != "public_key="+strings.Repeat("01", 32)+"\nupdate_only=true\npersistent_keepalive_interval=25\n" {
+		t.Errorf("keepalive only: %q", ka)
+	}
 	get := "private_key=" + strings.Repeat("09", 32) + "\nlisten_port=51820\nfwmark=0\n" +
 		"public_key=" + strings.Repeat("01", 32) + "\npreshared_key=" + strings.Repeat("07", 32) + "\nprotocol_version=1\nendpoint=[2001:db8::2]:51821\n" +
 		"last_handshake_time_sec=1700000000\nlast_handshake_time_nsec=5\ntx_bytes=10\nrx_bytes=20\npersistent_keepalive_interval=25\n" +

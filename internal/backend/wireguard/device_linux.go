@@ -98,7 +98,10 @@ func (l *kernelLink) set(c Config) error {
 	}
 	for _, p := range c.Peers {
 		pc := wgtypes.PeerConfig{PublicKey: p.Key, Remove: p.Remove}
-		if !p.Remove {
+		if p.KeepaliveOnly {
+			ka := p.Keepalive
+			pc.UpdateOnly, pc.PersistentKeepaliveInterval = true, &ka
+		} else if !p.Remove {
 			psk, ka := wgtypes.Key(p.PSK), p.Keepalive
 			pc.PresharedKey, pc.PersistentKeepaliveInterval = &psk, &ka
 			if p.Endpoint.IsValid() {

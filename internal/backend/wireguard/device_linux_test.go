@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -62,6 +63,14 @@ func pair(t *testing.T) (*node, *node) {
 		t.Fatal(err)
 	}
 	keyDir := t.TempDir()
+	logs := new([2]syncBuffer)
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i := range logs {
+				t.Logf("node %d's log:\n%s", i+1, logs[i].String())
+			}
+		}
+	})
 	for i, n := range nodes {
 		l, err := n.h.LinkByName("eth0")
 		if err != nil {
@@ -77,7 +86,7 @@ func pair(t *testing.T) (*node, *node) {
 		n.env = backend.Env{Kernel: kernel.NewNetlink(n.h), Network: netip.MustParsePrefix("10.244.0.0/16"),
 			Underlay:         kernel.Underlay{Name: "eth0", LinkIndex: l.Attrs().Index, Addr: n.pub, MTU: 1500},
 			WireGuardKeyFile: filepath.Join(keyDir, fmt.Sprintf("wgkey%d", i)), WireGuardSocketDir: n.sockDir,
-			Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			Log: slog.New(slog.NewTextHandler(&logs[i], &slog.HandlerOptions{Level: slog.LevelDebug}))}
 		n.start()
 	}
 	return nodes[0], nodes[1]
@@ -237,8 +246,10 @@ func TestTunnelInNamespaces(t *testing.T) {
 		st.Peers[0].Endpoint.String() != "192.0.2.2:51820" || fmt.Sprint(st.Peers[0].AllowedIPs) != "[10.244.2.0/24]" || st.Peers[0].Keepalive != 0 {
 		t.Errorf("wg show flannel-wg on node 1: %+v", st)
 	}
-	echo(t, n1, n2, 5*time.Second)
-	echo(t, n2, n1, 5*time.Second)
+	// Both nodes add each other at once here: if their handshakes cross
+	// (a loaded machine, -race), WireGuard retries after 5 s.
+	echo(t, n1, n2, 8*time.Second)
+	echo(t, n2, n1, 3*time.Second)
 	if hs := n1.wgShow().Status[n2.b.pub].LastHandshake; hs.IsZero() {
 		t.Error("no handshake recorded")
 	}
@@ -286,7 +297,7 @@ func TestTunnelInNamespaces(t *testing.T) {
 	if st := n1.wgShow(); len(st.Peers) != 1 || st.Peers[0].Key != n2.b.pub {
 		t.Errorf("after the key change node 1 holds %v, want only %s", st.Peers, keyString(n2.b.pub))
 	}
-	echo(t, n1, n2, 3*time.Second)
+	echo(t, n1, n2, 8*time.Second) // both add each other again: as above
 	if l := n1.link(); l.Attrs().Index != idx {
 		t.Errorf("flannel-wg was recreated by a peer's key change")
 	}
@@ -305,4 +316,23 @@ func TestTunnelInNamespaces(t *testing.T) {
 	if err := n1.b.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// syncBuffer is a log buffer both a test and wireguard-go's goroutines
+// write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

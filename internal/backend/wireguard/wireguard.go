@@ -1,6 +1,7 @@
 package wireguard
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -201,28 +202,45 @@ func (b *Backend) configure(l link, name string, peers []Peer) (added, removed i
 	if c.empty() {
 		return 0, 0, nil
 	}
-	// A peer new to the device gets a keepalive at once (WireGuard sends
-	// one when persistent keepalive is turned on), which starts a
-	// handshake; a second change turns keepalive back off where it is off.
 	had := make(map[[KeyLen]byte]bool, len(have.Peers))
 	for _, p := range have.Peers {
 		had[p.Key] = true
 	}
 	isNew := func(p Peer) bool { return !had[p.Key] }
-	var off Config
+	// A peer new to the device is sent a keepalive, which starts a
+	// handshake (WireGuard sends one when persistent keepalive is turned
+	// on): after a restart, peers replace the sessions the old process
+	// held within a round trip, not after WireGuard's timeout. Of two
+	// nodes, the one with the lower public key kicks at once and the other
+	// 200 ms later unless it heard from the peer meanwhile: two initiations
+	// that cross each leave the other's response invalid, and then neither
+	// node sends until WireGuard retries 5 s later.
+	var now, later []Peer
 	for i, p := range c.Peers {
-		if !p.Remove && isNew(p.Peer) && p.Keepalive == 0 {
-			c.Peers[i].Keepalive = time.Second
-			off.Peers = append(off.Peers, p)
+		if p.Remove || !isNew(p.Peer) {
+			continue
+		}
+		switch {
+		case bytes.Compare(b.pub[:], p.Key[:]) < 0:
+			if p.Keepalive == 0 {
+				c.Peers[i].Keepalive = time.Second
+				now = append(now, p.Peer)
+			}
+		default:
+			c.Peers[i].Keepalive = 0
+			later = append(later, p.Peer)
 		}
 	}
 	if err := l.set(c); err != nil {
 		return 0, 0, fmt.Errorf("wireguard: configure %s: %w", name, err)
 	}
-	if !off.empty() {
-		if err := l.set(off); err != nil {
+	if len(now) > 0 {
+		if err := l.set(keepalives(now, false)); err != nil {
 			return added, removed, fmt.Errorf("wireguard: configure %s: %w", name, err)
 		}
+	}
+	if len(later) > 0 {
+		time.AfterFunc(kickDelay, func() { b.kick(l, name, later) })
 	}
 	for _, p := range c.Peers {
 		switch {
@@ -235,6 +253,52 @@ func (b *Backend) configure(l link, name string, peers []Peer) (added, removed i
 		}
 	}
 	return added, removed, nil
+}
+
+// kickDelay is how long the node with the higher public key waits before
+// it starts a handshake with a new peer.
+const kickDelay = 200 * time.Millisecond
+
+// keepalives is the change that sets the peers' keepalives, if the device
+// has them: each one's own, or with kick at least 1 s (which sends one at
+// once where it was off).
+func keepalives(peers []Peer, kick bool) Config {
+	var c Config
+	for _, p := range peers {
+		if kick && p.Keepalive == 0 {
+			p.Keepalive = time.Second
+		}
+		c.Peers = append(c.Peers, PeerChange{Peer: Peer{Key: p.Key, Keepalive: p.Keepalive}, KeepaliveOnly: true})
+	}
+	return c
+}
+
+// kick starts a handshake with each of peers that the device l (called
+// name) still holds and has received nothing from since it got them, and
+// gives each its keepalive.
+func (b *Backend) kick(l link, name string, peers []Peer) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed || b.links[name] != l {
+		return
+	}
+	have, err := l.get()
+	if err != nil {
+		b.log.Debug("wireguard: read the device back", "device", name, "err", err)
+		return
+	}
+	var quiet []Peer
+	for _, p := range peers {
+		// Nothing received: the peer has not started a handshake either
+		// (its initiation would count).
+		if s, ok := have.Status[p.Key]; ok && s.LastHandshake.IsZero() && s.RxBytes == 0 {
+			quiet = append(quiet, p)
+		}
+	}
+	err = errors.Join(l.set(keepalives(quiet, true)), l.set(keepalives(peers, false)))
+	if err != nil {
+		b.log.Debug("wireguard: start handshakes", "device", name, "err", err)
+	}
 }
 
 // open returns the open device dev names, opening it (and, the first
