@@ -131,9 +131,16 @@ type Agent struct {
 	listed bool
 	// ownKey is the store's key of this node's record; ownLost says why
 	// the record is not as this node wrote it ("deleted", "changed"), or
-	// is "" when it is.
+	// that every node rejects it for overlapping an older lease, which
+	// this node gives up ("overlapping"); "" when none of these.
 	ownKey  string
 	ownLost string
+	// ownOver is the key of the older lease this node's record overlaps,
+	// as last reported; overKept is one whose overlap leasing again did
+	// not end (the store handed the same subnets back), so that it is not
+	// tried again and again.
+	ownOver  string
+	overKept string
 	// storeErr is the last failed probe of the store, since storeSince.
 	storeErr   error
 	storeSince time.Time
@@ -466,10 +473,15 @@ func (a *Agent) onEvent(ev lease.Event) {
 		}
 	}
 	var lost, was string
-	if ev.Reset || ev.Record.Key == a.ownKey {
+	if ev.Reset || ev.Record.Key == a.ownKey || slices.ContainsFunc(verdicts, func(v lease.Verdict) bool { return v.Key == a.ownKey }) {
 		was = a.ownLost
 		a.ownLost = a.ownState()
 		lost = a.ownLost
+	}
+	ownKey, over, reservation := a.ownKey, a.set.Overlapped(a.ownKey), a.own.Reservation()
+	older := "" // an overlap to report, once
+	if over != a.ownOver {
+		a.ownOver, older = over, over
 	}
 	rejected := a.set.RejectedCount()
 	a.mu.Unlock()
@@ -479,6 +491,8 @@ func (a *Agent) onEvent(ev lease.Event) {
 	}
 	for _, v := range verdicts {
 		switch {
+		case v.Key == ownKey && over != "" && v.Reason != "":
+			// this node's own lease: said below, with what happens now
 		case v.Deleted:
 			a.log.Info("rejected lease removed from the store", "key", lease.ShortKey(v.Key))
 		case v.Reason == "":
@@ -487,8 +501,22 @@ func (a *Agent) onEvent(ev lease.Event) {
 			a.log.Warn("lease rejected: no route is made for it", "key", lease.ShortKey(v.Key), "reason", v.Reason)
 		}
 	}
-	if lost != "" && lost != was {
-		a.log.Warn("this node's lease was "+lost+" by someone else; writing it back", "key", a.ownKey)
+	switch {
+	case lost == "overlapping" && lost != was:
+		a.log.Warn("this node's lease overlaps the older lease "+lease.ShortKey(over)+", which every node keeps instead; giving it up and leasing again",
+			"key", lease.ShortKey(ownKey), "older", lease.ShortKey(over))
+	case lost != "" && lost != was:
+		a.log.Warn("this node's lease was "+lost+" by someone else; writing it back", "key", lease.ShortKey(ownKey))
+	}
+	_, chooser := a.o.Store.(lease.SubnetChooser)
+	switch {
+	case older == "" || lost == "overlapping":
+	case reservation:
+		a.log.Error("this node's lease is a reservation that overlaps the older lease "+lease.ShortKey(older)+": every node rejects it and routes that subnet to the older lease's node, and a reservation is never given up; delete or change the reservation (or the older lease) in the store",
+			"key", lease.ShortKey(ownKey), "older", lease.ShortKey(older))
+	case !chooser:
+		a.log.Error("this node's subnets overlap the older lease "+lease.ShortKey(older)+": every node rejects this node's lease and routes that subnet to the older lease's node; the subnets are assigned to this node (its Node's podCIDRs), not chosen by weft: give it podCIDRs no other node has",
+			"key", lease.ShortKey(ownKey), "older", lease.ShortKey(older))
 	}
 	a.trigger()
 }
@@ -501,7 +529,10 @@ func eventOp(ev lease.Event) string {
 }
 
 // ownState says whether this node's record in the set is as it wrote it:
-// "" if so, "deleted" or "changed". Once deleted, the key is free for
+// "" if so, "deleted" or "changed"; or "overlapping" when every node
+// rejects it for overlapping an older lease and this node can lease other
+// subnets (not a reservation, which is an operator's; a store that chooses
+// subnets, not Kubernetes' podCIDRs). Once deleted, the key is free for
 // anyone, so a record under it later is someone else's lease and is not
 // written over. a.mu must be held.
 func (a *Agent) ownState() string {
@@ -509,6 +540,7 @@ func (a *Agent) ownState() string {
 		return ""
 	}
 	r, ok := a.set.Record(a.ownKey)
+	_, chooser := a.o.Store.(lease.SubnetChooser)
 	switch {
 	case !ok:
 		return "deleted"
@@ -516,8 +548,18 @@ func (a *Agent) ownState() string {
 		return "deleted"
 	case r.Err != nil || !sameAttrs(r.Lease.Attrs, a.own.Attrs):
 		return "changed"
+	case chooser && !a.own.Reservation() && a.set.Overlapped(a.ownKey) != "" && a.set.Overlapped(a.ownKey) != a.overKept:
+		return "overlapping"
 	}
 	return ""
+}
+
+// ownOverlap is the key of the older lease this node's record overlaps,
+// or "".
+func (a *Agent) ownOverlap() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.ownOver
 }
 
 // sameAttrs compares what a node publishes in its lease.
@@ -868,14 +910,15 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 	a.m.applied.WithLabelValues("add").Add(float64(rep.Added))
 	a.m.applied.WithLabelValues("remove").Add(float64(rep.Removed))
 	a.m.leases.Set(float64(accepted))
-	a.m.skipped.Set(float64(len(rep.Skipped)))
+	a.m.skipped.Set(float64(len(rep.Skipped) + len(d.Skipped)))
 	peers := len(d.Kernel.Node.Peers)
 	if rep.Added+rep.Removed > 0 {
 		a.log.Info("applied", "added", rep.Added, "removed", rep.Removed, "peers", peers, "sync", kind)
 	}
+	skipped := slices.Concat(d.Skipped, rep.Skipped)
 	a.mu.Lock()
-	if !slices.Equal(a.skipped, rep.Skipped) {
-		for _, s := range rep.Skipped {
+	if !slices.Equal(a.skipped, skipped) {
+		for _, s := range skipped {
 			if !slices.Contains(a.skipped, s) {
 				a.log.Warn("peer skipped", "peer", s)
 			}
@@ -886,7 +929,7 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 			a.log.Warn("route not written: "+c, "sync", kind)
 		}
 	}
-	a.skipped, a.lastSync, a.peerCount, a.conflicts = rep.Skipped, time.Now(), peers, conflicts
+	a.skipped, a.lastSync, a.peerCount, a.conflicts = skipped, time.Now(), peers, conflicts
 	a.mu.Unlock()
 	a.m.conflicts.Set(float64(len(conflicts)))
 	return errors.Join(beErr, fwErr, envErr)
@@ -894,7 +937,10 @@ func (a *Agent) sync(ctx context.Context, cfg *config.Config, be backend.Backend
 
 // reacquire takes this node's lease back: written back as it was when
 // someone changed it, or acquired again (the same subnet if it is still
-// free) when it was deleted or lapsed.
+// free) when it was deleted or lapsed. A lease that overlaps an older one
+// is acquired again too: the store deletes it in the write of the new
+// one (lease.Choice.Overlapping), which keeps this node's subnet of the
+// family that did not overlap.
 func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Lease, lost string) (lease.Lease, error) {
 	req.Prefer = subnets(own)
 	req.Reclaim, req.Reservation = lost == "changed", own.Reservation()
@@ -907,14 +953,28 @@ func (a *Agent) reacquire(ctx context.Context, req lease.Request, own lease.Leas
 		a.mu.Unlock()
 		return own, fmt.Errorf("re-acquire lease: %w", err)
 	}
-	if !l.SameSubnets(own) {
+	kept := ""
+	switch {
+	case !l.SameSubnets(own):
 		a.logSubnetChanges(own, l)
-	} else {
+	case lost == "overlapping":
+		// The store sees no overlap (the older lease is gone, or the store
+		// decides otherwise than the leases the watch delivered): keep it,
+		// and do not ask again for this older lease.
+		kept = a.ownOverlap()
+		if kept != "" {
+			a.log.Error("leasing again gave this node the same subnets, which overlap the older lease "+lease.ShortKey(kept)+"; keeping them",
+				"key", l.Key(), "older", lease.ShortKey(kept))
+		}
+	default:
 		a.log.Warn("this node's lease is back in the store", "key", l.Key(), "was", lost)
 	}
 	a.mu.Lock()
 	// The watch brings the write back soon and checks it then.
 	a.own, a.leaseOK, a.ownKey, a.ownLost = l, true, l.Key(), ""
+	if kept != "" {
+		a.overKept = kept
+	}
 	a.mu.Unlock()
 	return l, nil
 }

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -34,6 +35,14 @@ type fakePlatform struct {
 	fw       firewalltest.Fake
 	closed   bool        // the backend was closed
 	env      backend.Env // what the backend was built with
+	// addr and addr6 replace the underlay's addresses when valid (a
+	// second node).
+	addr, addr6 netip.Addr
+	// refuseOwn: Apply fails, as the kernel does for vxlan (`ip route
+	// replace 2001:db8:244:61::/64 via 2001:db8:244:61:: dev flannel-v6.1
+	// onlink: invalid argument`), while a peer's subnet overlaps this
+	// node's own.
+	refuseOwn bool
 }
 
 func (f *fakePlatform) record(c string) {
@@ -48,11 +57,11 @@ func (f *fakePlatform) Underlay(q kernel.UnderlayQuery) (kernel.Underlay, error)
 	f.record("underlay")
 	u := kernel.Underlay{Name: "eth0", LinkIndex: 2, MTU: 1500}
 	if q.IPv4 {
-		u.Addr = netip.MustParseAddr("192.0.2.1")
+		u.Addr = cmp.Or(f.addr, netip.MustParseAddr("192.0.2.1"))
 		u.OnLink = append(u.OnLink, netip.MustParsePrefix("192.0.2.0/24"))
 	}
 	if q.IPv6 {
-		u.Addr6 = netip.MustParseAddr("2001:db8:0:1::1")
+		u.Addr6 = cmp.Or(f.addr6, netip.MustParseAddr("2001:db8:0:1::1"))
 		u.OnLink = append(u.OnLink, netip.MustParsePrefix("2001:db8:0:1::/64"))
 	}
 	return u, nil
@@ -102,6 +111,11 @@ func (b fakeBackend) Apply(ctx context.Context, d backend.Desired) (backend.Repo
 	if b.f.failNext > 0 {
 		b.f.failNext--
 		return backend.Report{}, errors.New("injected kernel failure")
+	}
+	for _, p := range st.Peers {
+		if b.f.refuseOwn && p.Overlaps(st.Own) {
+			return backend.Report{}, fmt.Errorf("ip route replace %s via %s: invalid argument", p.Key(), st.Own.IPv6Subnet.Addr())
+		}
 	}
 	return backend.Report{Added: len(st.Peers)}, b.f.applyErr
 }

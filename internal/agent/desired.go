@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 
@@ -64,12 +65,22 @@ type Desired struct {
 	// family as the next hop, IPv4 first: the complete set the speaker
 	// announces (nil when BGP is off).
 	Announce []bgp.Route
+	// Skipped are the peers left out of the node state, with the reason:
+	// those whose subnet overlaps this node's own (backend.Report.Skipped
+	// adds those the backend leaves out).
+	Skipped []string
 }
 
 // Desire computes the desired state. It is pure: the same inputs give the
 // same state, and nothing is read from or written to the node. Each
 // enabled family gets its subnet.env lines and its firewall parts, the
-// same for both.
+// same for both. A peer whose subnet overlaps this node's own is left out
+// (Skipped): its subnet, or part of it, is this node's, which the node
+// routes to its own bridge, never away (the kernel refuses a route
+// through a gateway inside it, and the sync would fail until the leases
+// change). Every node rejects the newer of two overlapping leases, so this
+// is a node that holds the rejected one, until it leases again or an
+// operator fixes its reservation or podCIDRs.
 func Desire(in Inputs) Desired {
 	st := backend.NodeState{Network: in.Network, IPv6Network: in.IPv6Network, Own: in.Own, Peers: in.Leases}
 	var routable []netip.Prefix
@@ -78,17 +89,29 @@ func Desire(in Inputs) Desired {
 		st.LearnedPending = in.BGP.LearnedPending && st.Learned != nil
 		routable = in.BGP.Routable
 	}
-	if slices.ContainsFunc(in.Leases, func(l lease.Lease) bool { return !st.IsPeer(l) }) {
-		st.Peers = make([]lease.Lease, 0, len(in.Leases))
-		for _, l := range in.Leases {
-			if st.IsPeer(l) {
+	var skipped []string
+	keep := func(l lease.Lease) bool {
+		if !st.IsPeer(l) {
+			return false
+		}
+		if why := overlapsOwn(l, in.Own); why != "" {
+			skipped = append(skipped, why)
+			return false
+		}
+		return true
+	}
+	if i := slices.IndexFunc(in.Leases, func(l lease.Lease) bool { return !keep(l) }); i >= 0 {
+		st.Peers = slices.Clone(in.Leases[:i])
+		for _, l := range in.Leases[i+1:] {
+			if keep(l) {
 				st.Peers = append(st.Peers, l)
 			}
 		}
 	}
 	d := Desired{
-		Kernel: in.Backend.Plan(st),
-		Env:    subnetenv.Env{MTU: in.MTU, IPMasq: in.IPMasq},
+		Kernel:  in.Backend.Plan(st),
+		Env:     subnetenv.Env{MTU: in.MTU, IPMasq: in.IPMasq},
+		Skipped: skipped,
 	}
 	var parts []firewall.Part
 	for _, f := range families {
@@ -109,6 +132,19 @@ func Desire(in Inputs) Desired {
 	}
 	d.Firewall = firewall.NewState(parts...)
 	return d
+}
+
+// overlapsOwn says why peer l is not routed when one of its subnets
+// overlaps own's of the same family, or is "".
+func overlapsOwn(l, own lease.Lease) string {
+	for _, f := range families {
+		p, o := f.Subnet(l), f.Subnet(own)
+		if p.IsValid() && o.IsValid() && p.Overlaps(o) {
+			return fmt.Sprintf("%s (%s): its %s subnet %s overlaps this node's own %s; not routed",
+				lease.ShortKey(l.Key()), f.PublicIP(l.Attrs), f, p, o)
+		}
+	}
+	return ""
 }
 
 // families are both address families, IPv4 first.

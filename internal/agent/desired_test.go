@@ -328,3 +328,46 @@ ip route replace 2001:db8:244:4::/64 via 2001:db8:0:1::12 dev eth0`,
 		})
 	}
 }
+
+// TestDesireSkipsOverlappingPeers: a peer whose subnet of either family
+// overlaps this node's own (the peer's older lease beside this node's
+// rejected one) is left out of the node state and skipped with the
+// reason, so that no route to the node's own subnet is ever planned; the
+// other peers are routed.
+func TestDesireSkipsOverlappingPeers(t *testing.T) {
+	be, _, v4, v6 := planned(t, `{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/48","Backend":{"Type":"host-gw"}}`)
+	mk := func(sub4, sub6 string, n byte) lease.Lease {
+		return lease.Lease{Subnet: netip.MustParsePrefix(sub4), IPv6Subnet: netip.MustParsePrefix(sub6),
+			Attrs: lease.Attrs{PublicIP: netip.AddrFrom4([4]byte{192, 0, 2, n}), PublicIPv6: netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 15: n}), BackendType: "host-gw"}}
+	}
+	own := mk("10.244.3.0/24", "2001:db8:244:61::/64", 11)
+	sameV6 := mk("10.244.1.0/24", "2001:db8:244:61::/64", 12)
+	insideV4 := mk("10.244.3.128/25", "2001:db8:244:62::/64", 13)
+	peer := mk("10.244.4.0/24", "2001:db8:244:64::/64", 14)
+	d := Desire(Inputs{Network: v4, IPv6Network: v6, Own: own, Leases: []lease.Lease{sameV6, insideV4, peer}, MTU: 1500, Backend: be})
+	if got := keysOf(d.Kernel.Node.Peers); !reflect.DeepEqual(got, []string{peer.Key()}) {
+		t.Errorf("peers %v, want %s only", got, peer.Key())
+	}
+	want := []string{
+		sameV6.Key() + " (2001:db8:0:1::c): its IPv6 subnet 2001:db8:244:61::/64 overlaps this node's own 2001:db8:244:61::/64; not routed",
+		insideV4.Key() + " (192.0.2.13): its IPv4 subnet 10.244.3.128/25 overlaps this node's own 10.244.3.0/24; not routed",
+	}
+	if !reflect.DeepEqual(d.Skipped, want) {
+		t.Errorf("skipped\n%q\nwant\n%q", d.Skipped, want)
+	}
+	for _, r := range d.Kernel.Entries.Routes {
+		if r.Dst.Overlaps(own.Subnet) || r.Dst.Overlaps(own.IPv6Subnet) {
+			t.Errorf("a route to this node's own subnet: %s", kernel.RouteCmd("replace", r))
+		}
+	}
+	if len(d.Kernel.Entries.Routes) != 2 {
+		t.Errorf("routes\n%s\nwant the peer's of each family", entries(d.Kernel.Entries))
+	}
+	// Without an overlap nothing is skipped, and the peers are taken as
+	// they are.
+	peers := []lease.Lease{peer}
+	d = Desire(Inputs{Network: v4, IPv6Network: v6, Own: own, Leases: peers, MTU: 1500, Backend: be})
+	if d.Skipped != nil || len(d.Kernel.Node.Peers) != 1 || &d.Kernel.Node.Peers[0] != &peers[0] {
+		t.Errorf("no overlap: skipped %q, peers %v", d.Skipped, keysOf(d.Kernel.Node.Peers))
+	}
+}
