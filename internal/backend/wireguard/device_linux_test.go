@@ -15,8 +15,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/kernel"
@@ -167,6 +169,44 @@ func (n *node) link() netlink.Link {
 	return l
 }
 
+// offloads reports whether the kernel has TCP segmentation and transmit
+// checksum offload on for flannel-wg in the node's namespace (`ethtool -k
+// flannel-wg`: tcp-segmentation-offload, tx-checksumming): what
+// wireguard-go turns on (TUNSETOFFLOAD) when the TUN is attached with a
+// virtio-net header, so that the kernel hands it 64 KiB TCP segments
+// rather than one per MTU.
+func (n *node) offloads() (tso, csum bool) {
+	n.t.Helper()
+	// struct ifreq with ifr_data, and struct ethtool_value.
+	type ifreqData struct {
+		name [unix.IFNAMSIZ]byte
+		data unsafe.Pointer
+		_    [16]byte
+	}
+	type ethtoolValue struct{ cmd, data uint32 }
+	get := func(fd int, cmd uint32) bool {
+		v := ethtoolValue{cmd: cmd}
+		ifr := ifreqData{data: unsafe.Pointer(&v)}
+		copy(ifr.name[:], DeviceName)
+		if _, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); e != 0 {
+			n.t.Fatalf("ethtool -k %s (command %#x): %v", DeviceName, cmd, e)
+		}
+		return v.data != 0
+	}
+	if err := netns.Do(n.ns, func() error {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		tso, csum = get(fd, unix.ETHTOOL_GTSO), get(fd, unix.ETHTOOL_GTXCSUM)
+		return nil
+	}); err != nil {
+		n.t.Fatal(err)
+	}
+	return tso, csum
+}
+
 // echo sends a datagram from the from's flannel-wg address to to's, which
 // echoes it back, and fails unless the reply comes within the deadline.
 func echo(t *testing.T, from, to *node, deadline time.Duration) {
@@ -233,6 +273,9 @@ func TestTunnelInNamespaces(t *testing.T) {
 	if l.Type() != "tuntap" || l.Attrs().MTU != 1420 || l.Attrs().Flags&net.FlagUp == 0 {
 		t.Errorf("flannel-wg: %s MTU %d flags %v", l.Type(), l.Attrs().MTU, l.Attrs().Flags)
 	}
+	if tso, csum := n1.offloads(); !tso || !csum {
+		t.Errorf("flannel-wg created: TSO %v, tx checksum offload %v; want both on", tso, csum)
+	}
 	addrs, _ := n1.h.AddrList(l, netlink.FAMILY_ALL)
 	if len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
 		t.Errorf("flannel-wg addresses %v", addrs)
@@ -281,6 +324,9 @@ func TestTunnelInNamespaces(t *testing.T) {
 	t.Logf("traffic from the peer resumed %v after the restarted agent's first Apply", time.Since(start))
 	if l := n1.link(); l.Attrs().Index != idx {
 		t.Errorf("flannel-wg was recreated (index %d, was %d)", l.Attrs().Index, idx)
+	}
+	if tso, csum := n1.offloads(); !tso || !csum {
+		t.Errorf("flannel-wg re-attached: TSO %v, tx checksum offload %v; want both on", tso, csum)
 	}
 
 	// Node 2 restarts with a new key: node 1 replaces the peer in place.
