@@ -47,6 +47,7 @@ go test -race -count=1 -timeout 40m ./...
 # 200000x, or a duration) overrides them all.
 (cd tools/flannel && go test -run '^$' -fuzz '^FuzzConfigAgainstFlannel$' -fuzztime "${WEFT_FUZZ_TIME:-50000x}" ./difftest)
 (cd tools/flannel && go test -run '^$' -fuzz '^FuzzSubnetKeyAgainstFlannel$' -fuzztime "${WEFT_FUZZ_TIME:-50000x}" ./difftest)
+(cd tools/flannel && go test -run '^$' -fuzz '^FuzzWireguardDataAgainstFlannel$' -fuzztime "${WEFT_FUZZ_TIME:-20000x}" ./difftest)
 while read -r pkg target count; do
   go test -run '^$' -fuzz "^${target}\$" -fuzztime "${WEFT_FUZZ_TIME:-$count}" "$pkg"
 done <<'TARGETS'
