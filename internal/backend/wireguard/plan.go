@@ -182,7 +182,11 @@ func (b *Backend) sharedPeers(st backend.NodeState, fams []backend.Family, skipp
 // flannel's rule (its selectMode): IPv4 when the peer has no IPv6 address,
 // or has a public (not RFC 1918) IPv4 address and this node an IPv4 one;
 // else IPv6 when both the peer's and this node's IPv6 addresses are
-// public (not ULA); else IPv4.
+// public (not ULA); else IPv4. Unlike flannel, Mode auto then takes the
+// other family when the chosen one lacks an address on this node's
+// underlay or in the peer's lease and the other has both: on an IPv6-only
+// cluster over a ULA underlay flannel's rule picks IPv4, which neither
+// node has.
 func (b *Backend) selectFamily(l lease.Lease) backend.Family {
 	v4, v6 := backend.Family{}, backend.Family{Is6: true}
 	switch b.cfg.Mode {
@@ -191,16 +195,28 @@ func (b *Backend) selectFamily(l lease.Lease) backend.Family {
 	case IPv6:
 		return v6
 	}
+	f := v4
 	ip4, ip6 := l.Attrs.PublicIP, l.Attrs.PublicIPv6
 	switch {
 	case !ip6.IsValid() || ip6.IsUnspecified():
-		return v4
 	case ip4.IsValid() && !ip4.IsUnspecified() && !ip4.IsPrivate() && b.u.Addr.IsValid():
-		return v4
 	case !ip6.IsPrivate() && b.u.Addr6.IsValid() && !b.u.Addr6.IsPrivate():
-		return v6
+		f = v6
 	}
-	return v4
+	if other := (backend.Family{Is6: !f.Is6}); !b.reaches(l, f) && b.reaches(l, other) {
+		return other
+	}
+	return f
+}
+
+// reaches reports whether both this node's underlay and peer l's lease
+// have an address of family f.
+func (b *Backend) reaches(l lease.Lease, f backend.Family) bool {
+	if _, err := f.Local(b.u); err != nil {
+		return false
+	}
+	pub := f.PublicIP(l.Attrs)
+	return pub.IsValid() && !pub.IsUnspecified()
 }
 
 // peer is a peer with key at addr and port (0: ownPort, as flannel reads

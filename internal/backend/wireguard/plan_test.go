@@ -218,3 +218,64 @@ func TestPlanFamilies(t *testing.T) {
 		t.Errorf("own lease without IPv6: %+v %v", d.Devices, d.Skipped)
 	}
 }
+
+// TestPlanAutoFallback: in Mode auto, flannel's rule picks IPv4 unless
+// both nodes' IPv6 addresses are public; weft takes the other family when
+// the chosen one lacks an address on this node's underlay or in the
+// peer's lease and the other has both (an IPv6-only cluster on a ULA
+// underlay, where flannel's choice, IPv4, skips every peer).
+func TestPlanAutoFallback(t *testing.T) {
+	const ula6, ulaPeer = "fd00:1::1", "fd00:1::2" // ULA: private, as flannel reads it
+	for _, tc := range []struct {
+		name          string
+		own4, own6    string // this node's underlay addresses ("": none)
+		peer4, peer6  string // the peer's lease ("": none, "0.0.0.0": unspecified)
+		v6only        bool   // IPv6-only cluster: the device carries IPv6 only
+		want, skipped string
+	}{
+		{"IPv6-only cluster on ULA", "", ula6, "", ulaPeer, true, "[fd00:1::2]:51820 [2001:db8:244:2::/64] 0s", ""},
+		{"peer publishes 0.0.0.0", "", ula6, "0.0.0.0", ulaPeer, true, "[fd00:1::2]:51820 [2001:db8:244:2::/64] 0s", ""},
+		{"this node has no IPv4", "", ula6, "10.0.0.2", ulaPeer, false, "[fd00:1::2]:51820 [10.244.2.0/24 2001:db8:244:2::/64] 0s", ""},
+		{"the peer has no IPv4", "10.0.0.1", ula6, "", ulaPeer, false, "[fd00:1::2]:51820 [10.244.2.0/24 2001:db8:244:2::/64] 0s", ""},
+		{"both families on both sides: flannel's IPv4", "10.0.0.1", ula6, "10.0.0.2", ulaPeer, false, "10.0.0.2:51820 [10.244.2.0/24 2001:db8:244:2::/64] 0s", ""},
+		{"public IPv6 both sides: flannel's IPv6", "", "2001:db8:0:1::1", "", "2001:db8:0:1::2", true, "[2001:db8:0:1::2]:51820 [2001:db8:244:2::/64] 0s", ""},
+		{"this node has no IPv6: IPv4 kept", "10.0.0.1", "", "", ulaPeer, false, "", "no IPv4 public address in its lease for Mode auto"},
+		{"neither family on both sides", "", ula6, "10.0.0.2", "", false, "10.0.0.2:51820 [10.244.2.0/24] 0s", ""},
+	} {
+		b := planBackend(t, `{"Mode":"auto"}`, true)
+		b.u.Addr, b.u.Addr6 = addrOrZero(tc.own4), addrOrZero(tc.own6)
+		if tc.v6only {
+			b.fams = []backend.Family{{Is6: true}}
+		}
+		peer := peerLease(2, key(2), tc.peer6 != "")
+		peer.Attrs.PublicIP, peer.Attrs.PublicIPv6 = addrOrZero(tc.peer4), addrOrZero(tc.peer6)
+		if tc.v6only {
+			peer.Subnet, peer.Attrs.BackendData = netip.Prefix{}, nil
+		}
+		if peer.Attrs.BackendV6Data != nil {
+			peer.Attrs.BackendV6Data = data(key(2), 51820) // single-device data
+		}
+		st := state(b, true, peer)
+		if tc.v6only {
+			st.Network, st.Own.Subnet = netip.Prefix{}, netip.Prefix{}
+		}
+		peers, skipped := b.Peers(st)
+		got := endpoints(peers[DeviceName])
+		switch {
+		case tc.want != "" && !slices.Equal(got, []string{tc.want}):
+			t.Errorf("%s: peers %v, want %s (skipped %v)", tc.name, got, tc.want, skipped)
+		case tc.skipped != "" && (len(got) != 0 || len(skipped) != 1 || !strings.Contains(skipped[0], tc.skipped)):
+			t.Errorf("%s: peers %v skipped %v, want skipped %q", tc.name, got, skipped, tc.skipped)
+		case tc.skipped == "" && len(skipped) != 0:
+			t.Errorf("%s: skipped %v", tc.name, skipped)
+		}
+	}
+}
+
+// addrOrZero parses s, or is the zero Addr for "".
+func addrOrZero(s string) netip.Addr {
+	if s == "" {
+		return netip.Addr{}
+	}
+	return netip.MustParseAddr(s)
+}
