@@ -38,7 +38,7 @@ const (
 	// reaching peers over its own family (flannel's default).
 	Separate Mode = "separate"
 	// Auto: flannel-wg carries both families; each peer's endpoint family
-	// is chosen by flannel's rule (selectEndpoint).
+	// is chosen by flannel's rule (Backend.selectFamily).
 	Auto Mode = "auto"
 	// IPv4: flannel-wg carries both families and reaches every peer at its
 	// IPv4 address.
