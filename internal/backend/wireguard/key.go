@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"syscall"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
@@ -25,9 +27,12 @@ const DefaultKeyFile = "/run/flannel/wgkey"
 // read, or that holds no key is refused with an error of one line that
 // names the file and says what to do; it never contains the key.
 func LoadKey(path string) (key [KeyLen]byte, generated bool, err error) {
-	fi, err := os.Stat(path) // a symbolic link is followed: a Kubernetes Secret's file is one
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
+	// One descriptor for the checks and the read, so that what is read is
+	// the file checked. A symbolic link is followed: a Kubernetes Secret's
+	// file is one. O_NONBLOCK: opening a FIFO does not wait for a writer
+	// (it is refused as not a regular file); a regular file ignores it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if errors.Is(err, fs.ErrNotExist) {
 		k, err := wgtypes.GeneratePrivateKey() // crypto/rand, clamped
 		if err != nil {
 			return key, false, fmt.Errorf("wireguard key file %s: generate a key: %w", path, err)
@@ -39,6 +44,13 @@ func LoadKey(path string) (key [KeyLen]byte, generated bool, err error) {
 			return key, false, fmt.Errorf("wireguard key file %s: %w; make its directory writable or set WIREGUARD_KEY_FILE", path, err)
 		}
 		return k, true, nil
+	}
+	if err != nil {
+		return key, false, fmt.Errorf("wireguard key file %s: %w; fix its permissions or set WIREGUARD_KEY_FILE", path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
 	case err != nil:
 		return key, false, fmt.Errorf("wireguard key file %s: %w; fix its permissions or set WIREGUARD_KEY_FILE", path, err)
 	case !fi.Mode().IsRegular():
@@ -46,7 +58,7 @@ func LoadKey(path string) (key [KeyLen]byte, generated bool, err error) {
 	case fi.Mode().Perm()&0o077 != 0:
 		return key, false, fmt.Errorf("wireguard key file %s is open to group or others (mode %#o); run chmod 600 %s (and give the node a new key if others read it)", path, fi.Mode().Perm(), path)
 	}
-	b, err := os.ReadFile(path)
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return key, false, fmt.Errorf("wireguard key file %s: %w; fix its permissions or set WIREGUARD_KEY_FILE", path, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
@@ -80,6 +81,12 @@ func TestLoadKeyRefuses(t *testing.T) {
 		{write("text", "hello world", 0o600), "holds no private key: not valid base64"},
 		{dir, "is not a regular file"},
 	}
+	// A FIFO is refused at once: opening it waits for no writer.
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cases = append(cases, struct{ path, says string }{fifo, "is not a regular file (p"})
 	if os.Geteuid() != 0 { // root reads a file whatever its mode
 		cases = append(cases, struct{ path, says string }{write("unreadable", good.String(), 0o000), "permission denied; fix its permissions or set WIREGUARD_KEY_FILE"})
 	}
