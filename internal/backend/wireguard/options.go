@@ -64,6 +64,20 @@ type Options struct {
 	// Keepalive is PersistentKeepaliveInterval (0: off).
 	Keepalive time.Duration
 	Mode      Mode
+	// net are the network's families, when ForNetwork told them (Parse
+	// reads only the Backend object).
+	net netFamilies
+}
+
+// netFamilies are the families a network enables, when known.
+type netFamilies struct{ known, ipv4, ipv6 bool }
+
+// ForNetwork returns o for a network that enables IPv4 and IPv6 as
+// net-conf.json's EnableIPv4 and EnableIPv6 say: Path then names only the
+// devices of those families. Options from Parse alone do not know them.
+func (o Options) ForNetwork(ipv4, ipv6 bool) Options {
+	o.net = netFamilies{known: true, ipv4: ipv4, ipv6: ipv6}
+	return o
 }
 
 // Parse reads wireguard's Backend object with flannel's keys and
@@ -154,12 +168,22 @@ func (o Options) Resolved() map[string]any {
 		"PSK": psk, "MTU": o.MTU, "PersistentKeepaliveInterval": int64(o.Keepalive / time.Second), "Mode": string(o.Mode)}
 }
 
-// Path implements backend.Options.
+// Path implements backend.Options. In Mode separate it names the device
+// of each family the network enables (ForNetwork); not told, both, the
+// IPv6 one as "for IPv6".
 func (o Options) Path(onLink bool) string {
-	if o.Mode == Separate {
-		return fmt.Sprintf("wireguard udp/%d via %s (udp/%d via %s for IPv6)", o.ListenPort, DeviceName, o.ListenPortV6, DeviceName6)
+	if o.Mode != Separate {
+		return fmt.Sprintf("wireguard udp/%d via %s (mode %s)", o.ListenPort, DeviceName, o.Mode)
 	}
-	return fmt.Sprintf("wireguard udp/%d via %s (mode %s)", o.ListenPort, DeviceName, o.Mode)
+	v4 := fmt.Sprintf("udp/%d via %s", o.ListenPort, DeviceName)
+	v6 := fmt.Sprintf("udp/%d via %s", o.ListenPortV6, DeviceName6)
+	switch {
+	case o.net.known && !o.net.ipv6:
+		return "wireguard " + v4
+	case o.net.known && !o.net.ipv4:
+		return "wireguard " + v6
+	}
+	return fmt.Sprintf("wireguard %s (%s for IPv6)", v4, v6)
 }
 
 // DeviceName and DeviceName6 are the wireguard devices, flannel's names:

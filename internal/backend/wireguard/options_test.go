@@ -48,6 +48,32 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// TestPath: in Mode separate the path names the devices of the families
+// the network enables; not told, both.
+func TestPath(t *testing.T) {
+	opts, _ := Parse(json.RawMessage(`{"ListenPort":7000,"ListenPortV6":7001}`))
+	o := opts.(Options)
+	for _, tc := range []struct {
+		o    Options
+		want string
+	}{
+		{o, "wireguard udp/7000 via flannel-wg (udp/7001 via flannel-wg-v6 for IPv6)"},
+		{o.ForNetwork(true, false), "wireguard udp/7000 via flannel-wg"},
+		{o.ForNetwork(false, true), "wireguard udp/7001 via flannel-wg-v6"},
+		{o.ForNetwork(true, true), "wireguard udp/7000 via flannel-wg (udp/7001 via flannel-wg-v6 for IPv6)"},
+	} {
+		for _, onLink := range []bool{false, true} {
+			if p := tc.o.Path(onLink); p != tc.want {
+				t.Errorf("%+v: path(%v) %q, want %q", tc.o.net, onLink, p, tc.want)
+			}
+		}
+	}
+	o.Mode = IPv6
+	if p := o.ForNetwork(true, false).Path(false); p != "wireguard udp/7000 via flannel-wg (mode ipv6)" {
+		t.Errorf("mode ipv6: path %q", p)
+	}
+}
+
 // TestParseErrors: each bad value is one line naming its key; the PSK is
 // never repeated.
 func TestParseErrors(t *testing.T) {
