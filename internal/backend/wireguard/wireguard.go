@@ -158,6 +158,8 @@ func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report,
 	if err := ctx.Err(); err != nil {
 		return rep, err
 	}
+	// The peers skipped are discarded: Plan put them in d.Skipped, which
+	// rep reports already.
 	peers, _ := b.Peers(d.Node)
 	b.mu.Lock()
 	defer b.mu.Unlock()
