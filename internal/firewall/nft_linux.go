@@ -131,14 +131,15 @@ func (f *Firewall) applyNFT(s State) error {
 	return f.send(tx)
 }
 
-// observe lists the chains of weft's tables, same as
-// `nft list chains ip` and `nft list chains ip6` filtered to table weft.
+// observe lists the chains and named counters of weft's tables, same as
+// `nft list chains ip`, `nft list chains ip6` filtered to table weft and
+// `nft list counters table ip weft`.
 func (f *Firewall) observe() (Observed, error) {
 	c, err := f.conn()
 	if err != nil {
 		return Observed{}, err
 	}
-	o := Observed{Tables: map[Family]map[string]*Base{}}
+	o := Observed{Tables: map[Family]map[string]*Base{}, Counters: map[Family][]string{}}
 	for _, fam := range []Family{IPv4, IPv6} {
 		nf := nftFamily(fam)
 		tables, err := c.ListTablesOfFamily(nf)
@@ -164,6 +165,15 @@ func (f *Firewall) observe() (Observed, error) {
 			m[ch.Name] = baseOf(ch)
 		}
 		o.Tables[fam] = m
+		objs, err := c.GetNamedObjects(&nftables.Table{Family: nf, Name: Table})
+		if err != nil {
+			return Observed{}, fmt.Errorf("nftables: list counters of %s %s: %w", fam, Table, err)
+		}
+		for _, obj := range objs {
+			if n, ok := obj.(*nftables.NamedObj); ok && n.Type == nftables.ObjTypeCounter {
+				o.Counters[fam] = append(o.Counters[fam], n.Name)
+			}
+		}
 	}
 	return o, nil
 }
@@ -182,6 +192,10 @@ func (f *Firewall) send(tx Transaction) error {
 		t := &nftables.Table{Family: nftFamily(op.Family), Name: Table}
 		ch := &nftables.Chain{Name: op.Chain, Table: t}
 		switch {
+		case op.Counter != "" && op.Verb == Add:
+			c.AddObj(&nftables.NamedObj{Table: t, Name: op.Counter, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+		case op.Counter != "" && op.Verb == Delete:
+			c.DeleteObject(&nftables.NamedObj{Table: t, Name: op.Counter, Type: nftables.ObjTypeCounter})
 		case op.Chain == "" && op.Verb == Add:
 			c.AddTable(t)
 		case op.Chain == "" && op.Verb == Delete:
@@ -269,6 +283,21 @@ func ruleExprs(r Rule) ([]expr.Any, error) {
 		)
 	}
 	for _, m := range []struct {
+		key  expr.MetaKey
+		name string
+	}{{expr.MetaKeyIIFNAME, r.IIf}, {expr.MetaKeyOIFNAME, r.OIf}} {
+		if m.name == "" {
+			continue
+		}
+		// nft compares the whole IFNAMSIZ buffer: the name, NUL-padded.
+		name := make([]byte, ifNameSize)
+		copy(name, m.name)
+		e = append(e,
+			&expr.Meta{Key: m.key, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
+		)
+	}
+	for _, m := range []struct {
 		dst bool
 		m   Match
 	}{{false, r.Src}, {true, r.Dst}} {
@@ -277,11 +306,16 @@ func ruleExprs(r Rule) ([]expr.Any, error) {
 		}
 		e = append(e, addrMatch(m.m, m.dst)...)
 	}
+	if r.Counter != "" {
+		e = append(e, &expr.Objref{Type: int(nftables.ObjTypeCounter), Name: r.Counter})
+	}
 	switch r.Verdict {
 	case VerdictReturn:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictReturn})
 	case VerdictAccept:
 		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
+	case VerdictDrop:
+		e = append(e, &expr.Verdict{Kind: expr.VerdictDrop})
 	case VerdictMasquerade, VerdictMasqueradeNotRandom:
 		e = append(e, &expr.Masq{FullyRandom: r.Verdict == VerdictMasquerade})
 	default:

@@ -327,7 +327,7 @@ func TestRenderNeverFlushesTable(t *testing.T) {
 }
 
 func TestRenderRejects(t *testing.T) {
-	bad := Part{Name: "bad", Family: IPv4, Chains: []Chain{{Name: "x", Rules: []Rule{{Verdict: "drop"}}}}}
+	bad := Part{Name: "bad", Family: IPv4, Chains: []Chain{{Name: "x", Rules: []Rule{{Verdict: "reject"}}}}}
 	for _, tc := range []struct {
 		s    State
 		want string
@@ -336,7 +336,7 @@ func TestRenderRejects(t *testing.T) {
 		{NewState(Forward(network), Part{Name: "other", Family: IPv4, Chains: []Chain{{Name: ChainForward}}}), "already part forward's"},
 		{NewState(Part{Family: IPv4}), "no name"},
 		{NewState(Part{Name: "v6", Family: IPv6, Chains: Forward(network).Chains}), "matches ip addresses in an ip6 table"},
-		{NewState(bad), `unknown verdict "drop"`},
+		{NewState(bad), `unknown verdict "reject"`},
 		{NewState(Part{Name: "ipt", Family: IPv4, IPTables: []IPTablesChain{{Name: "FWD", From: "FORWARD"}}}), "must be named WEFT-"},
 		{NewState(Part{Name: "hook", Family: IPv4, Chains: []Chain{{Name: "x", Base: &Base{Type: TypeFilter, Hook: "egress"}}}}), `hook "egress"`},
 		{NewState(Part{Name: "type", Family: IPv4, Chains: []Chain{{Name: "x", Base: &Base{Type: "route", Hook: HookOutput}}}}), `type "route"`},

@@ -58,6 +58,7 @@ const (
 	// --ip-masq-fully-random-disable).
 	VerdictMasqueradeNotRandom Verdict = "masquerade-not-random"
 	VerdictAccept              Verdict = "accept"
+	VerdictDrop                Verdict = "drop"
 )
 
 // Match is an address match; Not negates it. An invalid Prefix matches all.
@@ -68,9 +69,15 @@ type Match struct {
 
 // Rule is one rule of a chain.
 type Rule struct {
-	Mark    uint32 // if non-zero: meta mark & Mark == Mark
-	Src     Match
-	Dst     Match
+	Mark uint32 // if non-zero: meta mark & Mark == Mark
+	// IIf and OIf, if set, match the name of the interface the packet
+	// came in by or goes out by (iifname "flannel-wg"; at most 15 bytes).
+	IIf, OIf string
+	Src      Match
+	Dst      Match
+	// Counter, if set, names a counter of the rule's part that the
+	// packets the rule matches are counted into (counter name "x").
+	Counter string
 	Verdict Verdict
 }
 
@@ -84,6 +91,12 @@ func (r Rule) String() string {
 	if r.Mark != 0 {
 		parts = append(parts, fmt.Sprintf("meta mark & 0x%08x == 0x%08x", r.Mark, r.Mark))
 	}
+	if r.IIf != "" {
+		parts = append(parts, fmt.Sprintf("iifname %q", r.IIf))
+	}
+	if r.OIf != "" {
+		parts = append(parts, fmt.Sprintf("oifname %q", r.OIf))
+	}
 	for _, m := range []struct {
 		field string
 		m     Match
@@ -96,6 +109,9 @@ func (r Rule) String() string {
 			op = "!= "
 		}
 		parts = append(parts, fmt.Sprintf("%s %s %s%s", fam, m.field, op, prefixString(m.m.Prefix)))
+	}
+	if r.Counter != "" {
+		parts = append(parts, fmt.Sprintf("counter name %q", r.Counter))
 	}
 	v := string(r.Verdict)
 	switch r.Verdict {
@@ -219,5 +235,80 @@ func Forward(n netip.Prefix) Part {
 		IPTables: []IPTablesChain{{
 			Name: IPTablesForwardChain, From: "FORWARD", Comment: IPTablesForwardComment, Rules: rules,
 		}},
+	}
+}
+
+// Names of the tunnel guard's part, chains and counters.
+const (
+	PartTunnelGuard = "tunnel-guard"
+	// ChainTunnelIn: filter, hook prerouting, priority raw (before
+	// conntrack, so that a dropped packet leaves no connection behind).
+	ChainTunnelIn = "tunnel-in"
+	// ChainTunnelOut: filter, hook postrouting, priority filter (before
+	// the masquerade chain, which changes no destination anyway).
+	ChainTunnelOut = "tunnel-out"
+	// CounterTunnelIn and CounterTunnelOut count the packets each chain
+	// dropped: `nft list counter ip weft tunnel-in-dropped`. Named
+	// counters, unlike a rule's own, survive the refill of the chain at
+	// every sync.
+	CounterTunnelIn  = "tunnel-in-dropped"
+	CounterTunnelOut = "tunnel-out-dropped"
+)
+
+// PriorityRaw is nft's priority raw: before conntrack.
+const PriorityRaw int32 = -300
+
+// TunnelGuard is the part that lets traffic between this node and other
+// nodes' pods of the cluster network n pass only through devs, the devices
+// that authenticate and encrypt it (wireguard's flannel-wg), for this
+// node's subnet s of n (invalid: the node has none, and every pod address
+// of n is another node's):
+//
+//	chain tunnel-in {
+//		type filter hook prerouting priority raw; policy accept;
+//		iifname "flannel-wg" return
+//		ip saddr 10.244.1.0/24 return
+//		ip saddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop
+//	}
+//	chain tunnel-out {
+//		type filter hook postrouting priority filter; policy accept;
+//		oifname "flannel-wg" return
+//		ip daddr 10.244.1.0/24 return
+//		ip daddr 10.244.0.0/16 counter name "tunnel-out-dropped" drop
+//	}
+//
+// tunnel-in drops a packet from another node's pod address that did not
+// come through a tunnel (a forgery sent in clear on the underlay, which
+// loose or no rp_filter would let through); tunnel-out drops one to
+// another node's pod address that would leave in clear (the route to the
+// tunnel deleted, or skipped while its device is down). Both hooks see
+// forwarded and the host's own traffic; addresses outside n (the
+// outside, link-local, multicast, BGP's routable networks) are not
+// touched. With no devs, all such traffic is dropped.
+func TunnelGuard(n, s netip.Prefix, devs []string) Part {
+	n = n.Masked()
+	chain := func(name, counter string, hook string, prio int32, dev func(string) Rule, addr func(netip.Prefix) Rule) Chain {
+		var rules []Rule
+		for _, d := range devs {
+			rules = append(rules, dev(d))
+		}
+		if s.IsValid() {
+			rules = append(rules, addr(s.Masked()))
+		}
+		drop := addr(n)
+		drop.Counter, drop.Verdict = counter, VerdictDrop
+		rules = append(rules, drop)
+		return Chain{Name: name, Base: &Base{Type: TypeFilter, Hook: hook, Priority: prio}, Rules: rules}
+	}
+	return Part{Name: PartTunnelGuard, Family: FamilyOf(n),
+		Counters: []string{CounterTunnelIn, CounterTunnelOut},
+		Chains: []Chain{
+			chain(ChainTunnelIn, CounterTunnelIn, HookPrerouting, PriorityRaw,
+				func(d string) Rule { return Rule{IIf: d, Verdict: VerdictReturn} },
+				func(p netip.Prefix) Rule { return Rule{Src: in(p), Verdict: VerdictReturn} }),
+			chain(ChainTunnelOut, CounterTunnelOut, HookPostrouting, PriorityFilter,
+				func(d string) Rule { return Rule{OIf: d, Verdict: VerdictReturn} },
+				func(p netip.Prefix) Rule { return Rule{Dst: in(p), Verdict: VerdictReturn} }),
+		},
 	}
 }

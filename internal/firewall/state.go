@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 )
+
+// ifNameSize is the kernel's IFNAMSIZ: an interface name and its NUL.
+const ifNameSize = 16
 
 // State is the whole firewall weft wants on a node: every part, of every
 // family. A part absent from the State is removed by the next Apply; a
@@ -37,6 +41,11 @@ type Part struct {
 	Family Family
 	// Chains live in table <Family> weft.
 	Chains []Chain
+	// Counters are named counters of table <Family> weft that the part's
+	// rules count into (Rule.Counter). A counter is created once and kept
+	// while its part is in the State, so it keeps counting across the
+	// refills of the chains; it is deleted with the last part that has it.
+	Counters []string
 	// IPTables are chains the part also wants in iptables' filter table of
 	// its family, each jumped to from a built-in chain, for the rules that
 	// iptables' own base chains would otherwise overrule.
@@ -143,6 +152,7 @@ func (s State) validate() error {
 	parts := map[key]bool{}
 	chains := map[key]string{}
 	ipt := map[key]string{}
+	counters := map[key]string{}
 	for _, p := range s.Parts {
 		if p.Name == "" {
 			return errors.New("firewall state: a part has no name")
@@ -154,6 +164,15 @@ func (s State) validate() error {
 			return fmt.Errorf("firewall part %s (%s): given twice", p.Name, p.Family)
 		}
 		parts[key{p.Family, p.Name}] = true
+		for _, c := range p.Counters {
+			if c == "" {
+				return fmt.Errorf("firewall part %s: a counter has no name", p.Name)
+			}
+			if o, ok := counters[key{p.Family, c}]; ok {
+				return fmt.Errorf("firewall part %s: counter %s %s %s is already part %s's", p.Name, p.Family, Table, c, o)
+			}
+			counters[key{p.Family, c}] = p.Name
+		}
 		for _, c := range p.Chains {
 			if c.Name == "" {
 				return fmt.Errorf("firewall part %s: a chain has no name", p.Name)
@@ -184,6 +203,11 @@ func (s State) validate() error {
 			if err := checkRules(p, c.Name, c.Rules); err != nil {
 				return err
 			}
+			for _, r := range c.Rules {
+				if r.IIf != "" || r.OIf != "" || r.Counter != "" || r.Verdict == VerdictDrop {
+					return fmt.Errorf("firewall part %s: iptables chain %s: rule %q: interfaces, counters and drops are nftables' only", p.Name, c.Name, r)
+				}
+			}
 		}
 	}
 	return nil
@@ -196,8 +220,16 @@ func checkRules(p Part, chain string, rules []Rule) error {
 				return fmt.Errorf("firewall part %s: chain %s: rule %q matches %s addresses in an %s table", p.Name, chain, r, FamilyOf(m.Prefix), p.Family)
 			}
 		}
+		for _, name := range []string{r.IIf, r.OIf} {
+			if len(name) >= ifNameSize || strings.ContainsRune(name, 0) {
+				return fmt.Errorf("firewall part %s: chain %s: rule %q: %q is not an interface name (at most %d bytes)", p.Name, chain, r, name, ifNameSize-1)
+			}
+		}
+		if r.Counter != "" && !slices.Contains(p.Counters, r.Counter) {
+			return fmt.Errorf("firewall part %s: chain %s: rule %q counts into counter %s, which is not the part's", p.Name, chain, r, r.Counter)
+		}
 		switch r.Verdict {
-		case VerdictReturn, VerdictAccept, VerdictMasquerade, VerdictMasqueradeNotRandom:
+		case VerdictReturn, VerdictAccept, VerdictDrop, VerdictMasquerade, VerdictMasqueradeNotRandom:
 		default:
 			return fmt.Errorf("firewall part %s: chain %s: rule %q: unknown verdict %q", p.Name, chain, r, r.Verdict)
 		}
