@@ -226,6 +226,20 @@ type PeerChecker interface {
 	CheckPeer(l lease.Lease) error
 }
 
+// Tunnel is a Backend whose devices authenticate and encrypt the pod
+// traffic they carry between nodes (wireguard). For each enabled family
+// the agent then lets traffic between this node and other nodes' pod
+// addresses pass through those devices only, and drops the rest, so that
+// neither a datagram forged in clear on the underlay nor a pod's packet
+// that a missing route would send in clear gets through
+// (firewall.TunnelGuard).
+type Tunnel interface {
+	// TunnelDevices returns the names of the devices that carry family
+	// f's traffic to and from other nodes' pods in st. It is pure, like
+	// Plan. None means that no traffic of f may cross to other nodes.
+	TunnelDevices(st NodeState, f Family) []string
+}
+
 // Kind is one row of the backend table (internal/backend/table): a backend
 // type and the functions of its package.
 type Kind struct {
