@@ -74,7 +74,10 @@ type Desired struct {
 // Desire computes the desired state. It is pure: the same inputs give the
 // same state, and nothing is read from or written to the node. Each
 // enabled family gets its subnet.env lines and its firewall parts, the
-// same for both. A peer whose subnet overlaps this node's own is left out
+// same for both; with a backend.Tunnel (wireguard), each enabled family
+// also gets firewall.TunnelGuard, so that traffic between this node and
+// other nodes' pods of the family passes through the tunnel's devices
+// only. A peer whose subnet overlaps this node's own is left out
 // (Skipped): its subnet, or part of it, is this node's, which the node
 // routes to its own bridge, never away (the kernel refuses a route
 // through a gateway inside it, and the sync would fail until the leases
@@ -128,6 +131,12 @@ func Desire(in Inputs) Desired {
 		}
 		if in.ForwardRules {
 			parts = append(parts, firewall.Forward(n))
+		}
+		// A backend that authenticates pod traffic between nodes (wireguard)
+		// gets the guard that keeps other nodes' pod addresses to its
+		// devices, whatever the other options.
+		if t, ok := in.Backend.(backend.Tunnel); ok {
+			parts = append(parts, firewall.TunnelGuard(n, s, t.TunnelDevices(st, f)))
 		}
 	}
 	d.Firewall = firewall.NewState(parts...)
