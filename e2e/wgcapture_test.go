@@ -14,10 +14,12 @@ import (
 	"github.com/weftnet/weft/internal/netns"
 )
 
-// frame is what a capture keeps of one Ethernet frame: its IP header's
-// addresses and protocol, its UDP ports and payload (IPv4 or IPv6 without
-// extension headers), and whether it held one of the markers.
+// frame is what a capture keeps of one Ethernet frame: when it was read,
+// its IP header's addresses and protocol, its UDP ports and payload (IPv4
+// or IPv6 without extension headers), of an ICMP error the datagram it
+// quotes, and whether it held one of the markers.
 type frame struct {
+	at         time.Time
 	ifindex    int
 	src, dst   netip.Addr
 	proto      int // IP protocol; 0 when the frame is not IP
@@ -25,6 +27,8 @@ type frame struct {
 	dport      uint16
 	udpPayload []byte // at most 64 bytes of it
 	udpLen     int    // the whole UDP payload's length
+	icmpType   int    // ICMP or ICMPv6 type; -1 when not ICMP
+	quoted     *frame // the IP datagram an ICMP error quotes (addresses, protocol, ports)
 	marker     bool
 }
 
@@ -94,6 +98,7 @@ func (c *capture) read() {
 			return
 		}
 		f := parseFrame(buf[:n])
+		f.at = time.Now()
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok {
 			f.ifindex = ll.Ifindex
 		}
@@ -128,11 +133,17 @@ func (c *capture) stop() []frame {
 
 // parseFrame reads an Ethernet frame's IP and UDP headers.
 func parseFrame(b []byte) frame {
-	var f frame
 	if len(b) < 14 {
-		return f
+		return frame{icmpType: -1}
 	}
-	et, ip := binary.BigEndian.Uint16(b[12:14]), b[14:]
+	return parseIP(binary.BigEndian.Uint16(b[12:14]), b[14:])
+}
+
+// parseIP reads an IP datagram's headers (et: its EtherType) and, in an
+// ICMP error (destination unreachable, time exceeded), the quoted
+// datagram's.
+func parseIP(et uint16, ip []byte) frame {
+	f := frame{icmpType: -1}
 	var l4 []byte
 	switch {
 	case et == unix.ETH_P_IP && len(ip) >= 20:
@@ -156,6 +167,19 @@ func parseFrame(b []byte) frame {
 		f.sport, f.dport = binary.BigEndian.Uint16(l4[0:2]), binary.BigEndian.Uint16(l4[2:4])
 		f.udpLen = len(l4) - 8
 		f.udpPayload = bytes.Clone(l4[8:min(len(l4), 8+64)])
+	}
+	if (f.proto == unix.IPPROTO_ICMP || f.proto == unix.IPPROTO_ICMPV6) && len(l4) >= 8 {
+		f.icmpType = int(l4[0])
+		inner := uint16(unix.ETH_P_IP)
+		if f.proto == unix.IPPROTO_ICMPV6 {
+			inner = unix.ETH_P_IPV6
+		}
+		// ICMP: 3 destination unreachable, 11 time exceeded; ICMPv6: 1,
+		// 3 (and 2, packet too big).
+		if q := parseIP(inner, l4[8:]); q.src.IsValid() && (f.proto == unix.IPPROTO_ICMP && (f.icmpType == 3 || f.icmpType == 11) ||
+			f.proto == unix.IPPROTO_ICMPV6 && f.icmpType >= 1 && f.icmpType <= 3) {
+			f.quoted = &q
+		}
 	}
 	return f
 }

@@ -24,6 +24,8 @@ type replyClock struct {
 	mu      sync.Mutex
 	sent    int
 	replies []time.Time // arrival of each reply, in order
+	start   time.Time   // when the pinging began
+	end     time.Time   // when stop ended it
 	stopped chan struct{}
 	done    sync.WaitGroup
 }
@@ -31,7 +33,7 @@ type replyClock struct {
 // startReplyClock pings dst (IPv4) from namespace ns every interval until stop.
 func startReplyClock(t *testing.T, ns string, dst netip.Addr, interval time.Duration) *replyClock {
 	t.Helper()
-	p := &replyClock{dst: dst, id: os.Getpid() & 0xffff, stopped: make(chan struct{})}
+	p := &replyClock{dst: dst, id: os.Getpid() & 0xffff, start: time.Now(), stopped: make(chan struct{})}
 	if err := netns.Do(ns, func() error {
 		var err error
 		p.pc, err = icmp.ListenPacket("ip4:icmp", "0.0.0.0")
@@ -90,6 +92,9 @@ func (p *replyClock) stop() (int, []time.Time) {
 	select {
 	case <-p.stopped:
 	default:
+		p.mu.Lock()
+		p.end = time.Now()
+		p.mu.Unlock()
 		close(p.stopped)
 		time.Sleep(time.Second)
 		_ = p.pc.Close()
@@ -107,6 +112,17 @@ func longestGap(replies []time.Time) time.Duration {
 		gap = max(gap, replies[i].Sub(replies[i-1]))
 	}
 	return gap
+}
+
+// stall is how long before the end of the pinging the last reply came
+// (all of it when none came): a gap longestGap does not see.
+func (p *replyClock) stall() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.replies) == 0 {
+		return p.end.Sub(p.start)
+	}
+	return max(0, p.end.Sub(p.replies[len(p.replies)-1]))
 }
 
 // firstAfter is the first reply at or after t, and whether there is one.

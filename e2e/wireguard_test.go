@@ -509,8 +509,12 @@ func (w *wgLab) testStrangers(t *testing.T) {
 	}
 }
 
-// testRestart: issue 14 acceptance 3.
+// testRestart: issue 14 acceptance 3. Across the restart, markers flow
+// between the pods both ways and the underlay is captured: no marker,
+// and between the two nodes nothing but WireGuard on its port (and ICMP
+// errors from n2 quoting such a datagram, while no socket takes it).
 func (w *wgLab) testRestart(t *testing.T) {
+	const port = 7301
 	key, stored := w.wg("n2", "show", "flannel-wg", "public-key"), w.storedKey(t, "n2")
 	h := w.handle("n2")
 	dev, err := h.LinkByName("flannel-wg")
@@ -518,21 +522,32 @@ func (w *wgLab) testRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	pidBefore := w.agentPID("n2")
-	p := startReplyClock(t, w.ns("n1-p1"), w.pod["n2-p1"], 50*time.Millisecond)
+	m := marker()
+	cap := startCapture(t, w.ns("ul"), "", m)
+	a, b := "n1-p1", "n2-p1"
+	atA, atB := w.serveMarkers(t, w.ns(a), port, m), w.serveMarkers(t, w.ns(b), port, m)
+	toB, toA := w.streamMarkers(t, a, b, port+1, m), w.streamMarkers(t, b, a, port+1, m)
+	p := startReplyClock(t, w.ns(a), w.pod[b], 50*time.Millisecond)
 	time.Sleep(2 * time.Second)
 	restart := time.Now()
 	w.must("agent", "restart", "n2")
 	restarted := time.Now()
 	time.Sleep(3 * time.Second)
 	sent, replies := p.stop()
-	gap := longestGap(replies)
-	t.Logf("20 pings/s n1-p1 -> n2-p1 across 'weft lab agent restart n2' (%s): %d sent, %d replies, longest gap between replies %s",
-		restarted.Sub(restart).Round(time.Millisecond), sent, len(replies), gap.Round(time.Millisecond))
+	gap, stall := longestGap(replies), p.stall()
+	sentB, sentA := toB.stop(), toA.stop()
+	time.Sleep(300 * time.Millisecond)
+	frames := cap.stop()
+	t.Logf("20 pings/s n1-p1 -> n2-p1 across 'weft lab agent restart n2' (%s): %d sent, %d replies, longest gap between replies %s, last reply %s before the pinging stopped",
+		restarted.Sub(restart).Round(time.Millisecond), sent, len(replies), gap.Round(time.Millisecond), stall.Round(time.Millisecond))
 	if _, ok := firstAfter(replies, restarted.Add(time.Second)); !ok || replies[0].After(restart) {
 		t.Fatalf("replies must come before and after the restart: %d replies", len(replies))
 	}
 	if gap >= time.Second {
 		t.Errorf("the restart interrupted traffic for %s, want under 1s", gap.Round(time.Millisecond))
+	}
+	if stall >= time.Second {
+		t.Errorf("no reply in the last %s of the pinging: traffic stalled after the restart", stall.Round(time.Millisecond))
 	}
 	if pid := w.agentPID("n2"); pid == pidBefore {
 		t.Errorf("n2's agent is still pid %d: it did not restart", pid)
@@ -547,6 +562,110 @@ func (w *wgLab) testRestart(t *testing.T) {
 	if err != nil || after.Attrs().Index != dev.Attrs().Index {
 		t.Errorf("flannel-wg was ifindex %d, now %v (%v): the device was recreated", dev.Attrs().Index, after, err)
 	}
+
+	// The markers: sent both ways during the restart, received (so the
+	// capture would have seen them in clear), never on the underlay.
+	n1, n2 := w.node["n1"], w.node["n2"]
+	down := func(at time.Time) bool { return !at.Before(restart) && !at.After(restarted) }
+	var between, inDown, icmpErrs, markerFrames int
+	var bad []string
+	for _, f := range frames {
+		if f.marker {
+			markerFrames++
+			bad = append(bad, fmt.Sprintf("the marker in clear at %s: %s -> %s proto %d ports %d -> %d", f.at.Format("15:04:05.000"), f.src, f.dst, f.proto, f.sport, f.dport))
+		}
+		if !(f.src == n1 && f.dst == n2 || f.src == n2 && f.dst == n1) {
+			continue
+		}
+		between++
+		if down(f.at) {
+			inDown++
+		}
+		switch q := f.quoted; {
+		case f.proto == 17 && f.sport == wgPort && f.dport == wgPort && wgType(f) != 0:
+		case f.proto == 1 && f.src == n2 && q != nil && q.proto == 17 && q.src == n1 && q.dst == n2 && q.dport == wgPort:
+			icmpErrs++ // n2's port closed for a moment: the error quotes an encrypted datagram
+		default:
+			bad = append(bad, fmt.Sprintf("not WireGuard between the nodes at %s (restart %s-%s): %s -> %s proto %d ports %d -> %d, payload %x",
+				f.at.Format("15:04:05.000"), restart.Format("15:04:05.000"), restarted.Format("15:04:05.000"), f.src, f.dst, f.proto, f.sport, f.dport, f.udpPayload))
+		}
+	}
+	sentDown := 0
+	for _, at := range append(sentB, sentA...) {
+		if down(at) {
+			sentDown++
+		}
+	}
+	atA.mu.Lock()
+	gotA := atA.udp
+	atA.mu.Unlock()
+	atB.mu.Lock()
+	gotB := atB.udp
+	atB.mu.Unlock()
+	t.Logf("underlay across the restart: %d frames, %d between n1 and n2 (%d during 'agent restart', %d of them ICMP errors quoting WireGuard); "+
+		"markers sent %s->%s %d, %s->%s %d (%d during 'agent restart'), received %d and %d; in %d frames on the underlay",
+		len(frames), between, inDown, icmpErrs, a, b, len(sentB), b, a, len(sentA), sentDown, gotB, gotA, markerFrames)
+	for i, s := range bad {
+		if i == 10 {
+			t.Errorf("... and %d more", len(bad)-10)
+			break
+		}
+		t.Error(s)
+	}
+	if gotA == 0 || gotB == 0 || sentDown == 0 || inDown == 0 {
+		t.Errorf("markers received %d and %d, sent during the restart %d, frames between the nodes during it %d: the test did not watch the restart", gotB, gotA, sentDown, inDown)
+	}
+}
+
+// markerStream sends a marker datagram from a pod to another every 10 ms
+// until stopped.
+type markerStream struct {
+	stopped chan struct{}
+	done    chan struct{}
+	sent    []time.Time // when each was sent
+}
+
+// streamMarkers starts sending m from pod from to pod to's UDP port.
+func (w *wgLab) streamMarkers(t *testing.T, from, to string, port int, m []byte) *markerStream {
+	t.Helper()
+	var u net.Conn
+	if err := netns.Do(w.ns(from), func() error {
+		var err error
+		u, err = net.Dial("udp4", netip.AddrPortFrom(w.pod[to], uint16(port)).String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	s := &markerStream{stopped: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if _, err := u.Write(m); err == nil {
+				s.sent = append(s.sent, time.Now())
+			}
+			select {
+			case <-s.stopped:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	t.Cleanup(func() { s.stop(); u.Close() })
+	return s
+}
+
+// stop ends the stream and returns when each marker was sent; safe to
+// repeat.
+func (s *markerStream) stop() []time.Time {
+	select {
+	case <-s.stopped:
+	default:
+		close(s.stopped)
+	}
+	<-s.done
+	return s.sent
 }
 
 // agentPID is a node's agent PID as `lab status` reports it.
@@ -619,6 +738,11 @@ func (w *wgLab) testKeyChange(t *testing.T) {
 		"traffic resumed %s after the store held the new key (ok %v)", sent, len(replies), during, resumed.Sub(at).Round(time.Millisecond), ok)
 	if !ok || resumed.Sub(at) >= 2*time.Second {
 		t.Errorf("traffic to n2 did not resume within 2s of its new lease (resumed: %v, after %s)", ok, resumed.Sub(at))
+	}
+	// With no agent, then with only the new key on n2 and the old one at
+	// n1, nothing reaches n2-p1.
+	if during != 0 {
+		t.Errorf("%d replies came between n2's agent stop and its new lease; want none", during)
 	}
 	if k := w.wg("n2", "show", "flannel-wg", "public-key"); k != newKey {
 		t.Errorf("n2's device has public key %s, want the new %s", k, newKey)
