@@ -98,6 +98,10 @@ func Parse(doc []byte) (*config.Config, backend.Kind, backend.Options, error) {
 		return nil, backend.Kind{}, nil, err
 	}
 	cfg.Backend.Type = k.Type
+	if o, ok := opts.(wireguard.Options); ok {
+		// Its Path names the devices of the families the network enables.
+		opts = o.ForNetwork(cfg.EnableIPv4, cfg.EnableIPv6)
+	}
 	return cfg, k, opts, nil
 }
 

@@ -41,7 +41,9 @@ func TestParse(t *testing.T) {
 		{`{"Network":"10.244.7.9/16"}`, "udp", "udp/8285 via flannel0 (userspace)", true},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":7890}}`, "udp", "udp/7890 via flannel0 (userspace)", false},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vXlAn","VNI":4,"Port":4789}}`, "vxlan", "vxlan VNI 4 udp/4789 via flannel.4", false},
-		{`{"Network":"10.244.0.0/16","Backend":{"Type":"WireGuard"}}`, "wireguard", "wireguard udp/51820 via flannel-wg (udp/51821 via flannel-wg-v6 for IPv6)", false},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"WireGuard"}}`, "wireguard", "wireguard udp/51820 via flannel-wg", false},
+		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/56","Backend":{"Type":"wireguard"}}`, "wireguard", "wireguard udp/51820 via flannel-wg (udp/51821 via flannel-wg-v6 for IPv6)", false},
+		{`{"EnableIPv4":false,"EnableIPv6":true,"IPv6Network":"2001:db8:244::/56","Backend":{"Type":"wireguard"}}`, "wireguard", "wireguard udp/51821 via flannel-wg-v6", false},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"wireguard","Mode":"auto","ListenPort":7000}}`, "wireguard", "wireguard udp/7000 via flannel-wg (mode auto)", false},
 	} {
 		c, k, opts, err := Parse([]byte(tc.doc))
