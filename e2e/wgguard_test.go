@@ -17,6 +17,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
@@ -179,6 +180,16 @@ func (w *wgLab) testGuardIngress(t *testing.T, n2sub netip.Prefix) {
 		t.Errorf("forged from %s on the underlay: %d of %d arrived at %s, the guard counted %d; want 0 and %d", forged, arrived, count, pod, counted, count)
 	} else {
 		t.Logf("forged from %s on the underlay: 0 of %d arrived at %s, tunnel-in-dropped +%d", forged, count, pod, counted)
+	}
+	// The agent's /metrics reads the same counter.
+	nft := w.guardCounter(t, "n1", "tunnel-in-dropped")
+	body, err := process.Get(w.ns("n1"), "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	series := `weft_tunnel_guard_dropped_packets_total{direction="in",family="IPv4"} ` + strconv.Itoa(nft) + "\n"
+	if !strings.Contains(string(body), series) {
+		t.Errorf("n1's /metrics has no %q (nft counts %d):\n%s", strings.TrimSpace(series), nft, grepLines(string(body), "weft_tunnel_guard"))
 	}
 	// The control: the drop rule deleted by hand, the same datagrams
 	// arrive. The agent puts it back at its next full sync (the lab's
@@ -380,4 +391,15 @@ func (w *wgLab) testGuardEgress(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Logf("agent started: route back after %s, egress drop rule after %s", routeBack.Round(10*time.Millisecond), time.Since(at).Round(10*time.Millisecond))
+}
+
+// grepLines are the lines of s that contain substr.
+func grepLines(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

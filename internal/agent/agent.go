@@ -270,6 +270,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	if c, ok := be.(prometheus.Collector); ok { // the backend's own counters
 		a.m.reg.MustRegister(c)
 	}
+	if _, ok := be.(backend.Tunnel); ok {
+		if r, ok := a.p.Firewall().(counterReader); ok { // what its tunnel guard drops
+			a.m.reg.MustRegister(guardCollector{r})
+		}
+	}
 	if d, ok := a.p.(interface{ KernelDumps() uint64 }); ok {
 		a.m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "weft_kernel_dumps_total", Help: "Tables read whole from the kernel (a route dump, or one device's neighbour or FDB dump): at start, at each full resync, and when the kernel's change notifications could not be trusted.",

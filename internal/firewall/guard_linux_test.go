@@ -236,6 +236,14 @@ func TestTunnelGuardTraffic(t *testing.T) {
 	if got := counterPackets(t, node, IPv4, CounterTunnelIn); got != n {
 		t.Errorf("tunnel-in-dropped: %d packets, want %d", got, n)
 	}
+	// Counters reads the same, as the agent's metrics do.
+	if c, err := fw.Counters(); err != nil {
+		t.Fatal(err)
+	} else if got := c[IPv4][CounterTunnelIn].Packets; got != n {
+		t.Errorf("Counters: %s %s: %d packets, want %d (all: %v)", IPv4, CounterTunnelIn, got, n, c)
+	} else if _, ok := c[IPv6][CounterTunnelOut]; !ok {
+		t.Errorf("Counters: no %s %s (all: %v)", IPv6, CounterTunnelOut, c)
+	}
 	send(peer, "", podAddr)
 	expect("remote pod through the tunnel", atPod, a("10.244.2.2"), n)
 	// What must still pass.

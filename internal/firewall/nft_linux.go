@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 
 	"github.com/google/nftables"
@@ -176,6 +177,53 @@ func (f *Firewall) observe() (Observed, error) {
 		}
 	}
 	return o, nil
+}
+
+// Count is what a named counter has counted.
+type Count struct {
+	Packets, Bytes uint64
+}
+
+// Counters reads the named counters of weft's tables, by family and name,
+// same as `nft list counters table ip weft` (and ip6). A family without a
+// table has no entry.
+func (f *Firewall) Counters() (map[Family]map[string]Count, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return nil, errors.New("firewall: counters after Close")
+	}
+	c, err := f.conn()
+	if err != nil {
+		return nil, err
+	}
+	out := map[Family]map[string]Count{}
+	for _, fam := range []Family{IPv4, IPv6} {
+		tables, err := c.ListTablesOfFamily(nftFamily(fam))
+		if err != nil {
+			return nil, fmt.Errorf("nftables: list %s tables: %w", fam, err)
+		}
+		if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == Table }) {
+			continue
+		}
+		objs, err := c.GetNamedObjects(&nftables.Table{Family: nftFamily(fam), Name: Table})
+		if err != nil {
+			return nil, fmt.Errorf("nftables: list counters of %s %s: %w", fam, Table, err)
+		}
+		for _, obj := range objs {
+			n, ok := obj.(*nftables.NamedObj)
+			if !ok || n.Type != nftables.ObjTypeCounter {
+				continue
+			}
+			if ctr, ok := n.Obj.(*expr.Counter); ok {
+				if out[fam] == nil {
+					out[fam] = map[string]Count{}
+				}
+				out[fam][n.Name] = Count{Packets: ctr.Packets, Bytes: ctr.Bytes}
+			}
+		}
+	}
+	return out, nil
 }
 
 // send queues tx on a fresh connection and flushes it as one batch.
