@@ -137,6 +137,10 @@ type userLink struct {
 	done   sync.WaitGroup // the control socket's goroutines
 	close1 sync.Once
 	err    error
+
+	mu      sync.Mutex            // guards the fields below
+	conns   map[net.Conn]struct{} // the control connections open
+	closing bool                  // close has begun: connections accepted now are closed at once
 }
 
 // openUserspace opens the TUN device name (creating it, persistent, if it
@@ -173,9 +177,20 @@ func openUserspace(name string, mtu int, priv [KeyLen]byte, port int, socketDir 
 	if err := l.dev.Up(); err != nil {
 		return nil, fmt.Errorf("%s: listen on UDP port %d: %w", name, port, err)
 	}
-	if l.uapi, err = listenUAPI(filepath.Join(socketDir, name+".sock")); err != nil {
+	if err := l.serve(filepath.Join(socketDir, name+".sock")); err != nil {
 		return nil, fmt.Errorf("%s: %w", name, err)
 	}
+	return l, nil
+}
+
+// serve listens on the control socket path (listenUAPI) and answers each
+// connection with wireguard-go's configuration protocol until close.
+func (l *userLink) serve(path string) error {
+	var err error
+	if l.uapi, err = listenUAPI(path); err != nil {
+		return err
+	}
+	l.conns = map[net.Conn]struct{}{}
 	l.done.Add(1)
 	go func() {
 		defer l.done.Done()
@@ -184,11 +199,32 @@ func openUserspace(name string, mtu int, priv [KeyLen]byte, port int, socketDir 
 			if err != nil {
 				return
 			}
+			if !l.track(c) {
+				c.Close()
+				continue
+			}
 			l.done.Add(1)
-			go func() { defer l.done.Done(); l.dev.IpcHandle(c) }()
+			go func() {
+				defer l.done.Done()
+				l.dev.IpcHandle(c) // closes c
+				l.mu.Lock()
+				delete(l.conns, c)
+				l.mu.Unlock()
+			}()
 		}
 	}()
-	return l, nil
+	return nil
+}
+
+// track records the control connection c, unless close has begun.
+func (l *userLink) track(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closing {
+		return false
+	}
+	l.conns[c] = struct{}{}
+	return true
 }
 
 func (l *userLink) get() (State, error) {
@@ -207,10 +243,18 @@ func (l *userLink) alive(k kernel.Kernel) bool {
 }
 
 // close stops wireguard-go and closes the TUN's descriptor (the device
-// persists) and the control socket (its file is removed).
+// persists) and the control socket (its file is removed), and the control
+// connections open: a client that keeps one open without a word (a hung
+// `wg` or socat) does not hold close up.
 func (l *userLink) close() error {
 	l.close1.Do(func() {
 		l.err = l.uapi.Close()
+		l.mu.Lock()
+		l.closing = true
+		for c := range l.conns {
+			c.Close() // ends IpcHandle's read
+		}
+		l.mu.Unlock()
 		l.dev.Close()
 		l.done.Wait()
 	})
@@ -240,7 +284,7 @@ func openPersistentTUN(name string, mtu int) (tun.Device, error) {
 		case errors.Is(err, unix.EBUSY):
 			return nil, fmt.Errorf("tun device %s is held by another process (a second agent?): %w", name, err)
 		case errors.Is(err, unix.EINVAL):
-			return nil, fmt.Errorf("tun device %s exists with other flags (not wireguard-go's); delete it (ip link del %s): %w", name, name, err)
+			return nil, fmt.Errorf("a device %s exists that is not a TUN with wireguard-go's flags (a TAP, another kind, or a TUN without a virtio-net header); delete it (ip link del %s): %w", name, name, err)
 		}
 		return nil, fmt.Errorf("ip tuntap add %s mode tun vnet_hdr: %w", name, err)
 	}
@@ -252,8 +296,12 @@ func openPersistentTUN(name string, mtu int) (tun.Device, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("tun device %s: %w", name, err)
 	}
-	dev, err := tun.CreateTUNFromFile(os.NewFile(uintptr(fd), "/dev/net/tun"), mtu)
+	f := os.NewFile(uintptr(fd), "/dev/net/tun")
+	dev, err := tun.CreateTUNFromFile(f, mtu)
 	if err != nil {
+		// Detach: a descriptor left open would hold the TUN, and every
+		// later attach would fail with EBUSY.
+		f.Close()
 		return nil, fmt.Errorf("tun device %s: %w", name, err)
 	}
 	return dev, nil
@@ -285,28 +333,93 @@ func (t *linkStateless) Events() <-chan tun.Event { return t.events }
 
 // listenUAPI listens on path, a Unix socket for WireGuard's configuration
 // protocol (what `wg` talks to; wireguard-go's ipc.UAPIListen, whose
-// directory is fixed). The directory is created (0755) if missing; a
-// socket left by a process that is gone is replaced; one that answers is
-// another process's, and an error. The socket is 0600; closing the
-// listener removes it.
+// directory is fixed). Whoever can connect to it can set the device's keys
+// and peers. Its directory is created 0700 if missing, and refused if group
+// or others may write to it or another user owns it (they could put their
+// own socket in its place). A socket left by a process that is gone is
+// replaced; one that answers is another process's, and an error.
+//
+// The socket never shows at path with other permissions than 0600: it is
+// bound in a fresh 0700 directory beside path (os.MkdirTemp), made 0600
+// there and renamed onto path. wireguard-go sets the umask to 077 around
+// the bind instead, but the umask is the process's: every goroutine that
+// creates a file meanwhile would get it too. Closing the listener removes
+// path if it is still this socket.
 func listenUAPI(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	if err := checkSocketDir(dir); err != nil {
+		return nil, err
 	}
 	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("control socket %s is served by another process (a second agent?)", path)
 	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove the stale control socket %s: %w", path, err)
-	}
-	l, err := net.Listen("unix", path)
+	tmp, err := os.MkdirTemp(dir, ".uapi") // 0700, whatever the umask
 	if err != nil {
-		return nil, fmt.Errorf("control socket: %w", err)
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	defer os.RemoveAll(tmp)
+	// A short name: a socket's path has at most 107 bytes.
+	bound := filepath.Join(tmp, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, fmt.Errorf("control socket %s: %w", path, err)
+	}
+	l.SetUnlinkOnClose(false) // it is renamed; uapiListener.Close removes it
+	var st unix.Stat_t
+	err = os.Chmod(bound, 0o600)
+	if err == nil {
+		err = unix.Lstat(bound, &st)
+	}
+	if err == nil {
+		// `mv`: atomic, and replaces a stale socket (or anything else) at
+		// path without following it.
+		err = os.Rename(bound, path)
+	}
+	if err != nil {
 		l.Close()
 		return nil, fmt.Errorf("control socket %s: %w", path, err)
 	}
-	return l, nil
+	return &uapiListener{UnixListener: l, path: path, dev: st.Dev, ino: st.Ino}, nil
+}
+
+// checkSocketDir refuses a control socket directory that group or others
+// may write to, or that a user other than this process's or root owns.
+func checkSocketDir(dir string) error {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return fmt.Errorf("control socket directory %s: %w", dir, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT != unix.S_IFDIR:
+		return fmt.Errorf("control socket directory %s is not a directory", dir)
+	case st.Mode&0o022 != 0:
+		return fmt.Errorf("control socket directory %s is writable by group or others (mode %04o): other users could replace the socket that sets WireGuard's keys; chmod go-w %s, or use another directory", dir, st.Mode&0o7777, dir)
+	case st.Uid != 0 && int(st.Uid) != os.Geteuid():
+		return fmt.Errorf("control socket directory %s belongs to user %d, not this process's user or root: use a directory of this user's", dir, st.Uid)
+	}
+	return nil
+}
+
+// uapiListener is a control socket renamed into place at path: Close
+// removes path if it is still that socket (dev, ino), not one another
+// process put there since.
+type uapiListener struct {
+	*net.UnixListener
+	path     string
+	dev, ino uint64
+}
+
+func (l *uapiListener) Close() error {
+	err := l.UnixListener.Close()
+	var st unix.Stat_t
+	if unix.Lstat(l.path, &st) == nil && st.Dev == l.dev && st.Ino == l.ino {
+		if rerr := os.Remove(l.path); rerr != nil && !errors.Is(rerr, os.ErrNotExist) && err == nil {
+			err = fmt.Errorf("remove control socket %s: %w", l.path, rerr)
+		}
+	}
+	return err
 }
