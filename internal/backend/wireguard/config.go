@@ -36,6 +36,33 @@ func (p Peer) equal(q Peer) bool {
 		unmap(p.Endpoint) == unmap(q.Endpoint) && slices.Equal(p.AllowedIPs, q.AllowedIPs)
 }
 
+// keepRoamed returns want (the peers the leases ask for), where a peer the
+// device has already keeps the endpoint the device has now, unless the
+// lease's endpoint is not the one last written to it (written, by key).
+// WireGuard moves a peer's endpoint to the source address of its
+// authenticated packets (roaming; wireguard-go's receive.go): behind NAT,
+// or with a public IP that is not the packets' source, that is not the
+// lease's, and writing the lease's back at every sync would make the two
+// flap and send to a dead address until the peer speaks again. So, as
+// flannel, the lease's endpoint is written when it changed since it was
+// last written, or the peer is new to the device, or nothing was written
+// to it yet (a restarted agent writes it once), or the device has none.
+func keepRoamed(want, have []Peer, written map[[KeyLen]byte]netip.AddrPort) []Peer {
+	haveBy := make(map[[KeyLen]byte]netip.AddrPort, len(have))
+	for _, p := range have {
+		haveBy[p.Key] = p.Endpoint
+	}
+	out := slices.Clone(want)
+	for i, p := range out {
+		now, ok := haveBy[p.Key]
+		last, known := written[p.Key]
+		if ok && known && now.IsValid() && unmap(last) == unmap(p.Endpoint) {
+			out[i].Endpoint = now
+		}
+	}
+	return out
+}
+
 // unmap drops an IPv4-mapped IPv6 form (the kernel reports an IPv4
 // endpoint of a dual-stack socket so).
 func unmap(a netip.AddrPort) netip.AddrPort {

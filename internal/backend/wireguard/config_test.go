@@ -126,3 +126,56 @@ func FuzzParseUAPI(f *testing.F) {
 		}
 	})
 }
+
+// TestKeepRoamed: the lease's endpoint is written to a peer when it is new
+// to the device, when nothing was written to it yet (an agent restarted),
+// when the lease's changed since it was written, or when the device has
+// none; not when the device moved it to where the peer's packets come
+// from (roaming, NAT) while the lease's stayed.
+func TestKeepRoamed(t *testing.T) {
+	lease := netip.MustParseAddrPort("203.0.113.2:51820")
+	moved := netip.MustParseAddrPort("198.51.100.7:40000") // the peer's packets' source
+	before := netip.MustParseAddrPort("203.0.113.9:51820") // the lease's before it changed
+	none := netip.AddrPort{}
+	for _, tc := range []struct {
+		name     string
+		onDevice bool
+		device   netip.AddrPort
+		written  netip.AddrPort
+		known    bool
+		want     netip.AddrPort
+	}{
+		{"new peer", false, none, none, false, lease},
+		{"new peer, key known from a device recreated", false, none, lease, true, lease},
+		{"agent restarted, the device roamed", true, moved, none, false, lease},
+		{"agent restarted, the device has the lease's", true, lease, none, false, lease},
+		{"roamed, the lease's unchanged", true, moved, lease, true, moved},
+		{"roamed, the lease's unchanged (IPv4-mapped)", true, moved, netip.MustParseAddrPort("[::ffff:203.0.113.2]:51820"), true, moved},
+		{"not roamed", true, lease, lease, true, lease},
+		{"the lease's changed", true, moved, before, true, lease},
+		{"the device has none", true, none, lease, true, lease},
+	} {
+		written := map[[KeyLen]byte]netip.AddrPort{}
+		if tc.known {
+			written[key(1)] = tc.written
+		}
+		var have []Peer
+		if tc.onDevice {
+			have = []Peer{{Key: key(1), Endpoint: tc.device, AllowedIPs: pfx("10.244.2.0/24")}}
+		}
+		want := []Peer{{Key: key(1), Endpoint: lease, AllowedIPs: pfx("10.244.2.0/24")}}
+		got := keepRoamed(want, have, written)
+		if len(got) != 1 || got[0].Endpoint != tc.want || got[0].Key != key(1) || len(got[0].AllowedIPs) != 1 {
+			t.Errorf("%s: %+v, want endpoint %v", tc.name, got, tc.want)
+		}
+		if want[0].Endpoint != lease {
+			t.Errorf("%s: keepRoamed changed its argument", tc.name)
+		}
+		// What Diff then writes: the endpoint only where it differs.
+		c, _, _ := Diff(State{Peers: got}, State{Peers: have})
+		wrote := len(c.Peers) == 1
+		if should := !tc.onDevice || tc.device != tc.want; wrote != should {
+			t.Errorf("%s: wrote %v (%+v), want %v", tc.name, wrote, c.Peers, should)
+		}
+	}
+}

@@ -364,6 +364,96 @@ func TestTunnelInNamespaces(t *testing.T) {
 	}
 }
 
+// TestRoamedEndpointKept: a peer whose packets come from another address
+// than its lease says (NAT; a --public-ip that is not the packets'
+// source): node 1's device moves the peer's endpoint to where its packets
+// come from, and further Applies leave it there, so that node 1 reaches
+// the peer without waiting for it to speak. A change of the lease's
+// endpoint is written.
+func TestRoamedEndpointKept(t *testing.T) {
+	n1, n2 := pair(t)
+	behindNAT := n2.lease()
+	behindNAT.Attrs.PublicIP = netip.MustParseAddr("192.0.2.99") // nobody's
+	n1.apply(behindNAT)
+	n2.apply(n1.lease())
+	if userspace, _ := n1.b.Userspace(); !userspace {
+		t.Skip("the kernel has WireGuard: this test covers wireguard-go")
+	}
+	actual := "192.0.2.2:51820"
+	echo(t, n2, n1, 8*time.Second) // node 2 starts: node 1 learns where it is
+	if ep := n1.wgShow().Peers[0].Endpoint.String(); ep != actual {
+		t.Fatalf("node 2's endpoint on node 1 after it spoke: %s, want %s", ep, actual)
+	}
+	for i := range 2 {
+		if rep := n1.apply(behindNAT); rep.Added != 0 || rep.Removed != 0 {
+			t.Errorf("Apply %d: %+v", i+1, rep)
+		}
+		if ep := n1.wgShow().Peers[0].Endpoint.String(); ep != actual {
+			t.Errorf("Apply %d set node 2's endpoint to %s, want it left at %s", i+1, ep, actual)
+		}
+	}
+	// Node 1 speaks first, within less than WireGuard's keepalive and
+	// rekey times: node 2 answers only if it hears.
+	echo(t, n1, n2, 2*time.Second)
+
+	// The lease's endpoint changes: it is written.
+	moved := n2.lease()
+	moved.Attrs.PublicIP = netip.MustParseAddr("192.0.2.98")
+	n1.apply(moved)
+	if ep := n1.wgShow().Peers[0].Endpoint.String(); ep != "192.0.2.98:51820" {
+		t.Errorf("node 2's lease moved to 192.0.2.98: endpoint %s", ep)
+	}
+}
+
+// TestDeviceRepairInNamespaces: flannel-wg deleted by hand comes back at
+// the next Apply, with its key, listen port, peer, address and route, and
+// traffic crosses it again; an MTU changed by hand is put back without
+// reopening the device.
+func TestDeviceRepairInNamespaces(t *testing.T) {
+	n1, n2 := pair(t)
+	n1.apply(n2.lease())
+	n2.apply(n1.lease())
+	if userspace, _ := n1.b.Userspace(); !userspace {
+		t.Skip("the kernel has WireGuard: this test covers wireguard-go")
+	}
+	echo(t, n1, n2, 8*time.Second)
+
+	// ip link del flannel-wg
+	idx := n1.link().Attrs().Index
+	if err := n1.h.LinkDel(n1.link()); err != nil {
+		t.Fatal(err)
+	}
+	n1.apply(n2.lease())
+	l := n1.link()
+	if l.Attrs().Index == idx || l.Type() != "tuntap" || l.Attrs().MTU != 1420 || l.Attrs().Flags&net.FlagUp == 0 {
+		t.Errorf("flannel-wg after its deletion: index %d (was %d) %s MTU %d flags %v", l.Attrs().Index, idx, l.Type(), l.Attrs().MTU, l.Attrs().Flags)
+	}
+	if addrs, _ := n1.h.AddrList(l, netlink.FAMILY_ALL); len(addrs) != 1 || addrs[0].IPNet.String() != "10.244.1.0/32" {
+		t.Errorf("flannel-wg addresses after its deletion %v", addrs)
+	}
+	if routes, _ := n1.h.RouteList(l, netlink.FAMILY_V4); len(routes) != 1 || routes[0].Dst.String() != "10.244.0.0/16" {
+		t.Errorf("flannel-wg routes after its deletion %v", routes)
+	}
+	st := n1.wgShow()
+	if st.PrivateKey != n1.b.priv || st.ListenPort != 51820 || len(st.Peers) != 1 || st.Peers[0].Key != n2.b.pub ||
+		st.Peers[0].Endpoint.String() != "192.0.2.2:51820" || fmt.Sprint(st.Peers[0].AllowedIPs) != "[10.244.2.0/24]" {
+		t.Errorf("wg show flannel-wg after its deletion: %+v", st)
+	}
+	echo(t, n1, n2, 8*time.Second)
+	echo(t, n2, n1, 3*time.Second)
+
+	// ip link set flannel-wg mtu 1300
+	idx = l.Attrs().Index
+	if err := n1.h.LinkSetMTU(l, 1300); err != nil {
+		t.Fatal(err)
+	}
+	n1.apply(n2.lease())
+	if l := n1.link(); l.Attrs().MTU != 1420 || l.Attrs().Index != idx {
+		t.Errorf("flannel-wg after its MTU was set to 1300: MTU %d index %d (was %d)", l.Attrs().MTU, l.Attrs().Index, idx)
+	}
+	echo(t, n1, n2, 3*time.Second)
+}
+
 // syncBuffer is a log buffer both a test and wireguard-go's goroutines
 // write.
 type syncBuffer struct {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -34,7 +35,10 @@ type Backend struct {
 	// then, false for the kernel's WireGuard, true for wireguard-go.
 	userspace *bool
 	links     map[string]link // the devices open, by name
-	closed    bool
+	// written is, per device name, the endpoint last written to each of
+	// its peers (by public key): see keepRoamed.
+	written map[string]map[[KeyLen]byte]netip.AddrPort
+	closed  bool
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -66,7 +70,8 @@ func New(ctx context.Context, env backend.Env, cfg Options) (*Backend, error) {
 	if env.ReadOnly {
 		return nil, errors.New("wireguard: a read-only store publishes no public key of this node, and peers need it: use a store this node can write, or another backend")
 	}
-	b := &Backend{k: env.Kernel, cfg: cfg, u: env.Underlay, log: env.Log, socketDir: env.WireGuardSocketDir, links: map[string]link{}}
+	b := &Backend{k: env.Kernel, cfg: cfg, u: env.Underlay, log: env.Log, socketDir: env.WireGuardSocketDir, links: map[string]link{},
+		written: map[string]map[[KeyLen]byte]netip.AddrPort{}}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -148,7 +153,10 @@ func (b *Backend) listenPort(name string) int {
 // peers d.Node asks for (Peers): it reads the device's peers back and
 // changes only what differs, in one configuration per device, so that a
 // peer whose key changed is replaced at once and a departed peer's key is
-// removed. A peer new to the device is sent a keepalive at once, which
+// removed. A peer's endpoint is written when the lease's changed or the
+// peer is new to the device, not when WireGuard moved it to where the
+// peer's packets come from (roaming, NAT: keepRoamed). A peer new to the
+// device is sent a keepalive at once, which
 // starts a handshake: after an agent restart the peers' stale sessions
 // are replaced before they time out. Last come the routes (kernel.Apply).
 // Report.Added and Removed count peers added and removed and routes
@@ -193,15 +201,16 @@ func (b *Backend) Apply(ctx context.Context, d backend.Desired) (backend.Report,
 }
 
 // configure makes the device l (called name) hold the private key, its
-// listen port and exactly peers.
+// listen port and exactly peers, keeping roamed endpoints (keepRoamed).
 func (b *Backend) configure(l link, name string, peers []Peer) (added, removed int, err error) {
 	have, err := l.get()
 	if err != nil {
 		return 0, 0, fmt.Errorf("wireguard: read %s back: %w", name, err)
 	}
-	want := State{PrivateKey: b.priv, ListenPort: b.listenPort(name), Peers: peers}
+	want := State{PrivateKey: b.priv, ListenPort: b.listenPort(name), Peers: keepRoamed(peers, have.Peers, b.written[name])}
 	c, added, removed := Diff(want, have)
 	if c.empty() {
+		b.remember(name, peers)
 		return 0, 0, nil
 	}
 	had := make(map[[KeyLen]byte]bool, len(have.Peers))
@@ -236,6 +245,7 @@ func (b *Backend) configure(l link, name string, peers []Peer) (added, removed i
 	if err := l.set(c); err != nil {
 		return 0, 0, fmt.Errorf("wireguard: configure %s: %w", name, err)
 	}
+	b.remember(name, peers)
 	if len(now) > 0 {
 		if err := l.set(keepalives(now, false)); err != nil {
 			return added, removed, fmt.Errorf("wireguard: configure %s: %w", name, err)
@@ -255,6 +265,16 @@ func (b *Backend) configure(l link, name string, peers []Peer) (added, removed i
 		}
 	}
 	return added, removed, nil
+}
+
+// remember records the lease endpoints of peers as written to the device
+// called name (keepRoamed), and forgets its other peers.
+func (b *Backend) remember(name string, peers []Peer) {
+	m := make(map[[KeyLen]byte]netip.AddrPort, len(peers))
+	for _, p := range peers {
+		m[p.Key] = p.Endpoint
+	}
+	b.written[name] = m
 }
 
 // kickDelay is how long the node with the higher public key waits before
