@@ -178,7 +178,7 @@ func HandleExec() {
 	case len(os.Args) >= 3 && os.Args[1] == ExecArg:
 		err = Exec(os.Args[2], os.Args[3:])
 	case len(os.Args) >= 5 && os.Args[1] == ExecBindArg:
-		err = ExecBind(os.Args[2], Bind{Src: os.Args[3], Dst: os.Args[4]}, os.Args[5:])
+		err = execBind(os.Args[2], Bind{Src: os.Args[3], Dst: os.Args[4]}, os.Args[5:])
 	default:
 		return
 	}
@@ -203,7 +203,8 @@ const ExecBindArg = "__netns-exec-bind"
 // where b.Src is bind-mounted onto b.Dst, the same as
 // `unshare --mount --propagation slave sh -c 'mount --bind SRC DST &&
 // ip netns exec NAME argv...'`. Nothing is mounted in the caller's mount
-// namespace; b.Dst is created (an empty directory) only if it is absent.
+// namespace; b.Dst is created if it is absent, on the host's file system
+// (an empty directory that stays after the command).
 func CommandBind(name string, b Bind, argv ...string) *exec.Cmd {
 	cmd := Command(name, argv...)
 	if cmd.Err != nil {
@@ -213,11 +214,15 @@ func CommandBind(name string, b Bind, argv ...string) *exec.Cmd {
 	return cmd
 }
 
-// ExecBind enters a new mount namespace whose mounts are slaves of the
+// execBind enters a new mount namespace whose mounts are slaves of the
 // caller's (mounts made in it never propagate back), bind-mounts b there,
 // enters the named network namespace and replaces the process with argv.
-// It returns only on failure.
-func ExecBind(name string, b Bind, argv []string) error {
+// It returns only on failure, and then the caller must exit (HandleExec
+// does): the calling goroutine's thread stays locked in the private mount
+// namespace, and maybe in the network namespace. b.Dst, if absent, is
+// created (mkdir, 0755) in the file system the caller's mount namespace
+// shares: the directory stays on the host after the command, empty.
+func execBind(name string, b Bind, argv []string) error {
 	if len(argv) == 0 {
 		return errors.New("netns exec: no command")
 	}
