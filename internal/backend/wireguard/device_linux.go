@@ -185,6 +185,10 @@ func openUserspace(name string, mtu int, priv [KeyLen]byte, port int, socketDir 
 
 // serve listens on the control socket path (listenUAPI) and answers each
 // connection with wireguard-go's configuration protocol until close.
+// controlSessionLimit bounds one control connection (a variable for
+// tests).
+var controlSessionLimit = 10 * time.Second
+
 func (l *userLink) serve(path string) error {
 	var err error
 	if l.uapi, err = listenUAPI(path); err != nil {
@@ -203,6 +207,11 @@ func (l *userLink) serve(path string) error {
 				c.Close()
 				continue
 			}
+			// A client that stops halfway through a set holds
+			// wireguard-go's configuration lock, and with it the agent's
+			// next sync: a connection gets controlSessionLimit in all
+			// (wg sends one request per connection).
+			_ = c.SetDeadline(time.Now().Add(controlSessionLimit))
 			l.done.Add(1)
 			go func() {
 				defer l.done.Done()

@@ -213,3 +213,38 @@ func TestTUNFailedAttachReleased(t *testing.T) {
 		t.Errorf("attach after a failed attach: %v", err)
 	}
 }
+
+// TestHalfSetReleased: a control client that stops halfway through a set
+// holds wireguard-go's configuration lock only until its connection's
+// time is up; the agent's own reads of the device then go on.
+func TestHalfSetReleased(t *testing.T) {
+	defer func(d time.Duration) { controlSessionLimit = d }(controlSessionLimit)
+	controlSessionLimit = 300 * time.Millisecond
+	dev := device.NewDevice(tuntest.NewChannelTUN().TUN(), conn.NewDefaultBind(), device.NewLogger(device.LogLevelSilent, ""))
+	l := &userLink{name: DeviceName, dev: dev}
+	path := filepath.Join(t.TempDir(), DeviceName+".sock")
+	if err := l.serve(path); err != nil {
+		dev.Close()
+		t.Fatal(err)
+	}
+	defer l.close()
+	half, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.Close()
+	if _, err := io.WriteString(half, "set=1\n"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // the set holds the lock now
+	got := make(chan error, 1)
+	go func() { _, err := dev.IpcGet(); got <- err }()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the device's configuration stays locked by a client that stopped halfway through a set")
+	}
+}
