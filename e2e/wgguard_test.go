@@ -124,7 +124,7 @@ func TestWireGuardGuard(t *testing.T) {
 	table := w.must("exec", "n1", "--", "nft", "list", "table", "ip", "weft")
 	for _, want := range []string{
 		"chain tunnel-in {\n\t\ttype filter hook prerouting priority raw; policy accept;\n\t\tiifname \"flannel-wg\" return\n" +
-			"\t\tip saddr " + n1sub.String() + " return\n\t\tip saddr 10.244.0.0/16 counter name \"tunnel-in-dropped\" drop\n",
+			"\t\tip saddr " + n1sub.String() + " return\n\t\tip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 counter name \"tunnel-in-dropped\" drop\n",
 		"chain tunnel-out {\n\t\ttype filter hook postrouting priority filter; policy accept;\n\t\toifname \"flannel-wg\" return\n" +
 			"\t\tip daddr " + n1sub.String() + " return\n\t\tip daddr 10.244.0.0/16 counter name \"tunnel-out-dropped\" drop\n",
 	} {

@@ -144,7 +144,7 @@ func TestTunnelGuardLevelTriggered(t *testing.T) {
 		if !step.guard && (!strings.Contains(tx, "delete chain ip weft tunnel-in\n") || !strings.Contains(tx, "delete counter ip weft tunnel-in-dropped\n")) {
 			t.Errorf("step %d: the guard is not removed:\n%s", i, tx)
 		}
-		if step.guard && !strings.Contains(tx, `add rule ip weft tunnel-in ip saddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop`) {
+		if step.guard && !strings.Contains(tx, `add rule ip weft tunnel-in ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop`) {
 			t.Errorf("step %d: no guard:\n%s", i, tx)
 		}
 	}

@@ -118,7 +118,8 @@ func counterPackets(t *testing.T, ns string, fam Family, name string) int {
 // the tunnel's route gone, the pod's and the host's traffic to the remote
 // pod does not leave on the underlay in clear, and is counted. What must
 // still pass does: tunnel traffic both ways, host to pods local and remote,
-// the pod to the outside (masqueraded) and the outside to the pod. Without
+// the pod to the outside (masqueraded), the outside to the pod, and a
+// remote pod's unmasqueraded packet to the node's own underlay address. Without
 // the guard the forgery and the leak do get through, so the test can fail.
 func TestTunnelGuardTraffic(t *testing.T) {
 	fw, node, _ := newFirewall(t, false)
@@ -208,6 +209,7 @@ func TestTunnelGuardTraffic(t *testing.T) {
 	remote, atRemote := udpListen(t, peer, "10.244.2.2:0")
 	_, leaked := udpListen(t, under, "10.244.2.2:"+strconv.Itoa(int(remote.Port())))
 	outside, atOutside := udpListen(t, under, "192.0.2.2:0")
+	nodeAddr, atNode := udpListen(t, node, "192.0.2.1:0")
 	const n = 5
 	wait := 500 * time.Millisecond
 	expect := func(what string, got <-chan netip.Addr, want netip.Addr, count int) {
@@ -257,6 +259,11 @@ func TestTunnelGuardTraffic(t *testing.T) {
 	expect("pod to the outside, masqueraded", atOutside, a("192.0.2.1"), n)
 	send(under, "", podAddr)
 	expect("outside to the pod", atPod, a("192.0.2.2"), n)
+	// A remote pod's packet to this node's own address crosses the
+	// underlay in clear, with the pod's source when its node does not
+	// masquerade (a NodePort, the API server): not the guard's to drop.
+	send(under, "10.244.2.9", nodeAddr)
+	expect("remote pod to the node's own address, unmasqueraded, on the underlay", atNode, a("10.244.2.9"), n)
 	if got := counterPackets(t, node, IPv4, CounterTunnelIn); got != n {
 		t.Errorf("tunnel-in-dropped: %d packets after legitimate traffic, want %d", got, n)
 	}

@@ -13,7 +13,7 @@ var guardIn = []string{
 	"type filter hook prerouting priority raw; policy accept;",
 	`iifname "flannel-wg" return`,
 	"ip saddr 10.244.3.0/24 return",
-	`ip saddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop`,
+	`ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop`,
 }
 
 var guardOut = []string{
@@ -49,7 +49,7 @@ func TestTunnelGuard(t *testing.T) {
 			guardIn[0],
 			`iifname "flannel-wg-v6" return`,
 			"ip6 saddr 2001:db8:244:3::/64 return",
-			`ip6 saddr 2001:db8:244::/48 counter name "tunnel-in-dropped" drop`,
+			`ip6 saddr 2001:db8:244::/48 ip6 daddr 2001:db8:244::/48 counter name "tunnel-in-dropped" drop`,
 		}, []string{
 			guardOut[0],
 			`oifname "flannel-wg-v6" return`,
@@ -59,7 +59,7 @@ func TestTunnelGuard(t *testing.T) {
 		{"IPv6 through flannel-wg (single-device modes)", TunnelGuard(network6, subnet6, []string{"flannel-wg"}), []string{
 			guardIn[0], guardIn[1],
 			"ip6 saddr 2001:db8:244:3::/64 return",
-			`ip6 saddr 2001:db8:244::/48 counter name "tunnel-in-dropped" drop`,
+			`ip6 saddr 2001:db8:244::/48 ip6 daddr 2001:db8:244::/48 counter name "tunnel-in-dropped" drop`,
 		}, []string{
 			guardOut[0], guardOut[1],
 			"ip6 daddr 2001:db8:244:3::/64 return",
@@ -101,7 +101,7 @@ const (
 		"add chain ip weft tunnel-out { type filter hook postrouting priority filter; policy accept; }\n"
 	guardRules = "add rule ip weft tunnel-in iifname \"flannel-wg\" return\n" +
 		"add rule ip weft tunnel-in ip saddr 10.244.3.0/24 return\n" +
-		"add rule ip weft tunnel-in ip saddr 10.244.0.0/16 counter name \"tunnel-in-dropped\" drop\n" +
+		"add rule ip weft tunnel-in ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 counter name \"tunnel-in-dropped\" drop\n" +
 		"add rule ip weft tunnel-out oifname \"flannel-wg\" return\n" +
 		"add rule ip weft tunnel-out ip daddr 10.244.3.0/24 return\n" +
 		"add rule ip weft tunnel-out ip daddr 10.244.0.0/16 counter name \"tunnel-out-dropped\" drop\n"

@@ -268,7 +268,7 @@ const PriorityRaw int32 = -300
 //		type filter hook prerouting priority raw; policy accept;
 //		iifname "flannel-wg" return
 //		ip saddr 10.244.1.0/24 return
-//		ip saddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop
+//		ip saddr 10.244.0.0/16 ip daddr 10.244.0.0/16 counter name "tunnel-in-dropped" drop
 //	}
 //	chain tunnel-out {
 //		type filter hook postrouting priority filter; policy accept;
@@ -277,17 +277,21 @@ const PriorityRaw int32 = -300
 //		ip daddr 10.244.0.0/16 counter name "tunnel-out-dropped" drop
 //	}
 //
-// tunnel-in drops a packet from another node's pod address that did not
-// come through a tunnel (a forgery sent in clear on the underlay, which
-// loose or no rp_filter would let through); tunnel-out drops one to
-// another node's pod address that would leave in clear (the route to the
-// tunnel deleted, or skipped while its device is down). Both hooks see
-// forwarded and the host's own traffic; addresses outside n (the
-// outside, link-local, multicast, BGP's routable networks) are not
-// touched. With no devs, all such traffic is dropped.
+// tunnel-in drops a packet from another node's pod address to a pod
+// address that did not come through a tunnel (a forgery sent in clear on
+// the underlay, which loose or no rp_filter would let through); tunnel-out
+// drops one to another node's pod address that would leave in clear (the
+// route to the tunnel deleted, or skipped while its device is down). Both
+// hooks see forwarded and the host's own traffic. A remote pod's packet to
+// an address outside n (this node's own address, a NodePort, the API
+// server behind the kubernetes Service) is not touched: without
+// masquerade it crosses the underlay in clear with the pod's source, as
+// the route to a node address is not through the tunnel. Destinations
+// outside n (the outside, link-local, multicast, BGP's routable networks)
+// are not touched either. With no devs, all such traffic is dropped.
 func TunnelGuard(n, s netip.Prefix, devs []string) Part {
 	n = n.Masked()
-	chain := func(name, counter string, hook string, prio int32, dev func(string) Rule, addr func(netip.Prefix) Rule) Chain {
+	chain := func(name, counter string, hook string, prio int32, dev func(string) Rule, addr func(netip.Prefix) Rule, drop Rule) Chain {
 		var rules []Rule
 		for _, d := range devs {
 			rules = append(rules, dev(d))
@@ -295,7 +299,6 @@ func TunnelGuard(n, s netip.Prefix, devs []string) Part {
 		if s.IsValid() {
 			rules = append(rules, addr(s.Masked()))
 		}
-		drop := addr(n)
 		drop.Counter, drop.Verdict = counter, VerdictDrop
 		rules = append(rules, drop)
 		return Chain{Name: name, Base: &Base{Type: TypeFilter, Hook: hook, Priority: prio}, Rules: rules}
@@ -305,10 +308,12 @@ func TunnelGuard(n, s netip.Prefix, devs []string) Part {
 		Chains: []Chain{
 			chain(ChainTunnelIn, CounterTunnelIn, HookPrerouting, PriorityRaw,
 				func(d string) Rule { return Rule{IIf: d, Verdict: VerdictReturn} },
-				func(p netip.Prefix) Rule { return Rule{Src: in(p), Verdict: VerdictReturn} }),
+				func(p netip.Prefix) Rule { return Rule{Src: in(p), Verdict: VerdictReturn} },
+				Rule{Src: in(n), Dst: in(n)}),
 			chain(ChainTunnelOut, CounterTunnelOut, HookPostrouting, PriorityFilter,
 				func(d string) Rule { return Rule{OIf: d, Verdict: VerdictReturn} },
-				func(p netip.Prefix) Rule { return Rule{Dst: in(p), Verdict: VerdictReturn} }),
+				func(p netip.Prefix) Rule { return Rule{Dst: in(p), Verdict: VerdictReturn} },
+				Rule{Dst: in(n)}),
 		},
 	}
 }
