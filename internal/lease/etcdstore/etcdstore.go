@@ -334,6 +334,11 @@ func (s *Store) Acquire(ctx context.Context, req lease.Request) (lease.Lease, er
 		}
 		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
 		if err != nil {
+			// The write may have been applied (a timeout, a lost
+			// connection): revoking the etcd lease would delete the key
+			// behind the caller's back. Left alone, it expires within
+			// its TTL unless the key holds it and the node renews it.
+			grant = nil
 			return lease.Lease{}, s.fail("create "+key, err)
 		}
 		if resp.Succeeded {
