@@ -657,6 +657,11 @@ func (a *Agent) renewLoop(ctx context.Context, req lease.Request) error {
 			return nil
 		case <-time.After(max(wait, 0)):
 		}
+		// The sync loop may have leased anew while this slept (a lapsed
+		// or overlapping lease): renew the lease the node holds now.
+		if !a.holds(own) {
+			continue
+		}
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		l, err := a.o.Store.Renew(rctx, own)
 		cancel()
@@ -667,7 +672,9 @@ func (a *Agent) renewLoop(ctx context.Context, req lease.Request) error {
 			a.m.renewals.WithLabelValues("error").Inc()
 			a.log.Error("lease renewal failed; retrying", "subnet", own.Subnet, "err", err)
 			a.mu.Lock()
-			a.leaseOK = false
+			if sameLease(a.own, own) {
+				a.leaseOK = false
+			}
 			a.mu.Unlock()
 			if time.Now().After(own.Expiration) {
 				a.trigger() // the sync loop re-acquires a lapsed lease
@@ -681,11 +688,25 @@ func (a *Agent) renewLoop(ctx context.Context, req lease.Request) error {
 		}
 		a.m.renewals.WithLabelValues("ok").Inc()
 		a.mu.Lock()
-		if a.own.Key() == l.Key() {
+		if sameLease(a.own, own) {
 			a.own, a.leaseOK = l, true
 		}
 		a.mu.Unlock()
 	}
+}
+
+// holds tells whether l is still the lease the node holds.
+func (a *Agent) holds(l lease.Lease) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return sameLease(a.own, l)
+}
+
+// sameLease tells whether a and b are one lease: the same subnets under
+// the same store lease (a re-lease of the same subnets has another
+// StoreID, and a renewal of the old one must not replace it).
+func sameLease(a, b lease.Lease) bool {
+	return a.Key() == b.Key() && a.StoreID == b.StoreID
 }
 
 // pinger is a Store that can tell cheaply whether it is reachable.
