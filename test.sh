@@ -73,5 +73,6 @@ done <<'TARGETS'
 ./internal/bgp FuzzParsePeerFlag 50000x
 ./internal/bgp/proc FuzzDecodeEvent 50000x
 ./internal/bgp/proc FuzzDecodeLog 50000x
+./internal/lab/trace FuzzParseNAT 50000x
 TARGETS
 (cd tools/cyclonus && go test -run '^$' -fuzz '^FuzzMatcher$' -fuzztime "${WEFT_FUZZ_TIME:-3000x}" .)

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -100,6 +101,19 @@ type lab struct {
 // newLab brings up a uniquely named lab and removes it when the test ends.
 func newLab(t *testing.T, args ...string) (*lab, string) {
 	t.Helper()
+	return startLab(t, false, args...)
+}
+
+// newLabFailingCheck is newLab for a lab whose check, which up runs last,
+// is meant to fail (host-gw across the l3 router): up's exit status 1 is
+// expected then, and any other outcome fails the test.
+func newLabFailingCheck(t *testing.T, args ...string) (*lab, string) {
+	t.Helper()
+	return startLab(t, true, args...)
+}
+
+func startLab(t *testing.T, checkFails bool, args ...string) (*lab, string) {
+	t.Helper()
 	if bin == "" {
 		t.Skip("needs root")
 	}
@@ -118,7 +132,11 @@ func newLab(t *testing.T, args ...string) (*lab, string) {
 		}
 	})
 	out, err := l.run(append([]string{"up"}, args...)...)
-	if err != nil {
+	var ee *exec.ExitError
+	switch {
+	case checkFails && (err == nil || !errors.As(err, &ee) || ee.ExitCode() != 1 || !regexp.MustCompile(`\d+ passed, [1-9]\d* failed`).MatchString(out)):
+		t.Fatalf("lab up: %v, want its check to fail\n%s", err, out)
+	case !checkFails && err != nil:
 		t.Fatalf("lab up: %v\n%s", err, out)
 	}
 	t.Logf("lab up %s:\n%s", strings.Join(args, " "), out)

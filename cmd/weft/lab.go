@@ -39,6 +39,8 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] [--ipv6] FROM TO   FROM: a pod; TO: a pod or ext
+  weft lab trace [--name NAME] [--ipv6] [--json] FROM TO   a packet's path hop by hop, read from the kernel
+              FROM, TO: pods, nodes, ext; stops at the first missing route, neighbour, FDB entry or agent
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp,wireguard] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
@@ -71,7 +73,7 @@ type labCommand func(fs *flag.FlagSet, name *string) func(ctx context.Context, p
 
 var labCommands = map[string]labCommand{
 	"up": labUp, "down": labDown, "status": labStatus, "check": labCheck, "exec": labExec,
-	"ping": labPing, "agent": labAgent, "node": labNode, "bench": labBench,
+	"ping": labPing, "trace": labTrace, "agent": labAgent, "node": labNode, "bench": labBench,
 	"bench-leases": labBenchLeases, "pod": labPod, "bench-bgp": labBenchBGP,
 	"serve": labServe, // hidden: the servers inside a pod
 }
@@ -241,6 +243,19 @@ func labPing(fs *flag.FlagSet, name *string) func(context.Context, []string, []s
 		}
 		o.From, o.To = pos[0], pos[1]
 		return lab.Ping(ctx, *name, o, stdout)
+	}
+}
+
+func labTrace(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
+	var o lab.TraceOptions
+	fs.BoolVar(&o.IPv6, "ipv6", false, "trace between the IPv6 addresses; default: the first")
+	fs.BoolVar(&o.JSON, "json", false, "print the hops as JSON")
+	return func(_ context.Context, pos, _ []string, stdout, _ io.Writer) error {
+		if len(pos) != 2 {
+			return errors.New("usage: weft lab trace [--ipv6] [--json] FROM TO")
+		}
+		o.From, o.To = pos[0], pos[1]
+		return lab.Trace(*name, o, stdout)
 	}
 }
 

@@ -1,0 +1,187 @@
+package e2e
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/weftnet/weft/internal/lab/trace"
+)
+
+// traceOf runs `weft lab trace --json FROM TO` and decodes it; the exit
+// status is 1 when the trace stops, which is not an error here.
+func (l *lab) traceOf(from, to string) *trace.Result {
+	l.t.Helper()
+	out, _ := l.run("trace", "--json", from, to)
+	var r trace.Result
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		l.t.Fatalf("weft lab trace %s %s: %v\n%s", from, to, err, out)
+	}
+	text, _ := l.run("trace", from, to)
+	l.t.Logf("weft lab trace %s %s:\n%s", from, to, text)
+	return &r
+}
+
+// path is the hops' names, an underlay hop marked with a "~".
+func path(r *trace.Result) string {
+	var p []string
+	for _, h := range r.Hops {
+		n := h.Name
+		if h.Underlay {
+			n = "~" + n
+		}
+		p = append(p, n)
+	}
+	return strings.Join(p, " ")
+}
+
+// steps are the texts of the hops' steps of kind k.
+func steps(r *trace.Result, k string) []string {
+	var out []string
+	for _, h := range r.Hops {
+		for _, s := range h.Steps {
+			if s.Kind == k {
+				out = append(out, h.Name+": "+s.Text)
+			}
+		}
+	}
+	return out
+}
+
+func hasStep(r *trace.Result, k, sub string) bool {
+	for _, s := range steps(r, k) {
+		if strings.Contains(s, sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// delivers checks that trace FROM TO is delivered along path want and
+// that a real ping takes it too.
+func (l *lab) delivers(t *testing.T, from, to, want string) *trace.Result {
+	t.Helper()
+	r := l.traceOf(from, to)
+	if !r.Delivered || r.Problem != nil {
+		t.Fatalf("trace %s -> %s not delivered: %+v", from, to, r.Problem)
+	}
+	if got := path(r); got != want {
+		t.Errorf("trace %s -> %s: path %q, want %q", from, to, got, want)
+	}
+	if out, err := l.run("ping", "--count", "3", from, to); err != nil {
+		t.Errorf("ping %s %s (the path the trace shows): %v\n%s", from, to, err, out)
+	}
+	return r
+}
+
+// stops checks that trace FROM TO stops at the hop named node, missing
+// kind, and that a real ping fails there too.
+func (l *lab) stops(t *testing.T, from, to, node, kind string) *trace.Result {
+	t.Helper()
+	r := l.traceOf(from, to)
+	p := r.Problem
+	if r.Delivered || p == nil {
+		t.Fatalf("trace %s -> %s: delivered, want it to stop at %s missing %s", from, to, node, kind)
+	}
+	if p.Node != node || p.Kind != kind || r.Hops[p.Hop].Name != node {
+		t.Errorf("trace %s -> %s stopped at hop %d (%s) missing %s: %s; want %s missing %s", from, to, p.Hop+1, p.Node, p.Kind, p.What, node, kind)
+	}
+	if p.Fix == "" && kind != trace.MissingPeer {
+		t.Errorf("trace %s -> %s: no fix for missing %s: %s", from, to, p.Kind, p.What)
+	}
+	if out, err := l.run("ping", "--count", "3", from, to); err == nil {
+		t.Errorf("ping %s %s got through, yet the trace stops at %s:\n%s", from, to, node, out)
+	}
+	return r
+}
+
+// TestTrace: `weft lab trace` between pods on two nodes lists every hop
+// from the kernel state, on vxlan, host-gw and udp on l2 and vxlan with
+// DirectRouting on l3; a real ping agrees. Broken on purpose (a route or
+// a neighbour entry deleted while the agent is stopped, the peer's agent
+// stopped on udp, a host-gw peer skipped across l3), the trace names the
+// hop and the missing entry. To ext: the masquerade rule and the source.
+func TestTrace(t *testing.T) {
+	t.Run("vxlan", func(t *testing.T) {
+		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "vxlan")
+		r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+		for _, w := range [][2]string{{"route", "dev flannel.1 onlink proto weft"}, {"neigh", "PERMANENT on flannel.1"},
+			{"fdb", "dst 192.0.2.12 on flannel.1"}, {"encap", "VXLAN encapsulation: VNI 1, UDP to 192.0.2.12:8472"},
+			{"decap", "VNI 1: decapsulated by flannel.1"}, {"bridge", "bridge br-a"}, {"bridge", "bridge cni0"}} {
+			if !hasStep(r, w[0], w[1]) {
+				t.Errorf("no %s step with %q: %q", w[0], w[1], steps(r, w[0]))
+			}
+		}
+		// To ext: masqueraded to n1's address.
+		e := l.delivers(t, "n1-p1", "ext", "n1-p1 n1 underlay ext")
+		if !hasStep(e, "masquerade", "becomes 192.0.2.11, eth0's address") || !hasStep(e, "masquerade", "masquerade fully-random") {
+			t.Errorf("to ext: masquerade steps %q", steps(e, "masquerade"))
+		}
+		if got := e.Hops[len(e.Hops)-1].Src.String(); got != "192.0.2.11" {
+			t.Errorf("to ext: the source at ext is %s, want 192.0.2.11", got)
+		}
+		// Broken: with n1's agent stopped (it would put them back at
+		// once), the route to n2's subnet, then the neighbour entry.
+		st := l.status()
+		sub2 := st.Nodes[1].Subnet
+		gw := strings.TrimSuffix(sub2, "/24")
+		l.must("agent", "stop", "n1")
+		l.must("exec", "n1", "--", "ip", "route", "del", sub2)
+		p := l.stops(t, "n1-p1", "n2-p1", "n1", trace.MissingRoute).Problem
+		if !strings.Contains(p.What, "n2's subnet "+sub2) || !strings.Contains(p.Fix, "weft lab agent start n1") {
+			t.Errorf("missing route: %+v", p)
+		}
+		l.must("exec", "n1", "--", "ip", "route", "add", sub2, "via", gw, "dev", "flannel.1", "onlink")
+		l.must("exec", "n1", "--", "ip", "neigh", "del", gw, "dev", "flannel.1")
+		p = l.stops(t, "n1-p1", "n2-p1", "n1", trace.MissingNeigh).Problem
+		if !strings.Contains(p.What, "neighbour "+gw) || !strings.Contains(p.What, "n2's VTEP") {
+			t.Errorf("missing neighbour: %+v", p)
+		}
+		l.must("agent", "start", "n1")
+		l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+	})
+	t.Run("host-gw", func(t *testing.T) {
+		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "host-gw")
+		r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 underlay n2 n2-p1")
+		if !hasStep(r, "route", "via 192.0.2.12 dev eth0 proto weft") || len(steps(r, "encap")) != 0 {
+			t.Errorf("host-gw: routes %q, encap %q", steps(r, "route"), steps(r, "encap"))
+		}
+	})
+	t.Run("udp", func(t *testing.T) {
+		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "udp")
+		r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+		for _, w := range [][2]string{{"route", "dev flannel0"}, {"agent", "reads the packet from flannel0"},
+			{"encap", "UDP 192.0.2.11:8285 -> 192.0.2.12:8285"}, {"decap", "writes the packet to flannel0"}} {
+			if !hasStep(r, w[0], w[1]) {
+				t.Errorf("no %s step with %q: %q", w[0], w[1], steps(r, w[0]))
+			}
+		}
+		l.must("agent", "stop", "n2")
+		p := l.stops(t, "n1-p1", "n2-p1", "n2", trace.MissingAgent).Problem
+		if !strings.Contains(p.What, "UDP 8285") || !strings.Contains(p.Fix, "weft lab agent start n2") {
+			t.Errorf("udp, n2's agent stopped: %+v", p)
+		}
+		l.must("agent", "start", "n2")
+	})
+	t.Run("vxlan-directrouting-l3", func(t *testing.T) {
+		l, _ := newLab(t, "--nodes", "3", "--pods-per-node", "1", "--backend", "vxlan", "--direct-routing", "--topology", "l3")
+		// n2 shares n1's side: a direct route; n3 is behind the router:
+		// VXLAN, routed by the underlay.
+		r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 underlay n2 n2-p1")
+		if !hasStep(r, "route", "via 192.0.2.12 dev eth0 proto weft") {
+			t.Errorf("n1 -> n2 (same side): routes %q", steps(r, "route"))
+		}
+		r = l.delivers(t, "n1-p1", "n3-p1", "n1-p1 n1 ~n1 ~underlay ~n3 n3 n3-p1")
+		if !hasStep(r, "encap", "UDP to 198.51.100.13:8472") || !hasStep(r, "route", "198.51.100.0/24 dev br-b") {
+			t.Errorf("n1 -> n3 (across the router): encap %q, routes %q", steps(r, "encap"), steps(r, "route"))
+		}
+	})
+	t.Run("host-gw-l3-skipped", func(t *testing.T) {
+		l, _ := newLabFailingCheck(t, "--nodes", "3", "--pods-per-node", "1", "--backend", "host-gw", "--topology", "l3")
+		p := l.stops(t, "n1-p1", "n3-p1", "n1", trace.MissingPeer).Problem
+		if p.Peer != "n3" || !strings.Contains(p.Why, "not on-link") {
+			t.Errorf("host-gw across l3: %+v", p)
+		}
+		l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 underlay n2 n2-p1")
+	})
+}

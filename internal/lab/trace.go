@@ -1,0 +1,160 @@
+package lab
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+
+	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/lab/trace"
+	"github.com/weftnet/weft/internal/subnetenv"
+)
+
+// TraceOptions say what `lab trace` follows.
+type TraceOptions struct {
+	From, To string // pods, nodes, ext
+	IPv6     bool   // between the IPv6 addresses
+	JSON     bool
+}
+
+// Trace follows a packet from o.From to o.To through the lab's kernel
+// state and prints every hop; ExitError 1 if it stops on the way.
+func Trace(name string, o TraceOptions, w io.Writer) error {
+	s, done, err := open(name, false)
+	if err != nil {
+		return err
+	}
+	defer done()
+	r, err := s.trace(trace.Netlink{Namespaces: s.Namespaces}, o)
+	if err != nil {
+		return err
+	}
+	if o.JSON {
+		if err := writeJSON(w, r); err != nil {
+			return err
+		}
+	} else {
+		r.Print(w)
+	}
+	if !r.Delivered {
+		return ExitError(1)
+	}
+	return nil
+}
+
+// trace runs the trace of o over k.
+func (s *State) trace(k trace.Kernel, o TraceOptions) (*trace.Result, error) {
+	fromNS, err := s.target(o.From)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.target(o.To); err != nil {
+		return nil, err
+	}
+	dst, err := s.addrOf(o.To, o.IPv6)
+	if err != nil {
+		return nil, err
+	}
+	var src netip.Addr
+	if _, err := s.node(o.From); err != nil { // a node's source is the one its route picks
+		if src, err = s.addrOf(o.From, o.IPv6); err != nil {
+			return nil, err
+		}
+		if src.Is4() != dst.Is4() {
+			return nil, fmt.Errorf("lab %s: %s (%s) and %s (%s) are of different families", s.Name, o.From, src, o.To, dst)
+		}
+	}
+	return trace.Run(k, s.traceCluster(dst.Is6()), o.From, o.To, fromNS, src, dst), nil
+}
+
+// traceCluster is what a trace knows beyond the kernel: the nodes'
+// subnets from their subnet files (what their agents leased), whether
+// their agents run, and which peers they skip (their /readyz).
+func (s *State) traceCluster(v6 bool) *trace.Cluster {
+	c := &trace.Cluster{Backend: s.Backend, UDPPort: 8285, WGPort: 51820, Names: map[string]string{}, Namespaces: s.Namespaces}
+	if v6 && s.Backend == "wireguard" {
+		c.WGPort = 51821
+	}
+	for _, p := range strings.Split(s.Network, ",") {
+		if n, err := netip.ParsePrefix(strings.TrimSpace(p)); err == nil {
+			c.Networks = append(c.Networks, n)
+		}
+	}
+	c.Names[s.Underlay] = "underlay"
+	c.Names[s.Ctl.NS], c.Names[s.Ext.NS] = s.Ctl.Name, s.Ext.Name
+	for _, p := range s.Pods {
+		c.Names[p.NS] = p.Display()
+	}
+	for _, n := range s.Nodes {
+		c.Names[n.NS] = n.Name
+		tn := trace.Node{Name: n.Name, NS: n.NS, Public: n.AddrOf(v6), Agent: "stopped", Skips: map[string]string{}}
+		if !tn.Public.IsValid() {
+			tn.Public = n.Addr
+		}
+		if process.Ours(n.PID, n.SubnetFile) {
+			tn.Agent = "running"
+		}
+		if env, err := subnetenv.Read(n.SubnetFile); err == nil {
+			for _, p := range []netip.Prefix{env.Subnet, env.IPv6Subnet} {
+				if p.IsValid() {
+					tn.Subnets = append(tn.Subnets, p.Masked())
+				}
+			}
+		}
+		c.Nodes = append(c.Nodes, tn)
+	}
+	// Skipped peers: "SUBNET (...): why", by the node that holds SUBNET.
+	for i := range c.Nodes {
+		if c.Nodes[i].Agent != "running" || s.Nodes[i].Agent != process.Weft {
+			continue
+		}
+		r, err := process.Readyz(c.Nodes[i].NS)
+		if err != nil {
+			continue
+		}
+		sk, _ := r["skippedPeers"].([]any)
+		for _, x := range sk {
+			line, _ := x.(string)
+			for _, other := range c.Nodes {
+				for _, sub := range other.Subnets {
+					if strings.HasPrefix(line, sub.String()+" ") {
+						c.Nodes[i].Skips[other.Name] = line
+					}
+				}
+			}
+		}
+	}
+	c.Fix = func(p trace.Problem) string { return s.traceFix(c, p) }
+	return c
+}
+
+// traceFix says what restores what a trace found missing.
+func (s *State) traceFix(c *trace.Cluster, p trace.Problem) string {
+	agentOf := func(name string) string {
+		for _, n := range c.Nodes {
+			if n.Name == name {
+				return n.Agent
+			}
+		}
+		return ""
+	}
+	switch p.Kind {
+	case trace.MissingAgent:
+		n := p.Peer
+		if n == "" {
+			n = p.Node
+		}
+		return fmt.Sprintf("start it: weft lab agent start %s --name %s", n, s.Name)
+	case trace.MissingPeer:
+		return fmt.Sprintf("%s's agent will not route %s as %s is set up; see the reason above", p.Node, p.Peer, s.Backend)
+	case trace.MissingRoute, trace.MissingNeigh, trace.MissingFDB, trace.MissingDecap:
+		switch agentOf(p.Node) {
+		case "running":
+			return fmt.Sprintf("%s's agent writes it back at its next full sync (within 10 s, the lab's --resync-interval); weft lab agent restart %s --name %s does it at once", p.Node, p.Node, s.Name)
+		case "stopped":
+			return fmt.Sprintf("%s's agent is stopped: weft lab agent start %s --name %s", p.Node, p.Node, s.Name)
+		}
+	}
+	return ""
+}
