@@ -8,17 +8,21 @@ import (
 	"github.com/weftnet/weft/internal/lab/trace"
 )
 
-// traceOf runs `weft lab trace --json FROM TO` and decodes it; the exit
-// status is 1 when the trace stops, which is not an error here.
+// traceOf runs `weft lab trace --probe --json FROM TO` and decodes it;
+// the exit status is 1 when the trace stops, which is not an error here.
+// It logs the same trace as people read it.
 func (l *lab) traceOf(from, to string) *trace.Result {
 	l.t.Helper()
-	out, _ := l.run("trace", "--json", from, to)
+	out, _ := l.run("trace", "--probe", "--json", from, to)
 	var r trace.Result
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		l.t.Fatalf("weft lab trace %s %s: %v\n%s", from, to, err, out)
 	}
-	text, _ := l.run("trace", from, to)
-	l.t.Logf("weft lab trace %s %s:\n%s", from, to, text)
+	text, _ := l.run("trace", "--probe", from, to)
+	l.t.Logf("weft lab trace --probe %s %s:\n%s", from, to, text)
+	if r.Probe == nil || len(r.Probe.Hops) != len(r.Hops) || r.Probe.Sent == 0 {
+		l.t.Fatalf("trace %s -> %s: no probe: %+v", from, to, r.Probe)
+	}
 	return &r
 }
 
@@ -68,6 +72,15 @@ func (l *lab) delivers(t *testing.T, from, to, want string) *trace.Result {
 	if got := path(r); got != want {
 		t.Errorf("trace %s -> %s: path %q, want %q", from, to, got, want)
 	}
+	// Every hop's devices counted the probe's packets.
+	if p := r.Probe; p.StoppedAt >= 0 || p.Received != p.Sent {
+		t.Errorf("trace %s -> %s: probe stopped at hop %d, %d of %d replies: %+v", from, to, p.StoppedAt+1, p.Received, p.Sent, p.Hops)
+	}
+	for i, c := range r.Probe.Hops {
+		if h := r.Hops[i]; (h.InDev != "" && c.InRx < int64(r.Probe.Sent)) || (h.OutDev != "" && c.OutTx < int64(r.Probe.Sent)) {
+			t.Errorf("trace %s -> %s: hop %d (%s): %+v, want at least %d on %q and %q", from, to, i+1, h.Name, c, r.Probe.Sent, h.InDev, h.OutDev)
+		}
+	}
 	if out, err := l.run("ping", "--count", "3", from, to); err != nil {
 		t.Errorf("ping %s %s (the path the trace shows): %v\n%s", from, to, err, out)
 	}
@@ -91,6 +104,11 @@ func (l *lab) stops(t *testing.T, from, to, node, kind string) *trace.Result {
 	}
 	if out, err := l.run("ping", "--count", "3", from, to); err == nil {
 		t.Errorf("ping %s %s got through, yet the trace stops at %s:\n%s", from, to, node, out)
+	}
+	// The probe's packets got no further than the hop named: none came
+	// back, and no hop after it counted them all.
+	if pr := r.Probe; pr.Received != 0 || (pr.StoppedAt >= 0 && pr.StoppedAt > p.Hop) {
+		t.Errorf("trace %s -> %s: probe %d of %d replies, stopped at hop %d; the trace stops at hop %d", from, to, pr.Received, pr.Sent, pr.StoppedAt+1, p.Hop+1)
 	}
 	return r
 }

@@ -39,8 +39,9 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] [--ipv6] FROM TO   FROM: a pod; TO: a pod or ext
-  weft lab trace [--name NAME] [--ipv6] [--json] FROM TO   a packet's path hop by hop, read from the kernel
-              FROM, TO: pods, nodes, ext; stops at the first missing route, neighbour, FDB entry or agent
+  weft lab trace [--name NAME] [--ipv6] [--json] [--probe] FROM TO   a packet's path hop by hop, from the kernel
+              FROM, TO: pods, nodes, ext; stops at the first missing route, neighbour, FDB entry or agent;
+              --probe: real packets along it, each hop confirmed by its devices' counters
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp,wireguard] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
@@ -250,12 +251,13 @@ func labTrace(fs *flag.FlagSet, name *string) func(context.Context, []string, []
 	var o lab.TraceOptions
 	fs.BoolVar(&o.IPv6, "ipv6", false, "trace between the IPv6 addresses; default: the first")
 	fs.BoolVar(&o.JSON, "json", false, "print the hops as JSON")
-	return func(_ context.Context, pos, _ []string, stdout, _ io.Writer) error {
+	fs.BoolVar(&o.Probe, "probe", false, "send 10 echo requests along the path and show what each hop's devices counted")
+	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
 		if len(pos) != 2 {
-			return errors.New("usage: weft lab trace [--ipv6] [--json] FROM TO")
+			return errors.New("usage: weft lab trace [--ipv6] [--json] [--probe] FROM TO")
 		}
 		o.From, o.To = pos[0], pos[1]
-		return lab.Trace(*name, o, stdout)
+		return lab.Trace(ctx, *name, o, stdout)
 	}
 }
 

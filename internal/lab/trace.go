@@ -1,11 +1,14 @@
 package lab
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/netip"
 	"strings"
+	"time"
 
+	"github.com/weftnet/weft/internal/lab/check"
 	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/lab/trace"
 	"github.com/weftnet/weft/internal/subnetenv"
@@ -16,19 +19,36 @@ type TraceOptions struct {
 	From, To string // pods, nodes, ext
 	IPv6     bool   // between the IPv6 addresses
 	JSON     bool
+	// Probe sends ProbeCount echo requests along the path and shows what
+	// each hop's devices counted.
+	Probe bool
 }
+
+// ProbeCount is how many echo requests --probe sends, 20 ms apart.
+const ProbeCount = 10
 
 // Trace follows a packet from o.From to o.To through the lab's kernel
 // state and prints every hop; ExitError 1 if it stops on the way.
-func Trace(name string, o TraceOptions, w io.Writer) error {
+func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error {
 	s, done, err := open(name, false)
 	if err != nil {
 		return err
 	}
 	defer done()
-	r, err := s.trace(trace.Netlink{Namespaces: s.Namespaces}, o)
+	k := trace.Netlink{Namespaces: s.Namespaces}
+	r, err := s.trace(k, o)
 	if err != nil {
 		return err
+	}
+	if o.Probe {
+		fromNS, _ := s.target(o.From)
+		err := trace.RunProbe(k, r, func() (int, int, error) {
+			st, err := check.Ping(ctx, fromNS, r.Dst, ProbeCount, 20*time.Millisecond)
+			return st.Sent, st.Received, err
+		})
+		if err != nil {
+			return fmt.Errorf("probe: %w", err)
+		}
 	}
 	if o.JSON {
 		if err := writeJSON(w, r); err != nil {
@@ -37,7 +57,7 @@ func Trace(name string, o TraceOptions, w io.Writer) error {
 	} else {
 		r.Print(w)
 	}
-	if !r.Delivered {
+	if !r.Delivered || (r.Probe != nil && r.Probe.Received < r.Probe.Sent) {
 		return ExitError(1)
 	}
 	return nil

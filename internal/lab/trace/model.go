@@ -252,6 +252,9 @@ type Hop struct {
 	Underlay bool
 	In       string // the device the packet came in by ("" if sent here)
 	Out      string // the device it leaves by ("" if delivered here)
+	// InDev and OutDev are the devices whose counters see the packet
+	// (a bridge's port, not the bridge).
+	InDev, OutDev string
 	Src, Dst netip.Addr
 	Steps    []Step
 }
@@ -263,4 +266,7 @@ type Result struct {
 	Hops      []Hop
 	Delivered bool
 	Problem   *Problem
+	// Probe is what real packets sent along the path counted, with
+	// --probe.
+	Probe *Probe `json:",omitempty"`
 }

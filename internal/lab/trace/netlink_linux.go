@@ -22,7 +22,30 @@ type Netlink struct {
 	Namespaces []string
 }
 
-var _ Kernel = Netlink{}
+var (
+	_ Kernel   = Netlink{}
+	_ Counters = Netlink{}
+)
+
+// Stats implements Counters: `ip -s link` of ns.
+func (Netlink) Stats(ns string) (map[string]Stats, error) {
+	h, err := netns.Handle(ns)
+	if err != nil {
+		return nil, err
+	}
+	defer h.Close()
+	links, err := h.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	out := map[string]Stats{}
+	for _, l := range links {
+		if st := l.Attrs().Statistics; st != nil {
+			out[l.Attrs().Name] = Stats{Rx: st.RxPackets, Tx: st.TxPackets}
+		}
+	}
+	return out, nil
+}
 
 // nsids maps the namespace IDs that h's namespace gives the others of
 // k.Namespaces (a veth's IFLA_LINK_NETNSID) to their names.

@@ -28,6 +28,20 @@ func (r *Result) Print(w io.Writer) {
 		for _, s := range h.Steps {
 			fmt.Fprintf(w, "      %-10s %s\n", s.Kind, s.Text)
 		}
+		if r.Probe != nil && i < len(r.Probe.Hops) {
+			fmt.Fprintf(w, "      %-10s %s\n", "probe", r.Probe.Hops[i].text(h, r.Probe.Sent))
+		}
+	}
+	if p := r.Probe; p != nil {
+		fmt.Fprintf(w, "probe: %d echo requests sent, %d replies; ", p.Sent, p.Received)
+		switch {
+		case p.StoppedAt < 0 && r.Delivered:
+			fmt.Fprintln(w, "every hop counted them")
+		case p.StoppedAt < 0:
+			fmt.Fprintf(w, "every hop up to %d (%s) counted them, and there the trace stops\n", len(r.Hops), r.Hops[len(r.Hops)-1].Name)
+		default:
+			fmt.Fprintf(w, "they stop at hop %d (%s): its counters did not see them all\n", p.StoppedAt+1, r.Hops[p.StoppedAt].Name)
+		}
 	}
 	switch {
 	case r.Delivered:
@@ -42,4 +56,21 @@ func (r *Result) Print(w io.Writer) {
 			fmt.Fprintf(w, "  fix: %s\n", strings.ReplaceAll(p.Fix, "\n", "\n       "))
 		}
 	}
+}
+
+// text is c as a probe line: each device's count against the packets
+// sent.
+func (c HopCount) text(h Hop, sent int) string {
+	var parts []string
+	if c.InRx >= 0 {
+		parts = append(parts, fmt.Sprintf("%s received +%d", h.InDev, c.InRx))
+	}
+	if c.OutTx >= 0 {
+		parts = append(parts, fmt.Sprintf("%s sent +%d", h.OutDev, c.OutTx))
+	}
+	v := "ok"
+	if !c.Confirmed {
+		v = fmt.Sprintf("FEWER than the %d sent", sent)
+	}
+	return strings.Join(parts, ", ") + ": " + v
 }

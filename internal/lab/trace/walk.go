@@ -59,7 +59,7 @@ func (t *tracer) stop(h Hop, p Problem) (string, string, bool) {
 // device that has dst. underlay marks a tunnel's outer packet.
 func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (string, string, bool) {
 	for {
-		h := Hop{NS: ns, Name: t.c.name(ns), Underlay: underlay, In: iif, Src: src, Dst: dst, Steps: t.pending}
+		h := Hop{NS: ns, Name: t.c.name(ns), Underlay: underlay, In: iif, InDev: iif, Src: src, Dst: dst, Steps: t.pending}
 		t.pending = nil
 		if len(t.r.Hops) >= maxHops {
 			return t.stop(h, Problem{Kind: TooManyHops, What: fmt.Sprintf("more than %d hops: a routing loop", maxHops)})
@@ -78,7 +78,7 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 					return t.stop(h, Problem{Kind: MissingFDB, What: fmt.Sprintf("%s on bridge %s: no port has it (bridge fdb)", mac, br.Name)})
 				}
 				h.Steps = append(h.Steps, Step{"bridge", fmt.Sprintf("bridge %s switches the frame to %s: %s", br.Name, mac, how)})
-				h.Out = port
+				h.Out, h.OutDev = port, port
 				pns, pdev, ok := t.peer(ns, s.link(port))
 				if !ok {
 					return t.stop(h, Problem{Kind: MissingLink, What: fmt.Sprintf("the other end of %s", port)})
@@ -133,7 +133,7 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 		if !out.Up {
 			return t.stop(h, Problem{Kind: MissingLink, What: fmt.Sprintf("device %s is down", out.Name)})
 		}
-		h.Out = out.Name
+		h.Out, h.OutDev = out.Name, out.Name
 		if node != nil && !underlay {
 			if st, to, ok := t.masquerade(s, src, dst, out, r); ok {
 				h.Steps = append(h.Steps, st)
@@ -228,7 +228,7 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 				return t.stop(h, Problem{Kind: MissingFDB, What: fmt.Sprintf("%s on bridge %s: no port has it", m, out.Name)})
 			}
 			h.Steps = append(h.Steps, Step{"bridge", fmt.Sprintf("bridge %s: %s", out.Name, phow)})
-			h.Out = fmt.Sprintf("%s (port %s)", out.Name, port)
+			h.Out, h.OutDev = fmt.Sprintf("%s (port %s)", out.Name, port), port
 			pns, pdev, ok := t.peer(ns, s.link(port))
 			if !ok {
 				return t.stop(h, Problem{Kind: MissingLink, What: fmt.Sprintf("the other end of %s", port)})
