@@ -255,8 +255,8 @@ type Hop struct {
 	// InDev and OutDev are the devices whose counters see the packet
 	// (a bridge's port, not the bridge).
 	InDev, OutDev string
-	Src, Dst netip.Addr
-	Steps    []Step
+	Src, Dst      netip.Addr
+	Steps         []Step
 }
 
 // Result is a trace.
