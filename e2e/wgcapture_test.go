@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,12 +37,14 @@ type frame struct {
 // AF_PACKET socket, ETH_P_ALL: both directions of each port) until
 // stopped.
 type capture struct {
-	fd      int
+	fd      int // set before the reader starts; closed by stop once it has ended
 	markers [][]byte
-	mu      sync.Mutex
+	ending  atomic.Bool // stop asks the reader to end
+	once    sync.Once   // stop's ending
+	done    chan struct{}
+	mu      sync.Mutex // guards frames and total
 	frames  []frame
 	total   int
-	done    chan struct{}
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
@@ -86,10 +89,12 @@ func startCapture(t *testing.T, ns, ifname string, markers ...[]byte) *capture {
 	return c
 }
 
+// read reads frames until stop asks it to end (it looks at every frame
+// and at every receive timeout, 100 ms).
 func (c *capture) read() {
 	defer close(c.done)
 	buf := make([]byte, 1<<17)
-	for {
+	for !c.ending.Load() {
 		n, from, err := unix.Recvfrom(c.fd, buf, 0)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
@@ -116,16 +121,11 @@ func (c *capture) read() {
 
 // stop ends the capture and returns every frame read; safe to repeat.
 func (c *capture) stop() []frame {
-	c.mu.Lock()
-	fd := c.fd
-	c.fd = -1
-	c.mu.Unlock()
-	if fd >= 0 {
-		_ = unix.Shutdown(fd, unix.SHUT_RDWR)
-		time.Sleep(150 * time.Millisecond) // the reader's timeout
-		unix.Close(fd)
-		<-c.done
-	}
+	c.once.Do(func() {
+		c.ending.Store(true)
+		<-c.done // within the receive timeout
+		unix.Close(c.fd)
+	})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.frames
