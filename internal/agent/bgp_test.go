@@ -485,7 +485,14 @@ func TestBGPWithdrawWhenNodeDeleted(t *testing.T) {
 			if built != 2 || !reflect.DeepEqual(announced[0], announced[1]) || restarting {
 				t.Errorf("%d speakers built (want 2), announced %v, the new one restarting %v (want the same routes again, not restarting)", built, announced, restarting)
 			}
-			st := a.Status()
+			// The status takes the routes once Announce has returned:
+			// after the fake counted them.
+			var st Status
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				if st = a.Status(); reflect.DeepEqual(st.BGPAnnounced, announced[1]) {
+					break
+				}
+			}
 			if !reflect.DeepEqual(st.BGPAnnounced, announced[1]) || st.BGPErr != "" {
 				t.Errorf("status after the Node came back: announced %v, error %q", st.BGPAnnounced, st.BGPErr)
 			}
