@@ -61,6 +61,23 @@ func hasStep(r *trace.Result, k, sub string) bool {
 	return false
 }
 
+// kernelPath is the line of `lab status --json` for the path from node
+// a to node b.
+func (l *lab) kernelPath(a, b string) string {
+	l.t.Helper()
+	var st struct{ Paths []string }
+	if err := json.Unmarshal([]byte(l.must("status", "--json")), &st); err != nil {
+		l.t.Fatal(err)
+	}
+	for _, p := range st.Paths {
+		if strings.HasPrefix(p, a+" -> "+b+" ") {
+			return p
+		}
+	}
+	l.t.Errorf("lab status: no path %s -> %s in %q", a, b, st.Paths)
+	return ""
+}
+
 // delivers checks that trace FROM TO is delivered along path want and
 // that a real ping takes it too.
 func (l *lab) delivers(t *testing.T, from, to, want string) *trace.Result {
@@ -155,6 +172,13 @@ func TestTrace(t *testing.T) {
 		if !strings.Contains(p.What, "neighbour "+gw) || !strings.Contains(p.What, "n2's VTEP") {
 			t.Errorf("missing neighbour: %+v", p)
 		}
+		// The lab's picture, read from the kernel, shows it too.
+		if kp := l.kernelPath("n1", "n2"); !strings.Contains(kp, "BROKEN at n1: missing neighbour: neighbour "+gw) {
+			t.Errorf("lab status, n1 -> n2 without the neighbour entry: %q", kp)
+		}
+		if kp := l.kernelPath("n2", "n1"); !strings.Contains(kp, "VXLAN encapsulation: VNI 1") {
+			t.Errorf("lab status, n2 -> n1: %q", kp)
+		}
 		l.must("agent", "start", "n1")
 		l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
 	})
@@ -179,6 +203,12 @@ func TestTrace(t *testing.T) {
 		if !strings.Contains(p.What, "UDP 8285") || !strings.Contains(p.Fix, "weft lab agent start n2") {
 			t.Errorf("udp, n2's agent stopped: %+v", p)
 		}
+		if kp := l.kernelPath("n1", "n2"); !strings.Contains(kp, "BROKEN at n2: missing agent") {
+			t.Errorf("lab status, n1 -> n2 with n2's agent stopped: %q", kp)
+		}
+		if kp := l.kernelPath("n2", "n1"); !strings.Contains(kp, "BROKEN at n2: missing route: a route to n1's subnet") || !strings.Contains(kp, "n2's agent is stopped (udp's agent removes flannel0") {
+			t.Errorf("lab status, n2 -> n1 with n2's agent stopped: %q", kp)
+		}
 		l.must("agent", "start", "n2")
 	})
 	t.Run("vxlan-directrouting-l3", func(t *testing.T) {
@@ -199,6 +229,12 @@ func TestTrace(t *testing.T) {
 		p := l.stops(t, "n1-p1", "n3-p1", "n1", trace.MissingPeer).Problem
 		if p.Peer != "n3" || !strings.Contains(p.Why, "not on-link") {
 			t.Errorf("host-gw across l3: %+v", p)
+		}
+		if kp := l.kernelPath("n1", "n3"); !strings.Contains(kp, "BROKEN at n1: missing peer: a route to n3's subnet") || !strings.Contains(kp, "n1's agent skips n3") {
+			t.Errorf("lab status, n1 -> n3: %q", kp)
+		}
+		if kp := l.kernelPath("n1", "n2"); !strings.Contains(kp, "via 192.0.2.12 dev eth0 proto weft") {
+			t.Errorf("lab status, n1 -> n2: %q", kp)
 		}
 		l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 underlay n2 n2-p1")
 	})

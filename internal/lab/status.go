@@ -73,6 +73,9 @@ type LabStatus struct {
 	Nodes       []NodeStatus  `json:"nodes"`
 	Pods        []*pod.Pod    `json:"pods"`
 	Router      *RouterStatus `json:"router,omitempty"`
+	// Paths say, for each ordered pair of nodes, how a packet goes
+	// between them as the kernel has it now (or where it breaks).
+	Paths []string `json:"paths,omitempty"`
 }
 
 func (s *State) status() LabStatus {
@@ -100,6 +103,9 @@ func (s *State) status() LabStatus {
 			rs.Error = err.Error()
 		}
 		st.Router = rs
+	}
+	for _, p := range s.kernelPaths() {
+		st.Paths = append(st.Paths, strings.TrimSpace(p))
 	}
 	return st
 }
@@ -186,6 +192,12 @@ func (st LabStatus) print(w io.Writer) {
 	}
 	if len(st.Nodes) > 0 {
 		fmt.Fprintf(w, "CNI plugins from: %s\n", strings.Join(st.Nodes[0].CNIBinDirs, ":"))
+	}
+	if len(st.Paths) > 0 {
+		fmt.Fprintln(w, "paths as the kernel has them now (weft lab trace NODE POD shows every hop):")
+		for _, p := range st.Paths {
+			fmt.Fprintln(w, "  "+p)
+		}
 	}
 	if st.Router != nil {
 		st.printBGP(w)
@@ -290,6 +302,10 @@ func (s *State) picture(w io.Writer) {
 	fmt.Fprintf(w, "  ext  %-12s %-15s outside the cluster network\n", s.Ext.NS, addrList(s.Ext.Addrs()))
 	fmt.Fprintln(w, "  paths between nodes:")
 	fmt.Fprintln(w, strings.Join(s.paths(), "\n"))
+	if kp := s.kernelPaths(); kp != nil {
+		fmt.Fprintln(w, "  paths as the kernel has them now (weft lab trace NODE POD shows every hop):")
+		fmt.Fprintln(w, strings.Join(kp, "\n"))
+	}
 }
 
 // paths describes, for each pair of nodes, how their pods' traffic goes.

@@ -11,6 +11,7 @@ import (
 	"github.com/weftnet/weft/internal/lab/check"
 	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/lab/trace"
+	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -177,4 +178,39 @@ func (s *State) traceFix(c *trace.Cluster, p trace.Problem) string {
 		}
 	}
 	return ""
+}
+
+// kernelPaths traces, for each ordered pair of nodes, a packet from the
+// first to a pod of the second (its cni0 address if it has none), and
+// says in a line how it goes, as the kernel has it now: the tunnel or the
+// route, or where it breaks (a skipped peer, a missing neighbour entry, a
+// stopped agent). Nil when the lab's namespaces cannot be read (not
+// root, a lab on paper).
+func (s *State) kernelPaths() []string {
+	if len(s.Nodes) < 2 || !netns.Exists(s.Nodes[0].NS) {
+		return nil
+	}
+	k := trace.Netlink{Namespaces: s.Namespaces}
+	if _, err := k.Snapshot(s.Nodes[0].NS); err != nil {
+		return nil
+	}
+	c := s.traceCluster(false)
+	var out []string
+	for _, a := range c.Nodes {
+		for _, b := range c.Nodes {
+			if a.Name == b.Name || len(b.Subnets) == 0 {
+				continue
+			}
+			to, dst := b.Name+"'s cni0", b.Subnets[0].Addr().Next()
+			for _, p := range s.Pods {
+				if p.Node == b.Name && p.Addr.IsValid() && p.Addr.Is4() == dst.Is4() {
+					to, dst = p.Display(), p.Addr
+					break
+				}
+			}
+			r := trace.Run(k, c, a.Name, to, a.NS, netip.Addr{}, dst)
+			out = append(out, fmt.Sprintf("    %s -> %s (%s): %s", a.Name, b.Name, to, r.Summary()))
+		}
+	}
+	return out
 }

@@ -74,3 +74,43 @@ func (c HopCount) text(h Hop, sent int) string {
 	}
 	return strings.Join(parts, ", ") + ": " + v
 }
+
+// Summary says in a line how the traced packet went: the tunnel or route
+// it left its first node by, across the router if the underlay routed it;
+// or where it broke.
+func (r *Result) Summary() string {
+	if !r.Delivered {
+		if p := r.Problem; p != nil {
+			s := fmt.Sprintf("BROKEN at %s: missing %s: %s", p.Node, p.Kind, p.What)
+			if p.Why != "" {
+				s += ": " + p.Why
+			}
+			return s
+		}
+		return "not delivered"
+	}
+	var via string
+	routed := false
+	for _, h := range r.Hops {
+		for _, s := range h.Steps {
+			switch {
+			case via == "" && s.Kind == "encap":
+				via = s.Text
+			case s.Kind == "route" && h.Name == "underlay":
+				routed = true
+			}
+		}
+	}
+	if via == "" {
+		for _, s := range r.Hops[0].Steps {
+			if s.Kind == "route" {
+				via = "route " + strings.SplitN(s.Text, " (table", 2)[0]
+				break
+			}
+		}
+	}
+	if routed {
+		via += "; the underlay's router forwards it"
+	}
+	return via
+}

@@ -112,6 +112,16 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 			} else {
 				why = r.Type + " " + r.Dst.String()
 			}
+			if node != nil && node.Agent != "running" && holder != nil && holder.NS != ns {
+				for _, l := range s.Links {
+					if l.Kind == "tuntap" && !l.Up {
+						// A TUN without its reader is down, and the
+						// kernel ignores its routes.
+						return t.stop(h, Problem{Kind: MissingAgent, Peer: holder.Name,
+							What: fmt.Sprintf("a reader of %s: %s's agent is %s (%s is down, and the kernel ignores its route: %s)", l.Name, node.Name, node.Agent, l.Name, why)})
+					}
+				}
+			}
 			return t.stop(h, t.noRoute(node, holder, sub, dst, why))
 		}
 		if !src.IsValid() { // sent by a node: the source its route picks
@@ -129,6 +139,11 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 		out := s.link(r.Dev)
 		if out == nil {
 			return t.stop(h, Problem{Kind: MissingLink, What: "device " + r.Dev})
+		}
+		if out.Kind == "tuntap" && node != nil && node.Agent != "running" {
+			// Without its agent a TUN has no reader (and is down): the
+			// agent is what is missing.
+			return t.stop(h, Problem{Kind: MissingAgent, What: fmt.Sprintf("a reader of %s: %s's agent is %s", out.Name, node.Name, node.Agent)})
 		}
 		if !out.Up {
 			return t.stop(h, Problem{Kind: MissingLink, What: fmt.Sprintf("device %s is down", out.Name)})
@@ -316,8 +331,15 @@ func (t *tracer) noRoute(node, holder *Node, sub netip.Prefix, dst netip.Addr, w
 		return p
 	}
 	p.What = fmt.Sprintf("a route to %s's subnet %s (%s)", holder.Name, sub, why)
+	if node.Agent != "running" {
+		p.Why = fmt.Sprintf("%s's agent is %s", node.Name, node.Agent)
+		if t.c.Backend == "udp" {
+			p.Why += " (udp's agent removes flannel0, and the route with it, when it stops)"
+		}
+	}
 	if reason, ok := node.Skips[holder.Name]; ok {
 		p.Kind, p.Why = MissingPeer, reason
+		p.What = fmt.Sprintf("a route to %s's subnet %s: %s's agent skips %s", holder.Name, sub, node.Name, holder.Name)
 	}
 	return p
 }
