@@ -1,7 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"encoding/json"
+	"encoding/xml"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -59,6 +65,42 @@ func hasStep(r *trace.Result, k, sub string) bool {
 		}
 	}
 	return false
+}
+
+// svgOf parses the SVG file (failing the test if it is not well-formed
+// XML) and returns its texts and its hop lines' numbers.
+func svgOf(t *testing.T, file string) (texts, hops []string) {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := xml.NewDecoder(bytes.NewReader(b))
+	in := false
+	for {
+		tok, err := d.Token()
+		if err == io.EOF {
+			return texts, hops
+		}
+		if err != nil {
+			t.Fatalf("%s is not well-formed: %v", file, err)
+		}
+		switch e := tok.(type) {
+		case xml.StartElement:
+			in = e.Name.Local == "text"
+			for _, a := range e.Attr {
+				if a.Name.Local == "data-hop" {
+					hops = append(hops, a.Value)
+				}
+			}
+		case xml.CharData:
+			if in {
+				texts = append(texts, strings.TrimSpace(string(e)))
+			}
+		case xml.EndElement:
+			in = false
+		}
+	}
 }
 
 // kernelPath is the line of `lab status --json` for the path from node
@@ -146,6 +188,19 @@ func TestTrace(t *testing.T) {
 			if !hasStep(r, w[0], w[1]) {
 				t.Errorf("no %s step with %q: %q", w[0], w[1], steps(r, w[0]))
 			}
+		}
+		// The drawing: well-formed SVG with every node, pod and host, and
+		// a numbered line for each move between namespaces.
+		file := filepath.Join(t.TempDir(), "trace.svg")
+		l.must("trace", "--svg", file, "n1-p1", "n2-p1")
+		texts, hops := svgOf(t, file)
+		for _, want := range []string{"n1", "n2", "n1-p1", "n2-p1", "ext", "ctl", "underlay", "delivered to n2-p1 after 7 hops"} {
+			if !slices.Contains(texts, want) {
+				t.Errorf("SVG: no text %q in %q", want, texts)
+			}
+		}
+		if !slices.Equal(hops, []string{"2", "4", "5", "7"}) {
+			t.Errorf("SVG: hop lines %q, want 2 4 5 7 (n1-p1 -> n1 -> underlay -> n2 -> n2-p1)", hops)
 		}
 		// To ext: masqueraded to n1's address.
 		e := l.delivers(t, "n1-p1", "ext", "n1-p1 n1 underlay ext")

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -8,8 +9,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/internal/atomicfile"
 	"github.com/weftnet/weft/internal/lab/check"
 	"github.com/weftnet/weft/internal/lab/process"
+	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/lab/trace"
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/subnetenv"
@@ -23,6 +26,8 @@ type TraceOptions struct {
 	// Probe sends ProbeCount echo requests along the path and shows what
 	// each hop's devices counted.
 	Probe bool
+	// SVG, if set, is a file to draw the lab and the path in.
+	SVG string
 }
 
 // ProbeCount is how many echo requests --probe sends, 20 ms apart.
@@ -36,7 +41,7 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		return err
 	}
 	defer done()
-	k := trace.Netlink{Namespaces: s.Namespaces}
+	k := s.traceKernel()
 	r, err := s.trace(k, o)
 	if err != nil {
 		return err
@@ -49,6 +54,15 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		})
 		if err != nil {
 			return fmt.Errorf("probe: %w", err)
+		}
+	}
+	if o.SVG != "" {
+		var b bytes.Buffer
+		if err := trace.SVG(&b, s.topologyPicture(o.From+" -> "+o.To), r); err != nil {
+			return err
+		}
+		if err := atomicfile.Write(o.SVG, &b, 0o644); err != nil {
+			return fmt.Errorf("write %s: %w", o.SVG, err)
 		}
 	}
 	if o.JSON {
@@ -190,7 +204,7 @@ func (s *State) kernelPaths() []string {
 	if len(s.Nodes) < 2 || !netns.Exists(s.Nodes[0].NS) {
 		return nil
 	}
-	k := trace.Netlink{Namespaces: s.Namespaces}
+	k := trace.Cached(s.traceKernel())
 	if _, err := k.Snapshot(s.Nodes[0].NS); err != nil {
 		return nil
 	}
@@ -213,4 +227,43 @@ func (s *State) kernelPaths() []string {
 		}
 	}
 	return out
+}
+
+// traceKernel reads the lab's namespaces, weft's nftables chains in the
+// nodes' only.
+func (s *State) traceKernel() trace.Netlink {
+	nodes := map[string]bool{}
+	for _, n := range s.Nodes {
+		nodes[n.NS] = true
+	}
+	return trace.Netlink{Namespaces: s.Namespaces, NAT: func(ns string) bool { return nodes[ns] }}
+}
+
+// topologyPicture is the lab as trace.SVG draws it, titled with what.
+func (s *State) topologyPicture(what string) trace.Topology {
+	mode := s.Backend
+	if s.DirectRouting {
+		mode += " + DirectRouting"
+	}
+	t := trace.Topology{Title: fmt.Sprintf("lab %s: %s, %s, %s", s.Name, mode, s.Topology, what),
+		Underlay: trace.Box{Name: "underlay", NS: s.Underlay, Label: "switch br-a"},
+		Ctl:      trace.Box{Name: s.Ctl.Name, NS: s.Ctl.NS, Label: addrList(s.Ctl.Addrs())},
+		Ext:      trace.Box{Name: s.Ext.Name, NS: s.Ext.NS, Label: addrList(s.Ext.Addrs())}}
+	if s.Topology == topology.L3 {
+		t.Underlay.Label = "router br-a br-b br-x"
+	}
+	for _, n := range s.Nodes {
+		label := addrList(n.Addrs())
+		if env, err := subnetenv.Read(n.SubnetFile); err == nil {
+			label += " " + subnets(env)
+		}
+		nb := trace.NodeBox{Box: trace.Box{Name: n.Name, NS: n.NS, Label: label}}
+		for _, p := range s.Pods {
+			if p.Node == n.Name {
+				nb.Pods = append(nb.Pods, trace.Box{Name: p.Display(), NS: p.NS, Label: addrList(p.AllAddrs())})
+			}
+		}
+		t.Nodes = append(t.Nodes, nb)
+	}
+	return t
 }

@@ -270,3 +270,23 @@ type Result struct {
 	// --probe.
 	Probe *Probe `json:",omitempty"`
 }
+
+// Cached is k with each namespace's snapshot read once: for many traces
+// over one state (a picture of every pair of nodes).
+func Cached(k Kernel) Kernel { return &cached{Kernel: k, snaps: map[string]*Snapshot{}} }
+
+type cached struct {
+	Kernel
+	snaps map[string]*Snapshot
+}
+
+func (c *cached) Snapshot(ns string) (*Snapshot, error) {
+	if s, ok := c.snaps[ns]; ok {
+		return s, nil
+	}
+	s, err := c.Kernel.Snapshot(ns)
+	if err == nil {
+		c.snaps[ns] = s
+	}
+	return s, err
+}
