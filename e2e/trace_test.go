@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/weftnet/weft/internal/lab/trace"
 )
@@ -293,4 +294,44 @@ func TestTrace(t *testing.T) {
 		}
 		l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 underlay n2 n2-p1")
 	})
+}
+
+// TestTracePolicy: in a lab on the Kubernetes store, the trace shows the
+// NetworkPolicy verdicts where the nodes enforce them (egress on the
+// source's node, ingress on the destination's) and stops at the node of
+// a policy that denies the connection, naming it; a policy that admits
+// it lets the trace through again, naming the policy that allowed it.
+func TestTracePolicy(t *testing.T) {
+	p := newPolicyLab(t)
+	l := p.lab
+	r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+	if !hasStep(r, "policy", "n1: NetworkPolicy egress: "+p.pods["n1-p1"].obj+" on n1: not isolated") ||
+		!hasStep(r, "policy", "n2: NetworkPolicy ingress: "+p.pods["n2-p1"].obj+" on n2: not isolated") {
+		t.Errorf("no policy: steps %q", steps(r, "policy"))
+	}
+	p.apply(t, "deny-all", "n2-p1")
+	var pr *trace.Problem
+	if _, ok := poll(10*time.Second, 200*time.Millisecond, func() bool {
+		r := l.traceOf("n1-p1", "n2-p1")
+		pr = r.Problem
+		return pr != nil && pr.Kind == trace.DeniedByPolicy
+	}); !ok {
+		t.Fatalf("deny-all: the trace did not stop at the policy: %+v", pr)
+	}
+	r = l.stops(t, "n1-p1", "n2-p1", "n2", trace.DeniedByPolicy)
+	if !strings.Contains(r.Problem.What, "ingress: "+p.pods["n2-p1"].obj+" on n2: isolated by") || !strings.Contains(r.Problem.What, "deny-all; allowed by none: denied") ||
+		!strings.Contains(r.Problem.Fix, "weft policy explain --lab "+l.name) {
+		t.Errorf("deny-all: %+v", r.Problem)
+	}
+	if kp := l.kernelPath("n1", "n2"); !strings.Contains(kp, "VXLAN") {
+		t.Errorf("lab status, n1 -> n2 (the node's own traffic is not policed): %q", kp)
+	}
+	p.apply(t, "deny-all", "n2-p1", "n1-p1")
+	if _, ok := poll(10*time.Second, 200*time.Millisecond, func() bool { return l.traceOf("n1-p1", "n2-p1").Delivered }); !ok {
+		t.Fatal("the policy admitting n1-p1: the trace still stops")
+	}
+	r = l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+	if !hasStep(r, "policy", "isolated by "+strings.Split(p.pods["n2-p1"].obj, "/")[0]+"/deny-all; allowed by "+strings.Split(p.pods["n2-p1"].obj, "/")[0]+"/deny-all") {
+		t.Errorf("admitted: steps %q", steps(r, "policy"))
+	}
 }

@@ -39,9 +39,10 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
   weft lab agent switch NODE --to weft|flannel [--flanneld PATH]   replace a node's agent in place
   weft lab node add [--pods M] [--agent weft|flannel] [--flanneld PATH] | remove NODE [--name NAME]
   weft lab ping [--name NAME] [--count N] [--interval D] [--ipv6] FROM TO   FROM: a pod; TO: a pod or ext
-  weft lab trace [--name NAME] [--ipv6] [--json] [--probe] [--svg FILE] FROM TO   a packet's path hop by hop
+  weft lab trace [--name NAME] [--ipv6] [--json] [--probe] [--svg FILE] [--port 80/tcp] FROM TO   a packet's path
               FROM, TO: pods, nodes, ext; stops at the first missing route, neighbour, FDB entry or agent;
-              --probe: real packets along it, each hop confirmed by its devices' counters; --svg: a drawing
+              --probe: real packets along it, each hop confirmed by its devices' counters; --svg: a drawing;
+              --store kube: the NetworkPolicy verdicts (for --port) where the nodes enforce them
   weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp,wireguard] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
@@ -253,9 +254,10 @@ func labTrace(fs *flag.FlagSet, name *string) func(context.Context, []string, []
 	fs.BoolVar(&o.JSON, "json", false, "print the hops as JSON")
 	fs.BoolVar(&o.Probe, "probe", false, "send 10 echo requests along the path and show what each hop's devices counted")
 	fs.StringVar(&o.SVG, "svg", "", "also draw the lab with the path in this SVG file (opens in a browser)")
+	fs.StringVar(&o.Port, "port", "", "PORT/PROTO (80/tcp) of the connection for the NetworkPolicy verdicts (--store kube); default: a packet without a port, as ICMP")
 	return func(ctx context.Context, pos, _ []string, stdout, _ io.Writer) error {
 		if len(pos) != 2 {
-			return errors.New("usage: weft lab trace [--ipv6] [--json] [--probe] [--svg FILE] FROM TO")
+			return errors.New("usage: weft lab trace [--ipv6] [--json] [--probe] [--svg FILE] [--port 80/tcp] FROM TO")
 		}
 		o.From, o.To = pos[0], pos[1]
 		return lab.Trace(ctx, *name, o, stdout)

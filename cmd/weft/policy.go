@@ -81,7 +81,7 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if *from == "" || *to == "" {
 		return errors.New("weft policy explain: give --from and --to (run with -h for help)")
 	}
-	proto, port, err := parsePortProto(*portFlag)
+	proto, port, err := policy.ParsePort(*portFlag)
 	if err != nil {
 		return err
 	}
@@ -126,27 +126,6 @@ func policyExplain(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return exitError(1)
 	}
 	return nil
-}
-
-// parsePortProto parses "80/tcp" (or "80", TCP); "" is a packet without a
-// port, as ICMP.
-func parsePortProto(s string) (policy.Protocol, uint16, error) {
-	if s == "" {
-		return "ICMP", 0, nil
-	}
-	num, proto, found := strings.Cut(s, "/")
-	p := policy.TCP
-	if found {
-		p = policy.Protocol(strings.ToUpper(proto))
-	}
-	if p != policy.TCP && p != policy.UDP && p != policy.SCTP {
-		return "", 0, fmt.Errorf("--port %s: protocol %q: use tcp, udp or sctp", s, proto)
-	}
-	n, err := strconv.ParseUint(num, 10, 16)
-	if err != nil || n == 0 {
-		return "", 0, fmt.Errorf("--port %s: %q is not a port number (1-65535)", s, num)
-	}
-	return p, uint16(n), nil
 }
 
 // readClusterFiles decodes every document of the files (YAML or JSON, a

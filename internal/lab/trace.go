@@ -15,6 +15,7 @@ import (
 	"github.com/weftnet/weft/internal/lab/topology"
 	"github.com/weftnet/weft/internal/lab/trace"
 	"github.com/weftnet/weft/internal/netns"
+	"github.com/weftnet/weft/internal/policy"
 	"github.com/weftnet/weft/internal/subnetenv"
 )
 
@@ -28,6 +29,9 @@ type TraceOptions struct {
 	Probe bool
 	// SVG, if set, is a file to draw the lab and the path in.
 	SVG string
+	// Port is the connection's port for the NetworkPolicy verdicts
+	// ("80/tcp"; "": a packet without a port, as ICMP).
+	Port string
 }
 
 // ProbeCount is how many echo requests --probe sends, 20 ms apart.
@@ -54,6 +58,11 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		})
 		if err != nil {
 			return fmt.Errorf("probe: %w", err)
+		}
+	}
+	if s.Kube != nil {
+		if err := s.tracePolicy(ctx, r, o); err != nil {
+			return err
 		}
 	}
 	if o.SVG != "" {
@@ -266,4 +275,52 @@ func (s *State) topologyPicture(what string) trace.Topology {
 		t.Nodes = append(t.Nodes, nb)
 	}
 	return t
+}
+
+// tracePolicy adds the NetworkPolicy verdicts (--store kube) to r: the
+// source's node decides egress, the destination's ingress, as the agents
+// compile the policies the API server holds now (weft policy explain).
+func (s *State) tracePolicy(ctx context.Context, r *trace.Result, o TraceOptions) error {
+	proto, port, err := policy.ParsePort(o.Port)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	kc, err := s.Kube.ReadCluster(rctx, s.Ctl.NS)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("read the NetworkPolicies: %w", err)
+	}
+	c, err := engineCluster(kc)
+	if err != nil {
+		return err
+	}
+	who := func(name string, a netip.Addr) string {
+		for _, p := range s.Pods {
+			if p.Is(name) {
+				return p.Key()
+			}
+		}
+		return a.String()
+	}
+	from, to := who(o.From, r.Src), who(o.To, r.Dst)
+	e, err := policy.Allowed(c, from, to, proto, port)
+	if err != nil {
+		return fmt.Errorf("NetworkPolicy verdict: %w", err)
+	}
+	nodeNS := func(node string) string {
+		if n, err := s.node(node); err == nil {
+			return n.NS
+		}
+		return ""
+	}
+	explain := fmt.Sprintf("weft policy explain --lab %s --from %s --to %s", s.Name, from, to)
+	if o.Port != "" {
+		explain += " --port " + o.Port
+	}
+	r.ApplyPolicy([]trace.Verdict{
+		{Dir: "egress", NS: nodeNS(e.Egress.Node), Text: e.Egress.Text(), Allowed: e.Egress.Allowed || !e.Egress.Isolated || e.Egress.Pod == "" || e.Egress.HostNetwork},
+		{Dir: "ingress", NS: nodeNS(e.Ingress.Node), Text: e.Ingress.Text(), Allowed: e.Ingress.Allowed || !e.Ingress.Isolated || e.Ingress.Pod == "" || e.Ingress.HostNetwork},
+	}, explain)
+	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -180,26 +181,7 @@ func (e Explanation) String() string {
 		dir  string
 		side Side
 	}{{"egress ", e.Egress}, {"ingress", e.Ingress}} {
-		fmt.Fprintf(&b, "  %s ", s.dir)
-		switch {
-		case s.side.Pod == "":
-			b.WriteString("outside the cluster's pods: not policed\n")
-			continue
-		case s.side.HostNetwork:
-			fmt.Fprintf(&b, "%s%s: host network, not policed\n", s.side.Pod, onNode(s.side.Node))
-			continue
-		}
-		fmt.Fprintf(&b, "%s%s: ", s.side.Pod, onNode(s.side.Node))
-		if !s.side.Isolated {
-			b.WriteString("not isolated (no policy selects it), allowed\n")
-			continue
-		}
-		fmt.Fprintf(&b, "isolated by %s; ", strings.Join(s.side.Selecting, ", "))
-		if s.side.Allowed {
-			fmt.Fprintf(&b, "allowed by %s\n", strings.Join(s.side.Policies, ", "))
-		} else {
-			b.WriteString("allowed by none: denied\n")
-		}
+		fmt.Fprintf(&b, "  %s %s\n", s.dir, s.side.Text())
 	}
 	for _, p := range e.Problems {
 		fmt.Fprintf(&b, "  problem: policy %s: %v\n", p.Policy, p.Err)
@@ -228,4 +210,41 @@ func onNode(node string) string {
 		return ""
 	}
 	return " on " + node
+}
+
+// ParsePort parses a --port value: "80/tcp" (or "80", TCP; udp and sctp
+// too); "" is a packet without a port, as ICMP.
+func ParsePort(s string) (Protocol, uint16, error) {
+	if s == "" {
+		return "ICMP", 0, nil
+	}
+	num, proto, found := strings.Cut(s, "/")
+	p := TCP
+	if found {
+		p = Protocol(strings.ToUpper(proto))
+	}
+	if p != TCP && p != UDP && p != SCTP {
+		return "", 0, fmt.Errorf("--port %s: protocol %q: use tcp, udp or sctp", s, proto)
+	}
+	n, err := strconv.ParseUint(num, 10, 16)
+	if err != nil || n == 0 {
+		return "", 0, fmt.Errorf("--port %s: %q is not a port number (1-65535)", s, num)
+	}
+	return p, uint16(n), nil
+}
+
+// Text is the side's verdict as String writes it, without the direction:
+// "default/n2-p1 on n2: isolated by default/deny; allowed by none: denied".
+func (s Side) Text() string {
+	switch {
+	case s.Pod == "":
+		return "outside the cluster's pods: not policed"
+	case s.HostNetwork:
+		return s.Pod + onNode(s.Node) + ": host network, not policed"
+	case !s.Isolated:
+		return s.Pod + onNode(s.Node) + ": not isolated (no policy selects it), allowed"
+	case s.Allowed:
+		return fmt.Sprintf("%s%s: isolated by %s; allowed by %s", s.Pod, onNode(s.Node), strings.Join(s.Selecting, ", "), strings.Join(s.Policies, ", "))
+	}
+	return fmt.Sprintf("%s%s: isolated by %s; allowed by none: denied", s.Pod, onNode(s.Node), strings.Join(s.Selecting, ", "))
 }

@@ -225,15 +225,16 @@ type Problem struct {
 
 // Kinds of Problem.
 const (
-	MissingRoute = "route"
-	MissingNeigh = "neighbour"
-	MissingFDB   = "fdb"
-	MissingAgent = "agent"
-	MissingPeer  = "peer" // the agent skips the peer
-	Unreachable  = "unreachable"
-	MissingDecap = "decap" // no device takes the tunnel's packets
-	MissingLink  = "link"  // a device down or gone
-	TooManyHops  = "loop"
+	MissingRoute   = "route"
+	MissingNeigh   = "neighbour"
+	MissingFDB     = "fdb"
+	MissingAgent   = "agent"
+	MissingPeer    = "peer" // the agent skips the peer
+	Unreachable    = "unreachable"
+	MissingDecap   = "decap" // no device takes the tunnel's packets
+	MissingLink    = "link"  // a device down or gone
+	TooManyHops    = "loop"
+	DeniedByPolicy = "policy" // a NetworkPolicy drops it
 )
 
 // Step is one line of a hop: what the kernel did and the entry it used.

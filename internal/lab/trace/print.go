@@ -48,7 +48,11 @@ func (r *Result) Print(w io.Writer) {
 		fmt.Fprintf(w, "delivered to %s after %d hops\n", r.To, len(r.Hops))
 	case r.Problem != nil:
 		p := r.Problem
-		fmt.Fprintf(w, "STOPPED at hop %d (%s): missing %s: %s\n", p.Hop+1, p.Node, p.Kind, p.What)
+		if p.Kind == DeniedByPolicy {
+			fmt.Fprintf(w, "STOPPED at hop %d (%s): denied by NetworkPolicy: %s\n", p.Hop+1, p.Node, p.What)
+		} else {
+			fmt.Fprintf(w, "STOPPED at hop %d (%s): missing %s: %s\n", p.Hop+1, p.Node, p.Kind, p.What)
+		}
 		if p.Why != "" {
 			fmt.Fprintf(w, "  why: %s\n", p.Why)
 		}
@@ -82,6 +86,9 @@ func (r *Result) Summary() string {
 	if !r.Delivered {
 		if p := r.Problem; p != nil {
 			s := fmt.Sprintf("BROKEN at %s: missing %s: %s", p.Node, p.Kind, p.What)
+			if p.Kind == DeniedByPolicy {
+				s = fmt.Sprintf("DENIED at %s by NetworkPolicy: %s", p.Node, p.What)
+			}
 			if p.Why != "" {
 				s += ": " + p.Why
 			}

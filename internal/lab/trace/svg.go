@@ -69,7 +69,11 @@ func SVG(w io.Writer, t Topology, r *Result) error {
 	height := rowPods + boxH + 60
 	var notes []string
 	if r != nil && r.Problem != nil {
-		notes = append(notes, fmt.Sprintf("stopped at hop %d (%s): missing %s: %s", r.Problem.Hop+1, r.Problem.Node, r.Problem.Kind, r.Problem.What))
+		if r.Problem.Kind == DeniedByPolicy {
+			notes = append(notes, fmt.Sprintf("stopped at hop %d (%s): denied by NetworkPolicy: %s", r.Problem.Hop+1, r.Problem.Node, r.Problem.What))
+		} else {
+			notes = append(notes, fmt.Sprintf("stopped at hop %d (%s): missing %s: %s", r.Problem.Hop+1, r.Problem.Node, r.Problem.Kind, r.Problem.What))
+		}
 		if r.Problem.Fix != "" {
 			notes = append(notes, "fix: "+r.Problem.Fix)
 		}

@@ -146,3 +146,22 @@ func TestWalkMissing(t *testing.T) {
 		t.Fatalf("pod's port unknown: %+v", r.Problem)
 	}
 }
+
+func TestApplyPolicy(t *testing.T) {
+	k, c := hostGW()
+	r := Run(k, c, "n1-p1", "n2-p1", "p1", aa("10.244.1.2"), aa("10.244.2.2"))
+	r.ApplyPolicy([]Verdict{
+		{Dir: "egress", NS: "n1", Text: "x/n1-p1 on n1: not isolated (no policy selects it), allowed", Allowed: true},
+		{Dir: "ingress", NS: "n2", Text: "x/n2-p1 on n2: isolated by x/deny; allowed by none: denied"},
+	}, "weft policy explain --lab x --from x/n1-p1 --to x/n2-p1")
+	p := r.Problem
+	if r.Delivered || p == nil || p.Kind != DeniedByPolicy || p.Node != "n2" || p.Hop != 3 || len(r.Hops) != 4 || !strings.Contains(p.What, "ingress: x/n2-p1 on n2: isolated by x/deny") || !strings.Contains(p.Fix, "weft policy explain") {
+		t.Fatalf("denied at ingress: %d hops, %+v", len(r.Hops), p)
+	}
+	if got := r.Hops[1].Steps[len(r.Hops[1].Steps)-1]; got.Kind != "policy" || !strings.Contains(got.Text, "egress: x/n1-p1 on n1: not isolated") {
+		t.Errorf("egress step at n1: %+v", got)
+	}
+	if !strings.HasPrefix(r.Summary(), "DENIED at n2 by NetworkPolicy: ingress") {
+		t.Errorf("summary %q", r.Summary())
+	}
+}
