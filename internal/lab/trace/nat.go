@@ -129,12 +129,16 @@ func (t *tracer) masquerade(s *Snapshot, src, dst netip.Addr, out *Link, r Route
 	if err != nil {
 		return Step{"nat", "weft's postrouting chain: " + err.Error()}, src, true
 	}
+	table := "ip weft"
+	if dst.Is6() {
+		table = "ip6 weft"
+	}
 	for _, rule := range rules {
 		if !rule.match(src, dst) {
 			continue
 		}
 		if rule.verdict != "masquerade" {
-			return Step{"nat", fmt.Sprintf("nat: `%s` (ip weft postrouting) matched: the source stays %s", rule.text, src)}, src, true
+			return Step{"nat", fmt.Sprintf("nat: `%s` (%s postrouting) matched: the source stays %s", rule.text, table, src)}, src, true
 		}
 		to := r.Src
 		if !to.IsValid() || to.Is4() != dst.Is4() {
@@ -147,9 +151,9 @@ func (t *tracer) masquerade(s *Snapshot, src, dst netip.Addr, out *Link, r Route
 			}
 		}
 		if !to.IsValid() {
-			return Step{"masquerade", fmt.Sprintf("masquerade: `%s` (ip weft postrouting) matched, but %s has no address of the family to give the packet", rule.text, out.Name)}, src, true
+			return Step{"masquerade", fmt.Sprintf("masquerade: `%s` (%s postrouting) matched, but %s has no address of the family to give the packet", rule.text, table, out.Name)}, src, true
 		}
-		return Step{"masquerade", fmt.Sprintf("masquerade: `%s` (ip weft postrouting) matched: the source %s becomes %s, %s's address", rule.text, src, to, out.Name)}, to, true
+		return Step{"masquerade", fmt.Sprintf("masquerade: `%s` (%s postrouting) matched: the source %s becomes %s, %s's address", rule.text, table, src, to, out.Name)}, to, true
 	}
-	return Step{"nat", fmt.Sprintf("nat: no rule of ip weft postrouting matches: the source stays %s", src)}, src, true
+	return Step{"nat", fmt.Sprintf("nat: no rule of %s postrouting matches: the source stays %s", table, src)}, src, true
 }
