@@ -267,6 +267,21 @@ func TestTrace(t *testing.T) {
 		}
 		l.must("agent", "start", "n2")
 	})
+	t.Run("wireguard-dual", func(t *testing.T) {
+		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "wireguard", "--ip-family", "dual")
+		r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+		if !hasStep(r, "encap", "the packet is encrypted to its key and sent in UDP 192.0.2.11:51820 -> 192.0.2.12:51820") || !hasStep(r, "decap", "WireGuard on UDP 51820") {
+			t.Errorf("wireguard: encap %q, decap %q", steps(r, "encap"), steps(r, "decap"))
+		}
+		out, err := l.run("trace", "--json", "--ipv6", "n1-p1", "n2-p1")
+		var r6 trace.Result
+		if jerr := json.Unmarshal([]byte(out), &r6); err != nil || jerr != nil {
+			t.Fatalf("trace --ipv6: %v %v\n%s", err, jerr, out)
+		}
+		if !r6.Delivered || !r6.Dst.Is6() || path(&r6) != "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1" || !hasStep(&r6, "decap", "WireGuard on UDP 51821") || !hasStep(&r6, "route", "dev flannel-wg-v6") {
+			t.Errorf("trace --ipv6: path %q, decap %q, routes %q", path(&r6), steps(&r6, "decap"), steps(&r6, "route"))
+		}
+	})
 	t.Run("vxlan-directrouting-l3", func(t *testing.T) {
 		l, _ := newLab(t, "--nodes", "3", "--pods-per-node", "1", "--backend", "vxlan", "--direct-routing", "--topology", "l3")
 		// n2 shares n1's side: a direct route; n3 is behind the router:
