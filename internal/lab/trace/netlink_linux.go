@@ -32,15 +32,11 @@ var (
 
 // Stats implements Counters: `ip -s link` of ns.
 func (Netlink) Stats(ns string) (map[string]Stats, error) {
-	h, err := netns.Handle(ns)
+	h, links, err := linksOf(ns)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
 	out := map[string]Stats{}
 	for _, l := range links {
 		if st := l.Attrs().Statistics; st != nil {
@@ -48,6 +44,21 @@ func (Netlink) Stats(ns string) (map[string]Stats, error) {
 		}
 	}
 	return out, nil
+}
+
+// linksOf opens a netlink handle in ns and lists its links; the caller
+// closes the handle.
+func linksOf(ns string) (*netlink.Handle, []netlink.Link, error) {
+	h, err := netns.Handle(ns)
+	if err != nil {
+		return nil, nil, err
+	}
+	links, err := h.LinkList()
+	if err != nil {
+		h.Close()
+		return nil, nil, fmt.Errorf("list links in %s: %w", ns, err)
+	}
+	return h, links, nil
 }
 
 // nsids maps the namespace IDs that h's namespace gives the others of
@@ -74,15 +85,11 @@ func (k Netlink) nsids(h *netlink.Handle, self string) map[int]string {
 // Snapshot implements Kernel: `ip -d link`, `ip addr`, `ip neigh` and
 // `bridge fdb` of ns, and `nft list chain ip weft postrouting`.
 func (k Netlink) Snapshot(ns string) (*Snapshot, error) {
-	h, err := netns.Handle(ns)
+	h, links, err := linksOf(ns)
 	if err != nil {
 		return nil, err
 	}
 	defer h.Close()
-	links, err := h.LinkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
 	s := &Snapshot{}
 	ids := k.nsids(h, ns)
 	names := map[int]string{}
