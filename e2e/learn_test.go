@@ -62,6 +62,7 @@ var tourVariable = []struct {
 	{regexp.MustCompile(`\+\d+`), "+<n>"},
 	{regexp.MustCompile(`\b\d+(\.\d+)?(ms|s)\b`), "<t>"},
 	{regexp.MustCompile(`^\d+: `), "<n>: "},
+	{regexp.MustCompile(`\bqdisc \S+`), "qdisc <qdisc>"},
 	// A neighbour entry the kernel has, or one ARP would find: either.
 	{regexp.MustCompile(`neighbour (\S+) lladdr <mac> <state> on (\S+)`), "neighbour $1 on $2: <mac>"},
 	{regexp.MustCompile(`no neighbour entry for (\S+) on (\S+) yet: ARP finds <mac> \([^)]*\)`), "neighbour $1 on $2: <mac>"},
@@ -77,8 +78,9 @@ func tourLine(s string) string {
 
 // TestLearnTour runs every command of docs/learn.md, in order, on a lab
 // of its own, and checks that each output still has every line the text
-// shows (what changes from run to run aside), and the exit status the
-// text implies (1 where a trace stops, else 0).
+// shows (what changes from run to run aside; a line the text ends with
+// " ..." only as far as it goes), and the exit status the text implies
+// (1 where a trace stops, else 0).
 func TestLearnTour(t *testing.T) {
 	if bin == "" {
 		t.Skip("needs root")
@@ -132,6 +134,22 @@ func TestLearnTour(t *testing.T) {
 		for _, l := range st.want {
 			n := tourLine(l)
 			if n == "" {
+				continue
+			}
+			// "LINE ..." in the text: a line that starts so (the rest
+			// varies with the kernel and iproute2).
+			if prefix, ok := strings.CutSuffix(n, " ..."); ok {
+				found := false
+				for g, c := range got {
+					if c > 0 && strings.HasPrefix(g, prefix+" ") {
+						got[g]--
+						found = true
+						break
+					}
+				}
+				if !found {
+					missing = append(missing, l)
+				}
 				continue
 			}
 			if got[n] == 0 {

@@ -45,10 +45,19 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		return err
 	}
 	defer done()
+	if o.Port != "" && s.Kube == nil {
+		return fmt.Errorf("--port is the connection's port for the NetworkPolicy verdicts, which need a lab with --store kube (lab %s has %s)", s.Name, "etcd")
+	}
 	k := s.traceKernel()
 	r, err := s.trace(k, o)
 	if err != nil {
 		return err
+	}
+	// The policy first: a denial ends the path the probe then confirms.
+	if s.Kube != nil {
+		if err := s.tracePolicy(ctx, r, o); err != nil {
+			return err
+		}
 	}
 	if o.Probe {
 		fromNS, _ := s.target(o.From)
@@ -58,11 +67,6 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		})
 		if err != nil {
 			return fmt.Errorf("probe: %w", err)
-		}
-	}
-	if s.Kube != nil {
-		if err := s.tracePolicy(ctx, r, o); err != nil {
-			return err
 		}
 	}
 	if o.SVG != "" {
@@ -195,7 +199,7 @@ func (s *State) traceFix(c *trace.Cluster, p trace.Problem) string {
 	case trace.MissingRoute, trace.MissingNeigh, trace.MissingFDB, trace.MissingDecap:
 		switch agentOf(p.Node) {
 		case "running":
-			return fmt.Sprintf("%s's agent writes it back at its next full sync (within 10 s, the lab's --resync-interval); weft lab agent restart %s --name %s does it at once", p.Node, p.Node, s.Name)
+			return fmt.Sprintf("%s's agent is running: it watches the kernel and writes what it wants back at once (and at every full sync), so a piece that stays missing is one it did not want: see its log and /readyz (syncError, routeConflicts), or restart it: weft lab agent restart %s --name %s", p.Node, p.Node, s.Name)
 		case "stopped":
 			return fmt.Sprintf("%s's agent is stopped: weft lab agent start %s --name %s", p.Node, p.Node, s.Name)
 		}
@@ -224,12 +228,16 @@ func (s *State) kernelPaths() []string {
 			if a.Name == b.Name || len(b.Subnets) == 0 {
 				continue
 			}
-			to, dst := b.Name+"'s cni0", b.Subnets[0].Addr().Next()
+			to, dst := "", netip.Addr{}
 			for _, p := range s.Pods {
-				if p.Node == b.Name && p.Addr.IsValid() && p.Addr.Is4() == dst.Is4() {
+				if p.Node == b.Name && p.Addr.IsValid() && p.Addr.Is4() == b.Subnets[0].Addr().Is4() {
 					to, dst = p.Display(), p.Addr
 					break
 				}
+			}
+			if !dst.IsValid() {
+				out = append(out, fmt.Sprintf("    %s -> %s: %s has no pod to trace to", a.Name, b.Name, b.Name))
+				continue
 			}
 			r := trace.Run(k, c, a.Name, to, a.NS, netip.Addr{}, dst)
 			out = append(out, fmt.Sprintf("    %s -> %s (%s): %s", a.Name, b.Name, to, r.Summary()))

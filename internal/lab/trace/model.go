@@ -44,7 +44,7 @@ type Route struct {
 	Table  int
 	Type   string // unicast, local, unreachable, blackhole, ...
 	OnLink bool
-	Proto  string // kernel, boot, static, weft (proto 249?), bird, ...
+	Proto  string // kernel, boot, static, weft (proto 87), bird, ...
 }
 
 // Neigh is a neighbour entry (ip neigh) or an FDB entry (bridge fdb).
@@ -69,7 +69,7 @@ type Snapshot struct {
 	NATErr string
 }
 
-// link returns the link named name, or index i when name is "".
+// link returns the link named name, or nil.
 func (s *Snapshot) link(name string) *Link {
 	for i := range s.Links {
 		if s.Links[i].Name == name {

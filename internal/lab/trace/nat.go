@@ -75,7 +75,7 @@ func parseNATRule(line string) (natRule, error) {
 			for i+1 < len(f) && (f[i] == "packets" || f[i] == "bytes" || f[i] == "name") {
 				i += 2
 			}
-		case f[i] == "return" || f[i] == "accept" || f[i] == "drop" || f[i] == "masquerade" || f[i] == "snat":
+		case f[i] == "return" || f[i] == "accept" || f[i] == "drop" || f[i] == "masquerade":
 			r.verdict = f[i]
 			i = len(f) // options after the verdict (fully-random, to ...) are not needed
 		case f[i] == "#":

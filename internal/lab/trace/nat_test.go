@@ -69,6 +69,7 @@ func TestParseNATRejects(t *testing.T) {
 		"ip saddr 10.244.0.0/33 return",
 		"tcp dport 80 masquerade",
 		"ip saddr 10.244.0.0/16",
+		"ip saddr 10.244.0.0/16 snat to 192.0.2.1",
 	} {
 		if _, err := parseNAT([]string{l}); err == nil {
 			t.Errorf("%q: parsed, want an error", l)

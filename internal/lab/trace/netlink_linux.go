@@ -228,7 +228,11 @@ func (Netlink) RouteGet(ns string, src, dst netip.Addr, iif string) (Route, erro
 		out.Dev = l.Attrs().Name
 	}
 	opts.FIBMatch = true
-	if m, err := get(opts); err == nil {
+	m, err := get(opts)
+	if err != nil {
+		return Route{}, fmt.Errorf("ip route get fibmatch %s from %s iif %q: %w", dst, src, iif, err)
+	}
+	{
 		if m.Dst != nil {
 			out.Dst, _ = netconv.Prefix(m.Dst)
 		} else {

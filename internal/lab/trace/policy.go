@@ -34,15 +34,20 @@ func (r *Result) ApplyPolicy(vs []Verdict, explain string) {
 			continue
 		}
 		r.Hops[at].Steps = append(r.Hops[at].Steps, Step{"policy", fmt.Sprintf("NetworkPolicy %s: %s", v.Dir, v.Text)})
-		if v.Allowed || (r.Problem != nil && r.Problem.Hop < at) {
+		// A problem the kernel walk found (a missing route at this very
+		// hop comes before the forward hook's policy) stands.
+		if v.Allowed || r.Problem != nil {
 			continue
 		}
 		r.Hops = r.Hops[:at+1]
 		r.Delivered = false
 		r.Problem = &Problem{Hop: at, Kind: DeniedByPolicy, Node: r.Hops[at].Name, What: fmt.Sprintf("%s: %s", v.Dir, v.Text),
 			Fix: fmt.Sprintf("%s shows the decision; a policy rule that admits it lets it through", explain)}
-		if r.Probe != nil && len(r.Probe.Hops) > at+1 {
-			r.Probe.Hops = r.Probe.Hops[:at+1]
+		if p := r.Probe; p != nil && len(p.Hops) > at+1 {
+			p.Hops = p.Hops[:at+1]
+			if p.StoppedAt > at {
+				p.StoppedAt = -1
+			}
 		}
 		return
 	}

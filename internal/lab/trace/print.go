@@ -65,7 +65,10 @@ func (r *Result) Print(w io.Writer) {
 // text is c as a probe line: each device's count against the packets
 // sent.
 func (c HopCount) text(h Hop, sent int) string {
-	var parts []string
+	parts := []string{}
+	if c.InRx < 0 && c.OutTx < 0 {
+		parts = append(parts, "no device to count on")
+	}
 	if c.InRx >= 0 {
 		parts = append(parts, fmt.Sprintf("%s received +%d", h.InDev, c.InRx))
 	}

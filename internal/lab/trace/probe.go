@@ -61,14 +61,22 @@ func RunProbe(k Counters, r *Result, send func() (sent, received int, err error)
 		return err
 	}
 	p := &Probe{Sent: sent, Received: received, StoppedAt: -1}
+	delta := func(a, b uint64) int64 {
+		if a < b { // the device was recreated meanwhile
+			return 0
+		}
+		return int64(a - b)
+	}
 	for i, h := range r.Hops {
-		c := HopCount{InRx: -1, OutTx: -1, Confirmed: true}
+		// Nothing sent confirms nothing; a hop without devices (where a
+		// tunnel's packet found no taker) neither.
+		c := HopCount{InRx: -1, OutTx: -1, Confirmed: sent > 0 && (h.InDev != "" || h.OutDev != "")}
 		if h.InDev != "" {
-			c.InRx = int64(after[h.NS][h.InDev].Rx - before[h.NS][h.InDev].Rx)
+			c.InRx = delta(after[h.NS][h.InDev].Rx, before[h.NS][h.InDev].Rx)
 			c.Confirmed = c.Confirmed && c.InRx >= int64(sent)
 		}
 		if h.OutDev != "" {
-			c.OutTx = int64(after[h.NS][h.OutDev].Tx - before[h.NS][h.OutDev].Tx)
+			c.OutTx = delta(after[h.NS][h.OutDev].Tx, before[h.NS][h.OutDev].Tx)
 			c.Confirmed = c.Confirmed && c.OutTx >= int64(sent)
 		}
 		if !c.Confirmed && p.StoppedAt < 0 {

@@ -117,7 +117,7 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 					if l.Kind == "tuntap" && !l.Up {
 						// A TUN without its reader is down, and the
 						// kernel ignores its routes.
-						return t.stop(h, Problem{Kind: MissingAgent, Peer: holder.Name,
+						return t.stop(h, Problem{Kind: MissingAgent,
 							What: fmt.Sprintf("a reader of %s: %s's agent is %s (%s is down, and the kernel ignores its route: %s)", l.Name, node.Name, node.Agent, l.Name, why)})
 					}
 				}
@@ -200,9 +200,18 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 			if err != nil {
 				return t.stop(Hop{NS: arr, Name: t.c.name(arr)}, Problem{Kind: MissingLink, What: err.Error()})
 			}
+			// The device of the same VNI and port, and of the outer
+			// packet's family (flannel.1 and flannel-v6.1 share both).
 			var vx *Link
 			for i := range as.Links {
-				if l := &as.Links[i]; l.Kind == "vxlan" && l.VNI == out.VNI && l.Port == port {
+				l := &as.Links[i]
+				if l.Kind != "vxlan" || l.VNI != out.VNI || l.Port != port {
+					continue
+				}
+				if l.Local.IsValid() && l.Local.Is4() != f.IP.Is4() {
+					continue
+				}
+				if vx == nil || l.Name == out.Name {
 					vx = l
 				}
 			}
@@ -211,8 +220,8 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 					Problem{Kind: MissingDecap, What: fmt.Sprintf("a vxlan device with VNI %d on port %d, up", out.VNI, port)})
 			}
 			if vx.MAC != n.MAC {
-				return t.stop(Hop{NS: arr, Name: t.c.name(arr), In: vx.Name, Src: src, Dst: dst},
-					Problem{Kind: MissingNeigh, What: fmt.Sprintf("%s's %s has MAC %s, but %s's neighbour entry says %s (the frame is dropped)", t.c.name(arr), vx.Name, vx.MAC, t.c.name(ns), n.MAC)})
+				return t.stop(Hop{NS: arr, Name: t.c.name(arr), In: vx.Name, InDev: vx.Name, Src: src, Dst: dst},
+					Problem{Kind: MissingNeigh, Node: t.c.name(ns), What: fmt.Sprintf("%s's %s has MAC %s, but %s's neighbour entry says %s (the frame is dropped)", t.c.name(arr), vx.Name, vx.MAC, t.c.name(ns), n.MAC)})
 			}
 			t.pending = []Step{{"decap", fmt.Sprintf("UDP port %d, VNI %d: decapsulated by %s (MAC %s)", port, vx.VNI, vx.Name, vx.MAC)}}
 			ns, iif, mac, underlay = arr, vx.Name, vx.MAC, false
@@ -225,6 +234,9 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 		case out.Kind == "veth":
 			m, how := t.nextMAC(ns, s, out, nh)
 			h.Steps = append(h.Steps, Step{"neigh", how})
+			if m == "" {
+				return t.stop(h, Problem{Kind: MissingNeigh, What: fmt.Sprintf("neighbour %s on %s: nothing behind it has that address", nh, out.Name)})
+			}
 			pns, pdev, ok := t.peer(ns, out)
 			if !ok {
 				return t.stop(h, Problem{Kind: MissingLink, What: fmt.Sprintf("the other end of veth %s", out.Name)})
@@ -432,7 +444,10 @@ func (t *tracer) switchPort(s *Snapshot, br *Link, mac, in string) (string, stri
 		}
 		// The far end's MAC: the bridge floods the first frame, then
 		// learns it.
-		if ps, err := t.snap(l.PeerNS); err == nil && l.PeerNS != "" {
+		if l.PeerNS == "" {
+			continue
+		}
+		if ps, err := t.snap(l.PeerNS); err == nil {
 			if pl := ps.linkByIndex(l.Peer); pl != nil && pl.MAC == mac {
 				return p, fmt.Sprintf("no fdb entry for %s: flooded, it is behind port %s", mac, p)
 			}
