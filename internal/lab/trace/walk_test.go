@@ -165,3 +165,41 @@ func TestApplyPolicy(t *testing.T) {
 		t.Errorf("summary %q", r.Summary())
 	}
 }
+
+// TestWalkVXLANDual: two host-gw-like nodes with vxlan devices of both
+// families (flannel.1 and flannel-v6.1 share VNI 1 and port 8472): an
+// IPv4 packet is encapsulated by n1's flannel.1 to n2's underlay address
+// and decapsulated by n2's flannel.1, not by flannel-v6.1.
+func TestWalkVXLANDual(t *testing.T) {
+	k, c := hostGW()
+	c.Backend = "vxlan"
+	vx := func(idx int, name, mac, local string) Link {
+		return Link{Index: idx, Name: name, Kind: "vxlan", MAC: mac, Up: true, VNI: 1, Port: 8472, Local: aa(local)}
+	}
+	k.snaps["n1"].Links = append(k.snaps["n1"].Links, vx(6, "flannel.1", "02:00:00:00:f1:01", "192.0.2.11"), vx(7, "flannel-v6.1", "02:00:00:00:f6:01", "2001:db8::11"))
+	k.snaps["n2"].Links = append(k.snaps["n2"].Links, vx(6, "flannel.1", "02:00:00:00:f1:02", "192.0.2.12"), vx(7, "flannel-v6.1", "02:00:00:00:f6:02", "2001:db8::12"))
+	k.snaps["n1"].Neighs = append(k.snaps["n1"].Neighs, Neigh{IP: aa("10.244.2.0"), MAC: "02:00:00:00:f1:02", Dev: "flannel.1", State: "PERMANENT"})
+	k.snaps["n1"].FDB = append(k.snaps["n1"].FDB, Neigh{IP: aa("192.0.2.12"), MAC: "02:00:00:00:f1:02", Dev: "flannel.1"})
+	k.routes["n1"][aa("10.244.2.2")] = Route{Dst: pp("10.244.2.0/24"), Gw: aa("10.244.2.0"), Dev: "flannel.1", OnLink: true, Table: 254, Proto: "weft"}
+	k.routes["n1"][aa("192.0.2.12")] = Route{Dst: pp("192.0.2.0/24"), Dev: "eth0", Src: aa("192.0.2.11"), Table: 254, Proto: "kernel"}
+	r := Run(k, c, "n1-p1", "n2-p1", "p1", aa("10.244.1.2"), aa("10.244.2.2"))
+	if !r.Delivered || names(r) != "n1-p1 n1 n1 underlay n2 n2 n2-p1" {
+		var b strings.Builder
+		r.Print(&b)
+		t.Fatalf("trace:\n%s", b.String())
+	}
+	if h := r.Hops[5]; h.In != "flannel.1" || len(h.Steps) == 0 || h.Steps[0].Kind != "decap" || !strings.Contains(h.Steps[0].Text, "decapsulated by flannel.1 (MAC 02:00:00:00:f1:02)") {
+		t.Errorf("decapsulation hop %+v", h)
+	}
+	if h := r.Hops[2]; !h.Underlay || h.Src != aa("192.0.2.11") || h.Dst != aa("192.0.2.12") {
+		t.Errorf("outer packet hop %+v", h)
+	}
+	// The VTEP MAC in n1's neighbour entry not n2's flannel.1's: the
+	// frame is dropped there, and n1's entry is what is wrong.
+	k.snaps["n1"].Neighs[len(k.snaps["n1"].Neighs)-1].MAC = "02:00:00:00:f1:99"
+	k.snaps["n1"].FDB[len(k.snaps["n1"].FDB)-1].MAC = "02:00:00:00:f1:99"
+	r = Run(k, c, "n1-p1", "n2-p1", "p1", aa("10.244.1.2"), aa("10.244.2.2"))
+	if p := r.Problem; r.Delivered || p == nil || p.Kind != MissingNeigh || p.Node != "n1" || !strings.Contains(p.What, "n2's flannel.1 has MAC 02:00:00:00:f1:02, but n1's neighbour entry says 02:00:00:00:f1:99") {
+		t.Fatalf("stale VTEP MAC: %+v", r.Problem)
+	}
+}
