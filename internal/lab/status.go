@@ -260,11 +260,7 @@ func (s *State) picture(w io.Writer) {
 	for _, p := range s.Pods {
 		pods[p.Node] = append(pods[p.Node], fmt.Sprintf("%s %s", p.Display(), addrList(p.AllAddrs())))
 	}
-	mode := s.Backend
-	if s.DirectRouting {
-		mode += " + DirectRouting"
-	}
-	fmt.Fprintf(w, "lab %s — cluster network %s, backend %s, underlay %s\n", s.Name, s.Network, mode, s.Topology)
+	fmt.Fprintf(w, "lab %s — cluster network %s, backend %s, underlay %s\n", s.Name, s.Network, s.backendMode(), s.Topology)
 	seg := func(side string) string {
 		if topology.HasIPv6(s.IPFamily) {
 			return topology.Prefix(side).String() + " " + topology.Prefix6(side).String()
@@ -306,6 +302,15 @@ func (s *State) picture(w io.Writer) {
 		fmt.Fprintln(w, "  paths as the kernel has them now (weft lab trace NODE POD shows every hop):")
 		fmt.Fprintln(w, strings.Join(kp, "\n"))
 	}
+}
+
+// backendMode is the lab's backend as the picture names it: "vxlan +
+// DirectRouting".
+func (s *State) backendMode() string {
+	if s.DirectRouting {
+		return s.Backend + " + DirectRouting"
+	}
+	return s.Backend
 }
 
 // paths describes, for each pair of nodes, how their pods' traffic goes.

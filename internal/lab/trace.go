@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/atomicfile"
+	"github.com/weftnet/weft/internal/backend/udp"
+	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/lab/check"
 	"github.com/weftnet/weft/internal/lab/process"
 	"github.com/weftnet/weft/internal/lab/topology"
@@ -49,7 +51,7 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		return fmt.Errorf("--port is the connection's port for the NetworkPolicy verdicts, which need a lab with --store kube (lab %s has %s)", s.Name, "etcd")
 	}
 	k := s.traceKernel()
-	r, err := s.trace(k, o)
+	r, fromNS, err := s.trace(k, o)
 	if err != nil {
 		return err
 	}
@@ -60,7 +62,6 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 		}
 	}
 	if o.Probe {
-		fromNS, _ := s.target(o.From)
 		err := trace.RunProbe(k, r, func() (int, int, error) {
 			st, err := check.Ping(ctx, fromNS, r.Dst, ProbeCount, 20*time.Millisecond)
 			return st.Sent, st.Received, err
@@ -91,38 +92,39 @@ func Trace(ctx context.Context, name string, o TraceOptions, w io.Writer) error 
 	return nil
 }
 
-// trace runs the trace of o over k.
-func (s *State) trace(k trace.Kernel, o TraceOptions) (*trace.Result, error) {
+// trace runs the trace of o over k; it returns the namespace the packet
+// starts in too.
+func (s *State) trace(k trace.Kernel, o TraceOptions) (*trace.Result, string, error) {
 	fromNS, err := s.target(o.From)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if _, err := s.target(o.To); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	dst, err := s.addrOf(o.To, o.IPv6)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	var src netip.Addr
 	if _, err := s.node(o.From); err != nil { // a node's source is the one its route picks
 		if src, err = s.addrOf(o.From, o.IPv6); err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		if src.Is4() != dst.Is4() {
-			return nil, fmt.Errorf("lab %s: %s (%s) and %s (%s) are of different families", s.Name, o.From, src, o.To, dst)
+			return nil, "", fmt.Errorf("lab %s: %s (%s) and %s (%s) are of different families", s.Name, o.From, src, o.To, dst)
 		}
 	}
-	return trace.Run(k, s.traceCluster(dst.Is6()), o.From, o.To, fromNS, src, dst), nil
+	return trace.Run(k, s.traceCluster(dst.Is6()), o.From, o.To, fromNS, src, dst), fromNS, nil
 }
 
 // traceCluster is what a trace knows beyond the kernel: the nodes'
 // subnets from their subnet files (what their agents leased), whether
 // their agents run, and which peers they skip (their /readyz).
 func (s *State) traceCluster(v6 bool) *trace.Cluster {
-	c := &trace.Cluster{Backend: s.Backend, UDPPort: 8285, WGPort: 51820, Names: map[string]string{}, Namespaces: s.Namespaces}
-	if v6 && s.Backend == "wireguard" {
-		c.WGPort = 51821
+	c := &trace.Cluster{Backend: s.Backend, UDPPort: udp.DefaultPort, WGPort: wireguard.DefaultListenPort, Names: map[string]string{}, Namespaces: s.Namespaces}
+	if v6 && s.Backend == wireguard.Type {
+		c.WGPort = wireguard.DefaultListenPortV6
 	}
 	for _, p := range strings.Split(s.Network, ",") {
 		if n, err := netip.ParsePrefix(strings.TrimSpace(p)); err == nil {
@@ -270,11 +272,7 @@ func (s *State) traceKernel() trace.Netlink {
 
 // topologyPicture is the lab as trace.SVG draws it, titled with what.
 func (s *State) topologyPicture(what string) trace.Topology {
-	mode := s.Backend
-	if s.DirectRouting {
-		mode += " + DirectRouting"
-	}
-	t := trace.Topology{Title: fmt.Sprintf("lab %s: %s, %s, %s", s.Name, mode, s.Topology, what),
+	t := trace.Topology{Title: fmt.Sprintf("lab %s: %s, %s, %s", s.Name, s.backendMode(), s.Topology, what),
 		Underlay: trace.Box{Name: "underlay", NS: s.Underlay, Label: "switch br-a"},
 		Ctl:      trace.Box{Name: s.Ctl.Name, NS: s.Ctl.NS, Label: addrList(s.Ctl.Addrs())},
 		Ext:      trace.Box{Name: s.Ext.Name, NS: s.Ext.NS, Label: addrList(s.Ext.Addrs())}}
@@ -338,9 +336,11 @@ func (s *State) tracePolicy(ctx context.Context, r *trace.Result, o TraceOptions
 	if o.Port != "" {
 		explain += " --port " + o.Port
 	}
+	// A side that is not policed (no pod, host network, not isolated) has
+	// Allowed set already.
 	r.ApplyPolicy([]trace.Verdict{
-		{Dir: "egress", NS: nodeNS(e.Egress.Node), Text: e.Egress.Text(), Allowed: e.Egress.Allowed || !e.Egress.Isolated || e.Egress.Pod == "" || e.Egress.HostNetwork},
-		{Dir: "ingress", NS: nodeNS(e.Ingress.Node), Text: e.Ingress.Text(), Allowed: e.Ingress.Allowed || !e.Ingress.Isolated || e.Ingress.Pod == "" || e.Ingress.HostNetwork},
+		{Dir: "egress", NS: nodeNS(e.Egress.Node), Text: e.Egress.Text(), Allowed: e.Egress.Allowed},
+		{Dir: "ingress", NS: nodeNS(e.Ingress.Node), Text: e.Ingress.Text(), Allowed: e.Ingress.Allowed},
 	}, explain)
 	return nil
 }

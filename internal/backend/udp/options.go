@@ -34,6 +34,9 @@ type Options struct {
 	backend.Common
 }
 
+// DefaultPort is flannel's udp port.
+const DefaultPort = 8285
+
 // Parse reads udp's Backend object: Port (default 8285) and MTU.
 func Parse(raw json.RawMessage) (backend.Options, error) {
 	var r struct{ backend.RawCommon }
@@ -42,7 +45,7 @@ func Parse(raw json.RawMessage) (backend.Options, error) {
 		return nil, err
 	}
 	if c.Port == 0 {
-		c.Port = 8285
+		c.Port = DefaultPort
 	}
 	return Options{Common: c}, nil
 }
