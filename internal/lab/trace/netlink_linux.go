@@ -61,11 +61,15 @@ func linksOf(ns string) (*netlink.Handle, []netlink.Link, error) {
 	return h, links, nil
 }
 
-// nsids maps the namespace IDs that h's namespace gives the others of
-// k.Namespaces (a veth's IFLA_LINK_NETNSID) to their names.
-func (k Netlink) nsids(h *netlink.Handle, self string) map[int]string {
+// nsids maps the namespace IDs wanted, which h's namespace gives some of
+// the others of k.Namespaces (its veths' IFLA_LINK_NETNSID), to their
+// names; it stops looking once it has them all.
+func (k Netlink) nsids(h *netlink.Handle, self string, wanted map[int]bool) map[int]string {
 	out := map[int]string{}
 	for _, ns := range k.Namespaces {
+		if len(out) == len(wanted) {
+			break
+		}
 		if ns == self {
 			continue
 		}
@@ -75,7 +79,7 @@ func (k Netlink) nsids(h *netlink.Handle, self string) map[int]string {
 		}
 		id, err := h.GetNetNsIdByFd(int(fd))
 		fd.Close()
-		if err == nil && id >= 0 {
+		if err == nil && wanted[id] {
 			out[id] = ns
 		}
 	}
@@ -91,7 +95,13 @@ func (k Netlink) Snapshot(ns string) (*Snapshot, error) {
 	}
 	defer h.Close()
 	s := &Snapshot{}
-	ids := k.nsids(h, ns)
+	wanted := map[int]bool{}
+	for _, l := range links {
+		if v, ok := l.(*netlink.Veth); ok && v.NetNsID >= 0 {
+			wanted[v.NetNsID] = true
+		}
+	}
+	ids := k.nsids(h, ns, wanted)
 	names := map[int]string{}
 	for _, l := range links {
 		a := l.Attrs()
