@@ -22,6 +22,7 @@ import (
 
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/netconv"
+	"github.com/weftnet/weft/internal/tundev"
 )
 
 // addKernelLink creates a kernel WireGuard device, same as `ip link add
@@ -148,7 +149,7 @@ type userLink struct {
 // attached), starts wireguard-go on it with the private key and the listen
 // port, up, and serves its control socket at <socketDir>/<name>.sock.
 func openUserspace(name string, mtu int, priv [KeyLen]byte, port int, socketDir string, k kernel.Kernel, log *slog.Logger) (_ *userLink, err error) {
-	tdev, err := openPersistentTUN(name, mtu)
+	tdev, err := tundev.Open(name, mtu, true)
 	if err != nil {
 		return nil, err
 	}
@@ -268,52 +269,6 @@ func (l *userLink) close() error {
 		l.done.Wait()
 	})
 	return l.err
-}
-
-// openPersistentTUN attaches to the TUN device name, creating it if it is
-// missing, and makes it persistent (TUNSETPERSIST): it stays, with its
-// addresses and routes, when the descriptor is closed, so that across an
-// agent restart what is routed to it is dropped rather than sent by
-// another route. wireguard-go's flags (a virtio-net header, for its
-// TSO/GRO offloads) are the same as tun.CreateTUN's.
-func openPersistentTUN(name string, mtu int) (tun.Device, error) {
-	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open /dev/net/tun: %w", err)
-	}
-	ifr, err := unix.NewIfreq(name)
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun device %s: %w", name, err)
-	}
-	ifr.SetUint16(unix.IFF_TUN | unix.IFF_NO_PI | unix.IFF_VNET_HDR)
-	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
-		unix.Close(fd)
-		switch {
-		case errors.Is(err, unix.EBUSY):
-			return nil, fmt.Errorf("tun device %s is held by another process (a second agent?): %w", name, err)
-		case errors.Is(err, unix.EINVAL):
-			return nil, fmt.Errorf("a device %s exists that is not a TUN with wireguard-go's flags (a TAP, another kind, or a TUN without a virtio-net header); delete it (ip link del %s): %w", name, name, err)
-		}
-		return nil, fmt.Errorf("ip tuntap add %s mode tun vnet_hdr: %w", name, err)
-	}
-	if err := unix.IoctlSetInt(fd, unix.TUNSETPERSIST, 1); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("make tun device %s persistent: %w", name, err)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("tun device %s: %w", name, err)
-	}
-	f := os.NewFile(uintptr(fd), "/dev/net/tun")
-	dev, err := tun.CreateTUNFromFile(f, mtu)
-	if err != nil {
-		// Detach: a descriptor left open would hold the TUN, and every
-		// later attach would fail with EBUSY.
-		f.Close()
-		return nil, fmt.Errorf("tun device %s: %w", name, err)
-	}
-	return dev, nil
 }
 
 // linkStateless is a TUN device whose up and down events are not passed

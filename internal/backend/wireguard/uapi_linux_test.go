@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftnet/weft/internal/netns"
 	"github.com/weftnet/weft/internal/netns/netnstest"
+	"github.com/weftnet/weft/internal/tundev"
 )
 
 // TestUAPISocketPermissions: with umask 000 (some container runtimes,
@@ -199,11 +200,11 @@ func TestCloseWithIdleControlClient(t *testing.T) {
 func TestTUNFailedAttachReleased(t *testing.T) {
 	ns := netnstest.New(t)
 	err := netns.Do(ns, func() error {
-		if d, err := openPersistentTUN(DeviceName, 1<<20); err == nil {
+		if d, err := tundev.Open(DeviceName, 1<<20, true); err == nil {
 			d.Close()
 			t.Fatal("MTU 1048576 accepted")
 		}
-		d, err := openPersistentTUN(DeviceName, 1420)
+		d, err := tundev.Open(DeviceName, 1420, true)
 		if err != nil {
 			return err
 		}
