@@ -38,8 +38,8 @@ func TestParse(t *testing.T) {
 	}{
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vxlan"}}`, "vxlan", "vxlan VNI 1 udp/8472 via flannel.1", false},
 		{`{"network":"10.244.0.0/16","backend":{"type":"host-gw"}}`, "host-gw", "direct route (host-gw)", false},
-		{`{"Network":"10.244.7.9/16"}`, "udp", "udp/8285 via flannel0 (userspace)", true},
-		{`{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":7890}}`, "udp", "udp/7890 via flannel0 (userspace)", false},
+		{`{"Network":"10.244.7.9/16"}`, "udp", "udp/8285 via flannel0 (BPF, or userspace where the node lacks it)", true},
+		{`{"Network":"10.244.0.0/16","Backend":{"Type":"UDP","Port":7890}}`, "udp", "udp/7890 via flannel0 (BPF, or userspace where the node lacks it)", false},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"vXlAn","VNI":4,"Port":4789}}`, "vxlan", "vxlan VNI 4 udp/4789 via flannel.4", false},
 		{`{"Network":"10.244.0.0/16","Backend":{"Type":"WireGuard"}}`, "wireguard", "wireguard udp/51820 via flannel-wg", false},
 		{`{"Network":"10.244.0.0/16","EnableIPv6":true,"IPv6Network":"2001:db8:244::/56","Backend":{"Type":"wireguard"}}`, "wireguard", "wireguard udp/51820 via flannel-wg (udp/51821 via flannel-wg-v6 for IPv6)", false},

@@ -25,7 +25,7 @@ func TestDeviceKeptRightInNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
-	b := New(t.Context(), kernel.NewNetlink(h), Options{Common: backend.Common{Port: 8285}}, kernel.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	b := New(t.Context(), kernel.NewNetlink(h), Options{Common: backend.Common{Port: 8285}, Datapath: DatapathTUN}, kernel.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	t.Cleanup(func() { _ = b.Close() })
 	st := state()
 	// The device and the socket are opened in the namespace.

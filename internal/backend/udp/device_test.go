@@ -47,7 +47,8 @@ func onFake(t *testing.T, ctx context.Context) (*Backend, *kerneltest.Fake, *fak
 	f := kerneltest.New()
 	b := New(ctx, f, Options{Common: backend.Common{Port: 8285}}, kernel.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	ends := &fakeEnds{}
-	b.openTUN = func(name string, mtu int) (tun.Device, error) {
+	b.loadKPath = nil // the kernel data path needs a real kernel
+	b.openTUN = func(name string, mtu int, persist bool) (tun.Device, error) {
 		f.AddDevice(kernel.Link{Name: name, Kind: kernel.KindTUN, MTU: mtu}) // as tun.CreateTUN leaves it
 		d := newFakeTUN(1)
 		d.onClose = func() { f.RemoveDevice(name) }

@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/weftnet/weft/internal/backend"
+	"github.com/weftnet/weft/internal/config"
 )
 
 // Type is the udp backend's Backend.Type; flannel's default when
@@ -32,14 +34,29 @@ func newIPv4(ctx context.Context, env backend.Env, opts backend.Options) (backen
 // Options are the resolved udp options.
 type Options struct {
 	backend.Common
+	// Datapath is how packets are carried: DatapathBPF (in the kernel),
+	// DatapathTUN (through the agent) or DatapathAuto (the kernel's where
+	// the node supports it, else the agent's).
+	Datapath string
 }
+
+// The data paths of Options.Datapath.
+const (
+	DatapathAuto = "auto"
+	DatapathBPF  = "bpf"
+	DatapathTUN  = "tun"
+)
 
 // DefaultPort is flannel's udp port.
 const DefaultPort = 8285
 
-// Parse reads udp's Backend object: Port (default 8285) and MTU.
+// Parse reads udp's Backend object: Port (default 8285), MTU and Datapath
+// (weft's own; flannel ignores it).
 func Parse(raw json.RawMessage) (backend.Options, error) {
-	var r struct{ backend.RawCommon }
+	var r struct {
+		backend.RawCommon
+		Datapath *string
+	}
 	c, err := backend.DecodeOptions(raw, &r)
 	if err != nil {
 		return nil, err
@@ -47,7 +64,17 @@ func Parse(raw json.RawMessage) (backend.Options, error) {
 	if c.Port == 0 {
 		c.Port = DefaultPort
 	}
-	return Options{Common: c}, nil
+	o := Options{Common: c, Datapath: DatapathAuto}
+	if r.Datapath != nil {
+		switch d := strings.ToLower(*r.Datapath); d {
+		case DatapathAuto, DatapathBPF, DatapathTUN:
+			o.Datapath = d
+		case "":
+		default:
+			return nil, &config.Error{Key: "Backend.Datapath", Msg: fmt.Sprintf("unknown data path %q; use auto (the default: bpf where the node supports it, else tun), bpf or tun", *r.Datapath)}
+		}
+	}
+	return o, nil
 }
 
 // Type implements backend.Options.
@@ -55,10 +82,16 @@ func (o Options) Type() string { return Type }
 
 // Resolved implements backend.Options.
 func (o Options) Resolved() map[string]any {
-	return map[string]any{"Type": Type, "Port": o.Port, "MTU": o.MTU}
+	return map[string]any{"Type": Type, "Port": o.Port, "MTU": o.MTU, "Datapath": o.Datapath}
 }
 
 // Path implements backend.Options.
 func (o Options) Path(onLink bool) string {
-	return fmt.Sprintf("udp/%d via %s (userspace)", o.Port, DeviceName)
+	switch o.Datapath {
+	case DatapathBPF:
+		return fmt.Sprintf("udp/%d via %s (in the kernel, BPF)", o.Port, DeviceName)
+	case DatapathTUN:
+		return fmt.Sprintf("udp/%d via %s (userspace)", o.Port, DeviceName)
+	}
+	return fmt.Sprintf("udp/%d via %s (BPF, or userspace where the node lacks it)", o.Port, DeviceName)
 }

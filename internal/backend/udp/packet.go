@@ -9,7 +9,14 @@
 //
 // Only peers get in: a datagram whose source is not a current lease's
 // PublicIP and port is dropped, and so is an inner packet whose source is
-// outside the sending peer's subnet.
+// outside the sending peer's subnet or whose destination is outside this
+// node's.
+//
+// Where the node supports it (Datapath auto or bpf), the same format is
+// made and taken apart in the kernel instead (bpf/udp.c): a tcx program on
+// flannel0 encapsulates, an XDP program on the underlay decapsulates, and
+// the agent's path above handles only what they pass on (ICMP errors,
+// fragments, IP options).
 package udp
 
 import (
@@ -48,6 +55,7 @@ const (
 	malformed           // not a well-formed IPv4 packet
 	stranger            // datagram from an address:port that holds no lease
 	spoofed             // inner source outside the sender's subnet
+	misdirected         // inner destination outside this node's subnet
 	unreachable         // no lease holds the destination: ICMP back
 	expired             // TTL ran out: ICMP back
 )
@@ -104,6 +112,9 @@ func (t *table) inbound(from netip.AddrPort, p []byte) verdict {
 	}
 	if !subnet.Contains(src(p)) {
 		return spoofed
+	}
+	if !t.own.Contains(dst(p)) {
+		return misdirected
 	}
 	return forward
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/weftnet/weft/internal/backend"
 	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/lease"
+	"github.com/weftnet/weft/internal/tundev"
 )
 
 // DeviceName is flannel's name for the udp backend's TUN device.
@@ -38,9 +39,13 @@ type Backend struct {
 	// it, or on Close.
 	life context.Context
 	// openTUN and openBind open the data path's two ends, flannel0
-	// (tun.CreateTUN) and the UDP socket; tests put in-memory ones.
-	openTUN  func(name string, mtu int) (tun.Device, error)
+	// (tundev.Open, persistent for the kernel path) and the UDP socket;
+	// tests put in-memory ones.
+	openTUN  func(name string, mtu int, persist bool) (tun.Device, error)
 	openBind func() conn.Bind
+	// loadKPath loads the kernel data path; nil where there is none (a
+	// test's in-memory device).
+	loadKPath func() (*kpath, error)
 
 	peers atomic.Pointer[table] // the data path's view of the leases
 	stats stats
@@ -51,6 +56,8 @@ type Backend struct {
 	devIdx int // flannel0's link index while dev is open
 	bind   conn.Bind
 	eps    map[netip.AddrPort]conn.Endpoint // parsed endpoints, by peer
+	kp     *kpath                           // the kernel data path; nil on the TUN path
+	chosen string                           // the data path the last start chose
 	stop   context.CancelFunc
 	done   sync.WaitGroup // the data path's goroutines
 }
@@ -66,7 +73,10 @@ var errClosed = errors.New("udp: the backend is closed")
 // New prepares the backend; it touches nothing until Apply. The data path
 // it starts then ends when ctx ends, or on Close.
 func New(ctx context.Context, k kernel.Kernel, cfg Options, u kernel.Underlay, log *slog.Logger) *Backend {
-	b := &Backend{k: k, cfg: cfg, u: u, log: log, life: ctx, openTUN: tun.CreateTUN}
+	if cfg.Datapath == "" {
+		cfg.Datapath = DatapathAuto
+	}
+	b := &Backend{k: k, cfg: cfg, u: u, log: log, life: ctx, openTUN: tundev.Open, loadKPath: loadKPath}
 	b.openBind = func() conn.Bind { return newSocket(conn.IdealBatchSize, &b.stats.malformed, b.log) }
 	// A goroutine blocked in read(2) sees no context: closing the device
 	// and the socket is what ends it.
@@ -155,9 +165,13 @@ func (b *Backend) setPeers(d backend.Desired) (backend.Report, error) {
 	}
 	rep.Removed = len(b.eps) + rep.Added - len(eps)
 	b.eps = eps
+	var err error
+	if b.kp != nil {
+		err = b.kp.setPeers(peers)
+	}
 	b.mu.Unlock()
 	b.peers.Store(newTable(st.Own.Subnet, st.Own.Subnet.Addr(), peers))
-	return rep, nil
+	return rep, err
 }
 
 // device is flannel0 as it must be: OWN/NETLEN (which routes the cluster
@@ -188,7 +202,10 @@ func (b *Backend) ensure(ctx context.Context, d backend.Desired) error {
 		l, err := b.k.LinkByIndex(idx)
 		switch {
 		case err == nil && l.Name == DeviceName:
-			return b.ensureLinks(ctx, d)
+			if err := b.ensureLinks(ctx, d); err != nil {
+				return err
+			}
+			return b.ensureKPath(idx, d)
 		case err != nil && !kernel.IsNotFound(err):
 			return fmt.Errorf("udp: %w", err)
 		}
@@ -210,31 +227,65 @@ func (b *Backend) ensureLinks(ctx context.Context, d backend.Desired) error {
 	return nil
 }
 
-// start opens flannel0 and the UDP socket, same as `ip tuntap add flannel0
-// mode tun` (but held open, not persistent), starts the data path over
-// them and puts the device right (EnsureLink).
+// start chooses the data path, opens flannel0 and the UDP socket, same as
+// `ip tuntap add flannel0 mode tun` (but held open, and persistent only for
+// the kernel path), starts the data path over them and puts the device
+// right (EnsureLink).
 func (b *Backend) start(ctx context.Context, d backend.Desired) error {
-	dev, err := b.openTUN(DeviceName, b.MTU())
-	if err != nil {
-		return fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
+	kp, why := b.kernelPath()
+	if kp == nil && b.cfg.Datapath == DatapathBPF {
+		return fmt.Errorf("udp: Datapath bpf: %s", why)
 	}
-	l, err := b.k.LinkByName(DeviceName)
+	dev, l, err := b.openDevice(kp != nil)
 	if err != nil {
-		dev.Close()
-		return fmt.Errorf("udp: %w", err)
+		return err
+	}
+	if kp != nil {
+		if err = b.startKPath(kp, l.Index, d); err != nil {
+			kp.close()
+			kp = nil
+			if b.cfg.Datapath == DatapathBPF {
+				// Whatever an earlier agent attached keeps carrying
+				// traffic; the next sync tries again.
+				dev.Close()
+				return fmt.Errorf("udp: Datapath bpf: %w", err)
+			}
+			// Falling back: the TUN path needs flannel0's packets.
+			if _, derr := detachKPath(l.Index, b.u.LinkIndex); derr != nil {
+				b.log.Warn("udp: remove the kernel data path after it failed", "err", derr)
+			}
+			dev.Close()
+			why = err.Error()
+			if dev, l, err = b.openDevice(false); err != nil {
+				return err
+			}
+		}
+	} else if b.loadKPath == nil {
+		// A test's in-memory device: no kernel path to remove.
+	} else if found, err := detachKPath(l.Index, b.u.LinkIndex); err != nil {
+		b.log.Warn("udp: remove the kernel data path an earlier agent left", "err", err)
+	} else if found {
+		b.log.Info("udp: removed the kernel data path an earlier agent left")
 	}
 	bind := b.openBind()
 	fns, _, err := bind.Open(uint16(b.cfg.Port))
 	if err != nil {
 		dev.Close()
+		if kp != nil {
+			kp.close()
+		}
 		return fmt.Errorf("udp: listen on UDP port %d: %w", b.cfg.Port, err)
 	}
-	if !b.run(dev, l.Index, bind, fns, d.Node.Own.Subnet) {
+	if !b.run(dev, l.Index, bind, fns, d.Node.Own.Subnet, kp) {
+		if kp != nil {
+			kp.close()
+		}
 		return errors.Join(errClosed, bind.Close(), dev.Close())
 	}
+	b.logChoice(kp != nil, why)
 	b.log.Info("udp backend up", "device", DeviceName, "mtu", b.MTU(), "port", b.cfg.Port,
 		"tun-batch", dev.BatchSize(), "udp-batch", bind.BatchSize())
-	if dev.BatchSize() == 1 {
+	if dev.BatchSize() == 1 && kp == nil {
 		b.log.Warn("the kernel offers no TUN offloads (virtio-net header, TSO/GRO): one packet per read and write")
 	}
 	// The data path runs; a device that could not be put right is
@@ -242,16 +293,117 @@ func (b *Backend) start(ctx context.Context, d backend.Desired) error {
 	return b.ensureLinks(ctx, d)
 }
 
+// openDevice opens flannel0 (persistent for the kernel path) and finds
+// its link.
+func (b *Backend) openDevice(persist bool) (tun.Device, kernel.Link, error) {
+	dev, err := b.openTUN(DeviceName, b.MTU(), persist)
+	if err != nil {
+		return nil, kernel.Link{}, fmt.Errorf("udp: create TUN device %s: %w", DeviceName, err)
+	}
+	l, err := b.k.LinkByName(DeviceName)
+	if err != nil {
+		dev.Close()
+		return nil, kernel.Link{}, fmt.Errorf("udp: %w", err)
+	}
+	return dev, l, nil
+}
+
+// kernelPath loads the kernel data path when Datapath asks for it and the
+// node can run it; otherwise it returns nil and why not ("" for Datapath
+// tun).
+func (b *Backend) kernelPath() (*kpath, string) {
+	switch {
+	case b.cfg.Datapath == DatapathTUN:
+		return nil, ""
+	case b.loadKPath == nil:
+		return nil, "this backend has no kernel data path (a test's)"
+	case !b.u.Addr.Is4() || b.u.LinkIndex == 0:
+		return nil, "no IPv4 underlay device is known"
+	}
+	if why := strictRPFilter(b.u.Name); why != "" {
+		return nil, why
+	}
+	kp, err := b.loadKPath()
+	if err != nil {
+		return nil, err.Error()
+	}
+	return kp, ""
+}
+
+// startKPath fills kp's maps from d and attaches its programs to flannel0
+// (tunIdx) and the underlay, replacing an earlier agent's in one step each:
+// traffic never finds them missing or empty.
+func (b *Backend) startKPath(kp *kpath, tunIdx int, d backend.Desired) error {
+	if err := kp.configure(d.Node.Own.Subnet, b.u.Addr, b.u.LinkIndex, b.cfg.Port); err != nil {
+		return err
+	}
+	peers, _ := b.peerAddrs(d.Node)
+	if err := kp.setPeers(peers); err != nil {
+		return err
+	}
+	return kp.attach(tunIdx, b.u.LinkIndex)
+}
+
+// ensureKPath keeps the running kernel path configured and attached
+// (level-triggered: a program detached by hand is attached again).
+func (b *Backend) ensureKPath(tunIdx int, d backend.Desired) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.kp == nil {
+		return nil
+	}
+	if err := b.kp.configure(d.Node.Own.Subnet, b.u.Addr, b.u.LinkIndex, b.cfg.Port); err != nil {
+		return fmt.Errorf("udp: %w", err)
+	}
+	if err := b.kp.attach(tunIdx, b.u.LinkIndex); err != nil {
+		return fmt.Errorf("udp: %w", err)
+	}
+	return nil
+}
+
+// logChoice says which data path runs, once per change: why the kernel
+// path does not, when it was wanted.
+func (b *Backend) logChoice(kernelPath bool, why string) {
+	chosen := DatapathTUN
+	if kernelPath {
+		chosen = DatapathBPF
+	}
+	b.mu.Lock()
+	same := b.chosen == chosen
+	b.chosen = chosen
+	b.mu.Unlock()
+	switch {
+	case same:
+	case kernelPath:
+		b.log.Info("udp: data path bpf: packets are encapsulated at tcx egress of "+DeviceName+" and decapsulated at XDP of the underlay", "underlay", b.u.Name)
+		if on, err := kernel.GRO(b.u.Name); err == nil && !on {
+			b.log.Warn("udp: GRO is off on the underlay: each decapsulated datagram reaches the pod on its own, at a high CPU cost; turn it on (ethtool -K "+b.u.Name+" gro on)", "underlay", b.u.Name)
+		}
+	case why != "":
+		b.log.Warn("udp: data path tun: the kernel path cannot run here; packets go through the agent", "reason", why)
+	default:
+		b.log.Info("udp: data path tun (Datapath tun): packets go through the agent")
+	}
+}
+
+// Datapath reports the data path running (DatapathBPF or DatapathTUN);
+// "" before the first Apply.
+func (b *Backend) Datapath() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.chosen
+}
+
 // run starts one goroutine per direction (and per receive function) over
 // dev (link index idx) and bind, which the Backend owns from now on. It
 // reports false, and starts nothing, once the backend is closed.
-func (b *Backend) run(dev tun.Device, idx int, bind conn.Bind, fns []conn.ReceiveFunc, own netip.Prefix) bool {
+func (b *Backend) run(dev tun.Device, idx int, bind conn.Bind, fns []conn.ReceiveFunc, own netip.Prefix, kp *kpath) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.closed {
 		return false
 	}
-	b.dev, b.devIdx, b.bind, b.eps = dev, idx, bind, map[netip.AddrPort]conn.Endpoint{}
+	b.dev, b.devIdx, b.bind, b.eps, b.kp = dev, idx, bind, map[netip.AddrPort]conn.Endpoint{}, kp
 	b.peers.Store(newTable(own, own.Addr(), nil))
 	ctx, cancel := context.WithCancel(b.life)
 	b.stop = cancel
@@ -264,8 +416,10 @@ func (b *Backend) run(dev tun.Device, idx int, bind conn.Bind, fns []conn.Receiv
 }
 
 // Close implements backend.Backend: it stops the data path and closes
-// flannel0 (which removes the device) and the socket. It waits for the
-// data path's goroutines to end; calling it again is harmless.
+// flannel0 and the socket. On the TUN path that removes flannel0; on the
+// kernel path flannel0 persists with its programs, which carry traffic
+// until the next agent swaps in its own. It waits for the data path's
+// goroutines to end; calling it again is harmless.
 func (b *Backend) Close() error {
 	b.mu.Lock()
 	b.closed = true
@@ -277,13 +431,16 @@ func (b *Backend) Close() error {
 // path's goroutines, and waits for them.
 func (b *Backend) stopDataPath() error {
 	b.mu.Lock()
-	dev, bind, stop := b.dev, b.bind, b.stop
-	b.dev, b.bind, b.stop, b.devIdx = nil, nil, nil, 0
+	dev, bind, stop, kp := b.dev, b.bind, b.stop, b.kp
+	b.dev, b.bind, b.stop, b.devIdx, b.kp = nil, nil, nil, 0, nil
 	b.mu.Unlock()
 	var err error
 	if dev != nil {
 		stop()
 		err = errors.Join(bind.Close(), dev.Close())
+	}
+	if kp != nil {
+		err = errors.Join(err, kp.close())
 	}
 	b.done.Wait()
 	return err

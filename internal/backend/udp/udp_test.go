@@ -57,7 +57,7 @@ func harness(t *testing.T, tunBatch, udpBatch int) (*Backend, *fakeTUN, *fakeBin
 	b := New(t.Context(), nil, Options{Common: backend.Common{Port: 8285}}, kernel.Underlay{MTU: 1500}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	dev, bind := newFakeTUN(tunBatch), newFakeBind(udpBatch)
 	fns, _, _ := bind.Open(8285)
-	if !b.run(dev, 0, bind, fns, ownSubnet) {
+	if !b.run(dev, 0, bind, fns, ownSubnet, nil) {
 		t.Fatal("run refused to start")
 	}
 	if _, err := b.setPeers(b.Plan(state())); err != nil {
