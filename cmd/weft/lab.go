@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/weftnet/weft/internal/backend/hostgw"
-	"github.com/weftnet/weft/internal/backend/udp"
 	"github.com/weftnet/weft/internal/backend/vxlan"
 	"github.com/weftnet/weft/internal/backend/wireguard"
 	"github.com/weftnet/weft/internal/lab"
@@ -43,7 +42,7 @@ const labUsage = `weft lab — a real multi-node weft cluster in network namespa
               FROM, TO: pods, nodes, ext; stops at the first missing route, neighbour, FDB entry or agent;
               --probe: real packets along it, each hop confirmed by its devices' counters; --svg: a drawing;
               --store kube: the NetworkPolicy verdicts (for --port) where the nodes enforce them
-  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp,wireguard] [--rounds N]
+  weft lab bench [--name NAME] [--seconds S] [--modes veth,host-gw,vxlan,udp:tun,udp:bpf,wireguard] [--rounds N]
   weft lab bench-leases [--name NAME] [--leases 1000,5000] [--events 50] [--idle 60s]
               [--agent PATH] [--flanneld PATH] [--profile DIR]   lease events: weft-agent beside flanneld
   weft lab bench-bgp [--name NAME] [--rounds N] [--bgp-router bird|frr] [--nodes N] [--settle D]   lease -> route at the router -> ext; agent RSS BGP on/off
@@ -180,6 +179,7 @@ func labUp(fs *flag.FlagSet, name *string) func(context.Context, []string, []str
 	fs.IntVar(&spec.PodsPerNode, "pods-per-node", 2, "pods per node")
 	fs.StringVar(&spec.Backend, "backend", lab.DefaultBackend, "the data path: "+strings.Join(lab.BackendTypes(), ", "))
 	fs.BoolVar(&spec.DirectRouting, "direct-routing", false, lab.DirectRoutingHelp())
+	fs.StringVar(&spec.Datapath, "datapath", "", "udp: the data path, auto (the default: bpf where the node supports it), bpf (in the kernel) or tun (through the agent)")
 	fs.StringVar(&spec.Topology, "topology", "l2", "l2 (one bridge) or l3 (two subnets and a router)")
 	fs.StringVar(&spec.IPFamily, "ip-family", "ipv4", "the pods' families: ipv4, ipv6 (EnableIPv4 false) or dual; IPv6 underlay and pods from 2001:db8::/32")
 	fs.BoolVar(&spec.ForwardDrop, "forward-drop", false, "set iptables -P FORWARD DROP in every node before its agent starts, as Docker does")
@@ -305,9 +305,9 @@ func labNode(fs *flag.FlagSet, name *string) func(context.Context, []string, []s
 }
 
 func labBench(fs *flag.FlagSet, name *string) func(context.Context, []string, []string, io.Writer, io.Writer) error {
-	modes := strings.Join([]string{bench.Veth, hostgw.Type, vxlan.Type, udp.Type, wireguard.Type}, ",")
+	modes := strings.Join([]string{bench.Veth, hostgw.Type, vxlan.Type, lab.UDPTUN, lab.UDPBPF, wireguard.Type}, ",")
 	secs := fs.Int("seconds", 5, "seconds per measurement")
-	fs.StringVar(&modes, "modes", modes, "data paths to measure")
+	fs.StringVar(&modes, "modes", modes, "data paths to measure: veth, a backend type, or udp:tun and udp:bpf (the udp backend's two data paths)")
 	rounds := fs.Int("rounds", 1, "measure every mode this many times, then print the medians")
 	return func(ctx context.Context, _, _ []string, stdout, _ io.Writer) error {
 		n := *name

@@ -17,7 +17,7 @@ func BackendTypes() []string { return table.Types() }
 
 // backendOptions parses the lab's backend options, as its agents will.
 func backendOptions(typ string, directRouting bool, fam string) (backend.Options, error) {
-	doc, err := netConf(typ, directRouting, fam)
+	doc, err := netConf(typ, directRouting, "", fam)
 	if err != nil {
 		return nil, err
 	}
@@ -25,14 +25,17 @@ func backendOptions(typ string, directRouting bool, fam string) (backend.Options
 	return opts, err
 }
 
-// netConf is the net-conf.json of a lab on backend typ with the pod
-// families of fam, checked with the table's parser: IPv6 adds
-// EnableIPv6, IPv6Network and IPv6SubnetLen; ipv6 alone sets EnableIPv4
-// false and has no Network.
-func netConf(typ string, directRouting bool, fam string) ([]byte, error) {
-	var extra map[string]any
+// netConf is the net-conf.json of a lab on backend typ (with the udp
+// backend's Datapath, when set) with the pod families of fam, checked with
+// the table's parser: IPv6 adds EnableIPv6, IPv6Network and IPv6SubnetLen;
+// ipv6 alone sets EnableIPv4 false and has no Network.
+func netConf(typ string, directRouting bool, datapath, fam string) ([]byte, error) {
+	extra := map[string]any{}
 	if directRouting {
-		extra = map[string]any{"DirectRouting": true}
+		extra["DirectRouting"] = true
+	}
+	if datapath != "" {
+		extra["Datapath"] = datapath
 	}
 	doc, err := table.Document(topology.Network.String(), typ, 0, extra)
 	if err != nil {

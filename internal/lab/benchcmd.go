@@ -26,16 +26,28 @@ func Bench(ctx context.Context, name string, o BenchOptions, w io.Writer) error 
 		o.Reference = DefaultBackend
 	}
 	if o.Targets == nil {
-		// wireguard is udp's TUN path plus encryption (issue 14's targets).
-		o.Targets = []bench.Target{{Mode: wireguard.Type, Base: udp.Type, MinThroughput: 0.7, MaxCPUPerGB: 1.5}}
+		o.Targets = []bench.Target{
+			// wireguard is udp's TUN path plus encryption.
+			{Mode: wireguard.Type, Base: UDPTUN, MinThroughput: 0.7, MaxCPUPerGB: 1.5},
+			// udp's kernel path against kernel VXLAN.
+			{Mode: UDPBPF, Base: "vxlan", MinThroughput: 1.0, Single: true, MinUDP: 1.0, MaxP50: 1.2},
+		}
 	}
 	return bench.Run(ctx, o, func(ctx context.Context, backend string) (bench.Pair, func(), error) {
 		return benchUp(ctx, name, backend)
 	}, w)
 }
 
-// benchUp brings up a 2-node l2 lab with one pod per node on backend.
+// The bench modes of the udp backend's two data paths: TYPE:DATAPATH.
+const (
+	UDPTUN = udp.Type + ":" + udp.DatapathTUN
+	UDPBPF = udp.Type + ":" + udp.DatapathBPF
+)
+
+// benchUp brings up a 2-node l2 lab with one pod per node on backend
+// (a backend type, or udp:DATAPATH).
 func benchUp(ctx context.Context, name, backend string) (bench.Pair, func(), error) {
+	typ, datapath, _ := strings.Cut(backend, ":")
 	unlock, err := lock(name)
 	if err != nil {
 		return bench.Pair{}, nil, err
@@ -45,7 +57,7 @@ func benchUp(ctx context.Context, name, backend string) (bench.Pair, func(), err
 		return bench.Pair{}, nil, fmt.Errorf("lab %s is up; bench needs its name free (--name)", name)
 	}
 	var sink strings.Builder
-	err = up(ctx, Spec{Name: name, Nodes: 2, PodsPerNode: 1, Backend: backend, Topology: topology.L2}, &sink)
+	err = up(ctx, Spec{Name: name, Nodes: 2, PodsPerNode: 1, Backend: typ, Datapath: datapath, Topology: topology.L2}, &sink)
 	s, lerr := load(name)
 	down := func() {
 		if lerr == nil {

@@ -96,7 +96,7 @@ func TestPicture(t *testing.T) {
 	if b.String() != want {
 		t.Errorf("picture:\n%s\nwant:\n%s", b.String(), want)
 	}
-	for backend, path := range map[string]string{"host-gw": "direct route (host-gw)", "udp": "udp/8285 via flannel0 (userspace)"} {
+	for backend, path := range map[string]string{"host-gw": "direct route (host-gw)", "udp": "udp/8285 via flannel0 (BPF, or userspace where the node lacks it)"} {
 		b.Reset()
 		testState(backend, false, false).picture(&b)
 		if strings.Contains(b.String(), "FORWARD") || strings.Count(b.String(), ": "+path+"\n") != 3 {
@@ -145,7 +145,7 @@ func TestNetConfFamilies(t *testing.T) {
 		{topology.IPv6, "host-gw", false, true},
 		{topology.Dual, "host-gw", true, true},
 	} {
-		doc, err := netConf(tc.backend, false, tc.fam)
+		doc, err := netConf(tc.backend, false, "", tc.fam)
 		if err != nil {
 			t.Fatalf("%s %s: %v", tc.fam, tc.backend, err)
 		}
@@ -163,7 +163,7 @@ func TestNetConfFamilies(t *testing.T) {
 			t.Errorf("%s: IPv4 %+v", tc.fam, cfg.IPv4)
 		}
 	}
-	if _, err := netConf("udp", false, topology.Dual); err == nil {
+	if _, err := netConf("udp", false, "", topology.Dual); err == nil {
 		t.Error("udp with IPv6 accepted")
 	}
 	if got := networks(topology.Dual); got != "10.244.0.0/16, 2001:db8:244::/56" {

@@ -58,6 +58,7 @@ type State struct {
 	Name          string `json:"name"`
 	Backend       string `json:"backend"`
 	DirectRouting bool   `json:"directRouting"`
+	Datapath      string `json:"datapath,omitempty"` // the udp backend's Datapath, when set
 	Topology      string `json:"topology"`
 	ForwardDrop   bool   `json:"forwardDrop,omitempty"` // iptables -P FORWARD DROP in every node
 	Network       string `json:"network"`               // the pods' networks, comma-separated

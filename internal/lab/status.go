@@ -328,7 +328,7 @@ func (s *State) paths() []string {
 
 // netConf is the lab's net-conf.json, for --store kube.
 func (s *State) netConf() (string, error) {
-	doc, err := netConf(s.Backend, s.DirectRouting, s.IPFamily)
+	doc, err := netConf(s.Backend, s.DirectRouting, s.Datapath, s.IPFamily)
 	if err != nil {
 		return "", err
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/weftnet/weft/internal/backend/udp"
 	"github.com/weftnet/weft/internal/bgp"
 	"github.com/weftnet/weft/internal/lab/kube"
 	"github.com/weftnet/weft/internal/lab/pod"
@@ -29,6 +30,7 @@ type Spec struct {
 	PodsPerNode   int
 	Backend       string
 	DirectRouting bool
+	Datapath      string     // udp: the Datapath option (auto, bpf or tun); "" leaves the default
 	Topology      string     // topology.L2 or topology.L3
 	IPFamily      string     // the pods' families: topology.IPv4 (default), IPv6 or Dual
 	ForwardDrop   bool       // iptables -P FORWARD DROP in every node, as Docker sets it
@@ -137,6 +139,10 @@ func (spec Spec) validate() error {
 		return fmt.Errorf("--ip-family %q: use %s", spec.IPFamily, orList(topology.Families()))
 	case topology.HasIPv6(spec.IPFamily) && spec.Backend == "udp":
 		return fmt.Errorf("--ip-family %s: the udp backend carries IPv4 only (as flannel's); use --backend vxlan or host-gw", spec.IPFamily)
+	case spec.Datapath != "" && spec.Backend != udp.Type:
+		return fmt.Errorf("--datapath goes with --backend %s", udp.Type)
+	case spec.Datapath != "" && !slices.Contains([]string{udp.DatapathAuto, udp.DatapathBPF, udp.DatapathTUN}, spec.Datapath):
+		return fmt.Errorf("--datapath %q: use auto, bpf or tun", spec.Datapath)
 	case spec.DirectRouting && !takesDirectRouting(spec.Backend):
 		return fmt.Errorf("--direct-routing goes with --backend %s", orList(directRoutingTypes()))
 	case spec.Store != "etcd" && spec.Store != "kube":
@@ -200,7 +206,7 @@ func newState(spec Spec) (*State, map[string]string, error) {
 			return nil, nil, fmt.Errorf("--bgp: %w", err)
 		}
 	}
-	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting, Topology: spec.Topology,
+	s := &State{Name: spec.Name, Backend: spec.Backend, DirectRouting: spec.DirectRouting, Datapath: spec.Datapath, Topology: spec.Topology,
 		ForwardDrop: spec.ForwardDrop, IPFamily: spec.IPFamily, Network: networks(spec.IPFamily), Weft: weft, AgentBinary: agent, PodPorts: spec.PodPorts}
 	if spec.Store == "kube" {
 		bin, err := kube.Find(spec.KubeAPIServer, weft)

@@ -35,6 +35,8 @@ type Result struct {
 	RRPerSec  float64 `json:"rrPerSec"`      // 1-byte request/response transactions per second
 	P50us     float64 `json:"rrP50us"`       // their latency
 	P99us     float64 `json:"rrP99us"`       //
+	UDPGbps   float64 `json:"udpRecvGbps"`   // a UDP flood (1400-byte datagrams, unlimited rate): what the receiver got
+	UDPLoss   float64 `json:"udpLossPct"`    // and the share of datagrams lost
 	CPUPerGB  float64 `json:"cpuSecPerGB"`   // the machine's busy CPU seconds per GB carried, single stream
 	StealPct  float64 `json:"stealPct"`      // share of the machine's CPU time the host took meanwhile
 	AgentCPU  float64 `json:"agentCPUs"`     // CPU seconds of both agents during the runs
@@ -68,17 +70,26 @@ type Options struct {
 }
 
 // Target is what one mode's figures should be as ratios to another's of
-// the same run: wireguard's to udp's (the same TUN path plus encryption).
+// the same run: wireguard's to udp's (the same TUN path plus encryption),
+// the udp kernel path's to kernel VXLAN's.
 type Target struct {
 	Mode, Base string
 	// MinThroughput is the least ratio of each TCP throughput (1 and 4
-	// streams); MaxCPUPerGB the largest ratio of CPU s/GB.
+	// streams); MaxCPUPerGB the largest ratio of CPU s/GB (0: none).
 	MinThroughput, MaxCPUPerGB float64
+	// Single: MinThroughput holds for the single stream only.
+	Single bool
+	// MinUDP is the least ratio of the UDP flood's received rate, with a
+	// loss no larger than Base's (0: none); MaxP50 the largest ratio of
+	// the RR p50 latency (0: none).
+	MinUDP, MaxP50 float64
 }
 
 // Ratios are Mode's figures as ratios to Base's.
 type Ratios struct {
-	Gbps1, Gbps4, CPUPerGB, P50us, P99us float64
+	Gbps1, Gbps4, CPUPerGB, P50us, P99us, UDPGbps float64
+	// LossNoWorse: Mode's UDP loss is at most Base's.
+	LossNoWorse bool
 }
 
 // ratios compares r with base; a base figure of 0 gives a ratio of 0.
@@ -90,13 +101,19 @@ func ratios(r, base Result) Ratios {
 		return a / b
 	}
 	return Ratios{Gbps1: div(r.Gbps1, base.Gbps1), Gbps4: div(r.Gbps4, base.Gbps4), CPUPerGB: div(r.CPUPerGB, base.CPUPerGB),
-		P50us: div(r.P50us, base.P50us), P99us: div(r.P99us, base.P99us)}
+		P50us: div(r.P50us, base.P50us), P99us: div(r.P99us, base.P99us), UDPGbps: div(r.UDPGbps, base.UDPGbps),
+		LossNoWorse: r.UDPLoss <= base.UDPLoss}
 }
 
 // Met reports which of t's bounds x meets: throughput (both stream
 // counts) and CPU per GB.
 func (t Target) Met(x Ratios) (throughput, cpu bool) {
-	return x.Gbps1 >= t.MinThroughput && x.Gbps4 >= t.MinThroughput, x.CPUPerGB > 0 && x.CPUPerGB <= t.MaxCPUPerGB
+	return x.Gbps1 >= t.MinThroughput && (t.Single || x.Gbps4 >= t.MinThroughput), x.CPUPerGB > 0 && x.CPUPerGB <= t.MaxCPUPerGB
+}
+
+// MetUDP reports whether x meets t's UDP flood and RR p50 bounds.
+func (t Target) MetUDP(x Ratios) (udp, p50 bool) {
+	return x.UDPGbps >= t.MinUDP && x.LossNoWorse, x.P50us > 0 && x.P50us <= t.MaxP50
 }
 
 // printTargets writes one line per target whose two modes are in rs.
@@ -122,6 +139,12 @@ func printTargets(w io.Writer, rs []Result, targets []Target) {
 		}
 		x := ratios(*r, *base)
 		tp, cpu := t.Met(x)
+		if t.MinUDP > 0 {
+			udp, p50 := t.MetUDP(x)
+			fmt.Fprintf(w, "%s / %s in this run: TCP 1 stream %.2fx (target >= %.2fx: %s), 4 streams %.2fx; UDP flood received %.2fx, loss %.1f%% vs %.1f%% (target >= %.2fx and no more loss: %s); RR p50 %.2fx (target <= %.2fx: %s), p99 %.2fx; CPU s/GB %.2fx\n",
+				t.Mode, t.Base, x.Gbps1, t.MinThroughput, verdict(x.Gbps1 >= t.MinThroughput), x.Gbps4, x.UDPGbps, r.UDPLoss, base.UDPLoss, t.MinUDP, verdict(udp), x.P50us, t.MaxP50, verdict(p50), x.P99us, x.CPUPerGB)
+			continue
+		}
 		fmt.Fprintf(w, "%s / %s in this run: TCP 1 stream %.2fx, 4 streams %.2fx (target >= %.2fx: %s); CPU s/GB %.2fx (target <= %.2fx: %s); RR p50 %.2fx, p99 %.2fx\n",
 			t.Mode, t.Base, x.Gbps1, x.Gbps4, t.MinThroughput, verdict(tp), x.CPUPerGB, t.MaxCPUPerGB, verdict(cpu), x.P50us, x.P99us)
 	}
@@ -200,6 +223,8 @@ func medianResult(rs []Result) Result {
 	m.RRPerSec = med(func(r Result) float64 { return r.RRPerSec })
 	m.P50us = med(func(r Result) float64 { return r.P50us })
 	m.P99us = med(func(r Result) float64 { return r.P99us })
+	m.UDPGbps = med(func(r Result) float64 { return r.UDPGbps })
+	m.UDPLoss = med(func(r Result) float64 { return r.UDPLoss })
 	m.AgentCPU = med(func(r Result) float64 { return r.AgentCPU })
 	m.AgentRSS = med(func(r Result) float64 { return r.AgentRSS })
 	m.AgentPeak = med(func(r Result) float64 { return r.AgentPeak })
@@ -291,29 +316,43 @@ func measure(ctx context.Context, r *Result, src, dst string, ip netip.Addr, sec
 		return err
 	}
 	r.RRPerSec, r.P50us, r.P99us, err = RequestResponse(src, dst, ip, 5202, time.Duration(secs)*time.Second)
+	if err != nil {
+		return err
+	}
+	r.UDPGbps, r.UDPLoss, err = UDPFlood(ctx, src, dst, ip, 5201, secs)
 	return err
+}
+
+// UDPFlood runs iperf3's server in namespace dst on port and a UDP client
+// in src that sends 1400-byte datagrams as fast as it can for secs
+// seconds; it returns what the receiver got, in Gbit/s, and the share of
+// datagrams lost, in percent.
+func UDPFlood(ctx context.Context, src, dst string, ip netip.Addr, port, secs int) (float64, float64, error) {
+	out, err := iperf3(src, dst, ip, port, "-t", strconv.Itoa(secs), "-u", "-b", "0", "-l", "1400")
+	if err != nil {
+		return 0, 0, err
+	}
+	var res struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+				LostPercent   float64 `json:"lost_percent"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return 0, 0, fmt.Errorf("iperf3 output: %w", err)
+	}
+	return res.End.SumReceived.BitsPerSecond / 1e9, res.End.SumReceived.LostPercent, nil
 }
 
 // Iperf runs iperf3's server in namespace dst on port and its client in
 // src for secs seconds with streams streams, and returns the receiver's
 // Gbit/s.
 func Iperf(ctx context.Context, src, dst string, ip netip.Addr, port, secs, streams int) (float64, error) {
-	srv := netns.Command(dst, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
-	if err := srv.Start(); err != nil {
-		return 0, err
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	var out []byte
-	var err error
-	for try := 0; try < 20; try++ { // until the server listens
-		time.Sleep(100 * time.Millisecond)
-		out, err = netns.Command(src, "iperf3", "-c", ip.String(), "-p", strconv.Itoa(port), "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J").Output()
-		if err == nil || !strings.Contains(string(out), "unable to connect") {
-			break
-		}
-	}
+	out, err := iperf3(src, dst, ip, port, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams))
 	if err != nil {
-		return 0, fmt.Errorf("iperf3: %w: %s", err, out)
+		return 0, err
 	}
 	var res struct {
 		End struct {
@@ -326,6 +365,29 @@ func Iperf(ctx context.Context, src, dst string, ip netip.Addr, port, secs, stre
 		return 0, fmt.Errorf("iperf3 output: %w", err)
 	}
 	return res.End.SumReceived.BitsPerSecond / 1e9, nil
+}
+
+// iperf3 runs iperf3's server in namespace dst on port, once, and its
+// client in src towards ip with args, and returns the client's JSON report.
+func iperf3(src, dst string, ip netip.Addr, port int, args ...string) ([]byte, error) {
+	srv := netns.Command(dst, "iperf3", "-s", "-1", "-p", strconv.Itoa(port))
+	if err := srv.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	var out []byte
+	var err error
+	for try := 0; try < 20; try++ { // until the server listens
+		time.Sleep(100 * time.Millisecond)
+		out, err = netns.Command(src, append([]string{"iperf3", "-c", ip.String(), "-p", strconv.Itoa(port), "-J"}, args...)...).Output()
+		if err == nil || !strings.Contains(string(out), "unable to connect") {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("iperf3: %w: %s", err, out)
+	}
+	return out, nil
 }
 
 // RequestResponse sends 1-byte requests over one TCP connection from
@@ -440,20 +502,21 @@ func printBench(w io.Writer, rs []Result, reference string) {
 		return fmt.Sprintf(" (%.2fx)", v/r)
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tTCP 1 stream Gbit/s\tCPU s/GB\tTCP 4 streams Gbit/s\tRR/s\tRR p50 µs\tRR p99 µs\tagents CPU s\tagent RSS MiB\tagent peak MiB\t")
+	fmt.Fprintln(tw, "mode\tTCP 1 stream Gbit/s\tCPU s/GB\tTCP 4 streams Gbit/s\tRR/s\tRR p50 µs\tRR p99 µs\tUDP flood recv Gbit/s\tUDP loss %\tagents CPU s\tagent RSS MiB\tagent peak MiB\t")
 	var steal []string
 	for _, r := range rs {
-		var g1, cg, g4, rr, p50, p99 string
+		var g1, cg, g4, rr, p50, p99, ug string
 		if ref != nil {
 			g1, cg, g4, rr, p50, p99 = ratio(r.Gbps1, ref.Gbps1), ratio(r.CPUPerGB, ref.CPUPerGB), ratio(r.Gbps4, ref.Gbps4), ratio(r.RRPerSec, ref.RRPerSec), ratio(r.P50us, ref.P50us), ratio(r.P99us, ref.P99us)
+			ug = ratio(r.UDPGbps, ref.UDPGbps)
 		}
 		steal = append(steal, fmt.Sprintf("%s %.0f%%", r.Mode, r.StealPct))
 		cpu, rss, hwm := "-", "-", "-"
 		if r.Mode != Veth {
 			cpu, rss, hwm = fmt.Sprintf("%.1f", r.AgentCPU), fmt.Sprintf("%.1f", r.AgentRSS), fmt.Sprintf("%.1f", r.AgentPeak)
 		}
-		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.2f%s\t%.0f%s\t%.0f%s\t%.0f%s\t%s\t%s\t%s\t\n", r.Mode,
-			r.Gbps1, g1, r.CPUPerGB, cg, r.Gbps4, g4, r.RRPerSec, rr, r.P50us, p50, r.P99us, p99, cpu, rss, hwm)
+		fmt.Fprintf(tw, "%s\t%.2f%s\t%.2f%s\t%.2f%s\t%.0f%s\t%.0f%s\t%.0f%s\t%.2f%s\t%.1f\t%s\t%s\t%s\t\n", r.Mode,
+			r.Gbps1, g1, r.CPUPerGB, cg, r.Gbps4, g4, r.RRPerSec, rr, r.P50us, p50, r.P99us, p99, r.UDPGbps, ug, r.UDPLoss, cpu, rss, hwm)
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "ratios are to kernel %s in the same run; pod to pod across two nodes of a 2-node l2 lab\n", reference)

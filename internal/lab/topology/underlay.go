@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/weftnet/weft/internal/kernel"
 	"github.com/weftnet/weft/internal/netconv"
 	"github.com/weftnet/weft/internal/netns"
 )
@@ -87,6 +88,15 @@ func Attach(ul, topo string, h Host) error {
 	if err := uh.LinkSetUp(l); err != nil {
 		return fmt.Errorf("underlay: set %s up: %w", h.Name, err)
 	}
+	// The switch's port sends what a wire carries: frames of at most the
+	// MTU with their checksums complete. A veth would otherwise pass a
+	// super-packet, or a checksum left for offload, from one host's stack
+	// to the next, which only a kernel receiver accepts (flannel's udp
+	// datagrams go to a userspace socket on flanneld's and weft's TUN
+	// path).
+	if err := netns.Do(ul, func() error { return kernel.SetTxChecksum(h.Name, false) }); err != nil {
+		return fmt.Errorf("underlay: %w", err)
+	}
 	return configureEth0(topo, h)
 }
 
@@ -125,6 +135,12 @@ func configureEth0(topo string, h Host) error {
 	}
 	if err := hh.LinkSetUp(eth); err != nil {
 		return fmt.Errorf("%s: set eth0 up: %w", h.NS, err)
+	}
+	// GRO on, as a NIC has it (a veth's is off): the udp backend's
+	// kernel path decapsulates at XDP, before GRO, and relies on GRO to
+	// merge the datagrams' TCP segments again.
+	if err := netns.Do(h.NS, func() error { return kernel.SetGRO("eth0", true) }); err != nil {
+		return fmt.Errorf("%s: %w", h.NS, err)
 	}
 	gw := Gateway(topo, h.Side)
 	if !gw.IsValid() {
