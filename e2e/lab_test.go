@@ -177,9 +177,9 @@ func (l *lab) must(args ...string) string {
 
 type status struct {
 	Nodes []struct {
-		Name, Netns, Addr, Subnet, Agent string
-		Ready                            bool
-		SubnetFile                       string
+		Name, Netns, Addr, Subnet, Agent, Log string
+		Ready                                 bool
+		SubnetFile                            string
 	}
 	Pods []struct {
 		Name, Node, Addr string
