@@ -43,7 +43,8 @@ func TestMixedWithFlanneld(t *testing.T) {
 	}{
 		{"vxlan", nil, "36 passed, 0 failed", false},
 		{"host-gw", []string{"--backend", "host-gw"}, "36 passed, 0 failed", false},
-		{"udp", []string{"--backend", "udp"}, "36 passed, 0 failed", false},
+		{"udp-bpf", []string{"--backend", "udp", "--datapath", "bpf"}, "36 passed, 0 failed", false},
+		{"udp-tun", []string{"--backend", "udp", "--datapath", "tun"}, "36 passed, 0 failed", false},
 		{"vxlan-DirectRouting-l3", []string{"--topology", "l3", "--direct-routing", "--nodes", "4"}, "64 passed, 0 failed", false},
 		{"vxlan-dual", []string{"--ip-family", "dual"}, "72 passed, 0 failed", false},
 		{"host-gw-dual", []string{"--ip-family", "dual", "--backend", "host-gw"}, "72 passed, 0 failed", false},

@@ -65,8 +65,10 @@ func ipv4UDP(src, dst netip.Addr, dport uint16, payload []byte) []byte {
 	return p
 }
 
+// TestUDPOnL2 runs the udp backend's TUN path (the agent's); the kernel
+// path is TestUDPKernelPath's.
 func TestUDPOnL2(t *testing.T) {
-	l, out := newLab(t, "--backend", "udp")
+	l, out := newLab(t, "--backend", "udp", "--datapath", "tun")
 	if !strings.Contains(out, "36 passed, 0 failed") {
 		t.Fatalf("udp l2:\n%s", out)
 	}
@@ -181,9 +183,18 @@ func TestUDPOnL2(t *testing.T) {
 	})
 }
 
+// TestUDPOnL3: both data paths across the l3 router (the kernel path's
+// bpf_redirect_neigh finds the router as the next hop).
 func TestUDPOnL3(t *testing.T) {
-	_, out := newLab(t, "--backend", "udp", "--topology", "l3")
-	if !strings.Contains(out, "36 passed, 0 failed") {
-		t.Fatalf("udp l3:\n%s", out)
+	for _, dp := range []string{"bpf", "tun"} {
+		t.Run(dp, func(t *testing.T) {
+			l, out := newLab(t, "--backend", "udp", "--datapath", dp, "--topology", "l3")
+			if !strings.Contains(out, "36 passed, 0 failed") {
+				t.Fatalf("udp (%s) l3:\n%s", dp, out)
+			}
+			if v := l.metric("n1", `weft_udp_datapath{datapath="`+dp+`"}`); v != 1 {
+				t.Errorf("n1 does not run the %s path", dp)
+			}
+		})
 	}
 }

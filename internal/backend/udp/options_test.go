@@ -2,6 +2,7 @@ package udp
 
 import (
 	"errors"
+	"strings"
 	"net/netip"
 	"testing"
 
@@ -32,5 +33,26 @@ func TestKindRefusesIPv6(t *testing.T) {
 	}
 	if got := f.Writes(); got != "" {
 		t.Errorf("wrote:\n%s", got)
+	}
+}
+
+// TestParseDatapath: Datapath defaults to auto, takes auto, bpf and tun in
+// any case, and refuses anything else naming the key and the choices.
+func TestParseDatapath(t *testing.T) {
+	for raw, want := range map[string]string{
+		`{"Type":"udp"}`:                   DatapathAuto,
+		`{"Type":"udp","Datapath":""}`:     DatapathAuto,
+		`{"Type":"udp","Datapath":"BPF"}`:  DatapathBPF,
+		`{"Type":"udp","Datapath":"tun"}`:  DatapathTUN,
+		`{"Type":"udp","Datapath":"auto"}`: DatapathAuto,
+	} {
+		o, err := Parse([]byte(raw))
+		if err != nil || o.(Options).Datapath != want {
+			t.Errorf("%s: %+v, %v; want %s", raw, o, err, want)
+		}
+	}
+	_, err := Parse([]byte(`{"Type":"udp","Datapath":"xdp"}`))
+	if err == nil || !strings.Contains(err.Error(), "Backend.Datapath") || !strings.Contains(err.Error(), `unknown data path "xdp"; use auto`) {
+		t.Errorf("Datapath xdp: %v", err)
 	}
 }
