@@ -245,8 +245,35 @@ func TestTrace(t *testing.T) {
 			t.Errorf("host-gw: routes %q, encap %q", steps(r, "route"), steps(r, "encap"))
 		}
 	})
+	t.Run("udp-bpf", func(t *testing.T) {
+		// The kernel path: the programs carry the packet, and a stopped
+		// agent changes nothing.
+		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "udp", "--datapath", "bpf")
+		check := func(when string) {
+			t.Helper()
+			r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
+			for _, w := range [][2]string{{"bpf", "weft_udp_encap at tcx egress of flannel0"},
+				{"encap", "UDP 192.0.2.11:8285 -> 192.0.2.12:8285"}, {"decap", "weft_udp_decap at XDP of eth0"}} {
+				if !hasStep(r, w[0], w[1]) {
+					t.Errorf("%s: no %s step with %q: %q", when, w[0], w[1], steps(r, w[0]))
+				}
+			}
+			if len(steps(r, "agent")) != 0 {
+				t.Errorf("%s: an agent step on the kernel path: %q", when, steps(r, "agent"))
+			}
+		}
+		check("agents running")
+		l.must("agent", "stop", "n2")
+		check("n2's agent stopped")
+		for _, pair := range [][2]string{{"n1-p1", "n2-p1"}, {"n2-p1", "n1-p1"}} {
+			if out := l.must("ping", "--count", "10", "--interval", "50ms", pair[0], pair[1]); !strings.Contains(out, "10 received") {
+				t.Errorf("n2's agent stopped, %s -> %s: %s", pair[0], pair[1], out)
+			}
+		}
+		l.must("agent", "start", "n2")
+	})
 	t.Run("udp", func(t *testing.T) {
-		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "udp")
+		l, _ := newLab(t, "--nodes", "2", "--pods-per-node", "1", "--backend", "udp", "--datapath", "tun")
 		r := l.delivers(t, "n1-p1", "n2-p1", "n1-p1 n1 ~n1 ~underlay ~n2 n2 n2-p1")
 		for _, w := range [][2]string{{"route", "dev flannel0"}, {"agent", "reads the packet from flannel0"},
 			{"encap", "UDP 192.0.2.11:8285 -> 192.0.2.12:8285"}, {"decap", "writes the packet to flannel0"}} {

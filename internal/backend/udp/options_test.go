@@ -2,8 +2,8 @@ package udp
 
 import (
 	"errors"
-	"strings"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/weftnet/weft/internal/backend"

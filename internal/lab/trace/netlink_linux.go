@@ -3,6 +3,8 @@ package trace
 import (
 	"errors"
 	"fmt"
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -110,6 +112,9 @@ func (k Netlink) Snapshot(ns string) (*Snapshot, error) {
 		if len(a.HardwareAddr) > 0 {
 			li.MAC = strings.ToLower(a.HardwareAddr.String())
 		}
+		if x := a.Xdp; x != nil && x.Attached && x.ProgId != 0 {
+			li.XDP = progName(ebpf.ProgramID(x.ProgId))
+		}
 		switch v := l.(type) {
 		case *netlink.Veth:
 			li.Peer, li.PeerNS = a.ParentIndex, ids[a.NetNsID]
@@ -120,6 +125,7 @@ func (k Netlink) Snapshot(ns string) (*Snapshot, error) {
 			}
 		case *netlink.Tuntap:
 			li.Kind = "tuntap"
+			li.TCXEgress = tcxEgress(ns, a.Index)
 		case *netlink.Device:
 			if l.Type() == "loopback" || a.Name == "lo" {
 				li.Kind = ""
@@ -284,4 +290,34 @@ func protoName(p netlink.RouteProtocol) string {
 		return "weft"
 	}
 	return p.String()
+}
+
+// tcxEgress names the programs at tcx egress of device idx of namespace
+// ns; none where the kernel has no tcx.
+func tcxEgress(ns string, idx int) []string {
+	var names []string
+	_ = netns.Do(ns, func() error {
+		q, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			return err
+		}
+		for _, p := range q.Programs {
+			names = append(names, progName(p.ID))
+		}
+		return nil
+	})
+	return names
+}
+
+func progName(id ebpf.ProgramID) string {
+	prog, err := ebpf.NewProgramFromID(id)
+	if err != nil {
+		return ""
+	}
+	defer prog.Close()
+	info, err := prog.Info()
+	if err != nil {
+		return ""
+	}
+	return info.Name
 }

@@ -140,12 +140,14 @@ func (t *tracer) walk(ns, iif, mac string, src, dst netip.Addr, underlay bool) (
 		if out == nil {
 			return t.stop(h, Problem{Kind: MissingLink, What: "device " + r.Dev})
 		}
-		if out.Kind == "tuntap" && node != nil && node.Agent != "running" {
+		if out.Kind == "tuntap" && node != nil && node.Agent != "running" && !out.encapsulates() {
 			// Without its agent a TUN has no reader (and is down): the
 			// agent is what is missing.
 			return t.stop(h, Problem{Kind: MissingAgent, What: fmt.Sprintf("a reader of %s: %s's agent is %s", out.Name, node.Name, node.Agent)})
 		}
-		if !out.Up {
+		// udp's kernel path: a persistent flannel0 without a reader has no
+		// carrier, and its program sends what is routed to it all the same.
+		if !out.Up && !out.encapsulates() {
 			return t.stop(h, Problem{Kind: MissingLink, What: fmt.Sprintf("device %s is down", out.Name)})
 		}
 		h.Out, h.OutDev = out.Name, out.Name
@@ -282,7 +284,8 @@ func (t *tracer) userspace(h *Hop, ns string, node, holder *Node, sub netip.Pref
 	if wg {
 		port, what = t.c.WGPort, "WireGuard"
 	}
-	if out.Kind != "wireguard" && node.Agent != "running" {
+	bpf := out.encapsulates()
+	if out.Kind != "wireguard" && node.Agent != "running" && !bpf {
 		return t.stop(*h, Problem{Kind: MissingAgent, What: fmt.Sprintf("a reader of %s: %s's agent is %s", out.Name, node.Name, node.Agent)})
 	}
 	if holder == nil {
@@ -291,14 +294,18 @@ func (t *tracer) userspace(h *Hop, ns string, node, holder *Node, sub netip.Pref
 	if why, ok := node.Skips[holder.Name]; ok {
 		return t.stop(*h, Problem{Kind: MissingPeer, Peer: holder.Name, What: fmt.Sprintf("peer %s (%s)", holder.Name, sub), Why: why})
 	}
-	if wg {
+	switch {
+	case wg:
 		h.Steps = append(h.Steps, Step{"encap", fmt.Sprintf("%s: %s's lease holds %s; the packet is encrypted to its key and sent in UDP %s:%d -> %s:%d", what, holder.Name, sub, node.Public, port, holder.Public, port)})
-	} else {
+	case bpf:
+		h.Steps = append(h.Steps, Step{"bpf", fmt.Sprintf("%s at tcx egress of %s (udp's kernel path): %s's lease holds %s", EncapProgram, out.Name, holder.Name, sub)},
+			Step{"encap", fmt.Sprintf("udp encapsulation (flannel's): UDP %s:%d -> %s:%d, the IP packet as payload, sent out of the underlay device", node.Public, port, holder.Public, port)})
+	default:
 		h.Steps = append(h.Steps, Step{"agent", fmt.Sprintf("%s reads the packet from %s; %s's lease holds %s", what, out.Name, holder.Name, sub)},
 			Step{"encap", fmt.Sprintf("udp encapsulation (flannel's): UDP %s:%d -> %s:%d, the IP packet as payload", node.Public, port, holder.Public, port)})
 	}
 	t.r.Hops = append(t.r.Hops, *h)
-	arr, _, ok := t.walk(ns, "", "", node.Public, holder.Public, true)
+	arr, arrDev, ok := t.walk(ns, "", "", node.Public, holder.Public, true)
 	if !ok {
 		return "", "", false
 	}
@@ -309,6 +316,12 @@ func (t *tracer) userspace(h *Hop, ns string, node, holder *Node, sub netip.Pref
 	as, err := t.snap(arr)
 	if err != nil {
 		return t.stop(Hop{NS: arr, Name: t.c.name(arr)}, Problem{Kind: MissingLink, What: err.Error()})
+	}
+	if in := as.link(arrDev); !wg && in != nil && in.XDP == DecapProgram {
+		// udp's kernel path: decapsulated at XDP, before the stack; the
+		// packet enters the node by the underlay device.
+		t.pending = []Step{{"decap", fmt.Sprintf("%s at XDP of %s (udp's kernel path): the datagram comes from %s's address and port, and the inner packet from its subnet; the outer headers are stripped, and the packet enters by %s", DecapProgram, in.Name, node.Name, in.Name)}}
+		return arr, in.Name, true
 	}
 	dev := as.link(out.Name)
 	// Without its agent, a TUN has no reader (and is down): the agent is
