@@ -61,6 +61,7 @@ done <<'TARGETS'
 ./internal/backend/udp FuzzOutbound 50000x
 ./internal/backend/udp FuzzCoalescer 50000x
 ./internal/backend/udp FuzzSplit 50000x
+./internal/backend/udp FuzzDecap 20000x
 ./internal/backend/wireguard FuzzParse 50000x
 ./internal/backend/wireguard FuzzParseData 50000x
 ./internal/backend/wireguard FuzzParseUAPI 50000x

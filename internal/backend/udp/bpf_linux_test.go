@@ -1,6 +1,7 @@
 package udp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -176,4 +177,122 @@ func TestKernelPathAttachReplaceDetach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// datagramFrame is an Ethernet frame carrying payload p in a UDP datagram
+// from from to 192.0.2.11:8285, as it reaches the underlay's XDP hook.
+func datagramFrame(from netip.AddrPort, p []byte) []byte {
+	f := make([]byte, 14+28+len(p))
+	binary.BigEndian.PutUint16(f[12:14], 0x0800)
+	ip := f[14:]
+	ip[0] = 0x45
+	binary.BigEndian.PutUint16(ip[2:4], uint16(28+len(p)))
+	ip[6], ip[8], ip[9] = 0x40, 64, 17
+	s, d := from.Addr().As4(), netip.MustParseAddr("192.0.2.11").As4()
+	copy(ip[12:16], s[:])
+	copy(ip[16:20], d[:])
+	binary.BigEndian.PutUint16(ip[10:12], ^sum(ip[:20], 0))
+	binary.BigEndian.PutUint16(ip[20:22], from.Port())
+	binary.BigEndian.PutUint16(ip[22:24], 8285)
+	binary.BigEndian.PutUint16(ip[24:26], uint16(8+len(p)))
+	copy(ip[28:], p)
+	return f
+}
+
+// decapCounter is the kernel counter that counts the agent's verdict v.
+var decapCounter = map[verdict]int{stranger: countStranger, spoofed: countSpoofed, malformed: countMalformed, misdirected: countDestination}
+
+// FuzzDecap runs the XDP program (BPF_PROG_TEST_RUN) on a datagram from a
+// peer or a stranger carrying any payload, and holds it to the agent's
+// path (table.inbound) for the same datagram: a packet the agent would
+// forward is decapsulated, its payload intact; one it would drop is
+// dropped, counted under the same reason; only an inner packet with IP
+// options, which the agent's path checks, is passed on untouched. Its
+// seeds run as a table test under `go test`; it needs root.
+func FuzzDecap(f *testing.F) {
+	f.Add(false, packet("10.244.2.7", "10.244.1.5", 63, 40))       // forwarded
+	f.Add(true, packet("10.244.2.7", "10.244.1.5", 63, 40))        // a stranger
+	f.Add(false, packet("10.244.3.7", "10.244.1.5", 63, 40))       // spoofed source
+	f.Add(false, packet("10.244.2.7", "10.244.3.5", 63, 40))       // not this node's
+	f.Add(false, []byte("not an IP packet at all, twenty+ bytes")) // malformed
+	f.Add(false, []byte{0x45, 0, 0, 20})                           // short
+	bad := packet("10.244.2.7", "10.244.1.5", 63, 40)
+	bad[10] ^= 0xff
+	f.Add(false, bad) // bad checksum
+	long := packet("10.244.2.7", "10.244.1.5", 63, 40)
+	long[3]++
+	f.Add(false, long) // total length wrong
+	opts := append(packet("10.244.2.7", "10.244.1.5", 63, 0)[:20:20], 1, 1, 1, 0)
+	opts[0] = 0x46
+	binary.BigEndian.PutUint16(opts[2:4], 24)
+	opts[10], opts[11] = 0, 0
+	binary.BigEndian.PutUint16(opts[10:12], ^sum(opts[:24], 0))
+	f.Add(false, opts) // IP options: the agent's path
+
+	netnstest.RequireRoot(f)
+	kp, err := loadKPath()
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { kp.close() })
+	if err := kp.configure(ownSubnet, netip.MustParseAddr("192.0.2.11"), 1, 8285); err != nil {
+		f.Fatal(err)
+	}
+	peers := map[netip.Prefix]netip.AddrPort{netip.MustParsePrefix("10.244.2.0/24"): peerA}
+	if err := kp.setPeers(peers); err != nil {
+		f.Fatal(err)
+	}
+	tb := newTable(ownSubnet, ownSubnet.Addr(), peers)
+	stranger := netip.MustParseAddrPort("192.0.2.99:8285")
+	f.Fuzz(func(t *testing.T, fromStranger bool, p []byte) {
+		if len(p) > 1400 {
+			return
+		}
+		from := peerA
+		if fromStranger {
+			from = stranger
+		}
+		frame := datagramFrame(from, p)
+		before, err := kp.counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]byte, len(frame)+256)
+		ret, err := kp.objs.WeftUdpDecap.Run(&ebpf.RunOptions{Data: frame, DataOut: out})
+		if err != nil {
+			t.Fatal(err)
+		}
+		after, _ := kp.counters()
+		rose := -1
+		for i := range after {
+			if after[i] != before[i] {
+				if rose >= 0 {
+					t.Fatalf("two counters rose: %v -> %v", before, after)
+				}
+				rose = i
+			}
+		}
+		want := tb.inbound(from, p)
+		const xdpDrop, xdpPass = 1, 2
+		switch {
+		case ret == xdpPass && rose == countRX:
+			if want != forward {
+				t.Fatalf("decapsulated what the agent's path drops as %d: %x", want, p)
+			}
+			if got := out[:len(frame)-28]; !bytes.Equal(got[14:], p) || !bytes.Equal(got[:14], frame[:14]) {
+				t.Fatalf("decapsulated frame %x, want the Ethernet header and %x", got, p)
+			}
+		case ret == xdpPass && rose == -1:
+			// Passed on untouched: only IP options, left to the agent.
+			if fromStranger || len(p) < 20 || p[0]>>4 != 4 || p[0]&0x0f <= 5 {
+				t.Fatalf("passed on to the agent without a reason: %x (agent: %d)", p, want)
+			}
+		case ret == xdpDrop:
+			if c, ok := decapCounter[want]; !ok || c != rose {
+				t.Fatalf("dropped, counter %d rose; the agent's verdict is %d (counter %d): %x", rose, want, decapCounter[want], p)
+			}
+		default:
+			t.Fatalf("XDP verdict %d, counter %d rose, for %x", ret, rose, p)
+		}
+	})
 }
