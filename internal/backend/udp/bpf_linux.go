@@ -158,16 +158,18 @@ func (p *kpath) setPeers(peers map[netip.Prefix]netip.AddrPort) error {
 	return nil
 }
 
-// attach puts this process's programs on flannel0's tcx egress (tunIdx)
-// and the underlay's XDP hook (underIdx), each replacing in one step the
+// attach puts this process's programs on the underlay's XDP hook
+// (underIdx) and flannel0's tcx egress (tunIdx), each replacing in one step the
 // program an earlier agent left there; it does nothing where they are on
 // already. Another program at the underlay's XDP hook is not replaced: the
 // error names it.
 func (p *kpath) attach(tunIdx, underIdx int) error {
-	if err := p.attachTCX(tunIdx); err != nil {
+	// XDP first, the hook a node most likely refuses (the driver must
+	// support it): when it fails, nothing has changed.
+	if err := p.attachXDP(underIdx); err != nil {
 		return err
 	}
-	return p.attachXDP(underIdx)
+	return p.attachTCX(tunIdx)
 }
 
 func (p *kpath) attachTCX(tunIdx int) error {

@@ -238,6 +238,9 @@ func (b *Backend) start(ctx context.Context, d backend.Desired) error {
 	}
 	dev, l, err := b.openDevice(kp != nil)
 	if err != nil {
+		if kp != nil {
+			kp.close()
+		}
 		return err
 	}
 	if kp != nil {
@@ -384,14 +387,6 @@ func (b *Backend) logChoice(kernelPath bool, why string) {
 	default:
 		b.log.Info("udp: data path tun (Datapath tun): packets go through the agent")
 	}
-}
-
-// Datapath reports the data path running (DatapathBPF or DatapathTUN);
-// "" before the first Apply.
-func (b *Backend) Datapath() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.chosen
 }
 
 // run starts one goroutine per direction (and per receive function) over
