@@ -263,6 +263,11 @@ func TestTrace(t *testing.T) {
 			}
 		}
 		check("agents running")
+		// The probe confirms every hop: flannel0 counts nothing on this
+		// path, and the trace does not ask it to.
+		if out := l.must("trace", "--probe", "n1-p1", "n2-p1"); !strings.Contains(out, "every hop counted them") {
+			t.Errorf("probe on the kernel path:\n%s", out)
+		}
 		l.must("agent", "stop", "n2")
 		check("n2's agent stopped")
 		for _, pair := range [][2]string{{"n1-p1", "n2-p1"}, {"n2-p1", "n1-p1"}} {

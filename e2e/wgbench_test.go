@@ -22,15 +22,15 @@ func TestBenchWireGuard(t *testing.T) {
 		}
 		t.Skip("iperf3 not installed")
 	}
-	out, err := exec.Command(filepath.Join(bin, "weft"), "lab", "bench", "--name", "twgbench", "--seconds", "1", "--modes", "udp,wireguard").CombinedOutput()
+	out, err := exec.Command(filepath.Join(bin, "weft"), "lab", "bench", "--name", "twgbench", "--seconds", "1", "--modes", "udp:tun,wireguard").CombinedOutput()
 	if err != nil {
 		t.Fatalf("bench: %v\n%s", err, out)
 	}
 	t.Logf("\n%s", out)
 	for _, re := range []string{
-		`(?m)^\s+udp\s+[\d.]+ `,
+		`(?m)^\s+udp:tun\s+[\d.]+ `,
 		`(?m)^\s+wireguard\s+[\d.]+ `,
-		`(?m)^wireguard / udp in this run: TCP 1 stream [\d.]+x, 4 streams [\d.]+x \(target >= 0\.70x: (met|MISSED)\); CPU s/GB [\d.]+x \(target <= 1\.50x: (met|MISSED)\)`,
+		`(?m)^wireguard / udp:tun in this run: TCP 1 stream [\d.]+x, 4 streams [\d.]+x \(target >= 0\.70x: (met|MISSED)\); CPU s/GB [\d.]+x \(target <= 1\.50x: (met|MISSED)\)`,
 	} {
 		if !regexp.MustCompile(re).Match(out) {
 			t.Errorf("no line matching %s", re)

@@ -16,8 +16,8 @@ const DefaultBackend = table.Recommended
 func BackendTypes() []string { return table.Types() }
 
 // backendOptions parses the lab's backend options, as its agents will.
-func backendOptions(typ string, directRouting bool, fam string) (backend.Options, error) {
-	doc, err := netConf(typ, directRouting, "", fam)
+func backendOptions(typ string, directRouting bool, datapath, fam string) (backend.Options, error) {
+	doc, err := netConf(typ, directRouting, datapath, fam)
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func netConf(typ string, directRouting bool, datapath, fam string) ([]byte, erro
 // takesDirectRouting reports whether DirectRouting changes how backend typ
 // reaches a peer on its own segment.
 func takesDirectRouting(typ string) bool {
-	opts, err := backendOptions(typ, true, topology.IPv4)
+	opts, err := backendOptions(typ, true, "", topology.IPv4)
 	return err == nil && opts.Path(true) != opts.Path(false)
 }
 
@@ -88,7 +88,7 @@ func DirectRoutingHelp() string {
 // pathBetween describes how a node reaches a peer: onLink when the peer
 // is on the node's own underlay segment.
 func (s *State) pathBetween(onLink bool) string {
-	opts, err := backendOptions(s.Backend, s.DirectRouting, s.IPFamily)
+	opts, err := backendOptions(s.Backend, s.DirectRouting, s.Datapath, s.IPFamily)
 	if err != nil {
 		return err.Error()
 	}

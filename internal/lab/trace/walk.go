@@ -298,6 +298,9 @@ func (t *tracer) userspace(h *Hop, ns string, node, holder *Node, sub netip.Pref
 	case wg:
 		h.Steps = append(h.Steps, Step{"encap", fmt.Sprintf("%s: %s's lease holds %s; the packet is encrypted to its key and sent in UDP %s:%d -> %s:%d", what, holder.Name, sub, node.Public, port, holder.Public, port)})
 	case bpf:
+		// The program redirects the packet before flannel0 sends it:
+		// flannel0 counts nothing (the probe reads the underlay's hop).
+		h.OutDev = ""
 		h.Steps = append(h.Steps, Step{"bpf", fmt.Sprintf("%s at tcx egress of %s (udp's kernel path): %s's lease holds %s", EncapProgram, out.Name, holder.Name, sub)},
 			Step{"encap", fmt.Sprintf("udp encapsulation (flannel's): UDP %s:%d -> %s:%d, the IP packet as payload, sent out of the underlay device", node.Public, port, holder.Public, port)})
 	default:
