@@ -14,6 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
 
@@ -380,4 +384,58 @@ func TestUDPFallback(t *testing.T) {
 	if rep.Failed != 0 || rep.Passed != 36 {
 		t.Errorf("check with n2 on the TUN path and n1, n3 in the kernel: %d passed, %d failed", rep.Passed, rep.Failed)
 	}
+
+	// Another XDP program on n3's eth0 (someone else's tool): weft does
+	// not replace it; n3 runs the TUN path and says why.
+	var n3log string
+	for _, n := range l.status().Nodes {
+		if n.Name == "n3" {
+			n3log = n.Log
+		}
+	}
+	fi3, err := os.Stat(n3log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "someone_else", Type: ebpf.XDP, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	// The agent's own program is there now; a user replaces it by hand
+	// (ip link set eth0 xdp obj ...), then the agent restarts.
+	h3 := l.handle("n3")
+	eth3, err := h3.LinkByName("eth0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.in(t, "n3", func() error { return netlink.LinkSetXdpFdWithFlags(eth3, other.FD(), nl.XDP_FLAGS_DRV_MODE) })
+	l.must("agent", "restart", "n3")
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if lines = logLines(n3log, fi3.Size(), "data path tun", "another XDP program"); len(lines) > 0 {
+			break
+		}
+	}
+	if len(lines) != 1 {
+		b, _ := os.ReadFile(n3log)
+		t.Fatalf("want one line saying why n3 runs the TUN path, got %d:\n%s", len(lines), b[fi3.Size():])
+	}
+	t.Logf("n3: %s", lines[0])
+	if eth3, _ = h3.LinkByName("eth0"); eth3.Attrs().Xdp == nil || !eth3.Attrs().Xdp.Attached || progIDOf(t, other) != eth3.Attrs().Xdp.ProgId {
+		t.Errorf("n3's eth0 XDP %+v: not the other program any more", eth3.Attrs().Xdp)
+	}
+	if rep := l.check(); rep.Failed != 0 || rep.Passed != 36 {
+		t.Errorf("check with n2 and n3 on the TUN path: %d passed, %d failed", rep.Passed, rep.Failed)
+	}
+}
+
+func progIDOf(t *testing.T, p *ebpf.Program) uint32 {
+	t.Helper()
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, _ := info.ID()
+	return uint32(id)
 }
