@@ -4,12 +4,14 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/netip"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -108,9 +110,32 @@ func TestUDPKernelPath(t *testing.T) {
 		return ipv4UDP(addr[src], addr[dst], 9999, []byte(fmt.Sprintf("forged %d", i)))
 	}
 
+	// udpIn is how many datagrams n1's stack delivered to its sockets
+	// (Udp InDatagrams): the agent's socket sees none of what XDP takes.
+	udpIn := func(t *testing.T) int {
+		var n int
+		l.in(t, "n1", func() error {
+			b, err := os.ReadFile("/proc/thread-self/net/snmp")
+			if err != nil {
+				return err
+			}
+			lines := strings.Split(string(b), "\n")
+			for i := 0; i+1 < len(lines); i++ {
+				if strings.HasPrefix(lines[i], "Udp: InDatagrams") {
+					f := strings.Fields(lines[i+1])
+					n, err = strconv.Atoi(f[1])
+					return err
+				}
+			}
+			return errors.New("no Udp line in /proc/net/snmp")
+		})
+		return n
+	}
+
 	t.Run("OnlyPeersGetIn", func(t *testing.T) {
 		p1, p3 := listen(t, "n1-p1"), listen(t, "n3-p1")
 		const count = 20
+		in0 := udpIn(t)
 		for _, tc := range []struct {
 			name, reason string
 			payload      func(i int) []byte
@@ -172,6 +197,10 @@ func TestUDPKernelPath(t *testing.T) {
 		l.in(t, "ext", func() error { return rawUDP(n2, n1, 8285, ps) })
 		if got := received(p1, time.Second); len(got) != count {
 			t.Errorf("control: %d of %d well-formed datagrams from n2's address reached n1-p1", len(got), count)
+		}
+		// XDP took every datagram to port 8285: n1's agent received none.
+		if d := udpIn(t) - in0; d != 0 {
+			t.Errorf("n1's sockets received %d datagrams: the agent's path saw the forgeries, not XDP", d)
 		}
 	})
 

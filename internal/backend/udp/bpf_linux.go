@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // The counters of bpf/udp.c (enum counter), by index.
@@ -63,6 +64,17 @@ func loadKPath() (*kpath, error) {
 		return nil, fmt.Errorf("load the BPF programs: %w", err)
 	}
 	return p, nil
+}
+
+// canReplace checks that this process can open programs by ID, which
+// replacing an earlier agent's (and removing them) needs.
+func (p *kpath) canReplace() error {
+	id, err := progID(p.objs.WeftUdpEncap)
+	if err != nil {
+		return err
+	}
+	_, err = progName(id)
+	return err
 }
 
 // be32 is a as the programs compare it: the bytes in network order, read
@@ -164,8 +176,12 @@ func (p *kpath) setPeers(peers map[netip.Prefix]netip.AddrPort) error {
 // already. Another program at the underlay's XDP hook is not replaced: the
 // error names it.
 func (p *kpath) attach(tunIdx, underIdx int) error {
-	// XDP first, the hook a node most likely refuses (the driver must
-	// support it): when it fails, nothing has changed.
+	// Ask for tcx first (a query changes nothing), then attach XDP, the
+	// hook a node's driver most likely refuses: when either fails, nothing
+	// has changed.
+	if _, err := tcxPrograms(tunIdx); err != nil {
+		return err
+	}
 	if err := p.attachXDP(underIdx); err != nil {
 		return err
 	}
@@ -214,11 +230,18 @@ func (p *kpath) attachTCX(tunIdx int) error {
 func tcxPrograms(idx int) ([]ebpf.ProgramID, error) {
 	q, err := link.QueryPrograms(link.QueryOptions{Target: idx, Attach: ebpf.AttachTCXEgress})
 	if err != nil {
-		return nil, fmt.Errorf("list the programs at tcx egress of %s (tcx needs Linux 6.6): %w", DeviceName, err)
+		if errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL) {
+			return nil, errNoTCX
+		}
+		return nil, fmt.Errorf("list the programs at tcx egress of %s: %w", DeviceName, err)
 	}
 	var ids []ebpf.ProgramID
 	for _, ap := range q.Programs {
-		if progName(ap.ID) == encapName {
+		name, err := progName(ap.ID)
+		if err != nil {
+			return nil, err
+		}
+		if name == encapName {
 			ids = append(ids, ap.ID)
 		}
 	}
@@ -246,18 +269,27 @@ func progID(prog *ebpf.Program) (ebpf.ProgramID, error) {
 	return id, nil
 }
 
-func progName(id ebpf.ProgramID) string {
+// progName is the name of the loaded program id. Opening a program by ID
+// needs CAP_SYS_ADMIN: without it the error says so, and no program can be
+// told to be weft's.
+func progName(id ebpf.ProgramID) (string, error) {
 	prog, err := ebpf.NewProgramFromID(id)
 	if err != nil {
-		return ""
+		if errors.Is(err, os.ErrPermission) {
+			return "", fmt.Errorf("open BPF program %d: %w (telling weft's programs from others' needs CAP_SYS_ADMIN)", id, err)
+		}
+		return "", fmt.Errorf("open BPF program %d: %w", id, err)
 	}
 	defer prog.Close()
 	info, err := prog.Info()
 	if err != nil {
-		return ""
+		return "", fmt.Errorf("read BPF program %d: %w", id, err)
 	}
-	return info.Name
+	return info.Name, nil
 }
+
+// errNoTCX: the kernel has no tcx hooks (before Linux 6.6).
+var errNoTCX = errors.New("the kernel has no tcx hooks (Linux 6.6 or later is needed)")
 
 func (p *kpath) attachXDP(idx int) error {
 	l, err := netlink.LinkByIndex(idx)
@@ -269,7 +301,11 @@ func (p *kpath) attachXDP(idx int) error {
 		return err
 	}
 	if x := l.Attrs().Xdp; x != nil && x.Attached && x.ProgId != 0 {
-		switch name := progName(ebpf.ProgramID(x.ProgId)); {
+		name, err := progName(ebpf.ProgramID(x.ProgId))
+		if err != nil {
+			return err
+		}
+		switch {
 		case ebpf.ProgramID(x.ProgId) == mine:
 			return nil
 		case name != decapName:
@@ -292,7 +328,7 @@ func detachKPath(tunIdx, underIdx int) (bool, error) {
 	var errs []error
 	if tunIdx > 0 {
 		ids, err := tcxPrograms(tunIdx)
-		if err != nil && !errors.Is(err, ebpf.ErrNotSupported) {
+		if err != nil && !errors.Is(err, errNoTCX) {
 			errs = append(errs, err)
 		}
 		for _, id := range ids {
@@ -303,7 +339,14 @@ func detachKPath(tunIdx, underIdx int) (bool, error) {
 		}
 	}
 	if l, err := netlink.LinkByIndex(underIdx); err == nil {
-		if x := l.Attrs().Xdp; x != nil && x.Attached && progName(ebpf.ProgramID(x.ProgId)) == decapName {
+		x := l.Attrs().Xdp
+		name := ""
+		if x != nil && x.Attached && x.ProgId != 0 {
+			if name, err = progName(ebpf.ProgramID(x.ProgId)); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if name == decapName {
 			found = true
 			if err := netlink.LinkSetXdpFdWithFlags(l, -1, nl.XDP_FLAGS_DRV_MODE); err != nil {
 				errs = append(errs, fmt.Errorf("detach %s from %s: %w", decapName, l.Attrs().Name, err))
@@ -350,4 +393,16 @@ func strictRPFilter(dev string) string {
 		return ""
 	}
 	return fmt.Sprintf("strict reverse-path filtering is on for %s (rp_filter=1): packets decapsulated there would be dropped, as the cluster network is routed to %s; set net.ipv4.conf.all.rp_filter and net.ipv4.conf.%s.rp_filter to 2 (loose) or 0", dev, DeviceName, dev)
+}
+
+// addKernel adds a kernel path's counters to the agent's, when that path
+// closes.
+func (s *stats) addKernel(k [countMax]uint64) {
+	s.txPackets.Add(k[countTX])
+	s.rxPackets.Add(k[countRX])
+	s.stranger.Add(k[countStranger])
+	s.spoofed.Add(k[countSpoofed])
+	s.malformed.Add(k[countMalformed])
+	s.misdirected.Add(k[countDestination])
+	s.sendErrors.Add(k[countSendError])
 }

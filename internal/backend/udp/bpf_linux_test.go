@@ -284,6 +284,9 @@ func FuzzDecap(f *testing.F) {
 			}
 		case ret == xdpPass && rose == -1:
 			// Passed on untouched: only IP options, left to the agent.
+			if !bytes.Equal(out[:len(frame)], frame) {
+				t.Fatalf("passed on changed: %x, sent %x", out[:len(frame)], frame)
+			}
 			if fromStranger || len(p) < 20 || p[0]>>4 != 4 || p[0]&0x0f <= 5 {
 				t.Fatalf("passed on to the agent without a reason: %x (agent: %d)", p, want)
 			}

@@ -255,7 +255,8 @@ func (b *Backend) start(ctx context.Context, d backend.Desired) error {
 			}
 			// Falling back: the TUN path needs flannel0's packets.
 			if _, derr := detachKPath(l.Index, b.u.LinkIndex); derr != nil {
-				b.log.Warn("udp: remove the kernel data path after it failed", "err", derr)
+				dev.Close()
+				return fmt.Errorf("udp: the kernel data path cannot run (%v), and what an earlier agent attached cannot be removed (remove it by hand: ip link del %s; ip link set %s xdp off): %w", err, DeviceName, b.u.Name, derr)
 			}
 			dev.Close()
 			why = err.Error()
@@ -266,7 +267,10 @@ func (b *Backend) start(ctx context.Context, d backend.Desired) error {
 	} else if b.loadKPath == nil {
 		// A test's in-memory device: no kernel path to remove.
 	} else if found, err := detachKPath(l.Index, b.u.LinkIndex); err != nil {
-		b.log.Warn("udp: remove the kernel data path an earlier agent left", "err", err)
+		// Programs an earlier agent left would keep taking packets with
+		// their old peers: the TUN path cannot run beside them.
+		dev.Close()
+		return fmt.Errorf("udp: remove the kernel data path an earlier agent left (or remove it by hand: ip link del %s; ip link set %s xdp off): %w", DeviceName, b.u.Name, err)
 	} else if found {
 		b.log.Info("udp: removed the kernel data path an earlier agent left")
 	}
@@ -328,6 +332,10 @@ func (b *Backend) kernelPath() (*kpath, string) {
 	}
 	kp, err := b.loadKPath()
 	if err != nil {
+		return nil, err.Error()
+	}
+	if err := kp.canReplace(); err != nil {
+		kp.close()
 		return nil, err.Error()
 	}
 	return kp, ""
@@ -435,6 +443,11 @@ func (b *Backend) stopDataPath() error {
 		err = errors.Join(bind.Close(), dev.Close())
 	}
 	if kp != nil {
+		// The next kernel path counts from zero: keep what this one
+		// counted.
+		if k, kerr := kp.counters(); kerr == nil {
+			b.stats.addKernel(k)
+		}
 		err = errors.Join(err, kp.close())
 	}
 	b.done.Wait()

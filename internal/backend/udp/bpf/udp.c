@@ -185,6 +185,10 @@ int weft_udp_encap(struct __sk_buff *skb)
 	__u16 new = old;
 	((__u8 *)&new)[0] -= 1;
 	__u32 inner = skb->len;
+	// The datagrams this packet becomes: bpf_skb_adjust_room resets the
+	// count of a super-packet.
+	__u32 segs = skb->gso_segs ? skb->gso_segs : 1;
+	__u32 gso = skb->gso_size;
 	if (bpf_skb_store_bytes(skb, 8, &new, 2, 0) ||
 	    bpf_l3_csum_replace(skb, 10, old, new, 2))
 		goto fail;
@@ -197,8 +201,14 @@ int weft_udp_encap(struct __sk_buff *skb)
 		goto fail;
 	if (bpf_skb_adjust_room(skb, OVERHEAD, BPF_ADJ_ROOM_MAC,
 				BPF_F_ADJ_ROOM_FIXED_GSO | BPF_F_ADJ_ROOM_ENCAP_L3_IPV4 |
-					BPF_F_ADJ_ROOM_ENCAP_L4_UDP))
-		goto fail;
+					BPF_F_ADJ_ROOM_ENCAP_L4_UDP)) {
+		// A packet that is a tunnel's already (a pod's own VXLAN with
+		// offloads) cannot be marked as encapsulated twice; one that is not
+		// a super-packet needs no mark, only the room. A super-packet of
+		// that kind is dropped (send-error): Datapath tun carries it.
+		if (gso || bpf_skb_adjust_room(skb, OVERHEAD, BPF_ADJ_ROOM_MAC, 0))
+			goto fail;
+	}
 
 	struct {
 		struct ip4 ip;
@@ -221,7 +231,7 @@ int weft_udp_encap(struct __sk_buff *skb)
 	// UDP checksum 0: none, valid over IPv4.
 	if (bpf_skb_store_bytes(skb, ETH_HLEN, &h, sizeof(h), 0))
 		goto fail;
-	count(COUNT_TX, skb->gso_segs ? skb->gso_segs : 1);
+	count(COUNT_TX, segs);
 	return bpf_redirect_neigh(cfg->ifindex, 0, 0, 0);
 fail:
 	count(COUNT_SEND_ERROR, 1);
