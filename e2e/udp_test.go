@@ -42,6 +42,63 @@ func (l *lab) metric(node, series string) float64 {
 	return v
 }
 
+// podAddrs maps the lab's pods to their addresses.
+func (l *lab) podAddrs() map[string]netip.Addr {
+	addr := map[string]netip.Addr{}
+	for _, p := range l.status().Pods {
+		addr[p.Name] = netip.MustParseAddr(p.Addr)
+	}
+	return addr
+}
+
+// bulkTCP sends 64 MiB of random bytes from pod src to pod dst (address
+// ip) in one TCP connection and fails t unless every byte arrives as sent.
+func (l *lab) bulkTCP(t *testing.T, src, dst string, ip netip.Addr) {
+	t.Helper()
+	var ln net.Listener
+	l.in(t, dst, func() error {
+		var err error
+		ln, err = net.Listen("tcp4", ":5300")
+		return err
+	})
+	defer ln.Close()
+	type result struct {
+		sum [32]byte
+		n   int64
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			got <- result{err: err}
+			return
+		}
+		defer c.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		got <- result{sum: [32]byte(h.Sum(nil)), n: n, err: err}
+	}()
+	const size = 64 << 20
+	data := make([]byte, size)
+	_, _ = rand.Read(data)
+	var c net.Conn
+	l.in(t, src, func() error {
+		var err error
+		c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(ip, 5300).String(), 3*time.Second)
+		return err
+	})
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	if _, err := c.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	r := <-got
+	if r.err != nil || r.n != size || r.sum != sha256.Sum256(data) {
+		t.Fatalf("received %d of %d bytes (err %v); contents match: %v", r.n, size, r.err, r.sum == sha256.Sum256(data))
+	}
+}
+
 func ipv4UDP(src, dst netip.Addr, dport uint16, payload []byte) []byte {
 	p := make([]byte, 28+len(payload))
 	p[0] = 0x45
@@ -72,11 +129,7 @@ func TestUDPOnL2(t *testing.T) {
 	if !strings.Contains(out, "36 passed, 0 failed") {
 		t.Fatalf("udp l2:\n%s", out)
 	}
-	st := l.status()
-	addr := map[string]netip.Addr{}
-	for _, p := range st.Pods {
-		addr[p.Name] = netip.MustParseAddr(p.Addr)
-	}
+	addr := l.podAddrs()
 
 	t.Run("StrangerGetsNothingThrough", func(t *testing.T) {
 		// n1-p1 listens; ext, which holds no lease, sends datagrams to n1's
@@ -118,50 +171,9 @@ func TestUDPOnL2(t *testing.T) {
 		// 64 MiB from n1-p1 to n2-p1 in one TCP connection: n2's agent
 		// writes it to flannel0 as coalesced super-packets, and every
 		// byte must arrive as sent.
-		var ln net.Listener
-		l.in(t, "n2-p1", func() error {
-			var err error
-			ln, err = net.Listen("tcp4", ":5300")
-			return err
-		})
-		defer ln.Close()
-		type result struct {
-			sum [32]byte
-			n   int64
-			err error
-		}
-		got := make(chan result, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				got <- result{err: err}
-				return
-			}
-			defer c.Close()
-			h := sha256.New()
-			n, err := io.Copy(h, c)
-			got <- result{sum: [32]byte(h.Sum(nil)), n: n, err: err}
-		}()
 		pktsBefore := l.metric("n2", `weft_udp_packets_total{direction="rx"}`)
 		writesBefore := l.metric("n2", "weft_udp_tun_writes_total")
-		const size = 64 << 20
-		data := make([]byte, size)
-		_, _ = rand.Read(data)
-		var c net.Conn
-		l.in(t, "n1-p1", func() error {
-			var err error
-			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(addr["n2-p1"], 5300).String(), 3*time.Second)
-			return err
-		})
-		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-		if _, err := c.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		r := <-got
-		if r.err != nil || r.n != size || r.sum != sha256.Sum256(data) {
-			t.Fatalf("received %d of %d bytes (err %v); contents match: %v", r.n, size, r.err, r.sum == sha256.Sum256(data))
-		}
+		l.bulkTCP(t, "n1-p1", "n2-p1", addr["n2-p1"])
 		pkts := l.metric("n2", `weft_udp_packets_total{direction="rx"}`) - pktsBefore
 		writes := l.metric("n2", "weft_udp_tun_writes_total") - writesBefore
 		t.Logf("n2 received %.0f packets in %.0f writes to flannel0 (%.1f per write)", pkts, writes, pkts/writes)
@@ -170,17 +182,23 @@ func TestUDPOnL2(t *testing.T) {
 		}
 	})
 
-	t.Run("RestartGap", func(t *testing.T) {
-		out, _ := l.pingAcrossRestarts(t)
-		m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("ping output: %s", out)
-		}
-		gap, _ := time.ParseDuration(m[1])
-		if gap >= time.Second {
-			t.Errorf("the restarts interrupted traffic for %s, want under 1s", gap)
-		}
-	})
+	t.Run("RestartGap", func(t *testing.T) { l.restartGapUnder(t, time.Second) })
+}
+
+// restartGapUnder pings across restarts of n2's and n1's agents
+// (pingAcrossRestarts) and fails t unless the longest gap between replies
+// is under limit.
+func (l *lab) restartGapUnder(t *testing.T, limit time.Duration) {
+	t.Helper()
+	out, _ := l.pingAcrossRestarts(t)
+	m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("ping output: %s", out)
+	}
+	gap, _ := time.ParseDuration(m[1])
+	if gap >= limit {
+		t.Errorf("the restarts interrupted traffic for %s, want under %s", gap, limit)
+	}
 }
 
 // TestUDPOnL3: both data paths across the l3 router (the kernel path's

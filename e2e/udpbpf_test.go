@@ -1,16 +1,12 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,10 +51,7 @@ func TestUDPKernelPath(t *testing.T) {
 		t.Fatalf("udp (bpf) l2:\n%s", out)
 	}
 	st := l.status()
-	addr := map[string]netip.Addr{}
-	for _, p := range st.Pods {
-		addr[p.Name] = netip.MustParseAddr(p.Addr)
-	}
+	addr := l.podAddrs()
 	for _, n := range st.Nodes {
 		if v := l.metric(n.Name, `weft_udp_datapath{datapath="bpf"}`); v != 1 {
 			t.Fatalf("%s: weft_udp_datapath{datapath=\"bpf\"} = %v", n.Name, v)
@@ -207,50 +200,10 @@ func TestUDPKernelPath(t *testing.T) {
 	t.Run("BulkTCPIntact", func(t *testing.T) {
 		// 64 MiB from n1-p1 to n2-p1 in one TCP connection, through both
 		// programs and GSO/GRO: every byte must arrive as sent.
-		var ln net.Listener
-		l.in(t, "n2-p1", func() error {
-			var err error
-			ln, err = net.Listen("tcp4", ":5300")
-			return err
-		})
-		defer ln.Close()
-		type result struct {
-			sum [32]byte
-			n   int64
-			err error
-		}
-		got := make(chan result, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				got <- result{err: err}
-				return
-			}
-			defer c.Close()
-			h := sha256.New()
-			n, err := io.Copy(h, c)
-			got <- result{sum: [32]byte(h.Sum(nil)), n: n, err: err}
-		}()
 		rx0 := l.metric("n2", `weft_udp_packets_total{direction="rx"}`)
 		writes0 := l.metric("n2", "weft_udp_tun_writes_total")
 		const size = 64 << 20
-		data := make([]byte, size)
-		_, _ = rand.Read(data)
-		var c net.Conn
-		l.in(t, "n1-p1", func() error {
-			var err error
-			c, err = net.DialTimeout("tcp4", netip.AddrPortFrom(addr["n2-p1"], 5300).String(), 3*time.Second)
-			return err
-		})
-		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-		if _, err := c.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		c.Close()
-		r := <-got
-		if r.err != nil || r.n != size || r.sum != sha256.Sum256(data) {
-			t.Fatalf("received %d of %d bytes (err %v); contents match: %v", r.n, size, r.err, r.sum == sha256.Sum256(data))
-		}
+		l.bulkTCP(t, "n1-p1", "n2-p1", addr["n2-p1"])
 		rx := l.metric("n2", `weft_udp_packets_total{direction="rx"}`) - rx0
 		writes := l.metric("n2", "weft_udp_tun_writes_total") - writes0
 		t.Logf("n2's kernel path decapsulated %.0f datagrams; the agent wrote %.0f times to flannel0", rx, writes)
@@ -303,15 +256,7 @@ func TestUDPKernelPath(t *testing.T) {
 
 	t.Run("RestartGap", func(t *testing.T) {
 		before := xdpID("n2")
-		out, _ := l.pingAcrossRestarts(t)
-		m := regexp.MustCompile(`longest gap (\S+)`).FindStringSubmatch(out)
-		if m == nil {
-			t.Fatalf("ping output: %s", out)
-		}
-		gap, _ := time.ParseDuration(m[1])
-		if gap >= time.Second {
-			t.Errorf("the restarts interrupted traffic for %s, want under 1s", gap)
-		}
+		l.restartGapUnder(t, time.Second)
 		if after := xdpID("n2"); after == 0 || after == before {
 			t.Errorf("n2's XDP program %d before the restart, %d after: want the new agent's", before, after)
 		}
