@@ -56,28 +56,24 @@ func GRO(dev string) (bool, error) {
 
 // SetGRO turns generic receive offload on or off for device dev of the
 // calling thread's namespace (`ethtool -K DEV gro on|off`).
-func SetGRO(dev string, on bool) error {
-	v := ethtoolValue{cmd: ethtoolSGRO}
-	if on {
-		v.data = 1
-	}
-	if err := ethtool(dev, &v); err != nil {
-		return fmt.Errorf("set GRO of %s: %w", dev, err)
-	}
-	return nil
-}
+func SetGRO(dev string, on bool) error { return ethtoolSet(dev, ethtoolSGRO, on, "GRO") }
 
 // SetTxChecksum turns transmit checksum offload on or off for device dev
 // of the calling thread's namespace (`ethtool -K DEV tx on|off`). Off, the
 // kernel completes every checksum before the device sends a packet, and
 // segments every super-packet (TSO needs checksum offload).
 func SetTxChecksum(dev string, on bool) error {
-	v := ethtoolValue{cmd: ethtoolSTXCSUM}
+	return ethtoolSet(dev, ethtoolSTXCSUM, on, "tx checksumming")
+}
+
+// ethtoolSet runs a legacy ethtool set command that takes on or off.
+func ethtoolSet(dev string, cmd uint32, on bool, what string) error {
+	v := ethtoolValue{cmd: cmd}
 	if on {
 		v.data = 1
 	}
 	if err := ethtool(dev, &v); err != nil {
-		return fmt.Errorf("set tx checksumming of %s: %w", dev, err)
+		return fmt.Errorf("set %s of %s: %w", what, dev, err)
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
+
+	"github.com/weftnet/weft/internal/kernel"
 )
 
 // The counters of bpf/udp.c (enum counter), by index.
@@ -27,13 +29,6 @@ const (
 	countDestination
 	countSendError
 	countMax
-)
-
-// The kernel names of bpf/udp.c's programs: how an agent finds the ones an
-// earlier agent attached.
-const (
-	encapName = udpbpfProgWeftUdpEncap
-	decapName = udpbpfProgWeftUdpDecap
 )
 
 // kpath is the kernel data path (bpf/udp.c): its programs and maps, loaded
@@ -73,7 +68,7 @@ func (p *kpath) canReplace() error {
 	if err != nil {
 		return err
 	}
-	_, err = progName(id)
+	_, err = kernel.BPFProgramName(id)
 	return err
 }
 
@@ -212,9 +207,9 @@ func (p *kpath) attachTCX(tunIdx int) error {
 	}
 	if err := link.RawAttachProgram(opts); err != nil {
 		if errors.Is(err, os.ErrInvalid) || errors.Is(err, ebpf.ErrNotSupported) {
-			return fmt.Errorf("attach %s at tcx egress of %s (tcx needs Linux 6.6): %w", encapName, DeviceName, err)
+			return fmt.Errorf("attach %s at tcx egress of %s (tcx needs Linux 6.6): %w", EncapProgram, DeviceName, err)
 		}
-		return fmt.Errorf("attach %s at tcx egress of %s: %w", encapName, DeviceName, err)
+		return fmt.Errorf("attach %s at tcx egress of %s: %w", EncapProgram, DeviceName, err)
 	}
 	// Any further copies (two agents raced) go.
 	for _, id := range old[min(1, len(old)):] {
@@ -237,11 +232,11 @@ func tcxPrograms(idx int) ([]ebpf.ProgramID, error) {
 	}
 	var ids []ebpf.ProgramID
 	for _, ap := range q.Programs {
-		name, err := progName(ap.ID)
+		name, err := kernel.BPFProgramName(ap.ID)
 		if err != nil {
 			return nil, err
 		}
-		if name == encapName {
+		if name == EncapProgram {
 			ids = append(ids, ap.ID)
 		}
 	}
@@ -269,25 +264,6 @@ func progID(prog *ebpf.Program) (ebpf.ProgramID, error) {
 	return id, nil
 }
 
-// progName is the name of the loaded program id. Opening a program by ID
-// needs CAP_SYS_ADMIN: without it the error says so, and no program can be
-// told to be weft's.
-func progName(id ebpf.ProgramID) (string, error) {
-	prog, err := ebpf.NewProgramFromID(id)
-	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return "", fmt.Errorf("open BPF program %d: %w (telling weft's programs from others' needs CAP_SYS_ADMIN)", id, err)
-		}
-		return "", fmt.Errorf("open BPF program %d: %w", id, err)
-	}
-	defer prog.Close()
-	info, err := prog.Info()
-	if err != nil {
-		return "", fmt.Errorf("read BPF program %d: %w", id, err)
-	}
-	return info.Name, nil
-}
-
 // errNoTCX: the kernel has no tcx hooks (before Linux 6.6).
 var errNoTCX = errors.New("the kernel has no tcx hooks (Linux 6.6 or later is needed)")
 
@@ -301,21 +277,21 @@ func (p *kpath) attachXDP(idx int) error {
 		return err
 	}
 	if x := l.Attrs().Xdp; x != nil && x.Attached && x.ProgId != 0 {
-		name, err := progName(ebpf.ProgramID(x.ProgId))
+		name, err := kernel.BPFProgramName(ebpf.ProgramID(x.ProgId))
 		if err != nil {
 			return err
 		}
 		switch {
 		case ebpf.ProgramID(x.ProgId) == mine:
 			return nil
-		case name != decapName:
+		case name != DecapProgram:
 			return fmt.Errorf("%s has another XDP program (id %d, %q): weft does not replace it; use \"Datapath\": \"tun\", or remove it (ip link set %s xdp off)", l.Attrs().Name, x.ProgId, name, l.Attrs().Name)
 		}
 	}
 	// Native XDP only: the generic hook would see every super-packet
 	// linearized, slower than the TUN path.
 	if err := netlink.LinkSetXdpFdWithFlags(l, p.objs.WeftUdpDecap.FD(), nl.XDP_FLAGS_DRV_MODE); err != nil {
-		return fmt.Errorf("attach %s at XDP of %s (native XDP: the driver must support it): %w", decapName, l.Attrs().Name, err)
+		return fmt.Errorf("attach %s at XDP of %s (native XDP: the driver must support it): %w", DecapProgram, l.Attrs().Name, err)
 	}
 	return nil
 }
@@ -334,7 +310,7 @@ func detachKPath(tunIdx, underIdx int) (bool, error) {
 		for _, id := range ids {
 			found = true
 			if err := detachTCX(tunIdx, id); err != nil {
-				errs = append(errs, fmt.Errorf("detach %s from %s: %w", encapName, DeviceName, err))
+				errs = append(errs, fmt.Errorf("detach %s from %s: %w", EncapProgram, DeviceName, err))
 			}
 		}
 	}
@@ -342,14 +318,14 @@ func detachKPath(tunIdx, underIdx int) (bool, error) {
 		x := l.Attrs().Xdp
 		name := ""
 		if x != nil && x.Attached && x.ProgId != 0 {
-			if name, err = progName(ebpf.ProgramID(x.ProgId)); err != nil {
+			if name, err = kernel.BPFProgramName(ebpf.ProgramID(x.ProgId)); err != nil {
 				errs = append(errs, err)
 			}
 		}
-		if name == decapName {
+		if name == DecapProgram {
 			found = true
 			if err := netlink.LinkSetXdpFdWithFlags(l, -1, nl.XDP_FLAGS_DRV_MODE); err != nil {
-				errs = append(errs, fmt.Errorf("detach %s from %s: %w", decapName, l.Attrs().Name, err))
+				errs = append(errs, fmt.Errorf("detach %s from %s: %w", DecapProgram, l.Attrs().Name, err))
 			}
 		}
 	}

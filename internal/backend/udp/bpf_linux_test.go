@@ -18,6 +18,14 @@ import (
 	"github.com/weftnet/weft/internal/tundev"
 )
 
+// TestProgramNames: the names the agent and the trace look for are the
+// compiled programs'.
+func TestProgramNames(t *testing.T) {
+	if EncapProgram != udpbpfProgWeftUdpEncap || DecapProgram != udpbpfProgWeftUdpDecap {
+		t.Errorf("EncapProgram %q, DecapProgram %q; compiled %q, %q", EncapProgram, DecapProgram, udpbpfProgWeftUdpEncap, udpbpfProgWeftUdpDecap)
+	}
+}
+
 func TestByteOrder(t *testing.T) {
 	// The programs compare raw network-order words: in memory, 10.244.1.0
 	// is the bytes 10 244 1 0 and port 8285 the bytes 0x20 0x5d, whatever

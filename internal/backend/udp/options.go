@@ -47,6 +47,13 @@ const (
 	DatapathTUN  = "tun"
 )
 
+// The kernel names of bpf/udp.c's programs: how an agent finds the ones an
+// earlier agent attached, and how `weft lab trace` recognizes them.
+const (
+	EncapProgram = "weft_udp_encap"
+	DecapProgram = "weft_udp_decap"
+)
+
 // DefaultPort is flannel's udp port.
 const DefaultPort = 8285
 

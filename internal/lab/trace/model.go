@@ -13,6 +13,8 @@ package trace
 import (
 	"net/netip"
 	"slices"
+
+	"github.com/weftnet/weft/internal/backend/udp"
 )
 
 // Link is a network device of a namespace, as `ip -d link` and `ip addr`
@@ -35,21 +37,14 @@ type Link struct {
 	Addrs []netip.Prefix
 	// TCXEgress are the names of the BPF programs at the device's tcx
 	// egress hook (read for TUN devices only), XDP the name of its XDP
-	// program: udp's kernel path (EncapProgram, DecapProgram).
+	// program: udp's kernel path (udp.EncapProgram, udp.DecapProgram).
 	TCXEgress []string
 	XDP       string
 }
 
-// The udp backend's kernel path, as the trace recognizes it by program
-// name.
-const (
-	EncapProgram = "weft_udp_encap"
-	DecapProgram = "weft_udp_decap"
-)
-
 // encapsulates reports whether udp's kernel path encapsulates what is
 // routed to l.
-func (l *Link) encapsulates() bool { return l != nil && slices.Contains(l.TCXEgress, EncapProgram) }
+func (l *Link) encapsulates() bool { return l != nil && slices.Contains(l.TCXEgress, udp.EncapProgram) }
 
 // Route is a route as the kernel reports it.
 type Route struct {

@@ -309,15 +309,8 @@ func tcxEgress(ns string, idx int) []string {
 	return names
 }
 
+// progName is a program's name, "" when it cannot be read.
 func progName(id ebpf.ProgramID) string {
-	prog, err := ebpf.NewProgramFromID(id)
-	if err != nil {
-		return ""
-	}
-	defer prog.Close()
-	info, err := prog.Info()
-	if err != nil {
-		return ""
-	}
-	return info.Name
+	name, _ := kernel.BPFProgramName(id)
+	return name
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/weftnet/weft/internal/backend/udp"
 )
 
 // maxHops bounds a walk (a routing loop ends the trace).
@@ -301,7 +303,7 @@ func (t *tracer) userspace(h *Hop, ns string, node, holder *Node, sub netip.Pref
 		// The program redirects the packet before flannel0 sends it:
 		// flannel0 counts nothing (the probe reads the underlay's hop).
 		h.OutDev = ""
-		h.Steps = append(h.Steps, Step{"bpf", fmt.Sprintf("%s at tcx egress of %s (udp's kernel path): %s's lease holds %s", EncapProgram, out.Name, holder.Name, sub)},
+		h.Steps = append(h.Steps, Step{"bpf", fmt.Sprintf("%s at tcx egress of %s (udp's kernel path): %s's lease holds %s", udp.EncapProgram, out.Name, holder.Name, sub)},
 			Step{"encap", fmt.Sprintf("udp encapsulation (flannel's): UDP %s:%d -> %s:%d, the IP packet as payload, sent out of the underlay device", node.Public, port, holder.Public, port)})
 	default:
 		h.Steps = append(h.Steps, Step{"agent", fmt.Sprintf("%s reads the packet from %s; %s's lease holds %s", what, out.Name, holder.Name, sub)},
@@ -320,10 +322,10 @@ func (t *tracer) userspace(h *Hop, ns string, node, holder *Node, sub netip.Pref
 	if err != nil {
 		return t.stop(Hop{NS: arr, Name: t.c.name(arr)}, Problem{Kind: MissingLink, What: err.Error()})
 	}
-	if in := as.link(arrDev); !wg && in != nil && in.XDP == DecapProgram {
+	if in := as.link(arrDev); !wg && in != nil && in.XDP == udp.DecapProgram {
 		// udp's kernel path: decapsulated at XDP, before the stack; the
 		// packet enters the node by the underlay device.
-		t.pending = []Step{{"decap", fmt.Sprintf("%s at XDP of %s (udp's kernel path): the datagram comes from %s's address and port, and the inner packet from its subnet; the outer headers are stripped, and the packet enters by %s", DecapProgram, in.Name, node.Name, in.Name)}}
+		t.pending = []Step{{"decap", fmt.Sprintf("%s at XDP of %s (udp's kernel path): the datagram comes from %s's address and port, and the inner packet from its subnet; the outer headers are stripped, and the packet enters by %s", udp.DecapProgram, in.Name, node.Name, in.Name)}}
 		return arr, in.Name, true
 	}
 	dev := as.link(out.Name)
