@@ -277,31 +277,14 @@ func TestUDPKernelPath(t *testing.T) {
 				return nil
 			})
 		}
-		var n2log string
-		for _, n := range st.Nodes {
-			if n.Name == "n2" {
-				n2log = n.Log
-			}
-		}
-		fi, err := os.Stat(n2log)
-		if err != nil {
-			t.Fatal(err)
-		}
+		log := l.markLog(t, "n2")
 		setRP("1")
 		t.Cleanup(func() { setRP("0") })
 		// The restart reports the agent not ready: that is the point.
 		_, _ = l.run("agent", "restart", "n2")
-		deadline := time.Now().Add(10 * time.Second)
-		var lines []string
-		for time.Now().Before(deadline) {
-			if lines = logLines(n2log, fi.Size(), "Datapath bpf", "rp_filter=1"); len(lines) > 0 {
-				break
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
+		lines := log.wait("Datapath bpf", "rp_filter=1")
 		if len(lines) == 0 {
-			b, _ := os.ReadFile(n2log)
-			t.Fatalf("n2's agent did not say why the kernel path cannot run:\n%s", b[fi.Size():])
+			t.Fatalf("n2's agent did not say why the kernel path cannot run:\n%s", log.since())
 		}
 		t.Logf("n2: %s", lines[0])
 	})
@@ -316,35 +299,20 @@ func TestUDPFallback(t *testing.T) {
 	if !strings.Contains(out, "36 passed, 0 failed") {
 		t.Fatalf("udp (auto) l2:\n%s", out)
 	}
-	var n2log string
-	for _, n := range l.status().Nodes {
-		if n.Name == "n2" {
-			n2log = n.Log
-		}
-	}
-	fi, err := os.Stat(n2log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log2 := l.markLog(t, "n2")
 	l.in(t, "n2", func() error {
 		return os.WriteFile("/proc/sys/net/ipv4/conf/all/rp_filter", []byte("1"), 0o644)
 	})
 	l.must("agent", "restart", "n2")
-	var lines []string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if lines = logLines(n2log, fi.Size(), "data path tun", "rp_filter=1"); len(lines) > 0 {
-			break
-		}
-	}
+	lines := log2.wait("data path tun", "rp_filter=1")
 	if len(lines) != 1 {
-		b, _ := os.ReadFile(n2log)
-		t.Fatalf("want one line saying why n2 runs the TUN path, got %d:\n%s", len(lines), b[fi.Size():])
+		t.Fatalf("want one line saying why n2 runs the TUN path, got %d:\n%s", len(lines), log2.since())
 	}
 	t.Logf("n2: %s", lines[0])
 	if v := l.metric("n2", `weft_udp_datapath{datapath="tun"}`); v != 1 {
 		t.Errorf("n2: weft_udp_datapath{datapath=\"tun\"} = %v", v)
 	}
-	if len(logLines(n2log, fi.Size(), "removed the kernel data path an earlier agent left")) != 1 {
+	if len(log2.lines("removed the kernel data path an earlier agent left")) != 1 {
 		t.Error("n2 did not say it removed the kernel path its last agent left")
 	}
 	eth, err := l.handle("n2").LinkByName("eth0")
@@ -361,16 +329,7 @@ func TestUDPFallback(t *testing.T) {
 
 	// Another XDP program on n3's eth0 (someone else's tool): weft does
 	// not replace it; n3 runs the TUN path and says why.
-	var n3log string
-	for _, n := range l.status().Nodes {
-		if n.Name == "n3" {
-			n3log = n.Log
-		}
-	}
-	fi3, err := os.Stat(n3log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	log3 := l.markLog(t, "n3")
 	other, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "someone_else", Type: ebpf.XDP, License: "MIT",
 		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}}) // XDP_PASS
 	if err != nil {
@@ -386,14 +345,8 @@ func TestUDPFallback(t *testing.T) {
 	}
 	l.in(t, "n3", func() error { return netlink.LinkSetXdpFdWithFlags(eth3, other.FD(), nl.XDP_FLAGS_DRV_MODE) })
 	l.must("agent", "restart", "n3")
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if lines = logLines(n3log, fi3.Size(), "data path tun", "another XDP program"); len(lines) > 0 {
-			break
-		}
-	}
-	if len(lines) != 1 {
-		b, _ := os.ReadFile(n3log)
-		t.Fatalf("want one line saying why n3 runs the TUN path, got %d:\n%s", len(lines), b[fi3.Size():])
+	if lines = log3.wait("data path tun", "another XDP program"); len(lines) != 1 {
+		t.Fatalf("want one line saying why n3 runs the TUN path, got %d:\n%s", len(lines), log3.since())
 	}
 	t.Logf("n3: %s", lines[0])
 	if eth3, _ = h3.LinkByName("eth0"); eth3.Attrs().Xdp == nil || !eth3.Attrs().Xdp.Attached || progIDOf(t, other) != eth3.Attrs().Xdp.ProgId {
@@ -412,4 +365,47 @@ func progIDOf(t *testing.T, p *ebpf.Program) uint32 {
 	}
 	id, _ := info.ID()
 	return uint32(id)
+}
+
+// logMark is a node's agent log from where it ended when marked.
+type logMark struct {
+	path string
+	off  int64
+}
+
+// markLog remembers where node's agent log ends now.
+func (l *lab) markLog(t *testing.T, node string) logMark {
+	t.Helper()
+	for _, n := range l.status().Nodes {
+		if n.Name == node {
+			fi, err := os.Stat(n.Log)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return logMark{path: n.Log, off: fi.Size()}
+		}
+	}
+	t.Fatalf("no node %s", node)
+	return logMark{}
+}
+
+// lines are the lines logged since the mark that hold every one of words.
+func (m logMark) lines(words ...string) []string { return logLines(m.path, m.off, words...) }
+
+// wait polls for up to 10 s until a line logged since the mark holds
+// every one of words, and returns those lines (none when it timed out).
+func (m logMark) wait(words ...string) []string {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ls := m.lines(words...); len(ls) > 0 || time.Now().After(deadline) {
+			return ls
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// since is everything logged since the mark.
+func (m logMark) since() string {
+	b, _ := os.ReadFile(m.path)
+	return string(b[min(m.off, int64(len(b))):])
 }
