@@ -232,47 +232,9 @@ func (b *Backend) ensureLinks(ctx context.Context, d backend.Desired) error {
 // the kernel path), starts the data path over them and puts the device
 // right (EnsureLink).
 func (b *Backend) start(ctx context.Context, d backend.Desired) error {
-	kp, why := b.kernelPath()
-	if kp == nil && b.cfg.Datapath == DatapathBPF {
-		return fmt.Errorf("udp: Datapath bpf: %s", why)
-	}
-	dev, l, err := b.openDevice(kp != nil)
+	dev, l, kp, why, err := b.openPath(d)
 	if err != nil {
-		if kp != nil {
-			kp.close()
-		}
 		return err
-	}
-	if kp != nil {
-		if err = b.startKPath(kp, l.Index, d); err != nil {
-			kp.close()
-			kp = nil
-			if b.cfg.Datapath == DatapathBPF {
-				// Whatever an earlier agent attached keeps carrying
-				// traffic; the next sync tries again.
-				dev.Close()
-				return fmt.Errorf("udp: Datapath bpf: %w", err)
-			}
-			// Falling back: the TUN path needs flannel0's packets.
-			if _, derr := detachKPath(l.Index, b.u.LinkIndex); derr != nil {
-				dev.Close()
-				return fmt.Errorf("udp: the kernel data path cannot run (%v), and what an earlier agent attached cannot be removed (remove it by hand: ip link del %s; ip link set %s xdp off): %w", err, DeviceName, b.u.Name, derr)
-			}
-			dev.Close()
-			why = err.Error()
-			if dev, l, err = b.openDevice(false); err != nil {
-				return err
-			}
-		}
-	} else if b.loadKPath == nil {
-		// A test's in-memory device: no kernel path to remove.
-	} else if found, err := detachKPath(l.Index, b.u.LinkIndex); err != nil {
-		// Programs an earlier agent left would keep taking packets with
-		// their old peers: the TUN path cannot run beside them.
-		dev.Close()
-		return fmt.Errorf("udp: remove the kernel data path an earlier agent left (or remove it by hand: ip link del %s; ip link set %s xdp off): %w", DeviceName, b.u.Name, err)
-	} else if found {
-		b.log.Info("udp: removed the kernel data path an earlier agent left")
 	}
 	bind := b.openBind()
 	fns, _, err := bind.Open(uint16(b.cfg.Port))
@@ -298,6 +260,62 @@ func (b *Backend) start(ctx context.Context, d backend.Desired) error {
 	// The data path runs; a device that could not be put right is
 	// reported, and the next Apply tries again.
 	return b.ensureLinks(ctx, d)
+}
+
+// openPath chooses the data path and opens flannel0 for it: with the
+// kernel path's programs attached and their maps filled (kp), or for the
+// TUN path with none of weft's programs left at its hooks (why says why
+// not the kernel path; "" when Datapath tun asked for none). A forced
+// Datapath bpf that cannot run is an error, and leaves whatever an earlier
+// agent attached carrying traffic until the next sync tries again.
+func (b *Backend) openPath(d backend.Desired) (dev tun.Device, l kernel.Link, kp *kpath, why string, err error) {
+	kp, why = b.kernelPath()
+	if kp != nil {
+		if dev, l, err = b.openDevice(true); err != nil {
+			kp.close()
+			return nil, l, nil, "", err
+		}
+		serr := b.startKPath(kp, l.Index, d)
+		if serr == nil {
+			return dev, l, kp, "", nil
+		}
+		kp.close()
+		dev.Close()
+		if b.cfg.Datapath == DatapathBPF {
+			return nil, l, nil, "", fmt.Errorf("udp: Datapath bpf: %w", serr)
+		}
+		why = serr.Error()
+	} else if b.cfg.Datapath == DatapathBPF {
+		return nil, l, nil, "", fmt.Errorf("udp: Datapath bpf: %s", why)
+	}
+	if dev, l, err = b.openDevice(false); err != nil {
+		return nil, l, nil, "", err
+	}
+	if err = b.removeKPath(l.Index); err != nil {
+		dev.Close()
+		if why != "" {
+			err = fmt.Errorf("%w (the kernel path cannot run: %s)", err, why)
+		}
+		return nil, l, nil, "", err
+	}
+	return dev, l, nil, why, nil
+}
+
+// removeKPath removes weft's programs from flannel0 (tunIdx) and the
+// underlay: the TUN path cannot run beside them, as they would keep
+// taking packets with the peers they had.
+func (b *Backend) removeKPath(tunIdx int) error {
+	if b.loadKPath == nil {
+		return nil // a test's in-memory device: no kernel path to remove
+	}
+	found, err := detachKPath(tunIdx, b.u.LinkIndex)
+	if err != nil {
+		return fmt.Errorf("udp: remove the kernel data path left attached (or remove it by hand: ip link del %s; ip link set %s xdp off): %w", DeviceName, b.u.Name, err)
+	}
+	if found {
+		b.log.Info("udp: removed the kernel data path an earlier agent left")
+	}
+	return nil
 }
 
 // openDevice opens flannel0 (persistent for the kernel path) and finds
